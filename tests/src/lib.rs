@@ -1,0 +1,36 @@
+//! `amime-e2e`: the end-to-end test harness for Amime.
+//!
+//! This crate owns everything needed to drive the *real* processes of a mesh from a test:
+//!
+//! - [`paths`]: where the workspace, the `meshd`/`meshctl` binaries and Envoy are.
+//! - [`context::TestContext`]: a per-test scratch directory, the registry of process logs and
+//!   printing their tails when a test fails (error or panic).
+//! - [`process::ManagedProcess`]: a child process whose stdout/stderr go to files in the
+//!   test's directory and which is killed when dropped (also while unwinding from a panic).
+//! - [`wait::await_condition`]: poll a condition until a deadline; never sleep to wait.
+//! - [`http`]: a tiny HTTP/1.1 client (origin-form and absolute-form/proxy requests).
+//! - [`upstream::Upstream`]: an in-process HTTP server that says which instance served a request.
+//! - [`meshd::Meshd`]: the control-plane process and its monitoring endpoints.
+//! - [`sidecar::Sidecar`]: an Envoy sidecar (bootstrap from `meshctl bootstrap`) and its admin API.
+//! - [`mesh`]: loopback IP blocks, the YAML config directory and the bookinfo fixture.
+//!
+//! Tests run in parallel: each test picks its own loopback block `127.0.N.0/24` ([`mesh::IpBlock`])
+//! so that ports never collide between tests.
+
+pub mod context;
+pub mod http;
+pub mod mesh;
+pub mod meshd;
+pub mod paths;
+pub mod process;
+pub mod sidecar;
+pub mod upstream;
+pub mod wait;
+
+pub use context::{run_test, TestContext};
+pub use http::Response;
+pub use mesh::{hosts, Bookinfo, BookinfoOptions, IpBlock, MeshDir};
+pub use meshd::{ConfigError, Meshd};
+pub use sidecar::{Sidecar, SidecarSpec, Tally, XdsApi};
+pub use upstream::Upstream;
+pub use wait::{await_condition, fatal};

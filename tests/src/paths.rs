@@ -1,0 +1,79 @@
+//! Locations of the workspace, the Amime binaries and Envoy.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Result};
+
+/// The workspace root (the parent of this crate's directory).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent directory")
+        .to_path_buf()
+}
+
+/// `manifests/examples/bookinfo` in the workspace.
+pub fn bookinfo_example_dir() -> PathBuf {
+    workspace_root().join("manifests/examples/bookinfo")
+}
+
+/// Directories searched for the workspace binaries, in order.
+///
+/// `$AMIME_BIN_DIR` alone if set; otherwise the directory of the running executable
+/// (`target/<profile>`, also for test binaries in `target/<profile>/deps`) and then
+/// `<workspace>/target/debug`.
+pub fn bin_dirs() -> Vec<PathBuf> {
+    if let Some(dir) = std::env::var_os("AMIME_BIN_DIR") {
+        return vec![PathBuf::from(dir)];
+    }
+    let mut dirs = Vec::new();
+    if let Ok(exe) = std::env::current_exe() {
+        if let Some(mut dir) = exe.parent().map(Path::to_path_buf) {
+            if dir.file_name().is_some_and(|n| n == "deps") {
+                dir.pop();
+            }
+            dirs.push(dir);
+        }
+    }
+    let default = workspace_root().join("target/debug");
+    if !dirs.contains(&default) {
+        dirs.push(default);
+    }
+    dirs
+}
+
+/// Path of a workspace binary such as `meshd` or `meshctl`.
+pub fn binary(name: &str) -> Result<PathBuf> {
+    let dirs = bin_dirs();
+    for dir in &dirs {
+        let candidate = dir.join(name);
+        if candidate.is_file() {
+            return Ok(candidate);
+        }
+    }
+    let tried: Vec<String> = dirs.iter().map(|d| d.join(name).display().to_string()).collect();
+    bail!(
+        "binary `{name}` not found (looked at {}); run `cargo build --workspace --bins` \
+         (or set AMIME_BIN_DIR)",
+        tried.join(", ")
+    )
+}
+
+/// Path of the Envoy binary: `$AMIME_ENVOY`, else `<workspace>/.venv/bin/envoy`.
+pub fn envoy() -> Result<PathBuf> {
+    if let Some(path) = std::env::var_os("AMIME_ENVOY") {
+        let path = PathBuf::from(path);
+        if !path.is_file() {
+            bail!("AMIME_ENVOY={} does not exist", path.display());
+        }
+        return Ok(path);
+    }
+    let path = workspace_root().join(".venv/bin/envoy");
+    if !path.is_file() {
+        bail!(
+            "Envoy not found at {}; run scripts/install-envoy.sh (or set AMIME_ENVOY)",
+            path.display()
+        );
+    }
+    Ok(path)
+}

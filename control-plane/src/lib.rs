@@ -1,1 +1,17 @@
-//! placeholder
+//! `control_plane`: meshd, the Amime control-plane daemon.
+//!
+//! Data flows one way: config sources ([`source`]) feed validated objects into the
+//! model index ([`model`]); the push loop ([`push`]) debounces changes, runs the pure
+//! translator ([`translate`]) and hands per-proxy snapshots to the generic xDS engine
+//! (the `xds` crate), which serves them to Envoy. [`monitoring`] exposes health,
+//! readiness, metrics and debug state; [`config`] is meshd's one typed configuration.
+#![forbid(unsafe_code)]
+
+pub mod model;
+pub mod translate;
+pub mod config;
+pub mod monitoring;
+pub mod proxy;
+pub mod push;
+pub mod run;
+pub mod source;

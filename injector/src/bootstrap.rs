@@ -73,7 +73,9 @@ pub enum NameError {
     EmptyPart,
     #[error("dot-separated part {part:?} is {len} characters long, the maximum is 63")]
     PartTooLong { part: String, len: usize },
-    #[error("it ends in an all-numeric part, so it looks like an IP address but is not a valid one")]
+    #[error(
+        "it ends in an all-numeric part, so it looks like an IP address but is not a valid one"
+    )]
     NumericTail,
 }
 
@@ -82,13 +84,17 @@ pub enum NameError {
 pub enum BootstrapError {
     #[error("invalid node id {node_id:?}: expected POD_NAME.NAMESPACE, but it has no '.'")]
     NodeIdWithoutNamespace { node_id: String },
-    #[error("invalid node id {node_id:?}: pod name {pod_name:?} is not a valid DNS subdomain: {reason}")]
+    #[error(
+        "invalid node id {node_id:?}: pod name {pod_name:?} is not a valid DNS subdomain: {reason}"
+    )]
     InvalidPodName {
         node_id: String,
         pod_name: String,
         reason: NameError,
     },
-    #[error("invalid node id {node_id:?}: namespace {namespace:?} is not a valid DNS label: {reason}")]
+    #[error(
+        "invalid node id {node_id:?}: namespace {namespace:?} is not a valid DNS label: {reason}"
+    )]
     InvalidNamespace {
         node_id: String,
         namespace: String,
@@ -143,11 +149,7 @@ fn check_len(s: &str, max: usize) -> Result<(), NameError> {
     }
 }
 
-fn check_chars(
-    s: &str,
-    allowed: &'static str,
-    ok: impl Fn(char) -> bool,
-) -> Result<(), NameError> {
+fn check_chars(s: &str, allowed: &'static str, ok: impl Fn(char) -> bool) -> Result<(), NameError> {
     match s.chars().enumerate().find(|&(_, c)| !ok(c)) {
         Some((i, ch)) => Err(NameError::InvalidChar {
             ch,
@@ -240,8 +242,11 @@ fn validate_label(key: &str, value: &str) -> Result<(), BootstrapError> {
     };
     let name = match key.split_once('/') {
         Some((prefix, name)) => {
-            validate_dns_subdomain(prefix)
-                .map_err(|e| key_err(format!("prefix {prefix:?} is not a valid DNS subdomain: {e}")))?;
+            validate_dns_subdomain(prefix).map_err(|e| {
+                key_err(format!(
+                    "prefix {prefix:?} is not a valid DNS subdomain: {e}"
+                ))
+            })?;
             name
         }
         None => key,
@@ -289,10 +294,12 @@ impl ProxyIdentity {
 
     /// Checks both parts; useful when the struct was built field by field.
     pub fn validate(&self) -> Result<(), BootstrapError> {
-        validate_dns_subdomain(&self.pod_name).map_err(|reason| BootstrapError::InvalidPodName {
-            node_id: self.node_id(),
-            pod_name: self.pod_name.clone(),
-            reason,
+        validate_dns_subdomain(&self.pod_name).map_err(|reason| {
+            BootstrapError::InvalidPodName {
+                node_id: self.node_id(),
+                pod_name: self.pod_name.clone(),
+                reason,
+            }
         })?;
         validate_dns_label(&self.namespace).map_err(|reason| BootstrapError::InvalidNamespace {
             node_id: self.node_id(),
@@ -498,8 +505,11 @@ impl FromStr for XdsAddress {
         if port == 0 {
             return Err(err("port 0 is not allowed".into()));
         }
-        validate_hostname(host)
-            .map_err(|e| err(format!("host {host:?} is neither an IP address nor a valid DNS name: {e}")))?;
+        validate_hostname(host).map_err(|e| {
+            err(format!(
+                "host {host:?} is neither an IP address nor a valid DNS name: {e}"
+            ))
+        })?;
         Ok(XdsAddress {
             host: XdsHost::Dns(host.to_string()),
             port,
@@ -884,7 +894,11 @@ mod tests {
     #[test]
     fn node_id_parsing_accepts_good_ids() {
         let cases = [
-            ("productpage-v1-7d9c.bookinfo", "productpage-v1-7d9c", "bookinfo"),
+            (
+                "productpage-v1-7d9c.bookinfo",
+                "productpage-v1-7d9c",
+                "bookinfo",
+            ),
             ("a.b", "a", "b"),
             ("web.0.default", "web.0", "default"),
             ("my.dotted.pod.kube-system", "my.dotted.pod", "kube-system"),
@@ -908,10 +922,22 @@ mod tests {
         let cases: Vec<(&str, &str)> = vec![
             ("", "has no '.'"),
             ("nodots", "has no '.'"),
-            (".default", "pod name \"\" is not a valid DNS subdomain: it is empty"),
-            ("pod.", "namespace \"\" is not a valid DNS label: it is empty"),
-            ("Pod.default", "pod name \"Pod\" is not a valid DNS subdomain: character 'P' at position 1"),
-            ("pod.Default", "namespace \"Default\" is not a valid DNS label: character 'D' at position 1"),
+            (
+                ".default",
+                "pod name \"\" is not a valid DNS subdomain: it is empty",
+            ),
+            (
+                "pod.",
+                "namespace \"\" is not a valid DNS label: it is empty",
+            ),
+            (
+                "Pod.default",
+                "pod name \"Pod\" is not a valid DNS subdomain: character 'P' at position 1",
+            ),
+            (
+                "pod.Default",
+                "namespace \"Default\" is not a valid DNS label: character 'D' at position 1",
+            ),
             ("pod_1.default", "character '_' at position 4"),
             ("-pod.default", "must start and end with a letter or digit"),
             ("pod-.default", "must start and end with a letter or digit"),
@@ -926,7 +952,10 @@ mod tests {
             let err = ProxyIdentity::parse(input)
                 .expect_err(&format!("{input:?} should be rejected"))
                 .to_string();
-            assert!(err.contains(want), "{input:?}: error {err:?} should contain {want:?}");
+            assert!(
+                err.contains(want),
+                "{input:?}: error {err:?} should contain {want:?}"
+            );
             assert!(
                 err.contains(&format!("{input:?}")),
                 "{input:?}: error {err:?} should name the input"
@@ -942,11 +971,23 @@ mod tests {
     #[test]
     fn xds_addresses() {
         let ok = [
-            ("127.0.0.1:15010", XdsHost::Ip("127.0.0.1".parse().unwrap()), 15010),
+            (
+                "127.0.0.1:15010",
+                XdsHost::Ip("127.0.0.1".parse().unwrap()),
+                15010,
+            ),
             ("[::1]:15010", XdsHost::Ip("::1".parse().unwrap()), 15010),
-            ("meshd.amime-system.svc:15010", XdsHost::Dns("meshd.amime-system.svc".into()), 15010),
+            (
+                "meshd.amime-system.svc:15010",
+                XdsHost::Dns("meshd.amime-system.svc".into()),
+                15010,
+            ),
             ("localhost:1", XdsHost::Dns("localhost".into()), 1),
-            ("MeshD.example.com.:443", XdsHost::Dns("MeshD.example.com.".into()), 443),
+            (
+                "MeshD.example.com.:443",
+                XdsHost::Dns("MeshD.example.com.".into()),
+                443,
+            ),
         ];
         for (input, host, port) in ok {
             let a: XdsAddress = input.parse().unwrap_or_else(|e| panic!("{input}: {e}"));
@@ -967,8 +1008,14 @@ mod tests {
         ];
         for (input, want) in bad {
             let err = input.parse::<XdsAddress>().expect_err(input).to_string();
-            assert!(err.contains(want), "{input:?}: {err:?} should contain {want:?}");
-            assert!(err.contains(&format!("{input:?}")), "{err:?} should name {input:?}");
+            assert!(
+                err.contains(want),
+                "{input:?}: {err:?} should contain {want:?}"
+            );
+            assert!(
+                err.contains(&format!("{input:?}")),
+                "{err:?} should name {input:?}"
+            );
         }
     }
 
@@ -979,15 +1026,30 @@ mod tests {
                 BootstrapConfig::builder(ProxyIdentity::parse("pod.ns").unwrap()),
                 "at least one instance IP",
             ),
-            (base().ip("0.0.0.0".parse().unwrap()), "invalid instance IP 0.0.0.0"),
+            (
+                base().ip("0.0.0.0".parse().unwrap()),
+                "invalid instance IP 0.0.0.0",
+            ),
             (base().ip("224.0.0.1".parse().unwrap()), "multicast"),
-            (base().label("app", "-bad"), "invalid value \"-bad\" for label \"app\""),
+            (
+                base().label("app", "-bad"),
+                "invalid value \"-bad\" for label \"app\"",
+            ),
             (base().label("", "x"), "invalid label key \"\""),
             (base().label("bad/prefix/x", "v"), "invalid label key"),
             (base().label("Example.com/x", "v"), "prefix \"Example.com\""),
-            (base().service_account("Bad"), "invalid service account \"Bad\""),
-            (base().admin_address("10.0.0.1:15000".parse().unwrap()), "loopback"),
-            (base().admin_address("127.0.0.1:0".parse().unwrap()), "port 0"),
+            (
+                base().service_account("Bad"),
+                "invalid service account \"Bad\"",
+            ),
+            (
+                base().admin_address("10.0.0.1:15000".parse().unwrap()),
+                "loopback",
+            ),
+            (
+                base().admin_address("127.0.0.1:0".parse().unwrap()),
+                "port 0",
+            ),
             (base().xds_address("nope"), "invalid xDS address \"nope\""),
             (
                 BootstrapConfig::builder(ProxyIdentity {
@@ -1016,8 +1078,14 @@ mod tests {
 
     #[test]
     fn modes_parse() {
-        assert_eq!("explicit".parse::<InterceptionMode>().unwrap(), InterceptionMode::None);
-        assert_eq!("REDIRECT".parse::<InterceptionMode>().unwrap(), InterceptionMode::Redirect);
+        assert_eq!(
+            "explicit".parse::<InterceptionMode>().unwrap(),
+            InterceptionMode::None
+        );
+        assert_eq!(
+            "REDIRECT".parse::<InterceptionMode>().unwrap(),
+            InterceptionMode::Redirect
+        );
         assert!("tproxy".parse::<InterceptionMode>().is_err());
         assert_eq!("sotw".parse::<XdsApi>().unwrap(), XdsApi::Sotw);
         assert_eq!("delta".parse::<XdsApi>().unwrap(), XdsApi::Delta);
@@ -1035,9 +1103,15 @@ mod tests {
         for l in v["static_resources"]["listeners"].as_array().unwrap() {
             assert_eq!(l["address"]["socket_address"]["address"], "127.0.0.2");
         }
-        assert_eq!(v["admin"]["address"]["socket_address"]["address"], "127.0.0.2");
+        assert_eq!(
+            v["admin"]["address"]["socket_address"]["address"],
+            "127.0.0.2"
+        );
         assert_eq!(v["node"]["cluster"], "pod.ns");
         assert_eq!(v["static_resources"]["clusters"][0]["type"], "STRICT_DNS");
-        assert_eq!(render_yaml(&cfg).unwrap(), render_yaml(&cfg.clone()).unwrap());
+        assert_eq!(
+            render_yaml(&cfg).unwrap(),
+            render_yaml(&cfg.clone()).unwrap()
+        );
     }
 }

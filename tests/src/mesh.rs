@@ -61,7 +61,8 @@ pub const APP_PORT: u16 = 9080;
 /// The example's mesh (Namespace, Services, Pods), moved into `block`.
 pub fn bookinfo_mesh_yaml(block: IpBlock) -> Result<String> {
     let path = paths::bookinfo_example_dir().join("mesh.yaml");
-    let text = std::fs::read_to_string(&path).with_context(|| format!("read {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("read {}", path.display()))?;
     Ok(block.render(&text))
 }
 
@@ -86,12 +87,18 @@ impl MeshDir {
     pub fn write(&self, name: &str, contents: &str) -> Result<Instant> {
         let target = self.path.join(name);
         if let Some(parent) = target.parent() {
-            std::fs::create_dir_all(parent).with_context(|| format!("create {}", parent.display()))?;
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("create {}", parent.display()))?;
         }
-        let file_name = target.file_name().context("file name")?.to_string_lossy().into_owned();
+        let file_name = target
+            .file_name()
+            .context("file name")?
+            .to_string_lossy()
+            .into_owned();
         let temp = target.with_file_name(format!(".{file_name}.tmp~"));
         std::fs::write(&temp, contents).with_context(|| format!("write {}", temp.display()))?;
-        std::fs::rename(&temp, &target).with_context(|| format!("rename {} to {}", temp.display(), target.display()))?;
+        std::fs::rename(&temp, &target)
+            .with_context(|| format!("rename {} to {}", temp.display(), target.display()))?;
         Ok(Instant::now())
     }
 
@@ -133,7 +140,10 @@ pub struct BookinfoOptions {
 
 impl Default for BookinfoOptions {
     fn default() -> Self {
-        Self { xds_api: XdsApi::Delta, meshd_args: Vec::new() }
+        Self {
+            xds_api: XdsApi::Delta,
+            meshd_args: Vec::new(),
+        }
     }
 }
 
@@ -155,32 +165,61 @@ impl Bookinfo {
 
     /// Start everything on the YAML already in `dir` and wait until reviews answer through
     /// the sidecar.
-    pub async fn start(ctx: &TestContext, block: IpBlock, dir: MeshDir, options: BookinfoOptions) -> Result<Self> {
+    pub async fn start(
+        ctx: &TestContext,
+        block: IpBlock,
+        dir: MeshDir,
+        options: BookinfoOptions,
+    ) -> Result<Self> {
         let meshd_args: Vec<&str> = options.meshd_args.iter().map(String::as_str).collect();
         let meshd = Meshd::start(ctx, dir.path(), block.ip(hosts::MESHD), &meshd_args).await?;
         let mut reviews = Vec::new();
-        for (host, version) in [(hosts::REVIEWS_V1, "v1"), (hosts::REVIEWS_V2, "v2"), (hosts::REVIEWS_V3, "v3")] {
-            reviews.push(Upstream::start(block.addr(host, APP_PORT), "reviews", version, &format!("reviews-{version}")).await?);
+        for (host, version) in [
+            (hosts::REVIEWS_V1, "v1"),
+            (hosts::REVIEWS_V2, "v2"),
+            (hosts::REVIEWS_V3, "v3"),
+        ] {
+            reviews.push(
+                Upstream::start(
+                    block.addr(host, APP_PORT),
+                    "reviews",
+                    version,
+                    &format!("reviews-{version}"),
+                )
+                .await?,
+            );
         }
         let spec = SidecarSpec::new("productpage-v1", "bookinfo", block.ip(hosts::PRODUCTPAGE))
             .label("app", "productpage")
             .label("version", "v1")
             .xds_api(options.xds_api);
         let productpage = Sidecar::start(ctx, &spec, meshd.xds_addr()).await?;
-        let bookinfo = Self { productpage, meshd, reviews, dir, block };
-        bookinfo.await_answer(Self::REVIEWS_URL, Duration::from_secs(10)).await?;
+        let bookinfo = Self {
+            productpage,
+            meshd,
+            reviews,
+            dir,
+            block,
+        };
+        bookinfo
+            .await_answer(Self::REVIEWS_URL, Duration::from_secs(10))
+            .await?;
         Ok(bookinfo)
     }
 
     /// Wait until `url` answers 200 through the productpage sidecar.
     pub async fn await_answer(&self, url: &str, timeout: Duration) -> Result<()> {
-        await_condition(&format!("GET {url} through the productpage sidecar to answer 200"), timeout, || async {
-            self.productpage.process().ensure_running()?;
-            self.meshd.process().ensure_running()?;
-            let response = self.productpage.request(url, &[]).await?;
-            ensure!(response.status == 200, "{}", response.summary());
-            Ok(())
-        })
+        await_condition(
+            &format!("GET {url} through the productpage sidecar to answer 200"),
+            timeout,
+            || async {
+                self.productpage.process().ensure_running()?;
+                self.meshd.process().ensure_running()?;
+                let response = self.productpage.request(url, &[]).await?;
+                ensure!(response.status == 200, "{}", response.summary());
+                Ok(())
+            },
+        )
         .await
     }
 
@@ -194,10 +233,13 @@ impl Bookinfo {
                 .filter(|(n, v)| n.ends_with(".update_rejected") && **v > 0)
                 .map(|(n, v)| format!("{n}={v}"))
                 .collect();
-            bail!("Envoy rejected {rejected} xDS updates: {}", nonzero.join(", "));
+            bail!(
+                "Envoy rejected {rejected} xDS updates: {}",
+                nonzero.join(", ")
+            );
         }
         match self.meshd.metric("amime_xds_nacks_total").await? {
-            Some(n) if n == 0.0 => Ok(()),
+            Some(0.0) => Ok(()),
             Some(n) => bail!("meshd counted {n} NACKs (amime_xds_nacks_total)"),
             None => bail!("meshd /metrics has no amime_xds_nacks_total"),
         }

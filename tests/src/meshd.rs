@@ -21,7 +21,7 @@ pub const MONITORING_PORT: u16 = 15014;
 pub const READY_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// One entry of `/debug/config_errors`.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
 #[serde(default)]
 pub struct ConfigError {
     pub file: String,
@@ -31,20 +31,6 @@ pub struct ConfigError {
     pub name: Option<String>,
     pub field: Option<String>,
     pub message: String,
-}
-
-impl Default for ConfigError {
-    fn default() -> Self {
-        Self {
-            file: String::new(),
-            document: None,
-            kind: None,
-            namespace: None,
-            name: None,
-            field: None,
-            message: String::new(),
-        }
-    }
 }
 
 /// A running `meshd --config-dir DIR`.
@@ -57,7 +43,12 @@ pub struct Meshd {
 
 impl Meshd {
     /// Start meshd on `ip` (xDS on `ip:15010`, monitoring on `ip:15014`) and wait for `/readyz`.
-    pub async fn start(ctx: &TestContext, config_dir: &Path, ip: Ipv4Addr, extra_args: &[&str]) -> Result<Self> {
+    pub async fn start(
+        ctx: &TestContext,
+        config_dir: &Path,
+        ip: Ipv4Addr,
+        extra_args: &[&str],
+    ) -> Result<Self> {
         let xds = SocketAddr::from((ip, XDS_PORT));
         let monitoring = SocketAddr::from((ip, MONITORING_PORT));
         let program = paths::binary("meshd")?;
@@ -71,7 +62,12 @@ impl Meshd {
         ];
         args.extend(extra_args.iter().map(|a| a.to_string()));
         let process = ManagedProcess::spawn(ctx, "meshd", &program, &args)?;
-        let meshd = Self { process, xds, monitoring, config_dir: config_dir.to_path_buf() };
+        let meshd = Self {
+            process,
+            xds,
+            monitoring,
+            config_dir: config_dir.to_path_buf(),
+        };
         meshd.wait_ready(READY_TIMEOUT).await?;
         Ok(meshd)
     }
@@ -111,7 +107,9 @@ impl Meshd {
 
     /// GET a path on the monitoring server.
     pub async fn get(&self, path: &str) -> Result<Response> {
-        http::get(self.monitoring, path).await.with_context(|| format!("meshd GET {path}"))
+        http::get(self.monitoring, path)
+            .await
+            .with_context(|| format!("meshd GET {path}"))
     }
 
     async fn get_ok(&self, path: &str) -> Result<Response> {
@@ -125,8 +123,12 @@ impl Meshd {
     /// `/debug/config_errors`.
     pub async fn config_errors(&self) -> Result<Vec<ConfigError>> {
         let response = self.get_ok("/debug/config_errors").await?;
-        serde_json::from_str(&response.body)
-            .with_context(|| format!("/debug/config_errors is not a JSON array of errors: {}", snippet(&response.body)))
+        serde_json::from_str(&response.body).with_context(|| {
+            format!(
+                "/debug/config_errors is not a JSON array of errors: {}",
+                snippet(&response.body)
+            )
+        })
     }
 
     /// `/debug/proxies` as JSON.
@@ -153,7 +155,9 @@ pub fn parse_metric(text: &str, name: &str) -> Option<f64> {
         if line.starts_with('#') {
             continue;
         }
-        let Some(rest) = line.strip_prefix(name) else { continue };
+        let Some(rest) = line.strip_prefix(name) else {
+            continue;
+        };
         let rest = if rest.starts_with('{') {
             match rest.find('}') {
                 Some(end) => &rest[end + 1..],
@@ -164,7 +168,9 @@ pub fn parse_metric(text: &str, name: &str) -> Option<f64> {
         } else {
             continue; // a longer metric name with the same prefix
         };
-        let Some(value) = rest.split_whitespace().next() else { continue };
+        let Some(value) = rest.split_whitespace().next() else {
+            continue;
+        };
         let value = match value {
             "+Inf" => f64::INFINITY,
             "-Inf" => f64::NEG_INFINITY,
@@ -201,7 +207,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!(errors.len(), 2);
-        assert_eq!(errors[0].field.as_deref(), Some("spec.http[0].route[0].weight"));
+        assert_eq!(
+            errors[0].field.as_deref(),
+            Some("spec.http[0].route[0].weight")
+        );
         assert_eq!(errors[1].document, None);
     }
 }

@@ -51,7 +51,10 @@ pub fn binary(name: &str) -> Result<PathBuf> {
             return Ok(candidate);
         }
     }
-    let tried: Vec<String> = dirs.iter().map(|d| d.join(name).display().to_string()).collect();
+    let tried: Vec<String> = dirs
+        .iter()
+        .map(|d| d.join(name).display().to_string())
+        .collect();
     bail!(
         "binary `{name}` not found (looked at {}); run `cargo build --workspace --bins` \
          (or set AMIME_BIN_DIR)",

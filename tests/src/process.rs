@@ -32,7 +32,10 @@ impl ManagedProcess {
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
-        let args: Vec<_> = args.into_iter().map(|a| a.as_ref().to_os_string()).collect();
+        let args: Vec<_> = args
+            .into_iter()
+            .map(|a| a.as_ref().to_os_string())
+            .collect();
         let command_line = std::iter::once(program.as_os_str())
             .chain(args.iter().map(|a| a.as_os_str()))
             .map(|s| s.to_string_lossy().into_owned())
@@ -52,10 +55,19 @@ impl ManagedProcess {
             .kill_on_drop(true)
             .spawn()
             .with_context(|| format!("start {label}: {command_line}"))?;
-        let pid = child.id().ok_or_else(|| anyhow!("{label} exited before its pid was read"))?;
+        let pid = child
+            .id()
+            .ok_or_else(|| anyhow!("{label} exited before its pid was read"))?;
         ctx.register_log(format!("{label} (pid {pid}) stderr"), stderr_log.clone());
         ctx.register_log(format!("{label} (pid {pid}) stdout"), stdout_log.clone());
-        Ok(Self { label: label.to_string(), command_line, pid, child: Mutex::new(child), stdout_log, stderr_log })
+        Ok(Self {
+            label: label.to_string(),
+            command_line,
+            pid,
+            child: Mutex::new(child),
+            stdout_log,
+            stderr_log,
+        })
     }
 
     pub fn label(&self) -> &str {
@@ -124,12 +136,19 @@ impl Drop for ManagedProcess {
 
 /// Run a short-lived command to completion; fails (with its output) on a non-zero exit or after
 /// `timeout`.
-pub async fn run_to_completion<I, S>(program: &Path, args: I, timeout: Duration) -> Result<std::process::Output>
+pub async fn run_to_completion<I, S>(
+    program: &Path,
+    args: I,
+    timeout: Duration,
+) -> Result<std::process::Output>
 where
     I: IntoIterator<Item = S>,
     S: AsRef<OsStr>,
 {
-    let args: Vec<_> = args.into_iter().map(|a| a.as_ref().to_os_string()).collect();
+    let args: Vec<_> = args
+        .into_iter()
+        .map(|a| a.as_ref().to_os_string())
+        .collect();
     let command_line = std::iter::once(program.as_os_str())
         .chain(args.iter().map(|a| a.as_os_str()))
         .map(|s| s.to_string_lossy().into_owned())

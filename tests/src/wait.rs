@@ -45,7 +45,9 @@ where
     let mut checks = 0u32;
     loop {
         checks += 1;
-        let remaining = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(100));
+        let remaining = deadline
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_millis(100));
         let observation = match tokio::time::timeout(remaining, check()).await {
             Ok(Ok(value)) => return Ok(value),
             Ok(Err(err)) if is_fatal(&err) => {

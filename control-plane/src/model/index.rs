@@ -1,0 +1,137 @@
+//! The model index: the current set of valid objects, plain synchronous state.
+//!
+//! Sources call [`Index::apply`], [`Index::delete`] and [`Index::reset`]; the push
+//! loop takes a cheap [`Index::snapshot`] (maps of `Arc`s) and hands it to the
+//! translator.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use super::*;
+
+/// All valid objects, by kind. Cloning shares the objects.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Index {
+    pub namespaces: BTreeMap<String, Arc<Namespace>>,
+    pub services: BTreeMap<(String, String), Arc<Service>>,
+    pub pods: BTreeMap<(String, String), Arc<Pod>>,
+    pub endpoint_slices: BTreeMap<(String, String), Arc<EndpointSlice>>,
+    pub virtual_services: BTreeMap<(String, String), Arc<VirtualService>>,
+    pub destination_rules: BTreeMap<(String, String), Arc<DestinationRule>>,
+}
+
+/// What changed, so callers can skip work when nothing did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Change {
+    Changed,
+    Unchanged,
+}
+
+fn put<T: PartialEq>(map: &mut BTreeMap<(String, String), Arc<T>>, key: (String, String), value: T) -> Change {
+    match map.get(&key) {
+        Some(old) if **old == value => Change::Unchanged,
+        _ => {
+            map.insert(key, Arc::new(value));
+            Change::Changed
+        }
+    }
+}
+
+impl Index {
+    pub fn new() -> Index {
+        Index::default()
+    }
+
+    /// Inserts or replaces one object.
+    pub fn apply(&mut self, object: MeshObject) -> Change {
+        let key = object.key();
+        let k = (key.namespace, key.name);
+        match object {
+            MeshObject::Namespace(o) => match self.namespaces.get(&o.name) {
+                Some(old) if **old == o => Change::Unchanged,
+                _ => {
+                    self.namespaces.insert(o.name.clone(), Arc::new(o));
+                    Change::Changed
+                }
+            },
+            MeshObject::Service(o) => put(&mut self.services, k, o),
+            MeshObject::Pod(o) => put(&mut self.pods, k, o),
+            MeshObject::EndpointSlice(o) => put(&mut self.endpoint_slices, k, o),
+            MeshObject::VirtualService(o) => put(&mut self.virtual_services, k, o),
+            MeshObject::DestinationRule(o) => put(&mut self.destination_rules, k, o),
+        }
+    }
+
+    /// Removes one object, if present.
+    pub fn delete(&mut self, key: &ObjectKey) -> Change {
+        let k = (key.namespace.clone(), key.name.clone());
+        let removed = match key.kind {
+            Kind::Namespace => self.namespaces.remove(&key.name).is_some(),
+            Kind::Service => self.services.remove(&k).is_some(),
+            Kind::Pod => self.pods.remove(&k).is_some(),
+            Kind::EndpointSlice => self.endpoint_slices.remove(&k).is_some(),
+            Kind::VirtualService => self.virtual_services.remove(&k).is_some(),
+            Kind::DestinationRule => self.destination_rules.remove(&k).is_some(),
+        };
+        if removed {
+            Change::Changed
+        } else {
+            Change::Unchanged
+        }
+    }
+
+    /// Replaces everything with `objects` (a relist).
+    pub fn reset(&mut self, objects: impl IntoIterator<Item = MeshObject>) -> Change {
+        let mut fresh = Index::new();
+        for o in objects {
+            fresh.apply(o);
+        }
+        if fresh == *self {
+            Change::Unchanged
+        } else {
+            *self = fresh;
+            Change::Changed
+        }
+    }
+
+    /// An immutable copy for the translator.
+    pub fn snapshot(&self) -> Arc<Index> {
+        Arc::new(self.clone())
+    }
+
+    pub fn service_by_hostname(&self, hostname: &str) -> Option<&Arc<Service>> {
+        let rest = hostname.strip_suffix(DOMAIN_SUFFIX)?.strip_suffix('.')?;
+        let (name, namespace) = rest.split_once('.')?;
+        self.services.get(&(namespace.to_owned(), name.to_owned()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mk_service(ns: &str, name: &str) -> MeshObject {
+        MeshObject::Service(Service {
+            namespace: ns.into(),
+            name: name.into(),
+            cluster_ip: None,
+            selector: Some(Labels::from([("app".into(), name.into())])),
+            ports: vec![ServicePort { name: "http".into(), port: 80, target_port: TargetPort::Number(8080), protocol: Protocol::Http }],
+        })
+    }
+
+    #[test]
+    fn apply_delete_reset_report_changes() {
+        let mut index = Index::new();
+        assert_eq!(index.apply(mk_service("a", "x")), Change::Changed);
+        assert_eq!(index.apply(mk_service("a", "x")), Change::Unchanged);
+        assert!(index.service_by_hostname("x.a.svc.cluster.local").is_some());
+        assert!(index.service_by_hostname("x.b.svc.cluster.local").is_none());
+        let key = mk_service("a", "x").key();
+        assert_eq!(index.delete(&key), Change::Changed);
+        assert_eq!(index.delete(&key), Change::Unchanged);
+        assert_eq!(index.reset([mk_service("a", "y")]), Change::Changed);
+        assert_eq!(index.reset([mk_service("a", "y")]), Change::Unchanged);
+        assert_eq!(index.services.len(), 1);
+    }
+}

@@ -1,0 +1,298 @@
+//! The mesh model: plain data for the objects meshd understands, and the index that
+//! keeps the current set of them. No Kubernetes client or Envoy types here.
+//!
+//! Every source (the config directory now, Kubernetes watches later) turns what it
+//! reads into [`RawObject`]s and goes through the same [`parse::parse_object`]
+//! validation into [`MeshObject`]s, which it applies to the one [`index::Index`].
+
+pub mod index;
+pub mod parse;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::IpAddr;
+
+pub use parse::{parse_object, ObjectError, RawObject, Severity};
+
+/// Cluster-local DNS suffix of service hostnames.
+pub const DOMAIN_SUFFIX: &str = "svc.cluster.local";
+
+/// The kinds of object meshd reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+pub enum Kind {
+    Namespace,
+    Service,
+    Pod,
+    EndpointSlice,
+    VirtualService,
+    DestinationRule,
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
+}
+
+/// Identifies one object: kind, namespace (empty for cluster-scoped kinds) and name.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+pub struct ObjectKey {
+    pub kind: Kind,
+    pub namespace: String,
+    pub name: String,
+}
+
+impl fmt::Display for ObjectKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.namespace.is_empty() {
+            write!(f, "{} {}", self.kind, self.name)
+        } else {
+            write!(f, "{} {}/{}", self.kind, self.namespace, self.name)
+        }
+    }
+}
+
+pub type Labels = BTreeMap<String, String>;
+
+/// True when every selector entry is present in `labels`. An empty selector selects
+/// everything.
+pub fn selector_matches(selector: &Labels, labels: &Labels) -> bool {
+    selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+}
+
+/// A validated object of one of the kinds in [`Kind`].
+#[derive(Clone, Debug, PartialEq)]
+pub enum MeshObject {
+    Namespace(Namespace),
+    Service(Service),
+    Pod(Pod),
+    EndpointSlice(EndpointSlice),
+    VirtualService(VirtualService),
+    DestinationRule(DestinationRule),
+}
+
+impl MeshObject {
+    pub fn key(&self) -> ObjectKey {
+        let (kind, namespace, name) = match self {
+            MeshObject::Namespace(o) => (Kind::Namespace, "", &o.name),
+            MeshObject::Service(o) => (Kind::Service, o.namespace.as_str(), &o.name),
+            MeshObject::Pod(o) => (Kind::Pod, o.namespace.as_str(), &o.name),
+            MeshObject::EndpointSlice(o) => (Kind::EndpointSlice, o.namespace.as_str(), &o.name),
+            MeshObject::VirtualService(o) => (Kind::VirtualService, o.namespace.as_str(), &o.name),
+            MeshObject::DestinationRule(o) => (Kind::DestinationRule, o.namespace.as_str(), &o.name),
+        };
+        ObjectKey { kind, namespace: namespace.to_owned(), name: name.clone() }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Namespace {
+    pub name: String,
+    pub labels: Labels,
+}
+
+/// How meshd treats a service port's traffic.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Protocol {
+    Http,
+    Http2,
+    Tcp,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum TargetPort {
+    Number(u16),
+    Name(String),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ServicePort {
+    pub name: String,
+    pub port: u16,
+    pub target_port: TargetPort,
+    pub protocol: Protocol,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Service {
+    pub namespace: String,
+    pub name: String,
+    pub cluster_ip: Option<IpAddr>,
+    /// `None`: endpoints come from EndpointSlices only.
+    pub selector: Option<Labels>,
+    pub ports: Vec<ServicePort>,
+}
+
+impl Service {
+    pub fn hostname(&self) -> String {
+        format!("{}.{}.{}", self.name, self.namespace, DOMAIN_SUFFIX)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct ContainerPort {
+    pub name: Option<String>,
+    pub port: u16,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Pod {
+    pub namespace: String,
+    pub name: String,
+    pub labels: Labels,
+    pub ip: Option<IpAddr>,
+    pub service_account: String,
+    pub ports: Vec<ContainerPort>,
+    /// False when the pod is known not to be ready (status conditions or phase).
+    pub ready: bool,
+}
+
+impl Pod {
+    /// Resolves a service target port against this pod's container ports.
+    pub fn resolve_port(&self, target: &TargetPort) -> Option<u16> {
+        match target {
+            TargetPort::Number(n) => Some(*n),
+            TargetPort::Name(name) => self.ports.iter().find(|p| p.name.as_deref() == Some(name)).map(|p| p.port),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct SliceEndpoint {
+    pub addresses: Vec<IpAddr>,
+    pub ready: bool,
+    /// Name of the pod behind this endpoint (`targetRef` of kind Pod).
+    pub pod: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct EndpointSlice {
+    pub namespace: String,
+    pub name: String,
+    /// The service this slice belongs to (label `kubernetes.io/service-name`).
+    pub service: String,
+    /// Port name → port number.
+    pub ports: Vec<(String, u16)>,
+    pub endpoints: Vec<SliceEndpoint>,
+}
+
+/// One of the string matches of Istio's `StringMatch`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum StringMatch {
+    Exact(String),
+    Prefix(String),
+    Regex(String),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum HeaderMatch {
+    Value(StringMatch),
+    /// `{}` in Istio: the header is present, with any value.
+    Present,
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct HttpMatch {
+    pub name: Option<String>,
+    pub uri: Option<StringMatch>,
+    pub headers: BTreeMap<String, HeaderMatch>,
+    /// Headers that must NOT match.
+    pub without_headers: BTreeMap<String, HeaderMatch>,
+    pub query_params: BTreeMap<String, StringMatch>,
+    pub method: Option<StringMatch>,
+    pub authority: Option<StringMatch>,
+    pub port: Option<u16>,
+    pub ignore_uri_case: bool,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Destination {
+    pub host: String,
+    pub subset: Option<String>,
+    pub port: Option<u16>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct RouteDestination {
+    pub destination: Destination,
+    pub weight: u32,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct HttpRoute {
+    pub name: Option<String>,
+    pub matches: Vec<HttpMatch>,
+    pub route: Vec<RouteDestination>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct VirtualService {
+    pub namespace: String,
+    pub name: String,
+    pub hosts: Vec<String>,
+    pub gateways: Vec<String>,
+    pub http: Vec<HttpRoute>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LoadBalancer {
+    RoundRobin,
+    LeastRequest,
+    Random,
+    Passthrough,
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct TrafficPolicy {
+    pub load_balancer: Option<LoadBalancer>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Subset {
+    pub name: String,
+    pub labels: Labels,
+    pub traffic_policy: Option<TrafficPolicy>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct DestinationRule {
+    pub namespace: String,
+    pub name: String,
+    pub host: String,
+    pub traffic_policy: Option<TrafficPolicy>,
+    pub subsets: Vec<Subset>,
+}
+
+/// Resolves a host as written in a rule of namespace `namespace` to a service FQDN:
+/// `reviews` → `reviews.<namespace>.svc.cluster.local`, `reviews.other` →
+/// `reviews.other.svc.cluster.local`, a name ending in the cluster domain unchanged.
+pub fn resolve_host(host: &str, namespace: &str) -> String {
+    if host.ends_with(DOMAIN_SUFFIX) || host.contains('*') {
+        return host.to_owned();
+    }
+    match host.split('.').count() {
+        1 => format!("{host}.{namespace}.{DOMAIN_SUFFIX}"),
+        2 => format!("{host}.{DOMAIN_SUFFIX}"),
+        3 if host.ends_with(".svc") => format!("{host}.cluster.local"),
+        _ => host.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_resolve_relative_to_the_rule_namespace() {
+        let cases = [
+            ("reviews", "bookinfo", "reviews.bookinfo.svc.cluster.local"),
+            ("reviews.other", "bookinfo", "reviews.other.svc.cluster.local"),
+            ("reviews.other.svc", "bookinfo", "reviews.other.svc.cluster.local"),
+            ("reviews.other.svc.cluster.local", "bookinfo", "reviews.other.svc.cluster.local"),
+            ("www.example.com", "bookinfo", "www.example.com"),
+        ];
+        for (host, ns, want) in cases {
+            assert_eq!(resolve_host(host, ns), want, "{host} in {ns}");
+        }
+    }
+}

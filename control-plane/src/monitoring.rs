@@ -1,0 +1,116 @@
+//! The monitoring HTTP endpoint (15014): `/healthz`, `/readyz`, Prometheus `/metrics`,
+//! and `/debug/config_errors`, `/debug/proxies` (JSON).
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
+use xds::{ConnectionRegistry, XdsStats};
+
+use crate::model::{ObjectError, Severity};
+use crate::push::{Distributor, MeshState};
+
+/// What the endpoints read.
+#[derive(Clone)]
+pub struct Monitored {
+    pub state: Arc<MeshState>,
+    pub distributor: Arc<Distributor>,
+    pub registry: ConnectionRegistry,
+}
+
+impl Monitored {
+    /// Source problems and translation problems, errors first.
+    pub fn config_errors(&self) -> Vec<ObjectError> {
+        let mut all = self.state.source_problems();
+        if let Some(mesh) = self.distributor.current() {
+            all.extend(mesh.problems.iter().cloned());
+        }
+        all.sort();
+        all
+    }
+
+    fn ready(&self) -> bool {
+        self.state.is_synced() && self.distributor.current().is_some()
+    }
+}
+
+pub fn router(m: Monitored) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/debug/config_errors", get(config_errors))
+        .route("/debug/proxies", get(proxies))
+        .with_state(m)
+}
+
+async fn readyz(State(m): State<Monitored>) -> impl IntoResponse {
+    if m.ready() {
+        (StatusCode::OK, "ready\n")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready: waiting for the initial config sync\n")
+    }
+}
+
+async fn config_errors(State(m): State<Monitored>) -> Json<Vec<ObjectError>> {
+    Json(m.config_errors())
+}
+
+async fn proxies(State(m): State<Monitored>) -> Json<Vec<xds::status::ConnectionReport>> {
+    Json(m.registry.reports())
+}
+
+fn metric(out: &mut String, name: &str, kind: &str, help: &str, value: impl std::fmt::Display) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+}
+
+/// Prometheus text exposition.
+pub fn render_metrics(m: &Monitored) -> String {
+    let s = m.registry.stats();
+    let g = XdsStats::get;
+    let mut out = String::new();
+    metric(&mut out, "amime_xds_connected_proxies", "gauge", "Proxies with a live xDS stream.", g(&s.connected));
+    metric(&mut out, "amime_xds_connections_total", "counter", "xDS streams opened.", g(&s.connections_total));
+    metric(&mut out, "amime_xds_pushes_total", "counter", "xDS responses sent (one type to one proxy).", g(&s.responses_sent));
+    metric(&mut out, "amime_xds_resources_sent_total", "counter", "Resources sent in xDS responses.", g(&s.resources_sent));
+    metric(&mut out, "amime_xds_bytes_sent_total", "counter", "Encoded bytes of xDS responses.", g(&s.bytes_sent));
+    metric(&mut out, "amime_xds_acks_total", "counter", "Updates acknowledged by proxies.", g(&s.acks));
+    metric(&mut out, "amime_xds_nacks_total", "counter", "Updates rejected by proxies (NACK).", g(&s.nacks));
+    metric(&mut out, "amime_xds_stale_nonces_total", "counter", "Requests ignored for a stale nonce.", g(&s.stale_nonces));
+    let p = &m.distributor.stats;
+    let r = std::sync::atomic::Ordering::Relaxed;
+    metric(&mut out, "amime_translations_total", "counter", "Whole-mesh translations.", p.translations.load(r));
+    metric(
+        &mut out,
+        "amime_translation_last_duration_seconds",
+        "gauge",
+        "Duration of the last whole-mesh translation.",
+        p.last_translation_micros.load(r) as f64 / 1e6,
+    );
+    metric(&mut out, "amime_snapshots_published_total", "counter", "Proxy-class snapshots published.", p.snapshots_published.load(r));
+    metric(&mut out, "amime_proxy_classes", "gauge", "Distinct proxy classes (proxies sharing one snapshot).", m.distributor.class_count());
+    let errors = m.config_errors();
+    let count = |sev| errors.iter().filter(|e| e.severity == sev).count();
+    let _ = writeln!(
+        out,
+        "# HELP amime_config_problems Current configuration problems, by severity.\n# TYPE amime_config_problems gauge\namime_config_problems{{severity=\"error\"}} {}\namime_config_problems{{severity=\"warning\"}} {}",
+        count(Severity::Error),
+        count(Severity::Warning)
+    );
+    metric(&mut out, "amime_ready", "gauge", "1 once the initial config sync is done and translated.", u8::from(m.ready()));
+    out
+}
+
+async fn metrics(State(m): State<Monitored>) -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], render_metrics(&m))
+}
+
+/// Serves the monitoring endpoint until the task is dropped.
+pub async fn serve(listener: tokio::net::TcpListener, m: Monitored) -> std::io::Result<()> {
+    tracing::info!(addr = ?listener.local_addr().ok(), "monitoring listening");
+    axum::serve(listener, router(m)).await
+}

@@ -1,0 +1,153 @@
+//! A proxy's identity, read from the Envoy `Node` of its first xDS request
+//! (MISSION §2: `node.id` = `<pod>.<namespace>`, metadata `NAMESPACE`, `LABELS`,
+//! `INSTANCE_IPS`, `SERVICE_ACCOUNT`, `INTERCEPTION_MODE`).
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use envoy_types::pb::envoy::config::core::v3::Node;
+use envoy_types::pb::google::protobuf::{value::Kind as ValueKind, Struct};
+
+use crate::model::Labels;
+use crate::translate::{InterceptionMode, ProxyClass};
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum ProxyError {
+    #[error("node.id {0:?} is not <pod-name>.<namespace>")]
+    BadId(String),
+    #[error("node.metadata.{field}: {message}")]
+    BadMetadata { field: &'static str, message: String },
+}
+
+/// Who a proxy is and how it intercepts traffic.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Proxy {
+    pub id: String,
+    pub pod_name: String,
+    pub namespace: String,
+    pub labels: Labels,
+    pub ips: Vec<IpAddr>,
+    pub service_account: String,
+    pub mode: InterceptionMode,
+}
+
+fn string_field(meta: &Struct, field: &'static str) -> Result<Option<String>, ProxyError> {
+    match meta.fields.get(field).and_then(|v| v.kind.as_ref()) {
+        None | Some(ValueKind::NullValue(_)) => Ok(None),
+        Some(ValueKind::StringValue(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(ProxyError::BadMetadata { field, message: "must be a string".into() }),
+    }
+}
+
+impl Proxy {
+    pub fn from_node(node: &Node) -> Result<Proxy, ProxyError> {
+        let (pod_name, id_namespace) =
+            node.id.rsplit_once('.').filter(|(p, n)| !p.is_empty() && !n.is_empty()).ok_or_else(|| ProxyError::BadId(node.id.clone()))?;
+        let empty = Struct::default();
+        let meta = node.metadata.as_ref().unwrap_or(&empty);
+        let namespace = string_field(meta, "NAMESPACE")?.unwrap_or_else(|| id_namespace.to_owned());
+        if namespace != id_namespace {
+            return Err(ProxyError::BadMetadata {
+                field: "NAMESPACE",
+                message: format!("{namespace:?} differs from the namespace in node.id {:?}", node.id),
+            });
+        }
+        let mut labels = BTreeMap::new();
+        match meta.fields.get("LABELS").and_then(|v| v.kind.as_ref()) {
+            None | Some(ValueKind::NullValue(_)) => {}
+            Some(ValueKind::StructValue(s)) => {
+                for (k, v) in &s.fields {
+                    match &v.kind {
+                        Some(ValueKind::StringValue(val)) => {
+                            labels.insert(k.clone(), val.clone());
+                        }
+                        _ => return Err(ProxyError::BadMetadata { field: "LABELS", message: format!("label {k:?} must be a string") }),
+                    }
+                }
+            }
+            Some(_) => return Err(ProxyError::BadMetadata { field: "LABELS", message: "must be a map of strings".into() }),
+        }
+        let ips = match string_field(meta, "INSTANCE_IPS")? {
+            None => Vec::new(),
+            Some(list) => list
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| s.parse::<IpAddr>().map_err(|_| ProxyError::BadMetadata { field: "INSTANCE_IPS", message: format!("{s:?} is not an IP address") }))
+                .collect::<Result<Vec<_>, _>>()?,
+        };
+        if ips.is_empty() {
+            return Err(ProxyError::BadMetadata { field: "INSTANCE_IPS", message: "at least one IP is required".into() });
+        }
+        let mode = match string_field(meta, "INTERCEPTION_MODE")?.as_deref() {
+            None | Some("REDIRECT") => InterceptionMode::Redirect,
+            Some("NONE") => InterceptionMode::None,
+            Some(other) => {
+                return Err(ProxyError::BadMetadata { field: "INTERCEPTION_MODE", message: format!("{other:?} is not REDIRECT or NONE") })
+            }
+        };
+        Ok(Proxy {
+            id: node.id.clone(),
+            pod_name: pod_name.to_owned(),
+            namespace,
+            labels,
+            ips,
+            service_account: string_field(meta, "SERVICE_ACCOUNT")?.unwrap_or_else(|| "default".into()),
+            mode,
+        })
+    }
+
+    /// The part of the identity the translator depends on.
+    pub fn class(&self) -> ProxyClass {
+        ProxyClass {
+            namespace: self.namespace.clone(),
+            mode: self.mode,
+            ip: self.ips[0],
+            labels: if self.mode == InterceptionMode::Redirect { self.labels.clone() } else { Labels::new() },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use envoy_types::pb::google::protobuf::Value;
+
+    fn s(v: &str) -> Value {
+        Value { kind: Some(ValueKind::StringValue(v.into())) }
+    }
+
+    fn node(id: &str, fields: &[(&str, Value)]) -> Node {
+        Node {
+            id: id.into(),
+            metadata: Some(Struct { fields: fields.iter().map(|(k, v)| (k.to_string(), v.clone())).collect() }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn parses_identity_and_rejects_bad_metadata() {
+        let labels = Value {
+            kind: Some(ValueKind::StructValue(Struct { fields: [("app".to_string(), s("reviews"))].into_iter().collect() })),
+        };
+        let p = Proxy::from_node(&node(
+            "reviews-v1.bookinfo",
+            &[("INSTANCE_IPS", s("127.0.10.11")), ("INTERCEPTION_MODE", s("NONE")), ("LABELS", labels)],
+        ))
+        .unwrap();
+        assert_eq!((p.pod_name.as_str(), p.namespace.as_str(), p.mode), ("reviews-v1", "bookinfo", InterceptionMode::None));
+        assert_eq!(p.labels.get("app").map(String::as_str), Some("reviews"));
+
+        let cases: &[(&str, &[(&str, Value)], &str)] = &[
+            ("nodot", &[("INSTANCE_IPS", s("127.0.0.1"))], "node.id"),
+            ("a.b", &[], "INSTANCE_IPS"),
+            ("a.b", &[("INSTANCE_IPS", s("not-an-ip"))], "INSTANCE_IPS"),
+            ("a.b", &[("INSTANCE_IPS", s("127.0.0.1")), ("INTERCEPTION_MODE", s("TPROXY"))], "INTERCEPTION_MODE"),
+            ("a.b", &[("INSTANCE_IPS", s("127.0.0.1")), ("NAMESPACE", s("c"))], "NAMESPACE"),
+        ];
+        for (id, fields, want) in cases {
+            let err = Proxy::from_node(&node(id, fields)).unwrap_err().to_string();
+            assert!(err.contains(want), "{id}: {err}");
+        }
+    }
+}

@@ -1,0 +1,235 @@
+//! The push loop: debounces model changes, translates, and hands each proxy class its
+//! snapshot. Also the [`xds::SnapshotSource`] the xDS server asks for proxies' watches.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwapOption;
+use envoy_types::pb::envoy::config::core::v3::Node;
+use tokio::sync::watch;
+use xds::{Snapshot, SnapshotSource, SnapshotWatch, WatchError};
+
+use crate::model::index::{Change, Index};
+use crate::model::ObjectError;
+use crate::proxy::Proxy;
+use crate::translate::{MeshConfig, ProxyClass};
+
+/// The model shared by sources and the push loop.
+#[derive(Debug)]
+pub struct MeshState {
+    index: Mutex<Index>,
+    generation: watch::Sender<u64>,
+    /// Problems the sources found (parse and validation errors), replaced per report.
+    source_problems: Mutex<Vec<ObjectError>>,
+    synced: AtomicBool,
+}
+
+impl Default for MeshState {
+    fn default() -> Self {
+        MeshState {
+            index: Mutex::new(Index::new()),
+            generation: watch::channel(0).0,
+            source_problems: Mutex::new(Vec::new()),
+            synced: AtomicBool::new(false),
+        }
+    }
+}
+
+impl MeshState {
+    pub fn new() -> Arc<MeshState> {
+        Arc::new(MeshState::default())
+    }
+
+    /// Applies `f` to the index; wakes the push loop if anything changed.
+    pub fn update(&self, f: impl FnOnce(&mut Index) -> Change) {
+        let change = f(&mut self.index.lock().unwrap_or_else(|e| e.into_inner()));
+        if change == Change::Changed {
+            self.generation.send_modify(|g| *g += 1);
+        }
+    }
+
+    /// A source reports its initial state is in the index. No push happens before.
+    pub fn mark_synced(&self) {
+        if !self.synced.swap(true, Ordering::SeqCst) {
+            self.generation.send_modify(|g| *g += 1);
+        }
+    }
+
+    pub fn is_synced(&self) -> bool {
+        self.synced.load(Ordering::SeqCst)
+    }
+
+    pub fn set_source_problems(&self, problems: Vec<ObjectError>) {
+        *self.source_problems.lock().unwrap_or_else(|e| e.into_inner()) = problems;
+    }
+
+    pub fn source_problems(&self) -> Vec<ObjectError> {
+        self.source_problems.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn snapshot(&self) -> Arc<Index> {
+        self.index.lock().unwrap_or_else(|e| e.into_inner()).snapshot()
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.generation.subscribe()
+    }
+}
+
+/// How long to wait for a burst of changes to settle.
+#[derive(Clone, Copy, Debug)]
+pub struct Debounce {
+    /// Push once no change has come for this long...
+    pub quiet: Duration,
+    /// ...or once the first unpushed change is this old.
+    pub max_delay: Duration,
+}
+
+struct ClassEntry {
+    tx: watch::Sender<Option<Arc<Snapshot>>>,
+    proxies: usize,
+}
+
+/// Counters for metrics.
+#[derive(Debug, Default)]
+pub struct PushStats {
+    pub translations: AtomicU64,
+    pub last_translation_micros: AtomicU64,
+    pub snapshots_published: AtomicU64,
+}
+
+/// Per-class snapshot channels: every proxy with the same [`ProxyClass`] shares one.
+#[derive(Default)]
+pub struct Distributor {
+    current: ArcSwapOption<MeshConfig>,
+    classes: Mutex<HashMap<ProxyClass, ClassEntry>>,
+    pub stats: PushStats,
+}
+
+impl std::fmt::Debug for Distributor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Distributor").finish_non_exhaustive()
+    }
+}
+
+struct ClassGuard {
+    distributor: Arc<Distributor>,
+    class: ProxyClass,
+}
+
+impl Drop for ClassGuard {
+    fn drop(&mut self) {
+        let mut classes = self.distributor.classes.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(entry) = classes.get_mut(&self.class) {
+            entry.proxies -= 1;
+            if entry.proxies == 0 {
+                classes.remove(&self.class);
+            }
+        }
+    }
+}
+
+impl Distributor {
+    pub fn new() -> Arc<Distributor> {
+        Arc::new(Distributor::default())
+    }
+
+    /// The mesh config most recently published, if any.
+    pub fn current(&self) -> Option<Arc<MeshConfig>> {
+        self.current.load_full()
+    }
+
+    /// Makes `mesh` current and sends every class whose snapshot changed.
+    pub fn publish(&self, mesh: Arc<MeshConfig>) {
+        self.current.store(Some(mesh.clone()));
+        let classes = self.classes.lock().unwrap_or_else(|e| e.into_inner());
+        for (class, entry) in classes.iter() {
+            let snapshot = mesh.proxy_snapshot(class);
+            let changed = entry.tx.send_if_modified(|current| match current {
+                Some(old) if old.same_content(&snapshot) => false,
+                _ => {
+                    *current = Some(Arc::new(snapshot));
+                    true
+                }
+            });
+            if changed {
+                self.stats.snapshots_published.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Registers a proxy of `class`; the watch lives while the guard does.
+    pub fn watch_class(self: &Arc<Self>, class: ProxyClass) -> SnapshotWatch {
+        let mut classes = self.classes.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = classes.entry(class.clone()).or_insert_with(|| {
+            let initial = self.current.load_full().map(|mesh| Arc::new(mesh.proxy_snapshot(&class)));
+            ClassEntry { tx: watch::channel(initial).0, proxies: 0 }
+        });
+        entry.proxies += 1;
+        SnapshotWatch {
+            snapshots: entry.tx.subscribe(),
+            guard: Some(Box::new(ClassGuard { distributor: self.clone(), class })),
+        }
+    }
+
+    pub fn class_count(&self) -> usize {
+        self.classes.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+}
+
+/// The xDS server's view of the distributor.
+#[derive(Clone, Debug)]
+pub struct ProxySnapshots(pub Arc<Distributor>);
+
+impl SnapshotSource for ProxySnapshots {
+    fn watch(&self, node: &Node) -> Result<SnapshotWatch, WatchError> {
+        let proxy = Proxy::from_node(node).map_err(|e| WatchError::InvalidNode(e.to_string()))?;
+        tracing::debug!(node = %proxy.id, namespace = %proxy.namespace, mode = ?proxy.mode, "proxy identified");
+        Ok(self.0.watch_class(proxy.class()))
+    }
+}
+
+/// Runs until `state` is dropped: waits for changes, debounces, translates, publishes.
+pub async fn run(state: Arc<MeshState>, distributor: Arc<Distributor>, debounce: Debounce) {
+    let mut changes = state.subscribe();
+    // Whatever happened before we subscribed counts as a change.
+    changes.mark_changed();
+    loop {
+        if changes.changed().await.is_err() {
+            return;
+        }
+        if !state.is_synced() {
+            continue;
+        }
+        // Debounce: wait until quiet, or until the first change is max_delay old.
+        let first = Instant::now();
+        loop {
+            let deadline = (first + debounce.max_delay).min(Instant::now() + debounce.quiet);
+            match tokio::time::timeout_at(deadline.into(), changes.changed()).await {
+                Ok(Ok(())) if Instant::now() < first + debounce.max_delay => continue,
+                Ok(Err(_)) => return,
+                _ => break,
+            }
+        }
+        changes.borrow_and_update();
+        let model = state.snapshot();
+        let started = Instant::now();
+        let mesh = tokio::task::block_in_place(|| MeshConfig::build(model));
+        let took = started.elapsed();
+        distributor.stats.translations.fetch_add(1, Ordering::Relaxed);
+        distributor.stats.last_translation_micros.store(took.as_micros() as u64, Ordering::Relaxed);
+        tracing::info!(
+            clusters = mesh.clusters().len(),
+            endpoints = mesh.endpoints().len(),
+            problems = mesh.problems.len(),
+            translate_ms = took.as_secs_f64() * 1000.0,
+            "translated mesh"
+        );
+        for p in &mesh.problems {
+            tracing::warn!(kind = ?p.kind, namespace = ?p.namespace, name = ?p.name, field = %p.field, "{}", p.message);
+        }
+        distributor.publish(Arc::new(mesh));
+    }
+}

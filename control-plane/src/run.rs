@@ -1,0 +1,64 @@
+//! Wires meshd together: source → state → push loop → xDS server, plus monitoring.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use xds::{AdsServer, ConnectionRegistry};
+
+use crate::config::MeshdConfig;
+use crate::monitoring::{self, Monitored};
+use crate::push::{self, Distributor, MeshState, ProxySnapshots};
+use crate::source::config_dir;
+
+pub async fn run(config: MeshdConfig) -> anyhow::Result<()> {
+    let dir = config
+        .config_dir
+        .clone()
+        .context("--config-dir is required: the Kubernetes API source is not available yet")?;
+    anyhow::ensure!(dir.is_dir(), "--config-dir {}: not a directory", dir.display());
+
+    let state = MeshState::new();
+    let distributor = Distributor::new();
+    let registry = ConnectionRegistry::new();
+
+    let xds_listener = tokio::net::TcpListener::bind(config.xds_addr)
+        .await
+        .with_context(|| format!("binding the xDS server to {}", config.xds_addr))?;
+    let monitoring_listener = tokio::net::TcpListener::bind(config.monitoring_addr)
+        .await
+        .with_context(|| format!("binding the monitoring server to {}", config.monitoring_addr))?;
+    let monitoring = monitoring::serve(
+        monitoring_listener,
+        Monitored { state: state.clone(), distributor: distributor.clone(), registry: registry.clone() },
+    );
+
+    let source = config_dir::watch(dir, state.clone(), Duration::from_millis(50));
+    let pusher = push::run(state.clone(), distributor.clone(), config.debounce());
+    let ads = AdsServer::new(Arc::new(ProxySnapshots(distributor.clone())), registry.clone());
+    tracing::info!(addr = %config.xds_addr, "xDS server listening");
+    let server = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .add_service(ads.into_service())
+        .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(xds_listener), shutdown_signal());
+
+    tokio::select! {
+        r = server => r.context("xDS server")?,
+        r = monitoring => r.context("monitoring server")?,
+        r = source => r.context("config directory source")?,
+        () = pusher => {}
+    }
+    tracing::info!("meshd stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutting down");
+}

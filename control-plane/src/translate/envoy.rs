@@ -1,0 +1,200 @@
+//! Small constructors for the Envoy messages the translator emits. Plain functions,
+//! no mesh knowledge: names and addresses in, protobufs out.
+
+use std::net::{IpAddr, SocketAddr};
+
+use envoy_types::pb::envoy::config::cluster::v3::{cluster, Cluster};
+use envoy_types::pb::envoy::config::core::v3::{
+    address, config_source, socket_address, Address, AggregatedConfigSource, ApiVersion, BindConfig,
+    ConfigSource, Http2ProtocolOptions, SocketAddress,
+};
+use envoy_types::pb::envoy::config::endpoint::v3::{
+    lb_endpoint, ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints,
+};
+use envoy_types::pb::envoy::config::listener::v3::{filter, listener_filter, Filter, FilterChain, ListenerFilter};
+use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
+use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
+use envoy_types::pb::envoy::extensions::filters::listener::original_dst::v3::OriginalDst;
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
+    http_connection_manager, http_filter, HttpConnectionManager, HttpFilter, Rds,
+};
+use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{tcp_proxy, TcpProxy};
+use envoy_types::pb::envoy::extensions::upstreams::http::v3::{http_protocol_options, HttpProtocolOptions};
+use envoy_types::pb::google::protobuf::{Any, Duration};
+use envoy_types::util::pack_any;
+
+pub const PASSTHROUGH_CLUSTER: &str = "PassthroughCluster";
+pub const PASSTHROUGH_AUTHORITY_CLUSTER: &str = "PassthroughAuthorityCluster";
+pub const INBOUND_PASSTHROUGH_CLUSTER: &str = "InboundPassthroughCluster";
+pub const BLACKHOLE_CLUSTER: &str = "BlackHoleCluster";
+/// Source address of inbound traffic from the sidecar to its app, exempted from capture.
+pub const INBOUND_SOURCE_IP: &str = "127.0.0.6";
+
+pub fn any<M: prost::Message + prost::Name>(m: M) -> Any {
+    pack_any(m)
+}
+
+pub fn seconds(s: i64) -> Duration {
+    Duration { seconds: s, nanos: 0 }
+}
+
+pub fn socket_address(ip: IpAddr, port: u16) -> Address {
+    Address {
+        address: Some(address::Address::SocketAddress(SocketAddress {
+            address: ip.to_string(),
+            port_specifier: Some(socket_address::PortSpecifier::PortValue(u32::from(port))),
+            ..Default::default()
+        })),
+    }
+}
+
+pub fn ads() -> ConfigSource {
+    ConfigSource {
+        resource_api_version: ApiVersion::V3 as i32,
+        config_source_specifier: Some(config_source::ConfigSourceSpecifier::Ads(AggregatedConfigSource {})),
+        ..Default::default()
+    }
+}
+
+/// An EDS cluster fed over ADS.
+pub fn eds_cluster(name: &str, lb_policy: cluster::LbPolicy, http2: bool) -> Cluster {
+    let mut c = Cluster {
+        name: name.to_owned(),
+        cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(cluster::DiscoveryType::Eds as i32)),
+        eds_cluster_config: Some(cluster::EdsClusterConfig { eds_config: Some(ads()), service_name: String::new() }),
+        connect_timeout: Some(seconds(10)),
+        lb_policy: lb_policy as i32,
+        ..Default::default()
+    };
+    if http2 {
+        c.typed_extension_protocol_options.insert(
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions".to_owned(),
+            any(HttpProtocolOptions {
+                upstream_protocol_options: Some(http_protocol_options::UpstreamProtocolOptions::ExplicitHttpConfig(
+                    http_protocol_options::ExplicitHttpConfig {
+                        protocol_config: Some(http_protocol_options::explicit_http_config::ProtocolConfig::Http2ProtocolOptions(
+                            Http2ProtocolOptions::default(),
+                        )),
+                    },
+                )),
+                ..Default::default()
+            }),
+        );
+    }
+    c
+}
+
+/// A cluster that connects to each connection's original destination. With
+/// `authority_header`, the destination is taken from the request's `:authority`
+/// (explicit proxy mode); with `bind`, upstream connections come from that address.
+pub fn original_dst_cluster(name: &str, authority_header: bool, bind: Option<IpAddr>) -> Cluster {
+    Cluster {
+        name: name.to_owned(),
+        cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(cluster::DiscoveryType::OriginalDst as i32)),
+        lb_policy: cluster::LbPolicy::ClusterProvided as i32,
+        connect_timeout: Some(seconds(10)),
+        lb_config: authority_header.then(|| {
+            cluster::LbConfig::OriginalDstLbConfig(cluster::OriginalDstLbConfig {
+                use_http_header: true,
+                http_header_name: ":authority".to_owned(),
+                ..Default::default()
+            })
+        }),
+        upstream_bind_config: bind.map(|ip| BindConfig {
+            source_address: Some(match socket_address(ip, 0).address {
+                Some(address::Address::SocketAddress(sa)) => sa,
+                _ => unreachable!("socket_address builds a socket address"),
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// A static cluster with no endpoints: every request to it fails fast.
+pub fn blackhole_cluster() -> Cluster {
+    Cluster {
+        name: BLACKHOLE_CLUSTER.to_owned(),
+        cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(cluster::DiscoveryType::Static as i32)),
+        connect_timeout: Some(seconds(10)),
+        ..Default::default()
+    }
+}
+
+pub fn load_assignment(cluster_name: &str, endpoints: &[SocketAddr]) -> ClusterLoadAssignment {
+    ClusterLoadAssignment {
+        cluster_name: cluster_name.to_owned(),
+        endpoints: vec![LocalityLbEndpoints {
+            lb_endpoints: endpoints
+                .iter()
+                .map(|a| LbEndpoint {
+                    host_identifier: Some(lb_endpoint::HostIdentifier::Endpoint(Endpoint {
+                        address: Some(socket_address(a.ip(), a.port())),
+                        ..Default::default()
+                    })),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
+pub fn original_dst_listener_filter() -> ListenerFilter {
+    ListenerFilter {
+        name: "envoy.filters.listener.original_dst".to_owned(),
+        config_type: Some(listener_filter::ConfigType::TypedConfig(any(OriginalDst::default()))),
+        ..Default::default()
+    }
+}
+
+fn router_filter() -> HttpFilter {
+    HttpFilter {
+        name: "envoy.filters.http.router".to_owned(),
+        config_type: Some(http_filter::ConfigType::TypedConfig(any(Router::default()))),
+        ..Default::default()
+    }
+}
+
+/// Where an HTTP connection manager gets its routes.
+pub enum RouteSource {
+    Rds(String),
+    Inline(RouteConfiguration),
+}
+
+pub fn http_connection_manager(stat_prefix: &str, routes: RouteSource) -> Filter {
+    let route_specifier = match routes {
+        RouteSource::Rds(name) => {
+            http_connection_manager::RouteSpecifier::Rds(Rds { config_source: Some(ads()), route_config_name: name })
+        }
+        RouteSource::Inline(rc) => http_connection_manager::RouteSpecifier::RouteConfig(rc),
+    };
+    let hcm = HttpConnectionManager {
+        stat_prefix: stat_prefix.to_owned(),
+        codec_type: http_connection_manager::CodecType::Auto as i32,
+        route_specifier: Some(route_specifier),
+        http_filters: vec![router_filter()],
+        ..Default::default()
+    };
+    Filter {
+        name: "envoy.filters.network.http_connection_manager".to_owned(),
+        config_type: Some(filter::ConfigType::TypedConfig(any(hcm))),
+    }
+}
+
+pub fn tcp_proxy_filter(stat_prefix: &str, cluster: &str) -> Filter {
+    let tcp = TcpProxy {
+        stat_prefix: stat_prefix.to_owned(),
+        cluster_specifier: Some(tcp_proxy::ClusterSpecifier::Cluster(cluster.to_owned())),
+        ..Default::default()
+    };
+    Filter {
+        name: "envoy.filters.network.tcp_proxy".to_owned(),
+        config_type: Some(filter::ConfigType::TypedConfig(any(tcp))),
+    }
+}
+
+pub fn filter_chain(name: &str, filter: Filter) -> FilterChain {
+    FilterChain { name: name.to_owned(), filters: vec![filter], ..Default::default() }
+}

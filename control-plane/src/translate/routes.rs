@@ -1,0 +1,191 @@
+//! VirtualService rules → Envoy routes for one service port.
+
+use envoy_types::pb::envoy::config::route::v3::{
+    header_matcher, query_parameter_matcher, route, route_action, route_match, weighted_cluster, HeaderMatcher,
+    QueryParameterMatcher, Route, RouteAction, RouteMatch, WeightedCluster,
+};
+use envoy_types::pb::envoy::r#type::matcher::v3::{string_matcher, RegexMatcher, StringMatcher};
+use envoy_types::pb::google::protobuf::{BoolValue, UInt32Value};
+
+use crate::model::{index::Index, resolve_host, HeaderMatch, HttpMatch, StringMatch, VirtualService};
+
+use super::{cluster_name, envoy::seconds, Problems};
+
+/// The route that sends everything to one cluster.
+pub fn default_route(cluster: &str) -> Route {
+    Route {
+        name: "default".to_owned(),
+        r#match: Some(RouteMatch {
+            path_specifier: Some(route_match::PathSpecifier::Prefix("/".to_owned())),
+            ..Default::default()
+        }),
+        action: Some(route::Action::Route(RouteAction {
+            cluster_specifier: Some(route_action::ClusterSpecifier::Cluster(cluster.to_owned())),
+            timeout: Some(seconds(0)),
+            ..Default::default()
+        })),
+        ..Default::default()
+    }
+}
+
+fn string_matcher(m: &StringMatch, ignore_case: bool) -> StringMatcher {
+    let pattern = match m {
+        StringMatch::Exact(v) => string_matcher::MatchPattern::Exact(v.clone()),
+        StringMatch::Prefix(v) => string_matcher::MatchPattern::Prefix(v.clone()),
+        StringMatch::Regex(v) => {
+            string_matcher::MatchPattern::SafeRegex(RegexMatcher { regex: v.clone(), ..Default::default() })
+        }
+    };
+    StringMatcher { match_pattern: Some(pattern), ignore_case }
+}
+
+fn header_matcher(name: &str, m: &HeaderMatch, invert: bool) -> HeaderMatcher {
+    let spec = match m {
+        HeaderMatch::Present => header_matcher::HeaderMatchSpecifier::PresentMatch(true),
+        HeaderMatch::Value(v) => header_matcher::HeaderMatchSpecifier::StringMatch(string_matcher(v, false)),
+    };
+    HeaderMatcher { name: name.to_owned(), header_match_specifier: Some(spec), invert_match: invert, ..Default::default() }
+}
+
+fn route_match(m: &HttpMatch) -> RouteMatch {
+    let path_specifier = Some(match &m.uri {
+        None => route_match::PathSpecifier::Prefix("/".to_owned()),
+        Some(StringMatch::Exact(p)) => route_match::PathSpecifier::Path(p.clone()),
+        Some(StringMatch::Prefix(p)) => route_match::PathSpecifier::Prefix(p.clone()),
+        Some(StringMatch::Regex(r)) => {
+            route_match::PathSpecifier::SafeRegex(RegexMatcher { regex: r.clone(), ..Default::default() })
+        }
+    });
+    let mut headers: Vec<HeaderMatcher> = Vec::new();
+    for (name, hm) in &m.headers {
+        headers.push(header_matcher(name, hm, false));
+    }
+    for (name, hm) in &m.without_headers {
+        headers.push(header_matcher(name, hm, true));
+    }
+    if let Some(method) = &m.method {
+        headers.push(header_matcher(":method", &HeaderMatch::Value(method.clone()), false));
+    }
+    if let Some(authority) = &m.authority {
+        headers.push(header_matcher(":authority", &HeaderMatch::Value(authority.clone()), false));
+    }
+    let query_parameters = m
+        .query_params
+        .iter()
+        .map(|(name, sm)| QueryParameterMatcher {
+            name: name.clone(),
+            query_parameter_match_specifier: Some(query_parameter_matcher::QueryParameterMatchSpecifier::StringMatch(
+                string_matcher(sm, false),
+            )),
+        })
+        .collect();
+    RouteMatch {
+        path_specifier,
+        case_sensitive: m.ignore_uri_case.then_some(BoolValue { value: false }),
+        headers,
+        query_parameters,
+        ..Default::default()
+    }
+}
+
+/// Routes of `vs` for traffic to `service` on `port`. Problems (unknown hosts,
+/// subsets, ports) are reported; a rule that cannot be translated is left out, the
+/// rest stays.
+pub fn virtual_service_routes(
+    model: &Index,
+    vs: &VirtualService,
+    port: u16,
+    problems: &mut Problems,
+) -> Vec<Route> {
+    let mut routes = Vec::new();
+    for (i, http) in vs.http.iter().enumerate() {
+        let field = format!("spec.http[{i}]");
+        // Resolve destinations to clusters.
+        let mut clusters: Vec<(String, u32)> = Vec::new();
+        let mut broken = false;
+        for (j, d) in http.route.iter().enumerate() {
+            let dfield = format!("{field}.route[{j}].destination");
+            let host = resolve_host(&d.destination.host, &vs.namespace);
+            let target = model.service_by_hostname(&host);
+            let dest_port = match (d.destination.port, target) {
+                (Some(p), _) => Some(p),
+                (None, Some(t)) if t.ports.len() == 1 => Some(t.ports[0].port),
+                (None, Some(t)) if t.ports.iter().any(|p| p.port == port) => Some(port),
+                (None, Some(_)) => None,
+                (None, None) => Some(port),
+            };
+            let Some(dest_port) = dest_port else {
+                problems.warn_vs(vs, &format!("{dfield}.port"), format!("service {host} has several ports; name one with port.number"));
+                broken = true;
+                break;
+            };
+            match target {
+                None => problems.warn_vs(vs, &format!("{dfield}.host"), format!("host {host} is not a known service; requests to it will fail (503)")),
+                Some(t) if !t.ports.iter().any(|p| p.port == dest_port) => problems.warn_vs(
+                    vs,
+                    &format!("{dfield}.port"),
+                    format!("service {host} has no port {dest_port}; requests to it will fail (503)"),
+                ),
+                _ => {}
+            }
+            if let Some(subset) = &d.destination.subset {
+                let defined = model.destination_rules.values().any(|dr| {
+                    resolve_host(&dr.host, &dr.namespace) == host && dr.subsets.iter().any(|s| &s.name == subset)
+                });
+                if !defined {
+                    problems.warn_vs(
+                        vs,
+                        &format!("{dfield}.subset"),
+                        format!("no DestinationRule defines subset {subset:?} for host {host}; requests to it will fail (503)"),
+                    );
+                }
+            }
+            if d.weight > 0 {
+                clusters.push((cluster_name(dest_port, d.destination.subset.as_deref(), &host), d.weight));
+            }
+        }
+        if broken {
+            continue;
+        }
+        let cluster_specifier = if clusters.len() == 1 {
+            route_action::ClusterSpecifier::Cluster(clusters.remove(0).0)
+        } else {
+            route_action::ClusterSpecifier::WeightedClusters(WeightedCluster {
+                clusters: clusters
+                    .into_iter()
+                    .map(|(name, weight)| weighted_cluster::ClusterWeight {
+                        name,
+                        weight: Some(UInt32Value { value: weight }),
+                        ..Default::default()
+                    })
+                    .collect(),
+                ..Default::default()
+            })
+        };
+        let action = route::Action::Route(RouteAction {
+            cluster_specifier: Some(cluster_specifier),
+            timeout: Some(seconds(0)),
+            ..Default::default()
+        });
+        let name = http.name.clone().unwrap_or_else(|| format!("{}.{}.{i}", vs.namespace, vs.name));
+        let matches: Vec<&HttpMatch> = http.matches.iter().filter(|m| m.port.is_none_or(|p| p == port)).collect();
+        if http.matches.is_empty() {
+            routes.push(Route {
+                name,
+                r#match: Some(route_match(&HttpMatch::default())),
+                action: Some(action),
+                ..Default::default()
+            });
+        } else {
+            for m in matches {
+                routes.push(Route {
+                    name: name.clone(),
+                    r#match: Some(route_match(m)),
+                    action: Some(action.clone()),
+                    ..Default::default()
+                });
+            }
+        }
+    }
+    routes
+}

@@ -1,0 +1,119 @@
+//! `meshctl bootstrap`: render the Envoy bootstrap for one sidecar.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use clap::{Args, ValueEnum};
+use injector::bootstrap::{
+    render_yaml, BootstrapConfig, InterceptionMode, ProxyIdentity, XdsApi, DEFAULT_SERVICE_ACCOUNT,
+};
+
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Example:\n  meshctl bootstrap --node productpage-v1.bookinfo --ip 127.0.0.2 \
+--admin-addr 127.0.0.2:15000 --label app=productpage -o productpage.yaml"
+)]
+pub struct BootstrapArgs {
+    /// Proxy identity as POD_NAME.NAMESPACE (split at the last '.'); becomes Envoy's node.id.
+    #[arg(long, value_name = "NAME.NAMESPACE", value_parser = parse_node)]
+    node: ProxyIdentity,
+
+    /// Instance IP of the workload; repeat for several. The health (15021) and
+    /// Prometheus (15090) listeners bind to the first one.
+    #[arg(long = "ip", value_name = "IP", required = true)]
+    ips: Vec<IpAddr>,
+
+    /// meshd's xDS gRPC address, HOST:PORT; HOST may be an IP ([::1] for IPv6) or a DNS name.
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:15010")]
+    xds: String,
+
+    /// How application traffic reaches the sidecar: `explicit` (HTTP proxy on
+    /// 15001, INTERCEPTION_MODE=NONE) or `transparent` (iptables capture, REDIRECT).
+    #[arg(long, value_enum, default_value_t = Mode::Explicit)]
+    mode: Mode,
+
+    /// xDS protocol variant: `delta` (incremental, DELTA_GRPC) or `sotw` (state of the world, GRPC).
+    #[arg(long = "xds-api", value_enum, default_value_t = Api::Delta)]
+    xds_api: Api,
+
+    /// Pod label KEY=VALUE (repeatable); `app` also names Envoy's node.cluster.
+    #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]
+    labels: Vec<(String, String)>,
+
+    /// Kubernetes service account of the workload.
+    #[arg(long, value_name = "SA", default_value = DEFAULT_SERVICE_ACCOUNT)]
+    service_account: String,
+
+    /// Envoy admin address (loopback only). Give each sidecar on one machine its own.
+    #[arg(
+        long = "admin-addr",
+        value_name = "ADDR",
+        default_value = "127.0.0.1:15000"
+    )]
+    admin_addr: SocketAddr,
+
+    /// Write the bootstrap to FILE instead of standard output.
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    output: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Mode {
+    Explicit,
+    Transparent,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Api {
+    Delta,
+    Sotw,
+}
+
+fn parse_node(s: &str) -> Result<ProxyIdentity, String> {
+    ProxyIdentity::parse(s).map_err(|e| e.to_string())
+}
+
+fn parse_label(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) => Ok((k.to_string(), v.to_string())),
+        None => Err(format!("expected KEY=VALUE, got {s:?} (no '=')")),
+    }
+}
+
+pub fn run(args: BootstrapArgs) -> anyhow::Result<()> {
+    let mut labels = BTreeMap::new();
+    for (key, value) in args.labels {
+        if let Some(previous) = labels.insert(key.clone(), value.clone()) {
+            if previous != value {
+                bail!("label {key:?} given twice ({previous:?} and {value:?})");
+            }
+        }
+    }
+    let config = BootstrapConfig::builder(args.node)
+        .ips(args.ips)
+        .xds_address(args.xds)
+        .mode(match args.mode {
+            Mode::Explicit => InterceptionMode::None,
+            Mode::Transparent => InterceptionMode::Redirect,
+        })
+        .xds_api(match args.xds_api {
+            Api::Delta => XdsApi::Delta,
+            Api::Sotw => XdsApi::Sotw,
+        })
+        .labels(labels)
+        .service_account(args.service_account)
+        .admin_address(args.admin_addr)
+        .build()?;
+    let yaml = render_yaml(&config)?;
+    match args.output {
+        Some(path) => std::fs::write(&path, yaml)
+            .with_context(|| format!("cannot write bootstrap to {}", path.display()))?,
+        None => std::io::stdout()
+            .write_all(yaml.as_bytes())
+            .context("cannot write bootstrap to standard output")?,
+    }
+    Ok(())
+}

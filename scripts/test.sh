@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Build and test the whole workspace, including the end-to-end tests (tests/), which run the
+# real meshd, meshctl and Envoy. Extra arguments go to the test runner
+# (e.g. `scripts/test.sh routing` or `scripts/test.sh -E 'test(header)'` with nextest).
+set -euo pipefail
+
+repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "${repo_root}"
+
+scripts/install-envoy.sh
+
+if cargo clippy --version >/dev/null 2>&1; then
+  echo "==> cargo clippy --workspace --all-targets -- -D warnings"
+  cargo clippy --workspace --all-targets -- -D warnings
+fi
+
+echo "==> cargo build --workspace --all-targets"
+cargo build --workspace --all-targets
+
+if cargo nextest --version >/dev/null 2>&1; then
+  echo "==> cargo nextest run --workspace"
+  cargo nextest run --workspace "$@"
+else
+  echo "==> cargo test --workspace (cargo-nextest not installed)"
+  cargo test --workspace "$@"
+fi

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use amime_e2e::mesh::hosts;
 use amime_e2e::sidecar::weighted_clusters;
 use amime_e2e::{await_condition, Bookinfo, BookinfoOptions, IpBlock, MeshDir, Tally, TestContext};
-use anyhow::{bail, ensure, Result};
+use anyhow::{bail, ensure, Context as _, Result};
 
 const RULES_FILE: &str = "reviews-rules.yaml";
 
@@ -69,20 +69,35 @@ spec:
 
 struct Args {
     keep_running: bool,
+    block: IpBlock,
 }
+
+const USAGE: &str = "usage: amime-demo [--keep-running] [--block N]
+
+  --keep-running  keep the mesh up after the demo until Ctrl-C
+  --block N       run on 127.0.N.x instead of 127.0.10.x (if that block is busy)";
 
 fn parse_args() -> Result<Args> {
     let mut args = Args {
         keep_running: false,
+        block: IpBlock::EXAMPLE,
     };
-    for arg in std::env::args().skip(1) {
+    let mut argv = std::env::args().skip(1);
+    while let Some(arg) = argv.next() {
         match arg.as_str() {
             "--keep-running" => args.keep_running = true,
+            "--block" => {
+                let value = argv.next().unwrap_or_default();
+                match value.parse::<u8>() {
+                    Ok(n) if (1..=254).contains(&n) => args.block = IpBlock(n),
+                    _ => bail!("--block wants a number 1..=254, got {value:?}\n{USAGE}"),
+                }
+            }
             "-h" | "--help" => {
-                println!("usage: amime-demo [--keep-running]\n\n  --keep-running  keep the mesh up after the demo until Ctrl-C");
+                println!("{USAGE}");
                 std::process::exit(0);
             }
-            other => bail!("unknown argument {other:?} (usage: amime-demo [--keep-running])"),
+            other => bail!("unknown argument {other:?}\n{USAGE}"),
         }
     }
     Ok(args)
@@ -138,13 +153,23 @@ fn print_counts(tally: &Tally) {
 }
 
 async fn demo(ctx: &TestContext, args: &Args) -> Result<()> {
-    let block = IpBlock::EXAMPLE;
-    println!("Amime demo: meshd + an Envoy sidecar + reviews v1/v2/v3, all on 127.0.10.x\n");
+    let block = args.block;
+    println!(
+        "Amime demo: meshd + an Envoy sidecar + reviews v1/v2/v3, all on 127.0.{}.x\n",
+        block.0
+    );
 
     let dir = MeshDir::new(ctx)?;
     dir.copy_bookinfo_example(block)?;
     let started = Instant::now();
-    let bookinfo = Bookinfo::start(ctx, block, dir, BookinfoOptions::default()).await?;
+    let bookinfo = Bookinfo::start(ctx, block, dir, BookinfoOptions::default())
+        .await
+        .with_context(|| {
+            format!(
+                "starting the mesh on 127.0.{}.x (is another demo running? try --block N)",
+                block.0
+            )
+        })?;
     let proxy = bookinfo.productpage.proxy_addr();
     println!("Started in {:.1?}:", started.elapsed());
     println!(
@@ -201,6 +226,7 @@ async fn demo(ctx: &TestContext, args: &Args) -> Result<()> {
 
     // (c) Live edit.
     println!("\n(c) Editing {RULES_FILE}: split-v1-v3 becomes 80/20 ...");
+    let pids = (bookinfo.meshd.pid(), bookinfo.productpage.pid());
     let renamed = bookinfo.dir.write(RULES_FILE, RULES_80_20)?;
     await_condition(
         "the sidecar's route to carry the 80/20 split",
@@ -218,6 +244,12 @@ async fn demo(ctx: &TestContext, args: &Args) -> Result<()> {
     )
     .await?;
     let took = renamed.elapsed();
+    ensure!(
+        pids == (bookinfo.meshd.pid(), bookinfo.productpage.pid())
+            && bookinfo.meshd.process().is_running()
+            && bookinfo.productpage.process().is_running(),
+        "meshd or Envoy restarted during the edit"
+    );
     println!(
         "    applied by the sidecar {:.0} ms after the file was saved (no restart)",
         took.as_secs_f64() * 1000.0

@@ -1,0 +1,38 @@
+//! Shared fixtures for the control-plane integration tests.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use control_plane::model::index::Index;
+use control_plane::source::config_dir::ConfigDir;
+use control_plane::translate::MeshConfig;
+
+pub fn fixture_dir(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+}
+
+/// Loads a fixture directory exactly as meshd would, and translates it.
+pub fn mesh_from(name: &str) -> MeshConfig {
+    let mut dir = ConfigDir::new(fixture_dir(name));
+    dir.load().expect("fixture loads");
+    let (objects, problems) = dir.objects();
+    assert!(problems.iter().all(|p| p.severity != control_plane::model::Severity::Error), "fixture {name} has errors: {problems:#?}");
+    let mut index = Index::new();
+    index.reset(objects);
+    MeshConfig::build(Arc::new(index))
+}
+
+pub fn rich_mesh() -> MeshConfig {
+    mesh_from("rich")
+}
+
+/// `$AMIME_ENVOY`, else the project's `.venv/bin/envoy`.
+pub fn envoy_binary() -> PathBuf {
+    if let Some(p) = std::env::var_os("AMIME_ENVOY") {
+        return PathBuf::from(p);
+    }
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/envoy");
+    assert!(p.exists(), "no Envoy at {}: run scripts/install-envoy.sh (or set AMIME_ENVOY)", p.display());
+    p
+}

@@ -15,3 +15,4 @@ pub mod proxy;
 pub mod push;
 pub mod run;
 pub mod source;
+pub mod envoy_json;

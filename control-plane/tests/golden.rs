@@ -1,0 +1,98 @@
+//! Golden tests of the translator: YAML in (tests/fixtures/<name>/), Envoy JSON out
+//! (tests/golden/<name>-<class>.json), one file per proxy class.
+//!
+//! Regenerate after an intended change with:
+//!   UPDATE_GOLDEN=1 cargo test -p amime-control-plane --test golden
+//! and review the diff.
+
+mod common;
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use control_plane::envoy_json::any_to_json;
+use control_plane::translate::{InterceptionMode, MeshConfig, ProxyClass};
+use serde_json::{json, Value};
+use xds::ResourceType;
+
+fn render(mesh: &MeshConfig, class: &ProxyClass) -> Value {
+    let snapshot = mesh.proxy_snapshot(class);
+    let mut out = serde_json::Map::new();
+    for ty in ResourceType::ALL {
+        let set = snapshot.set(ty);
+        if set.is_empty() {
+            continue;
+        }
+        let resources: Vec<Value> = set.iter().map(|r| any_to_json(r.body()).expect("renders as JSON")).collect();
+        out.insert(ty.short_name().to_owned(), json!(resources));
+    }
+    Value::Object(out)
+}
+
+fn check(fixture: &str, class_name: &str, class: ProxyClass) {
+    let mesh = common::mesh_from(fixture);
+    let text = serde_json::to_string_pretty(&render(&mesh, &class)).unwrap() + "\n";
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("tests/golden/{fixture}-{class_name}.json"));
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, &text).unwrap();
+        return;
+    }
+    let want = std::fs::read_to_string(&path)
+        .unwrap_or_else(|_| panic!("{} is missing; run UPDATE_GOLDEN=1 cargo test -p amime-control-plane --test golden", path.display()));
+    if want != text {
+        let first = want.lines().zip(text.lines()).position(|(a, b)| a != b).unwrap_or(0);
+        panic!(
+            "translator output for {fixture}/{class_name} differs from {} at line {}:\n  want: {}\n  got:  {}\n\
+             If the change is intended: UPDATE_GOLDEN=1 cargo test -p amime-control-plane --test golden",
+            path.display(),
+            first + 1,
+            want.lines().nth(first).unwrap_or(""),
+            text.lines().nth(first).unwrap_or("")
+        );
+    }
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+#[test]
+fn bookinfo_explicit_sidecar() {
+    check(
+        "bookinfo",
+        "explicit",
+        ProxyClass { namespace: "bookinfo".into(), mode: InterceptionMode::None, ip: ip("127.0.10.1"), labels: Default::default() },
+    );
+}
+
+#[test]
+fn rich_explicit_sidecar_in_another_namespace() {
+    check(
+        "rich",
+        "shop-explicit",
+        ProxyClass { namespace: "shop".into(), mode: InterceptionMode::None, ip: ip("127.0.20.9"), labels: Default::default() },
+    );
+}
+
+#[test]
+fn rich_transparent_sidecar() {
+    check(
+        "rich",
+        "ratings-transparent",
+        ProxyClass {
+            namespace: "bookinfo".into(),
+            mode: InterceptionMode::Redirect,
+            ip: ip("127.0.10.21"),
+            labels: [("app".to_string(), "ratings".to_string())].into_iter().collect(),
+        },
+    );
+}
+
+#[test]
+fn translation_is_deterministic() {
+    let class = ProxyClass { namespace: "bookinfo".into(), mode: InterceptionMode::Redirect, ip: ip("127.0.10.21"), labels: Default::default() };
+    let a = render(&common::rich_mesh(), &class);
+    let b = render(&common::rich_mesh(), &class);
+    assert_eq!(a, b);
+}

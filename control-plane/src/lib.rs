@@ -6,6 +6,9 @@
 //! (the `xds` crate), which serves them to Envoy. [`monitoring`] exposes health,
 //! readiness, metrics and debug state; [`config`] is meshd's one typed configuration.
 #![forbid(unsafe_code)]
+// Validation errors are rich (object, file, field, message) and on the cold path;
+// boxing them would only add noise.
+#![allow(clippy::result_large_err)]
 
 pub mod model;
 pub mod translate;

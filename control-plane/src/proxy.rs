@@ -138,7 +138,8 @@ mod tests {
         assert_eq!((p.pod_name.as_str(), p.namespace.as_str(), p.mode), ("reviews-v1", "bookinfo", InterceptionMode::None));
         assert_eq!(p.labels.get("app").map(String::as_str), Some("reviews"));
 
-        let cases: &[(&str, &[(&str, Value)], &str)] = &[
+        type Case<'a> = (&'a str, &'a [(&'a str, Value)], &'a str);
+        let cases: &[Case<'_>] = &[
             ("nodot", &[("INSTANCE_IPS", s("127.0.0.1"))], "node.id"),
             ("a.b", &[], "INSTANCE_IPS"),
             ("a.b", &[("INSTANCE_IPS", s("not-an-ip"))], "INSTANCE_IPS"),

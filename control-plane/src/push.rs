@@ -194,6 +194,7 @@ impl SnapshotSource for ProxySnapshots {
 /// Runs until `state` is dropped: waits for changes, debounces, translates, publishes.
 pub async fn run(state: Arc<MeshState>, distributor: Arc<Distributor>, debounce: Debounce) {
     let mut changes = state.subscribe();
+    let mut reported: std::collections::BTreeSet<ObjectError> = Default::default();
     // Whatever happened before we subscribed counts as a change.
     changes.mark_changed();
     loop {
@@ -227,9 +228,11 @@ pub async fn run(state: Arc<MeshState>, distributor: Arc<Distributor>, debounce:
             translate_ms = took.as_secs_f64() * 1000.0,
             "translated mesh"
         );
-        for p in &mesh.problems {
+        let current: std::collections::BTreeSet<ObjectError> = mesh.problems.iter().cloned().collect();
+        for p in current.difference(&reported) {
             tracing::warn!(kind = ?p.kind, namespace = ?p.namespace, name = ?p.name, field = %p.field, "{}", p.message);
         }
+        reported = current;
         distributor.publish(Arc::new(mesh));
     }
 }

@@ -336,7 +336,7 @@ impl Session {
                     continue;
                 }
                 if let Subscription::Names(names) = &mut state.subscription {
-                    if names.insert(name.clone()) && req.initial_versions.get(&name).is_none() {
+                    if names.insert(name.clone()) && !req.initial_versions.contains_key(&name) {
                         state.forced.insert(name);
                     }
                 }

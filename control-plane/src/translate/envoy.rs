@@ -160,7 +160,7 @@ fn router_filter() -> HttpFilter {
 /// Where an HTTP connection manager gets its routes.
 pub enum RouteSource {
     Rds(String),
-    Inline(RouteConfiguration),
+    Inline(Box<RouteConfiguration>),
 }
 
 pub fn http_connection_manager(stat_prefix: &str, routes: RouteSource) -> Filter {
@@ -168,7 +168,7 @@ pub fn http_connection_manager(stat_prefix: &str, routes: RouteSource) -> Filter
         RouteSource::Rds(name) => {
             http_connection_manager::RouteSpecifier::Rds(Rds { config_source: Some(ads()), route_config_name: name })
         }
-        RouteSource::Inline(rc) => http_connection_manager::RouteSpecifier::RouteConfig(rc),
+        RouteSource::Inline(rc) => http_connection_manager::RouteSpecifier::RouteConfig(*rc),
     };
     let hcm = HttpConnectionManager {
         stat_prefix: stat_prefix.to_owned(),

@@ -451,7 +451,7 @@ impl MeshConfig {
                 };
                 let mut chain = filter_chain(
                     &format!("inbound|{port}"),
-                    http_connection_manager(&format!("inbound_{port}"), RouteSource::Inline(rc)),
+                    http_connection_manager(&format!("inbound_{port}"), RouteSource::Inline(Box::new(rc))),
                 );
                 chain.filter_chain_match =
                     Some(FilterChainMatch { destination_port: Some(UInt32Value { value: u32::from(port) }), ..Default::default() });

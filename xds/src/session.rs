@@ -151,6 +151,10 @@ struct TypeState {
     last_nonce: String,
     /// The last answer was a NACK: the proxy kept older content than `view` says.
     nacked: bool,
+    /// Delta only: earlier responses still unanswered (nonce, version), oldest first.
+    /// Each delta response is a separate change, so a NACK of an earlier one matters
+    /// even after a later one went out.
+    in_flight: std::collections::VecDeque<(String, String)>,
     /// The proxy has asked and not yet had any answer: answer even with nothing.
     owes_response: bool,
     /// Names subscribed since the last response: send them whatever the view says.
@@ -244,6 +248,7 @@ impl Session {
             pending: None,
             last_nonce: String::new(),
             nacked: false,
+            in_flight: Default::default(),
             owes_response: true,
             forced: BTreeSet::new(),
             removals_held: false,
@@ -259,6 +264,7 @@ impl Session {
                 Some((nonce, version)) if *nonce == req.nonce => {
                     let version = version.clone();
                     state.pending = None;
+                    state.in_flight.clear();
                     state.nacked = req.error.is_some();
                     acked = true;
                     if let Some(message) = &req.error {
@@ -285,6 +291,21 @@ impl Session {
                 // The latest response, already answered: a new request on it (say,
                 // changed resource_names in state of the world) is current.
                 _ if req.nonce == state.last_nonce => {}
+                _ if req.sotw_names.is_none() && state.in_flight.iter().any(|(n, _)| *n == req.nonce) => {
+                    // Delta: the answer to an earlier response; it and older ones are settled.
+                    let at = state.in_flight.iter().position(|(n, _)| *n == req.nonce).expect("present");
+                    let (nonce, version) = state.in_flight.drain(..=at).last().expect("non-empty");
+                    if let Some(message) = &req.error {
+                        state.nacked = true;
+                        self.registry.stats().nacks.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(node = %self.node_id, type_url = %req.type_url, nonce = %nonce,
+                            version = %version, error = %message, "proxy rejected an update (NACK)");
+                        let nack = Nack { rejected_version: version, nonce, message: message.clone(), at_ms: now_millis() };
+                        self.status.update(ty, |s| s.last_nack = Some(nack));
+                    } else {
+                        self.registry.stats().acks.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
                 _ => {
                     self.registry.stats().stale_nonces.fetch_add(1, Ordering::Relaxed);
                     tracing::debug!(node = %self.node_id, type_url = %req.type_url, nonce = %req.nonce, "stale nonce");
@@ -469,6 +490,15 @@ impl Session {
             Subscription::Names(names) => names.iter().filter(|n| sent_set.get(n).is_some()).count(),
         };
         state.view = ClientView::Set(sent_set);
+        if self.api == XdsApi::Delta {
+            if let Some(previous) = state.pending.take() {
+                state.in_flight.push_back(previous);
+                // A proxy that stops answering must not make this grow without bound.
+                while state.in_flight.len() > 16 {
+                    state.in_flight.pop_front();
+                }
+            }
+        }
         state.pending = Some((nonce.clone(), version.clone()));
         state.last_nonce = nonce.clone();
         state.owes_response = false;
@@ -1166,6 +1196,23 @@ mod tests {
         h.delta_ack(&r);
         assert_eq!(h.status(CDS).last_nack, None);
         assert_eq!(h.state(CDS), "SYNCED");
+    }
+
+    #[test]
+    fn delta_nack_of_an_earlier_response_in_flight_is_recorded() {
+        let mut h = Harness::new(XdsApi::Delta);
+        h.snapshot(&mk_snapshot(&[(CDS, &[("a", "1")])]));
+        let r = one(h.delta(delta_req(CDS, &[], &[], "")));
+        h.delta_ack(&r);
+        // Two updates go out before the proxy answers the first.
+        let bad = mk_snapshot(&[(CDS, &[("a", "bad")])]);
+        let first = one(h.snapshot(&bad));
+        let second = one(h.snapshot(&mk_snapshot(&[(CDS, &[("a", "bad"), ("b", "1")])])));
+        assert!(h.delta(delta_nack(CDS, first.nonce(), "bad a")).is_empty());
+        let n = h.status(CDS).last_nack.expect("NACK of the earlier response recorded");
+        assert_eq!((n.message.as_str(), n.rejected_version), ("bad a", version(&bad, CDS)));
+        h.delta_ack(&second);
+        assert_eq!(h.status(CDS).last_nack, None);
     }
 
     #[test]

@@ -240,7 +240,19 @@ impl MeshConfig {
             for sp in &service.ports {
                 match sp.protocol {
                     Protocol::Http | Protocol::Http2 => {
-                        http_ports.insert(sp.port);
+                        if [OUTBOUND_PORT, INBOUND_PORT].contains(&sp.port) {
+                            // A 0.0.0.0:15001 hand-off listener would clash with the
+                            // capture listener itself, and Envoy would reject both.
+                            problems.report(
+                                "Service",
+                                &service.namespace,
+                                &service.name,
+                                "spec.ports",
+                                format!("port {} is the sidecar's capture port; captured traffic to it is not routed by host", sp.port),
+                            );
+                        } else {
+                            http_ports.insert(sp.port);
+                        }
                         let routes = match vs_by_host.get(&host) {
                             Some(vs) => routes::virtual_service_routes(&model, vs, sp.port, &mut problems),
                             None => vec![routes::default_route(&cluster_name(sp.port, None, &host))],

@@ -759,3 +759,74 @@ fn parse_destination_rule(cx: &mut Context<'_>, namespace: String) -> Result<Des
     }
     Ok(DestinationRule { namespace, name: cx.raw.name.clone(), host: spec.host, traffic_policy, subsets })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_yaml(yaml: &str) -> Result<Parsed, ObjectError> {
+        let value: Value = serde_yaml::from_str(yaml).expect("test YAML parses");
+        parse_object(&RawObject::from_value(value)?)
+    }
+
+    const VS: &str = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: r, namespace: ns}\nspec:\n";
+
+    #[test]
+    fn errors_name_the_field() {
+        let cases = [
+            ("kind: Service\nmetadata: {name: x}", "apiVersion", "required"),
+            ("apiVersion: v1\nkind: Service\nmetadata: {}", "metadata.name", "required"),
+            ("apiVersion: v1\nkind: Service\nmetadata: {name: x, namespace: Bad_NS}", "metadata.namespace", "DNS label"),
+            ("apiVersion: v1\nkind: Service\nmetadata: {name: x}\nspec: {ports: [{port: 70000}]}", "spec.ports[0].port", "out of range"),
+            ("apiVersion: v1\nkind: Service\nmetadata: {name: x}\nspec: {clusterIP: nope}", "spec.clusterIP", "not an IP"),
+            ("apiVersion: v1\nkind: Pod\nmetadata: {name: x}\nstatus: {podIP: 1.2.3}", "status.podIP", "not an IP"),
+            ("apiVersion: networking.istio.io/v2\nkind: VirtualService\nmetadata: {name: x}", "apiVersion", "not a supported API version"),
+            (&format!("{VS}  hosts: []"), "spec.hosts", "at least one host"),
+            (&format!("{VS}  hosts: [r]\n  http: [{{route: [{{destination: {{host: r}}, weight: -5}}, {{destination: {{host: r}}}}]}}]"), "spec.http[0].route[0].weight", "between 0"),
+            (&format!("{VS}  hosts: [r]\n  http: [{{match: [{{uri: {{regex: '(('}}}}], route: [{{destination: {{host: r}}}}]}}]"), "spec.http[0].match[0].uri.regex", "invalid regular expression"),
+            (&format!("{VS}  hosts: [r]\n  http: [{{match: [{{uri: {{exact: /a, prefix: /b}}}}], route: [{{destination: {{host: r}}}}]}}]"), "spec.http[0].match[0].uri", "only one"),
+            (&format!("{VS}  hosts: [r]\n  http: [{{match: [{{headers: {{End-User: {{exact: j}}}}}}], route: [{{destination: {{host: r}}}}]}}]"), "spec.http[0].match[0].headers.End-User", "header name"),
+            (&format!("{VS}  hosts: [r]\n  http: [{{route: [{{destination: {{host: r}}}}, {{destination: {{host: r, subset: v2}}}}]}}]"), "spec.http[0].route", "give weights"),
+            (&format!("{VS}  hosts: [r]\n  http: [{{route: [{{destination: {{subset: v1}}}}]}}]"), "spec.http[0].route[0].destination.host", "required"),
+            (&format!("{VS}  hosts: [r]\n  http: [{{route: [{{destination: {{host: r}}, weight: ten}}]}}]"), "spec.http[0].route[0].weight", "invalid type"),
+            ("apiVersion: networking.amime.dev/v1\nkind: DestinationRule\nmetadata: {name: d}\nspec: {host: r, subsets: [{name: v1}, {name: v1}]}", "spec.subsets[1].name", "defined twice"),
+            ("apiVersion: networking.amime.dev/v1\nkind: DestinationRule\nmetadata: {name: d}\nspec: {host: r, trafficPolicy: {loadBalancer: {simple: FASTEST}}}", "spec.trafficPolicy.loadBalancer.simple", "FASTEST"),
+            ("apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {name: s}\nendpoints: []", "metadata.labels", "service-name"),
+        ];
+        for (yaml, field, message) in cases {
+            match parse_yaml(yaml) {
+                Err(e) => {
+                    assert_eq!(e.field, field, "field for:\n{yaml}\n{e}");
+                    assert!(e.message.contains(message), "message for:\n{yaml}\n{e}");
+                }
+                Ok(p) => panic!("accepted:\n{yaml}\n{p:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn unsupported_istio_fields_are_warnings_naming_the_field() {
+        let yaml = format!("{VS}  hosts: [r]\n  http: [{{fault: {{abort: {{httpStatus: 500}}}}, route: [{{destination: {{host: r}}}}]}}]");
+        let Ok(Parsed::Object(MeshObject::VirtualService(vs), warnings)) = parse_yaml(&yaml) else { panic!("rejected") };
+        assert_eq!(vs.http[0].route[0].weight, 100);
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert_eq!(warnings[0].field, "spec.http[0].fault");
+        assert_eq!(warnings[0].severity, Severity::Warning);
+    }
+
+    #[test]
+    fn kinds_meshd_does_not_use_are_ignored() {
+        assert!(matches!(parse_yaml("apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: d}"), Ok(Parsed::Ignored)));
+    }
+
+    #[test]
+    fn services_pick_protocols_like_istio() {
+        let yaml = "apiVersion: v1\nkind: Service\nmetadata: {name: s}\nspec:\n  ports:\n  - {name: http-web, port: 80}\n  - {name: grpc, port: 81}\n  - {name: tcp-db, port: 82}\n  - {port: 83, appProtocol: mysql}\n  - {port: 84, targetPort: web}\n  - {port: 85, protocol: UDP}\n";
+        let Ok(Parsed::Object(MeshObject::Service(s), warnings)) = parse_yaml(yaml) else { panic!("rejected") };
+        let protocols: Vec<_> = s.ports.iter().map(|p| p.protocol).collect();
+        assert_eq!(protocols, [Protocol::Http, Protocol::Http2, Protocol::Tcp, Protocol::Tcp, Protocol::Http]);
+        assert_eq!(s.ports[4].target_port, TargetPort::Name("web".into()));
+        assert_eq!(s.namespace, "default");
+        assert_eq!(warnings.len(), 1, "UDP port reported: {warnings:?}");
+    }
+}

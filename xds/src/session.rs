@@ -294,7 +294,7 @@ impl Session {
                 _ if req.sotw_names.is_none() && state.in_flight.iter().any(|(n, _)| *n == req.nonce) => {
                     // Delta: the answer to an earlier response; it and older ones are settled.
                     let at = state.in_flight.iter().position(|(n, _)| *n == req.nonce).expect("present");
-                    let (nonce, version) = state.in_flight.drain(..=at).last().expect("non-empty");
+                    let (nonce, version) = state.in_flight.drain(..=at).next_back().expect("non-empty");
                     if let Some(message) = &req.error {
                         state.nacked = true;
                         self.registry.stats().nacks.fetch_add(1, Ordering::Relaxed);

@@ -88,7 +88,7 @@ pub struct Debounce {
 }
 
 struct ClassEntry {
-    tx: watch::Sender<Option<Arc<Snapshot>>>,
+    tx: Arc<watch::Sender<Option<Arc<Snapshot>>>>,
     proxies: usize,
 }
 
@@ -144,10 +144,17 @@ impl Distributor {
     /// Makes `mesh` current and sends every class whose snapshot changed.
     pub fn publish(&self, mesh: Arc<MeshConfig>) {
         self.current.store(Some(mesh.clone()));
-        let classes = self.classes.lock().unwrap_or_else(|e| e.into_inner());
-        for (class, entry) in classes.iter() {
-            let snapshot = mesh.proxy_snapshot(class);
-            let changed = entry.tx.send_if_modified(|current| match current {
+        // Build snapshots outside the lock, so connecting proxies never wait on a push.
+        let classes: Vec<(ProxyClass, Arc<watch::Sender<Option<Arc<Snapshot>>>>)> = self
+            .classes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(class, entry)| (class.clone(), entry.tx.clone()))
+            .collect();
+        for (class, tx) in classes {
+            let snapshot = mesh.proxy_snapshot(&class);
+            let changed = tx.send_if_modified(|current| match current {
                 Some(old) if old.same_content(&snapshot) => false,
                 _ => {
                     *current = Some(Arc::new(snapshot));
@@ -165,7 +172,7 @@ impl Distributor {
         let mut classes = self.classes.lock().unwrap_or_else(|e| e.into_inner());
         let entry = classes.entry(class.clone()).or_insert_with(|| {
             let initial = self.current.load_full().map(|mesh| Arc::new(mesh.proxy_snapshot(&class)));
-            ClassEntry { tx: watch::channel(initial).0, proxies: 0 }
+            ClassEntry { tx: Arc::new(watch::channel(initial).0), proxies: 0 }
         });
         entry.proxies += 1;
         SnapshotWatch {
@@ -234,5 +241,60 @@ pub async fn run(state: Arc<MeshState>, distributor: Arc<Distributor>, debounce:
         }
         reported = current;
         distributor.publish(Arc::new(mesh));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{MeshObject, Service, ServicePort, TargetPort};
+    use crate::translate::InterceptionMode;
+
+    fn mesh(port: u16) -> Arc<MeshConfig> {
+        let mut index = Index::new();
+        index.apply(MeshObject::Service(Service {
+            namespace: "ns".into(),
+            name: "svc".into(),
+            cluster_ip: None,
+            selector: None,
+            ports: vec![ServicePort { name: "http".into(), port, target_port: TargetPort::Number(port), protocol: crate::model::Protocol::Http }],
+        }));
+        Arc::new(MeshConfig::build(Arc::new(index)))
+    }
+
+    fn class(ip: &str) -> ProxyClass {
+        ProxyClass { namespace: "ns".into(), mode: InterceptionMode::None, ip: ip.parse().unwrap(), labels: Default::default() }
+    }
+
+    #[test]
+    fn proxies_of_one_class_share_one_snapshot_and_classes_go_away_with_their_proxies() {
+        let d = Distributor::new();
+        let a1 = d.watch_class(class("127.0.0.1"));
+        assert!(a1.snapshots.borrow().is_none(), "nothing before the first publish");
+        d.publish(mesh(80));
+        let a2 = d.watch_class(class("127.0.0.1"));
+        let b = d.watch_class(class("127.0.0.2"));
+        assert_eq!(d.class_count(), 2);
+        let s1 = a1.snapshots.borrow().clone().expect("published");
+        let s2 = a2.snapshots.borrow().clone().expect("published");
+        assert!(Arc::ptr_eq(&s1, &s2), "one snapshot object per class");
+        let sb = b.snapshots.borrow().clone().expect("published");
+        assert!(Arc::ptr_eq(s1.set(xds::ResourceType::Cluster), sb.set(xds::ResourceType::Cluster)), "clusters shared across classes");
+        drop(a1);
+        assert_eq!(d.class_count(), 2);
+        drop(a2);
+        assert_eq!(d.class_count(), 1);
+    }
+
+    #[test]
+    fn publish_wakes_a_class_only_when_its_content_changed() {
+        let d = Distributor::new();
+        d.publish(mesh(80));
+        let mut w = d.watch_class(class("127.0.0.1"));
+        w.snapshots.borrow_and_update();
+        d.publish(mesh(80));
+        assert!(!w.snapshots.has_changed().unwrap(), "same content: no wake-up");
+        d.publish(mesh(81));
+        assert!(w.snapshots.has_changed().unwrap());
     }
 }

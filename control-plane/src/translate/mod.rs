@@ -429,13 +429,13 @@ impl MeshConfig {
     /// passthrough for everything else; all to the original destination.
     fn inbound_listener(&self, class: &ProxyClass) -> Listener {
         let mut ports = BTreeSet::new();
+        let pod = self.model.pods.values().find(|p| p.namespace == class.namespace && p.ip == Some(class.ip));
         for service in self.model.services.values() {
             let Some(selector) = &service.selector else { continue };
             if service.namespace != class.namespace || !selector_matches(selector, &class.labels) {
                 continue;
             }
             for sp in service.ports.iter().filter(|p| p.protocol != Protocol::Tcp) {
-                let pod = self.model.pods.values().find(|p| p.namespace == class.namespace && p.ip == Some(class.ip));
                 let target = match pod {
                     Some(pod) => pod.resolve_port(&sp.target_port),
                     None => match &sp.target_port {

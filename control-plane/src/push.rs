@@ -87,8 +87,11 @@ pub struct Debounce {
     pub max_delay: Duration,
 }
 
+/// Where a proxy class's snapshots are published.
+type ClassChannel = Arc<watch::Sender<Option<Arc<Snapshot>>>>;
+
 struct ClassEntry {
-    tx: Arc<watch::Sender<Option<Arc<Snapshot>>>>,
+    tx: ClassChannel,
     proxies: usize,
 }
 
@@ -145,7 +148,7 @@ impl Distributor {
     pub fn publish(&self, mesh: Arc<MeshConfig>) {
         self.current.store(Some(mesh.clone()));
         // Build snapshots outside the lock, so connecting proxies never wait on a push.
-        let classes: Vec<(ProxyClass, Arc<watch::Sender<Option<Arc<Snapshot>>>>)> = self
+        let classes: Vec<(ProxyClass, ClassChannel)> = self
             .classes
             .lock()
             .unwrap_or_else(|e| e.into_inner())

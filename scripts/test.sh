@@ -9,6 +9,13 @@ cd "${repo_root}"
 
 scripts/install-envoy.sh
 
+# The transparent-mode tests (tests/tests/transparent.rs) install iptables capture rules inside
+# their own network namespaces; they need the iptables tool (they skip only when not root).
+if [[ "$(id -u)" == 0 ]] && ! command -v iptables >/dev/null 2>&1; then
+  echo "==> installing iptables"
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iptables; } >/dev/null
+fi
+
 if cargo clippy --version >/dev/null 2>&1; then
   echo "==> cargo clippy --workspace --all-targets -- -D warnings"
   cargo clippy --workspace --all-targets -- -D warnings

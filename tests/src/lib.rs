@@ -21,6 +21,7 @@ pub mod context;
 pub mod http;
 pub mod mesh;
 pub mod meshd;
+pub mod netns;
 pub mod paths;
 pub mod process;
 pub mod sidecar;

@@ -10,7 +10,7 @@ use serde::Deserialize;
 use crate::context::TestContext;
 use crate::http::{self, snippet, Response};
 use crate::paths;
-use crate::process::ManagedProcess;
+use crate::process::{run_to_completion, ManagedProcess};
 use crate::wait::await_condition;
 
 /// xDS (ADS gRPC) port, as in production.
@@ -87,6 +87,28 @@ impl Meshd {
 
     pub fn pid(&self) -> u32 {
         self.process.pid()
+    }
+
+    /// Kill meshd with SIGKILL (the way a crash happens: no graceful shutdown, its streams
+    /// just break) and wait until it has exited, so its addresses can be bound again.
+    pub async fn kill(&self) -> Result<()> {
+        let pid = self.process.pid().to_string();
+        if self.process.is_running() {
+            run_to_completion(
+                Path::new("kill"),
+                ["-KILL", pid.as_str()],
+                Duration::from_secs(5),
+            )
+            .await?;
+        }
+        let what = format!("meshd (pid {pid}) to exit after SIGKILL");
+        await_condition(&what, Duration::from_secs(5), || async {
+            match self.process.exit_status() {
+                Some(_) => Ok(()),
+                None => bail!("still running"),
+            }
+        })
+        .await
     }
 
     pub fn process(&self) -> &ManagedProcess {

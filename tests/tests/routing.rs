@@ -1,7 +1,7 @@
 //! Routing end to end: real `meshd`, `meshctl bootstrap` and Envoy (productpage's sidecar in
 //! explicit-proxy mode) in front of in-process reviews v1/v2/v3 upstreams.
 //!
-//! Every test owns one loopback block (`127.0.N.x`, blocks 21..=39 belong to this file), so the
+//! Every test owns one loopback block (`127.0.N.x`, blocks 21..=29 belong to this file), so the
 //! tests run in parallel. Each ends by checking that Envoy rejected no xDS update and meshd
 //! counted no NACK.
 

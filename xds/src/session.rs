@@ -339,6 +339,19 @@ impl Session {
                         state.view = ClientView::Set(set.clone());
                         state.owes_response = false;
                         state.forced.clear();
+                        // Nothing to send, but the proxy is in sync: say so.
+                        let count = match &state.subscription {
+                            Subscription::Wildcard => set.len(),
+                            Subscription::Names(names) => names.iter().filter(|n| set.get(n).is_some()).count(),
+                        };
+                        let version = set.version().to_owned();
+                        self.status.update(ty, |s| {
+                            s.sent_version = Some(version.clone());
+                            s.acked_version = Some(version.clone());
+                            s.acked_at_ms = Some(now_millis());
+                            s.desired_version = Some(version);
+                            s.resource_count = count;
+                        });
                     }
                 }
             }
@@ -964,6 +977,9 @@ mod tests {
         assert!(h.sotw(sotw_req(CDS, &[], &version(&snap, CDS), "")).is_empty());
         assert!(h.sotw(sotw_req(EDS, &["a", "b"], &version(&snap, EDS), "")).is_empty());
         assert_eq!(h.stat(|s| &s.responses_sent), 0);
+        assert_eq!(h.state(CDS), "SYNCED", "in sync without a response");
+        assert_eq!(h.state(EDS), "SYNCED");
+        assert_eq!(h.status(EDS).resource_count, 2);
 
         // Later changes are computed against what the proxy has.
         let snap2 = mk_snapshot(&[(CDS, &[("a", "1"), ("b", "1")]), (EDS, &[("a", "1"), ("b", "2")])]);

@@ -1,0 +1,660 @@
+//! Linux network namespaces for the transparent-capture tests.
+//!
+//! A [`Netns`] is a named network namespace (`ip netns add amime-e2e-<pid>-<tag>`) owned by one
+//! test. It is deleted when dropped — also while unwinding from a panic — after every process
+//! still inside it has been killed. Namespaces left behind by a test process that was killed
+//! outright (SIGKILL runs no `Drop`) are removed by the next [`Netns::create`].
+//!
+//! What a test can do with one:
+//! - run processes inside it ([`Netns::spawn`], [`Netns::spawn_as`]: `ip netns exec NAME ...`;
+//!   `ip netns exec` execs, so the [`ManagedProcess`] pid is the program's own pid);
+//! - open sockets inside it from the test process itself ([`Netns::connect`], [`Netns::bind`],
+//!   [`Netns::start_upstream`], [`Netns::request`]): a short-lived thread enters the namespace
+//!   with `setns(2)` and creates the socket there; a socket stays in the namespace it was created
+//!   in, so the test's tokio runtime can then use it as usual;
+//! - wire two namespaces with a veth pair ([`link_veth`]) and install the sidecar's iptables
+//!   capture rules ([`Netns::install_capture`], see [`Capture`]).
+//!
+//! Nothing here touches the root namespace: veth ends are created directly inside the
+//! namespaces, and addresses, routes and iptables rules are set inside them only.
+
+use std::ffi::OsStr;
+use std::fs::File;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::os::fd::AsRawFd;
+use std::os::raw::c_int;
+use std::path::{Path, PathBuf};
+use std::process::{Command as StdCommand, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context as _, Result};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+
+use crate::context::TestContext;
+use crate::http::{self, Response};
+use crate::process::{run_to_completion, ManagedProcess};
+use crate::upstream::Upstream;
+
+/// Where `ip netns` keeps its namespace handles.
+pub const NETNS_DIR: &str = "/var/run/netns";
+/// Prefix of every namespace these tests create.
+pub const NAME_PREFIX: &str = "amime-e2e-";
+/// The uid (and gid) the sidecar runs as; its own traffic is never captured (as Istio's 1337).
+pub const PROXY_UID: u32 = 1337;
+/// Source address of the sidecar's inbound hand-off to the app (`InboundPassthroughCluster`).
+pub const INBOUND_SOURCE_IP: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 6);
+/// Timeout for connecting from inside a namespace.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Timeout for short `ip` / `iptables` commands.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(20);
+
+const CLONE_NEWNET: c_int = 0x4000_0000;
+const SIGKILL: c_int = 9;
+
+extern "C" {
+    fn setns(fd: c_int, nstype: c_int) -> c_int;
+    fn geteuid() -> u32;
+    fn kill(pid: c_int, sig: c_int) -> c_int;
+}
+
+static NEXT_PROBE: AtomicU32 = AtomicU32::new(0);
+
+/// `None` if this process can create network namespaces (root, `ip netns` works); otherwise the
+/// reason why not (for a test to print `SKIPPED: <reason>`).
+pub fn unsupported_reason() -> Option<String> {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let euid = unsafe { geteuid() };
+    if euid != 0 {
+        return Some(format!(
+            "network-namespace tests need root (running as uid {euid})"
+        ));
+    }
+    let probe = format!(
+        "{NAME_PREFIX}{}-probe{}",
+        std::process::id(),
+        NEXT_PROBE.fetch_add(1, Ordering::SeqCst)
+    );
+    match StdCommand::new("ip")
+        .args(["netns", "add", &probe])
+        .stdin(Stdio::null())
+        .output()
+    {
+        Err(e) => Some(format!("cannot run `ip` (iproute2): {e}")),
+        Ok(out) if !out.status.success() => Some(format!(
+            "`ip netns add` failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )),
+        Ok(_) => {
+            let _ = StdCommand::new("ip")
+                .args(["netns", "del", &probe])
+                .stdin(Stdio::null())
+                .output();
+            None
+        }
+    }
+}
+
+/// A network namespace owned by a test; killed and deleted on drop.
+pub struct Netns {
+    name: String,
+}
+
+impl Netns {
+    /// Create `amime-e2e-<pid>-<tag>` with its loopback up. `tag` must be unique within the
+    /// test process (tests in one process run in parallel under `cargo test`).
+    pub async fn create(tag: &str) -> Result<Self> {
+        remove_stale_namespaces();
+        let name = format!("{NAME_PREFIX}{}-{tag}", std::process::id());
+        if Path::new(NETNS_DIR).join(&name).exists() {
+            bail!("network namespace {name} exists already (tag {tag:?} used twice?)");
+        }
+        run_to_completion(
+            Path::new("ip"),
+            ["netns", "add", name.as_str()],
+            COMMAND_TIMEOUT,
+        )
+        .await
+        .with_context(|| format!("create network namespace {name}"))?;
+        let ns = Self { name };
+        ns.ip(["link", "set", "lo", "up"]).await?;
+        Ok(ns)
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// `/var/run/netns/<name>`.
+    pub fn path(&self) -> PathBuf {
+        Path::new(NETNS_DIR).join(&self.name)
+    }
+
+    /// `ip -n <name> ARGS...`.
+    pub async fn ip<I, S>(&self, args: I) -> Result<String>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let mut all: Vec<std::ffi::OsString> = vec!["-n".into(), self.name.clone().into()];
+        all.extend(args.into_iter().map(|a| a.as_ref().to_os_string()));
+        let out = run_to_completion(Path::new("ip"), &all, COMMAND_TIMEOUT).await?;
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Run a short command inside the namespace (`ip netns exec <name> PROGRAM ARGS...`) and
+    /// return its stdout; fails on a non-zero exit.
+    pub async fn exec<I, S>(&self, program: &str, args: I) -> Result<String>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let mut all: Vec<std::ffi::OsString> = vec![
+            "netns".into(),
+            "exec".into(),
+            self.name.clone().into(),
+            program.into(),
+        ];
+        all.extend(args.into_iter().map(|a| a.as_ref().to_os_string()));
+        let out = run_to_completion(Path::new("ip"), &all, COMMAND_TIMEOUT).await?;
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Start a long-running process inside the namespace (as the test's own user).
+    pub fn spawn<I, S>(
+        &self,
+        ctx: &TestContext,
+        label: &str,
+        program: &Path,
+        args: I,
+    ) -> Result<ManagedProcess>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let mut all: Vec<std::ffi::OsString> = vec![
+            "netns".into(),
+            "exec".into(),
+            self.name.clone().into(),
+            program.as_os_str().to_os_string(),
+        ];
+        all.extend(args.into_iter().map(|a| a.as_ref().to_os_string()));
+        ManagedProcess::spawn(ctx, label, Path::new("ip"), all)
+    }
+
+    /// Start a long-running process inside the namespace as `uid` (gid = uid, no supplementary
+    /// groups), via `setpriv`, which execs too.
+    pub fn spawn_as<I, S>(
+        &self,
+        ctx: &TestContext,
+        label: &str,
+        uid: u32,
+        program: &Path,
+        args: I,
+    ) -> Result<ManagedProcess>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let mut all: Vec<std::ffi::OsString> = vec![
+            format!("--reuid={uid}").into(),
+            format!("--regid={uid}").into(),
+            "--clear-groups".into(),
+            program.as_os_str().to_os_string(),
+        ];
+        all.extend(args.into_iter().map(|a| a.as_ref().to_os_string()));
+        self.spawn(ctx, label, Path::new("setpriv"), all)
+    }
+
+    /// Run `f` on a fresh thread that has entered this namespace (sockets it creates live
+    /// here). The thread ends with `f`, so no thread of the process stays in the namespace.
+    pub async fn run_inside<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce() -> Result<T> + Send + 'static,
+    {
+        let path = self.path();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new()
+            .name(format!("netns-{}", self.name))
+            .spawn(move || {
+                let result = enter_namespace(&path).and_then(|()| f());
+                let _ = tx.send(result);
+            })
+            .context("spawn a thread to enter the network namespace")?;
+        rx.await
+            .map_err(|_| anyhow!("the thread inside network namespace {} panicked", self.name))?
+    }
+
+    /// Connect to `addr` from inside the namespace (subject to its iptables rules, like any
+    /// process there that is not the proxy).
+    pub async fn connect(&self, addr: SocketAddr) -> Result<TcpStream> {
+        let stream = self
+            .run_inside(move || {
+                let stream = std::net::TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT)
+                    .with_context(|| format!("connect to {addr}"))?;
+                stream.set_nonblocking(true)?;
+                Ok(stream)
+            })
+            .await
+            .with_context(|| format!("in network namespace {}", self.name))?;
+        Ok(TcpStream::from_std(stream)?)
+    }
+
+    /// A listening socket on `addr` inside the namespace.
+    pub async fn bind(&self, addr: SocketAddr) -> Result<TcpListener> {
+        let listener = self
+            .run_inside(move || {
+                let listener =
+                    std::net::TcpListener::bind(addr).with_context(|| format!("bind {addr}"))?;
+                listener.set_nonblocking(true)?;
+                Ok(listener)
+            })
+            .await
+            .with_context(|| format!("in network namespace {}", self.name))?;
+        Ok(TcpListener::from_std(listener)?)
+    }
+
+    /// An [`Upstream`] HTTP server listening on `addr` inside the namespace.
+    pub async fn start_upstream(
+        &self,
+        addr: SocketAddr,
+        service: &str,
+        version: &str,
+        pod: &str,
+    ) -> Result<Upstream> {
+        let handle = tokio::runtime::Handle::current();
+        let (service, version, pod) = (service.to_string(), version.to_string(), pod.to_string());
+        self.run_inside(move || handle.block_on(Upstream::start(addr, &service, &version, &pod)))
+            .await
+            .with_context(|| format!("in network namespace {}", self.name))
+    }
+
+    /// A TCP server on `addr` inside the namespace that answers each connection with
+    /// `banner` followed by everything the client sent (until the client shuts down writing).
+    pub async fn start_echo(&self, addr: SocketAddr, banner: &str) -> Result<TcpEcho> {
+        let listener = self.bind(addr).await?;
+        let banner = banner.as_bytes().to_vec();
+        let task = tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let banner = banner.clone();
+                tokio::spawn(async move {
+                    let mut data = Vec::new();
+                    if stream.read_to_end(&mut data).await.is_ok() {
+                        let _ = stream.write_all(&banner).await;
+                        let _ = stream.write_all(&data).await;
+                        let _ = stream.shutdown().await;
+                    }
+                });
+            }
+        });
+        Ok(TcpEcho { addr, task })
+    }
+
+    /// Send one HTTP/1.1 request from inside the namespace (origin-form `target`, `Host: host`,
+    /// `Connection: close`) and read the whole response.
+    pub async fn request(
+        &self,
+        addr: SocketAddr,
+        method: &str,
+        target: &str,
+        host: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<Response> {
+        let mut request = format!("{method} {target} HTTP/1.1\r\nHost: {host}\r\n");
+        for (name, value) in headers {
+            request.push_str(&format!("{name}: {value}\r\n"));
+        }
+        request.push_str("Connection: close\r\n\r\n");
+        let exchange = async {
+            let mut stream = self.connect(addr).await?;
+            stream
+                .write_all(request.as_bytes())
+                .await
+                .context("write request")?;
+            let mut raw = Vec::new();
+            stream
+                .read_to_end(&mut raw)
+                .await
+                .context("read response")?;
+            http::parse_response(&raw)
+        };
+        match tokio::time::timeout(http::REQUEST_TIMEOUT, exchange).await {
+            Ok(result) => result.with_context(|| {
+                format!(
+                    "{method} {target} (Host: {host}) to {addr} from namespace {}",
+                    self.name
+                )
+            }),
+            Err(_) => bail!(
+                "no complete response from {addr} within {:?} (namespace {})",
+                http::REQUEST_TIMEOUT,
+                self.name
+            ),
+        }
+    }
+
+    /// `GET path` to `addr` from inside the namespace (`Host` = `addr`).
+    pub async fn get(&self, addr: SocketAddr, path: &str) -> Result<Response> {
+        self.request(addr, "GET", path, &addr.to_string(), &[])
+            .await
+    }
+
+    /// Open a TCP connection from inside the namespace, send `payload`, shut down writing and
+    /// return everything the server sent until it closed.
+    pub async fn tcp_exchange(&self, addr: SocketAddr, payload: &[u8]) -> Result<Vec<u8>> {
+        let exchange = async {
+            let mut stream = self.connect(addr).await?;
+            stream.write_all(payload).await.context("write")?;
+            stream.shutdown().await.context("shut down writing")?;
+            let mut answer = Vec::new();
+            stream.read_to_end(&mut answer).await.context("read")?;
+            Ok::<_, anyhow::Error>(answer)
+        };
+        match tokio::time::timeout(http::REQUEST_TIMEOUT, exchange).await {
+            Ok(result) => {
+                result.with_context(|| format!("TCP exchange with {addr} from {}", self.name))
+            }
+            Err(_) => bail!(
+                "TCP exchange with {addr} from {} did not finish within {:?}",
+                self.name,
+                http::REQUEST_TIMEOUT
+            ),
+        }
+    }
+
+    /// The iptables program that works inside this namespace: `iptables` (nf_tables backend on
+    /// current distributions), else `iptables-legacy`.
+    pub async fn iptables_program(&self) -> Result<&'static str> {
+        let mut failures = Vec::new();
+        for program in ["iptables", "iptables-legacy"] {
+            match self.exec(program, ["-w", "5", "-t", "nat", "-S"]).await {
+                Ok(_) => return Ok(program),
+                Err(e) => failures.push(format!("{e:#}")),
+            }
+        }
+        bail!(
+            "no working iptables in namespace {} (install the `iptables` package): {}",
+            self.name,
+            failures.join("; ")
+        )
+    }
+
+    /// Install the sidecar's capture rules (nat table) inside the namespace.
+    pub async fn install_capture(&self, capture: &Capture) -> Result<()> {
+        let program = self.iptables_program().await?;
+        for rule in capture.rules() {
+            let mut args = vec!["-w".to_string(), "5".to_string(), "-t".into(), "nat".into()];
+            args.extend(rule);
+            self.exec(program, &args)
+                .await
+                .with_context(|| format!("install capture rules in {}", self.name))?;
+        }
+        Ok(())
+    }
+
+    /// `iptables -t nat -S` and the nat counters (`-L -n -v`), for failure messages.
+    pub async fn nat_rules(&self) -> Result<String> {
+        let program = self.iptables_program().await?;
+        self.exec(program, ["-w", "5", "-t", "nat", "-L", "-n", "-v"])
+            .await
+    }
+
+    /// Packet count of the first nat rule in `chain` whose line contains `needle`.
+    pub async fn nat_packets(&self, chain: &str, needle: &str) -> Result<u64> {
+        let program = self.iptables_program().await?;
+        let listing = self
+            .exec(
+                program,
+                ["-w", "5", "-t", "nat", "-L", chain, "-n", "-v", "-x"],
+            )
+            .await?;
+        for line in listing.lines().skip(2) {
+            if line.contains(needle) {
+                let packets = line.split_whitespace().next().unwrap_or_default();
+                return packets
+                    .parse()
+                    .with_context(|| format!("packet count in {line:?}"));
+            }
+        }
+        bail!("no rule containing {needle:?} in nat chain {chain}:\n{listing}")
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        kill_processes_in(&self.name);
+        let out = StdCommand::new("ip")
+            .args(["netns", "del", &self.name])
+            .stdin(Stdio::null())
+            .output();
+        match out {
+            Ok(out) if out.status.success() => {}
+            Ok(out) => eprintln!(
+                "warning: `ip netns del {}` failed: {}",
+                self.name,
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+            Err(e) => eprintln!("warning: cannot run `ip netns del {}`: {e}", self.name),
+        }
+    }
+}
+
+/// SIGKILL every process whose network namespace is `name` (never this process itself).
+fn kill_processes_in(name: &str) {
+    let Ok(out) = StdCommand::new("ip")
+        .args(["netns", "pids", name])
+        .stdin(Stdio::null())
+        .output()
+    else {
+        return;
+    };
+    let me = std::process::id();
+    for pid in String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .filter_map(|p| p.parse::<u32>().ok())
+    {
+        if pid != me && pid > 1 {
+            // SAFETY: kill(2) with a concrete pid and a valid signal number.
+            unsafe {
+                kill(pid as c_int, SIGKILL);
+            }
+        }
+    }
+}
+
+/// Delete `amime-e2e-<pid>-*` namespaces whose creating process no longer exists (left by a
+/// test process that was killed before its `Drop`s ran).
+fn remove_stale_namespaces() {
+    let Ok(entries) = std::fs::read_dir(NETNS_DIR) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(rest) = name.strip_prefix(NAME_PREFIX) else {
+            continue;
+        };
+        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        if Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        kill_processes_in(&name);
+        let _ = StdCommand::new("ip")
+            .args(["netns", "del", &name])
+            .stdin(Stdio::null())
+            .output();
+    }
+}
+
+fn enter_namespace(path: &Path) -> Result<()> {
+    let file = File::open(path).with_context(|| format!("open {}", path.display()))?;
+    // SAFETY: setns(2) on a valid, open namespace fd; it affects only the calling thread.
+    let rc = unsafe { setns(file.as_raw_fd(), CLONE_NEWNET) };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error())
+            .with_context(|| format!("setns({}, CLONE_NEWNET)", path.display()));
+    }
+    Ok(())
+}
+
+/// A veth pair with one end in `a` (named `a_if`, address `a_cidr`) and the other in `b`; both
+/// ends are created directly inside the namespaces and brought up.
+pub async fn link_veth(
+    a: &Netns,
+    a_if: &str,
+    a_cidr: &str,
+    b: &Netns,
+    b_if: &str,
+    b_cidr: &str,
+) -> Result<()> {
+    run_to_completion(
+        Path::new("ip"),
+        [
+            "link",
+            "add",
+            "name",
+            a_if,
+            "netns",
+            a.name(),
+            "type",
+            "veth",
+            "peer",
+            "name",
+            b_if,
+            "netns",
+            b.name(),
+        ],
+        COMMAND_TIMEOUT,
+    )
+    .await
+    .with_context(|| format!("veth pair {}:{a_if} <-> {}:{b_if}", a.name(), b.name()))?;
+    for (ns, ifname, cidr) in [(a, a_if, a_cidr), (b, b_if, b_cidr)] {
+        ns.ip(["addr", "add", cidr, "dev", ifname]).await?;
+        ns.ip(["link", "set", ifname, "up"]).await?;
+    }
+    Ok(())
+}
+
+/// A TCP server started by [`Netns::start_echo`]; stops when dropped.
+pub struct TcpEcho {
+    addr: SocketAddr,
+    task: JoinHandle<()>,
+}
+
+impl TcpEcho {
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
+impl Drop for TcpEcho {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The sidecar's iptables capture (nat table), as the init step installs it (MISSION §4):
+///
+/// - outbound (`OUTPUT`): TCP from everyone but the proxy's uid, and not to an excluded range
+///   (loopback by default, where the proxy's admin and meshd are), goes to `outbound_port`;
+/// - inbound (`PREROUTING`): TCP arriving from outside, except to the excluded ports (the
+///   sidecar's own) and except the proxy's hand-off source, goes to `inbound_port`.
+#[derive(Clone, Debug)]
+pub struct Capture {
+    pub proxy_uid: u32,
+    pub outbound_port: u16,
+    pub inbound_port: u16,
+    pub exclude_inbound_ports: Vec<u16>,
+    pub exclude_outbound_cidrs: Vec<String>,
+}
+
+impl Default for Capture {
+    fn default() -> Self {
+        Self {
+            proxy_uid: PROXY_UID,
+            outbound_port: 15001,
+            inbound_port: 15006,
+            exclude_inbound_ports: vec![15000, 15001, 15006, 15021, 15090],
+            exclude_outbound_cidrs: vec!["127.0.0.1/32".to_string()],
+        }
+    }
+}
+
+impl Capture {
+    /// The rules as `iptables -t nat` argument lists, in order.
+    pub fn rules(&self) -> Vec<Vec<String>> {
+        let mut rules: Vec<String> = vec![
+            "-N AMIME_INBOUND".into(),
+            "-N AMIME_IN_REDIRECT".into(),
+            "-N AMIME_OUTPUT".into(),
+            "-N AMIME_REDIRECT".into(),
+            format!(
+                "-A AMIME_IN_REDIRECT -p tcp -j REDIRECT --to-ports {}",
+                self.inbound_port
+            ),
+            format!(
+                "-A AMIME_REDIRECT -p tcp -j REDIRECT --to-ports {}",
+                self.outbound_port
+            ),
+            // Inbound.
+            "-A PREROUTING -p tcp -j AMIME_INBOUND".into(),
+            format!("-A AMIME_INBOUND -s {INBOUND_SOURCE_IP}/32 -j RETURN"),
+        ];
+        for port in &self.exclude_inbound_ports {
+            rules.push(format!("-A AMIME_INBOUND -p tcp --dport {port} -j RETURN"));
+        }
+        rules.push("-A AMIME_INBOUND -p tcp -j AMIME_IN_REDIRECT".into());
+        // Outbound.
+        rules.push("-A OUTPUT -p tcp -j AMIME_OUTPUT".into());
+        rules.push(format!(
+            "-A AMIME_OUTPUT -s {INBOUND_SOURCE_IP}/32 -o lo -j RETURN"
+        ));
+        rules.push(format!(
+            "-A AMIME_OUTPUT -m owner --uid-owner {} -j RETURN",
+            self.proxy_uid
+        ));
+        for cidr in &self.exclude_outbound_cidrs {
+            rules.push(format!("-A AMIME_OUTPUT -d {cidr} -j RETURN"));
+        }
+        rules.push("-A AMIME_OUTPUT -j AMIME_REDIRECT".into());
+        rules
+            .into_iter()
+            .map(|r| r.split_whitespace().map(str::to_string).collect())
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn capture_rules_skip_the_proxy_before_redirecting() {
+        let rules: Vec<String> = Capture::default()
+            .rules()
+            .iter()
+            .map(|r| r.join(" "))
+            .collect();
+        let pos = |needle: &str| {
+            rules
+                .iter()
+                .position(|r| r.contains(needle))
+                .unwrap_or_else(|| panic!("no rule with {needle:?} in {rules:#?}"))
+        };
+        assert!(pos("--uid-owner 1337 -j RETURN") < pos("-A AMIME_OUTPUT -j AMIME_REDIRECT"));
+        assert!(pos("-d 127.0.0.1/32 -j RETURN") < pos("-A AMIME_OUTPUT -j AMIME_REDIRECT"));
+        assert!(
+            pos("--dport 15006 -j RETURN") < pos("-A AMIME_INBOUND -p tcp -j AMIME_IN_REDIRECT")
+        );
+        assert!(
+            rules.contains(&"-A AMIME_REDIRECT -p tcp -j REDIRECT --to-ports 15001".to_string())
+        );
+        assert!(
+            rules.contains(&"-A AMIME_IN_REDIRECT -p tcp -j REDIRECT --to-ports 15006".to_string())
+        );
+    }
+}

@@ -12,7 +12,8 @@
 //! proxies' INSTANCE_IPS) are data only: nothing ever connects to them.
 //!
 //! ```text
-//! cargo build --release -p amime-e2e --bin amime-bench -p amime-control-plane
+//! cargo build --release -p amime-control-plane --bin meshd -p amime-e2e --bin amime-bench
+//! ulimit -n 65536   # K clients here and K streams in meshd (checked at start)
 //! target/release/amime-bench --services 1000 --endpoints 5 --proxies 1000
 //! ```
 
@@ -35,7 +36,7 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
 };
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
 use envoy_types::pb::envoy::service::discovery::v3::{
-    DeltaDiscoveryRequest, DiscoveryRequest,
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
 };
 use envoy_types::pb::google::protobuf::{value::Kind, Struct, Value};
 use prost::Message as _;
@@ -136,6 +137,11 @@ fn run(args: Args) -> Result<()> {
 
     let translate = bench_translate(&mesh, args.translate_runs.max(1))?;
     progress(format!("translate: median {:.1} ms", translate.total_ms));
+    let engine = bench_engine(&translate.model, &mesh, args.api, args.proxies)?;
+    progress(format!(
+        "xds engine in process: {:.0} us per proxy per endpoint push; publish to {} classes {:.0} ms",
+        engine.endpoint_push_us, engine.classes, engine.publish_ms
+    ));
 
     let mut meshd = Meshd::start(&meshd_bin, &mesh.dir, &work.path)?;
     progress(format!("meshd started (pid {}), xDS {}, monitoring {}", meshd.pid, meshd.xds, meshd.monitoring));
@@ -151,7 +157,7 @@ fn run(args: Args) -> Result<()> {
     drop(rt);
     let xds = result?;
 
-    print_report(&args, &meshd_bin, &mesh, &translate, &xds);
+    print_report(&args, &meshd_bin, &mesh, &translate, &engine, &xds);
     if let Some(dir) = &args.keep {
         progress(format!("kept config and meshd logs in {}", dir.display()));
     }
@@ -232,7 +238,7 @@ const SERVICE_PORT: u16 = 8080;
 
 /// A 10.0.0.0/8 address from an index (data only).
 fn ten_net(base: u32, i: usize) -> String {
-    let v = (10u32 << 24) | (base << 16) + i as u32;
+    let v = (10u32 << 24) | ((base << 16) + i as u32);
     format!("{}.{}.{}.{}", v >> 24, (v >> 16) & 255, (v >> 8) & 255, v & 255)
 }
 
@@ -337,6 +343,7 @@ fn replace_file(path: &Path, text: &str) -> Result<()> {
 
 struct TranslateResult {
     load_ms: f64,
+    reload_ms: f64,
     build_ms: f64,
     routes_ms: f64,
     total_ms: f64,
@@ -349,6 +356,7 @@ struct TranslateResult {
     endpoint_bytes: usize,
     route_bytes_per_ns: usize,
     problems: usize,
+    model: Arc<Index>,
 }
 
 fn median(v: &mut [f64]) -> f64 {
@@ -368,6 +376,15 @@ fn bench_translate(mesh: &SyntheticMesh, runs: usize) -> Result<TranslateResult>
     index.reset(objects);
     let load_ms = started.elapsed().as_secs_f64() * 1e3;
     ensure!(index.services.len() == mesh.services, "loaded {} services, generated {}", index.services.len(), mesh.services);
+    // What meshd's config-dir source does on every file event: re-read and hash every
+    // file (only changed ones are parsed), collect the objects, rebuild the index.
+    let t = Instant::now();
+    dir.load().context("re-loading the generated config directory")?;
+    let (objects, _) = dir.objects();
+    let mut again = index.clone();
+    again.reset(objects);
+    let reload_ms = t.elapsed().as_secs_f64() * 1e3;
+    drop(again);
     let model = Arc::new(index);
 
     let (mut build, mut routes, mut total) = (Vec::new(), Vec::new(), Vec::new());
@@ -388,6 +405,7 @@ fn bench_translate(mesh: &SyntheticMesh, runs: usize) -> Result<TranslateResult>
     let config = last.expect("runs >= 1");
     let result = TranslateResult {
         load_ms,
+        reload_ms,
         build_ms: median(&mut build),
         routes_ms: median(&mut routes),
         min_ms: total.iter().copied().fold(f64::INFINITY, f64::min),
@@ -400,6 +418,7 @@ fn bench_translate(mesh: &SyntheticMesh, runs: usize) -> Result<TranslateResult>
         endpoint_bytes: config.endpoints().iter().map(|r| r.encoded_len()).sum(),
         route_bytes_per_ns: route_bytes,
         problems: config.problems.len(),
+        model: model.clone(),
     };
     if let Some(p) = config.problems.first() {
         progress(format!("warning: translation reported {} problems, e.g. {p}", config.problems.len()));
@@ -471,7 +490,7 @@ impl Meshd {
         Ok(kb * 1024)
     }
 
-    fn cpu_seconds(&self) -> f64 {
+    fn cpu_seconds(&self) -> (f64, f64) {
         cpu_seconds(&format!("/proc/{}/stat", self.pid))
     }
 
@@ -509,13 +528,13 @@ impl Drop for Meshd {
     }
 }
 
-/// utime + stime of a process, from /proc/<pid>/stat (USER_HZ = 100).
-fn cpu_seconds(stat_path: &str) -> f64 {
-    let Ok(stat) = std::fs::read_to_string(stat_path) else { return 0.0 };
-    let Some((_, rest)) = stat.rsplit_once(')') else { return 0.0 };
+/// (utime + stime, stime) of a process, from /proc/<pid>/stat (USER_HZ = 100).
+fn cpu_seconds(stat_path: &str) -> (f64, f64) {
+    let Ok(stat) = std::fs::read_to_string(stat_path) else { return (0.0, 0.0) };
+    let Some((_, rest)) = stat.rsplit_once(')') else { return (0.0, 0.0) };
     let f: Vec<&str> = rest.split_whitespace().collect();
     let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    (ticks(11) + ticks(12)) / 100.0
+    ((ticks(11) + ticks(12)) / 100.0, ticks(12) / 100.0)
 }
 
 async fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String)> {
@@ -664,6 +683,146 @@ fn delta(old: &BTreeSet<String>, new: &BTreeSet<String>) -> (Vec<String>, Vec<St
     (new.difference(old).cloned().collect(), old.difference(new).cloned().collect())
 }
 
+/// An Envoy-like xDS client without I/O: a response in, the requests it causes out
+/// (subscription changes first, then the ACK). Shared by the network clients and the
+/// in-process engine measurement.
+#[derive(Default)]
+struct ProxyLogic {
+    subs: Subscriptions,
+    lds_requested: bool,
+    /// State of the world: (version, nonce) of the last response per type, and the
+    /// names subscribed per type.
+    last: [(String, String); 4],
+    names: [BTreeSet<String>; 4],
+}
+
+fn delta_request(ty: Ty, subscribe: Vec<String>, unsubscribe: Vec<String>) -> DeltaDiscoveryRequest {
+    DeltaDiscoveryRequest {
+        type_url: ty.url().to_owned(),
+        resource_names_subscribe: subscribe,
+        resource_names_unsubscribe: unsubscribe,
+        ..Default::default()
+    }
+}
+
+impl ProxyLogic {
+    fn first_delta(&self, node: Node) -> DeltaDiscoveryRequest {
+        DeltaDiscoveryRequest { node: Some(node), ..delta_request(Ty::Cds, Vec::new(), Vec::new()) }
+    }
+
+    fn first_sotw(&self, node: Node) -> DiscoveryRequest {
+        DiscoveryRequest { node: Some(node), ..self.sotw_request(Ty::Cds) }
+    }
+
+    fn sotw_request(&self, ty: Ty) -> DiscoveryRequest {
+        DiscoveryRequest {
+            version_info: self.last[ty as usize].0.clone(),
+            response_nonce: self.last[ty as usize].1.clone(),
+            resource_names: self.names[ty as usize].iter().cloned().collect(),
+            type_url: ty.url().to_owned(),
+            ..Default::default()
+        }
+    }
+
+    fn on_delta(&mut self, r: &DeltaDiscoveryResponse) -> Result<(Ty, Vec<DeltaDiscoveryRequest>)> {
+        let ty = Ty::from_url(&r.type_url)?;
+        let mut out = Vec::new();
+        match ty {
+            Ty::Cds => {
+                let before = self.subs.eds();
+                for res in &r.resources {
+                    let Some(any) = &res.resource else { continue };
+                    match cluster_eds(&any.value)? {
+                        (name, Some(eds)) => self.subs.eds_of_cluster.insert(name, eds),
+                        (name, None) => self.subs.eds_of_cluster.remove(&name),
+                    };
+                }
+                for name in &r.removed_resources {
+                    self.subs.eds_of_cluster.remove(name);
+                }
+                let (add, remove) = delta(&before, &self.subs.eds());
+                if !add.is_empty() || !remove.is_empty() {
+                    out.push(delta_request(Ty::Eds, add, remove));
+                }
+                if !self.lds_requested && self.subs.eds_of_cluster.is_empty() {
+                    self.lds_requested = true;
+                    out.push(delta_request(Ty::Lds, Vec::new(), Vec::new()));
+                }
+            }
+            Ty::Eds => {
+                // Clusters are warm: Envoy now asks for listeners.
+                if !self.lds_requested {
+                    self.lds_requested = true;
+                    out.push(delta_request(Ty::Lds, Vec::new(), Vec::new()));
+                }
+            }
+            Ty::Lds => {
+                let before = self.subs.rds();
+                for res in &r.resources {
+                    let Some(any) = &res.resource else { continue };
+                    let (name, routes) = listener_routes(&any.value)?;
+                    self.subs.routes_of_listener.insert(name, routes);
+                }
+                for name in &r.removed_resources {
+                    self.subs.routes_of_listener.remove(name);
+                }
+                let (add, remove) = delta(&before, &self.subs.rds());
+                if !add.is_empty() || !remove.is_empty() {
+                    out.push(delta_request(Ty::Rds, add, remove));
+                }
+            }
+            Ty::Rds => {}
+        }
+        out.push(DeltaDiscoveryRequest { response_nonce: r.nonce.clone(), ..delta_request(ty, Vec::new(), Vec::new()) });
+        Ok((ty, out))
+    }
+
+    fn on_sotw(&mut self, r: &DiscoveryResponse) -> Result<(Ty, Vec<DiscoveryRequest>)> {
+        let ty = Ty::from_url(&r.type_url)?;
+        let mut follow_up = Vec::new();
+        match ty {
+            Ty::Cds => {
+                // State of the world: the response is every cluster.
+                let mut eds = BTreeSet::new();
+                for any in &r.resources {
+                    if let (_, Some(name)) = cluster_eds(&any.value)? {
+                        eds.insert(name);
+                    }
+                }
+                if eds != self.names[Ty::Eds as usize] {
+                    self.names[Ty::Eds as usize] = eds;
+                    follow_up.push(Ty::Eds);
+                }
+                if !self.lds_requested && self.names[Ty::Eds as usize].is_empty() {
+                    self.lds_requested = true;
+                    follow_up.push(Ty::Lds);
+                }
+            }
+            Ty::Eds => {
+                if !self.lds_requested {
+                    self.lds_requested = true;
+                    follow_up.push(Ty::Lds);
+                }
+            }
+            Ty::Lds => {
+                let mut rds = BTreeSet::new();
+                for any in &r.resources {
+                    rds.extend(listener_routes(&any.value)?.1);
+                }
+                if rds != self.names[Ty::Rds as usize] {
+                    self.names[Ty::Rds as usize] = rds;
+                    follow_up.push(Ty::Rds);
+                }
+            }
+            Ty::Rds => {}
+        }
+        let mut out: Vec<DiscoveryRequest> = follow_up.into_iter().map(|t| self.sotw_request(t)).collect();
+        self.last[ty as usize] = (r.version_info.clone(), r.nonce.clone());
+        out.push(self.sotw_request(ty));
+        Ok((ty, out))
+    }
+}
+
 const REQUEST_BUFFER: usize = 8;
 
 async fn connect(spec: &ClientSpec, gate: &Semaphore) -> Result<AggregatedDiscoveryServiceClient<Channel>> {
@@ -694,75 +853,16 @@ async fn client(spec: ClientSpec, events: mpsc::UnboundedSender<Event>, gate: Ar
 
 async fn delta_client(spec: &ClientSpec, events: &mpsc::UnboundedSender<Event>, gate: &Semaphore) -> Result<()> {
     let mut ads = connect(spec, gate).await?;
-    let (tx, rx) = mpsc::channel::<DeltaDiscoveryRequest>(REQUEST_BUFFER);
-    let request = |ty: Ty, subscribe: Vec<String>, unsubscribe: Vec<String>| DeltaDiscoveryRequest {
-        type_url: ty.url().to_owned(),
-        resource_names_subscribe: subscribe,
-        resource_names_unsubscribe: unsubscribe,
-        ..Default::default()
-    };
-    let mut first = request(Ty::Cds, Vec::new(), Vec::new());
-    first.node = Some(node(spec));
-    tx.send(first).await?;
+    let mut logic = ProxyLogic::default();
+    let (tx, rx) = mpsc::channel(REQUEST_BUFFER);
+    tx.send(logic.first_delta(node(spec))).await?;
     let mut stream = ads.delta_aggregated_resources(ReceiverStream::new(rx)).await?.into_inner();
-    let mut subs = Subscriptions::default();
-    let mut lds_requested = false;
     while let Some(r) = stream.message().await? {
-        let ty = Ty::from_url(&r.type_url)?;
+        let (ty, requests) = logic.on_delta(&r)?;
         let _ = events.send(Event::Received { ty, bytes: r.encoded_len() });
-        let mut follow_up = Vec::new();
-        match ty {
-            Ty::Cds => {
-                let before = subs.eds();
-                for res in &r.resources {
-                    let Some(any) = &res.resource else { continue };
-                    match cluster_eds(&any.value)? {
-                        (name, Some(eds)) => subs.eds_of_cluster.insert(name, eds),
-                        (name, None) => subs.eds_of_cluster.remove(&name),
-                    };
-                }
-                for name in &r.removed_resources {
-                    subs.eds_of_cluster.remove(name);
-                }
-                let (add, remove) = delta(&before, &subs.eds());
-                if !add.is_empty() || !remove.is_empty() {
-                    follow_up.push(request(Ty::Eds, add, remove));
-                }
-                if !lds_requested && subs.eds_of_cluster.is_empty() {
-                    lds_requested = true;
-                    follow_up.push(request(Ty::Lds, Vec::new(), Vec::new()));
-                }
-            }
-            Ty::Eds => {
-                // Clusters are warm: Envoy now asks for listeners.
-                if !lds_requested {
-                    lds_requested = true;
-                    follow_up.push(request(Ty::Lds, Vec::new(), Vec::new()));
-                }
-            }
-            Ty::Lds => {
-                let before = subs.rds();
-                for res in &r.resources {
-                    let Some(any) = &res.resource else { continue };
-                    let (name, routes) = listener_routes(&any.value)?;
-                    subs.routes_of_listener.insert(name, routes);
-                }
-                for name in &r.removed_resources {
-                    subs.routes_of_listener.remove(name);
-                }
-                let (add, remove) = delta(&before, &subs.rds());
-                if !add.is_empty() || !remove.is_empty() {
-                    follow_up.push(request(Ty::Rds, add, remove));
-                }
-            }
-            Ty::Rds => {}
+        for request in requests {
+            tx.send(request).await?;
         }
-        for req in follow_up {
-            tx.send(req).await?;
-        }
-        let mut ack = request(ty, Vec::new(), Vec::new());
-        ack.response_nonce = r.nonce;
-        tx.send(ack).await?;
         let _ = events.send(Event::Acked { client: spec.index, ty, version: r.system_version_info, at: Instant::now() });
     }
     Ok(())
@@ -770,70 +870,158 @@ async fn delta_client(spec: &ClientSpec, events: &mpsc::UnboundedSender<Event>, 
 
 async fn sotw_client(spec: &ClientSpec, events: &mpsc::UnboundedSender<Event>, gate: &Semaphore) -> Result<()> {
     let mut ads = connect(spec, gate).await?;
-    let (tx, rx) = mpsc::channel::<DiscoveryRequest>(REQUEST_BUFFER);
-    // Per type: (version, nonce) of the last response, and the names subscribed.
-    let mut last: [(String, String); 4] = Default::default();
-    let mut names: [BTreeSet<String>; 4] = Default::default();
-    let request = |ty: Ty, last: &[(String, String); 4], names: &[BTreeSet<String>; 4]| DiscoveryRequest {
-        version_info: last[ty as usize].0.clone(),
-        response_nonce: last[ty as usize].1.clone(),
-        resource_names: names[ty as usize].iter().cloned().collect(),
-        type_url: ty.url().to_owned(),
-        ..Default::default()
-    };
-    let mut first = request(Ty::Cds, &last, &names);
-    first.node = Some(node(spec));
-    tx.send(first).await?;
+    let mut logic = ProxyLogic::default();
+    let (tx, rx) = mpsc::channel(REQUEST_BUFFER);
+    tx.send(logic.first_sotw(node(spec))).await?;
     let mut stream = ads.stream_aggregated_resources(ReceiverStream::new(rx)).await?.into_inner();
-    let mut lds_requested = false;
     while let Some(r) = stream.message().await? {
-        let ty = Ty::from_url(&r.type_url)?;
+        let (ty, requests) = logic.on_sotw(&r)?;
         let _ = events.send(Event::Received { ty, bytes: r.encoded_len() });
-        let mut follow_up = Vec::new();
-        match ty {
-            Ty::Cds => {
-                // State of the world: the response is every cluster.
-                let mut eds = BTreeSet::new();
-                for any in &r.resources {
-                    if let (_, Some(name)) = cluster_eds(&any.value)? {
-                        eds.insert(name);
-                    }
-                }
-                if eds != names[Ty::Eds as usize] {
-                    names[Ty::Eds as usize] = eds;
-                    follow_up.push(Ty::Eds);
-                }
-                if !lds_requested && names[Ty::Eds as usize].is_empty() {
-                    lds_requested = true;
-                    follow_up.push(Ty::Lds);
-                }
-            }
-            Ty::Eds => {
-                if !lds_requested {
-                    lds_requested = true;
-                    follow_up.push(Ty::Lds);
-                }
-            }
-            Ty::Lds => {
-                let mut rds = BTreeSet::new();
-                for any in &r.resources {
-                    rds.extend(listener_routes(&any.value)?.1);
-                }
-                if rds != names[Ty::Rds as usize] {
-                    names[Ty::Rds as usize] = rds;
-                    follow_up.push(Ty::Rds);
-                }
-            }
-            Ty::Rds => {}
+        for request in requests {
+            tx.send(request).await?;
         }
-        for t in follow_up {
-            tx.send(request(t, &last, &names)).await?;
-        }
-        last[ty as usize] = (r.version_info.clone(), r.nonce.clone());
-        tx.send(request(ty, &last, &names)).await?;
         let _ = events.send(Event::Acked { client: spec.index, ty, version: r.version_info, at: Instant::now() });
     }
     Ok(())
+}
+
+// ---- the xDS engine in process ----------------------------------------------------------
+
+/// CPU time of meshd's per-proxy protocol work (the sans-IO `xds::session::Session`) and
+/// of publishing a translation to K proxy classes, measured in this process.
+struct EngineResult {
+    initial_us: f64,
+    route_push_us: f64,
+    endpoint_push_us: f64,
+    publish_ms: f64,
+    classes: usize,
+}
+
+/// One simulated proxy talking to one in-process session.
+struct EngineProxy {
+    session: xds::session::Session,
+    logic: ProxyLogic,
+    _registered: xds::status::RegisteredConnection,
+}
+
+impl EngineProxy {
+    /// Answers responses (and the responses to the answers) until quiet; returns the
+    /// time spent inside the session.
+    fn drive(&mut self, responses: Vec<xds::session::Response>) -> Result<Duration> {
+        use xds::session::Response;
+        let mut queue: std::collections::VecDeque<Response> = responses.into();
+        let mut spent = Duration::ZERO;
+        while let Some(response) = queue.pop_front() {
+            match response {
+                Response::Delta(r) => {
+                    for request in self.logic.on_delta(&r)?.1 {
+                        let t = Instant::now();
+                        queue.extend(self.session.on_delta_request(request));
+                        spent += t.elapsed();
+                    }
+                }
+                Response::Sotw(r) => {
+                    for request in self.logic.on_sotw(&r)?.1 {
+                        let t = Instant::now();
+                        queue.extend(self.session.on_sotw_request(request));
+                        spent += t.elapsed();
+                    }
+                }
+            }
+        }
+        Ok(spent)
+    }
+
+    fn push(&mut self, snapshot: &Arc<xds::Snapshot>) -> Result<Duration> {
+        let t = Instant::now();
+        let out = self.session.on_snapshot(snapshot.clone());
+        let spent = t.elapsed();
+        ensure!(!out.is_empty(), "the in-process push produced no response");
+        Ok(spent + self.drive(out)?)
+    }
+}
+
+fn bench_engine(model: &Arc<Index>, mesh: &SyntheticMesh, api: Api, classes: usize) -> Result<EngineResult> {
+    use control_plane::model::MeshObject;
+    use control_plane::translate::{InterceptionMode, ProxyClass};
+
+    // The same two changes the network phase makes, applied to the model directly.
+    let s = 1 % mesh.services;
+    let ns = mesh.namespace_of(s).to_owned();
+    let mut moved = (**model).clone();
+    let pod = moved.pods.get(&(ns.clone(), format!("{}-0", SyntheticMesh::service_name(s)))).context("pod 0")?;
+    let mut pod = (**pod).clone();
+    pod.ip = Some("10.127.255.1".parse()?);
+    moved.apply(MeshObject::Pod(pod));
+    let mut rerouted = (**model).clone();
+    let key = (mesh.namespace_of(0).to_owned(), SyntheticMesh::service_name(0));
+    let mut vs = (**rerouted.virtual_services.get(&key).context("VirtualService 0")?).clone();
+    let split = vs.http.last_mut().context("split route")?;
+    split.route[0].weight = 70;
+    split.route[1].weight = 30;
+    rerouted.apply(MeshObject::VirtualService(vs));
+    let meshes: Vec<Arc<MeshConfig>> =
+        [model.clone(), Arc::new(rerouted), Arc::new(moved)].into_iter().map(|m| Arc::new(MeshConfig::build(m))).collect();
+
+    let class = |i: usize| ProxyClass {
+        namespace: mesh.namespace_of(i % mesh.services).to_owned(),
+        mode: InterceptionMode::None,
+        ip: std::net::IpAddr::V4(std::net::Ipv4Addr::from(0x7f00_0001 + i as u32)),
+        labels: Default::default(),
+    };
+    let snaps: Vec<Arc<xds::Snapshot>> = meshes.iter().map(|m| Arc::new(m.proxy_snapshot(&class(0)))).collect();
+
+    let xapi = match api {
+        Api::Delta => xds::XdsApi::Delta,
+        Api::Sotw => xds::XdsApi::StateOfTheWorld,
+    };
+    let registry = xds::ConnectionRegistry::new();
+    let mut runs = [Vec::new(), Vec::new(), Vec::new()];
+    for _ in 0..20 {
+        let registered = registry.register(format!("proxy-0.{ns}"), xapi, None);
+        let session = xds::session::Session::new(xapi, registered.status.clone(), registry.clone());
+        let mut p = EngineProxy { session, logic: ProxyLogic::default(), _registered: registered };
+        let mut spent = Duration::ZERO;
+        let t = Instant::now();
+        p.session.on_snapshot(snaps[0].clone());
+        let node = node(&ClientSpec {
+            index: 0,
+            node_id: format!("proxy-0.{ns}"),
+            namespace: ns.clone(),
+            app: "app".into(),
+            ip: "127.0.0.1".into(),
+            uri: String::new(),
+            api,
+        });
+        let first = match api {
+            Api::Delta => p.session.on_delta_request(p.logic.first_delta(node)),
+            Api::Sotw => p.session.on_sotw_request(p.logic.first_sotw(node)),
+        };
+        spent += t.elapsed();
+        spent += p.drive(first)?;
+        runs[0].push(spent.as_secs_f64() * 1e6);
+        runs[1].push(p.push(&snaps[1])?.as_secs_f64() * 1e6);
+        runs[2].push(p.push(&snaps[2])?.as_secs_f64() * 1e6);
+    }
+
+    // Publishing a translation to `classes` proxy classes (one per proxy in explicit mode).
+    let distributor = control_plane::push::Distributor::new();
+    distributor.publish(meshes[0].clone());
+    let watches: Vec<_> = (0..classes).map(|i| distributor.watch_class(class(i))).collect();
+    let fresh = Arc::new(MeshConfig::build(meshes[2].model().clone()));
+    let t = Instant::now();
+    distributor.publish(fresh);
+    let publish_ms = t.elapsed().as_secs_f64() * 1e3;
+    drop(watches);
+
+    let [mut initial, mut route, mut endpoint] = runs;
+    Ok(EngineResult {
+        initial_us: median(&mut initial),
+        route_push_us: median(&mut route),
+        endpoint_push_us: median(&mut endpoint),
+        publish_ms,
+        classes,
+    })
 }
 
 // ---- what the bench observes ---------------------------------------------------------
@@ -950,8 +1138,8 @@ struct Phase {
     bytes_by_type: [u64; 4],
     responses: u64,
     server_bytes: f64,
-    meshd_cpu: f64,
-    bench_cpu: f64,
+    meshd_cpu: (f64, f64),
+    bench_cpu: (f64, f64),
 }
 
 struct XdsResult {
@@ -965,10 +1153,14 @@ struct XdsResult {
     endpoint_push: Phase,
 }
 
+fn sub(a: (f64, f64), b: (f64, f64)) -> (f64, f64) {
+    (a.0 - b.0, a.1 - b.1)
+}
+
 struct Meter {
     started: Instant,
-    meshd_cpu: f64,
-    bench_cpu: f64,
+    meshd_cpu: (f64, f64),
+    bench_cpu: (f64, f64),
     server_bytes: f64,
 }
 
@@ -987,8 +1179,8 @@ impl Meter {
             bytes_by_type: tracker.bytes,
             responses: tracker.responses,
             server_bytes: (server_bytes - self.server_bytes) / k as f64,
-            meshd_cpu: meshd.cpu_seconds() - self.meshd_cpu,
-            bench_cpu: cpu_seconds("/proc/self/stat") - self.bench_cpu,
+            meshd_cpu: sub(meshd.cpu_seconds(), self.meshd_cpu),
+            bench_cpu: sub(cpu_seconds("/proc/self/stat"), self.bench_cpu),
         }
     }
 }
@@ -1137,7 +1329,7 @@ fn cpu_model() -> String {
         .unwrap_or_else(|| "unknown CPU".to_owned())
 }
 
-fn print_report(args: &Args, meshd_bin: &Path, mesh: &SyntheticMesh, t: &TranslateResult, x: &XdsResult) {
+fn print_report(args: &Args, meshd_bin: &Path, mesh: &SyntheticMesh, t: &TranslateResult, e: &EngineResult, x: &XdsResult) {
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let meshd_build = if meshd_bin.parent().and_then(|d| d.file_name()).is_some_and(|n| n == "release") { "release" } else { "debug" };
     let bench_build = if cfg!(debug_assertions) { "debug" } else { "release" };
@@ -1149,15 +1341,17 @@ fn print_report(args: &Args, meshd_bin: &Path, mesh: &SyntheticMesh, t: &Transla
     let per_proxy = (x.rss_connected as f64 - x.rss_idle as f64) / k as f64;
     let phase_detail = |p: &Phase| {
         format!(
-            "CDS {:.1} / EDS {:.1} / LDS {:.1} / RDS {:.1} KB; {} responses; meshd counted {:.1} KB/proxy; CPU meshd {:.2} s, bench {:.2} s",
+            "CDS {:.1} / EDS {:.1} / LDS {:.1} / RDS {:.1} KB; {} responses; meshd counted {:.1} KB/proxy; CPU meshd {:.2} s ({:.2} sys), bench {:.2} s ({:.2} sys)",
             kb(p.bytes_by_type[0] as f64 / k as f64),
             kb(p.bytes_by_type[1] as f64 / k as f64),
             kb(p.bytes_by_type[2] as f64 / k as f64),
             kb(p.bytes_by_type[3] as f64 / k as f64),
             p.responses,
             kb(p.server_bytes),
-            p.meshd_cpu,
-            p.bench_cpu,
+            p.meshd_cpu.0,
+            p.meshd_cpu.1,
+            p.bench_cpu.0,
+            p.bench_cpu.1,
         )
     };
     println!();
@@ -1190,7 +1384,21 @@ fn print_report(args: &Args, meshd_bin: &Path, mesh: &SyntheticMesh, t: &Transla
         t.total_ms / TRANSLATE_TARGET_MS,
         verdict(t.total_ms, TRANSLATE_TARGET_MS)
     );
-    println!("  (loading the directory: {:.0} ms; meshd's own last translation, build only: {:.1} ms)", t.load_ms, x.meshd_translate_ms);
+    println!(
+        "  (loading the directory: {:.0} ms; re-reading it on a file event: {:.0} ms; meshd's own last translation, build only: {:.1} ms)",
+        t.load_ms, t.reload_ms, x.meshd_translate_ms
+    );
+    println!(
+        "xds engine, in process (meshd's per-proxy session CPU): initial sync {:.0} us, route push {:.0} us, endpoint push {:.0} us per proxy (x{k} = {:.2} / {:.2} / {:.2} s); publishing a translation to {} proxy classes: {:.0} ms",
+        e.initial_us,
+        e.route_push_us,
+        e.endpoint_push_us,
+        e.initial_us * k as f64 / 1e6,
+        e.route_push_us * k as f64 / 1e6,
+        e.endpoint_push_us * k as f64 / 1e6,
+        e.classes,
+        e.publish_ms
+    );
     println!("initial config ACKed by all {k}: {:.2} s", x.initial.seconds);
     println!("  {}", phase_detail(&x.initial));
     println!(

@@ -1,19 +1,25 @@
-//! tonic glue: serves [`SnapshotSource`] snapshots over ADS, both flavours.
+//! The ADS endpoint: a small gRPC service of our own on top of tonic's transport.
+//!
+//! Why not tonic's generated server: its per-stream encode buffer grows to the largest
+//! response and keeps that allocation for the stream's life, so ten thousand idle
+//! proxies would each pin the size of their initial endpoint response (hundreds of
+//! KB). Here each response is encoded into an exactly-sized buffer that is freed once
+//! written, and the request buffer shrinks back after a large request. The framing is
+//! plain gRPC (5-byte length prefix, `grpc-status` trailers); any gRPC client works.
 
+use std::convert::Infallible;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
-use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::{
-    AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
-};
-use envoy_types::pb::envoy::service::discovery::v3::{
-    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
-};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use envoy_types::pb::envoy::config::core::v3::Node;
-use futures::{Stream, StreamExt};
+use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
+use http_body_util::BodyExt;
+use prost::Message;
 use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
-use tonic::{Request, Response as TonicResponse, Status, Streaming};
+use tonic::Code;
 use tracing::Instrument;
 
 use crate::session::{Response, Session};
@@ -21,7 +27,15 @@ use crate::source::{SnapshotSource, WatchError};
 use crate::status::{ConnectionRegistry, XdsApi};
 
 /// How many responses may wait for a slow proxy before the stream task waits too.
-const OUTBOUND_BUFFER: usize = 16;
+const OUTBOUND_BUFFER: usize = 4;
+/// Largest request accepted (a delta subscribe to every endpoint of a big mesh).
+const MAX_REQUEST_BYTES: usize = 16 * 1024 * 1024;
+/// A request buffer larger than this is released once it is empty.
+const KEEP_BUFFER_BYTES: usize = 16 * 1024;
+
+const SERVICE: &str = "envoy.service.discovery.v3.AggregatedDiscoveryService";
+const SOTW_PATH: &str = "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources";
+const DELTA_PATH: &str = "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources";
 
 /// The ADS server. Cheap to clone.
 pub struct AdsServer<S> {
@@ -44,26 +58,154 @@ impl<S: SnapshotSource> AdsServer<S> {
         &self.registry
     }
 
-    /// The tonic service, ready to add to a `tonic::transport::Server`.
-    pub fn into_service(self) -> AggregatedDiscoveryServiceServer<Self> {
-        AggregatedDiscoveryServiceServer::new(self)
-            .max_decoding_message_size(16 * 1024 * 1024)
+    /// The service, ready for `tonic::transport::Server::add_service`.
+    pub fn into_service(self) -> Self {
+        self
+    }
+}
+
+impl<S> tonic::server::NamedService for AdsServer<S> {
+    const NAME: &'static str = SERVICE;
+}
+
+/// An error that ends a stream, sent as `grpc-status` / `grpc-message`.
+#[derive(Debug, Clone, PartialEq)]
+struct GrpcError {
+    code: Code,
+    message: String,
+}
+
+impl GrpcError {
+    fn new(code: Code, message: impl Into<String>) -> GrpcError {
+        GrpcError { code, message: message.into() }
+    }
+}
+
+/// Percent-encodes a `grpc-message` as the gRPC spec asks.
+fn encode_grpc_message(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    for b in message.bytes() {
+        if (0x20..0x7f).contains(&b) && b != b'%' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+fn status_headers(code: Code, message: &str) -> http::HeaderMap {
+    let mut h = http::HeaderMap::new();
+    h.insert("grpc-status", http::HeaderValue::from(code as i32));
+    if !message.is_empty() {
+        if let Ok(v) = http::HeaderValue::from_str(&encode_grpc_message(message)) {
+            h.insert("grpc-message", v);
+        }
+    }
+    h
+}
+
+type Frame = http_body::Frame<Bytes>;
+
+/// A response whose body frames come from a channel.
+fn streaming_response(rx: mpsc::Receiver<Frame>) -> http::Response<tonic::body::Body> {
+    let stream = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|f| (Ok::<_, Infallible>(f), rx)) });
+    let body = http_body_util::StreamBody::new(stream);
+    http::Response::builder()
+        .status(200)
+        .header(http::header::CONTENT_TYPE, "application/grpc")
+        .body(tonic::body::Body::new(body))
+        .expect("valid response")
+}
+
+/// A response with no messages, only a status (a "trailers-only" response).
+fn status_response(code: Code, message: &str) -> http::Response<tonic::body::Body> {
+    let mut response = http::Response::builder()
+        .status(200)
+        .header(http::header::CONTENT_TYPE, "application/grpc")
+        .body(tonic::body::Body::empty())
+        .expect("valid response");
+    response.headers_mut().extend(status_headers(code, message));
+    response
+}
+
+/// Encodes one message as a gRPC frame in an exactly-sized buffer.
+fn encode_frame(message: &impl Message) -> Bytes {
+    let len = message.encoded_len();
+    let mut buf = BytesMut::with_capacity(5 + len);
+    buf.put_u8(0);
+    buf.put_u32(len as u32);
+    message.encode(&mut buf).expect("buffer sized to fit");
+    buf.freeze()
+}
+
+/// Reads length-prefixed gRPC messages from a request body.
+struct FrameReader {
+    body: tonic::body::Body,
+    buf: BytesMut,
+    done: bool,
+}
+
+impl FrameReader {
+    fn new(body: tonic::body::Body) -> FrameReader {
+        FrameReader { body, buf: BytesMut::new(), done: false }
+    }
+
+    /// The next message, `Ok(None)` at the end of the stream.
+    async fn next<M: Message + Default>(&mut self) -> Result<Option<M>, GrpcError> {
+        loop {
+            if self.buf.len() >= 5 {
+                let compressed = self.buf[0];
+                let len = u32::from_be_bytes([self.buf[1], self.buf[2], self.buf[3], self.buf[4]]) as usize;
+                if compressed != 0 {
+                    return Err(GrpcError::new(Code::Unimplemented, "compressed requests are not supported"));
+                }
+                if len > MAX_REQUEST_BYTES {
+                    return Err(GrpcError::new(
+                        Code::ResourceExhausted,
+                        format!("request of {len} bytes is larger than the limit of {MAX_REQUEST_BYTES}"),
+                    ));
+                }
+                if self.buf.len() >= 5 + len {
+                    self.buf.advance(5);
+                    let message = self.buf.split_to(len);
+                    let decoded = M::decode(message.freeze())
+                        .map_err(|e| GrpcError::new(Code::InvalidArgument, format!("malformed request: {e}")))?;
+                    if self.buf.is_empty() && self.buf.capacity() > KEEP_BUFFER_BYTES {
+                        self.buf = BytesMut::new();
+                    }
+                    return Ok(Some(decoded));
+                }
+            }
+            if self.done {
+                return if self.buf.is_empty() {
+                    Ok(None)
+                } else {
+                    Err(GrpcError::new(Code::InvalidArgument, "request stream ended inside a message"))
+                };
+            }
+            match self.body.frame().await {
+                None => self.done = true,
+                Some(Err(status)) => return Err(GrpcError::new(status.code(), status.message().to_owned())),
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        self.buf.extend_from_slice(&data);
+                    }
+                }
+            }
+        }
     }
 }
 
 /// Requests of either flavour, as the stream driver sees them.
-trait AdsRequest: Send + 'static {
+trait AdsRequest: Message + Default + Send + 'static {
     fn node(&self) -> Option<&Node>;
-    fn type_url(&self) -> &str;
     fn apply(self, session: &mut Session) -> Vec<Response>;
 }
 
 impl AdsRequest for DiscoveryRequest {
     fn node(&self) -> Option<&Node> {
         self.node.as_ref()
-    }
-    fn type_url(&self) -> &str {
-        &self.type_url
     }
     fn apply(self, session: &mut Session) -> Vec<Response> {
         session.on_sotw_request(self)
@@ -74,137 +216,149 @@ impl AdsRequest for DeltaDiscoveryRequest {
     fn node(&self) -> Option<&Node> {
         self.node.as_ref()
     }
-    fn type_url(&self) -> &str {
-        &self.type_url
-    }
     fn apply(self, session: &mut Session) -> Vec<Response> {
         session.on_delta_request(self)
     }
 }
 
-type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+fn response_frame(response: &Response) -> Bytes {
+    match response {
+        Response::Sotw(r) => encode_frame(r),
+        Response::Delta(r) => encode_frame(r),
+    }
+}
 
 impl<S: SnapshotSource> AdsServer<S> {
-    /// Reads the first request (which must carry the node), registers the connection
-    /// and spawns the task that drives it. Returns the receiving end of its responses.
-    async fn open<Req: AdsRequest>(
+    /// Runs one ADS stream to its end; returns the status to close it with.
+    async fn drive<Req: AdsRequest>(
         &self,
         api: XdsApi,
-        request: Request<Streaming<Req>>,
-    ) -> Result<mpsc::Receiver<Result<Response, Status>>, Status> {
-        let peer = request.remote_addr().map(|a| a.to_string());
-        let mut inbound = request.into_inner();
-        let first = match inbound.next().await {
-            Some(Ok(first)) => first,
-            Some(Err(status)) => return Err(status),
-            None => return Err(Status::cancelled("stream closed before its first request")),
+        peer: Option<String>,
+        mut reader: FrameReader,
+        tx: &mpsc::Sender<Frame>,
+    ) -> GrpcError {
+        let first: Req = match reader.next().await {
+            Ok(Some(first)) => first,
+            Ok(None) => return GrpcError::new(Code::Ok, ""),
+            Err(e) => return e,
         };
-        let node = first
-            .node()
-            .filter(|n| !n.id.is_empty())
-            .cloned()
-            .ok_or_else(|| Status::invalid_argument("the first request on an ADS stream must carry node.id"))?;
-        let watch = self.source.watch(&node).map_err(|e| match e {
-            WatchError::InvalidNode(msg) => Status::invalid_argument(format!("node {:?}: {msg}", node.id)),
-        })?;
+        let Some(node) = first.node().filter(|n| !n.id.is_empty()).cloned() else {
+            return GrpcError::new(Code::InvalidArgument, "the first request on an ADS stream must carry node.id");
+        };
+        let watch = match self.source.watch(&node) {
+            Ok(w) => w,
+            Err(WatchError::InvalidNode(msg)) => {
+                tracing::warn!(node = %node.id, error = %msg, "rejecting proxy");
+                return GrpcError::new(Code::InvalidArgument, format!("node {:?}: {msg}", node.id));
+            }
+        };
         let registered = self.registry.register(node.id.clone(), api, peer.clone());
         let mut session = Session::new(api, registered.status.clone(), self.registry.clone());
-        let (tx, rx) = mpsc::channel(OUTBOUND_BUFFER);
         let span = tracing::info_span!("ads", node = %node.id, api = ?api, conn = registered.status.id);
-        tokio::spawn(
-            async move {
-                tracing::info!(peer = ?peer, "proxy connected");
-                let mut snapshots = watch.snapshots;
-                let _guard = watch.guard;
-                let _registered = registered;
-                let initial = snapshots.borrow_and_update().clone();
-                let mut pending: Vec<Response> = first_responses(&mut session, initial, first);
-                loop {
-                    for response in pending.drain(..) {
-                        if tx.send(Ok(response)).await.is_err() {
-                            tracing::info!("proxy disconnected");
-                            return;
-                        }
+        async move {
+            tracing::info!(peer = ?peer, "proxy connected");
+            let mut snapshots = watch.snapshots;
+            let _guard = watch.guard;
+            let _registered = registered;
+            let initial = snapshots.borrow_and_update().clone();
+            let mut pending = Vec::new();
+            if let Some(snapshot) = initial {
+                pending.extend(session.on_snapshot(snapshot));
+            }
+            pending.extend(first.apply(&mut session));
+            loop {
+                for response in pending.drain(..) {
+                    if tx.send(Frame::data(response_frame(&response))).await.is_err() {
+                        tracing::info!("proxy disconnected");
+                        return GrpcError::new(Code::Cancelled, "");
                     }
-                    tokio::select! {
-                        request = inbound.next() => match request {
-                            Some(Ok(request)) => {
-                                tracing::trace!(type_url = %request.type_url(), "request");
-                                pending = request.apply(&mut session);
-                            }
-                            Some(Err(status)) => {
-                                tracing::info!(code = ?status.code(), message = %status.message(), "stream error; proxy disconnected");
-                                return;
-                            }
-                            None => {
-                                tracing::info!("proxy disconnected");
-                                return;
-                            }
-                        },
-                        changed = snapshots.changed() => {
-                            if changed.is_err() {
-                                tracing::info!("snapshot source closed; ending stream");
-                                return;
-                            }
-                            let snapshot = snapshots.borrow_and_update().clone();
-                            if let Some(snapshot) = snapshot {
-                                pending = session.on_snapshot(snapshot);
-                            }
+                }
+                tokio::select! {
+                    request = reader.next::<Req>() => match request {
+                        Ok(Some(request)) => pending = request.apply(&mut session),
+                        Ok(None) => {
+                            tracing::info!("proxy disconnected");
+                            return GrpcError::new(Code::Ok, "");
+                        }
+                        Err(e) => {
+                            tracing::info!(code = ?e.code, message = %e.message, "stream ended");
+                            return e;
+                        }
+                    },
+                    changed = snapshots.changed() => {
+                        if changed.is_err() {
+                            tracing::info!("snapshot source closed; ending stream");
+                            return GrpcError::new(Code::Unavailable, "control plane shutting down");
+                        }
+                        let snapshot = snapshots.borrow_and_update().clone();
+                        if let Some(snapshot) = snapshot {
+                            pending = session.on_snapshot(snapshot);
                         }
                     }
                 }
             }
-            .instrument(span),
-        );
-        Ok(rx)
+        }
+        .instrument(span)
+        .await
     }
 }
 
-fn first_responses<Req: AdsRequest>(
-    session: &mut Session,
-    initial: Option<Arc<crate::Snapshot>>,
-    first: Req,
-) -> Vec<Response> {
-    let mut out = Vec::new();
-    if let Some(snapshot) = initial {
-        out.extend(session.on_snapshot(snapshot));
+impl<S: SnapshotSource> tower_service::Service<http::Request<tonic::body::Body>> for AdsServer<S> {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
     }
-    out.extend(first.apply(session));
-    out
+
+    fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
+        let api = match request.uri().path() {
+            SOTW_PATH => XdsApi::StateOfTheWorld,
+            DELTA_PATH => XdsApi::Delta,
+            other => {
+                let message = format!("method {other} is not served here");
+                return Box::pin(async move { Ok(status_response(Code::Unimplemented, &message)) });
+            }
+        };
+        if request.headers().get("grpc-encoding").is_some_and(|e| e != "identity") {
+            return Box::pin(async { Ok(status_response(Code::Unimplemented, "compressed requests are not supported")) });
+        }
+        let peer = request
+            .extensions()
+            .get::<tonic::transport::server::TcpConnectInfo>()
+            .and_then(|i| i.remote_addr())
+            .map(|a| a.to_string());
+        let server = self.clone();
+        let (tx, rx) = mpsc::channel(OUTBOUND_BUFFER);
+        let reader = FrameReader::new(request.into_body());
+        tokio::spawn(async move {
+            let end = match api {
+                XdsApi::StateOfTheWorld => server.drive::<DiscoveryRequest>(api, peer, reader, &tx).await,
+                XdsApi::Delta => server.drive::<DeltaDiscoveryRequest>(api, peer, reader, &tx).await,
+            };
+            let _ = tx.send(Frame::trailers(status_headers(end.code, &end.message))).await;
+        });
+        Box::pin(async move { Ok(streaming_response(rx)) })
+    }
 }
 
-#[tonic::async_trait]
-impl<S: SnapshotSource> AggregatedDiscoveryService for AdsServer<S> {
-    type StreamAggregatedResourcesStream = ResponseStream<DiscoveryResponse>;
-    type DeltaAggregatedResourcesStream = ResponseStream<DeltaDiscoveryResponse>;
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-    async fn stream_aggregated_resources(
-        &self,
-        request: Request<Streaming<DiscoveryRequest>>,
-    ) -> Result<TonicResponse<Self::StreamAggregatedResourcesStream>, Status> {
-        let rx = self.open(XdsApi::StateOfTheWorld, request).await?;
-        let stream = ReceiverStream::new(rx).filter_map(|r| async move {
-            match r {
-                Ok(Response::Sotw(r)) => Some(Ok(r)),
-                Ok(Response::Delta(_)) => None,
-                Err(e) => Some(Err(e)),
-            }
-        });
-        Ok(TonicResponse::new(Box::pin(stream)))
+    #[test]
+    fn grpc_messages_are_percent_encoded() {
+        assert_eq!(encode_grpc_message("plain text"), "plain text");
+        assert_eq!(encode_grpc_message("100% ünïcode\n"), "100%25 %C3%BCn%C3%AFcode%0A");
     }
 
-    async fn delta_aggregated_resources(
-        &self,
-        request: Request<Streaming<DeltaDiscoveryRequest>>,
-    ) -> Result<TonicResponse<Self::DeltaAggregatedResourcesStream>, Status> {
-        let rx = self.open(XdsApi::Delta, request).await?;
-        let stream = ReceiverStream::new(rx).filter_map(|r| async move {
-            match r {
-                Ok(Response::Delta(r)) => Some(Ok(r)),
-                Ok(Response::Sotw(_)) => None,
-                Err(e) => Some(Err(e)),
-            }
-        });
-        Ok(TonicResponse::new(Box::pin(stream)))
+    #[test]
+    fn frames_are_length_prefixed_and_exactly_sized() {
+        let req = DiscoveryRequest { type_url: "t".into(), ..Default::default() };
+        let frame = encode_frame(&req);
+        assert_eq!(frame[0], 0);
+        assert_eq!(u32::from_be_bytes([frame[1], frame[2], frame[3], frame[4]]) as usize, frame.len() - 5);
+        assert_eq!(DiscoveryRequest::decode(&frame[5..]).unwrap(), req);
     }
 }

@@ -100,7 +100,9 @@ impl From<DeltaDiscoveryRequest> for NormalizedRequest {
 #[derive(Clone, Debug, PartialEq)]
 enum Subscription {
     Wildcard,
-    Names(BTreeSet<String>),
+    /// Shared between connections that subscribe to the same names (see
+    /// [`ConnectionRegistry::intern_names`]).
+    Names(Arc<BTreeSet<String>>),
 }
 
 impl Subscription {
@@ -131,13 +133,6 @@ impl ClientView {
         }
     }
 
-    fn names(&self) -> Vec<String> {
-        match self {
-            ClientView::Nothing => Vec::new(),
-            ClientView::Set(set) => set.names().map(|n| n.to_string()).collect(),
-            ClientView::Versions(v) => v.keys().cloned().collect(),
-        }
-    }
 }
 
 #[derive(Debug)]
@@ -243,7 +238,7 @@ impl Session {
         };
         let first = !self.types.contains_key(&ty);
         let state = self.types.entry(ty).or_insert_with(|| TypeState {
-            subscription: Subscription::Names(BTreeSet::new()),
+            subscription: Subscription::Names(Default::default()),
             view: ClientView::Nothing,
             pending: None,
             last_nonce: String::new(),
@@ -324,7 +319,7 @@ impl Session {
             let new = if names.is_empty() && ty.is_wildcard_type() || names.iter().any(|n| n == "*") {
                 Subscription::Wildcard
             } else {
-                Subscription::Names(names.into_iter().collect())
+                Subscription::Names(Arc::new(names.into_iter().collect()))
             };
             if let (Subscription::Names(old), Subscription::Names(new_names)) = (&state.subscription, &new) {
                 state.forced.extend(new_names.difference(old).cloned());
@@ -370,19 +365,25 @@ impl Session {
                     continue;
                 }
                 if let Subscription::Names(names) = &mut state.subscription {
-                    if names.insert(name.clone()) && !req.initial_versions.contains_key(&name) {
+                    if Arc::make_mut(names).insert(name.clone()) && !req.initial_versions.contains_key(&name) {
                         state.forced.insert(name);
                     }
                 }
             }
             for name in req.unsubscribe {
                 if name == "*" {
-                    state.subscription = Subscription::Names(BTreeSet::new());
+                    state.subscription = Subscription::Names(Default::default());
                 } else if let Subscription::Names(names) = &mut state.subscription {
-                    names.remove(&name);
+                    Arc::make_mut(names).remove(&name);
                     state.forced.remove(&name);
                 }
             }
+        }
+
+        // Many proxies subscribe to the very same names: keep one copy.
+        let state = self.types.get_mut(&ty).expect("inserted above");
+        if let Subscription::Names(names) = &mut state.subscription {
+            *names = self.registry.intern_names(names.clone());
         }
 
         let mut out = Vec::new();
@@ -416,7 +417,9 @@ impl Session {
     fn dependents_changing(&self, snapshot: &Snapshot) -> bool {
         [ResourceType::Listener, ResourceType::RouteConfiguration].into_iter().any(|ty| {
             self.types.get(&ty).is_some_and(|state| {
-                state.pending.is_some() || state.nacked || !diff(state, snapshot.set(ty)).is_empty()
+                state.pending.is_some()
+                    || state.nacked
+                    || (!in_sync(state, snapshot.set(ty)) && !diff(state, snapshot.set(ty)).is_empty())
             })
         })
     }
@@ -424,6 +427,10 @@ impl Session {
     fn push_type(&mut self, ty: ResourceType) -> Option<Response> {
         let snapshot = self.snapshot.clone()?;
         let set = snapshot.set(ty).clone();
+        // The common case on a push: this type did not change at all.
+        if self.types.get(&ty).is_some_and(|state| in_sync(state, &set)) {
+            return None;
+        }
         let hold = ty == ResourceType::Cluster && self.dependents_changing(&snapshot);
         let state = self.types.get_mut(&ty)?;
         let mut d = diff(state, &set);
@@ -539,6 +546,14 @@ impl Session {
     }
 }
 
+/// True when the proxy holds exactly `set` and owes nothing: no work to do.
+fn in_sync(state: &TypeState, set: &Arc<ResourceSet>) -> bool {
+    !state.owes_response
+        && state.forced.is_empty()
+        && !state.removals_held
+        && matches!(&state.view, ClientView::Set(v) if Arc::ptr_eq(v, set) || v.version() == set.version())
+}
+
 /// What must change for the proxy to hold `set` (restricted to its subscription).
 fn diff(state: &TypeState, set: &ResourceSet) -> Diff {
     let mut d = Diff::default();
@@ -561,14 +576,16 @@ fn diff(state: &TypeState, set: &ResourceSet) -> Diff {
             for r in set.iter() {
                 consider(r.name(), &mut d);
             }
-            for name in state.view.names() {
-                if set.get(&name).is_none() {
-                    d.removals.push(name);
+            match &state.view {
+                ClientView::Nothing => {}
+                ClientView::Set(old) => {
+                    d.removals.extend(old.names().filter(|n| set.get(n).is_none()).map(|n| n.to_string()))
                 }
+                ClientView::Versions(v) => d.removals.extend(v.keys().filter(|n| set.get(n).is_none()).cloned()),
             }
         }
         Subscription::Names(names) => {
-            for name in names {
+            for name in names.iter() {
                 consider(name, &mut d);
             }
         }

@@ -1,9 +1,9 @@
 //! Per-connection xDS state that other parts of the control plane read
 //! (proxy-status, metrics), and process-wide counters.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
@@ -147,6 +147,13 @@ impl XdsStats {
     }
 }
 
+/// Interned subscription name sets, by content hash.
+#[derive(Debug, Default)]
+struct NameSets {
+    by_hash: std::collections::HashMap<u64, Vec<Weak<BTreeSet<String>>>>,
+    calls: u64,
+}
+
 /// The set of live connections. Cloneable; all clones share state.
 #[derive(Clone, Debug, Default)]
 pub struct ConnectionRegistry {
@@ -156,6 +163,7 @@ pub struct ConnectionRegistry {
 #[derive(Debug, Default)]
 struct RegistryInner {
     next_id: AtomicU64,
+    name_sets: Mutex<NameSets>,
     connections: Mutex<BTreeMap<u64, Arc<ConnectionStatus>>>,
     stats: XdsStats,
 }
@@ -193,6 +201,35 @@ impl ConnectionRegistry {
         all
     }
 
+    /// The shared copy of `names`: connections subscribing to the same resource names
+    /// (say, the endpoints of every cluster) keep one set between them.
+    pub fn intern_names(&self, names: Arc<BTreeSet<String>>) -> Arc<BTreeSet<String>> {
+        if names.is_empty() {
+            return names;
+        }
+        let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+        for n in names.iter() {
+            hasher.update(n.as_bytes());
+            hasher.update(&[0]);
+        }
+        let hash = hasher.digest();
+        let mut sets = self.inner.name_sets.lock().unwrap_or_else(|e| e.into_inner());
+        sets.calls += 1;
+        if sets.calls.is_multiple_of(1024) {
+            sets.by_hash.retain(|_, bucket| {
+                bucket.retain(|w| w.strong_count() > 0);
+                !bucket.is_empty()
+            });
+        }
+        let bucket = sets.by_hash.entry(hash).or_default();
+        bucket.retain(|w| w.strong_count() > 0);
+        if let Some(existing) = bucket.iter().filter_map(Weak::upgrade).find(|s| **s == *names) {
+            return existing;
+        }
+        bucket.push(Arc::downgrade(&names));
+        names
+    }
+
     pub fn reports(&self) -> Vec<ConnectionReport> {
         self.connections().iter().map(|c| c.report()).collect()
     }
@@ -210,5 +247,27 @@ impl Drop for RegisteredConnection {
         let inner = &self.registry.inner;
         inner.connections.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.status.id);
         inner.stats.connected.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(names: &[&str]) -> Arc<BTreeSet<String>> {
+        Arc::new(names.iter().map(|s| s.to_string()).collect())
+    }
+
+    #[test]
+    fn equal_name_sets_are_shared_and_released_with_their_last_user() {
+        let registry = ConnectionRegistry::new();
+        let a = registry.intern_names(set(&["x", "y"]));
+        let b = registry.intern_names(set(&["x", "y"]));
+        assert!(Arc::ptr_eq(&a, &b));
+        let c = registry.intern_names(set(&["x"]));
+        assert!(!Arc::ptr_eq(&a, &c));
+        drop((a, b));
+        let d = registry.intern_names(set(&["x", "y"]));
+        assert_eq!(Arc::strong_count(&d), 1, "the dropped set is not kept alive");
     }
 }

@@ -289,6 +289,9 @@ fn port_protocol(name: &str, app_protocol: Option<&str>) -> Protocol {
 }
 
 fn parse_service(cx: &mut Context<'_>, namespace: String) -> Result<Service, ObjectError> {
+    // Service names are DNS labels: the translator relies on it (no dots, so a short
+    // name never collides with `name.namespace` or an IP as a virtual-host domain).
+    check_dns_label(cx, "metadata.name", &cx.raw.name)?;
     let spec: ServiceSpec = cx.field("spec", false)?;
     let cluster_ip = match spec.cluster_ip.as_deref() {
         None | Some("") | Some("None") => None,
@@ -777,6 +780,7 @@ mod tests {
             ("kind: Service\nmetadata: {name: x}", "apiVersion", "required"),
             ("apiVersion: v1\nkind: Service\nmetadata: {}", "metadata.name", "required"),
             ("apiVersion: v1\nkind: Service\nmetadata: {name: x, namespace: Bad_NS}", "metadata.namespace", "DNS label"),
+            ("apiVersion: v1\nkind: Service\nmetadata: {name: a.b}", "metadata.name", "DNS label"),
             ("apiVersion: v1\nkind: Service\nmetadata: {name: x}\nspec: {ports: [{port: 70000}]}", "spec.ports[0].port", "out of range"),
             ("apiVersion: v1\nkind: Service\nmetadata: {name: x}\nspec: {clusterIP: nope}", "spec.clusterIP", "not an IP"),
             ("apiVersion: v1\nkind: Pod\nmetadata: {name: x}\nstatus: {podIP: 1.2.3}", "status.podIP", "not an IP"),

@@ -10,20 +10,21 @@
 pub mod envoy;
 pub mod routes;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 
 use envoy_types::pb::envoy::config::cluster::v3::cluster::LbPolicy;
 use envoy_types::pb::envoy::config::listener::v3::{FilterChainMatch, Listener};
 use envoy_types::pb::envoy::config::route::v3::{Route, RouteConfiguration, VirtualHost};
-use envoy_types::pb::google::protobuf::{BoolValue, UInt32Value};
+use envoy_types::pb::google::protobuf::{Any, BoolValue, UInt32Value};
+use prost::Message;
 use xds::{Resource, ResourceSet, ResourceType, Snapshot};
 
 use crate::model::index::Index;
 use crate::model::{
-    resolve_host, selector_matches, DestinationRule, Labels, LoadBalancer, ObjectError, Protocol, Service,
-    Severity, VirtualService,
+    resolve_host, selector_matches, DestinationRule, EndpointSlice, Labels, LoadBalancer, ObjectError, Pod, Protocol,
+    Service, Severity, VirtualService,
 };
 use envoy::*;
 
@@ -92,8 +93,9 @@ pub struct MeshConfig {
     model: Arc<Index>,
     clusters: Arc<ResourceSet>,
     endpoints: Arc<ResourceSet>,
-    /// Routes per (service hostname, port), namespace-independent.
-    service_routes: BTreeMap<(String, u16), Arc<Vec<Route>>>,
+    /// Every HTTP service port's virtual host, encoded once per build in the four
+    /// shapes a route configuration needs; ordered by (hostname, port).
+    virtual_hosts: Vec<EncodedVirtualHost>,
     /// Shared outbound listeners for capture mode (per-port hand-off targets).
     capture_listeners: Vec<Arc<Resource>>,
     /// Route configurations per proxy namespace, built on first use.
@@ -114,10 +116,9 @@ fn lb_policy(lb: Option<LoadBalancer>) -> LbPolicy {
 
 /// The DestinationRule that applies to `service`: one in the service's namespace
 /// first, else the first by namespace/name. Others for the same host are reported.
-fn destination_rule_for<'a>(model: &'a Index, service: &Service, problems: &mut Problems) -> Option<&'a DestinationRule> {
+fn destination_rule_for<'a>(lookup: &ModelLookup<'a>, service: &Service, problems: &mut Problems) -> Option<&'a DestinationRule> {
     let host = service.hostname();
-    let mut candidates: Vec<&DestinationRule> =
-        model.destination_rules.values().map(|d| &**d).filter(|d| resolve_host(&d.host, &d.namespace) == host).collect();
+    let mut candidates: Vec<&DestinationRule> = lookup.rules_by_host.get(&host).cloned().unwrap_or_default();
     candidates.sort_by_key(|d| (d.namespace != service.namespace, d.namespace.clone(), d.name.clone()));
     let chosen = candidates.first().copied();
     for other in candidates.iter().skip(1) {
@@ -133,17 +134,62 @@ fn destination_rule_for<'a>(model: &'a Index, service: &Service, problems: &mut 
     chosen
 }
 
+/// Lookup tables built once per translation, so per-service work does not scan the
+/// whole model.
+pub(crate) struct ModelLookup<'a> {
+    /// Pods by (namespace, label key, label value).
+    pods_by_label: HashMap<(&'a str, &'a str, &'a str), Vec<&'a Pod>>,
+    pods_by_namespace: HashMap<&'a str, Vec<&'a Pod>>,
+    slices_by_service: HashMap<(&'a str, &'a str), Vec<&'a EndpointSlice>>,
+    /// DestinationRules by the hostname they resolve to.
+    rules_by_host: HashMap<String, Vec<&'a DestinationRule>>,
+}
+
+impl<'a> ModelLookup<'a> {
+    fn new(model: &'a Index) -> ModelLookup<'a> {
+        let mut lookup = ModelLookup {
+            pods_by_label: HashMap::new(),
+            pods_by_namespace: HashMap::new(),
+            slices_by_service: HashMap::new(),
+            rules_by_host: HashMap::new(),
+        };
+        for pod in model.pods.values() {
+            lookup.pods_by_namespace.entry(pod.namespace.as_str()).or_default().push(pod);
+            for (k, v) in &pod.labels {
+                lookup.pods_by_label.entry((pod.namespace.as_str(), k.as_str(), v.as_str())).or_default().push(pod);
+            }
+        }
+        for slice in model.endpoint_slices.values() {
+            lookup.slices_by_service.entry((slice.namespace.as_str(), slice.service.as_str())).or_default().push(slice);
+        }
+        for dr in model.destination_rules.values() {
+            lookup.rules_by_host.entry(resolve_host(&dr.host, &dr.namespace)).or_default().push(dr);
+        }
+        lookup
+    }
+
+    /// Pods of `namespace` that `selector` picks.
+    fn selected_pods(&self, namespace: &str, selector: &Labels) -> Vec<&'a Pod> {
+        let candidates = match selector.iter().next() {
+            Some((k, v)) => self.pods_by_label.get(&(namespace, k.as_str(), v.as_str())),
+            None => self.pods_by_namespace.get(namespace),
+        };
+        candidates.into_iter().flatten().copied().filter(|p| selector_matches(selector, &p.labels)).collect()
+    }
+
+    /// Whether some DestinationRule defines `subset` for `host`.
+    pub(crate) fn subset_defined(&self, host: &str, subset: &str) -> bool {
+        self.rules_by_host.get(host).is_some_and(|rules| rules.iter().any(|dr| dr.subsets.iter().any(|s| s.name == subset)))
+    }
+}
+
 /// Endpoints of `service` on `port` (by target port), each with the labels of the pod
 /// behind it (for subsets).
-fn service_endpoints(model: &Index, service: &Service, port: u16) -> Vec<(SocketAddr, Labels)> {
+fn service_endpoints(model: &Index, lookup: &ModelLookup<'_>, service: &Service, port: u16) -> Vec<(SocketAddr, Labels)> {
     let Some(sp) = service.ports.iter().find(|p| p.port == port) else { return Vec::new() };
-    let slices: Vec<_> = model
-        .endpoint_slices
-        .values()
-        .filter(|s| s.namespace == service.namespace && s.service == service.name)
-        .collect();
+    let slices = lookup.slices_by_service.get(&(service.namespace.as_str(), service.name.as_str()));
     let mut out = BTreeMap::new();
-    if !slices.is_empty() {
+    if let Some(slices) = slices {
         for slice in slices {
             let Some(&(_, target)) = slice.ports.iter().find(|(name, _)| *name == sp.name) else { continue };
             for e in slice.endpoints.iter().filter(|e| e.ready) {
@@ -159,8 +205,8 @@ fn service_endpoints(model: &Index, service: &Service, port: u16) -> Vec<(Socket
             }
         }
     } else if let Some(selector) = &service.selector {
-        for pod in model.pods.values() {
-            if pod.namespace != service.namespace || !pod.ready || !selector_matches(selector, &pod.labels) {
+        for pod in lookup.selected_pods(&service.namespace, selector) {
+            if !pod.ready {
                 continue;
             }
             let (Some(ip), Some(target)) = (pod.ip, pod.resolve_port(&sp.target_port)) else { continue };
@@ -170,9 +216,55 @@ fn service_endpoints(model: &Index, service: &Service, port: u16) -> Vec<(Socket
     out.into_iter().collect()
 }
 
+/// One service port's virtual host, encoded as a `RouteConfiguration.virtual_hosts`
+/// field, ready to concatenate. "own": as seen from the service's namespace (with the
+/// short name); "foreign": from any other namespace.
+#[derive(Debug)]
+struct EncodedVirtualHost {
+    hostname: String,
+    namespace: String,
+    port: u16,
+    explicit_own: Vec<u8>,
+    explicit_foreign: Vec<u8>,
+    per_port_own: Vec<u8>,
+    per_port_foreign: Vec<u8>,
+}
+
+/// The virtual host of `service` on `port`: answers to the FQDN, `name.namespace.svc`,
+/// `name.namespace`, the short name (`own`: from the service's namespace) and the
+/// cluster IP (`with_ip`), each with `:port`, and also bare with `bare`.
+fn virtual_host(service: &Service, port: u16, routes: Vec<Route>, own: bool, bare: bool, with_ip: bool) -> VirtualHost {
+    let host = service.hostname();
+    let mut names = vec![host.clone(), format!("{}.{}.svc", service.name, service.namespace), format!("{}.{}", service.name, service.namespace)];
+    if own {
+        names.push(service.name.clone());
+    }
+    if let (true, Some(ip)) = (with_ip, service.cluster_ip) {
+        names.push(ip.to_string());
+    }
+    let mut domains = Vec::with_capacity(names.len() * 2);
+    for n in names {
+        domains.push(if n.contains(':') { format!("[{n}]:{port}") } else { format!("{n}:{port}") });
+        if bare {
+            domains.push(n);
+        }
+    }
+    VirtualHost { name: format!("{host}:{port}"), domains, routes, ..Default::default() }
+}
+
+/// Encodes `vh` as field 2 (`virtual_hosts`) of a RouteConfiguration; empty when it
+/// has no domains.
+fn encode_virtual_host(vh: VirtualHost) -> Vec<u8> {
+    if vh.domains.is_empty() {
+        return Vec::new();
+    }
+    RouteConfiguration { virtual_hosts: vec![vh], ..Default::default() }.encode_to_vec()
+}
+
 impl MeshConfig {
     pub fn build(model: Arc<Index>) -> MeshConfig {
         let mut problems = Problems::default();
+        let lookup = ModelLookup::new(&model);
         let mut clusters: Vec<Arc<Resource>> = Vec::new();
         let mut endpoints: Vec<Arc<Resource>> = Vec::new();
 
@@ -187,11 +279,11 @@ impl MeshConfig {
 
         for service in model.services.values() {
             let host = service.hostname();
-            let dr = destination_rule_for(&model, service, &mut problems);
+            let dr = destination_rule_for(&lookup, service, &mut problems);
             let default_lb = dr.and_then(|d| d.traffic_policy.as_ref()).and_then(|t| t.load_balancer);
             for sp in &service.ports {
                 let http2 = sp.protocol == Protocol::Http2;
-                let all = service_endpoints(&model, service, sp.port);
+                let all = service_endpoints(&model, &lookup, service, sp.port);
                 let mut add = |name: String, lb: Option<LoadBalancer>, eps: Vec<SocketAddr>| {
                     let cluster = eds_cluster(&name, lb_policy(lb), http2);
                     clusters.push(Arc::new(Resource::from_message(name.clone(), &cluster)));
@@ -232,11 +324,32 @@ impl MeshConfig {
             }
         }
 
-        let mut service_routes = BTreeMap::new();
+        let mut virtual_hosts = Vec::new();
         let mut http_ports = BTreeSet::new();
         let mut capture_listeners = Vec::new();
+        // A cluster IP answers for one service only: Envoy rejects a domain twice.
+        let mut ip_owners: HashMap<IpAddr, &Service> = HashMap::new();
         for service in model.services.values() {
             let host = service.hostname();
+            let owns_ip = match service.cluster_ip {
+                None => false,
+                Some(ip) => match ip_owners.get(&ip) {
+                    Some(owner) => {
+                        problems.report(
+                            "Service",
+                            &service.namespace,
+                            &service.name,
+                            "spec.clusterIP",
+                            format!("cluster IP {ip} is already used by Service {}/{}; requests by IP go there", owner.namespace, owner.name),
+                        );
+                        false
+                    }
+                    None => {
+                        ip_owners.insert(ip, service);
+                        true
+                    }
+                },
+            };
             for sp in &service.ports {
                 match sp.protocol {
                     Protocol::Http | Protocol::Http2 => {
@@ -254,10 +367,19 @@ impl MeshConfig {
                             http_ports.insert(sp.port);
                         }
                         let routes = match vs_by_host.get(&host) {
-                            Some(vs) => routes::virtual_service_routes(&model, vs, sp.port, &mut problems),
+                            Some(vs) => routes::virtual_service_routes(&model, &lookup, vs, sp.port, &mut problems),
                             None => vec![routes::default_route(&cluster_name(sp.port, None, &host))],
                         };
-                        service_routes.insert((host.clone(), sp.port), Arc::new(routes));
+                        let vh = |own: bool, bare: bool| encode_virtual_host(virtual_host(service, sp.port, routes.clone(), own, bare, owns_ip));
+                        virtual_hosts.push(EncodedVirtualHost {
+                            hostname: host.clone(),
+                            namespace: service.namespace.clone(),
+                            port: sp.port,
+                            explicit_own: vh(true, sp.port == 80),
+                            explicit_foreign: vh(false, sp.port == 80),
+                            per_port_own: vh(true, true),
+                            per_port_foreign: vh(false, true),
+                        });
                     }
                     Protocol::Tcp => {
                         let Some(ip) = service.cluster_ip else { continue };
@@ -290,11 +412,12 @@ impl MeshConfig {
             capture_listeners.push(Arc::new(Resource::from_message(name, &listener)));
         }
 
+        virtual_hosts.sort_by(|a, b| (&a.hostname, a.port).cmp(&(&b.hostname, b.port)));
         MeshConfig {
             model,
             clusters: Arc::new(ResourceSet::new(clusters)),
             endpoints: Arc::new(ResourceSet::new(endpoints)),
-            service_routes,
+            virtual_hosts,
             capture_listeners,
             routes_by_namespace: Mutex::new(BTreeMap::new()),
             problems: problems.list.into_iter().collect(),
@@ -313,77 +436,42 @@ impl MeshConfig {
         &self.endpoints
     }
 
-    /// Virtual hosts for every HTTP service port, as seen from `namespace`: the short
-    /// name only for services of that namespace. With `port` set, only that port's
-    /// services and domains both with and without `:port`; without, every port with
-    /// `:port` (and bare names for port 80).
-    fn virtual_hosts(&self, namespace: &str, port: Option<u16>, passthrough: &str) -> Vec<VirtualHost> {
-        let mut seen = BTreeSet::new();
-        let mut vhosts = Vec::new();
-        for ((host, p), routes) in &self.service_routes {
-            if port.is_some_and(|want| want != *p) {
-                continue;
-            }
-            let Some(service) = self.model.service_by_hostname(host) else { continue };
-            let mut names = vec![host.clone(), format!("{}.{}.svc", service.name, service.namespace), format!("{}.{}", service.name, service.namespace)];
-            if service.namespace == namespace {
-                names.push(service.name.clone());
-            }
-            if let Some(ip) = service.cluster_ip {
-                names.push(ip.to_string());
-            }
-            let mut domains = Vec::new();
-            for n in names {
-                let with_port = if n.contains(':') { format!("[{n}]:{p}") } else { format!("{n}:{p}") };
-                for d in [Some(with_port), (port.is_some() || *p == 80).then_some(n)].into_iter().flatten() {
-                    // Envoy rejects a route configuration with a domain twice.
-                    if seen.insert(d.clone()) {
-                        domains.push(d);
-                    }
-                }
-            }
-            if domains.is_empty() {
-                continue;
-            }
-            vhosts.push(VirtualHost {
-                name: format!("{host}:{p}"),
-                domains,
-                routes: (**routes).clone(),
-                ..Default::default()
-            });
-        }
-        vhosts.push(VirtualHost {
-            name: "passthrough".to_owned(),
-            domains: vec!["*".to_owned()],
-            routes: vec![routes::default_route(passthrough)],
-            ..Default::default()
-        });
-        vhosts
-    }
-
-    /// Route configurations for proxies in `namespace` (explicit and per-port).
+    /// Route configurations for proxies in `namespace` (explicit and per-port),
+    /// assembled from the virtual hosts encoded once per build.
     pub fn routes_for(&self, namespace: &str) -> Arc<ResourceSet> {
         let mut cache = self.routes_by_namespace.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(set) = cache.get(namespace) {
             return set.clone();
         }
-        let mut resources = Vec::new();
-        let explicit = RouteConfiguration {
-            name: EXPLICIT_ROUTE_NAME.to_owned(),
-            virtual_hosts: self.virtual_hosts(namespace, None, PASSTHROUGH_AUTHORITY_CLUSTER),
-            validate_clusters: Some(BoolValue { value: false }),
-            ..Default::default()
-        };
-        resources.push(Arc::new(Resource::from_message(explicit.name.clone(), &explicit)));
-        let ports: BTreeSet<u16> = self.service_routes.keys().map(|(_, p)| *p).collect();
-        for port in ports {
-            let rc = RouteConfiguration {
-                name: format!("outbound.{port}"),
-                virtual_hosts: self.virtual_hosts(namespace, Some(port), PASSTHROUGH_CLUSTER),
+        let assemble = |name: &str, port: Option<u16>, passthrough: &str| {
+            let mut bytes = RouteConfiguration {
+                name: name.to_owned(),
                 validate_clusters: Some(BoolValue { value: false }),
                 ..Default::default()
-            };
-            resources.push(Arc::new(Resource::from_message(rc.name.clone(), &rc)));
+            }
+            .encode_to_vec();
+            for vh in self.virtual_hosts.iter().filter(|vh| port.is_none_or(|p| p == vh.port)) {
+                let own = vh.namespace == namespace;
+                bytes.extend_from_slice(match (port.is_some(), own) {
+                    (false, true) => &vh.explicit_own,
+                    (false, false) => &vh.explicit_foreign,
+                    (true, true) => &vh.per_port_own,
+                    (true, false) => &vh.per_port_foreign,
+                });
+            }
+            bytes.extend(encode_virtual_host(VirtualHost {
+                name: "passthrough".to_owned(),
+                domains: vec!["*".to_owned()],
+                routes: vec![routes::default_route(passthrough)],
+                ..Default::default()
+            }));
+            let any = Any { type_url: <RouteConfiguration as prost::Name>::type_url(), value: bytes };
+            Arc::new(Resource::new(name, any))
+        };
+        let mut resources = vec![assemble(EXPLICIT_ROUTE_NAME, None, PASSTHROUGH_AUTHORITY_CLUSTER)];
+        let ports: BTreeSet<u16> = self.virtual_hosts.iter().map(|vh| vh.port).collect();
+        for port in ports {
+            resources.push(assemble(&format!("outbound.{port}"), Some(port), PASSTHROUGH_CLUSTER));
         }
         let set = Arc::new(ResourceSet::new(resources));
         cache.insert(namespace.to_owned(), set.clone());

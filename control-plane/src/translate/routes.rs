@@ -9,7 +9,7 @@ use envoy_types::pb::google::protobuf::{BoolValue, UInt32Value};
 
 use crate::model::{index::Index, resolve_host, HeaderMatch, HttpMatch, StringMatch, VirtualService};
 
-use super::{cluster_name, envoy::seconds, Problems};
+use super::{cluster_name, envoy::seconds, ModelLookup, Problems};
 
 /// The route that sends everything to one cluster.
 pub fn default_route(cluster: &str) -> Route {
@@ -91,8 +91,9 @@ fn route_match(m: &HttpMatch) -> RouteMatch {
 /// Routes of `vs` for traffic to `service` on `port`. Problems (unknown hosts,
 /// subsets, ports) are reported; a rule that cannot be translated is left out, the
 /// rest stays.
-pub fn virtual_service_routes(
+pub(crate) fn virtual_service_routes(
     model: &Index,
+    lookup: &ModelLookup<'_>,
     vs: &VirtualService,
     port: u16,
     problems: &mut Problems,
@@ -129,9 +130,7 @@ pub fn virtual_service_routes(
                 _ => {}
             }
             if let Some(subset) = &d.destination.subset {
-                let defined = model.destination_rules.values().any(|dr| {
-                    resolve_host(&dr.host, &dr.namespace) == host && dr.subsets.iter().any(|s| &s.name == subset)
-                });
+                let defined = lookup.subset_defined(&host, subset);
                 if !defined {
                     problems.warn_vs(
                         vs,

@@ -4,7 +4,7 @@
 //! response and keeps that allocation for the stream's life, so ten thousand idle
 //! proxies would each pin the size of their initial endpoint response (hundreds of
 //! KB). Here each response is encoded into an exactly-sized buffer that is freed once
-//! written, and the request buffer shrinks back after a large request. The framing is
+//! written, and a request's buffer is released once it is decoded. The framing is
 //! plain gRPC (5-byte length prefix, `grpc-status` trailers); any gRPC client works.
 
 use std::convert::Infallible;
@@ -30,8 +30,6 @@ use crate::status::{ConnectionRegistry, XdsApi};
 const OUTBOUND_BUFFER: usize = 4;
 /// Largest request accepted (a delta subscribe to every endpoint of a big mesh).
 const MAX_REQUEST_BYTES: usize = 16 * 1024 * 1024;
-/// A request buffer larger than this is released once it is empty.
-const KEEP_BUFFER_BYTES: usize = 16 * 1024;
 
 const SERVICE: &str = "envoy.service.discovery.v3.AggregatedDiscoveryService";
 const SOTW_PATH: &str = "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources";
@@ -171,7 +169,9 @@ impl FrameReader {
                     let message = self.buf.split_to(len);
                     let decoded = M::decode(message.freeze())
                         .map_err(|e| GrpcError::new(Code::InvalidArgument, format!("malformed request: {e}")))?;
-                    if self.buf.is_empty() && self.buf.capacity() > KEEP_BUFFER_BYTES {
+                    // After `split_to` the remaining capacity says nothing of the
+                    // allocation it still pins (a large request's), so start afresh.
+                    if self.buf.is_empty() {
                         self.buf = BytesMut::new();
                     }
                     return Ok(Some(decoded));

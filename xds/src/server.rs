@@ -103,11 +103,22 @@ fn status_headers(code: Code, message: &str) -> http::HeaderMap {
     h
 }
 
-type Frame = http_body::Frame<Bytes>;
+/// What the stream task hands the response body: a message, or the closing status.
+/// (Kept small: the channel allocates room for 32 of them per connection.)
+enum Outbound {
+    Message(Bytes),
+    End(GrpcError),
+}
 
 /// A response whose body frames come from a channel.
-fn streaming_response(rx: mpsc::Receiver<Frame>) -> http::Response<tonic::body::Body> {
-    let stream = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|f| (Ok::<_, Infallible>(f), rx)) });
+fn streaming_response(rx: mpsc::Receiver<Outbound>) -> http::Response<tonic::body::Body> {
+    let stream = futures::stream::unfold(rx, |mut rx| async move {
+        let frame = match rx.recv().await? {
+            Outbound::Message(bytes) => http_body::Frame::data(bytes),
+            Outbound::End(end) => http_body::Frame::trailers(status_headers(end.code, &end.message)),
+        };
+        Some((Ok::<_, Infallible>(frame), rx))
+    });
     let body = http_body_util::StreamBody::new(stream);
     http::Response::builder()
         .status(200)
@@ -235,7 +246,7 @@ impl<S: SnapshotSource> AdsServer<S> {
         api: XdsApi,
         peer: Option<String>,
         mut reader: FrameReader,
-        tx: &mpsc::Sender<Frame>,
+        tx: &mpsc::Sender<Outbound>,
     ) -> GrpcError {
         let first: Req = match reader.next().await {
             Ok(Some(first)) => first,
@@ -252,9 +263,12 @@ impl<S: SnapshotSource> AdsServer<S> {
                 return GrpcError::new(Code::InvalidArgument, format!("node {:?}: {msg}", node.id));
             }
         };
-        let registered = self.registry.register(node.id.clone(), api, peer.clone());
+        // Keep only the id: the node's metadata is not needed past this point.
+        let node_id = node.id.clone();
+        drop(node);
+        let registered = self.registry.register(node_id.clone(), api, peer.clone());
         let mut session = Session::new(api, registered.status.clone(), self.registry.clone());
-        let span = tracing::info_span!("ads", node = %node.id, api = ?api, conn = registered.status.id);
+        let span = tracing::info_span!("ads", node = %node_id, api = ?api, conn = registered.status.id);
         async move {
             tracing::info!(peer = ?peer, "proxy connected");
             let mut snapshots = watch.snapshots;
@@ -268,7 +282,7 @@ impl<S: SnapshotSource> AdsServer<S> {
             pending.extend(first.apply(&mut session));
             loop {
                 for response in pending.drain(..) {
-                    if tx.send(Frame::data(response_frame(&response))).await.is_err() {
+                    if tx.send(Outbound::Message(response_frame(&response))).await.is_err() {
                         tracing::info!("proxy disconnected");
                         return GrpcError::new(Code::Cancelled, "");
                     }
@@ -337,7 +351,7 @@ impl<S: SnapshotSource> tower_service::Service<http::Request<tonic::body::Body>>
                 XdsApi::StateOfTheWorld => server.drive::<DiscoveryRequest>(api, peer, reader, &tx).await,
                 XdsApi::Delta => server.drive::<DeltaDiscoveryRequest>(api, peer, reader, &tx).await,
             };
-            let _ = tx.send(Frame::trailers(status_headers(end.code, &end.message))).await;
+            let _ = tx.send(Outbound::End(end)).await;
         });
         Box::pin(async move { Ok(streaming_response(rx)) })
     }

@@ -158,7 +158,7 @@ struct TypeState {
     removals_held: bool,
 }
 
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 struct Diff {
     upserts: Vec<Arc<Resource>>,
     removals: Vec<String>,
@@ -433,7 +433,12 @@ impl Session {
         }
         let hold = ty == ResourceType::Cluster && self.dependents_changing(&snapshot);
         let state = self.types.get_mut(&ty)?;
-        let mut d = diff(state, &set);
+        let mut d = match shared_diff_key(state, &set) {
+            // Proxies that hold the same set and subscribe to the same names need the
+            // same change: compute it once per push, not once per proxy.
+            Some(key) => (*self.registry.diff_cache().get_or_compute(key, || diff(state, &set))).clone(),
+            None => diff(state, &set),
+        };
         if d.is_empty() && !state.owes_response {
             // The proxy already has everything it subscribed to (changes were to names
             // it did not ask for): what it was sent is what is desired.
@@ -543,6 +548,74 @@ impl Session {
             s.desired_version = Some(desired);
         });
         Some(response)
+    }
+}
+
+/// What identifies a diff that any proxy in the same position shares: the set it
+/// holds, the new set and its subscription (all shared objects). `None` when the
+/// proxy's position is its own (names just subscribed, versions from a reconnect).
+fn shared_diff_key(state: &TypeState, set: &Arc<ResourceSet>) -> Option<DiffKey> {
+    if !state.forced.is_empty() || state.owes_response {
+        return None;
+    }
+    let ClientView::Set(old) = &state.view else { return None };
+    let subscription = match &state.subscription {
+        Subscription::Wildcard => None,
+        Subscription::Names(names) => Some(names.clone()),
+    };
+    Some(DiffKey { old: old.clone(), new: set.clone(), subscription })
+}
+
+/// Addresses of the three shared objects that determine a diff.
+type DiffAddresses = (usize, usize, usize);
+
+/// Key of a shared diff. Holding the `Arc`s keeps their addresses from being reused
+/// while the entry lives, so comparing addresses is sound.
+pub(crate) struct DiffKey {
+    old: Arc<ResourceSet>,
+    new: Arc<ResourceSet>,
+    subscription: Option<Arc<BTreeSet<String>>>,
+}
+
+impl DiffKey {
+    fn addresses(&self) -> DiffAddresses {
+        (
+            Arc::as_ptr(&self.old) as usize,
+            Arc::as_ptr(&self.new) as usize,
+            self.subscription.as_ref().map_or(0, |s| Arc::as_ptr(s) as usize),
+        )
+    }
+}
+
+/// Recently computed diffs, shared by all connections of a server. Small and
+/// short-lived: a push computes a handful (one per distinct position) and the next
+/// push needs new ones.
+#[derive(Default)]
+pub(crate) struct DiffCache {
+    entries: std::sync::Mutex<HashMap<DiffAddresses, (DiffKey, Arc<Diff>)>>,
+}
+
+impl std::fmt::Debug for DiffCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DiffCache").finish_non_exhaustive()
+    }
+}
+
+impl DiffCache {
+    const MAX_ENTRIES: usize = 256;
+
+    fn get_or_compute(&self, key: DiffKey, compute: impl FnOnce() -> Diff) -> Arc<Diff> {
+        let addresses = key.addresses();
+        if let Some((_, d)) = self.entries.lock().unwrap_or_else(|e| e.into_inner()).get(&addresses) {
+            return d.clone();
+        }
+        let d = Arc::new(compute());
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        if entries.len() >= Self::MAX_ENTRIES {
+            entries.clear();
+        }
+        entries.insert(addresses, (key, d.clone()));
+        d
     }
 }
 
@@ -1246,6 +1319,27 @@ mod tests {
         assert_eq!((n.message.as_str(), n.rejected_version), ("bad a", version(&bad, CDS)));
         h.delta_ack(&second);
         assert_eq!(h.status(CDS).last_nack, None);
+    }
+
+    #[test]
+    fn proxies_in_the_same_position_share_one_diff() {
+        let mut a = Harness::new(XdsApi::Delta);
+        let conn_b = a.registry.register("node-2".into(), XdsApi::Delta, None);
+        let mut b = Session::new(XdsApi::Delta, conn_b.status.clone(), a.registry.clone());
+        let snap = mk_snapshot(&[(EDS, &[("x", "1"), ("y", "1")])]);
+        a.snapshot(&snap);
+        b.on_snapshot(snap.clone());
+        for session in [&mut a.session, &mut b] {
+            let r = one(session.on_delta_request(delta_req(EDS, &["x", "y"], &[], "")));
+            session.on_delta_request(delta_req(EDS, &[], &[], r.nonce()));
+        }
+        let snap2 = mk_snapshot(&[(EDS, &[("x", "2"), ("y", "1")])]);
+        let ra = one(a.snapshot(&snap2));
+        let rb = one(b.on_snapshot(snap2.clone()));
+        assert_eq!(delta_names(&ra), ["x"]);
+        assert_eq!(delta(&ra).resources, delta(&rb).resources);
+        let cached = a.registry.diff_cache().entries.lock().unwrap().len();
+        assert_eq!(cached, 1, "one diff computed for both proxies");
     }
 
     #[test]

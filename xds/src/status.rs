@@ -164,6 +164,7 @@ pub struct ConnectionRegistry {
 struct RegistryInner {
     next_id: AtomicU64,
     name_sets: Mutex<NameSets>,
+    diff_cache: crate::session::DiffCache,
     connections: Mutex<BTreeMap<u64, Arc<ConnectionStatus>>>,
     stats: XdsStats,
 }
@@ -175,6 +176,10 @@ impl ConnectionRegistry {
 
     pub fn stats(&self) -> &XdsStats {
         &self.inner.stats
+    }
+
+    pub(crate) fn diff_cache(&self) -> &crate::session::DiffCache {
+        &self.inner.diff_cache
     }
 
     /// Registers a connection; it is removed when the returned handle is dropped.

@@ -183,9 +183,11 @@ impl<'a> ModelLookup<'a> {
     }
 }
 
+static NO_LABELS: Labels = Labels::new();
+
 /// Endpoints of `service` on `port` (by target port), each with the labels of the pod
 /// behind it (for subsets).
-fn service_endpoints(model: &Index, lookup: &ModelLookup<'_>, service: &Service, port: u16) -> Vec<(SocketAddr, Labels)> {
+fn service_endpoints<'a>(model: &'a Index, lookup: &ModelLookup<'a>, service: &Service, port: u16) -> Vec<(SocketAddr, &'a Labels)> {
     let Some(sp) = service.ports.iter().find(|p| p.port == port) else { return Vec::new() };
     let slices = lookup.slices_by_service.get(&(service.namespace.as_str(), service.name.as_str()));
     let mut out = BTreeMap::new();
@@ -197,10 +199,9 @@ fn service_endpoints(model: &Index, lookup: &ModelLookup<'_>, service: &Service,
                     .pod
                     .as_ref()
                     .and_then(|p| model.pods.get(&(service.namespace.clone(), p.clone())))
-                    .map(|p| p.labels.clone())
-                    .unwrap_or_default();
+                    .map_or(&NO_LABELS, |p| &p.labels);
                 for ip in &e.addresses {
-                    out.insert(SocketAddr::new(*ip, target), labels.clone());
+                    out.insert(SocketAddr::new(*ip, target), labels);
                 }
             }
         }
@@ -210,7 +211,7 @@ fn service_endpoints(model: &Index, lookup: &ModelLookup<'_>, service: &Service,
                 continue;
             }
             let (Some(ip), Some(target)) = (pod.ip, pod.resolve_port(&sp.target_port)) else { continue };
-            out.insert(SocketAddr::new(ip, target), pod.labels.clone());
+            out.insert(SocketAddr::new(ip, target), &pod.labels);
         }
     }
     out.into_iter().collect()

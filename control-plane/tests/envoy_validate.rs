@@ -7,7 +7,8 @@ mod common;
 use std::net::IpAddr;
 
 use control_plane::translate::{InterceptionMode, ProxyClass};
-use envoy_types::pb::envoy::config::bootstrap::v3::{bootstrap, Bootstrap};
+use envoy_types::pb::envoy::config::bootstrap::v3::{bootstrap, runtime_layer, Bootstrap, LayeredRuntime, RuntimeLayer};
+use envoy_types::pb::google::protobuf::{value, Struct, Value};
 use envoy_types::pb::envoy::config::cluster::v3::{cluster, Cluster};
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
@@ -66,8 +67,19 @@ fn static_bootstrap(mesh: &control_plane::translate::MeshConfig, class: &ProxyCl
             l
         })
         .collect();
+    // The runtime sidecars get from `meshctl bootstrap` (regex program size limit).
+    let re2_limit = Value { kind: Some(value::Kind::NumberValue(f64::from(injector::bootstrap::RE2_MAX_PROGRAM_SIZE))) };
+    let runtime = LayeredRuntime {
+        layers: vec![RuntimeLayer {
+            name: "amime-defaults".into(),
+            layer_specifier: Some(runtime_layer::LayerSpecifier::StaticLayer(Struct {
+                fields: [("re2.max_program_size.error_level".to_string(), re2_limit)].into_iter().collect(),
+            })),
+        }],
+    };
     Bootstrap {
         node: Some(Node { id: "validate.test".into(), cluster: "validate".into(), ..Default::default() }),
+        layered_runtime: Some(runtime),
         static_resources: Some(bootstrap::StaticResources { listeners, clusters, ..Default::default() }),
         ..Default::default()
     }

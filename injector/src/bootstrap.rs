@@ -851,8 +851,27 @@ pub fn render(config: &BootstrapConfig) -> Value {
         "admin": {
             "address": socket_address(admin.ip(), admin.port()),
         },
+        // Envoy rejects a whole route configuration when one regex compiles to more
+        // than 100 RE2 instructions (its default), which ordinary path patterns exceed;
+        // meshd bounds regex size itself (see the control plane's validation).
+        "layered_runtime": {
+            "layers": [
+                {
+                    "name": "amime-defaults",
+                    "static_layer": {
+                        "re2.max_program_size.error_level": RE2_MAX_PROGRAM_SIZE,
+                        "re2.max_program_size.warn_level": 1000,
+                    },
+                },
+                { "name": "admin", "admin_layer": {} },
+            ],
+        },
     })
 }
+
+/// The largest RE2 program Envoy accepts in a regex; meshd's validation uses the same
+/// bound.
+pub const RE2_MAX_PROGRAM_SIZE: u32 = 32768;
 
 /// Serializes a JSON value with object keys in sorted order, whatever
 /// `serde_json`'s map ordering features are, so YAML output is byte-stable.

@@ -553,9 +553,17 @@ fn string_match(cx: &Context<'_>, field: &str, spec: &StringMatchSpec) -> Result
 /// Envoy uses RE2; the `regex` crate accepts the same syntax (no backreferences or
 /// look-around), so what it rejects Envoy would reject too.
 fn check_regex(cx: &Context<'_>, field: &str, pattern: &str) -> Result<(), ObjectError> {
-    regex::Regex::new(pattern).map(|_| ()).map_err(|e| {
+    regex::Regex::new(pattern).map_err(|e| {
         let detail = e.to_string().lines().last().unwrap_or_default().trim().to_owned();
         cx.error(field, format!("invalid regular expression {pattern:?}: {detail}"))
+    })?;
+    // Envoy also rejects a regex whose RE2 program is too large (sidecars get a limit
+    // of 32768 instructions from their bootstrap). Compiled here with ASCII classes as
+    // RE2 has them, a program takes 36-56 bytes per RE2 instruction (measured), so
+    // this bound stays below Envoy's with a margin.
+    const MAX_COMPILED_BYTES: usize = 20 * 32768;
+    regex::bytes::RegexBuilder::new(pattern).unicode(false).size_limit(MAX_COMPILED_BYTES).build().map(|_| ()).map_err(|_| {
+        cx.error(field, format!("regular expression {pattern:?} is too large for Envoy (RE2 program size limit); simplify it"))
     })
 }
 
@@ -789,6 +797,7 @@ mod tests {
             (&format!("{VS}  hosts: [r]\n  http: [{{route: [{{destination: {{host: r}}, weight: -5}}, {{destination: {{host: r}}}}]}}]"), "spec.http[0].route[0].weight", "between 0"),
             (&format!("{VS}  hosts: [r]\n  http: [{{match: [{{uri: {{regex: '(('}}}}], route: [{{destination: {{host: r}}}}]}}]"), "spec.http[0].match[0].uri.regex", "invalid regular expression"),
             (&format!("{VS}  hosts: [r]\n  http: [{{match: [{{uri: {{exact: /a, prefix: /b}}}}], route: [{{destination: {{host: r}}}}]}}]"), "spec.http[0].match[0].uri", "only one"),
+            (&format!("{VS}  hosts: [r]\n  http: [{{match: [{{uri: {{regex: '([a-z]{{1,100}}){{1,100}}'}}}}], route: [{{destination: {{host: r}}}}]}}]"), "spec.http[0].match[0].uri.regex", "too large for Envoy"),
             (&format!("{VS}  hosts: [r]\n  http: [{{match: [{{headers: {{End-User: {{exact: j}}}}}}], route: [{{destination: {{host: r}}}}]}}]"), "spec.http[0].match[0].headers.End-User", "header name"),
             (&format!("{VS}  hosts: [r]\n  http: [{{route: [{{destination: {{host: r}}}}, {{destination: {{host: r, subset: v2}}}}]}}]"), "spec.http[0].route", "give weights"),
             (&format!("{VS}  hosts: [r]\n  http: [{{route: [{{destination: {{subset: v1}}}}]}}]"), "spec.http[0].route[0].destination.host", "required"),

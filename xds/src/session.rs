@@ -441,7 +441,9 @@ impl Session {
         };
         if d.is_empty() && !state.owes_response {
             // The proxy already has everything it subscribed to (changes were to names
-            // it did not ask for): what it was sent is what is desired.
+            // it did not ask for): what it was sent is what is desired, and the new set
+            // describes what it holds as well as the old one did.
+            state.view = ClientView::Set(set.clone());
             self.status.update(ty, |s| {
                 if s.sent_version.is_some() {
                     s.desired_version = s.sent_version.clone();

@@ -87,20 +87,31 @@ fn static_bootstrap(mesh: &control_plane::translate::MeshConfig, class: &ProxyCl
 
 #[test]
 fn envoy_accepts_every_proxy_class_of_the_rich_fixture() {
-    let mesh = common::rich_mesh();
+    validate_fixture("rich", "bookinfo", "shop", "ratings", "127.0.10.21");
+}
+
+#[test]
+fn envoy_accepts_what_meshd_makes_of_adversarial_input() {
+    let mesh = common::mesh_from("adversarial");
+    assert!(mesh.problems.len() >= 6, "the awkward parts are reported: {:#?}", mesh.problems);
+    validate_fixture("adversarial", "edge", "other", "alpha", "127.0.30.2");
+}
+
+fn validate_fixture(fixture: &str, namespace: &str, other_namespace: &str, app: &str, workload_ip: &str) {
+    let mesh = common::mesh_from(fixture);
     let ip = |s: &str| s.parse::<IpAddr>().unwrap();
     let classes = [
-        ProxyClass { namespace: "bookinfo".into(), mode: InterceptionMode::None, ip: ip("127.0.10.1"), labels: Default::default() },
-        ProxyClass { namespace: "shop".into(), mode: InterceptionMode::None, ip: ip("127.0.20.9"), labels: Default::default() },
+        ProxyClass { namespace: namespace.into(), mode: InterceptionMode::None, ip: ip("127.0.10.1"), labels: Default::default() },
+        ProxyClass { namespace: other_namespace.into(), mode: InterceptionMode::None, ip: ip("127.0.20.9"), labels: Default::default() },
         ProxyClass {
-            namespace: "bookinfo".into(),
+            namespace: namespace.into(),
             mode: InterceptionMode::Redirect,
-            ip: ip("127.0.10.21"),
-            labels: [("app".to_string(), "ratings".to_string())].into_iter().collect(),
+            ip: ip(workload_ip),
+            labels: [("app".to_string(), app.to_string())].into_iter().collect(),
         },
     ];
     let envoy = common::envoy_binary();
-    let dir = std::env::temp_dir().join(format!("amime-validate-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("amime-validate-{fixture}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     for (i, class) in classes.iter().enumerate() {
         let bootstrap = static_bootstrap(&mesh, class);
@@ -113,7 +124,7 @@ fn envoy_accepts_every_proxy_class_of_the_rich_fixture() {
             .expect("runs envoy");
         assert!(
             out.status.success(),
-            "envoy rejected the config of {class:?}:\n{}\n{}",
+            "envoy rejected the {fixture} config of {class:?}:\n{}\n{}",
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );

@@ -31,8 +31,14 @@ fn render(mesh: &MeshConfig, class: &ProxyClass) -> Value {
 
 fn check(fixture: &str, class_name: &str, class: ProxyClass) {
     let mesh = common::mesh_from(fixture);
-    let text = serde_json::to_string_pretty(&render(&mesh, &class)).unwrap() + "\n";
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("tests/golden/{fixture}-{class_name}.json"));
+    compare(&format!("{fixture}-{class_name}"), &render(&mesh, &class));
+}
+
+/// Compares `value` with tests/golden/<name>.json (or writes it with UPDATE_GOLDEN).
+fn compare(name: &str, value: &Value) {
+    let (fixture, class_name) = name.split_once('-').unwrap_or((name, ""));
+    let text = serde_json::to_string_pretty(value).unwrap() + "\n";
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("tests/golden/{name}.json"));
     if std::env::var_os("UPDATE_GOLDEN").is_some() {
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(&path, &text).unwrap();
@@ -85,6 +91,26 @@ fn rich_transparent_sidecar() {
             mode: InterceptionMode::Redirect,
             ip: ip("127.0.10.21"),
             labels: [("app".to_string(), "ratings".to_string())].into_iter().collect(),
+        },
+    );
+}
+
+#[test]
+fn adversarial_input_problems_are_reported_by_object_and_field() {
+    let mesh = common::mesh_from("adversarial");
+    compare("adversarial-problems", &serde_json::to_value(&mesh.problems).unwrap());
+}
+
+#[test]
+fn adversarial_transparent_sidecar() {
+    check(
+        "adversarial",
+        "transparent",
+        ProxyClass {
+            namespace: "edge".into(),
+            mode: InterceptionMode::Redirect,
+            ip: ip("127.0.30.2"),
+            labels: [("app".to_string(), "alpha".to_string())].into_iter().collect(),
         },
     );
 }

@@ -351,7 +351,7 @@ impl MeshConfig {
                     }
                 },
             };
-            for sp in &service.ports {
+            for (port_index, sp) in service.ports.iter().enumerate() {
                 match sp.protocol {
                     Protocol::Http | Protocol::Http2 => {
                         if [OUTBOUND_PORT, INBOUND_PORT].contains(&sp.port) {
@@ -361,7 +361,7 @@ impl MeshConfig {
                                 "Service",
                                 &service.namespace,
                                 &service.name,
-                                "spec.ports",
+                                &format!("spec.ports[{port_index}].port"),
                                 format!("port {} is the sidecar's capture port; captured traffic to it is not routed by host", sp.port),
                             );
                         } else {

@@ -1,6 +1,8 @@
 //! Shared fixtures for the control-plane integration tests.
 #![allow(dead_code)]
 
+pub mod envoy;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 

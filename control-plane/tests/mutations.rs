@@ -1,0 +1,172 @@
+//! Mutation test of the promise "meshd never pushes config Envoy would reject":
+//! take the fixtures' objects, damage them at random (wrong types, out-of-range
+//! numbers, odd strings, missing fields), and check that whatever meshd accepts
+//! translates into config real Envoy validates, and that nothing panics. Bad
+//! objects must be rejected with a field named, never crash the translation.
+//!
+//! Deterministic: a fixed seed per round, printed on failure.
+
+// Errors are rich on purpose (see the crate root).
+#![allow(clippy::result_large_err)]
+
+mod common;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use control_plane::model::index::Index;
+use control_plane::model::parse::Parsed;
+use control_plane::model::{parse_object, RawObject};
+use control_plane::translate::{InterceptionMode, MeshConfig, ProxyClass};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+/// A small deterministic generator (xorshift64*), so failures reproduce.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+fn fixture_documents() -> Vec<Value> {
+    let mut docs = Vec::new();
+    for fixture in ["rich", "adversarial"] {
+        let mut paths: Vec<_> = std::fs::read_dir(common::fixture_dir(fixture)).unwrap().map(|e| e.unwrap().path()).collect();
+        paths.sort();
+        for path in paths {
+            let text = std::fs::read_to_string(&path).unwrap();
+            for doc in serde_yaml::Deserializer::from_str(&text) {
+                let v = Value::deserialize(doc).unwrap();
+                if !v.is_null() {
+                    docs.push(v);
+                }
+            }
+        }
+    }
+    docs
+}
+
+/// Every path to a value inside `v` (object keys and array indexes).
+fn paths(v: &Value, prefix: &mut Vec<Value>, out: &mut Vec<Vec<Value>>) {
+    out.push(prefix.clone());
+    match v {
+        Value::Object(map) => {
+            for (k, child) in map {
+                prefix.push(json!(k));
+                paths(child, prefix, out);
+                prefix.pop();
+            }
+        }
+        Value::Array(items) => {
+            for (i, child) in items.iter().enumerate() {
+                prefix.push(json!(i));
+                paths(child, prefix, out);
+                prefix.pop();
+            }
+        }
+        _ => {}
+    }
+}
+
+fn at<'a>(v: &'a mut Value, path: &[Value]) -> &'a mut Value {
+    path.iter().fold(v, |v, key| match key {
+        Value::String(k) => &mut v[k.as_str()],
+        Value::Number(i) => &mut v[i.as_u64().unwrap() as usize],
+        _ => unreachable!(),
+    })
+}
+
+fn odd_value(rng: &mut Rng) -> Value {
+    let choices = [
+        json!(null),
+        json!(-1),
+        json!(0),
+        json!(65536),
+        json!(4294967296_u64),
+        json!(""),
+        json!("a b"),
+        json!("*"),
+        json!("(("),
+        json!("UPPER_case"),
+        json!("ünïcödé"),
+        json!("10.96.10.2"),
+        json!("fd00::1"),
+        json!("x".repeat(300)),
+        json!(true),
+        json!([]),
+        json!({}),
+        json!({"exact": "v", "prefix": "/"}),
+        json!({"regex": "^/[a-z]{1,9}$"}),
+        json!([{"destination": {"host": "reviews"}, "weight": 0}]),
+    ];
+    choices[rng.below(choices.len())].clone()
+}
+
+#[test]
+fn damaged_input_never_yields_config_envoy_rejects() {
+    let docs = fixture_documents();
+    let dir = std::env::temp_dir().join(format!("amime-mutations-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+    let classes = [
+        ProxyClass { namespace: "bookinfo".into(), mode: InterceptionMode::None, ip: ip("127.0.10.1"), labels: Default::default() },
+        ProxyClass {
+            namespace: "bookinfo".into(),
+            mode: InterceptionMode::Redirect,
+            ip: ip("127.0.10.11"),
+            labels: [("app".to_string(), "reviews".to_string())].into_iter().collect(),
+        },
+    ];
+    let (mut accepted, mut rejected) = (0, 0);
+    for round in 0..30u64 {
+        let seed = 0x9E37_79B9_7F4A_7C15 ^ round;
+        let mut rng = Rng(seed);
+        let mut docs = docs.clone();
+        for _ in 0..6 {
+            let d = rng.below(docs.len());
+            let mut all = Vec::new();
+            paths(&docs[d], &mut Vec::new(), &mut all);
+            // Keep apiVersion/kind/name mostly intact so the damage reaches specs.
+            let candidates: Vec<_> = all.into_iter().filter(|p| p.len() >= 2).collect();
+            if candidates.is_empty() {
+                continue;
+            }
+            let path = &candidates[rng.below(candidates.len())];
+            *at(&mut docs[d], path) = odd_value(&mut rng);
+        }
+        let mut index = Index::new();
+        for doc in docs {
+            let parsed = RawObject::from_value(doc).and_then(|raw| parse_object(&raw));
+            match parsed {
+                Ok(Parsed::Object(object, _)) => {
+                    accepted += 1;
+                    index.apply(object);
+                }
+                Ok(Parsed::Ignored) => {}
+                Err(e) => {
+                    rejected += 1;
+                    assert!(!e.message.is_empty(), "round {round}: an error without a message: {e:?}");
+                }
+            }
+        }
+        let mesh = MeshConfig::build(Arc::new(index));
+        for (i, class) in classes.iter().enumerate() {
+            let bootstrap = common::envoy::static_bootstrap(&mesh, class);
+            if let Err(output) = common::envoy::envoy_validate(&bootstrap, &dir.join(format!("round-{round}-{i}.pb"))) {
+                panic!("round {round} (seed {seed:#x}): Envoy rejects what meshd made for {class:?}:\n{output}");
+            }
+        }
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+    println!("{accepted} objects accepted, {rejected} rejected with an error");
+    assert!(rejected > 0 && accepted > 0, "the mutations should both damage and spare objects");
+}

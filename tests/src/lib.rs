@@ -13,6 +13,7 @@
 //! - [`meshd::Meshd`]: the control-plane process and its monitoring endpoints.
 //! - [`sidecar::Sidecar`]: an Envoy sidecar (bootstrap from `meshctl bootstrap`) and its admin API.
 //! - [`mesh`]: loopback IP blocks, the YAML config directory and the bookinfo fixture.
+//! - [`rules`]: the reviews DestinationRule and VirtualServices the tests and the demo use.
 //!
 //! Tests run in parallel: each test picks its own loopback block `127.0.N.0/24` ([`mesh::IpBlock`])
 //! so that ports never collide between tests.
@@ -24,6 +25,7 @@ pub mod meshd;
 pub mod netns;
 pub mod paths;
 pub mod process;
+pub mod rules;
 pub mod sidecar;
 pub mod upstream;
 pub mod wait;

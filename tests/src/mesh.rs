@@ -4,12 +4,12 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, ensure, Context as _, Result};
+use anyhow::{ensure, Context as _, Result};
 
 use crate::context::TestContext;
-use crate::meshd::Meshd;
+use crate::meshd::{self, Meshd};
 use crate::paths;
-use crate::sidecar::{Sidecar, SidecarSpec, XdsApi};
+use crate::sidecar::{self, Sidecar, SidecarSpec, XdsApi};
 use crate::upstream::Upstream;
 use crate::wait::await_condition;
 
@@ -57,6 +57,10 @@ pub mod hosts {
 
 /// Port of every bookinfo workload.
 pub const APP_PORT: u16 = 9080;
+
+/// The file of `manifests/examples/bookinfo` holding the reviews DestinationRule and
+/// VirtualService.
+pub const EXAMPLE_RULES_FILE: &str = "reviews-rules.yaml";
 
 /// The example's mesh (Namespace, Services, Pods), moved into `block`.
 pub fn bookinfo_mesh_yaml(block: IpBlock) -> Result<String> {
@@ -112,6 +116,21 @@ impl MeshDir {
     pub fn read(&self, name: &str) -> Result<String> {
         let target = self.path.join(name);
         std::fs::read_to_string(&target).with_context(|| format!("read {}", target.display()))
+    }
+
+    /// Rewrite `name` (a file holding a DestinationRule and a VirtualService, such as
+    /// [`EXAMPLE_RULES_FILE`]) as its DestinationRule followed by `virtual_service`. Returns the
+    /// instant right after the rename.
+    pub fn replace_virtual_service(&self, name: &str, virtual_service: &str) -> Result<Instant> {
+        let rules = self.read(name)?;
+        let destination_rule = rules
+            .split("\n---\n")
+            .find(|d| d.contains("kind: DestinationRule"))
+            .with_context(|| format!("no DestinationRule in {name}"))?;
+        self.write(
+            name,
+            &format!("{}\n---\n{virtual_service}", destination_rule.trim_end()),
+        )
     }
 
     /// Copy every file of `manifests/examples/bookinfo`, moved into `block`.
@@ -223,25 +242,42 @@ impl Bookinfo {
         .await
     }
 
+    /// Wait (at most `limit` from `since`) until 20 requests in a row to reviews with `headers`
+    /// reach only `version`, then check 50 more. Returns the convergence time.
+    pub async fn await_all_to(
+        &self,
+        version: &str,
+        headers: &[(&str, &str)],
+        since: Instant,
+        limit: Duration,
+    ) -> Result<Duration> {
+        let url = Self::REVIEWS_URL;
+        await_condition(
+            &format!("every request to {url} (headers {headers:?}) to reach {version}"),
+            limit.saturating_sub(since.elapsed()),
+            || async {
+                let tally = self.productpage.tally(20, url, headers).await;
+                ensure!(tally.all(version), "{tally}");
+                Ok(())
+            },
+        )
+        .await?;
+        let took = since.elapsed();
+        ensure!(
+            took <= limit,
+            "the change took {took:?} to apply (limit {limit:?})"
+        );
+        let tally = self.productpage.tally(50, url, headers).await;
+        ensure!(
+            tally.all(version),
+            "after converging, every request should reach {version}; got {tally}"
+        );
+        Ok(took)
+    }
+
     /// Envoy rejected no xDS update and meshd counted no NACK.
     pub async fn check_no_nacks(&self) -> Result<()> {
-        let rejected = self.productpage.rejected_updates().await?;
-        if rejected != 0 {
-            let stats = self.productpage.stats().await?;
-            let nonzero: Vec<String> = stats
-                .iter()
-                .filter(|(n, v)| n.ends_with(".update_rejected") && **v > 0)
-                .map(|(n, v)| format!("{n}={v}"))
-                .collect();
-            bail!(
-                "Envoy rejected {rejected} xDS updates: {}",
-                nonzero.join(", ")
-            );
-        }
-        match self.meshd.metric("amime_xds_nacks_total").await? {
-            Some(0.0) => Ok(()),
-            Some(n) => bail!("meshd counted {n} NACKs (amime_xds_nacks_total)"),
-            None => bail!("meshd /metrics has no amime_xds_nacks_total"),
-        }
+        sidecar::ensure_no_rejected_updates(&self.productpage.stats().await?)?;
+        meshd::ensure_no_nacks(self.meshd.metric(meshd::NACKS_METRIC).await?)
     }
 }

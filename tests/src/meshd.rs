@@ -169,6 +169,19 @@ impl Meshd {
     }
 }
 
+/// meshd's counter of NACKed xDS responses.
+pub const NACKS_METRIC: &str = "amime_xds_nacks_total";
+
+/// `Ok` if meshd counted no NACK: `nacks_total` is the value of [`NACKS_METRIC`] (`None`
+/// when `/metrics` does not have it, which is an error too).
+pub fn ensure_no_nacks(nacks_total: Option<f64>) -> Result<()> {
+    match nacks_total {
+        Some(0.0) => Ok(()),
+        Some(n) => bail!("meshd counted {n} NACKs ({NACKS_METRIC})"),
+        None => bail!("meshd /metrics has no {NACKS_METRIC}"),
+    }
+}
+
 /// Sum of the samples of metric `name` (any labels) in Prometheus text format.
 pub fn parse_metric(text: &str, name: &str) -> Option<f64> {
     let mut total = None;
@@ -218,6 +231,9 @@ mod tests {
         assert_eq!(parse_metric(text, "amime_xds_nacks_total"), Some(3.0));
         assert_eq!(parse_metric(text, "amime_xds_connected_proxies"), Some(3.0));
         assert_eq!(parse_metric(text, "amime_missing"), None);
+        assert!(ensure_no_nacks(Some(0.0)).is_ok());
+        assert!(ensure_no_nacks(parse_metric(text, NACKS_METRIC)).is_err());
+        assert!(ensure_no_nacks(None).is_err());
     }
 
     #[test]

@@ -140,8 +140,24 @@ impl Netns {
     {
         let mut all: Vec<std::ffi::OsString> = vec!["-n".into(), self.name.clone().into()];
         all.extend(args.into_iter().map(|a| a.as_ref().to_os_string()));
-        let out = run_to_completion(Path::new("ip"), &all, COMMAND_TIMEOUT).await?;
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        run_ip(&all).await
+    }
+
+    /// The arguments of `ip` that run `program ARGS...` inside the namespace
+    /// (`netns exec <name> PROGRAM ARGS...`).
+    fn netns_exec_args<I, S>(&self, program: &OsStr, args: I) -> Vec<std::ffi::OsString>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let mut all: Vec<std::ffi::OsString> = vec![
+            "netns".into(),
+            "exec".into(),
+            self.name.clone().into(),
+            program.to_os_string(),
+        ];
+        all.extend(args.into_iter().map(|a| a.as_ref().to_os_string()));
+        all
     }
 
     /// Run a short command inside the namespace (`ip netns exec <name> PROGRAM ARGS...`) and
@@ -151,15 +167,7 @@ impl Netns {
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
-        let mut all: Vec<std::ffi::OsString> = vec![
-            "netns".into(),
-            "exec".into(),
-            self.name.clone().into(),
-            program.into(),
-        ];
-        all.extend(args.into_iter().map(|a| a.as_ref().to_os_string()));
-        let out = run_to_completion(Path::new("ip"), &all, COMMAND_TIMEOUT).await?;
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        run_ip(&self.netns_exec_args(OsStr::new(program), args)).await
     }
 
     /// Start a long-running process inside the namespace (as the test's own user).
@@ -174,13 +182,7 @@ impl Netns {
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
-        let mut all: Vec<std::ffi::OsString> = vec![
-            "netns".into(),
-            "exec".into(),
-            self.name.clone().into(),
-            program.as_os_str().to_os_string(),
-        ];
-        all.extend(args.into_iter().map(|a| a.as_ref().to_os_string()));
+        let all = self.netns_exec_args(program.as_os_str(), args);
         ManagedProcess::spawn(ctx, label, Path::new("ip"), all)
     }
 
@@ -488,6 +490,12 @@ fn remove_stale_namespaces() {
             .stdin(Stdio::null())
             .output();
     }
+}
+
+/// `ip ARGS...` (at most [`COMMAND_TIMEOUT`]); its stdout. Fails on a non-zero exit.
+async fn run_ip(args: &[std::ffi::OsString]) -> Result<String> {
+    let out = run_to_completion(Path::new("ip"), args, COMMAND_TIMEOUT).await?;
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 fn enter_namespace(path: &Path) -> Result<()> {

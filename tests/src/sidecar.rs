@@ -7,7 +7,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{bail, Context as _, Result};
+use anyhow::{bail, ensure, Context as _, Result};
 use serde_json::Value;
 
 use crate::context::TestContext;
@@ -140,16 +140,7 @@ impl Sidecar {
         admin: SocketAddr,
     ) -> Result<Self> {
         let envoy = paths::envoy()?;
-        let args: Vec<String> = vec![
-            "--use-dynamic-base-id".into(),
-            "-c".into(),
-            bootstrap.display().to_string(),
-            "--log-level".into(),
-            "info".into(),
-            "--concurrency".into(),
-            "2".into(),
-        ];
-        let process = ManagedProcess::spawn(ctx, label, &envoy, &args)?;
+        let process = ManagedProcess::spawn(ctx, label, &envoy, envoy_args(bootstrap))?;
         ctx.register_log(format!("{label} bootstrap"), bootstrap.to_path_buf());
         let sidecar = Self {
             process,
@@ -250,6 +241,20 @@ impl Sidecar {
     }
 }
 
+/// The arguments the tests start Envoy with: `bootstrap`, log level info, two workers, and a
+/// dynamic base id (so that several Envoys run side by side).
+pub fn envoy_args(bootstrap: &Path) -> Vec<String> {
+    vec![
+        "--use-dynamic-base-id".into(),
+        "-c".into(),
+        bootstrap.display().to_string(),
+        "--log-level".into(),
+        "info".into(),
+        "--concurrency".into(),
+        "2".into(),
+    ]
+}
+
 /// Parse admin `/stats` text (`name: value` lines); non-integer values are skipped.
 pub fn parse_stats(text: &str) -> BTreeMap<String, u64> {
     text.lines()
@@ -267,6 +272,24 @@ pub fn rejected_updates(stats: &BTreeMap<String, u64>) -> u64 {
         .filter(|(name, _)| name.ends_with(".update_rejected"))
         .map(|(_, v)| v)
         .sum()
+}
+
+/// `Ok` if Envoy rejected no xDS update (every `*.update_rejected` stat is 0); otherwise an
+/// error listing the nonzero ones.
+pub fn ensure_no_rejected_updates(stats: &BTreeMap<String, u64>) -> Result<()> {
+    let rejected = rejected_updates(stats);
+    if rejected != 0 {
+        let nonzero: Vec<String> = stats
+            .iter()
+            .filter(|(n, v)| n.ends_with(".update_rejected") && **v > 0)
+            .map(|(n, v)| format!("{n}={v}"))
+            .collect();
+        bail!(
+            "Envoy rejected {rejected} xDS updates: {}",
+            nonzero.join(", ")
+        );
+    }
+    Ok(())
 }
 
 /// Every `weighted_clusters` found in a config dump: a list of (cluster name, weight) per route.
@@ -357,6 +380,23 @@ impl Tally {
     pub fn all(&self, key: &str) -> bool {
         self.total > 0 && self.get(key) == self.total
     }
+
+    /// `Ok` if `a` and `b` each got their share of a 50/50 split of the `n` answers.
+    ///
+    /// Each side is Binomial(n, 1/2): sigma = sqrt(n)/2. We accept n/2 ± 4.5 sigma (for n = 400:
+    /// 155..=245), a two-sided false-failure probability of about 7e-6 per check.
+    pub fn ensure_even_split(&self, a: &str, b: &str) -> Result<()> {
+        let n = self.total;
+        let sigma = (n as f64).sqrt() / 2.0;
+        let low = (n as f64 / 2.0 - 4.5 * sigma).ceil() as usize;
+        let high = (n as f64 / 2.0 + 4.5 * sigma).floor() as usize;
+        let even = low..=high;
+        ensure!(
+            even.contains(&self.get(a)) && even.contains(&self.get(b)),
+            "50/50 split: {a} and {b} should each get {low}..={high} of {n}; got {self}"
+        );
+        Ok(())
+    }
 }
 
 impl fmt::Display for Tally {
@@ -391,6 +431,13 @@ mod tests {
         assert_eq!(stats.get("server.live"), Some(&1));
         assert_eq!(stats.get("cluster.a.upstream_cx_length_ms"), None);
         assert_eq!(rejected_updates(&stats), 3);
+        let error = ensure_no_rejected_updates(&stats).unwrap_err().to_string();
+        assert_eq!(
+            error,
+            "Envoy rejected 3 xDS updates: cluster_manager.cds.update_rejected=1, \
+             http.x.rds.r.update_rejected=2"
+        );
+        assert!(ensure_no_rejected_updates(&parse_stats("server.live: 1\n")).is_ok());
     }
 
     #[test]
@@ -424,5 +471,16 @@ mod tests {
         assert_eq!((t.get("v1"), t.get("HTTP 503"), t.total), (2, 1, 3));
         assert!(!t.all("v1"));
         assert!(t.to_string().contains("no healthy upstream"));
+
+        // n = 400 accepts 155..=245 on each side.
+        let split = |v1: usize, v3: usize| {
+            let mut t = Tally::default();
+            (0..v1).for_each(|_| t.record(Ok(ok("v1"))));
+            (0..v3).for_each(|_| t.record(Ok(ok("v3"))));
+            t.ensure_even_split("v1", "v3")
+        };
+        assert!(split(155, 245).is_ok() && split(245, 155).is_ok());
+        let error = split(154, 246).unwrap_err().to_string();
+        assert!(error.starts_with("50/50 split: v1 and v3 should each get 155..=245 of 400;"));
     }
 }

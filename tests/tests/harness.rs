@@ -1,6 +1,7 @@
 //! Tests of the harness itself; they need Envoy but not meshd/meshctl.
 //! Loopback blocks 201..=209 belong to this file.
 
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use amime_e2e::context::TestContext;
@@ -9,7 +10,23 @@ use amime_e2e::process::ManagedProcess;
 use amime_e2e::{
     await_condition, fatal, hosts, mesh, paths, run_test, IpBlock, MeshDir, Sidecar, Upstream,
 };
-use anyhow::{bail, ensure};
+use anyhow::{bail, ensure, Result};
+
+/// Wait at most `timeout` until `GET path` to `addr` fails (nothing answers there any more).
+async fn await_no_answer(
+    what: &str,
+    addr: SocketAddr,
+    path: &str,
+    timeout: Duration,
+) -> Result<()> {
+    await_condition(what, timeout, || async {
+        match http::get(addr, path).await {
+            Ok(r) => bail!("still answering: {}", r.summary()),
+            Err(_) => Ok(()),
+        }
+    })
+    .await
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_answers_with_its_identity() {
@@ -48,15 +65,11 @@ async fn upstream_answers_with_its_identity() {
         // Dropping it stops the server.
         let addr = upstream.addr();
         drop(upstream);
-        await_condition(
+        await_no_answer(
             "the dropped upstream to refuse connections",
+            addr,
+            "/",
             Duration::from_secs(5),
-            || async {
-                match http::get(addr, "/").await {
-                    Ok(r) => bail!("still answering: {}", r.summary()),
-                    Err(_) => Ok(()),
-                }
-            },
         )
         .await
     })
@@ -308,15 +321,11 @@ async fn envoy_with_static_bootstrap() {
         // Killed on drop: the admin port goes away.
         let admin = envoy.admin_addr();
         drop(envoy);
-        await_condition(
+        await_no_answer(
             "the dropped Envoy to stop answering on admin",
+            admin,
+            "/ready",
             Duration::from_secs(10),
-            || async {
-                match http::get(admin, "/ready").await {
-                    Ok(r) => bail!("still answering: {}", r.summary()),
-                    Err(_) => Ok(()),
-                }
-            },
         )
         .await
     })

@@ -6,6 +6,8 @@
 
 use std::time::{Duration, Instant};
 
+use amime_e2e::mesh::EXAMPLE_RULES_FILE;
+use amime_e2e::rules::REVIEWS_VS_ALL_V3;
 use amime_e2e::{
     await_condition, hosts, run_test, Bookinfo, BookinfoOptions, IpBlock, MeshDir, Meshd, Tally,
     TestContext, XdsApi,
@@ -33,35 +35,15 @@ const JASON: &[(&str, &str)] = &[("end-user", "jason")];
 /// The xDS node id of the productpage sidecar (`<pod>.<namespace>`).
 const PRODUCTPAGE_NODE: &str = "productpage-v1.bookinfo";
 
-/// The file of `manifests/examples/bookinfo` holding the reviews DestinationRule and
-/// VirtualService.
-const RULES_FILE: &str = "reviews-rules.yaml";
-
-/// Everything to v3 (replaces the example's VirtualService).
-const VS_ALL_V3: &str = r#"apiVersion: networking.amime.dev/v1
-kind: VirtualService
-metadata:
-  name: reviews
-  namespace: bookinfo
-spec:
-  hosts:
-  - reviews
-  http:
-  - route:
-    - destination:
-        host: reviews
-        subset: v3
-      weight: 100
-"#;
-
 /// The bookinfo example (mesh + reviews rules: jason → v2, others 50/50 v1/v3) moved into
 /// `block`, with meshd, the reviews upstreams and the productpage sidecar speaking `xds_api`.
 async fn start_example(ctx: &TestContext, block: IpBlock, xds_api: XdsApi) -> Result<Bookinfo> {
     let dir = MeshDir::new(ctx)?;
     dir.copy_bookinfo_example(block)?;
     ensure!(
-        dir.read(RULES_FILE)?.contains("kind: VirtualService"),
-        "the bookinfo example no longer has its VirtualService in {RULES_FILE}"
+        dir.read(EXAMPLE_RULES_FILE)?
+            .contains("kind: VirtualService"),
+        "the bookinfo example no longer has its VirtualService in {EXAMPLE_RULES_FILE}"
     );
     Bookinfo::start(
         ctx,
@@ -75,21 +57,6 @@ async fn start_example(ctx: &TestContext, block: IpBlock, xds_api: XdsApi) -> Re
     .await
 }
 
-/// Replace the VirtualService of the example's rules file with `virtual_service`, keeping the
-/// DestinationRule. Returns the instant of the rename.
-fn write_virtual_service(bookinfo: &Bookinfo, virtual_service: &str) -> Result<Instant> {
-    let rules = bookinfo.dir.read(RULES_FILE)?;
-    let docs: Vec<&str> = rules.split("\n---\n").collect();
-    let destination_rule = docs
-        .iter()
-        .find(|d| d.contains("kind: DestinationRule"))
-        .with_context(|| format!("no DestinationRule in {RULES_FILE}"))?;
-    bookinfo.dir.write(
-        RULES_FILE,
-        &format!("{}\n---\n{virtual_service}", destination_rule.trim_end()),
-    )
-}
-
 /// One request with `end-user: jason` must reach v2, one without must reach v1 or v3.
 async fn routing_round(bookinfo: &Bookinfo, jason: &mut Tally, others: &mut Tally) {
     jason.record(bookinfo.productpage.request(REVIEWS, JASON).await);
@@ -97,29 +64,17 @@ async fn routing_round(bookinfo: &Bookinfo, jason: &mut Tally, others: &mut Tall
 }
 
 /// The example's routing holds for the answers in `jason` / `others`: jason always v2; everyone
-/// else only v1/v3, split 50/50.
-///
-/// Each side of the split is Binomial(n, 1/2), sigma = sqrt(n)/2; we accept n/2 ± 4.5 sigma, a
-/// false-failure probability of about 7e-6 per check.
+/// else only v1/v3, split 50/50 (see [`Tally::ensure_even_split`]).
 fn check_example_routing(jason: &Tally, others: &Tally) -> Result<()> {
     ensure!(
         jason.all("v2"),
         "GET {REVIEWS} with end-user: jason should always reach reviews v2; got {jason}"
     );
-    let n = others.total;
-    let (v1, v3) = (others.get("v1"), others.get("v3"));
     ensure!(
-        n > 0 && v1 + v3 == n,
+        others.total > 0 && others.get("v1") + others.get("v3") == others.total,
         "GET {REVIEWS} without end-user should reach only v1/v3; got {others}"
     );
-    let sigma = (n as f64).sqrt() / 2.0;
-    let low = (n as f64 / 2.0 - 4.5 * sigma).ceil() as usize;
-    let high = (n as f64 / 2.0 + 4.5 * sigma).floor() as usize;
-    ensure!(
-        (low..=high).contains(&v1) && (low..=high).contains(&v3),
-        "50/50 split: v1 and v3 should each get {low}..={high} of {n}; got {others}"
-    );
-    Ok(())
+    others.ensure_even_split("v1", "v3")
 }
 
 /// `rounds` rounds of [`routing_round`], then [`check_example_routing`].
@@ -320,37 +275,6 @@ async fn await_synced(bookinfo: &Bookinfo, api: XdsApi, timeout: Duration) -> Re
     .await
 }
 
-/// Wait (at most [`CONVERGENCE`] from `since`) until 20 requests in a row reach only `version`,
-/// then check 50 more. Returns the convergence time.
-async fn await_all_to(
-    bookinfo: &Bookinfo,
-    version: &str,
-    headers: &[(&str, &str)],
-    since: Instant,
-) -> Result<Duration> {
-    await_condition(
-        &format!("every request to {REVIEWS} (headers {headers:?}) to reach {version}"),
-        CONVERGENCE.saturating_sub(since.elapsed()),
-        || async {
-            let tally = bookinfo.productpage.tally(20, REVIEWS, headers).await;
-            ensure!(tally.all(version), "{tally}");
-            Ok(())
-        },
-    )
-    .await?;
-    let took = since.elapsed();
-    ensure!(
-        took <= CONVERGENCE,
-        "the change took {took:?} to apply (limit {CONVERGENCE:?})"
-    );
-    let tally = bookinfo.productpage.tally(50, REVIEWS, headers).await;
-    ensure!(
-        tally.all(version),
-        "after converging, every request should reach {version}; got {tally}"
-    );
-    Ok(took)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn proxies_keep_their_config_while_meshd_is_down() {
     run_test(
@@ -433,10 +357,17 @@ async fn meshd_restart_resyncs_without_nack(
         .context("after the reconnection")?;
 
     // The new meshd really drives Envoy: an edit applies within CONVERGENCE.
-    let renamed = write_virtual_service(&bookinfo, VS_ALL_V3)?;
-    let took = await_all_to(&bookinfo, "v3", &[], renamed).await?;
+    // The example's rules file with its VirtualService replaced (the DestinationRule stays).
+    let renamed = bookinfo
+        .dir
+        .replace_virtual_service(EXAMPLE_RULES_FILE, REVIEWS_VS_ALL_V3)?;
+    let took = bookinfo
+        .await_all_to("v3", &[], renamed, CONVERGENCE)
+        .await?;
     eprintln!("100% v3 applied {took:?} after the rename");
-    await_all_to(&bookinfo, "v3", JASON, renamed).await?;
+    bookinfo
+        .await_all_to("v3", JASON, renamed, CONVERGENCE)
+        .await?;
     ensure_same_envoy(&bookinfo, envoy_pid)?;
     let acks = bookinfo.meshd.metric("amime_xds_acks_total").await?;
     ensure!(

@@ -8,6 +8,9 @@
 use std::time::{Duration, Instant};
 
 use amime_e2e::mesh::{self, APP_PORT};
+use amime_e2e::rules::{
+    reviews_vs_jason_v2_else_split, REVIEWS_DESTINATION_RULE, REVIEWS_VS_ALL_V3,
+};
 use amime_e2e::{
     await_condition, hosts, run_test, Bookinfo, BookinfoOptions, ConfigError, IpBlock, MeshDir,
     TestContext, Upstream, XdsApi,
@@ -22,76 +25,6 @@ const JASON: &[(&str, &str)] = &[("end-user", "jason")];
 
 const DESTINATION_RULE_FILE: &str = "reviews-destinationrule.yaml";
 const VIRTUAL_SERVICE_FILE: &str = "reviews-virtualservice.yaml";
-
-const DESTINATION_RULE: &str = r#"
-apiVersion: networking.amime.dev/v1
-kind: DestinationRule
-metadata:
-  name: reviews
-  namespace: bookinfo
-spec:
-  host: reviews
-  subsets:
-  - name: v1
-    labels:
-      version: v1
-  - name: v2
-    labels:
-      version: v2
-  - name: v3
-    labels:
-      version: v3
-"#;
-
-/// jason → v2, everyone else 50/50 v1/v3 (as in manifests/examples/bookinfo).
-const VS_JASON_V2_ELSE_SPLIT: &str = r#"
-apiVersion: networking.amime.dev/v1
-kind: VirtualService
-metadata:
-  name: reviews
-  namespace: bookinfo
-spec:
-  hosts:
-  - reviews
-  http:
-  - name: jason-to-v2
-    match:
-    - headers:
-        end-user:
-          exact: jason
-    route:
-    - destination:
-        host: reviews
-        subset: v2
-  - name: split-v1-v3
-    route:
-    - destination:
-        host: reviews
-        subset: v1
-      weight: 50
-    - destination:
-        host: reviews
-        subset: v3
-      weight: 50
-"#;
-
-/// Everything to v3.
-const VS_ALL_V3: &str = r#"
-apiVersion: networking.amime.dev/v1
-kind: VirtualService
-metadata:
-  name: reviews
-  namespace: bookinfo
-spec:
-  hosts:
-  - reviews
-  http:
-  - route:
-    - destination:
-        host: reviews
-        subset: v3
-      weight: 100
-"#;
 
 /// Invalid: a negative weight.
 const VS_NEGATIVE_WEIGHT: &str = r#"
@@ -150,18 +83,23 @@ spec:
   ports: [
 "#;
 
-/// Write the bookinfo mesh (moved into `block`), the DestinationRule and `virtual_service`,
-/// then start meshd, the upstreams and the productpage sidecar.
-async fn start_bookinfo(
-    ctx: &TestContext,
-    block: IpBlock,
-    virtual_service: &str,
-    xds_api: XdsApi,
-) -> Result<Bookinfo> {
+/// Write the reviews rules: the DestinationRule, and the VirtualService of
+/// `manifests/examples/bookinfo` (jason → v2, everyone else 50/50 v1/v3).
+fn write_rules(dir: &MeshDir) -> Result<()> {
+    dir.write(DESTINATION_RULE_FILE, REVIEWS_DESTINATION_RULE)?;
+    dir.write(
+        VIRTUAL_SERVICE_FILE,
+        &reviews_vs_jason_v2_else_split(50, 50),
+    )?;
+    Ok(())
+}
+
+/// Write the bookinfo mesh (moved into `block`) and the reviews rules ([`write_rules`]), then
+/// start meshd, the upstreams and the productpage sidecar.
+async fn start_bookinfo(ctx: &TestContext, block: IpBlock, xds_api: XdsApi) -> Result<Bookinfo> {
     let dir = MeshDir::new(ctx)?;
     dir.write("mesh.yaml", &mesh::bookinfo_mesh_yaml(block)?)?;
-    dir.write(DESTINATION_RULE_FILE, DESTINATION_RULE)?;
-    dir.write(VIRTUAL_SERVICE_FILE, virtual_service)?;
+    write_rules(&dir)?;
     Bookinfo::start(
         ctx,
         block,
@@ -189,57 +127,15 @@ async fn check_header_routing(bookinfo: &Bookinfo) -> Result<()> {
     Ok(())
 }
 
-/// `n` requests without the header split 50/50 between v1 and v3, never v2.
-///
-/// Each side is Binomial(n, 1/2): sigma = sqrt(n)/2. We accept n/2 ± 4.5 sigma (for n = 400:
-/// 155..=245), a two-sided false-failure probability of about 7e-6 per check.
+/// `n` requests without the header split 50/50 between v1 and v3 (see
+/// [`Tally::ensure_even_split`](amime_e2e::Tally::ensure_even_split)), never v2.
 async fn check_even_split(bookinfo: &Bookinfo, n: usize) -> Result<()> {
     let tally = bookinfo.productpage.tally(n, REVIEWS, &[]).await;
-    let sigma = (n as f64).sqrt() / 2.0;
-    let low = (n as f64 / 2.0 - 4.5 * sigma).ceil() as usize;
-    let high = (n as f64 / 2.0 + 4.5 * sigma).floor() as usize;
-    let (v1, v3) = (tally.get("v1"), tally.get("v3"));
     ensure!(
-        v1 + v3 == n,
+        tally.get("v1") + tally.get("v3") == n,
         "every request should reach v1 or v3 (no v2, no errors); got {tally}"
     );
-    ensure!(
-        (low..=high).contains(&v1) && (low..=high).contains(&v3),
-        "50/50 split: v1 and v3 should each get {low}..={high} of {n}; got {tally}"
-    );
-    Ok(())
-}
-
-/// Wait (at most [`CONVERGENCE`] from `since`) until 20 requests in a row reach only `version`;
-/// then check 50 more. Returns the convergence time.
-async fn await_all_to(
-    bookinfo: &Bookinfo,
-    version: &str,
-    headers: &[(&str, &str)],
-    since: Instant,
-) -> Result<Duration> {
-    let remaining = CONVERGENCE.saturating_sub(since.elapsed());
-    await_condition(
-        &format!("every request to {REVIEWS} to reach {version}"),
-        remaining,
-        || async {
-            let tally = bookinfo.productpage.tally(20, REVIEWS, headers).await;
-            ensure!(tally.all(version), "{tally}");
-            Ok(())
-        },
-    )
-    .await?;
-    let took = since.elapsed();
-    ensure!(
-        took <= CONVERGENCE,
-        "the change took {took:?} to apply (limit {CONVERGENCE:?})"
-    );
-    let tally = bookinfo.productpage.tally(50, REVIEWS, headers).await;
-    ensure!(
-        tally.all(version),
-        "after converging, every request should reach {version}; got {tally}"
-    );
-    Ok(took)
+    tally.ensure_even_split("v1", "v3")
 }
 
 /// Wait until `/debug/config_errors` has an entry for `file` whose field contains `field_part`.
@@ -274,8 +170,7 @@ async fn await_config_error(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn header_routing_sends_jason_to_v2() {
     run_test("header_routing_sends_jason_to_v2", |ctx| async move {
-        let bookinfo =
-            start_bookinfo(&ctx, IpBlock(21), VS_JASON_V2_ELSE_SPLIT, XdsApi::Delta).await?;
+        let bookinfo = start_bookinfo(&ctx, IpBlock(21), XdsApi::Delta).await?;
         check_header_routing(&bookinfo).await?;
 
         // The end-user header reaches the upstream untouched.
@@ -304,8 +199,7 @@ async fn header_routing_sends_jason_to_v2() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn weighted_split_is_even() {
     run_test("weighted_split_is_even", |ctx| async move {
-        let bookinfo =
-            start_bookinfo(&ctx, IpBlock(22), VS_JASON_V2_ELSE_SPLIT, XdsApi::Delta).await?;
+        let bookinfo = start_bookinfo(&ctx, IpBlock(22), XdsApi::Delta).await?;
         check_even_split(&bookinfo, 400).await?;
         bookinfo.check_no_nacks().await
     })
@@ -315,13 +209,16 @@ async fn weighted_split_is_even() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn live_edit_applies_without_restarts() {
     run_test("live_edit_applies_without_restarts", |ctx| async move {
-        let bookinfo =
-            start_bookinfo(&ctx, IpBlock(23), VS_JASON_V2_ELSE_SPLIT, XdsApi::Delta).await?;
+        let bookinfo = start_bookinfo(&ctx, IpBlock(23), XdsApi::Delta).await?;
         check_header_routing(&bookinfo).await?;
         let (envoy_pid, meshd_pid) = (bookinfo.productpage.pid(), bookinfo.meshd.pid());
 
-        let renamed = bookinfo.dir.write(VIRTUAL_SERVICE_FILE, VS_ALL_V3)?;
-        let took = await_all_to(&bookinfo, "v3", &[], renamed).await?;
+        let renamed = bookinfo
+            .dir
+            .write(VIRTUAL_SERVICE_FILE, REVIEWS_VS_ALL_V3)?;
+        let took = bookinfo
+            .await_all_to("v3", &[], renamed, CONVERGENCE)
+            .await?;
         eprintln!("100% v3 applied {took:?} after the rename");
         // The jason rule is gone too.
         let jason = bookinfo.productpage.tally(20, REVIEWS, JASON).await;
@@ -350,7 +247,7 @@ async fn invalid_edit_keeps_previous_routing(
     invalid: &str,
     field: &str,
 ) -> Result<()> {
-    let bookinfo = start_bookinfo(&ctx, block, VS_JASON_V2_ELSE_SPLIT, XdsApi::Delta).await?;
+    let bookinfo = start_bookinfo(&ctx, block, XdsApi::Delta).await?;
     check_header_routing(&bookinfo).await?;
 
     let renamed = bookinfo.dir.write(VIRTUAL_SERVICE_FILE, invalid)?;
@@ -410,8 +307,7 @@ async fn broken_yaml_file_does_not_block_good_files() {
             // Sorted before and after the good files.
             dir.write("00-broken.yaml", BROKEN_YAML)?;
             dir.write("mesh.yaml", &mesh::bookinfo_mesh_yaml(block)?)?;
-            dir.write(DESTINATION_RULE_FILE, DESTINATION_RULE)?;
-            dir.write(VIRTUAL_SERVICE_FILE, VS_JASON_V2_ELSE_SPLIT)?;
+            write_rules(&dir)?;
             let bookinfo = Bookinfo::start(&ctx, block, dir, BookinfoOptions::default()).await?;
             await_config_error(&bookinfo, "00-broken.yaml", None, Instant::now()).await?;
             check_header_routing(&bookinfo).await?;
@@ -419,8 +315,12 @@ async fn broken_yaml_file_does_not_block_good_files() {
 
             // A second broken file and a good edit at the same time: the edit applies.
             bookinfo.dir.write("zz-broken.yml", BROKEN_YAML)?;
-            let renamed = bookinfo.dir.write(VIRTUAL_SERVICE_FILE, VS_ALL_V3)?;
-            await_all_to(&bookinfo, "v3", &[], renamed).await?;
+            let renamed = bookinfo
+                .dir
+                .write(VIRTUAL_SERVICE_FILE, REVIEWS_VS_ALL_V3)?;
+            bookinfo
+                .await_all_to("v3", &[], renamed, CONVERGENCE)
+                .await?;
             await_config_error(&bookinfo, "zz-broken.yml", None, renamed).await?;
             await_config_error(&bookinfo, "00-broken.yaml", None, Instant::now()).await?;
             bookinfo.check_no_nacks().await
@@ -432,12 +332,15 @@ async fn broken_yaml_file_does_not_block_good_files() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sotw_header_routing_split_and_edit() {
     run_test("sotw_header_routing_split_and_edit", |ctx| async move {
-        let bookinfo =
-            start_bookinfo(&ctx, IpBlock(27), VS_JASON_V2_ELSE_SPLIT, XdsApi::Sotw).await?;
+        let bookinfo = start_bookinfo(&ctx, IpBlock(27), XdsApi::Sotw).await?;
         check_header_routing(&bookinfo).await?;
         check_even_split(&bookinfo, 400).await?;
-        let renamed = bookinfo.dir.write(VIRTUAL_SERVICE_FILE, VS_ALL_V3)?;
-        await_all_to(&bookinfo, "v3", JASON, renamed).await?;
+        let renamed = bookinfo
+            .dir
+            .write(VIRTUAL_SERVICE_FILE, REVIEWS_VS_ALL_V3)?;
+        bookinfo
+            .await_all_to("v3", JASON, renamed, CONVERGENCE)
+            .await?;
         bookinfo.check_no_nacks().await
     })
     .await;
@@ -552,7 +455,7 @@ async fn unknown_host_passes_through() {
             "not-in-mesh",
         )
         .await?;
-        let bookinfo = start_bookinfo(&ctx, block, VS_JASON_V2_ELSE_SPLIT, XdsApi::Delta).await?;
+        let bookinfo = start_bookinfo(&ctx, block, XdsApi::Delta).await?;
         let url = format!("http://{}/passthrough?x=1", outside.addr());
         let response = bookinfo.productpage.request(&url, &[]).await?;
         ensure!(

@@ -26,14 +26,15 @@
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use amime_e2e::meshd::parse_metric;
+use amime_e2e::meshd::{ensure_no_nacks, parse_metric, NACKS_METRIC};
 use amime_e2e::netns::{self, link_veth, Capture, Netns, TcpEcho, PROXY_UID};
 use amime_e2e::process::{run_to_completion, ManagedProcess};
-use amime_e2e::sidecar::{parse_stats, rejected_updates};
+use amime_e2e::rules::{self, REVIEWS_DESTINATION_RULE};
+use amime_e2e::sidecar::{ensure_no_rejected_updates, envoy_args, parse_stats};
 use amime_e2e::{
     await_condition, paths, run_test, MeshDir, Response, Tally, TestContext, Upstream, XdsApi,
 };
-use anyhow::{bail, ensure, Context as _, Result};
+use anyhow::{ensure, Context as _, Result};
 use serde_json::Value;
 
 const APP_PORT: u16 = 9080;
@@ -187,27 +188,8 @@ spec:
     }
 }
 
-/// Subsets v1/v2/v3; jason → v2, everyone else → v1.
-const REVIEWS_RULES: &str = r#"
-apiVersion: networking.amime.dev/v1
-kind: DestinationRule
-metadata:
-  name: reviews
-  namespace: bookinfo
-spec:
-  host: reviews
-  subsets:
-  - name: v1
-    labels:
-      version: v1
-  - name: v2
-    labels:
-      version: v2
-  - name: v3
-    labels:
-      version: v3
----
-apiVersion: networking.amime.dev/v1
+/// jason → v2, everyone else → v1 (with the subsets of [`REVIEWS_DESTINATION_RULE`]).
+const VS_JASON_V2_ELSE_V1: &str = r#"apiVersion: networking.amime.dev/v1
 kind: VirtualService
 metadata:
   name: reviews
@@ -289,7 +271,10 @@ impl TransparentMesh {
 
         let dir = MeshDir::new(ctx)?;
         dir.write("mesh.yaml", &block.mesh_yaml())?;
-        dir.write("reviews-rules.yaml", REVIEWS_RULES)?;
+        dir.write(
+            "reviews-rules.yaml",
+            &rules::documents(&[REVIEWS_DESTINATION_RULE, VS_JASON_V2_ELSE_V1]),
+        )?;
 
         let mut reviews = Vec::new();
         for (h, version) in [
@@ -372,15 +357,7 @@ impl TransparentMesh {
             "envoy-productpage",
             PROXY_UID,
             &paths::envoy()?,
-            [
-                "--use-dynamic-base-id".to_string(),
-                "-c".into(),
-                bootstrap.display().to_string(),
-                "--log-level".into(),
-                "info".into(),
-                "--concurrency".into(),
-                "2".into(),
-            ],
+            envoy_args(&bootstrap),
         )?;
         let mesh = Self {
             envoy,
@@ -457,21 +434,11 @@ impl TransparentMesh {
         Ok(parse_metric(&response.body, name))
     }
 
-    /// Envoy rejected no xDS update and meshd counted no NACK.
+    /// Envoy rejected no xDS update, accepted listeners and clusters at least once, and meshd
+    /// counted no NACK.
     async fn check_no_nacks(&self) -> Result<()> {
         let stats = self.stats().await?;
-        let rejected = rejected_updates(&stats);
-        if rejected != 0 {
-            let nonzero: Vec<String> = stats
-                .iter()
-                .filter(|(n, v)| n.ends_with(".update_rejected") && **v > 0)
-                .map(|(n, v)| format!("{n}={v}"))
-                .collect();
-            bail!(
-                "Envoy rejected {rejected} xDS updates: {}",
-                nonzero.join(", ")
-            );
-        }
+        ensure_no_rejected_updates(&stats)?;
         for name in [
             "listener_manager.lds.update_success",
             "cluster_manager.cds.update_success",
@@ -479,11 +446,7 @@ impl TransparentMesh {
             let n = stats.get(name).copied().unwrap_or(0);
             ensure!(n >= 1, "{name} = {n}: Envoy never accepted an update");
         }
-        match self.meshd_metric("amime_xds_nacks_total").await? {
-            Some(0.0) => Ok(()),
-            Some(n) => bail!("meshd counted {n} NACKs (amime_xds_nacks_total)"),
-            None => bail!("meshd /metrics has no amime_xds_nacks_total"),
-        }
+        ensure_no_nacks(self.meshd_metric(NACKS_METRIC).await?)
     }
 
     /// `GET /` from the productpage pod (captured) to `addr` with `Host: host`.

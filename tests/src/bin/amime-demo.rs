@@ -7,65 +7,11 @@
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use amime_e2e::mesh::hosts;
+use amime_e2e::mesh::{hosts, EXAMPLE_RULES_FILE};
+use amime_e2e::rules::reviews_vs_jason_v2_else_split;
 use amime_e2e::sidecar::weighted_clusters;
 use amime_e2e::{await_condition, Bookinfo, BookinfoOptions, IpBlock, MeshDir, Tally, TestContext};
 use anyhow::{bail, ensure, Context as _, Result};
-
-const RULES_FILE: &str = "reviews-rules.yaml";
-
-/// The example rules with the split changed to 80/20.
-const RULES_80_20: &str = r#"# Edited by amime-demo: the split is now 80/20.
-apiVersion: networking.amime.dev/v1
-kind: DestinationRule
-metadata:
-  name: reviews
-  namespace: bookinfo
-spec:
-  host: reviews
-  trafficPolicy:
-    loadBalancer:
-      simple: ROUND_ROBIN
-  subsets:
-  - name: v1
-    labels:
-      version: v1
-  - name: v2
-    labels:
-      version: v2
-  - name: v3
-    labels:
-      version: v3
----
-apiVersion: networking.amime.dev/v1
-kind: VirtualService
-metadata:
-  name: reviews
-  namespace: bookinfo
-spec:
-  hosts:
-  - reviews
-  http:
-  - name: jason-to-v2
-    match:
-    - headers:
-        end-user:
-          exact: jason
-    route:
-    - destination:
-        host: reviews
-        subset: v2
-  - name: split-v1-v3
-    route:
-    - destination:
-        host: reviews
-        subset: v1
-      weight: 80
-    - destination:
-        host: reviews
-        subset: v3
-      weight: 20
-"#;
 
 struct Args {
     keep_running: bool,
@@ -188,7 +134,7 @@ async fn demo(ctx: &TestContext, args: &Args) -> Result<()> {
     }
     println!(
         "  rules: {}",
-        bookinfo.dir.path().join(RULES_FILE).display()
+        bookinfo.dir.path().join(EXAMPLE_RULES_FILE).display()
     );
 
     // (a) Header routing.
@@ -225,9 +171,16 @@ async fn demo(ctx: &TestContext, args: &Args) -> Result<()> {
     );
 
     // (c) Live edit.
-    println!("\n(c) Editing {RULES_FILE}: split-v1-v3 becomes 80/20 ...");
+    println!("\n(c) Editing {EXAMPLE_RULES_FILE}: split-v1-v3 becomes 80/20 ...");
     let pids = (bookinfo.meshd.pid(), bookinfo.productpage.pid());
-    let renamed = bookinfo.dir.write(RULES_FILE, RULES_80_20)?;
+    // The example's rules with the split changed to 80/20 (the DestinationRule stays).
+    let renamed = bookinfo.dir.replace_virtual_service(
+        EXAMPLE_RULES_FILE,
+        &format!(
+            "# Edited by amime-demo: the split is now 80/20.\n{}",
+            reviews_vs_jason_v2_else_split(80, 20)
+        ),
+    )?;
     await_condition(
         "the sidecar's route to carry the 80/20 split",
         Duration::from_secs(10),
@@ -281,7 +234,7 @@ async fn demo(ctx: &TestContext, args: &Args) -> Result<()> {
     println!("    curl -x http://{pp}:15001 -H 'end-user: jason' http://reviews:9080/");
     println!(
         "    edit {}  (changes apply live)",
-        bookinfo.dir.path().join(RULES_FILE).display()
+        bookinfo.dir.path().join(EXAMPLE_RULES_FILE).display()
     );
     println!(
         "    curl http://{}/debug/config_errors",

@@ -1,0 +1,82 @@
+//! Routing rules for the reviews service of the `bookinfo` namespace, shared by the tests and
+//! the demo. Each text is one YAML document ending in a newline; put several in one file with
+//! [`documents`].
+
+/// Subsets v1/v2/v3 of reviews, by the `version` label.
+pub const REVIEWS_DESTINATION_RULE: &str = r#"apiVersion: networking.amime.dev/v1
+kind: DestinationRule
+metadata:
+  name: reviews
+  namespace: bookinfo
+spec:
+  host: reviews
+  subsets:
+  - name: v1
+    labels:
+      version: v1
+  - name: v2
+    labels:
+      version: v2
+  - name: v3
+    labels:
+      version: v3
+"#;
+
+/// Everything to v3.
+pub const REVIEWS_VS_ALL_V3: &str = r#"apiVersion: networking.amime.dev/v1
+kind: VirtualService
+metadata:
+  name: reviews
+  namespace: bookinfo
+spec:
+  hosts:
+  - reviews
+  http:
+  - route:
+    - destination:
+        host: reviews
+        subset: v3
+      weight: 100
+"#;
+
+/// jason → v2 (route `jason-to-v2`), everyone else split `v1_weight`/`v3_weight` between v1
+/// and v3 (route `split-v1-v3`). With 50/50 this is the VirtualService of
+/// `manifests/examples/bookinfo`.
+pub fn reviews_vs_jason_v2_else_split(v1_weight: u32, v3_weight: u32) -> String {
+    format!(
+        r#"apiVersion: networking.amime.dev/v1
+kind: VirtualService
+metadata:
+  name: reviews
+  namespace: bookinfo
+spec:
+  hosts:
+  - reviews
+  http:
+  - name: jason-to-v2
+    match:
+    - headers:
+        end-user:
+          exact: jason
+    route:
+    - destination:
+        host: reviews
+        subset: v2
+  - name: split-v1-v3
+    route:
+    - destination:
+        host: reviews
+        subset: v1
+      weight: {v1_weight}
+    - destination:
+        host: reviews
+        subset: v3
+      weight: {v3_weight}
+"#
+    )
+}
+
+/// One YAML file holding `docs` in order (`---` between them).
+pub fn documents(docs: &[&str]) -> String {
+    docs.join("---\n")
+}

@@ -36,12 +36,18 @@ pub async fn run(config: MeshdConfig) -> anyhow::Result<()> {
     let source = config_dir::watch(dir, state.clone(), Duration::from_millis(50));
     let pusher = push::run(state.clone(), distributor.clone(), config.debounce());
     let ads = AdsServer::new(Arc::new(ProxySnapshots(distributor.clone())), registry.clone());
+    let closer = ads.clone();
+    let shutdown = async move {
+        shutdown_signal().await;
+        // Proxies keep their config and reconnect (to another replica, or to us later).
+        closer.close_streams();
+    };
     tracing::info!(addr = %config.xds_addr, "xDS server listening");
     let server = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
         .add_service(ads.into_service())
-        .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(xds_listener), shutdown_signal());
+        .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(xds_listener), shutdown);
 
     tokio::select! {
         r = server => r.context("xDS server")?,

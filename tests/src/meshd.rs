@@ -92,17 +92,18 @@ impl Meshd {
     /// Kill meshd with SIGKILL (the way a crash happens: no graceful shutdown, its streams
     /// just break) and wait until it has exited, so its addresses can be bound again.
     pub async fn kill(&self) -> Result<()> {
+        self.signal_and_wait("KILL", Duration::from_secs(5)).await
+    }
+
+    /// Send `signal` (e.g. `TERM`) and wait at most `limit` for meshd to exit.
+    pub async fn signal_and_wait(&self, signal: &str, limit: Duration) -> Result<()> {
         let pid = self.process.pid().to_string();
         if self.process.is_running() {
-            run_to_completion(
-                Path::new("kill"),
-                ["-KILL", pid.as_str()],
-                Duration::from_secs(5),
-            )
-            .await?;
+            let flag = format!("-{signal}");
+            run_to_completion(Path::new("kill"), [flag.as_str(), pid.as_str()], Duration::from_secs(5)).await?;
         }
-        let what = format!("meshd (pid {pid}) to exit after SIGKILL");
-        await_condition(&what, Duration::from_secs(5), || async {
+        let what = format!("meshd (pid {pid}) to exit after SIG{signal}");
+        await_condition(&what, limit, || async {
             match self.process.exit_status() {
                 Some(_) => Ok(()),
                 None => bail!("still running"),

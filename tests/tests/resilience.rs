@@ -396,3 +396,28 @@ async fn meshd_restart_resyncs_without_nack_sotw() {
     })
     .await;
 }
+
+/// SIGTERM (what Kubernetes sends first): meshd ends every ADS stream and exits
+/// promptly, even with proxies connected; the proxies keep routing on their config.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn meshd_stops_on_sigterm_and_proxies_keep_their_config() {
+    run_test(
+        "meshd_stops_on_sigterm_and_proxies_keep_their_config",
+        |ctx| async move {
+            let bookinfo = start_example(&ctx, IpBlock(34), XdsApi::Delta).await?;
+            check_example_routing_now(&bookinfo, 50).await?;
+            bookinfo.meshd.signal_and_wait("TERM", Duration::from_secs(5)).await?;
+            let status = bookinfo.meshd.process().exit_status();
+            ensure!(
+                status.is_some_and(|s| s.success()),
+                "meshd should exit 0 after SIGTERM; got {status:?}"
+            );
+            await_envoy_disconnected(&bookinfo).await?;
+            check_routing_while_down(&bookinfo).await?;
+            let rejected = bookinfo.productpage.rejected_updates().await?;
+            ensure!(rejected == 0, "Envoy rejected {rejected} xDS updates");
+            Ok(())
+        },
+    )
+    .await;
+}

@@ -39,17 +39,26 @@ const DELTA_PATH: &str = "/envoy.service.discovery.v3.AggregatedDiscoveryService
 pub struct AdsServer<S> {
     source: Arc<S>,
     registry: ConnectionRegistry,
+    /// Set once the server is shutting down: every stream ends with UNAVAILABLE.
+    closing: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 impl<S> Clone for AdsServer<S> {
     fn clone(&self) -> Self {
-        AdsServer { source: self.source.clone(), registry: self.registry.clone() }
+        AdsServer { source: self.source.clone(), registry: self.registry.clone(), closing: self.closing.clone() }
     }
 }
 
 impl<S: SnapshotSource> AdsServer<S> {
     pub fn new(source: Arc<S>, registry: ConnectionRegistry) -> AdsServer<S> {
-        AdsServer { source, registry }
+        AdsServer { source, registry, closing: Arc::new(tokio::sync::watch::channel(false).0) }
+    }
+
+    /// Ends every open stream (and every one opened later) with UNAVAILABLE, so
+    /// proxies reconnect elsewhere and a graceful server shutdown can complete:
+    /// ADS streams never end on their own.
+    pub fn close_streams(&self) {
+        self.closing.send_replace(true);
     }
 
     pub fn registry(&self) -> &ConnectionRegistry {
@@ -266,6 +275,10 @@ impl<S: SnapshotSource> AdsServer<S> {
         // Keep only the id: the node's metadata is not needed past this point.
         let node_id = node.id.clone();
         drop(node);
+        let mut closing = self.closing.subscribe();
+        if *closing.borrow_and_update() {
+            return GrpcError::new(Code::Unavailable, "control plane shutting down");
+        }
         let registered = self.registry.register(node_id.clone(), api, peer.clone());
         let mut session = Session::new(api, registered.status.clone(), self.registry.clone());
         let span = tracing::info_span!("ads", node = %node_id, api = ?api, conn = registered.status.id);
@@ -299,6 +312,10 @@ impl<S: SnapshotSource> AdsServer<S> {
                             return e;
                         }
                     },
+                    _ = closing.changed() => {
+                        tracing::info!("control plane shutting down; ending stream");
+                        return GrpcError::new(Code::Unavailable, "control plane shutting down");
+                    }
                     changed = snapshots.changed() => {
                         if changed.is_err() {
                             tracing::info!("snapshot source closed; ending stream");

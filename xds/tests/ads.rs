@@ -65,6 +65,7 @@ impl SnapshotSource for TestSource {
 
 struct TestServer {
     addr: SocketAddr,
+    ads: AdsServer<TestSource>,
     registry: ConnectionRegistry,
     snapshots: watch::Sender<Option<Arc<Snapshot>>>,
     closed: mpsc::UnboundedReceiver<String>,
@@ -76,7 +77,8 @@ impl TestServer {
         let (closed_tx, closed) = mpsc::unbounded_channel();
         let registry = ConnectionRegistry::new();
         let source = Arc::new(TestSource { snapshots: rx, closed: closed_tx });
-        let service = AdsServer::new(source, registry.clone()).into_service();
+        let ads = AdsServer::new(source, registry.clone());
+        let service = ads.clone().into_service();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(
@@ -84,7 +86,7 @@ impl TestServer {
                 .add_service(service)
                 .serve_with_incoming(TcpIncoming::from(listener)),
         );
-        TestServer { addr, registry, snapshots, closed }
+        TestServer { addr, ads, registry, snapshots, closed }
     }
 
     fn push(&self, snapshot: &Arc<Snapshot>) {
@@ -504,4 +506,21 @@ async fn snapshot_push_reaches_every_client() {
     for id in ["proxy-1", "proxy-2"] {
         assert_eq!(server.state(id, CDS), "SYNCED", "{id}");
     }
+}
+
+#[tokio::test]
+async fn closing_streams_ends_them_with_unavailable() {
+    let server = TestServer::start(Some(snapshot(&[("a", 1)], &[]))).await;
+    let (mut s, _) = sotw_cds_synced(&server, "proxy-1").await;
+    server.ads.close_streams();
+    let status = within(s.rx.message()).await.expect_err("the stream ends with a status");
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    assert!(status.message().contains("shutting down"), "{status:?}");
+    // A stream opened after the close is turned away the same way.
+    let late = SotwStream::open(&server, with_node(sotw_req(CDS, &[], "", ""), "proxy-2")).await;
+    let code = match late {
+        Err(status) => status.code(),
+        Ok(mut s) => within(s.rx.message()).await.expect_err("ends with a status").code(),
+    };
+    assert_eq!(code, tonic::Code::Unavailable);
 }

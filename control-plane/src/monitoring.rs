@@ -111,6 +111,6 @@ async fn metrics(State(m): State<Monitored>) -> impl IntoResponse {
 
 /// Serves the monitoring endpoint until the task is dropped.
 pub async fn serve(listener: tokio::net::TcpListener, m: Monitored) -> std::io::Result<()> {
-    tracing::info!(addr = ?listener.local_addr().ok(), "monitoring listening");
+    tracing::info!(addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "monitoring listening");
     axum::serve(listener, router(m)).await
 }

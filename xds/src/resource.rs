@@ -159,11 +159,6 @@ impl ResourceSet {
         self.resources.get(name)
     }
 
-    /// The interned name, if this set holds a resource of that name.
-    pub fn name_key(&self, name: &str) -> Option<&Arc<str>> {
-        self.resources.get_key_value(name).map(|(k, _)| k)
-    }
-
     pub fn iter(&self) -> impl Iterator<Item = &Arc<Resource>> {
         self.resources.values()
     }

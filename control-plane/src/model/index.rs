@@ -99,6 +99,15 @@ impl Index {
         Arc::new(self.clone())
     }
 
+    /// The objects of `map` in `namespace`, without scanning the others (keys are
+    /// ordered by namespace first).
+    pub fn in_namespace<'a, T>(
+        map: &'a BTreeMap<(String, String), Arc<T>>,
+        namespace: &'a str,
+    ) -> impl Iterator<Item = &'a Arc<T>> + 'a {
+        map.range((namespace.to_owned(), String::new())..).take_while(move |((ns, _), _)| ns == namespace).map(|(_, v)| v)
+    }
+
     pub fn service_by_hostname(&self, hostname: &str) -> Option<&Arc<Service>> {
         let rest = hostname.strip_suffix(DOMAIN_SUFFIX)?.strip_suffix('.')?;
         let (name, namespace) = rest.split_once('.')?;
@@ -133,5 +142,16 @@ mod tests {
         assert_eq!(index.reset([mk_service("a", "y")]), Change::Changed);
         assert_eq!(index.reset([mk_service("a", "y")]), Change::Unchanged);
         assert_eq!(index.services.len(), 1);
+    }
+
+    #[test]
+    fn in_namespace_yields_only_that_namespace() {
+        let mut index = Index::new();
+        for (ns, name) in [("a", "x"), ("b", "y"), ("b", "z"), ("bb", "w")] {
+            index.apply(mk_service(ns, name));
+        }
+        let names: Vec<_> = Index::in_namespace(&index.services, "b").map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["y", "z"]);
+        assert_eq!(Index::in_namespace(&index.services, "c").count(), 0);
     }
 }

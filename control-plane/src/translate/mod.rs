@@ -96,7 +96,8 @@ pub struct MeshConfig {
     /// Every HTTP service port's virtual host, encoded once per build in the four
     /// shapes a route configuration needs; ordered by (hostname, port).
     virtual_hosts: Vec<EncodedVirtualHost>,
-    /// Shared outbound listeners for capture mode (per-port hand-off targets).
+    /// Listeners every capture-mode proxy shares: virtualOutbound and its per-port
+    /// and per-VIP hand-off targets.
     capture_listeners: Vec<Arc<Resource>>,
     /// Route configurations per proxy namespace, built on first use.
     routes_by_namespace: Mutex<BTreeMap<String, Arc<ResourceSet>>>,
@@ -398,6 +399,18 @@ impl MeshConfig {
                 }
             }
         }
+        let virtual_outbound = Listener {
+            name: "virtualOutbound".to_owned(),
+            address: Some(socket_address(IpAddr::V4(Ipv4Addr::UNSPECIFIED), OUTBOUND_PORT)),
+            use_original_dst: Some(BoolValue { value: true }),
+            listener_filters: vec![original_dst_listener_filter()],
+            default_filter_chain: Some(filter_chain(
+                "PassthroughFilterChain",
+                tcp_proxy_filter(PASSTHROUGH_CLUSTER, PASSTHROUGH_CLUSTER),
+            )),
+            ..Default::default()
+        };
+        capture_listeners.push(Arc::new(Resource::from_message(virtual_outbound.name.clone(), &virtual_outbound)));
         for port in http_ports {
             let name = format!("0.0.0.0_{port}");
             let listener = Listener {
@@ -425,6 +438,7 @@ impl MeshConfig {
         }
     }
 
+    /// The model this configuration was translated from.
     pub fn model(&self) -> &Arc<Index> {
         &self.model
     }
@@ -495,19 +509,9 @@ impl MeshConfig {
                 Arc::new(ResourceSet::new([Arc::new(Resource::from_message("outbound", &listener))]))
             }
             InterceptionMode::Redirect => {
+                // The shared capture listeners (virtualOutbound and the hand-off
+                // targets) plus this workload's own inbound listener.
                 let mut all = self.capture_listeners.clone();
-                let outbound = Listener {
-                    name: "virtualOutbound".to_owned(),
-                    address: Some(socket_address(IpAddr::V4(Ipv4Addr::UNSPECIFIED), OUTBOUND_PORT)),
-                    use_original_dst: Some(BoolValue { value: true }),
-                    listener_filters: vec![original_dst_listener_filter()],
-                    default_filter_chain: Some(filter_chain(
-                        "PassthroughFilterChain",
-                        tcp_proxy_filter(PASSTHROUGH_CLUSTER, PASSTHROUGH_CLUSTER),
-                    )),
-                    ..Default::default()
-                };
-                all.push(Arc::new(Resource::from_message(outbound.name.clone(), &outbound)));
                 all.push(Arc::new(Resource::from_message("virtualInbound", &self.inbound_listener(class))));
                 Arc::new(ResourceSet::new(all))
             }
@@ -518,10 +522,10 @@ impl MeshConfig {
     /// passthrough for everything else; all to the original destination.
     fn inbound_listener(&self, class: &ProxyClass) -> Listener {
         let mut ports = BTreeSet::new();
-        let pod = self.model.pods.values().find(|p| p.namespace == class.namespace && p.ip == Some(class.ip));
-        for service in self.model.services.values() {
+        let pod = Index::in_namespace(&self.model.pods, &class.namespace).find(|p| p.ip == Some(class.ip));
+        for service in Index::in_namespace(&self.model.services, &class.namespace) {
             let Some(selector) = &service.selector else { continue };
-            if service.namespace != class.namespace || !selector_matches(selector, &class.labels) {
+            if !selector_matches(selector, &class.labels) {
                 continue;
             }
             for sp in service.ports.iter().filter(|p| p.protocol != Protocol::Tcp) {

@@ -188,31 +188,6 @@ spec:
     }
 }
 
-/// jason → v2, everyone else → v1 (with the subsets of [`REVIEWS_DESTINATION_RULE`]).
-const VS_JASON_V2_ELSE_V1: &str = r#"apiVersion: networking.amime.dev/v1
-kind: VirtualService
-metadata:
-  name: reviews
-  namespace: bookinfo
-spec:
-  hosts:
-  - reviews
-  http:
-  - name: jason-to-v2
-    match:
-    - headers:
-        end-user:
-          exact: jason
-    route:
-    - destination:
-        host: reviews
-        subset: v2
-  - name: everyone-else-to-v1
-    route:
-    - destination:
-        host: reviews
-        subset: v1
-"#;
 
 const JASON: &[(&str, &str)] = &[("end-user", "jason")];
 
@@ -273,7 +248,8 @@ impl TransparentMesh {
         dir.write("mesh.yaml", &block.mesh_yaml())?;
         dir.write(
             "reviews-rules.yaml",
-            &rules::documents(&[REVIEWS_DESTINATION_RULE, VS_JASON_V2_ELSE_V1]),
+            // jason → v2, everyone else → v1 (a 100/0 split: the zero-weight side gets nothing).
+            &rules::documents(&[REVIEWS_DESTINATION_RULE, &rules::reviews_vs_jason_v2_else_split(100, 0)]),
         )?;
 
         let mut reviews = Vec::new();

@@ -42,10 +42,7 @@ const PROTO_DIRS: &[&str] = &[
 ];
 
 /// Individual files (relative to any include root) compiled in addition to `PROTO_DIRS`.
-const PROTO_FILES: &[&str] = &[
-    "envoy/service/discovery/v3/discovery.proto",
-    "envoy/admin/v3/config_dump.proto",
-];
+const PROTO_FILES: &[&str] = &["envoy/service/discovery/v3/discovery.proto", "envoy/admin/v3/config_dump.proto"];
 
 /// Sub-directories of the `envoy-types` proto root used as include paths.
 /// `google/protobuf/*.proto` is provided by protox itself.
@@ -72,11 +69,7 @@ fn main() {
 fn run() -> Result<(), String> {
     let proto_root = find_proto_root()?;
 
-    let includes: Vec<PathBuf> = INCLUDE_DIRS
-        .iter()
-        .map(|d| proto_root.join(d))
-        .filter(|p| p.is_dir())
-        .collect();
+    let includes: Vec<PathBuf> = INCLUDE_DIRS.iter().map(|d| proto_root.join(d)).filter(|p| p.is_dir()).collect();
     let api_root = proto_root.join("data-plane-api");
     if !api_root.is_dir() {
         return Err(format!(
@@ -99,13 +92,11 @@ fn run() -> Result<(), String> {
     }
     files.extend(PROTO_FILES.iter().map(|f| f.to_string()));
 
-    let mut compiler = protox::Compiler::new(&includes)
-        .map_err(|e| format!("protox: cannot set up include paths: {e}"))?;
+    let mut compiler =
+        protox::Compiler::new(&includes).map_err(|e| format!("protox: cannot set up include paths: {e}"))?;
     compiler.include_imports(true).include_source_info(false);
     for file in &files {
-        compiler
-            .open_file(file)
-            .map_err(|e| format!("protox: failed to compile {file}: {e:?}"))?;
+        compiler.open_file(file).map_err(|e| format!("protox: failed to compile {file}: {e:?}"))?;
     }
     let bytes = compiler.encode_file_descriptor_set();
 
@@ -121,15 +112,11 @@ fn find_proto_root() -> Result<PathBuf, String> {
         return if root.is_dir() {
             Ok(root)
         } else {
-            Err(format!(
-                "{PROTO_ROOT_ENV}={} is not a directory",
-                root.display()
-            ))
+            Err(format!("{PROTO_ROOT_ENV}={} is not a directory", root.display()))
         };
     }
 
-    let manifest_dir =
-        PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").ok_or("CARGO_MANIFEST_DIR is not set")?);
+    let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").ok_or("CARGO_MANIFEST_DIR is not set")?);
     let lock_path = manifest_dir.join("..").join("Cargo.lock");
     let lock = fs::read_to_string(&lock_path).map_err(|e| {
         format!(
@@ -151,20 +138,16 @@ fn find_proto_root() -> Result<PathBuf, String> {
 
     let cargo_home = match env::var_os("CARGO_HOME") {
         Some(home) => PathBuf::from(home),
-        None => PathBuf::from(env::var_os("HOME").ok_or("neither CARGO_HOME nor HOME is set")?)
-            .join(".cargo"),
+        None => PathBuf::from(env::var_os("HOME").ok_or("neither CARGO_HOME nor HOME is set")?).join(".cargo"),
     };
     let registry_src = cargo_home.join("registry").join("src");
-    let mut registries: Vec<PathBuf> = fs::read_dir(&registry_src)
-        .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.path()).collect())
-        .unwrap_or_default();
+    let mut registries: Vec<PathBuf> =
+        fs::read_dir(&registry_src).map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.path()).collect()).unwrap_or_default();
     registries.sort();
 
     for version in &versions {
         for registry in &registries {
-            let candidate = registry
-                .join(format!("envoy-types-{version}"))
-                .join("proto");
+            let candidate = registry.join(format!("envoy-types-{version}")).join("proto");
             if candidate.is_dir() {
                 return Ok(candidate);
             }
@@ -198,17 +181,10 @@ fn envoy_types_versions(lock: &str) -> Vec<String> {
 
 /// Parses `key = "value"`, returning `value`.
 fn toml_string<'a>(line: &'a str, key: &str) -> Option<&'a str> {
-    let rest = line
-        .strip_prefix(key)?
-        .trim_start()
-        .strip_prefix('=')?
-        .trim();
+    let rest = line.strip_prefix(key)?.trim_start().strip_prefix('=')?.trim();
     rest.strip_prefix('"')?.strip_suffix('"')
 }
 
 fn version_key(version: &str) -> Vec<u64> {
-    version
-        .split(['.', '-', '+'])
-        .map(|part| part.parse().unwrap_or(0))
-        .collect()
+    version.split(['.', '-', '+']).map(|part| part.parse().unwrap_or(0)).collect()
 }

@@ -23,16 +23,13 @@
 use std::sync::OnceLock;
 
 use envoy_types::pb::google::protobuf::Any;
-use prost_reflect::{
-    DescriptorPool, DeserializeOptions, DynamicMessage, MessageDescriptor, SerializeOptions,
-};
+use prost_reflect::{DescriptorPool, DeserializeOptions, DynamicMessage, MessageDescriptor, SerializeOptions};
 
 const DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/envoy_descriptors.bin"));
 
 /// Same options as Envoy's `/config_dump`: proto field names, defaults skipped.
-const SERIALIZE_OPTIONS: SerializeOptions = SerializeOptions::new()
-    .use_proto_field_name(true)
-    .skip_default_fields(true);
+const SERIALIZE_OPTIONS: SerializeOptions =
+    SerializeOptions::new().use_proto_field_name(true).skip_default_fields(true);
 
 /// Error converting between an Envoy message and JSON. Every variant names the
 /// type URL of the top-level message being converted.
@@ -84,16 +81,11 @@ pub fn any_to_json(any: &Any) -> Result<serde_json::Value, JsonError> {
     let type_url = any.type_url.as_str();
     // Check the packed type up front, so an unknown top-level type gets its own
     // error instead of a serializer message.
-    let (_, name) = type_url
-        .rsplit_once('/')
-        .ok_or_else(|| JsonError::InvalidTypeUrl {
-            type_url: type_url.to_owned(),
-        })?;
+    let (_, name) =
+        type_url.rsplit_once('/').ok_or_else(|| JsonError::InvalidTypeUrl { type_url: type_url.to_owned() })?;
     let desc = lookup(name, type_url)?;
-    DynamicMessage::decode(desc, any.value.as_slice()).map_err(|source| JsonError::Decode {
-        type_url: type_url.to_owned(),
-        source,
-    })?;
+    DynamicMessage::decode(desc, any.value.as_slice())
+        .map_err(|source| JsonError::Decode { type_url: type_url.to_owned(), source })?;
 
     // Serializing the `Any` itself lets prost-reflect apply the exact proto3 JSON
     // rules for `Any`, including the `"value"` form for well-known types.
@@ -104,9 +96,7 @@ pub fn any_to_json(any: &Any) -> Result<serde_json::Value, JsonError> {
 
 /// Converts a message to canonical JSON (without `"@type"`; pack it in an `Any`
 /// and use [`any_to_json`] for that).
-pub fn message_to_json<M: prost::Message + prost::Name>(
-    m: &M,
-) -> Result<serde_json::Value, JsonError> {
+pub fn message_to_json<M: prost::Message + prost::Name>(m: &M) -> Result<serde_json::Value, JsonError> {
     let type_url = M::type_url();
     let desc = lookup(&M::full_name(), &type_url)?;
     let dynamic = encoded_to_dynamic(desc, &m.encode_to_vec(), &type_url)?;
@@ -122,41 +112,22 @@ where
     let type_url = M::type_url();
     let desc = lookup(&M::full_name(), &type_url)?;
     let dynamic = DynamicMessage::deserialize_with_options(desc, v, &DeserializeOptions::new())
-        .map_err(|source| JsonError::FromJson {
-            type_url: type_url.clone(),
-            source,
-        })?;
-    dynamic
-        .transcode_to::<M>()
-        .map_err(|source| JsonError::Decode { type_url, source })
+        .map_err(|source| JsonError::FromJson { type_url: type_url.clone(), source })?;
+    dynamic.transcode_to::<M>().map_err(|source| JsonError::Decode { type_url, source })
 }
 
 fn lookup(name: &str, type_url: &str) -> Result<MessageDescriptor, JsonError> {
-    descriptor_pool()
-        .get_message_by_name(name)
-        .ok_or_else(|| JsonError::UnknownType {
-            type_url: type_url.to_owned(),
-        })
+    descriptor_pool().get_message_by_name(name).ok_or_else(|| JsonError::UnknownType { type_url: type_url.to_owned() })
 }
 
-fn encoded_to_dynamic(
-    desc: MessageDescriptor,
-    bytes: &[u8],
-    type_url: &str,
-) -> Result<DynamicMessage, JsonError> {
-    DynamicMessage::decode(desc, bytes).map_err(|source| JsonError::Decode {
-        type_url: type_url.to_owned(),
-        source,
-    })
+fn encoded_to_dynamic(desc: MessageDescriptor, bytes: &[u8], type_url: &str) -> Result<DynamicMessage, JsonError> {
+    DynamicMessage::decode(desc, bytes).map_err(|source| JsonError::Decode { type_url: type_url.to_owned(), source })
 }
 
 fn to_json(dynamic: &DynamicMessage, type_url: &str) -> Result<serde_json::Value, JsonError> {
     dynamic
         .serialize_with_options(serde_json::value::Serializer, &SERIALIZE_OPTIONS)
-        .map_err(|source| JsonError::ToJson {
-            type_url: type_url.to_owned(),
-            source,
-        })
+        .map_err(|source| JsonError::ToJson { type_url: type_url.to_owned(), source })
 }
 
 #[cfg(test)]
@@ -169,9 +140,7 @@ mod tests {
     use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
         http_connection_manager, http_filter, HttpConnectionManager, HttpFilter, Rds,
     };
-    use envoy_types::pb::envoy::extensions::upstreams::http::v3::{
-        http_protocol_options, HttpProtocolOptions,
-    };
+    use envoy_types::pb::envoy::extensions::upstreams::http::v3::{http_protocol_options, HttpProtocolOptions};
     use envoy_types::pb::google::protobuf::{BoolValue, Duration};
     use prost::{Message, Name};
     use serde_json::json;
@@ -179,10 +148,7 @@ mod tests {
     const HPO_KEY: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
 
     fn pack<M: Message + Name>(m: &M) -> Any {
-        Any {
-            type_url: M::type_url(),
-            value: m.encode_to_vec(),
-        }
+        Any { type_url: M::type_url(), value: m.encode_to_vec() }
     }
 
     fn unpack<M: Message + Name + Default>(any: &Any) -> M {
@@ -193,15 +159,11 @@ mod tests {
     fn http2_options() -> HttpProtocolOptions {
         use http_protocol_options::explicit_http_config::ProtocolConfig;
         HttpProtocolOptions {
-            upstream_protocol_options: Some(
-                http_protocol_options::UpstreamProtocolOptions::ExplicitHttpConfig(
-                    http_protocol_options::ExplicitHttpConfig {
-                        protocol_config: Some(ProtocolConfig::Http2ProtocolOptions(
-                            Http2ProtocolOptions::default(),
-                        )),
-                    },
-                ),
-            ),
+            upstream_protocol_options: Some(http_protocol_options::UpstreamProtocolOptions::ExplicitHttpConfig(
+                http_protocol_options::ExplicitHttpConfig {
+                    protocol_config: Some(ProtocolConfig::Http2ProtocolOptions(Http2ProtocolOptions::default())),
+                },
+            )),
             ..Default::default()
         }
     }
@@ -209,15 +171,9 @@ mod tests {
     fn cluster() -> Cluster {
         Cluster {
             name: "outbound|8080||reviews.default".into(),
-            cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(
-                cluster::DiscoveryType::Eds as i32,
-            )),
-            connect_timeout: Some(Duration {
-                seconds: 5,
-                nanos: 0,
-            }),
-            typed_extension_protocol_options: [(HPO_KEY.to_string(), pack(&http2_options()))]
-                .into(),
+            cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(cluster::DiscoveryType::Eds as i32)),
+            connect_timeout: Some(Duration { seconds: 5, nanos: 0 }),
+            typed_extension_protocol_options: [(HPO_KEY.to_string(), pack(&http2_options()))].into(),
             ..Default::default()
         }
     }
@@ -317,15 +273,11 @@ mod tests {
         // order, so compare the unpacked messages and the JSON, not the bytes.
         let back: Listener = unpack(&json_to_message::<Any>(&json).unwrap());
         assert_eq!(back.name, "0.0.0.0_8080");
-        let Some(filter::ConfigType::TypedConfig(typed)) =
-            &back.filter_chains[0].filters[0].config_type
-        else {
+        let Some(filter::ConfigType::TypedConfig(typed)) = &back.filter_chains[0].filters[0].config_type else {
             panic!("typed_config lost: {back:?}");
         };
         let back_hcm: HttpConnectionManager = unpack(typed);
-        let Some(http_filter::ConfigType::TypedConfig(router_any)) =
-            &back_hcm.http_filters[0].config_type
-        else {
+        let Some(http_filter::ConfigType::TypedConfig(router_any)) = &back_hcm.http_filters[0].config_type else {
             panic!("router typed_config lost: {back_hcm:?}");
         };
         let router: Router = unpack(router_any);
@@ -341,50 +293,30 @@ mod tests {
     fn camel_case_input_is_accepted() {
         let v = json!({ "name": "c", "connectTimeout": "0.250s" });
         let c: Cluster = json_to_message(&v).unwrap();
-        assert_eq!(
-            c.connect_timeout,
-            Some(Duration {
-                seconds: 0,
-                nanos: 250_000_000
-            })
-        );
+        assert_eq!(c.connect_timeout, Some(Duration { seconds: 0, nanos: 250_000_000 }));
     }
 
     #[test]
     fn errors_name_the_type_url() {
-        let unknown = Any {
-            type_url: "type.googleapis.com/acme.Unknown".into(),
-            value: vec![],
-        };
+        let unknown = Any { type_url: "type.googleapis.com/acme.Unknown".into(), value: vec![] };
         let err = any_to_json(&unknown).unwrap_err();
         assert!(matches!(err, JsonError::UnknownType { .. }), "{err:?}");
         assert!(err.to_string().contains("acme.Unknown"), "{err}");
 
-        let err = any_to_json(&Any {
-            type_url: "nope".into(),
-            value: vec![],
-        })
-        .unwrap_err();
+        let err = any_to_json(&Any { type_url: "nope".into(), value: vec![] }).unwrap_err();
         assert!(matches!(err, JsonError::InvalidTypeUrl { .. }), "{err:?}");
 
         // Unknown type nested inside a known one.
         let mut c = cluster();
-        c.typed_extension_protocol_options
-            .insert("x".into(), unknown);
+        c.typed_extension_protocol_options.insert("x".into(), unknown);
         let err = any_to_json(&pack(&c)).unwrap_err();
         assert!(matches!(err, JsonError::ToJson { .. }), "{err:?}");
-        assert!(
-            err.to_string().contains("envoy.config.cluster.v3.Cluster"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("envoy.config.cluster.v3.Cluster"), "{err}");
         assert!(err.to_string().contains("acme.Unknown"), "{err}");
 
         let err = json_to_message::<Cluster>(&json!({ "no_such_field": 1 })).unwrap_err();
         assert!(matches!(err, JsonError::FromJson { .. }), "{err:?}");
-        assert!(
-            err.to_string().contains("envoy.config.cluster.v3.Cluster"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("envoy.config.cluster.v3.Cluster"), "{err}");
     }
 
     #[test]
@@ -407,10 +339,7 @@ mod tests {
             "envoy.service.discovery.v3.DiscoveryResponse",
             "envoy.admin.v3.ConfigDump",
         ] {
-            assert!(
-                descriptor_pool().get_message_by_name(name).is_some(),
-                "{name} missing"
-            );
+            assert!(descriptor_pool().get_message_by_name(name).is_some(), "{name} missing");
         }
     }
 }

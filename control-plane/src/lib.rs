@@ -10,12 +10,12 @@
 // boxing them would only add noise.
 #![allow(clippy::result_large_err)]
 
-pub mod model;
-pub mod translate;
 pub mod config;
+pub mod envoy_json;
+pub mod model;
 pub mod monitoring;
 pub mod proxy;
 pub mod push;
 pub mod run;
 pub mod source;
-pub mod envoy_json;
+pub mod translate;

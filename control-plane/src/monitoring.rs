@@ -75,12 +75,30 @@ pub fn render_metrics(m: &Monitored) -> String {
     let mut out = String::new();
     metric(&mut out, "amime_xds_connected_proxies", "gauge", "Proxies with a live xDS stream.", g(&s.connected));
     metric(&mut out, "amime_xds_connections_total", "counter", "xDS streams opened.", g(&s.connections_total));
-    metric(&mut out, "amime_xds_pushes_total", "counter", "xDS responses sent (one type to one proxy).", g(&s.responses_sent));
-    metric(&mut out, "amime_xds_resources_sent_total", "counter", "Resources sent in xDS responses.", g(&s.resources_sent));
+    metric(
+        &mut out,
+        "amime_xds_pushes_total",
+        "counter",
+        "xDS responses sent (one type to one proxy).",
+        g(&s.responses_sent),
+    );
+    metric(
+        &mut out,
+        "amime_xds_resources_sent_total",
+        "counter",
+        "Resources sent in xDS responses.",
+        g(&s.resources_sent),
+    );
     metric(&mut out, "amime_xds_bytes_sent_total", "counter", "Encoded bytes of xDS responses.", g(&s.bytes_sent));
     metric(&mut out, "amime_xds_acks_total", "counter", "Updates acknowledged by proxies.", g(&s.acks));
     metric(&mut out, "amime_xds_nacks_total", "counter", "Updates rejected by proxies (NACK).", g(&s.nacks));
-    metric(&mut out, "amime_xds_stale_nonces_total", "counter", "Requests ignored for a stale nonce.", g(&s.stale_nonces));
+    metric(
+        &mut out,
+        "amime_xds_stale_nonces_total",
+        "counter",
+        "Requests ignored for a stale nonce.",
+        g(&s.stale_nonces),
+    );
     let p = &m.distributor.stats;
     let r = std::sync::atomic::Ordering::Relaxed;
     metric(&mut out, "amime_translations_total", "counter", "Whole-mesh translations.", p.translations.load(r));
@@ -91,8 +109,20 @@ pub fn render_metrics(m: &Monitored) -> String {
         "Duration of the last whole-mesh translation.",
         p.last_translation_micros.load(r) as f64 / 1e6,
     );
-    metric(&mut out, "amime_snapshots_published_total", "counter", "Proxy-class snapshots published.", p.snapshots_published.load(r));
-    metric(&mut out, "amime_proxy_classes", "gauge", "Distinct proxy classes (proxies sharing one snapshot).", m.distributor.class_count());
+    metric(
+        &mut out,
+        "amime_snapshots_published_total",
+        "counter",
+        "Proxy-class snapshots published.",
+        p.snapshots_published.load(r),
+    );
+    metric(
+        &mut out,
+        "amime_proxy_classes",
+        "gauge",
+        "Distinct proxy classes (proxies sharing one snapshot).",
+        m.distributor.class_count(),
+    );
     let errors = m.config_errors();
     let count = |sev| errors.iter().filter(|e| e.severity == sev).count();
     let _ = writeln!(
@@ -101,7 +131,13 @@ pub fn render_metrics(m: &Monitored) -> String {
         count(Severity::Error),
         count(Severity::Warning)
     );
-    metric(&mut out, "amime_ready", "gauge", "1 once the initial config sync is done and translated.", u8::from(m.ready()));
+    metric(
+        &mut out,
+        "amime_ready",
+        "gauge",
+        "1 once the initial config sync is done and translated.",
+        u8::from(m.ready()),
+    );
     out
 }
 

@@ -41,8 +41,11 @@ fn string_field(meta: &Struct, field: &'static str) -> Result<Option<String>, Pr
 
 impl Proxy {
     pub fn from_node(node: &Node) -> Result<Proxy, ProxyError> {
-        let (pod_name, id_namespace) =
-            node.id.rsplit_once('.').filter(|(p, n)| !p.is_empty() && !n.is_empty()).ok_or_else(|| ProxyError::BadId(node.id.clone()))?;
+        let (pod_name, id_namespace) = node
+            .id
+            .rsplit_once('.')
+            .filter(|(p, n)| !p.is_empty() && !n.is_empty())
+            .ok_or_else(|| ProxyError::BadId(node.id.clone()))?;
         let empty = Struct::default();
         let meta = node.metadata.as_ref().unwrap_or(&empty);
         let namespace = string_field(meta, "NAMESPACE")?.unwrap_or_else(|| id_namespace.to_owned());
@@ -61,11 +64,18 @@ impl Proxy {
                         Some(ValueKind::StringValue(val)) => {
                             labels.insert(k.clone(), val.clone());
                         }
-                        _ => return Err(ProxyError::BadMetadata { field: "LABELS", message: format!("label {k:?} must be a string") }),
+                        _ => {
+                            return Err(ProxyError::BadMetadata {
+                                field: "LABELS",
+                                message: format!("label {k:?} must be a string"),
+                            })
+                        }
                     }
                 }
             }
-            Some(_) => return Err(ProxyError::BadMetadata { field: "LABELS", message: "must be a map of strings".into() }),
+            Some(_) => {
+                return Err(ProxyError::BadMetadata { field: "LABELS", message: "must be a map of strings".into() })
+            }
         }
         let ips = match string_field(meta, "INSTANCE_IPS")? {
             None => Vec::new(),
@@ -73,17 +83,28 @@ impl Proxy {
                 .split(',')
                 .map(str::trim)
                 .filter(|s| !s.is_empty())
-                .map(|s| s.parse::<IpAddr>().map_err(|_| ProxyError::BadMetadata { field: "INSTANCE_IPS", message: format!("{s:?} is not an IP address") }))
+                .map(|s| {
+                    s.parse::<IpAddr>().map_err(|_| ProxyError::BadMetadata {
+                        field: "INSTANCE_IPS",
+                        message: format!("{s:?} is not an IP address"),
+                    })
+                })
                 .collect::<Result<Vec<_>, _>>()?,
         };
         if ips.is_empty() {
-            return Err(ProxyError::BadMetadata { field: "INSTANCE_IPS", message: "at least one IP is required".into() });
+            return Err(ProxyError::BadMetadata {
+                field: "INSTANCE_IPS",
+                message: "at least one IP is required".into(),
+            });
         }
         let mode = match string_field(meta, "INTERCEPTION_MODE")?.as_deref() {
             None | Some("REDIRECT") => InterceptionMode::Redirect,
             Some("NONE") => InterceptionMode::None,
             Some(other) => {
-                return Err(ProxyError::BadMetadata { field: "INTERCEPTION_MODE", message: format!("{other:?} is not REDIRECT or NONE") })
+                return Err(ProxyError::BadMetadata {
+                    field: "INTERCEPTION_MODE",
+                    message: format!("{other:?} is not REDIRECT or NONE"),
+                })
             }
         };
         Ok(Proxy {
@@ -128,14 +149,19 @@ mod tests {
     #[test]
     fn parses_identity_and_rejects_bad_metadata() {
         let labels = Value {
-            kind: Some(ValueKind::StructValue(Struct { fields: [("app".to_string(), s("reviews"))].into_iter().collect() })),
+            kind: Some(ValueKind::StructValue(Struct {
+                fields: [("app".to_string(), s("reviews"))].into_iter().collect(),
+            })),
         };
         let p = Proxy::from_node(&node(
             "reviews-v1.bookinfo",
             &[("INSTANCE_IPS", s("127.0.10.11")), ("INTERCEPTION_MODE", s("NONE")), ("LABELS", labels)],
         ))
         .unwrap();
-        assert_eq!((p.pod_name.as_str(), p.namespace.as_str(), p.mode), ("reviews-v1", "bookinfo", InterceptionMode::None));
+        assert_eq!(
+            (p.pod_name.as_str(), p.namespace.as_str(), p.mode),
+            ("reviews-v1", "bookinfo", InterceptionMode::None)
+        );
         assert_eq!(p.labels.get("app").map(String::as_str), Some("reviews"));
 
         type Case<'a> = (&'a str, &'a [(&'a str, Value)], &'a str);

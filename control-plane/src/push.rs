@@ -260,13 +260,23 @@ mod tests {
             name: "svc".into(),
             cluster_ip: None,
             selector: None,
-            ports: vec![ServicePort { name: "http".into(), port, target_port: TargetPort::Number(port), protocol: crate::model::Protocol::Http }],
+            ports: vec![ServicePort {
+                name: "http".into(),
+                port,
+                target_port: TargetPort::Number(port),
+                protocol: crate::model::Protocol::Http,
+            }],
         }));
         Arc::new(MeshConfig::build(Arc::new(index)))
     }
 
     fn class(ip: &str) -> ProxyClass {
-        ProxyClass { namespace: "ns".into(), mode: InterceptionMode::None, ip: ip.parse().unwrap(), labels: Default::default() }
+        ProxyClass {
+            namespace: "ns".into(),
+            mode: InterceptionMode::None,
+            ip: ip.parse().unwrap(),
+            labels: Default::default(),
+        }
     }
 
     #[test]
@@ -282,7 +292,10 @@ mod tests {
         let s2 = a2.snapshots.borrow().clone().expect("published");
         assert!(Arc::ptr_eq(&s1, &s2), "one snapshot object per class");
         let sb = b.snapshots.borrow().clone().expect("published");
-        assert!(Arc::ptr_eq(s1.set(xds::ResourceType::Cluster), sb.set(xds::ResourceType::Cluster)), "clusters shared across classes");
+        assert!(
+            Arc::ptr_eq(s1.set(xds::ResourceType::Cluster), sb.set(xds::ResourceType::Cluster)),
+            "clusters shared across classes"
+        );
         drop(a1);
         assert_eq!(d.class_count(), 2);
         drop(a2);

@@ -24,8 +24,18 @@ fn validate_fixture(fixture: &str, namespace: &str, other_namespace: &str, app: 
     let mesh = common::mesh_from(fixture);
     let ip = |s: &str| s.parse::<IpAddr>().unwrap();
     let classes = [
-        ProxyClass { namespace: namespace.into(), mode: InterceptionMode::None, ip: ip("127.0.10.1"), labels: Default::default() },
-        ProxyClass { namespace: other_namespace.into(), mode: InterceptionMode::None, ip: ip("127.0.20.9"), labels: Default::default() },
+        ProxyClass {
+            namespace: namespace.into(),
+            mode: InterceptionMode::None,
+            ip: ip("127.0.10.1"),
+            labels: Default::default(),
+        },
+        ProxyClass {
+            namespace: other_namespace.into(),
+            mode: InterceptionMode::None,
+            ip: ip("127.0.20.9"),
+            labels: Default::default(),
+        },
         ProxyClass {
             namespace: namespace.into(),
             mode: InterceptionMode::Redirect,

@@ -44,8 +44,9 @@ fn compare(name: &str, value: &Value) {
         std::fs::write(&path, &text).unwrap();
         return;
     }
-    let want = std::fs::read_to_string(&path)
-        .unwrap_or_else(|_| panic!("{} is missing; run UPDATE_GOLDEN=1 cargo test -p amime-control-plane --test golden", path.display()));
+    let want = std::fs::read_to_string(&path).unwrap_or_else(|_| {
+        panic!("{} is missing; run UPDATE_GOLDEN=1 cargo test -p amime-control-plane --test golden", path.display())
+    });
     if want != text {
         let first = want.lines().zip(text.lines()).position(|(a, b)| a != b).unwrap_or(0);
         panic!(
@@ -68,7 +69,12 @@ fn bookinfo_explicit_sidecar() {
     check(
         "bookinfo",
         "explicit",
-        ProxyClass { namespace: "bookinfo".into(), mode: InterceptionMode::None, ip: ip("127.0.10.1"), labels: Default::default() },
+        ProxyClass {
+            namespace: "bookinfo".into(),
+            mode: InterceptionMode::None,
+            ip: ip("127.0.10.1"),
+            labels: Default::default(),
+        },
     );
 }
 
@@ -77,7 +83,12 @@ fn rich_explicit_sidecar_in_another_namespace() {
     check(
         "rich",
         "shop-explicit",
-        ProxyClass { namespace: "shop".into(), mode: InterceptionMode::None, ip: ip("127.0.20.9"), labels: Default::default() },
+        ProxyClass {
+            namespace: "shop".into(),
+            mode: InterceptionMode::None,
+            ip: ip("127.0.20.9"),
+            labels: Default::default(),
+        },
     );
 }
 
@@ -117,7 +128,12 @@ fn adversarial_transparent_sidecar() {
 
 #[test]
 fn translation_is_deterministic() {
-    let class = ProxyClass { namespace: "bookinfo".into(), mode: InterceptionMode::Redirect, ip: ip("127.0.10.21"), labels: Default::default() };
+    let class = ProxyClass {
+        namespace: "bookinfo".into(),
+        mode: InterceptionMode::Redirect,
+        ip: ip("127.0.10.21"),
+        labels: Default::default(),
+    };
     let a = render(&common::rich_mesh(), &class);
     let b = render(&common::rich_mesh(), &class);
     assert_eq!(a, b);

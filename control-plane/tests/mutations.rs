@@ -40,7 +40,8 @@ impl Rng {
 fn fixture_documents() -> Vec<Value> {
     let mut docs = Vec::new();
     for fixture in ["rich", "adversarial"] {
-        let mut paths: Vec<_> = std::fs::read_dir(common::fixture_dir(fixture)).unwrap().map(|e| e.unwrap().path()).collect();
+        let mut paths: Vec<_> =
+            std::fs::read_dir(common::fixture_dir(fixture)).unwrap().map(|e| e.unwrap().path()).collect();
         paths.sort();
         for path in paths {
             let text = std::fs::read_to_string(&path).unwrap();
@@ -118,7 +119,12 @@ fn damaged_input_never_yields_config_envoy_rejects() {
     std::fs::create_dir_all(&dir).unwrap();
     let ip = |s: &str| s.parse::<IpAddr>().unwrap();
     let classes = [
-        ProxyClass { namespace: "bookinfo".into(), mode: InterceptionMode::None, ip: ip("127.0.10.1"), labels: Default::default() },
+        ProxyClass {
+            namespace: "bookinfo".into(),
+            mode: InterceptionMode::None,
+            ip: ip("127.0.10.1"),
+            labels: Default::default(),
+        },
         ProxyClass {
             namespace: "bookinfo".into(),
             mode: InterceptionMode::Redirect,

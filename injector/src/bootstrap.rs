@@ -41,8 +41,7 @@ pub const DEFAULT_XDS_ADDRESS: &str = "127.0.0.1:15010";
 /// Default Kubernetes service account.
 pub const DEFAULT_SERVICE_ACCOUNT: &str = "default";
 /// Default Envoy admin address.
-pub const DEFAULT_ADMIN_ADDRESS: SocketAddr =
-    SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 15000);
+pub const DEFAULT_ADMIN_ADDRESS: SocketAddr = SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 15000);
 
 const HCM_TYPE: &str =
     "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
@@ -73,9 +72,7 @@ pub enum NameError {
     EmptyPart,
     #[error("dot-separated part {part:?} is {len} characters long, the maximum is 63")]
     PartTooLong { part: String, len: usize },
-    #[error(
-        "it ends in an all-numeric part, so it looks like an IP address but is not a valid one"
-    )]
+    #[error("it ends in an all-numeric part, so it looks like an IP address but is not a valid one")]
     NumericTail,
 }
 
@@ -84,22 +81,10 @@ pub enum NameError {
 pub enum BootstrapError {
     #[error("invalid node id {node_id:?}: expected POD_NAME.NAMESPACE, but it has no '.'")]
     NodeIdWithoutNamespace { node_id: String },
-    #[error(
-        "invalid node id {node_id:?}: pod name {pod_name:?} is not a valid DNS subdomain: {reason}"
-    )]
-    InvalidPodName {
-        node_id: String,
-        pod_name: String,
-        reason: NameError,
-    },
-    #[error(
-        "invalid node id {node_id:?}: namespace {namespace:?} is not a valid DNS label: {reason}"
-    )]
-    InvalidNamespace {
-        node_id: String,
-        namespace: String,
-        reason: NameError,
-    },
+    #[error("invalid node id {node_id:?}: pod name {pod_name:?} is not a valid DNS subdomain: {reason}")]
+    InvalidPodName { node_id: String, pod_name: String, reason: NameError },
+    #[error("invalid node id {node_id:?}: namespace {namespace:?} is not a valid DNS label: {reason}")]
+    InvalidNamespace { node_id: String, namespace: String, reason: NameError },
     #[error("at least one instance IP is required")]
     NoInstanceIps,
     #[error("invalid instance IP {ip}: {reason}")]
@@ -109,18 +94,11 @@ pub enum BootstrapError {
     #[error("invalid label key {key:?}: {reason}")]
     InvalidLabelKey { key: String, reason: String },
     #[error("invalid value {value:?} for label {key:?}: {reason}")]
-    InvalidLabelValue {
-        key: String,
-        value: String,
-        reason: NameError,
-    },
+    InvalidLabelValue { key: String, value: String, reason: NameError },
     #[error("invalid service account {name:?}: not a valid DNS subdomain: {reason}")]
     InvalidServiceAccount { name: String, reason: NameError },
     #[error("invalid admin address {address}: {reason}")]
-    InvalidAdminAddress {
-        address: SocketAddr,
-        reason: &'static str,
-    },
+    InvalidAdminAddress { address: SocketAddr, reason: &'static str },
     #[error("invalid interception mode {value:?}: expected \"explicit\" or \"transparent\"")]
     InvalidInterceptionMode { value: String },
     #[error("invalid xDS API {value:?}: expected \"delta\" or \"sotw\"")]
@@ -151,11 +129,7 @@ fn check_len(s: &str, max: usize) -> Result<(), NameError> {
 
 fn check_chars(s: &str, allowed: &'static str, ok: impl Fn(char) -> bool) -> Result<(), NameError> {
     match s.chars().enumerate().find(|&(_, c)| !ok(c)) {
-        Some((i, ch)) => Err(NameError::InvalidChar {
-            ch,
-            pos: i + 1,
-            allowed,
-        }),
+        Some((i, ch)) => Err(NameError::InvalidChar { ch, pos: i + 1, allowed }),
         None => Ok(()),
     }
 }
@@ -185,9 +159,7 @@ pub fn validate_dns_label(s: &str) -> Result<(), NameError> {
 /// names): dot-separated DNS labels, ≤ 253 characters in all.
 pub fn validate_dns_subdomain(s: &str) -> Result<(), NameError> {
     check_len(s, 253)?;
-    check_chars(s, LOWER_ALNUM_DASH_DOT, |c| {
-        is_lower_alnum(c) || c == '-' || c == '.'
-    })?;
+    check_chars(s, LOWER_ALNUM_DASH_DOT, |c| is_lower_alnum(c) || c == '-' || c == '.')?;
     for part in s.split('.') {
         if part.is_empty() {
             return Err(NameError::EmptyPart);
@@ -201,26 +173,17 @@ pub fn validate_dns_subdomain(s: &str) -> Result<(), NameError> {
 fn validate_hostname(s: &str) -> Result<(), NameError> {
     let name = s.strip_suffix('.').unwrap_or(s);
     check_len(name, 253)?;
-    check_chars(name, HOST_CHARS, |c| {
-        c.is_ascii_alphanumeric() || c == '-' || c == '.'
-    })?;
+    check_chars(name, HOST_CHARS, |c| c.is_ascii_alphanumeric() || c == '-' || c == '.')?;
     for part in name.split('.') {
         if part.is_empty() {
             return Err(NameError::EmptyPart);
         }
         if part.len() > 63 {
-            return Err(NameError::PartTooLong {
-                part: part.to_string(),
-                len: part.len(),
-            });
+            return Err(NameError::PartTooLong { part: part.to_string(), len: part.len() });
         }
         check_edges(part, |c| c.is_ascii_alphanumeric())?;
     }
-    if name
-        .rsplit('.')
-        .next()
-        .is_some_and(|tail| tail.chars().all(|c| c.is_ascii_digit()))
-    {
+    if name.rsplit('.').next().is_some_and(|tail| tail.chars().all(|c| c.is_ascii_digit())) {
         return Err(NameError::NumericTail);
     }
     Ok(())
@@ -229,24 +192,16 @@ fn validate_hostname(s: &str) -> Result<(), NameError> {
 /// Name part of a label key, or a label value: `[A-Za-z0-9]([-_.A-Za-z0-9]*[A-Za-z0-9])?`, ≤ 63.
 fn validate_label_name(s: &str) -> Result<(), NameError> {
     check_len(s, 63)?;
-    check_chars(s, LABEL_CHARS, |c| {
-        c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')
-    })?;
+    check_chars(s, LABEL_CHARS, |c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))?;
     check_edges(s, |c| c.is_ascii_alphanumeric())
 }
 
 fn validate_label(key: &str, value: &str) -> Result<(), BootstrapError> {
-    let key_err = |reason: String| BootstrapError::InvalidLabelKey {
-        key: key.to_string(),
-        reason,
-    };
+    let key_err = |reason: String| BootstrapError::InvalidLabelKey { key: key.to_string(), reason };
     let name = match key.split_once('/') {
         Some((prefix, name)) => {
-            validate_dns_subdomain(prefix).map_err(|e| {
-                key_err(format!(
-                    "prefix {prefix:?} is not a valid DNS subdomain: {e}"
-                ))
-            })?;
+            validate_dns_subdomain(prefix)
+                .map_err(|e| key_err(format!("prefix {prefix:?} is not a valid DNS subdomain: {e}")))?;
             name
         }
         None => key,
@@ -280,26 +235,19 @@ impl ProxyIdentity {
     /// names may contain dots, namespaces may not).
     pub fn parse(node_id: &str) -> Result<Self, BootstrapError> {
         let Some((pod_name, namespace)) = node_id.rsplit_once('.') else {
-            return Err(BootstrapError::NodeIdWithoutNamespace {
-                node_id: node_id.to_string(),
-            });
+            return Err(BootstrapError::NodeIdWithoutNamespace { node_id: node_id.to_string() });
         };
-        let identity = ProxyIdentity {
-            pod_name: pod_name.to_string(),
-            namespace: namespace.to_string(),
-        };
+        let identity = ProxyIdentity { pod_name: pod_name.to_string(), namespace: namespace.to_string() };
         identity.validate()?;
         Ok(identity)
     }
 
     /// Checks both parts; useful when the struct was built field by field.
     pub fn validate(&self) -> Result<(), BootstrapError> {
-        validate_dns_subdomain(&self.pod_name).map_err(|reason| {
-            BootstrapError::InvalidPodName {
-                node_id: self.node_id(),
-                pod_name: self.pod_name.clone(),
-                reason,
-            }
+        validate_dns_subdomain(&self.pod_name).map_err(|reason| BootstrapError::InvalidPodName {
+            node_id: self.node_id(),
+            pod_name: self.pod_name.clone(),
+            reason,
         })?;
         validate_dns_label(&self.namespace).map_err(|reason| BootstrapError::InvalidNamespace {
             node_id: self.node_id(),
@@ -372,9 +320,7 @@ impl FromStr for InterceptionMode {
         match s.to_ascii_lowercase().as_str() {
             "transparent" | "redirect" => Ok(InterceptionMode::Redirect),
             "explicit" | "none" => Ok(InterceptionMode::None),
-            _ => Err(BootstrapError::InvalidInterceptionMode {
-                value: s.to_string(),
-            }),
+            _ => Err(BootstrapError::InvalidInterceptionMode { value: s.to_string() }),
         }
     }
 }
@@ -419,9 +365,7 @@ impl FromStr for XdsApi {
         match s.to_ascii_lowercase().as_str() {
             "delta" | "delta_grpc" => Ok(XdsApi::Delta),
             "sotw" | "grpc" => Ok(XdsApi::Sotw),
-            _ => Err(BootstrapError::InvalidXdsApi {
-                value: s.to_string(),
-            }),
+            _ => Err(BootstrapError::InvalidXdsApi { value: s.to_string() }),
         }
     }
 }
@@ -478,42 +422,26 @@ impl fmt::Display for XdsAddress {
 impl FromStr for XdsAddress {
     type Err = BootstrapError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let err = |reason: String| BootstrapError::InvalidXdsAddress {
-            address: s.to_string(),
-            reason,
-        };
+        let err = |reason: String| BootstrapError::InvalidXdsAddress { address: s.to_string(), reason };
         if let Ok(sa) = s.parse::<SocketAddr>() {
             if sa.port() == 0 {
                 return Err(err("port 0 is not allowed".into()));
             }
-            return Ok(XdsAddress {
-                host: XdsHost::Ip(sa.ip()),
-                port: sa.port(),
-            });
+            return Ok(XdsAddress { host: XdsHost::Ip(sa.ip()), port: sa.port() });
         }
         let Some((host, port)) = s.rsplit_once(':') else {
             return Err(err("expected HOST:PORT, but there is no ':PORT'".into()));
         };
         if host.contains(':') || host.starts_with('[') {
-            return Err(err(
-                "an IPv6 host must be a valid address in brackets, e.g. [::1]:15010".into(),
-            ));
+            return Err(err("an IPv6 host must be a valid address in brackets, e.g. [::1]:15010".into()));
         }
-        let port: u16 = port
-            .parse()
-            .map_err(|_| err(format!("port {port:?} is not a number between 1 and 65535")))?;
+        let port: u16 = port.parse().map_err(|_| err(format!("port {port:?} is not a number between 1 and 65535")))?;
         if port == 0 {
             return Err(err("port 0 is not allowed".into()));
         }
-        validate_hostname(host).map_err(|e| {
-            err(format!(
-                "host {host:?} is neither an IP address nor a valid DNS name: {e}"
-            ))
-        })?;
-        Ok(XdsAddress {
-            host: XdsHost::Dns(host.to_string()),
-            port,
-        })
+        validate_hostname(host)
+            .map_err(|e| err(format!("host {host:?} is neither an IP address nor a valid DNS name: {e}")))?;
+        Ok(XdsAddress { host: XdsHost::Dns(host.to_string()), port })
     }
 }
 
@@ -584,11 +512,7 @@ impl BootstrapConfig {
 
     /// Envoy's `node.cluster`: `<app label or pod name>.<namespace>`.
     pub fn service_cluster(&self) -> String {
-        let app = self
-            .labels
-            .get("app")
-            .filter(|v| !v.is_empty())
-            .unwrap_or(&self.node.pod_name);
+        let app = self.labels.get("app").filter(|v| !v.is_empty()).unwrap_or(&self.node.pod_name);
         format!("{app}.{}", self.node.namespace)
     }
 }
@@ -680,12 +604,8 @@ impl BootstrapConfigBuilder {
             validate_label(key, value)?;
         }
 
-        validate_dns_subdomain(&self.service_account).map_err(|reason| {
-            BootstrapError::InvalidServiceAccount {
-                name: self.service_account.clone(),
-                reason,
-            }
-        })?;
+        validate_dns_subdomain(&self.service_account)
+            .map_err(|reason| BootstrapError::InvalidServiceAccount { name: self.service_account.clone(), reason })?;
 
         let admin = self.admin_address;
         if !admin.ip().is_loopback() {
@@ -792,12 +712,7 @@ fn xds_cluster(config: &BootstrapConfig) -> Value {
 /// Renders the Envoy bootstrap as JSON. Deterministic for a given config.
 pub fn render(config: &BootstrapConfig) -> Value {
     let node = config.node();
-    let instance_ips = config
-        .ips()
-        .iter()
-        .map(|ip| ip.to_string())
-        .collect::<Vec<_>>()
-        .join(",");
+    let instance_ips = config.ips().iter().map(|ip| ip.to_string()).collect::<Vec<_>>().join(",");
     let admin = config.admin_address();
     let ip = config.primary_ip();
 
@@ -913,19 +828,14 @@ mod tests {
     #[test]
     fn node_id_parsing_accepts_good_ids() {
         let cases = [
-            (
-                "productpage-v1-7d9c.bookinfo",
-                "productpage-v1-7d9c",
-                "bookinfo",
-            ),
+            ("productpage-v1-7d9c.bookinfo", "productpage-v1-7d9c", "bookinfo"),
             ("a.b", "a", "b"),
             ("web.0.default", "web.0", "default"),
             ("my.dotted.pod.kube-system", "my.dotted.pod", "kube-system"),
             ("0pod9.ns-1", "0pod9", "ns-1"),
         ];
         for (input, pod, ns) in cases {
-            let id = ProxyIdentity::parse(input)
-                .unwrap_or_else(|e| panic!("{input:?} should parse, got: {e}"));
+            let id = ProxyIdentity::parse(input).unwrap_or_else(|e| panic!("{input:?} should parse, got: {e}"));
             assert_eq!(id.pod_name, pod, "{input}");
             assert_eq!(id.namespace, ns, "{input}");
             assert_eq!(id.node_id(), input);
@@ -941,22 +851,10 @@ mod tests {
         let cases: Vec<(&str, &str)> = vec![
             ("", "has no '.'"),
             ("nodots", "has no '.'"),
-            (
-                ".default",
-                "pod name \"\" is not a valid DNS subdomain: it is empty",
-            ),
-            (
-                "pod.",
-                "namespace \"\" is not a valid DNS label: it is empty",
-            ),
-            (
-                "Pod.default",
-                "pod name \"Pod\" is not a valid DNS subdomain: character 'P' at position 1",
-            ),
-            (
-                "pod.Default",
-                "namespace \"Default\" is not a valid DNS label: character 'D' at position 1",
-            ),
+            (".default", "pod name \"\" is not a valid DNS subdomain: it is empty"),
+            ("pod.", "namespace \"\" is not a valid DNS label: it is empty"),
+            ("Pod.default", "pod name \"Pod\" is not a valid DNS subdomain: character 'P' at position 1"),
+            ("pod.Default", "namespace \"Default\" is not a valid DNS label: character 'D' at position 1"),
             ("pod_1.default", "character '_' at position 4"),
             ("-pod.default", "must start and end with a letter or digit"),
             ("pod-.default", "must start and end with a letter or digit"),
@@ -968,45 +866,24 @@ mod tests {
             (&long_pod, "254 characters long, the maximum is 253"),
         ];
         for (input, want) in cases {
-            let err = ProxyIdentity::parse(input)
-                .expect_err(&format!("{input:?} should be rejected"))
-                .to_string();
-            assert!(
-                err.contains(want),
-                "{input:?}: error {err:?} should contain {want:?}"
-            );
-            assert!(
-                err.contains(&format!("{input:?}")),
-                "{input:?}: error {err:?} should name the input"
-            );
+            let err = ProxyIdentity::parse(input).expect_err(&format!("{input:?} should be rejected")).to_string();
+            assert!(err.contains(want), "{input:?}: error {err:?} should contain {want:?}");
+            assert!(err.contains(&format!("{input:?}")), "{input:?}: error {err:?} should name the input");
         }
     }
 
     fn base() -> BootstrapConfigBuilder {
-        BootstrapConfig::builder(ProxyIdentity::parse("pod.ns").unwrap())
-            .ip("127.0.0.2".parse().unwrap())
+        BootstrapConfig::builder(ProxyIdentity::parse("pod.ns").unwrap()).ip("127.0.0.2".parse().unwrap())
     }
 
     #[test]
     fn xds_addresses() {
         let ok = [
-            (
-                "127.0.0.1:15010",
-                XdsHost::Ip("127.0.0.1".parse().unwrap()),
-                15010,
-            ),
+            ("127.0.0.1:15010", XdsHost::Ip("127.0.0.1".parse().unwrap()), 15010),
             ("[::1]:15010", XdsHost::Ip("::1".parse().unwrap()), 15010),
-            (
-                "meshd.amime-system.svc:15010",
-                XdsHost::Dns("meshd.amime-system.svc".into()),
-                15010,
-            ),
+            ("meshd.amime-system.svc:15010", XdsHost::Dns("meshd.amime-system.svc".into()), 15010),
             ("localhost:1", XdsHost::Dns("localhost".into()), 1),
-            (
-                "MeshD.example.com.:443",
-                XdsHost::Dns("MeshD.example.com.".into()),
-                443,
-            ),
+            ("MeshD.example.com.:443", XdsHost::Dns("MeshD.example.com.".into()), 443),
         ];
         for (input, host, port) in ok {
             let a: XdsAddress = input.parse().unwrap_or_else(|e| panic!("{input}: {e}"));
@@ -1027,55 +904,28 @@ mod tests {
         ];
         for (input, want) in bad {
             let err = input.parse::<XdsAddress>().expect_err(input).to_string();
-            assert!(
-                err.contains(want),
-                "{input:?}: {err:?} should contain {want:?}"
-            );
-            assert!(
-                err.contains(&format!("{input:?}")),
-                "{err:?} should name {input:?}"
-            );
+            assert!(err.contains(want), "{input:?}: {err:?} should contain {want:?}");
+            assert!(err.contains(&format!("{input:?}")), "{err:?} should name {input:?}");
         }
     }
 
     #[test]
     fn builder_validation() {
         let cases: Vec<(BootstrapConfigBuilder, &str)> = vec![
-            (
-                BootstrapConfig::builder(ProxyIdentity::parse("pod.ns").unwrap()),
-                "at least one instance IP",
-            ),
-            (
-                base().ip("0.0.0.0".parse().unwrap()),
-                "invalid instance IP 0.0.0.0",
-            ),
+            (BootstrapConfig::builder(ProxyIdentity::parse("pod.ns").unwrap()), "at least one instance IP"),
+            (base().ip("0.0.0.0".parse().unwrap()), "invalid instance IP 0.0.0.0"),
             (base().ip("224.0.0.1".parse().unwrap()), "multicast"),
-            (
-                base().label("app", "-bad"),
-                "invalid value \"-bad\" for label \"app\"",
-            ),
+            (base().label("app", "-bad"), "invalid value \"-bad\" for label \"app\""),
             (base().label("", "x"), "invalid label key \"\""),
             (base().label("bad/prefix/x", "v"), "invalid label key"),
             (base().label("Example.com/x", "v"), "prefix \"Example.com\""),
-            (
-                base().service_account("Bad"),
-                "invalid service account \"Bad\"",
-            ),
-            (
-                base().admin_address("10.0.0.1:15000".parse().unwrap()),
-                "loopback",
-            ),
-            (
-                base().admin_address("127.0.0.1:0".parse().unwrap()),
-                "port 0",
-            ),
+            (base().service_account("Bad"), "invalid service account \"Bad\""),
+            (base().admin_address("10.0.0.1:15000".parse().unwrap()), "loopback"),
+            (base().admin_address("127.0.0.1:0".parse().unwrap()), "port 0"),
             (base().xds_address("nope"), "invalid xDS address \"nope\""),
             (
-                BootstrapConfig::builder(ProxyIdentity {
-                    pod_name: "p".into(),
-                    namespace: "a.b".into(),
-                })
-                .ip("127.0.0.2".parse().unwrap()),
+                BootstrapConfig::builder(ProxyIdentity { pod_name: "p".into(), namespace: "a.b".into() })
+                    .ip("127.0.0.2".parse().unwrap()),
                 "namespace \"a.b\"",
             ),
         ];
@@ -1097,14 +947,8 @@ mod tests {
 
     #[test]
     fn modes_parse() {
-        assert_eq!(
-            "explicit".parse::<InterceptionMode>().unwrap(),
-            InterceptionMode::None
-        );
-        assert_eq!(
-            "REDIRECT".parse::<InterceptionMode>().unwrap(),
-            InterceptionMode::Redirect
-        );
+        assert_eq!("explicit".parse::<InterceptionMode>().unwrap(), InterceptionMode::None);
+        assert_eq!("REDIRECT".parse::<InterceptionMode>().unwrap(), InterceptionMode::Redirect);
         assert!("tproxy".parse::<InterceptionMode>().is_err());
         assert_eq!("sotw".parse::<XdsApi>().unwrap(), XdsApi::Sotw);
         assert_eq!("delta".parse::<XdsApi>().unwrap(), XdsApi::Delta);
@@ -1122,15 +966,9 @@ mod tests {
         for l in v["static_resources"]["listeners"].as_array().unwrap() {
             assert_eq!(l["address"]["socket_address"]["address"], "127.0.0.2");
         }
-        assert_eq!(
-            v["admin"]["address"]["socket_address"]["address"],
-            "127.0.0.2"
-        );
+        assert_eq!(v["admin"]["address"]["socket_address"]["address"], "127.0.0.2");
         assert_eq!(v["node"]["cluster"], "pod.ns");
         assert_eq!(v["static_resources"]["clusters"][0]["type"], "STRICT_DNS");
-        assert_eq!(
-            render_yaml(&cfg).unwrap(),
-            render_yaml(&cfg.clone()).unwrap()
-        );
+        assert_eq!(render_yaml(&cfg).unwrap(), render_yaml(&cfg.clone()).unwrap());
     }
 }

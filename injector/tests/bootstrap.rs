@@ -19,36 +19,31 @@ use injector::bootstrap::{render_yaml, BootstrapConfig, InterceptionMode, ProxyI
 
 /// (golden file stem, config)
 fn variants() -> Vec<(&'static str, BootstrapConfig)> {
-    let explicit_delta =
-        BootstrapConfig::builder(ProxyIdentity::parse("productpage-v1-7d9c8.bookinfo").unwrap())
-            .ip("127.0.0.2".parse().unwrap())
-            .xds_address("127.0.0.1:15010")
-            .mode(InterceptionMode::None)
-            .xds_api(XdsApi::Delta)
-            .label("app", "productpage")
-            .label("version", "v1")
-            .service_account("bookinfo-productpage")
-            .admin_address("127.0.0.2:15000".parse().unwrap())
-            .build()
-            .unwrap();
+    let explicit_delta = BootstrapConfig::builder(ProxyIdentity::parse("productpage-v1-7d9c8.bookinfo").unwrap())
+        .ip("127.0.0.2".parse().unwrap())
+        .xds_address("127.0.0.1:15010")
+        .mode(InterceptionMode::None)
+        .xds_api(XdsApi::Delta)
+        .label("app", "productpage")
+        .label("version", "v1")
+        .service_account("bookinfo-productpage")
+        .admin_address("127.0.0.2:15000".parse().unwrap())
+        .build()
+        .unwrap();
 
     // No `app` label: node.cluster falls back to the pod name.
-    let transparent_sotw_dns =
-        BootstrapConfig::builder(ProxyIdentity::parse("reviews-v2.5f6d.default").unwrap())
-            .ip("10.1.2.3".parse().unwrap())
-            .ip("fd00::3".parse().unwrap())
-            .xds_address("meshd.amime-system.svc.cluster.local:15010")
-            .mode(InterceptionMode::Redirect)
-            .xds_api(XdsApi::Sotw)
-            .label("version", "v2")
-            .label("app.kubernetes.io/part-of", "bookinfo")
-            .build()
-            .unwrap();
+    let transparent_sotw_dns = BootstrapConfig::builder(ProxyIdentity::parse("reviews-v2.5f6d.default").unwrap())
+        .ip("10.1.2.3".parse().unwrap())
+        .ip("fd00::3".parse().unwrap())
+        .xds_address("meshd.amime-system.svc.cluster.local:15010")
+        .mode(InterceptionMode::Redirect)
+        .xds_api(XdsApi::Sotw)
+        .label("version", "v2")
+        .label("app.kubernetes.io/part-of", "bookinfo")
+        .build()
+        .unwrap();
 
-    vec![
-        ("bootstrap-explicit-delta", explicit_delta),
-        ("bootstrap-transparent-sotw-dns", transparent_sotw_dns),
-    ]
+    vec![("bootstrap-explicit-delta", explicit_delta), ("bootstrap-transparent-sotw-dns", transparent_sotw_dns)]
 }
 
 fn manifest_dir() -> PathBuf {
@@ -63,22 +58,14 @@ fn golden_bootstrap() {
     for (name, config) in variants() {
         let path = dir.join(format!("{name}.yaml"));
         let got = render_yaml(&config).unwrap();
-        assert_eq!(
-            got,
-            render_yaml(&config).unwrap(),
-            "{name}: output is not deterministic"
-        );
+        assert_eq!(got, render_yaml(&config).unwrap(), "{name}: output is not deterministic");
         if update {
             std::fs::create_dir_all(&dir).unwrap();
             std::fs::write(&path, &got).unwrap();
             continue;
         }
-        let want = std::fs::read_to_string(&path).unwrap_or_else(|e| {
-            panic!(
-                "cannot read {}: {e} (run with UPDATE_GOLDEN=1 to create it)",
-                path.display()
-            )
-        });
+        let want = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("cannot read {}: {e} (run with UPDATE_GOLDEN=1 to create it)", path.display()));
         if got != want {
             failures.push(format!(
                 "{} differs from the rendered bootstrap (run with UPDATE_GOLDEN=1 to update):\n{got}",

@@ -12,10 +12,8 @@ use injector::bootstrap::{
 };
 
 #[derive(Debug, Args)]
-#[command(
-    after_help = "Example:\n  meshctl bootstrap --node productpage-v1.bookinfo --ip 127.0.0.2 \
---admin-addr 127.0.0.2:15000 --label app=productpage -o productpage.yaml"
-)]
+#[command(after_help = "Example:\n  meshctl bootstrap --node productpage-v1.bookinfo --ip 127.0.0.2 \
+--admin-addr 127.0.0.2:15000 --label app=productpage -o productpage.yaml")]
 pub struct BootstrapArgs {
     /// Proxy identity as POD_NAME.NAMESPACE (split at the last '.'); becomes Envoy's node.id.
     #[arg(long, value_name = "NAME.NAMESPACE", value_parser = parse_node)]
@@ -48,11 +46,7 @@ pub struct BootstrapArgs {
     service_account: String,
 
     /// Envoy admin address (loopback only). Give each sidecar on one machine its own.
-    #[arg(
-        long = "admin-addr",
-        value_name = "ADDR",
-        default_value = "127.0.0.1:15000"
-    )]
+    #[arg(long = "admin-addr", value_name = "ADDR", default_value = "127.0.0.1:15000")]
     admin_addr: SocketAddr,
 
     /// Write the bootstrap to FILE instead of standard output.
@@ -109,11 +103,10 @@ pub fn run(args: BootstrapArgs) -> anyhow::Result<()> {
         .build()?;
     let yaml = render_yaml(&config)?;
     match args.output {
-        Some(path) => std::fs::write(&path, yaml)
-            .with_context(|| format!("cannot write bootstrap to {}", path.display()))?,
-        None => std::io::stdout()
-            .write_all(yaml.as_bytes())
-            .context("cannot write bootstrap to standard output")?,
+        Some(path) => {
+            std::fs::write(&path, yaml).with_context(|| format!("cannot write bootstrap to {}", path.display()))?
+        }
+        None => std::io::stdout().write_all(yaml.as_bytes()).context("cannot write bootstrap to standard output")?,
     }
     Ok(())
 }

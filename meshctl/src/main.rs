@@ -11,11 +11,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "meshctl",
-    about = "Operator CLI for the Amime service mesh",
-    version
-)]
+#[command(name = "meshctl", about = "Operator CLI for the Amime service mesh", version)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -3,11 +3,7 @@
 use std::process::{Command, Output};
 
 fn meshctl(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_meshctl"))
-        .args(args)
-        .env_remove("RUST_BACKTRACE")
-        .output()
-        .expect("run meshctl")
+    Command::new(env!("CARGO_BIN_EXE_meshctl")).args(args).env_remove("RUST_BACKTRACE").output().expect("run meshctl")
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -49,15 +45,7 @@ fn bootstrap_prints_yaml() {
 fn bootstrap_writes_file() {
     let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
         .join(format!("meshctl-bootstrap-{}.yaml", std::process::id()));
-    let out = meshctl(&[
-        "bootstrap",
-        "--node",
-        "a.b",
-        "--ip",
-        "127.0.0.4",
-        "-o",
-        path.to_str().unwrap(),
-    ]);
+    let out = meshctl(&["bootstrap", "--node", "a.b", "--ip", "127.0.0.4", "-o", path.to_str().unwrap()]);
     assert!(out.status.success(), "stderr: {}", text(&out.stderr));
     assert!(out.stdout.is_empty());
     let written = std::fs::read_to_string(&path).unwrap();
@@ -70,36 +58,12 @@ fn bootstrap_writes_file() {
 fn bootstrap_rejects_bad_input() {
     // (args, text stderr must contain)
     let cases: &[(&[&str], &str)] = &[
-        (
-            &["--node", "a.b", "--ip", "127.0.0.2", "--label", "foo"],
-            "expected KEY=VALUE, got \"foo\"",
-        ),
-        (
-            &["--node", "nodots", "--ip", "127.0.0.2"],
-            "invalid node id \"nodots\"",
-        ),
-        (
-            &["--node", "a.B", "--ip", "127.0.0.2"],
-            "namespace \"B\" is not a valid DNS label",
-        ),
+        (&["--node", "a.b", "--ip", "127.0.0.2", "--label", "foo"], "expected KEY=VALUE, got \"foo\""),
+        (&["--node", "nodots", "--ip", "127.0.0.2"], "invalid node id \"nodots\""),
+        (&["--node", "a.B", "--ip", "127.0.0.2"], "namespace \"B\" is not a valid DNS label"),
         (&["--node", "a.b"], "--ip"),
-        (
-            &["--node", "a.b", "--ip", "127.0.0.2", "--xds", "meshd"],
-            "invalid xDS address \"meshd\"",
-        ),
-        (
-            &[
-                "--node",
-                "a.b",
-                "--ip",
-                "127.0.0.2",
-                "--label",
-                "a=1",
-                "--label",
-                "a=2",
-            ],
-            "given twice",
-        ),
+        (&["--node", "a.b", "--ip", "127.0.0.2", "--xds", "meshd"], "invalid xDS address \"meshd\""),
+        (&["--node", "a.b", "--ip", "127.0.0.2", "--label", "a=1", "--label", "a=2"], "given twice"),
     ];
     for (args, want) in cases {
         let mut all = vec!["bootstrap"];
@@ -108,10 +72,7 @@ fn bootstrap_rejects_bad_input() {
         let stderr = text(&out.stderr);
         assert!(!out.status.success(), "{args:?} should fail");
         assert!(out.stdout.is_empty(), "{args:?} printed to stdout");
-        assert!(
-            stderr.contains(want),
-            "{args:?}: stderr {stderr:?} should contain {want:?}"
-        );
+        assert!(stderr.contains(want), "{args:?}: stderr {stderr:?} should contain {want:?}");
         assert!(!stderr.contains("backtrace"), "{args:?}: {stderr}");
     }
 }
@@ -120,8 +81,5 @@ fn bootstrap_rejects_bad_input() {
 fn version_prints_version() {
     let out = meshctl(&["version"]);
     assert!(out.status.success());
-    assert_eq!(
-        text(&out.stdout).trim(),
-        format!("meshctl {}", env!("CARGO_PKG_VERSION"))
-    );
+    assert_eq!(text(&out.stdout).trim(), format!("meshctl {}", env!("CARGO_PKG_VERSION")));
 }

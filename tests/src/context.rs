@@ -33,8 +33,7 @@ struct Inner {
 impl TestContext {
     pub fn new(name: &str) -> Result<Self> {
         let id = NEXT_ID.fetch_add(1, Ordering::SeqCst);
-        let dir =
-            std::env::temp_dir().join(format!("amime-e2e-{name}-{}-{id}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!("amime-e2e-{name}-{}-{id}", std::process::id()));
         if dir.exists() {
             std::fs::remove_dir_all(&dir).with_context(|| format!("clean {}", dir.display()))?;
         }
@@ -61,11 +60,7 @@ impl TestContext {
     pub fn unique_path(&self, stem: &str, suffix: &str) -> PathBuf {
         let mut n = 1;
         loop {
-            let name = if n == 1 {
-                format!("{stem}{suffix}")
-            } else {
-                format!("{stem}-{n}{suffix}")
-            };
+            let name = if n == 1 { format!("{stem}{suffix}") } else { format!("{stem}-{n}{suffix}") };
             let path = self.inner.dir.join(name);
             if !path.exists() {
                 return path;
@@ -119,16 +114,9 @@ impl Drop for Inner {
             let ctx_logs = self.logs.lock().map(|l| l.clone()).unwrap_or_default();
             let mut out = String::new();
             for (label, path) in ctx_logs {
-                out.push_str(&format!(
-                    "----- {label} ({}) -----\n{}\n",
-                    path.display(),
-                    tail(&path, LOG_TAIL_LINES)
-                ));
+                out.push_str(&format!("----- {label} ({}) -----\n{}\n", path.display(), tail(&path, LOG_TAIL_LINES)));
             }
-            eprintln!(
-                "===== {}: last {LOG_TAIL_LINES} lines of each process log =====\n{out}",
-                self.name
-            );
+            eprintln!("===== {}: last {LOG_TAIL_LINES} lines of each process log =====\n{out}", self.name);
         }
         if failed || std::env::var_os("AMIME_E2E_KEEP").is_some() {
             eprintln!("(test files kept in {})", self.dir.display());

@@ -22,20 +22,12 @@ pub struct Response {
 impl Response {
     /// First header with this (case-insensitive) name.
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
 
     pub fn json(&self) -> Result<serde_json::Value> {
-        serde_json::from_str(&self.body).with_context(|| {
-            format!(
-                "response body is not JSON (status {}): {}",
-                self.status,
-                snippet(&self.body)
-            )
-        })
+        serde_json::from_str(&self.body)
+            .with_context(|| format!("response body is not JSON (status {}): {}", self.status, snippet(&self.body)))
     }
 
     /// A string field of a JSON body (e.g. `version` in an [`Upstream`](crate::Upstream) answer).
@@ -67,23 +59,14 @@ pub async fn get(addr: SocketAddr, path: &str) -> Result<Response> {
 
 /// Send `method url` through the HTTP proxy at `proxy` (absolute-form request target,
 /// `Host` = the URL's authority).
-pub async fn proxy_request(
-    proxy: SocketAddr,
-    method: &str,
-    url: &str,
-    headers: &[(&str, &str)],
-) -> Result<Response> {
+pub async fn proxy_request(proxy: SocketAddr, method: &str, url: &str, headers: &[(&str, &str)]) -> Result<Response> {
     let authority = authority_of(url)?;
-    send(proxy, method, url, authority, headers, b"")
-        .await
-        .with_context(|| format!("{method} {url} via proxy {proxy}"))
+    send(proxy, method, url, authority, headers, b"").await.with_context(|| format!("{method} {url} via proxy {proxy}"))
 }
 
 /// The authority (`host[:port]`) of an `http://` URL.
 pub fn authority_of(url: &str) -> Result<&str> {
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or_else(|| anyhow!("only http:// URLs are supported: {url}"))?;
+    let rest = url.strip_prefix("http://").ok_or_else(|| anyhow!("only http:// URLs are supported: {url}"))?;
     let authority = rest.split(['/', '?']).next().unwrap_or_default();
     if authority.is_empty() {
         bail!("URL without a host: {url}");
@@ -109,19 +92,11 @@ pub async fn send(
     }
     request.push_str("Connection: close\r\n\r\n");
     let exchange = async {
-        let mut stream = TcpStream::connect(addr)
-            .await
-            .with_context(|| format!("connect to {addr}"))?;
-        stream
-            .write_all(request.as_bytes())
-            .await
-            .context("write request")?;
+        let mut stream = TcpStream::connect(addr).await.with_context(|| format!("connect to {addr}"))?;
+        stream.write_all(request.as_bytes()).await.context("write request")?;
         stream.write_all(body).await.context("write request body")?;
         let mut raw = Vec::new();
-        stream
-            .read_to_end(&mut raw)
-            .await
-            .context("read response")?;
+        stream.read_to_end(&mut raw).await.context("read response")?;
         parse_response(&raw)
     };
     match tokio::time::timeout(REQUEST_TIMEOUT, exchange).await {
@@ -135,12 +110,8 @@ pub fn parse_response(raw: &[u8]) -> Result<Response> {
     if raw.is_empty() {
         bail!("connection closed without a response");
     }
-    let head_end = find(raw, b"\r\n\r\n").ok_or_else(|| {
-        anyhow!(
-            "incomplete response head: {:?}",
-            snippet(&String::from_utf8_lossy(raw))
-        )
-    })?;
+    let head_end = find(raw, b"\r\n\r\n")
+        .ok_or_else(|| anyhow!("incomplete response head: {:?}", snippet(&String::from_utf8_lossy(raw))))?;
     let head = std::str::from_utf8(&raw[..head_end]).context("response head is not UTF-8")?;
     let mut lines = head.split("\r\n");
     let status_line = lines.next().unwrap_or_default();
@@ -149,48 +120,27 @@ pub fn parse_response(raw: &[u8]) -> Result<Response> {
     if !version.starts_with("HTTP/1.") {
         bail!("not an HTTP/1.x status line: {status_line:?}");
     }
-    let status: u16 = parts
-        .next()
-        .unwrap_or_default()
-        .parse()
-        .with_context(|| format!("bad status line {status_line:?}"))?;
+    let status: u16 =
+        parts.next().unwrap_or_default().parse().with_context(|| format!("bad status line {status_line:?}"))?;
     let mut headers = Vec::new();
     for line in lines {
-        let (name, value) = line
-            .split_once(':')
-            .ok_or_else(|| anyhow!("bad header line {line:?}"))?;
+        let (name, value) = line.split_once(':').ok_or_else(|| anyhow!("bad header line {line:?}"))?;
         headers.push((name.trim().to_string(), value.trim().to_string()));
     }
     let rest = &raw[head_end + 4..];
-    let header = |n: &str| {
-        headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(n))
-            .map(|(_, v)| v.as_str())
-    };
-    let body = if header("transfer-encoding")
-        .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"))
-    {
+    let header = |n: &str| headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(n)).map(|(_, v)| v.as_str());
+    let body = if header("transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked")) {
         decode_chunked(rest)?
     } else if let Some(len) = header("content-length") {
-        let len: usize = len
-            .parse()
-            .with_context(|| format!("bad content-length {len:?}"))?;
+        let len: usize = len.parse().with_context(|| format!("bad content-length {len:?}"))?;
         if rest.len() < len {
-            bail!(
-                "body truncated: content-length {len}, got {} bytes",
-                rest.len()
-            );
+            bail!("body truncated: content-length {len}, got {} bytes", rest.len());
         }
         rest[..len].to_vec()
     } else {
         rest.to_vec()
     };
-    Ok(Response {
-        status,
-        headers,
-        body: String::from_utf8_lossy(&body).into_owned(),
-    })
+    Ok(Response { status, headers, body: String::from_utf8_lossy(&body).into_owned() })
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
@@ -201,11 +151,9 @@ fn decode_chunked(mut data: &[u8]) -> Result<Vec<u8>> {
     let mut body = Vec::new();
     loop {
         let line_end = find(data, b"\r\n").ok_or_else(|| anyhow!("truncated chunk size line"))?;
-        let size_text =
-            std::str::from_utf8(&data[..line_end]).context("chunk size is not UTF-8")?;
+        let size_text = std::str::from_utf8(&data[..line_end]).context("chunk size is not UTF-8")?;
         let size_text = size_text.split(';').next().unwrap_or_default().trim();
-        let size = usize::from_str_radix(size_text, 16)
-            .with_context(|| format!("bad chunk size {size_text:?}"))?;
+        let size = usize::from_str_radix(size_text, 16).with_context(|| format!("bad chunk size {size_text:?}"))?;
         data = &data[line_end + 2..];
         if size == 0 {
             return Ok(body);
@@ -224,8 +172,7 @@ mod tests {
 
     #[test]
     fn parses_content_length_body() {
-        let r =
-            parse_response(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-A: b\r\n\r\nhello").unwrap();
+        let r = parse_response(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-A: b\r\n\r\nhello").unwrap();
         assert_eq!(r.status, 200);
         assert_eq!(r.body, "hello");
         assert_eq!(r.header("x-a"), Some("b"));
@@ -254,10 +201,7 @@ mod tests {
 
     #[test]
     fn authority() {
-        assert_eq!(
-            authority_of("http://reviews:9080/a?b").unwrap(),
-            "reviews:9080"
-        );
+        assert_eq!(authority_of("http://reviews:9080/a?b").unwrap(), "reviews:9080");
         assert_eq!(authority_of("http://reviews").unwrap(), "reviews");
         assert!(authority_of("https://x/").is_err());
     }

@@ -34,8 +34,7 @@ impl IpBlock {
     /// Move YAML written for the example block (`127.0.10.x`, cluster IPs `10.96.10.x`) into
     /// this block.
     pub fn render(self, yaml: &str) -> String {
-        yaml.replace("127.0.10.", &format!("127.0.{}.", self.0))
-            .replace("10.96.10.", &format!("10.96.{}.", self.0))
+        yaml.replace("127.0.10.", &format!("127.0.{}.", self.0)).replace("10.96.10.", &format!("10.96.{}.", self.0))
     }
 }
 
@@ -65,8 +64,7 @@ pub const EXAMPLE_RULES_FILE: &str = "reviews-rules.yaml";
 /// The example's mesh (Namespace, Services, Pods), moved into `block`.
 pub fn bookinfo_mesh_yaml(block: IpBlock) -> Result<String> {
     let path = paths::bookinfo_example_dir().join("mesh.yaml");
-    let text =
-        std::fs::read_to_string(&path).with_context(|| format!("read {}", path.display()))?;
+    let text = std::fs::read_to_string(&path).with_context(|| format!("read {}", path.display()))?;
     Ok(block.render(&text))
 }
 
@@ -91,14 +89,9 @@ impl MeshDir {
     pub fn write(&self, name: &str, contents: &str) -> Result<Instant> {
         let target = self.path.join(name);
         if let Some(parent) = target.parent() {
-            std::fs::create_dir_all(parent)
-                .with_context(|| format!("create {}", parent.display()))?;
+            std::fs::create_dir_all(parent).with_context(|| format!("create {}", parent.display()))?;
         }
-        let file_name = target
-            .file_name()
-            .context("file name")?
-            .to_string_lossy()
-            .into_owned();
+        let file_name = target.file_name().context("file name")?.to_string_lossy().into_owned();
         let temp = target.with_file_name(format!(".{file_name}.tmp~"));
         std::fs::write(&temp, contents).with_context(|| format!("write {}", temp.display()))?;
         std::fs::rename(&temp, &target)
@@ -127,10 +120,7 @@ impl MeshDir {
             .split("\n---\n")
             .find(|d| d.contains("kind: DestinationRule"))
             .with_context(|| format!("no DestinationRule in {name}"))?;
-        self.write(
-            name,
-            &format!("{}\n---\n{virtual_service}", destination_rule.trim_end()),
-        )
+        self.write(name, &format!("{}\n---\n{virtual_service}", destination_rule.trim_end()))
     }
 
     /// Copy every file of `manifests/examples/bookinfo`, moved into `block`.
@@ -159,10 +149,7 @@ pub struct BookinfoOptions {
 
 impl Default for BookinfoOptions {
     fn default() -> Self {
-        Self {
-            xds_api: XdsApi::Delta,
-            meshd_args: Vec::new(),
-        }
+        Self { xds_api: XdsApi::Delta, meshd_args: Vec::new() }
     }
 }
 
@@ -184,28 +171,13 @@ impl Bookinfo {
 
     /// Start everything on the YAML already in `dir` and wait until reviews answer through
     /// the sidecar.
-    pub async fn start(
-        ctx: &TestContext,
-        block: IpBlock,
-        dir: MeshDir,
-        options: BookinfoOptions,
-    ) -> Result<Self> {
+    pub async fn start(ctx: &TestContext, block: IpBlock, dir: MeshDir, options: BookinfoOptions) -> Result<Self> {
         let meshd_args: Vec<&str> = options.meshd_args.iter().map(String::as_str).collect();
         let meshd = Meshd::start(ctx, dir.path(), block.ip(hosts::MESHD), &meshd_args).await?;
         let mut reviews = Vec::new();
-        for (host, version) in [
-            (hosts::REVIEWS_V1, "v1"),
-            (hosts::REVIEWS_V2, "v2"),
-            (hosts::REVIEWS_V3, "v3"),
-        ] {
+        for (host, version) in [(hosts::REVIEWS_V1, "v1"), (hosts::REVIEWS_V2, "v2"), (hosts::REVIEWS_V3, "v3")] {
             reviews.push(
-                Upstream::start(
-                    block.addr(host, APP_PORT),
-                    "reviews",
-                    version,
-                    &format!("reviews-{version}"),
-                )
-                .await?,
+                Upstream::start(block.addr(host, APP_PORT), "reviews", version, &format!("reviews-{version}")).await?,
             );
         }
         let spec = SidecarSpec::new("productpage-v1", "bookinfo", block.ip(hosts::PRODUCTPAGE))
@@ -213,32 +185,20 @@ impl Bookinfo {
             .label("version", "v1")
             .xds_api(options.xds_api);
         let productpage = Sidecar::start(ctx, &spec, meshd.xds_addr()).await?;
-        let bookinfo = Self {
-            productpage,
-            meshd,
-            reviews,
-            dir,
-            block,
-        };
-        bookinfo
-            .await_answer(Self::REVIEWS_URL, Duration::from_secs(10))
-            .await?;
+        let bookinfo = Self { productpage, meshd, reviews, dir, block };
+        bookinfo.await_answer(Self::REVIEWS_URL, Duration::from_secs(10)).await?;
         Ok(bookinfo)
     }
 
     /// Wait until `url` answers 200 through the productpage sidecar.
     pub async fn await_answer(&self, url: &str, timeout: Duration) -> Result<()> {
-        await_condition(
-            &format!("GET {url} through the productpage sidecar to answer 200"),
-            timeout,
-            || async {
-                self.productpage.process().ensure_running()?;
-                self.meshd.process().ensure_running()?;
-                let response = self.productpage.request(url, &[]).await?;
-                ensure!(response.status == 200, "{}", response.summary());
-                Ok(())
-            },
-        )
+        await_condition(&format!("GET {url} through the productpage sidecar to answer 200"), timeout, || async {
+            self.productpage.process().ensure_running()?;
+            self.meshd.process().ensure_running()?;
+            let response = self.productpage.request(url, &[]).await?;
+            ensure!(response.status == 200, "{}", response.summary());
+            Ok(())
+        })
         .await
     }
 
@@ -263,15 +223,9 @@ impl Bookinfo {
         )
         .await?;
         let took = since.elapsed();
-        ensure!(
-            took <= limit,
-            "the change took {took:?} to apply (limit {limit:?})"
-        );
+        ensure!(took <= limit, "the change took {took:?} to apply (limit {limit:?})");
         let tally = self.productpage.tally(50, url, headers).await;
-        ensure!(
-            tally.all(version),
-            "after converging, every request should reach {version}; got {tally}"
-        );
+        ensure!(tally.all(version), "after converging, every request should reach {version}; got {tally}");
         Ok(took)
     }
 

@@ -43,12 +43,7 @@ pub struct Meshd {
 
 impl Meshd {
     /// Start meshd on `ip` (xDS on `ip:15010`, monitoring on `ip:15014`) and wait for `/readyz`.
-    pub async fn start(
-        ctx: &TestContext,
-        config_dir: &Path,
-        ip: Ipv4Addr,
-        extra_args: &[&str],
-    ) -> Result<Self> {
+    pub async fn start(ctx: &TestContext, config_dir: &Path, ip: Ipv4Addr, extra_args: &[&str]) -> Result<Self> {
         let xds = SocketAddr::from((ip, XDS_PORT));
         let monitoring = SocketAddr::from((ip, MONITORING_PORT));
         let program = paths::binary("meshd")?;
@@ -62,12 +57,7 @@ impl Meshd {
         ];
         args.extend(extra_args.iter().map(|a| a.to_string()));
         let process = ManagedProcess::spawn(ctx, "meshd", &program, &args)?;
-        let meshd = Self {
-            process,
-            xds,
-            monitoring,
-            config_dir: config_dir.to_path_buf(),
-        };
+        let meshd = Self { process, xds, monitoring, config_dir: config_dir.to_path_buf() };
         meshd.wait_ready(READY_TIMEOUT).await?;
         Ok(meshd)
     }
@@ -130,9 +120,7 @@ impl Meshd {
 
     /// GET a path on the monitoring server.
     pub async fn get(&self, path: &str) -> Result<Response> {
-        http::get(self.monitoring, path)
-            .await
-            .with_context(|| format!("meshd GET {path}"))
+        http::get(self.monitoring, path).await.with_context(|| format!("meshd GET {path}"))
     }
 
     async fn get_ok(&self, path: &str) -> Result<Response> {
@@ -146,12 +134,8 @@ impl Meshd {
     /// `/debug/config_errors`.
     pub async fn config_errors(&self) -> Result<Vec<ConfigError>> {
         let response = self.get_ok("/debug/config_errors").await?;
-        serde_json::from_str(&response.body).with_context(|| {
-            format!(
-                "/debug/config_errors is not a JSON array of errors: {}",
-                snippet(&response.body)
-            )
-        })
+        serde_json::from_str(&response.body)
+            .with_context(|| format!("/debug/config_errors is not a JSON array of errors: {}", snippet(&response.body)))
     }
 
     /// `/debug/proxies` as JSON.
@@ -246,10 +230,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(errors.len(), 2);
-        assert_eq!(
-            errors[0].field.as_deref(),
-            Some("spec.http[0].route[0].weight")
-        );
+        assert_eq!(errors[0].field.as_deref(), Some("spec.http[0].route[0].weight"));
         assert_eq!(errors[1].document, None);
     }
 }

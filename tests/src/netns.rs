@@ -68,30 +68,16 @@ pub fn unsupported_reason() -> Option<String> {
     // SAFETY: geteuid has no preconditions and cannot fail.
     let euid = unsafe { geteuid() };
     if euid != 0 {
-        return Some(format!(
-            "network-namespace tests need root (running as uid {euid})"
-        ));
+        return Some(format!("network-namespace tests need root (running as uid {euid})"));
     }
-    let probe = format!(
-        "{NAME_PREFIX}{}-probe{}",
-        std::process::id(),
-        NEXT_PROBE.fetch_add(1, Ordering::SeqCst)
-    );
-    match StdCommand::new("ip")
-        .args(["netns", "add", &probe])
-        .stdin(Stdio::null())
-        .output()
-    {
+    let probe = format!("{NAME_PREFIX}{}-probe{}", std::process::id(), NEXT_PROBE.fetch_add(1, Ordering::SeqCst));
+    match StdCommand::new("ip").args(["netns", "add", &probe]).stdin(Stdio::null()).output() {
         Err(e) => Some(format!("cannot run `ip` (iproute2): {e}")),
-        Ok(out) if !out.status.success() => Some(format!(
-            "`ip netns add` failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        )),
+        Ok(out) if !out.status.success() => {
+            Some(format!("`ip netns add` failed: {}", String::from_utf8_lossy(&out.stderr).trim()))
+        }
         Ok(_) => {
-            let _ = StdCommand::new("ip")
-                .args(["netns", "del", &probe])
-                .stdin(Stdio::null())
-                .output();
+            let _ = StdCommand::new("ip").args(["netns", "del", &probe]).stdin(Stdio::null()).output();
             None
         }
     }
@@ -111,13 +97,9 @@ impl Netns {
         if Path::new(NETNS_DIR).join(&name).exists() {
             bail!("network namespace {name} exists already (tag {tag:?} used twice?)");
         }
-        run_to_completion(
-            Path::new("ip"),
-            ["netns", "add", name.as_str()],
-            COMMAND_TIMEOUT,
-        )
-        .await
-        .with_context(|| format!("create network namespace {name}"))?;
+        run_to_completion(Path::new("ip"), ["netns", "add", name.as_str()], COMMAND_TIMEOUT)
+            .await
+            .with_context(|| format!("create network namespace {name}"))?;
         let ns = Self { name };
         ns.ip(["link", "set", "lo", "up"]).await?;
         Ok(ns)
@@ -150,12 +132,8 @@ impl Netns {
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
-        let mut all: Vec<std::ffi::OsString> = vec![
-            "netns".into(),
-            "exec".into(),
-            self.name.clone().into(),
-            program.to_os_string(),
-        ];
+        let mut all: Vec<std::ffi::OsString> =
+            vec!["netns".into(), "exec".into(), self.name.clone().into(), program.to_os_string()];
         all.extend(args.into_iter().map(|a| a.as_ref().to_os_string()));
         all
     }
@@ -171,13 +149,7 @@ impl Netns {
     }
 
     /// Start a long-running process inside the namespace (as the test's own user).
-    pub fn spawn<I, S>(
-        &self,
-        ctx: &TestContext,
-        label: &str,
-        program: &Path,
-        args: I,
-    ) -> Result<ManagedProcess>
+    pub fn spawn<I, S>(&self, ctx: &TestContext, label: &str, program: &Path, args: I) -> Result<ManagedProcess>
     where
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
@@ -226,8 +198,7 @@ impl Netns {
                 let _ = tx.send(result);
             })
             .context("spawn a thread to enter the network namespace")?;
-        rx.await
-            .map_err(|_| anyhow!("the thread inside network namespace {} panicked", self.name))?
+        rx.await.map_err(|_| anyhow!("the thread inside network namespace {} panicked", self.name))?
     }
 
     /// Connect to `addr` from inside the namespace (subject to its iptables rules, like any
@@ -249,8 +220,7 @@ impl Netns {
     pub async fn bind(&self, addr: SocketAddr) -> Result<TcpListener> {
         let listener = self
             .run_inside(move || {
-                let listener =
-                    std::net::TcpListener::bind(addr).with_context(|| format!("bind {addr}"))?;
+                let listener = std::net::TcpListener::bind(addr).with_context(|| format!("bind {addr}"))?;
                 listener.set_nonblocking(true)?;
                 Ok(listener)
             })
@@ -260,13 +230,7 @@ impl Netns {
     }
 
     /// An [`Upstream`] HTTP server listening on `addr` inside the namespace.
-    pub async fn start_upstream(
-        &self,
-        addr: SocketAddr,
-        service: &str,
-        version: &str,
-        pod: &str,
-    ) -> Result<Upstream> {
+    pub async fn start_upstream(&self, addr: SocketAddr, service: &str, version: &str, pod: &str) -> Result<Upstream> {
         let handle = tokio::runtime::Handle::current();
         let (service, version, pod) = (service.to_string(), version.to_string(), pod.to_string());
         self.run_inside(move || handle.block_on(Upstream::start(addr, &service, &version, &pod)))
@@ -312,36 +276,23 @@ impl Netns {
         request.push_str("Connection: close\r\n\r\n");
         let exchange = async {
             let mut stream = self.connect(addr).await?;
-            stream
-                .write_all(request.as_bytes())
-                .await
-                .context("write request")?;
+            stream.write_all(request.as_bytes()).await.context("write request")?;
             let mut raw = Vec::new();
-            stream
-                .read_to_end(&mut raw)
-                .await
-                .context("read response")?;
+            stream.read_to_end(&mut raw).await.context("read response")?;
             http::parse_response(&raw)
         };
         match tokio::time::timeout(http::REQUEST_TIMEOUT, exchange).await {
-            Ok(result) => result.with_context(|| {
-                format!(
-                    "{method} {target} (Host: {host}) to {addr} from namespace {}",
-                    self.name
-                )
-            }),
-            Err(_) => bail!(
-                "no complete response from {addr} within {:?} (namespace {})",
-                http::REQUEST_TIMEOUT,
-                self.name
-            ),
+            Ok(result) => result
+                .with_context(|| format!("{method} {target} (Host: {host}) to {addr} from namespace {}", self.name)),
+            Err(_) => {
+                bail!("no complete response from {addr} within {:?} (namespace {})", http::REQUEST_TIMEOUT, self.name)
+            }
         }
     }
 
     /// `GET path` to `addr` from inside the namespace (`Host` = `addr`).
     pub async fn get(&self, addr: SocketAddr, path: &str) -> Result<Response> {
-        self.request(addr, "GET", path, &addr.to_string(), &[])
-            .await
+        self.request(addr, "GET", path, &addr.to_string(), &[]).await
     }
 
     /// Open a TCP connection from inside the namespace, send `payload`, shut down writing and
@@ -356,14 +307,10 @@ impl Netns {
             Ok::<_, anyhow::Error>(answer)
         };
         match tokio::time::timeout(http::REQUEST_TIMEOUT, exchange).await {
-            Ok(result) => {
-                result.with_context(|| format!("TCP exchange with {addr} from {}", self.name))
+            Ok(result) => result.with_context(|| format!("TCP exchange with {addr} from {}", self.name)),
+            Err(_) => {
+                bail!("TCP exchange with {addr} from {} did not finish within {:?}", self.name, http::REQUEST_TIMEOUT)
             }
-            Err(_) => bail!(
-                "TCP exchange with {addr} from {} did not finish within {:?}",
-                self.name,
-                http::REQUEST_TIMEOUT
-            ),
         }
     }
 
@@ -390,9 +337,7 @@ impl Netns {
         for rule in capture.rules() {
             let mut args = vec!["-w".to_string(), "5".to_string(), "-t".into(), "nat".into()];
             args.extend(rule);
-            self.exec(program, &args)
-                .await
-                .with_context(|| format!("install capture rules in {}", self.name))?;
+            self.exec(program, &args).await.with_context(|| format!("install capture rules in {}", self.name))?;
         }
         Ok(())
     }
@@ -400,25 +345,17 @@ impl Netns {
     /// `iptables -t nat -S` and the nat counters (`-L -n -v`), for failure messages.
     pub async fn nat_rules(&self) -> Result<String> {
         let program = self.iptables_program().await?;
-        self.exec(program, ["-w", "5", "-t", "nat", "-L", "-n", "-v"])
-            .await
+        self.exec(program, ["-w", "5", "-t", "nat", "-L", "-n", "-v"]).await
     }
 
     /// Packet count of the first nat rule in `chain` whose line contains `needle`.
     pub async fn nat_packets(&self, chain: &str, needle: &str) -> Result<u64> {
         let program = self.iptables_program().await?;
-        let listing = self
-            .exec(
-                program,
-                ["-w", "5", "-t", "nat", "-L", chain, "-n", "-v", "-x"],
-            )
-            .await?;
+        let listing = self.exec(program, ["-w", "5", "-t", "nat", "-L", chain, "-n", "-v", "-x"]).await?;
         for line in listing.lines().skip(2) {
             if line.contains(needle) {
                 let packets = line.split_whitespace().next().unwrap_or_default();
-                return packets
-                    .parse()
-                    .with_context(|| format!("packet count in {line:?}"));
+                return packets.parse().with_context(|| format!("packet count in {line:?}"));
             }
         }
         bail!("no rule containing {needle:?} in nat chain {chain}:\n{listing}")
@@ -428,10 +365,7 @@ impl Netns {
 impl Drop for Netns {
     fn drop(&mut self) {
         kill_processes_in(&self.name);
-        let out = StdCommand::new("ip")
-            .args(["netns", "del", &self.name])
-            .stdin(Stdio::null())
-            .output();
+        let out = StdCommand::new("ip").args(["netns", "del", &self.name]).stdin(Stdio::null()).output();
         match out {
             Ok(out) if out.status.success() => {}
             Ok(out) => eprintln!(
@@ -446,18 +380,11 @@ impl Drop for Netns {
 
 /// SIGKILL every process whose network namespace is `name` (never this process itself).
 fn kill_processes_in(name: &str) {
-    let Ok(out) = StdCommand::new("ip")
-        .args(["netns", "pids", name])
-        .stdin(Stdio::null())
-        .output()
-    else {
+    let Ok(out) = StdCommand::new("ip").args(["netns", "pids", name]).stdin(Stdio::null()).output() else {
         return;
     };
     let me = std::process::id();
-    for pid in String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .filter_map(|p| p.parse::<u32>().ok())
-    {
+    for pid in String::from_utf8_lossy(&out.stdout).split_whitespace().filter_map(|p| p.parse::<u32>().ok()) {
         if pid != me && pid > 1 {
             // SAFETY: kill(2) with a concrete pid and a valid signal number.
             unsafe {
@@ -485,10 +412,7 @@ fn remove_stale_namespaces() {
             continue;
         }
         kill_processes_in(&name);
-        let _ = StdCommand::new("ip")
-            .args(["netns", "del", &name])
-            .stdin(Stdio::null())
-            .output();
+        let _ = StdCommand::new("ip").args(["netns", "del", &name]).stdin(Stdio::null()).output();
     }
 }
 
@@ -511,31 +435,10 @@ fn enter_namespace(path: &Path) -> Result<()> {
 
 /// A veth pair with one end in `a` (named `a_if`, address `a_cidr`) and the other in `b`; both
 /// ends are created directly inside the namespaces and brought up.
-pub async fn link_veth(
-    a: &Netns,
-    a_if: &str,
-    a_cidr: &str,
-    b: &Netns,
-    b_if: &str,
-    b_cidr: &str,
-) -> Result<()> {
+pub async fn link_veth(a: &Netns, a_if: &str, a_cidr: &str, b: &Netns, b_if: &str, b_cidr: &str) -> Result<()> {
     run_to_completion(
         Path::new("ip"),
-        [
-            "link",
-            "add",
-            "name",
-            a_if,
-            "netns",
-            a.name(),
-            "type",
-            "veth",
-            "peer",
-            "name",
-            b_if,
-            "netns",
-            b.name(),
-        ],
+        ["link", "add", "name", a_if, "netns", a.name(), "type", "veth", "peer", "name", b_if, "netns", b.name()],
         COMMAND_TIMEOUT,
     )
     .await
@@ -600,14 +503,8 @@ impl Capture {
             "-N AMIME_IN_REDIRECT".into(),
             "-N AMIME_OUTPUT".into(),
             "-N AMIME_REDIRECT".into(),
-            format!(
-                "-A AMIME_IN_REDIRECT -p tcp -j REDIRECT --to-ports {}",
-                self.inbound_port
-            ),
-            format!(
-                "-A AMIME_REDIRECT -p tcp -j REDIRECT --to-ports {}",
-                self.outbound_port
-            ),
+            format!("-A AMIME_IN_REDIRECT -p tcp -j REDIRECT --to-ports {}", self.inbound_port),
+            format!("-A AMIME_REDIRECT -p tcp -j REDIRECT --to-ports {}", self.outbound_port),
             // Inbound.
             "-A PREROUTING -p tcp -j AMIME_INBOUND".into(),
             format!("-A AMIME_INBOUND -s {INBOUND_SOURCE_IP}/32 -j RETURN"),
@@ -618,21 +515,13 @@ impl Capture {
         rules.push("-A AMIME_INBOUND -p tcp -j AMIME_IN_REDIRECT".into());
         // Outbound.
         rules.push("-A OUTPUT -p tcp -j AMIME_OUTPUT".into());
-        rules.push(format!(
-            "-A AMIME_OUTPUT -s {INBOUND_SOURCE_IP}/32 -o lo -j RETURN"
-        ));
-        rules.push(format!(
-            "-A AMIME_OUTPUT -m owner --uid-owner {} -j RETURN",
-            self.proxy_uid
-        ));
+        rules.push(format!("-A AMIME_OUTPUT -s {INBOUND_SOURCE_IP}/32 -o lo -j RETURN"));
+        rules.push(format!("-A AMIME_OUTPUT -m owner --uid-owner {} -j RETURN", self.proxy_uid));
         for cidr in &self.exclude_outbound_cidrs {
             rules.push(format!("-A AMIME_OUTPUT -d {cidr} -j RETURN"));
         }
         rules.push("-A AMIME_OUTPUT -j AMIME_REDIRECT".into());
-        rules
-            .into_iter()
-            .map(|r| r.split_whitespace().map(str::to_string).collect())
-            .collect()
+        rules.into_iter().map(|r| r.split_whitespace().map(str::to_string).collect()).collect()
     }
 }
 
@@ -642,11 +531,7 @@ mod tests {
 
     #[test]
     fn capture_rules_skip_the_proxy_before_redirecting() {
-        let rules: Vec<String> = Capture::default()
-            .rules()
-            .iter()
-            .map(|r| r.join(" "))
-            .collect();
+        let rules: Vec<String> = Capture::default().rules().iter().map(|r| r.join(" ")).collect();
         let pos = |needle: &str| {
             rules
                 .iter()
@@ -655,14 +540,8 @@ mod tests {
         };
         assert!(pos("--uid-owner 1337 -j RETURN") < pos("-A AMIME_OUTPUT -j AMIME_REDIRECT"));
         assert!(pos("-d 127.0.0.1/32 -j RETURN") < pos("-A AMIME_OUTPUT -j AMIME_REDIRECT"));
-        assert!(
-            pos("--dport 15006 -j RETURN") < pos("-A AMIME_INBOUND -p tcp -j AMIME_IN_REDIRECT")
-        );
-        assert!(
-            rules.contains(&"-A AMIME_REDIRECT -p tcp -j REDIRECT --to-ports 15001".to_string())
-        );
-        assert!(
-            rules.contains(&"-A AMIME_IN_REDIRECT -p tcp -j REDIRECT --to-ports 15006".to_string())
-        );
+        assert!(pos("--dport 15006 -j RETURN") < pos("-A AMIME_INBOUND -p tcp -j AMIME_IN_REDIRECT"));
+        assert!(rules.contains(&"-A AMIME_REDIRECT -p tcp -j REDIRECT --to-ports 15001".to_string()));
+        assert!(rules.contains(&"-A AMIME_IN_REDIRECT -p tcp -j REDIRECT --to-ports 15006".to_string()));
     }
 }

@@ -6,10 +6,7 @@ use anyhow::{bail, Result};
 
 /// The workspace root (the parent of this crate's directory).
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("tests/ has a parent directory")
-        .to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent directory").to_path_buf()
 }
 
 /// `manifests/examples/bookinfo` in the workspace.
@@ -51,10 +48,7 @@ pub fn binary(name: &str) -> Result<PathBuf> {
             return Ok(candidate);
         }
     }
-    let tried: Vec<String> = dirs
-        .iter()
-        .map(|d| d.join(name).display().to_string())
-        .collect();
+    let tried: Vec<String> = dirs.iter().map(|d| d.join(name).display().to_string()).collect();
     bail!(
         "binary `{name}` not found (looked at {}); run `cargo build --workspace --bins` \
          (or set AMIME_BIN_DIR)",
@@ -73,10 +67,7 @@ pub fn envoy() -> Result<PathBuf> {
     }
     let path = workspace_root().join(".venv/bin/envoy");
     if !path.is_file() {
-        bail!(
-            "Envoy not found at {}; run scripts/install-envoy.sh (or set AMIME_ENVOY)",
-            path.display()
-        );
+        bail!("Envoy not found at {}; run scripts/install-envoy.sh (or set AMIME_ENVOY)", path.display());
     }
     Ok(path)
 }

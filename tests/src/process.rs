@@ -32,10 +32,7 @@ impl ManagedProcess {
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
-        let args: Vec<_> = args
-            .into_iter()
-            .map(|a| a.as_ref().to_os_string())
-            .collect();
+        let args: Vec<_> = args.into_iter().map(|a| a.as_ref().to_os_string()).collect();
         let command_line = std::iter::once(program.as_os_str())
             .chain(args.iter().map(|a| a.as_os_str()))
             .map(|s| s.to_string_lossy().into_owned())
@@ -43,10 +40,8 @@ impl ManagedProcess {
             .join(" ");
         let stdout_log = ctx.unique_path(label, ".stdout.log");
         let stderr_log = ctx.unique_path(label, ".stderr.log");
-        let stdout = std::fs::File::create(&stdout_log)
-            .with_context(|| format!("create {}", stdout_log.display()))?;
-        let stderr = std::fs::File::create(&stderr_log)
-            .with_context(|| format!("create {}", stderr_log.display()))?;
+        let stdout = std::fs::File::create(&stdout_log).with_context(|| format!("create {}", stdout_log.display()))?;
+        let stderr = std::fs::File::create(&stderr_log).with_context(|| format!("create {}", stderr_log.display()))?;
         let child = Command::new(program)
             .args(&args)
             .stdin(Stdio::null())
@@ -55,19 +50,10 @@ impl ManagedProcess {
             .kill_on_drop(true)
             .spawn()
             .with_context(|| format!("start {label}: {command_line}"))?;
-        let pid = child
-            .id()
-            .ok_or_else(|| anyhow!("{label} exited before its pid was read"))?;
+        let pid = child.id().ok_or_else(|| anyhow!("{label} exited before its pid was read"))?;
         ctx.register_log(format!("{label} (pid {pid}) stderr"), stderr_log.clone());
         ctx.register_log(format!("{label} (pid {pid}) stdout"), stdout_log.clone());
-        Ok(Self {
-            label: label.to_string(),
-            command_line,
-            pid,
-            child: Mutex::new(child),
-            stdout_log,
-            stderr_log,
-        })
+        Ok(Self { label: label.to_string(), command_line, pid, child: Mutex::new(child), stdout_log, stderr_log })
     }
 
     pub fn label(&self) -> &str {
@@ -107,11 +93,7 @@ impl ManagedProcess {
 
     /// The last lines of stderr and stdout.
     pub fn log_tail(&self, lines: usize) -> String {
-        format!(
-            "[stderr]\n{}\n[stdout]\n{}",
-            tail(&self.stderr_log, lines),
-            tail(&self.stdout_log, lines)
-        )
+        format!("[stderr]\n{}\n[stdout]\n{}", tail(&self.stderr_log, lines), tail(&self.stdout_log, lines))
     }
 
     pub fn stderr_log(&self) -> &Path {
@@ -136,19 +118,12 @@ impl Drop for ManagedProcess {
 
 /// Run a short-lived command to completion; fails (with its output) on a non-zero exit or after
 /// `timeout`.
-pub async fn run_to_completion<I, S>(
-    program: &Path,
-    args: I,
-    timeout: Duration,
-) -> Result<std::process::Output>
+pub async fn run_to_completion<I, S>(program: &Path, args: I, timeout: Duration) -> Result<std::process::Output>
 where
     I: IntoIterator<Item = S>,
     S: AsRef<OsStr>,
 {
-    let args: Vec<_> = args
-        .into_iter()
-        .map(|a| a.as_ref().to_os_string())
-        .collect();
+    let args: Vec<_> = args.into_iter().map(|a| a.as_ref().to_os_string()).collect();
     let command_line = std::iter::once(program.as_os_str())
         .chain(args.iter().map(|a| a.as_os_str()))
         .map(|s| s.to_string_lossy().into_owned())

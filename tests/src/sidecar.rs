@@ -115,19 +115,9 @@ impl Sidecar {
         ]);
         run_to_completion(&meshctl, &args, Duration::from_secs(20)).await?;
         if !bootstrap.is_file() {
-            bail!(
-                "`meshctl bootstrap` succeeded but did not write {}",
-                bootstrap.display()
-            );
+            bail!("`meshctl bootstrap` succeeded but did not write {}", bootstrap.display());
         }
-        Self::launch(
-            ctx,
-            &format!("envoy-{}", spec.pod),
-            &bootstrap,
-            spec.ip,
-            spec.admin_addr(),
-        )
-        .await
+        Self::launch(ctx, &format!("envoy-{}", spec.pod), &bootstrap, spec.ip, spec.admin_addr()).await
     }
 
     /// Start Envoy with an existing bootstrap and wait until admin `/ready` answers 200.
@@ -142,23 +132,15 @@ impl Sidecar {
         let envoy = paths::envoy()?;
         let process = ManagedProcess::spawn(ctx, label, &envoy, envoy_args(bootstrap))?;
         ctx.register_log(format!("{label} bootstrap"), bootstrap.to_path_buf());
-        let sidecar = Self {
-            process,
-            admin,
-            proxy: SocketAddr::from((ip, OUTBOUND_PORT)),
-            bootstrap: bootstrap.to_path_buf(),
-        };
+        let sidecar =
+            Self { process, admin, proxy: SocketAddr::from((ip, OUTBOUND_PORT)), bootstrap: bootstrap.to_path_buf() };
         sidecar.wait_ready(READY_TIMEOUT).await?;
         Ok(sidecar)
     }
 
     /// Wait until admin `/ready` answers 200 (Envoy initialized: initial xDS fetch done).
     pub async fn wait_ready(&self, timeout: Duration) -> Result<()> {
-        let what = format!(
-            "{} admin {} to answer 200 on /ready",
-            self.process.label(),
-            self.admin
-        );
+        let what = format!("{} admin {} to answer 200 on /ready", self.process.label(), self.admin);
         await_condition(&what, timeout, || async {
             self.process.ensure_running()?;
             let response = self.admin_get("/ready").await?;
@@ -193,9 +175,7 @@ impl Sidecar {
 
     /// GET a path on the Envoy admin API.
     pub async fn admin_get(&self, path: &str) -> Result<Response> {
-        http::get(self.admin, path)
-            .await
-            .with_context(|| format!("envoy admin GET {path}"))
+        http::get(self.admin, path).await.with_context(|| format!("envoy admin GET {path}"))
     }
 
     /// All counters and gauges from admin `/stats` (histograms skipped).
@@ -267,11 +247,7 @@ pub fn parse_stats(text: &str) -> BTreeMap<String, u64> {
 
 /// Sum of the stats ending in `.update_rejected`.
 pub fn rejected_updates(stats: &BTreeMap<String, u64>) -> u64 {
-    stats
-        .iter()
-        .filter(|(name, _)| name.ends_with(".update_rejected"))
-        .map(|(_, v)| v)
-        .sum()
+    stats.iter().filter(|(name, _)| name.ends_with(".update_rejected")).map(|(_, v)| v).sum()
 }
 
 /// `Ok` if Envoy rejected no xDS update (every `*.update_rejected` stat is 0); otherwise an
@@ -284,10 +260,7 @@ pub fn ensure_no_rejected_updates(stats: &BTreeMap<String, u64>) -> Result<()> {
             .filter(|(n, v)| n.ends_with(".update_rejected") && **v > 0)
             .map(|(n, v)| format!("{n}={v}"))
             .collect();
-        bail!(
-            "Envoy rejected {rejected} xDS updates: {}",
-            nonzero.join(", ")
-        );
+        bail!("Envoy rejected {rejected} xDS updates: {}", nonzero.join(", "));
     }
     Ok(())
 }
@@ -297,20 +270,14 @@ pub fn weighted_clusters(dump: &Value) -> Vec<Vec<(String, u64)>> {
     fn walk(value: &Value, out: &mut Vec<Vec<(String, u64)>>) {
         match value {
             Value::Object(map) => {
-                if let Some(clusters) = map
-                    .get("weighted_clusters")
-                    .and_then(|w| w.get("clusters"))
-                    .and_then(Value::as_array)
+                if let Some(clusters) =
+                    map.get("weighted_clusters").and_then(|w| w.get("clusters")).and_then(Value::as_array)
                 {
                     out.push(
                         clusters
                             .iter()
                             .map(|c| {
-                                let name = c
-                                    .get("name")
-                                    .and_then(Value::as_str)
-                                    .unwrap_or_default()
-                                    .to_string();
+                                let name = c.get("name").and_then(Value::as_str).unwrap_or_default().to_string();
                                 let weight = match c.get("weight") {
                                     Some(Value::Number(n)) => n.as_u64().unwrap_or_default(),
                                     Some(Value::String(s)) => s.parse().unwrap_or_default(),
@@ -401,18 +368,10 @@ impl Tally {
 
 impl fmt::Display for Tally {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let counts: Vec<String> = self
-            .counts
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect();
+        let counts: Vec<String> = self.counts.iter().map(|(k, v)| format!("{k}={v}")).collect();
         write!(f, "{} requests: {}", self.total, counts.join(" "))?;
         if !self.samples.is_empty() {
-            write!(
-                f,
-                " (unexpected answers, e.g.: {})",
-                self.samples.join(" | ")
-            )?;
+            write!(f, " (unexpected answers, e.g.: {})", self.samples.join(" | "))?;
         }
         Ok(())
     }
@@ -447,27 +406,16 @@ mod tests {
                 {"route":{"weighted_clusters":{"clusters":[{"name":"a","weight":80},{"name":"b","weight":20}]}}}]}]}}]}]}"#,
         )
         .unwrap();
-        assert_eq!(
-            weighted_clusters(&dump),
-            vec![vec![("a".to_string(), 80), ("b".to_string(), 20)]]
-        );
+        assert_eq!(weighted_clusters(&dump), vec![vec![("a".to_string(), 80), ("b".to_string(), 20)]]);
     }
 
     #[test]
     fn tally_counts() {
         let mut t = Tally::default();
-        let ok = |v: &str| Response {
-            status: 200,
-            headers: vec![],
-            body: format!(r#"{{"version":"{v}"}}"#),
-        };
+        let ok = |v: &str| Response { status: 200, headers: vec![], body: format!(r#"{{"version":"{v}"}}"#) };
         t.record(Ok(ok("v1")));
         t.record(Ok(ok("v1")));
-        t.record(Ok(Response {
-            status: 503,
-            headers: vec![],
-            body: "no healthy upstream".into(),
-        }));
+        t.record(Ok(Response { status: 503, headers: vec![], body: "no healthy upstream".into() }));
         assert_eq!((t.get("v1"), t.get("HTTP 503"), t.total), (2, 1, 3));
         assert!(!t.all("v1"));
         assert!(t.to_string().contains("no healthy upstream"));

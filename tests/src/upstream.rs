@@ -46,11 +46,7 @@ impl Upstream {
                 eprintln!("upstream on {addr} stopped: {e}");
             }
         });
-        Ok(Self {
-            addr,
-            identity,
-            task,
-        })
+        Ok(Self { addr, identity, task })
     }
 
     pub fn addr(&self) -> SocketAddr {

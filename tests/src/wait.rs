@@ -45,16 +45,11 @@ where
     let mut checks = 0u32;
     loop {
         checks += 1;
-        let remaining = deadline
-            .saturating_duration_since(Instant::now())
-            .max(Duration::from_millis(100));
+        let remaining = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(100));
         let observation = match tokio::time::timeout(remaining, check()).await {
             Ok(Ok(value)) => return Ok(value),
             Ok(Err(err)) if is_fatal(&err) => {
-                return Err(anyhow!(
-                    "gave up waiting for {what} after {:.2?}: {err:#}",
-                    start.elapsed()
-                ))
+                return Err(anyhow!("gave up waiting for {what} after {:.2?}: {err:#}", start.elapsed()))
             }
             Ok(Err(err)) => format!("{err:#}"),
             Err(_) => format!("the check itself did not finish within {remaining:.2?}"),

@@ -7,18 +7,11 @@ use std::time::{Duration, Instant};
 use amime_e2e::context::TestContext;
 use amime_e2e::http;
 use amime_e2e::process::ManagedProcess;
-use amime_e2e::{
-    await_condition, fatal, hosts, mesh, paths, run_test, IpBlock, MeshDir, Sidecar, Upstream,
-};
+use amime_e2e::{await_condition, fatal, hosts, mesh, paths, run_test, IpBlock, MeshDir, Sidecar, Upstream};
 use anyhow::{bail, ensure, Result};
 
 /// Wait at most `timeout` until `GET path` to `addr` fails (nothing answers there any more).
-async fn await_no_answer(
-    what: &str,
-    addr: SocketAddr,
-    path: &str,
-    timeout: Duration,
-) -> Result<()> {
+async fn await_no_answer(what: &str, addr: SocketAddr, path: &str, timeout: Duration) -> Result<()> {
     await_condition(what, timeout, || async {
         match http::get(addr, path).await {
             Ok(r) => bail!("still answering: {}", r.summary()),
@@ -34,44 +27,24 @@ async fn upstream_answers_with_its_identity() {
         let block = IpBlock(201);
         let upstream = Upstream::start(block.addr(11, 9080), "reviews", "v7", "reviews-v7").await?;
 
-        let r = http::send(
-            upstream.addr(),
-            "GET",
-            "/some/path?x=1",
-            "reviews:9080",
-            &[("end-user", "jason")],
-            b"",
-        )
-        .await?;
+        let r =
+            http::send(upstream.addr(), "GET", "/some/path?x=1", "reviews:9080", &[("end-user", "jason")], b"").await?;
         ensure!(r.status == 200, "{}", r.summary());
         let body = r.json()?;
-        ensure!(
-            body["service"] == "reviews" && body["version"] == "v7" && body["pod"] == "reviews-v7",
-            "{body}"
-        );
+        ensure!(body["service"] == "reviews" && body["version"] == "v7" && body["pod"] == "reviews-v7", "{body}");
         ensure!(body["path"] == "/some/path?x=1", "{body}");
         ensure!(body["headers"]["end-user"] == "jason", "{body}");
         ensure!(body["headers"]["host"] == "reviews:9080", "{body}");
 
         // An absolute-form request (what a proxy receives) works too.
         let r = http::proxy_request(upstream.addr(), "GET", "http://anything:1/abs", &[]).await?;
-        ensure!(
-            r.json_str("path").as_deref() == Some("/abs"),
-            "{}",
-            r.summary()
-        );
+        ensure!(r.json_str("path").as_deref() == Some("/abs"), "{}", r.summary());
         ensure!(upstream.hits() == 2, "hits = {}", upstream.hits());
 
         // Dropping it stops the server.
         let addr = upstream.addr();
         drop(upstream);
-        await_no_answer(
-            "the dropped upstream to refuse connections",
-            addr,
-            "/",
-            Duration::from_secs(5),
-        )
-        .await
+        await_no_answer("the dropped upstream to refuse connections", addr, "/", Duration::from_secs(5)).await
     })
     .await;
 }
@@ -111,25 +84,17 @@ async fn await_condition_reports_what_and_last_observation() {
     .to_string();
     assert!(err.contains("timed out"), "{err}");
     assert!(err.contains("the moon to turn blue"), "{err}");
-    assert!(
-        err.contains(&format!("it was grey (look #{calls})")),
-        "{err}"
-    );
+    assert!(err.contains(&format!("it was grey (look #{calls})")), "{err}");
 }
 
 #[tokio::test]
 async fn await_condition_stops_on_fatal_and_cuts_off_hanging_checks() {
     let start = Instant::now();
-    let err = await_condition("x", Duration::from_secs(30), || async {
-        Err::<(), _>(fatal("process died"))
-    })
-    .await
-    .unwrap_err()
-    .to_string();
-    assert!(
-        err.contains("gave up") && err.contains("process died"),
-        "{err}"
-    );
+    let err = await_condition("x", Duration::from_secs(30), || async { Err::<(), _>(fatal("process died")) })
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("gave up") && err.contains("process died"), "{err}");
     assert!(start.elapsed() < Duration::from_secs(1));
 
     let start = Instant::now();
@@ -146,53 +111,33 @@ async fn await_condition_stops_on_fatal_and_cuts_off_hanging_checks() {
 
 #[tokio::test]
 async fn managed_process_captures_logs_and_reports_exit() {
-    run_test(
-        "managed_process_captures_logs_and_reports_exit",
-        |ctx| async move {
-            let sh = std::path::Path::new("/bin/sh");
-            let p = ManagedProcess::spawn(
-                &ctx,
-                "short",
-                sh,
-                ["-c", "echo to-stdout; echo to-stderr >&2; exit 3"],
-            )?;
-            let err = await_condition("short to exit", Duration::from_secs(5), || async {
-                p.ensure_running()?;
-                Err::<(), _>(anyhow::anyhow!("still running"))
-            })
-            .await
-            .unwrap_err();
-            let err = format!("{err:#}");
-            ensure!(err.contains("exited") && err.contains("to-stderr"), "{err}");
-            ensure!(p.log_tail(5).contains("to-stdout"), "{}", p.log_tail(5));
-            ensure!(
-                ctx.log_tails(5).contains("to-stderr"),
-                "{}",
-                ctx.log_tails(5)
-            );
+    run_test("managed_process_captures_logs_and_reports_exit", |ctx| async move {
+        let sh = std::path::Path::new("/bin/sh");
+        let p = ManagedProcess::spawn(&ctx, "short", sh, ["-c", "echo to-stdout; echo to-stderr >&2; exit 3"])?;
+        let err = await_condition("short to exit", Duration::from_secs(5), || async {
+            p.ensure_running()?;
+            Err::<(), _>(anyhow::anyhow!("still running"))
+        })
+        .await
+        .unwrap_err();
+        let err = format!("{err:#}");
+        ensure!(err.contains("exited") && err.contains("to-stderr"), "{err}");
+        ensure!(p.log_tail(5).contains("to-stdout"), "{}", p.log_tail(5));
+        ensure!(ctx.log_tails(5).contains("to-stderr"), "{}", ctx.log_tails(5));
 
-            // A long-running process is killed when dropped.
-            let long = ManagedProcess::spawn(&ctx, "long", sh, ["-c", "sleep 600"])?;
-            let pid = long.pid();
-            ensure!(long.is_running());
-            drop(long);
-            await_condition(
-                "the dropped process to be gone",
-                Duration::from_secs(5),
-                || async {
-                    let state =
-                        std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-                    // Gone, or a zombie waiting to be reaped.
-                    ensure!(
-                        state.is_empty() || state.contains(") Z"),
-                        "still alive: {state}"
-                    );
-                    Ok(())
-                },
-            )
-            .await
-        },
-    )
+        // A long-running process is killed when dropped.
+        let long = ManagedProcess::spawn(&ctx, "long", sh, ["-c", "sleep 600"])?;
+        let pid = long.pid();
+        ensure!(long.is_running());
+        drop(long);
+        await_condition("the dropped process to be gone", Duration::from_secs(5), || async {
+            let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            // Gone, or a zombie waiting to be reaped.
+            ensure!(state.is_empty() || state.contains(") Z"), "still alive: {state}");
+            Ok(())
+        })
+        .await
+    })
     .await;
 }
 
@@ -200,15 +145,10 @@ async fn managed_process_captures_logs_and_reports_exit() {
 fn finish_panics_with_the_error_chain() {
     let ctx = TestContext::new("finish_panics_with_the_error_chain").unwrap();
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        ctx.finish(Err(
-            anyhow::anyhow!("body-error-marker").context("outer context")
-        ))
+        ctx.finish(Err(anyhow::anyhow!("body-error-marker").context("outer context")))
     }));
     let message = *result.unwrap_err().downcast::<String>().unwrap();
-    assert!(
-        message.contains("body-error-marker") && message.contains("outer context"),
-        "{message}"
-    );
+    assert!(message.contains("body-error-marker") && message.contains("outer context"), "{message}");
     ctx.finish(Ok(()));
 }
 
@@ -230,10 +170,7 @@ fn mesh_dir_and_rendering() {
     dir.write("sub/b.yml", "three").unwrap();
     assert_eq!(dir.read("a.yaml").unwrap(), "two");
     assert_eq!(dir.read("sub/b.yml").unwrap(), "three");
-    let names: Vec<_> = std::fs::read_dir(dir.path())
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .collect();
+    let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(names.len(), 2, "no temp files left behind: {names:?}");
 
     let yaml = mesh::bookinfo_mesh_yaml(IpBlock(42)).unwrap();
@@ -241,17 +178,12 @@ fn mesh_dir_and_rendering() {
     assert!(!yaml.contains("127.0.10."));
     dir.copy_bookinfo_example(IpBlock(43)).unwrap();
     assert!(dir.read("mesh.yaml").unwrap().contains("127.0.43.13"));
-    assert!(dir
-        .read("reviews-rules.yaml")
-        .unwrap()
-        .contains("kind: VirtualService"));
+    assert!(dir.read("reviews-rules.yaml").unwrap().contains("kind: VirtualService"));
 }
 
 #[test]
 fn missing_binary_says_how_to_build() {
-    let err = paths::binary("no-such-amime-binary")
-        .unwrap_err()
-        .to_string();
+    let err = paths::binary("no-such-amime-binary").unwrap_err().to_string();
     assert!(err.contains("cargo build --workspace --bins"), "{err}");
 }
 
@@ -262,40 +194,19 @@ async fn envoy_with_static_bootstrap() {
     run_test("envoy_with_static_bootstrap", |ctx| async move {
         let block = IpBlock(203);
         let ip = block.ip(hosts::PRODUCTPAGE);
-        let _backend = Upstream::start(
-            block.addr(hosts::REVIEWS_V1, 9080),
-            "backend",
-            "v1",
-            "backend-0",
-        )
-        .await?;
+        let _backend = Upstream::start(block.addr(hosts::REVIEWS_V1, 9080), "backend", "v1", "backend-0").await?;
         let bootstrap = ctx.dir().join("static-bootstrap.yaml");
         std::fs::write(&bootstrap, static_bootstrap(block))?;
-        let envoy = Sidecar::launch(
-            &ctx,
-            "envoy-static",
-            &bootstrap,
-            ip,
-            block.addr(hosts::PRODUCTPAGE, 15000),
-        )
-        .await?;
+        let envoy =
+            Sidecar::launch(&ctx, "envoy-static", &bootstrap, ip, block.addr(hosts::PRODUCTPAGE, 15000)).await?;
 
         let r = envoy.request("http://hello/", &[]).await?;
-        ensure!(
-            r.status == 200 && r.body == "hello from envoy",
-            "{}",
-            r.summary()
-        );
+        ensure!(r.status == 200 && r.body == "hello from envoy", "{}", r.summary());
 
-        let r = envoy
-            .request("http://backend:9080/through?q=1", &[("end-user", "jason")])
-            .await?;
+        let r = envoy.request("http://backend:9080/through?q=1", &[("end-user", "jason")]).await?;
         ensure!(r.status == 200, "{}", r.summary());
         let body = r.json()?;
-        ensure!(
-            body["pod"] == "backend-0" && body["path"] == "/through?q=1",
-            "{body}"
-        );
+        ensure!(body["pod"] == "backend-0" && body["path"] == "/through?q=1", "{body}");
         ensure!(body["headers"]["end-user"] == "jason", "{body}");
 
         let r = envoy.request("http://unknown:1/", &[]).await?;
@@ -304,15 +215,11 @@ async fn envoy_with_static_bootstrap() {
         let tally = envoy.tally(10, "http://backend:9080/", &[]).await;
         ensure!(tally.all("v1"), "{tally}");
 
-        await_condition(
-            "downstream 2xx stat to count 12 requests",
-            Duration::from_secs(10),
-            || async {
-                let n = envoy.stat("http.outbound.downstream_rq_2xx").await?;
-                ensure!(n == Some(12), "http.outbound.downstream_rq_2xx = {n:?}");
-                Ok(())
-            },
-        )
+        await_condition("downstream 2xx stat to count 12 requests", Duration::from_secs(10), || async {
+            let n = envoy.stat("http.outbound.downstream_rq_2xx").await?;
+            ensure!(n == Some(12), "http.outbound.downstream_rq_2xx = {n:?}");
+            Ok(())
+        })
         .await?;
         ensure!(envoy.stat("no.such.stat").await?.is_none());
         ensure!(envoy.rejected_updates().await? == 0);
@@ -321,13 +228,7 @@ async fn envoy_with_static_bootstrap() {
         // Killed on drop: the admin port goes away.
         let admin = envoy.admin_addr();
         drop(envoy);
-        await_no_answer(
-            "the dropped Envoy to stop answering on admin",
-            admin,
-            "/ready",
-            Duration::from_secs(10),
-        )
-        .await
+        await_no_answer("the dropped Envoy to stop answering on admin", admin, "/ready", Duration::from_secs(10)).await
     })
     .await;
 }
@@ -338,29 +239,15 @@ async fn envoy_with_bad_bootstrap_fails_fast() {
     run_test("envoy_with_bad_bootstrap_fails_fast", |ctx| async move {
         let block = IpBlock(204);
         let bootstrap = ctx.dir().join("bad.yaml");
-        std::fs::write(
-            &bootstrap,
-            "static_resources: {listeners: [{name: x, bogus_field: 1}]}\n",
-        )?;
+        std::fs::write(&bootstrap, "static_resources: {listeners: [{name: x, bogus_field: 1}]}\n")?;
         let start = Instant::now();
-        let result = Sidecar::launch(
-            &ctx,
-            "envoy-bad",
-            &bootstrap,
-            block.ip(1),
-            block.addr(1, 15000),
-        )
-        .await;
+        let result = Sidecar::launch(&ctx, "envoy-bad", &bootstrap, block.ip(1), block.addr(1, 15000)).await;
         let err = match result {
             Ok(_) => bail!("Envoy started with a bad bootstrap"),
             Err(e) => format!("{e:#}"),
         };
         ensure!(err.contains("gave up") && err.contains("exited"), "{err}");
-        ensure!(
-            start.elapsed() < Duration::from_secs(15),
-            "took {:?}",
-            start.elapsed()
-        );
+        ensure!(start.elapsed() < Duration::from_secs(15), "took {:?}", start.elapsed());
         Ok(())
     })
     .await;

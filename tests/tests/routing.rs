@@ -8,12 +8,10 @@
 use std::time::{Duration, Instant};
 
 use amime_e2e::mesh::{self, APP_PORT};
-use amime_e2e::rules::{
-    reviews_vs_jason_v2_else_split, REVIEWS_DESTINATION_RULE, REVIEWS_VS_ALL_V3,
-};
+use amime_e2e::rules::{reviews_vs_jason_v2_else_split, REVIEWS_DESTINATION_RULE, REVIEWS_VS_ALL_V3};
 use amime_e2e::{
-    await_condition, hosts, run_test, Bookinfo, BookinfoOptions, ConfigError, IpBlock, MeshDir,
-    TestContext, Upstream, XdsApi,
+    await_condition, hosts, run_test, Bookinfo, BookinfoOptions, ConfigError, IpBlock, MeshDir, TestContext, Upstream,
+    XdsApi,
 };
 use anyhow::{anyhow, ensure, Result};
 
@@ -87,10 +85,7 @@ spec:
 /// `manifests/examples/bookinfo` (jason → v2, everyone else 50/50 v1/v3).
 fn write_rules(dir: &MeshDir) -> Result<()> {
     dir.write(DESTINATION_RULE_FILE, REVIEWS_DESTINATION_RULE)?;
-    dir.write(
-        VIRTUAL_SERVICE_FILE,
-        &reviews_vs_jason_v2_else_split(50, 50),
-    )?;
+    dir.write(VIRTUAL_SERVICE_FILE, &reviews_vs_jason_v2_else_split(50, 50))?;
     Ok(())
 }
 
@@ -100,25 +95,13 @@ async fn start_bookinfo(ctx: &TestContext, block: IpBlock, xds_api: XdsApi) -> R
     let dir = MeshDir::new(ctx)?;
     dir.write("mesh.yaml", &mesh::bookinfo_mesh_yaml(block)?)?;
     write_rules(&dir)?;
-    Bookinfo::start(
-        ctx,
-        block,
-        dir,
-        BookinfoOptions {
-            xds_api,
-            ..Default::default()
-        },
-    )
-    .await
+    Bookinfo::start(ctx, block, dir, BookinfoOptions { xds_api, ..Default::default() }).await
 }
 
 /// jason always gets v2 (20 requests); without the header nobody gets v2 (100 requests).
 async fn check_header_routing(bookinfo: &Bookinfo) -> Result<()> {
     let jason = bookinfo.productpage.tally(20, REVIEWS, JASON).await;
-    ensure!(
-        jason.all("v2"),
-        "GET {REVIEWS} with end-user: jason should always reach reviews v2; got {jason}"
-    );
+    ensure!(jason.all("v2"), "GET {REVIEWS} with end-user: jason should always reach reviews v2; got {jason}");
     let others = bookinfo.productpage.tally(100, REVIEWS, &[]).await;
     ensure!(
         others.get("v2") == 0 && others.get("v1") + others.get("v3") == others.total,
@@ -158,8 +141,7 @@ async fn await_config_error(
             .iter()
             .find(|e| {
                 e.file.ends_with(file)
-                    && field_part
-                        .is_none_or(|part| e.field.as_deref().is_some_and(|f| f.contains(part)))
+                    && field_part.is_none_or(|part| e.field.as_deref().is_some_and(|f| f.contains(part)))
             })
             .cloned()
             .ok_or_else(|| anyhow!("config errors: {errors:?}"))
@@ -176,21 +158,12 @@ async fn header_routing_sends_jason_to_v2() {
         // The end-user header reaches the upstream untouched.
         let response = bookinfo.productpage.request(REVIEWS, JASON).await?;
         let body = response.json()?;
-        ensure!(
-            body["headers"]["end-user"] == "jason",
-            "upstream saw {body}"
-        );
+        ensure!(body["headers"]["end-user"] == "jason", "upstream saw {body}");
 
         let connected = bookinfo.meshd.metric("amime_xds_connected_proxies").await?;
-        ensure!(
-            connected == Some(1.0),
-            "amime_xds_connected_proxies = {connected:?}, want 1"
-        );
+        ensure!(connected == Some(1.0), "amime_xds_connected_proxies = {connected:?}, want 1");
         let pushes = bookinfo.meshd.metric("amime_xds_pushes_total").await?;
-        ensure!(
-            pushes.is_some_and(|p| p >= 1.0),
-            "amime_xds_pushes_total = {pushes:?}, want >= 1"
-        );
+        ensure!(pushes.is_some_and(|p| p >= 1.0), "amime_xds_pushes_total = {pushes:?}, want >= 1");
         bookinfo.check_no_nacks().await
     })
     .await;
@@ -213,28 +186,18 @@ async fn live_edit_applies_without_restarts() {
         check_header_routing(&bookinfo).await?;
         let (envoy_pid, meshd_pid) = (bookinfo.productpage.pid(), bookinfo.meshd.pid());
 
-        let renamed = bookinfo
-            .dir
-            .write(VIRTUAL_SERVICE_FILE, REVIEWS_VS_ALL_V3)?;
-        let took = bookinfo
-            .await_all_to("v3", &[], renamed, CONVERGENCE)
-            .await?;
+        let renamed = bookinfo.dir.write(VIRTUAL_SERVICE_FILE, REVIEWS_VS_ALL_V3)?;
+        let took = bookinfo.await_all_to("v3", &[], renamed, CONVERGENCE).await?;
         eprintln!("100% v3 applied {took:?} after the rename");
         // The jason rule is gone too.
         let jason = bookinfo.productpage.tally(20, REVIEWS, JASON).await;
-        ensure!(
-            jason.all("v3"),
-            "after the edit jason should reach v3 too; got {jason}"
-        );
+        ensure!(jason.all("v3"), "after the edit jason should reach v3 too; got {jason}");
 
         ensure!(
             bookinfo.productpage.pid() == envoy_pid && bookinfo.productpage.process().is_running(),
             "Envoy restarted"
         );
-        ensure!(
-            bookinfo.meshd.pid() == meshd_pid && bookinfo.meshd.process().is_running(),
-            "meshd restarted"
-        );
+        ensure!(bookinfo.meshd.pid() == meshd_pid && bookinfo.meshd.process().is_running(), "meshd restarted");
         bookinfo.check_no_nacks().await
     })
     .await;
@@ -252,22 +215,10 @@ async fn invalid_edit_keeps_previous_routing(
 
     let renamed = bookinfo.dir.write(VIRTUAL_SERVICE_FILE, invalid)?;
     let error = await_config_error(&bookinfo, VIRTUAL_SERVICE_FILE, Some(field), renamed).await?;
-    eprintln!(
-        "reported {:?} after the rename: {error:?}",
-        renamed.elapsed()
-    );
-    ensure!(
-        !error.message.is_empty(),
-        "config error without a message: {error:?}"
-    );
-    ensure!(
-        error.kind.as_deref() == Some("VirtualService"),
-        "config error kind: {error:?}"
-    );
-    ensure!(
-        error.name.as_deref() == Some("reviews") && error.namespace.as_deref() == Some("bookinfo"),
-        "{error:?}"
-    );
+    eprintln!("reported {:?} after the rename: {error:?}", renamed.elapsed());
+    ensure!(!error.message.is_empty(), "config error without a message: {error:?}");
+    ensure!(error.kind.as_deref() == Some("VirtualService"), "config error kind: {error:?}");
+    ensure!(error.name.as_deref() == Some("reviews") && error.namespace.as_deref() == Some("bookinfo"), "{error:?}");
 
     check_header_routing(&bookinfo).await?;
     check_even_split(&bookinfo, 200).await?;
@@ -276,56 +227,42 @@ async fn invalid_edit_keeps_previous_routing(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_weight_is_reported_and_old_routing_kept() {
-    run_test(
-        "invalid_weight_is_reported_and_old_routing_kept",
-        |ctx| async move {
-            invalid_edit_keeps_previous_routing(ctx, IpBlock(24), VS_NEGATIVE_WEIGHT, "weight")
-                .await
-        },
-    )
+    run_test("invalid_weight_is_reported_and_old_routing_kept", |ctx| async move {
+        invalid_edit_keeps_previous_routing(ctx, IpBlock(24), VS_NEGATIVE_WEIGHT, "weight").await
+    })
     .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_regex_is_reported_and_old_routing_kept() {
-    run_test(
-        "invalid_regex_is_reported_and_old_routing_kept",
-        |ctx| async move {
-            invalid_edit_keeps_previous_routing(ctx, IpBlock(25), VS_BAD_REGEX, "regex").await
-        },
-    )
+    run_test("invalid_regex_is_reported_and_old_routing_kept", |ctx| async move {
+        invalid_edit_keeps_previous_routing(ctx, IpBlock(25), VS_BAD_REGEX, "regex").await
+    })
     .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broken_yaml_file_does_not_block_good_files() {
-    run_test(
-        "broken_yaml_file_does_not_block_good_files",
-        |ctx| async move {
-            let block = IpBlock(26);
-            let dir = MeshDir::new(&ctx)?;
-            // Sorted before and after the good files.
-            dir.write("00-broken.yaml", BROKEN_YAML)?;
-            dir.write("mesh.yaml", &mesh::bookinfo_mesh_yaml(block)?)?;
-            write_rules(&dir)?;
-            let bookinfo = Bookinfo::start(&ctx, block, dir, BookinfoOptions::default()).await?;
-            await_config_error(&bookinfo, "00-broken.yaml", None, Instant::now()).await?;
-            check_header_routing(&bookinfo).await?;
-            check_even_split(&bookinfo, 200).await?;
+    run_test("broken_yaml_file_does_not_block_good_files", |ctx| async move {
+        let block = IpBlock(26);
+        let dir = MeshDir::new(&ctx)?;
+        // Sorted before and after the good files.
+        dir.write("00-broken.yaml", BROKEN_YAML)?;
+        dir.write("mesh.yaml", &mesh::bookinfo_mesh_yaml(block)?)?;
+        write_rules(&dir)?;
+        let bookinfo = Bookinfo::start(&ctx, block, dir, BookinfoOptions::default()).await?;
+        await_config_error(&bookinfo, "00-broken.yaml", None, Instant::now()).await?;
+        check_header_routing(&bookinfo).await?;
+        check_even_split(&bookinfo, 200).await?;
 
-            // A second broken file and a good edit at the same time: the edit applies.
-            bookinfo.dir.write("zz-broken.yml", BROKEN_YAML)?;
-            let renamed = bookinfo
-                .dir
-                .write(VIRTUAL_SERVICE_FILE, REVIEWS_VS_ALL_V3)?;
-            bookinfo
-                .await_all_to("v3", &[], renamed, CONVERGENCE)
-                .await?;
-            await_config_error(&bookinfo, "zz-broken.yml", None, renamed).await?;
-            await_config_error(&bookinfo, "00-broken.yaml", None, Instant::now()).await?;
-            bookinfo.check_no_nacks().await
-        },
-    )
+        // A second broken file and a good edit at the same time: the edit applies.
+        bookinfo.dir.write("zz-broken.yml", BROKEN_YAML)?;
+        let renamed = bookinfo.dir.write(VIRTUAL_SERVICE_FILE, REVIEWS_VS_ALL_V3)?;
+        bookinfo.await_all_to("v3", &[], renamed, CONVERGENCE).await?;
+        await_config_error(&bookinfo, "zz-broken.yml", None, renamed).await?;
+        await_config_error(&bookinfo, "00-broken.yaml", None, Instant::now()).await?;
+        bookinfo.check_no_nacks().await
+    })
     .await;
 }
 
@@ -335,12 +272,8 @@ async fn sotw_header_routing_split_and_edit() {
         let bookinfo = start_bookinfo(&ctx, IpBlock(27), XdsApi::Sotw).await?;
         check_header_routing(&bookinfo).await?;
         check_even_split(&bookinfo, 400).await?;
-        let renamed = bookinfo
-            .dir
-            .write(VIRTUAL_SERVICE_FILE, REVIEWS_VS_ALL_V3)?;
-        bookinfo
-            .await_all_to("v3", JASON, renamed, CONVERGENCE)
-            .await?;
+        let renamed = bookinfo.dir.write(VIRTUAL_SERVICE_FILE, REVIEWS_VS_ALL_V3)?;
+        bookinfo.await_all_to("v3", JASON, renamed, CONVERGENCE).await?;
         bookinfo.check_no_nacks().await
     })
     .await;
@@ -406,20 +339,8 @@ async fn services_without_rules_round_robin() {
         dir.write("mesh.yaml", &mesh::bookinfo_mesh_yaml(block)?)?;
         dir.write("ratings.yaml", &block.render(RATINGS))?;
         let _ratings = [
-            Upstream::start(
-                block.addr(hosts::EXTRA_1, APP_PORT),
-                "ratings",
-                "v1",
-                "ratings-v1",
-            )
-            .await?,
-            Upstream::start(
-                block.addr(hosts::EXTRA_2, APP_PORT),
-                "ratings",
-                "v2",
-                "ratings-v2",
-            )
-            .await?,
+            Upstream::start(block.addr(hosts::EXTRA_1, APP_PORT), "ratings", "v1", "ratings-v1").await?,
+            Upstream::start(block.addr(hosts::EXTRA_2, APP_PORT), "ratings", "v2", "ratings-v2").await?,
         ];
         let bookinfo = Bookinfo::start(&ctx, block, dir, BookinfoOptions::default()).await?;
         let url = "http://ratings:9080/";
@@ -434,9 +355,7 @@ async fn services_without_rules_round_robin() {
         );
         let reviews = bookinfo.productpage.tally(90, REVIEWS, &[]).await;
         ensure!(
-            ["v1", "v2", "v3"]
-                .iter()
-                .all(|v| (20..=40).contains(&reviews.get(v))),
+            ["v1", "v2", "v3"].iter().all(|v| (20..=40).contains(&reviews.get(v))),
             "GET {REVIEWS} without rules should rotate over reviews v1/v2/v3; got {reviews}"
         );
         bookinfo.check_no_nacks().await
@@ -448,31 +367,14 @@ async fn services_without_rules_round_robin() {
 async fn unknown_host_passes_through() {
     run_test("unknown_host_passes_through", |ctx| async move {
         let block = IpBlock(29);
-        let outside = Upstream::start(
-            block.addr(hosts::OUTSIDE, APP_PORT),
-            "outside",
-            "none",
-            "not-in-mesh",
-        )
-        .await?;
+        let outside = Upstream::start(block.addr(hosts::OUTSIDE, APP_PORT), "outside", "none", "not-in-mesh").await?;
         let bookinfo = start_bookinfo(&ctx, block, XdsApi::Delta).await?;
         let url = format!("http://{}/passthrough?x=1", outside.addr());
         let response = bookinfo.productpage.request(&url, &[]).await?;
-        ensure!(
-            response.status == 200,
-            "GET {url} through the sidecar: {}",
-            response.summary()
-        );
+        ensure!(response.status == 200, "GET {url} through the sidecar: {}", response.summary());
         let body = response.json()?;
-        ensure!(
-            body["service"] == "outside" && body["path"] == "/passthrough?x=1",
-            "GET {url}: {body}"
-        );
-        ensure!(
-            outside.hits() == 1,
-            "the outside upstream saw {} requests",
-            outside.hits()
-        );
+        ensure!(body["service"] == "outside" && body["path"] == "/passthrough?x=1", "GET {url}: {body}");
+        ensure!(outside.hits() == 1, "the outside upstream saw {} requests", outside.hits());
         // Mesh routing still works next to it.
         check_header_routing(&bookinfo).await?;
         bookinfo.check_no_nacks().await

@@ -31,17 +31,14 @@ use amime_e2e::netns::{self, link_veth, Capture, Netns, TcpEcho, PROXY_UID};
 use amime_e2e::process::{run_to_completion, ManagedProcess};
 use amime_e2e::rules::{self, REVIEWS_DESTINATION_RULE};
 use amime_e2e::sidecar::{ensure_no_rejected_updates, envoy_args, parse_stats};
-use amime_e2e::{
-    await_condition, paths, run_test, MeshDir, Response, Tally, TestContext, Upstream, XdsApi,
-};
+use amime_e2e::{await_condition, paths, run_test, MeshDir, Response, Tally, TestContext, Upstream, XdsApi};
 use anyhow::{ensure, Context as _, Result};
 use serde_json::Value;
 
 const APP_PORT: u16 = 9080;
 const RATINGS_PORT: u16 = 5432;
 const MESHD_XDS: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 15010);
-const MESHD_MONITORING: SocketAddr =
-    SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 15014);
+const MESHD_MONITORING: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 15014);
 const ENVOY_ADMIN: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 15000);
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 const ROUTE_TIMEOUT: Duration = Duration::from_secs(15);
@@ -161,14 +158,7 @@ spec:
             rv = host::REVIEWS_VIP,
             rt = host::RATINGS_VIP,
         );
-        yaml.push_str(&pod(
-            "productpage-v1",
-            "productpage",
-            "v1",
-            host::PRODUCTPAGE,
-            "http-web",
-            APP_PORT,
-        ));
+        yaml.push_str(&pod("productpage-v1", "productpage", "v1", host::PRODUCTPAGE, "http-web", APP_PORT));
         for (name, version, ip) in [
             ("reviews-v1", "v1", host::REVIEWS_V1),
             ("reviews-v2", "v2", host::REVIEWS_V2),
@@ -176,18 +166,10 @@ spec:
         ] {
             yaml.push_str(&pod(name, "reviews", version, ip, "http-web", APP_PORT));
         }
-        yaml.push_str(&pod(
-            "ratings-v1",
-            "ratings",
-            "v1",
-            host::RATINGS_V1,
-            "tcp-db",
-            RATINGS_PORT,
-        ));
+        yaml.push_str(&pod("ratings-v1", "ratings", "v1", host::RATINGS_V1, "tcp-db", RATINGS_PORT));
         yaml
     }
 }
-
 
 const JASON: &[(&str, &str)] = &[("end-user", "jason")];
 
@@ -227,20 +209,10 @@ impl TransparentMesh {
         // rewrites the destination); the server namespace does not forward, so without capture
         // these connections go nowhere.
         let gateway = block.pod(host::GATEWAY).to_string();
-        client
-            .ip(["route", "add", "default", "via", gateway.as_str()])
-            .await?;
-        for h in [
-            host::REVIEWS_V1,
-            host::REVIEWS_V2,
-            host::REVIEWS_V3,
-            host::RATINGS_V1,
-            host::OUTSIDE,
-        ] {
+        client.ip(["route", "add", "default", "via", gateway.as_str()]).await?;
+        for h in [host::REVIEWS_V1, host::REVIEWS_V2, host::REVIEWS_V3, host::RATINGS_V1, host::OUTSIDE] {
             let cidr = format!("{}/24", block.pod(h));
-            server
-                .ip(["addr", "add", cidr.as_str(), "dev", "eth0"])
-                .await?;
+            server.ip(["addr", "add", cidr.as_str(), "dev", "eth0"]).await?;
         }
         client.install_capture(&Capture::default()).await?;
 
@@ -253,19 +225,10 @@ impl TransparentMesh {
         )?;
 
         let mut reviews = Vec::new();
-        for (h, version) in [
-            (host::REVIEWS_V1, "v1"),
-            (host::REVIEWS_V2, "v2"),
-            (host::REVIEWS_V3, "v3"),
-        ] {
+        for (h, version) in [(host::REVIEWS_V1, "v1"), (host::REVIEWS_V2, "v2"), (host::REVIEWS_V3, "v3")] {
             reviews.push(
                 server
-                    .start_upstream(
-                        block.pod_addr(h, APP_PORT),
-                        "reviews",
-                        version,
-                        &format!("reviews-{version}"),
-                    )
+                    .start_upstream(block.pod_addr(h, APP_PORT), "reviews", version, &format!("reviews-{version}"))
                     .await?,
             );
         }
@@ -320,41 +283,21 @@ impl TransparentMesh {
             Duration::from_secs(20),
         )
         .await?;
-        let text = std::fs::read_to_string(&bootstrap)
-            .with_context(|| format!("read {}", bootstrap.display()))?;
+        let text = std::fs::read_to_string(&bootstrap).with_context(|| format!("read {}", bootstrap.display()))?;
         ensure!(
             text.contains("INTERCEPTION_MODE: REDIRECT"),
             "`meshctl bootstrap --mode transparent` did not set INTERCEPTION_MODE: REDIRECT:\n{text}"
         );
         ctx.register_log("envoy bootstrap", bootstrap.clone());
 
-        let envoy = client.spawn_as(
-            ctx,
-            "envoy-productpage",
-            PROXY_UID,
-            &paths::envoy()?,
-            envoy_args(&bootstrap),
-        )?;
-        let mesh = Self {
-            envoy,
-            meshd,
-            reviews,
-            client,
-            server,
-            dir,
-            block,
-            ctx: ctx.clone(),
-        };
-        await_condition(
-            "Envoy admin to answer 200 on /ready",
-            READY_TIMEOUT,
-            || async {
-                mesh.ensure_running()?;
-                let response = mesh.admin_get("/ready").await?;
-                ensure!(response.status == 200, "/ready: {}", response.summary());
-                Ok(())
-            },
-        )
+        let envoy = client.spawn_as(ctx, "envoy-productpage", PROXY_UID, &paths::envoy()?, envoy_args(&bootstrap))?;
+        let mesh = Self { envoy, meshd, reviews, client, server, dir, block, ctx: ctx.clone() };
+        await_condition("Envoy admin to answer 200 on /ready", READY_TIMEOUT, || async {
+            mesh.ensure_running()?;
+            let response = mesh.admin_get("/ready").await?;
+            ensure!(response.status == 200, "/ready: {}", response.summary());
+            Ok(())
+        })
         .await?;
         Ok(mesh)
     }
@@ -365,19 +308,12 @@ impl TransparentMesh {
     }
 
     async fn admin_get(&self, path: &str) -> Result<Response> {
-        self.client
-            .get(ENVOY_ADMIN, path)
-            .await
-            .with_context(|| format!("envoy admin GET {path}"))
+        self.client.get(ENVOY_ADMIN, path).await.with_context(|| format!("envoy admin GET {path}"))
     }
 
     async fn stats(&self) -> Result<std::collections::BTreeMap<String, u64>> {
         let response = self.admin_get("/stats").await?;
-        ensure!(
-            response.status == 200,
-            "envoy /stats: {}",
-            response.summary()
-        );
+        ensure!(response.status == 200, "envoy /stats: {}", response.summary());
         Ok(parse_stats(&response.body))
     }
 
@@ -388,25 +324,17 @@ impl TransparentMesh {
     /// Wait until stat `name` is at least `min` (counters of a connection that just closed may
     /// be updated an instant after the client saw the close).
     async fn await_stat(&self, name: &str, min: u64) -> Result<u64> {
-        await_condition(
-            &format!("Envoy stat {name} >= {min}"),
-            Duration::from_secs(5),
-            || async {
-                let value = self.stat(name).await?;
-                ensure!(value >= min, "{name} = {value}");
-                Ok(value)
-            },
-        )
+        await_condition(&format!("Envoy stat {name} >= {min}"), Duration::from_secs(5), || async {
+            let value = self.stat(name).await?;
+            ensure!(value >= min, "{name} = {value}");
+            Ok(value)
+        })
         .await
     }
 
     async fn meshd_metric(&self, name: &str) -> Result<Option<f64>> {
         let response = self.client.get(MESHD_MONITORING, "/metrics").await?;
-        ensure!(
-            response.status == 200,
-            "meshd /metrics: {}",
-            response.summary()
-        );
+        ensure!(response.status == 200, "meshd /metrics: {}", response.summary());
         Ok(parse_metric(&response.body, name))
     }
 
@@ -415,10 +343,7 @@ impl TransparentMesh {
     async fn check_no_nacks(&self) -> Result<()> {
         let stats = self.stats().await?;
         ensure_no_rejected_updates(&stats)?;
-        for name in [
-            "listener_manager.lds.update_success",
-            "cluster_manager.cds.update_success",
-        ] {
+        for name in ["listener_manager.lds.update_success", "cluster_manager.cds.update_success"] {
             let n = stats.get(name).copied().unwrap_or(0);
             ensure!(n >= 1, "{name} = {n}: Envoy never accepted an update");
         }
@@ -426,22 +351,11 @@ impl TransparentMesh {
     }
 
     /// `GET /` from the productpage pod (captured) to `addr` with `Host: host`.
-    async fn outbound(
-        &self,
-        addr: SocketAddr,
-        host: &str,
-        headers: &[(&str, &str)],
-    ) -> Result<Response> {
+    async fn outbound(&self, addr: SocketAddr, host: &str, headers: &[(&str, &str)]) -> Result<Response> {
         self.client.request(addr, "GET", "/", host, headers).await
     }
 
-    async fn tally(
-        &self,
-        n: usize,
-        addr: SocketAddr,
-        host: &str,
-        headers: &[(&str, &str)],
-    ) -> Tally {
+    async fn tally(&self, n: usize, addr: SocketAddr, host: &str, headers: &[(&str, &str)]) -> Tally {
         let mut tally = Tally::default();
         for _ in 0..n {
             tally.record(self.outbound(addr, host, headers).await);
@@ -474,9 +388,7 @@ impl TransparentMesh {
     async fn print_diagnostics(&self) {
         let mut out = String::new();
         match self.client.nat_rules().await {
-            Ok(rules) => out.push_str(&format!(
-                "--- iptables -t nat (client namespace) ---\n{rules}\n"
-            )),
+            Ok(rules) => out.push_str(&format!("--- iptables -t nat (client namespace) ---\n{rules}\n")),
             Err(e) => out.push_str(&format!("(iptables listing failed: {e:#})\n")),
         }
         match self.admin_get("/listeners").await {
@@ -487,9 +399,7 @@ impl TransparentMesh {
             Ok(stats) => {
                 out.push_str("--- envoy stats (non-zero traffic / xDS counters) ---\n");
                 for (name, value) in stats {
-                    let traffic = ["listener.", "http.", "tcp.", "cluster."]
-                        .iter()
-                        .any(|p| name.starts_with(p))
+                    let traffic = ["listener.", "http.", "tcp.", "cluster."].iter().any(|p| name.starts_with(p))
                         && [
                             "downstream_cx_total",
                             "downstream_rq_total",
@@ -501,8 +411,7 @@ impl TransparentMesh {
                         ]
                         .iter()
                         .any(|s| name.ends_with(s));
-                    let xds =
-                        name.ends_with(".update_rejected") || name.ends_with(".update_success");
+                    let xds = name.ends_with(".update_rejected") || name.ends_with(".update_success");
                     if (traffic || xds) && value > 0 && !name.contains("admin") {
                         out.push_str(&format!("{name}: {value}\n"));
                     }
@@ -514,19 +423,12 @@ impl TransparentMesh {
             Ok(r) => {
                 let path = self.ctx.unique_path("envoy-config-dump", ".json");
                 if std::fs::write(&path, &r.body).is_ok() {
-                    out.push_str(&format!(
-                        "(Envoy config dump written to {})\n",
-                        path.display()
-                    ));
+                    out.push_str(&format!("(Envoy config dump written to {})\n", path.display()));
                 }
             }
             Err(e) => out.push_str(&format!("(envoy /config_dump failed: {e:#})\n")),
         }
-        eprintln!(
-            "===== {} diagnostics (config dir {}) =====\n{out}",
-            self.ctx.name(),
-            self.dir.path().display()
-        );
+        eprintln!("===== {} diagnostics (config dir {}) =====\n{out}", self.ctx.name(), self.dir.path().display());
     }
 }
 
@@ -534,9 +436,7 @@ impl TransparentMesh {
 /// `block`; on failure print the capture/Envoy evidence before the process logs.
 async fn run_transparent<F>(name: &str, block: Block, xds_api: XdsApi, body: F)
 where
-    F: for<'a> FnOnce(
-        &'a TransparentMesh,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>> + 'a>>,
+    F: for<'a> FnOnce(&'a TransparentMesh) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>> + 'a>>,
 {
     if let Some(reason) = netns::unsupported_reason() {
         eprintln!("SKIPPED: {name}: {reason}");
@@ -556,313 +456,208 @@ where
 /// The path of `program` on `PATH`, if any.
 fn find_program(program: &str) -> Option<String> {
     let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(program))
-        .find(|p| p.is_file())
-        .map(|p| p.display().to_string())
+    std::env::split_paths(&path).map(|dir| dir.join(program)).find(|p| p.is_file()).map(|p| p.display().to_string())
 }
 
 fn check_all(tally: &Tally, version: &str, what: &str) -> Result<()> {
-    ensure!(
-        tally.all(version),
-        "{what}: want every answer from {version}; got {tally}"
-    );
+    ensure!(tally.all(version), "{what}: want every answer from {version}; got {tally}");
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outbound_http_to_cluster_ip_is_routed_by_host() {
-    run_transparent(
-        "outbound_http_to_cluster_ip_is_routed_by_host",
-        Block(41),
-        XdsApi::Delta,
-        |mesh| {
-            Box::pin(async move {
-                let vip = mesh.block.vip_addr(host::REVIEWS_VIP, APP_PORT);
-                mesh.await_outbound(vip, "reviews:9080").await?;
-                let redirected_before = mesh.redirected_packets("AMIME_REDIRECT").await?;
-                let rq_before = mesh.stat("http.outbound_9080.downstream_rq_total").await?;
+    run_transparent("outbound_http_to_cluster_ip_is_routed_by_host", Block(41), XdsApi::Delta, |mesh| {
+        Box::pin(async move {
+            let vip = mesh.block.vip_addr(host::REVIEWS_VIP, APP_PORT);
+            mesh.await_outbound(vip, "reviews:9080").await?;
+            let redirected_before = mesh.redirected_packets("AMIME_REDIRECT").await?;
+            let rq_before = mesh.stat("http.outbound_9080.downstream_rq_total").await?;
 
-                // The VirtualService applies to captured traffic: jason → v2, everyone else → v1.
-                let others = mesh.tally(20, vip, "reviews:9080", &[]).await;
-                check_all(&others, "v1", "without end-user")?;
-                let jason = mesh.tally(20, vip, "reviews:9080", JASON).await;
-                check_all(&jason, "v2", "end-user: jason")?;
+            // The VirtualService applies to captured traffic: jason → v2, everyone else → v1.
+            let others = mesh.tally(20, vip, "reviews:9080", &[]).await;
+            check_all(&others, "v1", "without end-user")?;
+            let jason = mesh.tally(20, vip, "reviews:9080", JASON).await;
+            check_all(&jason, "v2", "end-user: jason")?;
 
-                // Every name of the service routes the same way (Host decides, not the IP).
-                let vip_host = format!("{vip}");
-                for host in [
-                    "reviews",
-                    "reviews.bookinfo",
-                    "reviews.bookinfo.svc.cluster.local:9080",
-                    vip_host.as_str(),
-                ] {
-                    let t = mesh.tally(3, vip, host, JASON).await;
-                    check_all(&t, "v2", &format!("Host: {host} with end-user: jason"))?;
-                }
+            // Every name of the service routes the same way (Host decides, not the IP).
+            let vip_host = format!("{vip}");
+            for host in ["reviews", "reviews.bookinfo", "reviews.bookinfo.svc.cluster.local:9080", vip_host.as_str()] {
+                let t = mesh.tally(3, vip, host, JASON).await;
+                check_all(&t, "v2", &format!("Host: {host} with end-user: jason"))?;
+            }
 
-                // The request went through Envoy's HTTP connection manager, headers intact.
-                let response = mesh.outbound(vip, "reviews", JASON).await?;
-                let body = response.json()?;
-                ensure!(body["service"] == "reviews", "answer from {body}");
-                ensure!(
-                    body["headers"]["end-user"] == "jason",
-                    "upstream saw {body}"
-                );
-                ensure!(
+            // The request went through Envoy's HTTP connection manager, headers intact.
+            let response = mesh.outbound(vip, "reviews", JASON).await?;
+            let body = response.json()?;
+            ensure!(body["service"] == "reviews", "answer from {body}");
+            ensure!(body["headers"]["end-user"] == "jason", "upstream saw {body}");
+            ensure!(
                 body["headers"].get("x-request-id").is_some(),
                 "no x-request-id: the request did not pass Envoy's HTTP connection manager: {body}"
             );
 
-                // A separate application process (curl, as root) is captured the same way.
-                if let Some(curl) = find_program("curl") {
-                    let resolve = format!("reviews:{APP_PORT}:{}", vip.ip());
-                    let body = mesh
-                        .client
-                        .exec(
-                            &curl,
-                            [
-                                "-sS",
-                                "--fail",
-                                "--max-time",
-                                "10",
-                                "--resolve",
-                                resolve.as_str(),
-                                "-H",
-                                "end-user: jason",
-                                "http://reviews:9080/",
-                            ],
-                        )
-                        .await?;
-                    let answer: Value = serde_json::from_str(&body)
-                        .with_context(|| format!("curl got a non-JSON answer: {body}"))?;
-                    ensure!(
-                        answer["service"] == "reviews" && answer["version"] == "v2",
-                        "curl as jason got {answer}"
-                    );
-                } else {
-                    eprintln!("(curl not installed: the extra curl check is left out)");
-                }
-
-                let served: u64 = mesh.reviews.iter().map(Upstream::hits).sum();
-                ensure!(
-                    served >= 53,
-                    "reviews upstreams served {served} requests, want >= 53"
-                );
-                let rq = mesh
-                    .await_stat("http.outbound_9080.downstream_rq_total", rq_before + 53)
+            // A separate application process (curl, as root) is captured the same way.
+            if let Some(curl) = find_program("curl") {
+                let resolve = format!("reviews:{APP_PORT}:{}", vip.ip());
+                let body = mesh
+                    .client
+                    .exec(
+                        &curl,
+                        [
+                            "-sS",
+                            "--fail",
+                            "--max-time",
+                            "10",
+                            "--resolve",
+                            resolve.as_str(),
+                            "-H",
+                            "end-user: jason",
+                            "http://reviews:9080/",
+                        ],
+                    )
                     .await?;
-                let redirected = mesh.redirected_packets("AMIME_REDIRECT").await?;
-                ensure!(
+                let answer: Value =
+                    serde_json::from_str(&body).with_context(|| format!("curl got a non-JSON answer: {body}"))?;
+                ensure!(answer["service"] == "reviews" && answer["version"] == "v2", "curl as jason got {answer}");
+            } else {
+                eprintln!("(curl not installed: the extra curl check is left out)");
+            }
+
+            let served: u64 = mesh.reviews.iter().map(Upstream::hits).sum();
+            ensure!(served >= 53, "reviews upstreams served {served} requests, want >= 53");
+            let rq = mesh.await_stat("http.outbound_9080.downstream_rq_total", rq_before + 53).await?;
+            let redirected = mesh.redirected_packets("AMIME_REDIRECT").await?;
+            ensure!(
                 redirected >= redirected_before + 53,
                 "iptables redirected {redirected} packets to 15001 (before: {redirected_before}), \
                  want one per connection (>= 53 more)"
             );
-                eprintln!(
-                    "outbound_9080 requests: {rq}; connections redirected to 15001: {redirected}"
-                );
-                mesh.check_no_nacks().await
-            })
-        },
-    )
+            eprintln!("outbound_9080 requests: {rq}; connections redirected to 15001: {redirected}");
+            mesh.check_no_nacks().await
+        })
+    })
     .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_destinations_pass_through() {
-    run_transparent(
-        "unknown_destinations_pass_through",
-        Block(42),
-        XdsApi::Delta,
-        |mesh| {
-            Box::pin(async move {
-                let b = mesh.block;
-                let outside_http = mesh
-                    .server
-                    .start_upstream(
-                        b.pod_addr(host::OUTSIDE, APP_PORT),
-                        "outside",
-                        "none",
-                        "outside-9080",
-                    )
-                    .await?;
-                let outside_other_port = mesh
-                    .server
-                    .start_upstream(
-                        b.pod_addr(host::OUTSIDE, 7070),
-                        "outside",
-                        "none",
-                        "outside-7070",
-                    )
-                    .await?;
-                let echo: TcpEcho = mesh
-                    .server
-                    .start_echo(b.pod_addr(host::OUTSIDE, 7071), "outside-echo:")
-                    .await?;
+    run_transparent("unknown_destinations_pass_through", Block(42), XdsApi::Delta, |mesh| {
+        Box::pin(async move {
+            let b = mesh.block;
+            let outside_http = mesh
+                .server
+                .start_upstream(b.pod_addr(host::OUTSIDE, APP_PORT), "outside", "none", "outside-9080")
+                .await?;
+            let outside_other_port =
+                mesh.server.start_upstream(b.pod_addr(host::OUTSIDE, 7070), "outside", "none", "outside-7070").await?;
+            let echo: TcpEcho = mesh.server.start_echo(b.pod_addr(host::OUTSIDE, 7071), "outside-echo:").await?;
 
-                // HTTP on a mesh HTTP port (9080) to an address that is no service: the per-port
-                // listener's catch-all virtual host → PassthroughCluster (original destination).
-                let addr = b.pod_addr(host::OUTSIDE, APP_PORT);
-                for host in [addr.to_string(), "outside.example.com".to_string()] {
-                    let response = mesh.await_outbound(addr, &host).await?;
-                    ensure!(
-                        response.json_str("pod").as_deref() == Some("outside-9080"),
-                        "Host {host}: answer {}",
-                        response.summary()
-                    );
-                }
+            // HTTP on a mesh HTTP port (9080) to an address that is no service: the per-port
+            // listener's catch-all virtual host → PassthroughCluster (original destination).
+            let addr = b.pod_addr(host::OUTSIDE, APP_PORT);
+            for host in [addr.to_string(), "outside.example.com".to_string()] {
+                let response = mesh.await_outbound(addr, &host).await?;
                 ensure!(
-                    outside_http.hits() >= 2,
-                    "outside:9080 served {}",
-                    outside_http.hits()
-                );
-                mesh.await_stat("cluster.PassthroughCluster.upstream_rq_total", 2)
-                    .await?;
-
-                // HTTP on a port no service uses: virtualOutbound's default chain (TCP proxy to
-                // PassthroughCluster).
-                let addr = b.pod_addr(host::OUTSIDE, 7070);
-                let response = mesh.await_outbound(addr, &addr.to_string()).await?;
-                ensure!(
-                    response.json_str("pod").as_deref() == Some("outside-7070"),
-                    "answer {}",
+                    response.json_str("pod").as_deref() == Some("outside-9080"),
+                    "Host {host}: answer {}",
                     response.summary()
                 );
-                mesh.await_stat("tcp.PassthroughCluster.downstream_cx_total", 1)
-                    .await?;
+            }
+            ensure!(outside_http.hits() >= 2, "outside:9080 served {}", outside_http.hits());
+            mesh.await_stat("cluster.PassthroughCluster.upstream_rq_total", 2).await?;
 
-                // Opaque TCP (not HTTP) passes through byte for byte.
-                let tcp_before = mesh
-                    .stat("tcp.PassthroughCluster.downstream_cx_total")
-                    .await?;
-                let payload = b"\x00\x01binary, not HTTP\r\n\r\n";
-                let answer = mesh.client.tcp_exchange(echo.addr(), payload).await?;
-                let mut want = b"outside-echo:".to_vec();
-                want.extend_from_slice(payload);
-                ensure!(
-                    answer == want,
-                    "echo through the sidecar answered {:?}, want {:?}",
-                    String::from_utf8_lossy(&answer),
-                    String::from_utf8_lossy(&want)
-                );
-                let tcp = mesh
-                    .await_stat("tcp.PassthroughCluster.downstream_cx_total", tcp_before + 1)
-                    .await?;
-                let http = mesh
-                    .stat("cluster.PassthroughCluster.upstream_rq_total")
-                    .await?;
-                eprintln!(
-                    "PassthroughCluster: {http} HTTP requests, {tcp} TCP-proxied connections"
-                );
-                ensure!(
-                    outside_other_port.hits() >= 1,
-                    "outside:7070 was never reached"
-                );
-                ensure!(
-                    mesh.redirected_packets("AMIME_REDIRECT").await? >= 4,
-                    "the passthrough connections were not redirected to 15001"
-                );
-                mesh.check_no_nacks().await
-            })
-        },
-    )
+            // HTTP on a port no service uses: virtualOutbound's default chain (TCP proxy to
+            // PassthroughCluster).
+            let addr = b.pod_addr(host::OUTSIDE, 7070);
+            let response = mesh.await_outbound(addr, &addr.to_string()).await?;
+            ensure!(response.json_str("pod").as_deref() == Some("outside-7070"), "answer {}", response.summary());
+            mesh.await_stat("tcp.PassthroughCluster.downstream_cx_total", 1).await?;
+
+            // Opaque TCP (not HTTP) passes through byte for byte.
+            let tcp_before = mesh.stat("tcp.PassthroughCluster.downstream_cx_total").await?;
+            let payload = b"\x00\x01binary, not HTTP\r\n\r\n";
+            let answer = mesh.client.tcp_exchange(echo.addr(), payload).await?;
+            let mut want = b"outside-echo:".to_vec();
+            want.extend_from_slice(payload);
+            ensure!(
+                answer == want,
+                "echo through the sidecar answered {:?}, want {:?}",
+                String::from_utf8_lossy(&answer),
+                String::from_utf8_lossy(&want)
+            );
+            let tcp = mesh.await_stat("tcp.PassthroughCluster.downstream_cx_total", tcp_before + 1).await?;
+            let http = mesh.stat("cluster.PassthroughCluster.upstream_rq_total").await?;
+            eprintln!("PassthroughCluster: {http} HTTP requests, {tcp} TCP-proxied connections");
+            ensure!(outside_other_port.hits() >= 1, "outside:7070 was never reached");
+            ensure!(
+                mesh.redirected_packets("AMIME_REDIRECT").await? >= 4,
+                "the passthrough connections were not redirected to 15001"
+            );
+            mesh.check_no_nacks().await
+        })
+    })
     .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn inbound_is_captured_by_the_15006_listener() {
-    run_transparent(
-        "inbound_is_captured_by_the_15006_listener",
-        Block(43),
-        XdsApi::Delta,
-        |mesh| {
-            Box::pin(async move {
-                let b = mesh.block;
-                let app_addr = b.pod_addr(host::PRODUCTPAGE, APP_PORT);
-                let app = mesh
-                    .client
-                    .start_upstream(app_addr, "productpage", "v1", "productpage-v1")
-                    .await?;
-                let other_port = b.pod_addr(host::PRODUCTPAGE, 7070);
-                let echo = mesh
-                    .client
-                    .start_echo(other_port, "productpage-echo:")
-                    .await?;
+    run_transparent("inbound_is_captured_by_the_15006_listener", Block(43), XdsApi::Delta, |mesh| {
+        Box::pin(async move {
+            let b = mesh.block;
+            let app_addr = b.pod_addr(host::PRODUCTPAGE, APP_PORT);
+            let app = mesh.client.start_upstream(app_addr, "productpage", "v1", "productpage-v1").await?;
+            let other_port = b.pod_addr(host::PRODUCTPAGE, 7070);
+            let echo = mesh.client.start_echo(other_port, "productpage-echo:").await?;
 
-                // A request from another pod to productpage's pod IP and service port.
-                let response = await_condition(
-                    "GET http://productpage:9080/ from the server namespace to answer 200",
-                    ROUTE_TIMEOUT,
-                    || async {
-                        mesh.ensure_running()?;
-                        let r = mesh
-                            .server
-                            .request(
-                                app_addr,
-                                "GET",
-                                "/",
-                                "productpage:9080",
-                                &[("end-user", "jason")],
-                            )
-                            .await?;
-                        ensure!(r.status == 200, "{}", r.summary());
-                        Ok(r)
-                    },
-                )
-                .await?;
-                let body: Value = response.json()?;
-                ensure!(body["pod"] == "productpage-v1", "answer from {body}");
-                ensure!(body["headers"]["end-user"] == "jason", "app saw {body}");
-                ensure!(
+            // A request from another pod to productpage's pod IP and service port.
+            let response = await_condition(
+                "GET http://productpage:9080/ from the server namespace to answer 200",
+                ROUTE_TIMEOUT,
+                || async {
+                    mesh.ensure_running()?;
+                    let r =
+                        mesh.server.request(app_addr, "GET", "/", "productpage:9080", &[("end-user", "jason")]).await?;
+                    ensure!(r.status == 200, "{}", r.summary());
+                    Ok(r)
+                },
+            )
+            .await?;
+            let body: Value = response.json()?;
+            ensure!(body["pod"] == "productpage-v1", "answer from {body}");
+            ensure!(body["headers"]["end-user"] == "jason", "app saw {body}");
+            ensure!(
                 body["headers"].get("x-request-id").is_some(),
                 "no x-request-id: the request did not pass the sidecar's inbound HTTP chain: {body}"
             );
-                ensure!(app.hits() >= 1, "the app was not reached");
-                let inbound_rq = mesh
-                    .await_stat("http.inbound_9080.downstream_rq_total", 1)
-                    .await?;
-                mesh.await_stat("cluster.InboundPassthroughCluster.upstream_rq_total", 1)
-                    .await?;
-                let cx_15006 = mesh
-                    .await_stat("listener.0.0.0.0_15006.downstream_cx_total", 1)
-                    .await?;
-                let redirected = mesh.redirected_packets("AMIME_IN_REDIRECT").await?;
-                ensure!(
-                    redirected >= 1,
-                    "iptables redirected no inbound packet to 15006"
-                );
-                eprintln!(
-                    "inbound_9080 requests: {inbound_rq}; 15006 connections: {cx_15006}; \
+            ensure!(app.hits() >= 1, "the app was not reached");
+            let inbound_rq = mesh.await_stat("http.inbound_9080.downstream_rq_total", 1).await?;
+            mesh.await_stat("cluster.InboundPassthroughCluster.upstream_rq_total", 1).await?;
+            let cx_15006 = mesh.await_stat("listener.0.0.0.0_15006.downstream_cx_total", 1).await?;
+            let redirected = mesh.redirected_packets("AMIME_IN_REDIRECT").await?;
+            ensure!(redirected >= 1, "iptables redirected no inbound packet to 15006");
+            eprintln!(
+                "inbound_9080 requests: {inbound_rq}; 15006 connections: {cx_15006}; \
                  packets redirected to 15006: {redirected}"
-                );
+            );
 
-                // A port no service of this workload declares: TCP passthrough to the app.
-                let payload = b"hello inbound";
-                let answer = mesh.server.tcp_exchange(other_port, payload).await?;
-                ensure!(
-                    answer == [b"productpage-echo:".as_slice(), payload].concat(),
-                    "inbound TCP answered {:?}",
-                    String::from_utf8_lossy(&answer)
-                );
-                mesh.await_stat("tcp.InboundPassthroughCluster.downstream_cx_total", 1)
-                    .await?;
+            // A port no service of this workload declares: TCP passthrough to the app.
+            let payload = b"hello inbound";
+            let answer = mesh.server.tcp_exchange(other_port, payload).await?;
+            ensure!(
+                answer == [b"productpage-echo:".as_slice(), payload].concat(),
+                "inbound TCP answered {:?}",
+                String::from_utf8_lossy(&answer)
+            );
+            mesh.await_stat("tcp.InboundPassthroughCluster.downstream_cx_total", 1).await?;
 
-                // The sidecar's own ports are excluded from capture: the health listener answers
-                // on the pod IP directly.
-                let health = mesh
-                    .server
-                    .get(b.pod_addr(host::PRODUCTPAGE, 15021), "/healthz/ready")
-                    .await?;
-                ensure!(
-                    health.status == 200,
-                    "15021 /healthz/ready: {}",
-                    health.summary()
-                );
-                drop(echo);
-                mesh.check_no_nacks().await
-            })
-        },
-    )
+            // The sidecar's own ports are excluded from capture: the health listener answers
+            // on the pod IP directly.
+            let health = mesh.server.get(b.pod_addr(host::PRODUCTPAGE, 15021), "/healthz/ready").await?;
+            ensure!(health.status == 200, "15021 /healthz/ready: {}", health.summary());
+            drop(echo);
+            mesh.check_no_nacks().await
+        })
+    })
     .await;
 }
 
@@ -870,38 +665,25 @@ async fn inbound_is_captured_by_the_15006_listener() {
 /// cluster). This sidecar uses state-of-the-world xDS (the others use delta).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tcp_service_cluster_ip_reaches_its_endpoints() {
-    run_transparent(
-        "tcp_service_cluster_ip_reaches_its_endpoints",
-        Block(44),
-        XdsApi::Sotw,
-        |mesh| {
-            Box::pin(async move {
-                let b = mesh.block;
-                let _ratings = mesh
-                    .server
-                    .start_echo(b.pod_addr(host::RATINGS_V1, RATINGS_PORT), "ratings-v1:")
-                    .await?;
-                let vip = b.vip_addr(host::RATINGS_VIP, RATINGS_PORT);
-                let answer = await_condition(
-                    &format!("a TCP exchange with ratings at {vip} from the productpage pod"),
-                    ROUTE_TIMEOUT,
-                    || async {
-                        mesh.ensure_running()?;
-                        mesh.client.tcp_exchange(vip, b"SELECT 1;").await
-                    },
-                )
-                .await?;
-                ensure!(
-                    answer == b"ratings-v1:SELECT 1;",
-                    "ratings answered {:?}",
-                    String::from_utf8_lossy(&answer)
-                );
-                let cluster = "outbound|5432||ratings.bookinfo.svc.cluster.local";
-                mesh.await_stat(&format!("cluster.{cluster}.upstream_cx_total"), 1)
-                    .await?;
-                mesh.check_no_nacks().await
-            })
-        },
-    )
+    run_transparent("tcp_service_cluster_ip_reaches_its_endpoints", Block(44), XdsApi::Sotw, |mesh| {
+        Box::pin(async move {
+            let b = mesh.block;
+            let _ratings = mesh.server.start_echo(b.pod_addr(host::RATINGS_V1, RATINGS_PORT), "ratings-v1:").await?;
+            let vip = b.vip_addr(host::RATINGS_VIP, RATINGS_PORT);
+            let answer = await_condition(
+                &format!("a TCP exchange with ratings at {vip} from the productpage pod"),
+                ROUTE_TIMEOUT,
+                || async {
+                    mesh.ensure_running()?;
+                    mesh.client.tcp_exchange(vip, b"SELECT 1;").await
+                },
+            )
+            .await?;
+            ensure!(answer == b"ratings-v1:SELECT 1;", "ratings answered {:?}", String::from_utf8_lossy(&answer));
+            let cluster = "outbound|5432||ratings.bookinfo.svc.cluster.local";
+            mesh.await_stat(&format!("cluster.{cluster}.upstream_cx_total"), 1).await?;
+            mesh.check_no_nacks().await
+        })
+    })
     .await;
 }

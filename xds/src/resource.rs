@@ -32,13 +32,9 @@ impl ResourceType {
         match self {
             ResourceType::Secret => "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret",
             ResourceType::Cluster => "type.googleapis.com/envoy.config.cluster.v3.Cluster",
-            ResourceType::ClusterLoadAssignment => {
-                "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
-            }
+            ResourceType::ClusterLoadAssignment => "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment",
             ResourceType::Listener => "type.googleapis.com/envoy.config.listener.v3.Listener",
-            ResourceType::RouteConfiguration => {
-                "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
-            }
+            ResourceType::RouteConfiguration => "type.googleapis.com/envoy.config.route.v3.RouteConfiguration",
         }
     }
 
@@ -134,8 +130,7 @@ pub struct ResourceSet {
 
 impl ResourceSet {
     pub fn new(resources: impl IntoIterator<Item = Arc<Resource>>) -> ResourceSet {
-        let resources: BTreeMap<Arc<str>, Arc<Resource>> =
-            resources.into_iter().map(|r| (r.name.clone(), r)).collect();
+        let resources: BTreeMap<Arc<str>, Arc<Resource>> = resources.into_iter().map(|r| (r.name.clone(), r)).collect();
         let mut hasher = xxhash_rust::xxh3::Xxh3::new();
         for (name, resource) in &resources {
             hasher.update(name.as_bytes());

@@ -353,7 +353,9 @@ impl<S: SnapshotSource> tower_service::Service<http::Request<tonic::body::Body>>
             }
         };
         if request.headers().get("grpc-encoding").is_some_and(|e| e != "identity") {
-            return Box::pin(async { Ok(status_response(Code::Unimplemented, "compressed requests are not supported")) });
+            return Box::pin(async {
+                Ok(status_response(Code::Unimplemented, "compressed requests are not supported"))
+            });
         }
         let peer = request
             .extensions()

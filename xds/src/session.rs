@@ -25,8 +25,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use envoy_types::pb::envoy::service::discovery::v3::{
-    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
-    Resource as DeltaResource,
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse, Resource as DeltaResource,
 };
 use prost::Message;
 
@@ -132,7 +131,6 @@ impl ClientView {
             ClientView::Versions(v) => v.get(name).map(String::as_str),
         }
     }
-
 }
 
 #[derive(Debug)]
@@ -191,11 +189,7 @@ pub enum SessionError {
 }
 
 impl Session {
-    pub fn new(
-        api: XdsApi,
-        status: Arc<ConnectionStatus>,
-        registry: ConnectionRegistry,
-    ) -> Session {
+    pub fn new(api: XdsApi, status: Arc<ConnectionStatus>, registry: ConnectionRegistry) -> Session {
         Session {
             api,
             node_id: status.node_id.clone(),
@@ -295,7 +289,8 @@ impl Session {
                         self.registry.stats().nacks.fetch_add(1, Ordering::Relaxed);
                         tracing::warn!(node = %self.node_id, type_url = %req.type_url, nonce = %nonce,
                             version = %version, error = %message, "proxy rejected an update (NACK)");
-                        let nack = Nack { rejected_version: version, nonce, message: message.clone(), at_ms: now_millis() };
+                        let nack =
+                            Nack { rejected_version: version, nonce, message: message.clone(), at_ms: now_millis() };
                         self.status.update(ty, |s| s.last_nack = Some(nack));
                     } else {
                         self.registry.stats().acks.fetch_add(1, Ordering::Relaxed);
@@ -1121,11 +1116,8 @@ mod tests {
     }
 
     fn mbb_snapshots() -> (Arc<Snapshot>, Arc<Snapshot>) {
-        let before = mk_snapshot(&[
-            (CDS, &[("a", "1"), ("b", "1")]),
-            (LDS, &[("l", "1")]),
-            (RDS, &[("r", "to-a-and-b")]),
-        ]);
+        let before =
+            mk_snapshot(&[(CDS, &[("a", "1"), ("b", "1")]), (LDS, &[("l", "1")]), (RDS, &[("r", "to-a-and-b")])]);
         let after = mk_snapshot(&[(CDS, &[("a", "2")]), (LDS, &[("l", "2")]), (RDS, &[("r", "to-a")])]);
         (before, after)
     }
@@ -1357,10 +1349,8 @@ mod tests {
         assert_eq!(delta_names(&r), ["a", "b"]);
         h.delta_ack(&r);
 
-        let snap2 = mk_snapshot(&[
-            (CDS, &[("a", "1"), ("b", "2"), ("d", "1")]),
-            (EDS, &[("a", "2"), ("b", "1"), ("c", "2")]),
-        ]);
+        let snap2 =
+            mk_snapshot(&[(CDS, &[("a", "1"), ("b", "2"), ("d", "1")]), (EDS, &[("a", "2"), ("b", "1"), ("c", "2")])]);
         let out = h.snapshot(&snap2);
         assert_eq!(out.iter().map(ty_of).collect::<Vec<_>>(), [CDS, EDS]);
         assert_eq!(delta_names(&out[0]), ["b", "d"]);
@@ -1415,10 +1405,8 @@ mod tests {
 
     #[test]
     fn delta_reconnect_with_initial_resource_versions() {
-        let snap = mk_snapshot(&[
-            (CDS, &[("a", "1"), ("b", "2"), ("c", "1")]),
-            (EDS, &[("a", "1"), ("b", "2"), ("c", "1")]),
-        ]);
+        let snap =
+            mk_snapshot(&[(CDS, &[("a", "1"), ("b", "2"), ("c", "1")]), (EDS, &[("a", "1"), ("b", "2"), ("c", "1")])]);
         let mut h = Harness::new(XdsApi::Delta);
         h.snapshot(&snap);
         let mut req = delta_req(CDS, &[], &[], "");

@@ -201,7 +201,8 @@ impl ConnectionRegistry {
 
     /// All live connections, ordered by node id then connection id.
     pub fn connections(&self) -> Vec<Arc<ConnectionStatus>> {
-        let mut all: Vec<_> = self.inner.connections.lock().unwrap_or_else(|e| e.into_inner()).values().cloned().collect();
+        let mut all: Vec<_> =
+            self.inner.connections.lock().unwrap_or_else(|e| e.into_inner()).values().cloned().collect();
         all.sort_by(|a, b| a.node_id.cmp(&b.node_id).then(a.id.cmp(&b.id)));
         all
     }

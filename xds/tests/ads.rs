@@ -22,8 +22,8 @@ use xds::pb::envoy::service::discovery::v3::{
 use xds::pb::google::rpc::Status as RpcStatus;
 use xds::status::ConnectionStatus;
 use xds::{
-    AdsServer, ConnectionRegistry, Resource, ResourceSet, ResourceType, Snapshot, SnapshotSource,
-    SnapshotWatch, WatchError, XdsApi, XdsStats,
+    AdsServer, ConnectionRegistry, Resource, ResourceSet, ResourceType, Snapshot, SnapshotSource, SnapshotWatch,
+    WatchError, XdsApi, XdsStats,
 };
 
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -82,9 +82,7 @@ impl TestServer {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(
-            tonic::transport::Server::builder()
-                .add_service(service)
-                .serve_with_incoming(TcpIncoming::from(listener)),
+            tonic::transport::Server::builder().add_service(service).serve_with_incoming(TcpIncoming::from(listener)),
         );
         TestServer { addr, ads, registry, snapshots, closed }
     }
@@ -443,7 +441,11 @@ async fn first_request_without_node_id_is_rejected() {
     };
 
     // No node at all; a node with an empty id; a node the source refuses.
-    for req in [sotw_req(CDS, &[], "", ""), with_node(sotw_req(CDS, &[], "", ""), ""), with_node(sotw_req(CDS, &[], "", ""), "reject-me")] {
+    for req in [
+        sotw_req(CDS, &[], "", ""),
+        with_node(sotw_req(CDS, &[], "", ""), ""),
+        with_node(sotw_req(CDS, &[], "", ""), "reject-me"),
+    ] {
         let result = match SotwStream::open(&server, req).await {
             Err(status) => Ok(status),
             // The status may also arrive on the response stream.

@@ -105,7 +105,9 @@ impl Index {
         map: &'a BTreeMap<(String, String), Arc<T>>,
         namespace: &'a str,
     ) -> impl Iterator<Item = &'a Arc<T>> + 'a {
-        map.range((namespace.to_owned(), String::new())..).take_while(move |((ns, _), _)| ns == namespace).map(|(_, v)| v)
+        map.range((namespace.to_owned(), String::new())..)
+            .take_while(move |((ns, _), _)| ns == namespace)
+            .map(|(_, v)| v)
     }
 
     pub fn service_by_hostname(&self, hostname: &str) -> Option<&Arc<Service>> {
@@ -125,7 +127,12 @@ mod tests {
             name: name.into(),
             cluster_ip: None,
             selector: Some(Labels::from([("app".into(), name.into())])),
-            ports: vec![ServicePort { name: "http".into(), port: 80, target_port: TargetPort::Number(8080), protocol: Protocol::Http }],
+            ports: vec![ServicePort {
+                name: "http".into(),
+                port: 80,
+                target_port: TargetPort::Number(8080),
+                protocol: Protocol::Http,
+            }],
         })
     }
 

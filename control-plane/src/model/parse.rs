@@ -97,7 +97,8 @@ impl RawObject {
         let text = |ptr: &str| body.pointer(ptr).and_then(Value::as_str).map(str::to_owned);
         let api_version = text("/apiVersion").ok_or_else(|| bare("apiVersion", "required".into()))?;
         let kind = text("/kind").ok_or_else(|| bare("kind", "required".into()))?;
-        let name = text("/metadata/name").filter(|n| !n.is_empty()).ok_or_else(|| bare("metadata.name", "required".into()))?;
+        let name =
+            text("/metadata/name").filter(|n| !n.is_empty()).ok_or_else(|| bare("metadata.name", "required".into()))?;
         let namespace = text("/metadata/namespace");
         let labels = match body.pointer("/metadata/labels") {
             None | Some(Value::Null) => Labels::new(),
@@ -117,8 +118,12 @@ pub enum Parsed {
     Ignored,
 }
 
-const NETWORKING_GROUPS: [&str; 4] =
-    ["networking.amime.dev/v1", "networking.istio.io/v1", "networking.istio.io/v1beta1", "networking.istio.io/v1alpha3"];
+const NETWORKING_GROUPS: [&str; 4] = [
+    "networking.amime.dev/v1",
+    "networking.istio.io/v1",
+    "networking.istio.io/v1beta1",
+    "networking.istio.io/v1alpha3",
+];
 
 /// Validates `raw` into a [`MeshObject`]. The error names the object and field.
 pub fn parse_object(raw: &RawObject) -> Result<Parsed, ObjectError> {
@@ -132,13 +137,24 @@ pub fn parse_object(raw: &RawObject) -> Result<Parsed, ObjectError> {
         }
         ("v1", "Service") => MeshObject::Service(parse_service(&mut cx, namespace)?),
         ("v1", "Pod") => MeshObject::Pod(parse_pod(&mut cx, namespace)?),
-        ("discovery.k8s.io/v1", "EndpointSlice") => MeshObject::EndpointSlice(parse_endpoint_slice(&mut cx, namespace)?),
+        ("discovery.k8s.io/v1", "EndpointSlice") => {
+            MeshObject::EndpointSlice(parse_endpoint_slice(&mut cx, namespace)?)
+        }
         (_, "VirtualService") if networking => MeshObject::VirtualService(parse_virtual_service(&mut cx, namespace)?),
-        (_, "DestinationRule") if networking => MeshObject::DestinationRule(parse_destination_rule(&mut cx, namespace)?),
-        (_, "VirtualService" | "DestinationRule" | "Gateway" | "ServiceEntry") if raw.api_version.starts_with("networking.") => {
+        (_, "DestinationRule") if networking => {
+            MeshObject::DestinationRule(parse_destination_rule(&mut cx, namespace)?)
+        }
+        (_, "VirtualService" | "DestinationRule" | "Gateway" | "ServiceEntry")
+            if raw.api_version.starts_with("networking.") =>
+        {
             return Err(cx.error(
                 "apiVersion",
-                format!("{} is not a supported API version for {}; use one of {}", raw.api_version, raw.kind, NETWORKING_GROUPS.join(", ")),
+                format!(
+                    "{} is not a supported API version for {}; use one of {}",
+                    raw.api_version,
+                    raw.kind,
+                    NETWORKING_GROUPS.join(", ")
+                ),
             ));
         }
         _ => return Ok(Parsed::Ignored),
@@ -233,7 +249,10 @@ fn check_dns_label(cx: &Context<'_>, field: &str, value: &str) -> Result<(), Obj
     if ok {
         Ok(())
     } else {
-        Err(cx.error(field, format!("{value:?} is not a valid DNS label (lower-case letters, digits and '-', at most 63)")))
+        Err(cx.error(
+            field,
+            format!("{value:?} is not a valid DNS label (lower-case letters, digits and '-', at most 63)"),
+        ))
     }
 }
 
@@ -423,12 +442,10 @@ struct SlicePortSpec {
 }
 
 fn parse_endpoint_slice(cx: &mut Context<'_>, namespace: String) -> Result<EndpointSlice, ObjectError> {
-    let service = cx
-        .raw
-        .labels
-        .get("kubernetes.io/service-name")
-        .cloned()
-        .ok_or_else(|| cx.error("metadata.labels", "an EndpointSlice needs the label kubernetes.io/service-name"))?;
+    let service =
+        cx.raw.labels.get("kubernetes.io/service-name").cloned().ok_or_else(|| {
+            cx.error("metadata.labels", "an EndpointSlice needs the label kubernetes.io/service-name")
+        })?;
     let address_type: String = cx.field("addressType", false)?;
     if !matches!(address_type.as_str(), "" | "IPv4" | "IPv6") {
         return Err(cx.error("addressType", format!("{address_type} is not supported; use IPv4 or IPv6")));
@@ -562,9 +579,14 @@ fn check_regex(cx: &Context<'_>, field: &str, pattern: &str) -> Result<(), Objec
     // RE2 has them, a program takes 36-56 bytes per RE2 instruction (measured), so
     // this bound stays below Envoy's with a margin.
     const MAX_COMPILED_BYTES: usize = 20 * 32768;
-    regex::bytes::RegexBuilder::new(pattern).unicode(false).size_limit(MAX_COMPILED_BYTES).build().map(|_| ()).map_err(|_| {
-        cx.error(field, format!("regular expression {pattern:?} is too large for Envoy (RE2 program size limit); simplify it"))
-    })
+    regex::bytes::RegexBuilder::new(pattern).unicode(false).size_limit(MAX_COMPILED_BYTES).build().map(|_| ()).map_err(
+        |_| {
+            cx.error(
+                field,
+                format!("regular expression {pattern:?} is too large for Envoy (RE2 program size limit); simplify it"),
+            )
+        },
+    )
 }
 
 fn check_header_name(cx: &Context<'_>, field: &str, name: &str) -> Result<(), ObjectError> {
@@ -663,17 +685,18 @@ fn parse_virtual_service(cx: &mut Context<'_>, namespace: String) -> Result<Virt
             let weight = match d.weight {
                 None => None,
                 Some(w) if (0..=i64::from(i32::MAX)).contains(&w) => Some(w as u32),
-                Some(w) => return Err(cx.error(&format!("{df}.weight"), format!("weight {w} must be between 0 and {}", i32::MAX))),
+                Some(w) => {
+                    return Err(
+                        cx.error(&format!("{df}.weight"), format!("weight {w} must be between 0 and {}", i32::MAX))
+                    )
+                }
             };
             if let Some(subset) = &dest.subset {
                 if subset.is_empty() {
                     return Err(cx.error(&format!("{df}.destination.subset"), "must not be empty"));
                 }
             }
-            route.push((
-                Destination { host: dest.host.clone(), subset: dest.subset.clone(), port },
-                weight,
-            ));
+            route.push((Destination { host: dest.host.clone(), subset: dest.subset.clone(), port }, weight));
         }
         let route: Vec<RouteDestination> = if route.len() == 1 {
             route.into_iter().map(|(destination, _)| RouteDestination { destination, weight: 100 }).collect()
@@ -780,7 +803,8 @@ mod tests {
         parse_object(&RawObject::from_value(value)?)
     }
 
-    const VS: &str = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: r, namespace: ns}\nspec:\n";
+    const VS: &str =
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: r, namespace: ns}\nspec:\n";
 
     #[test]
     fn errors_name_the_field() {
@@ -820,7 +844,9 @@ mod tests {
     #[test]
     fn unsupported_istio_fields_are_warnings_naming_the_field() {
         let yaml = format!("{VS}  hosts: [r]\n  http: [{{fault: {{abort: {{httpStatus: 500}}}}, route: [{{destination: {{host: r}}}}]}}]");
-        let Ok(Parsed::Object(MeshObject::VirtualService(vs), warnings)) = parse_yaml(&yaml) else { panic!("rejected") };
+        let Ok(Parsed::Object(MeshObject::VirtualService(vs), warnings)) = parse_yaml(&yaml) else {
+            panic!("rejected")
+        };
         assert_eq!(vs.http[0].route[0].weight, 100);
         assert_eq!(warnings.len(), 1, "{warnings:?}");
         assert_eq!(warnings[0].field, "spec.http[0].fault");
@@ -829,7 +855,10 @@ mod tests {
 
     #[test]
     fn kinds_meshd_does_not_use_are_ignored() {
-        assert!(matches!(parse_yaml("apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: d}"), Ok(Parsed::Ignored)));
+        assert!(matches!(
+            parse_yaml("apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: d}"),
+            Ok(Parsed::Ignored)
+        ));
     }
 
     #[test]

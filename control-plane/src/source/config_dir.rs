@@ -82,7 +82,11 @@ fn list_files(root: &Path) -> Result<Vec<PathBuf>, std::io::Error> {
 }
 
 /// Parses one file's text into objects, given what the file held before.
-fn parse_file(display: &str, text: &str, previous: &BTreeMap<ObjectKey, MeshObject>) -> (Option<BTreeMap<ObjectKey, MeshObject>>, Vec<ObjectError>) {
+fn parse_file(
+    display: &str,
+    text: &str,
+    previous: &BTreeMap<ObjectKey, MeshObject>,
+) -> (Option<BTreeMap<ObjectKey, MeshObject>>, Vec<ObjectError>) {
     let file_error = |document: Option<usize>, message: String| ObjectError {
         severity: Severity::Error,
         file: Some(display.to_owned()),
@@ -259,8 +263,12 @@ fn sync(dir: &mut ConfigDir, state: &MeshState) -> Result<(), ConfigDirError> {
     let old: std::collections::BTreeSet<_> = state.source_problems().into_iter().collect();
     for p in problems.iter().filter(|p| !old.contains(p)) {
         match p.severity {
-            Severity::Error => tracing::error!(file = ?p.file, document = ?p.document, kind = ?p.kind, namespace = ?p.namespace, name = ?p.name, field = %p.field, "{}", p.message),
-            Severity::Warning => tracing::warn!(file = ?p.file, document = ?p.document, kind = ?p.kind, namespace = ?p.namespace, name = ?p.name, field = %p.field, "{}", p.message),
+            Severity::Error => {
+                tracing::error!(file = ?p.file, document = ?p.document, kind = ?p.kind, namespace = ?p.namespace, name = ?p.name, field = %p.field, "{}", p.message)
+            }
+            Severity::Warning => {
+                tracing::warn!(file = ?p.file, document = ?p.document, kind = ?p.kind, namespace = ?p.namespace, name = ?p.name, field = %p.field, "{}", p.message)
+            }
         }
     }
     state.set_source_problems(problems);

@@ -5,8 +5,8 @@ use std::net::{IpAddr, SocketAddr};
 
 use envoy_types::pb::envoy::config::cluster::v3::{cluster, Cluster};
 use envoy_types::pb::envoy::config::core::v3::{
-    address, config_source, socket_address, Address, AggregatedConfigSource, ApiVersion, BindConfig,
-    ConfigSource, Http2ProtocolOptions, SocketAddress,
+    address, config_source, socket_address, Address, AggregatedConfigSource, ApiVersion, BindConfig, ConfigSource,
+    Http2ProtocolOptions, SocketAddress,
 };
 use envoy_types::pb::envoy::config::endpoint::v3::{
     lb_endpoint, ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints,
@@ -72,9 +72,11 @@ pub fn eds_cluster(name: &str, lb_policy: cluster::LbPolicy, http2: bool) -> Clu
             any(HttpProtocolOptions {
                 upstream_protocol_options: Some(http_protocol_options::UpstreamProtocolOptions::ExplicitHttpConfig(
                     http_protocol_options::ExplicitHttpConfig {
-                        protocol_config: Some(http_protocol_options::explicit_http_config::ProtocolConfig::Http2ProtocolOptions(
-                            Http2ProtocolOptions::default(),
-                        )),
+                        protocol_config: Some(
+                            http_protocol_options::explicit_http_config::ProtocolConfig::Http2ProtocolOptions(
+                                Http2ProtocolOptions::default(),
+                            ),
+                        ),
                     },
                 )),
                 ..Default::default()

@@ -117,7 +117,11 @@ fn lb_policy(lb: Option<LoadBalancer>) -> LbPolicy {
 
 /// The DestinationRule that applies to `service`: one in the service's namespace
 /// first, else the first by namespace/name. Others for the same host are reported.
-fn destination_rule_for<'a>(lookup: &ModelLookup<'a>, service: &Service, problems: &mut Problems) -> Option<&'a DestinationRule> {
+fn destination_rule_for<'a>(
+    lookup: &ModelLookup<'a>,
+    service: &Service,
+    problems: &mut Problems,
+) -> Option<&'a DestinationRule> {
     let host = service.hostname();
     let mut candidates: Vec<&DestinationRule> = lookup.rules_by_host.get(&host).cloned().unwrap_or_default();
     candidates.sort_by_key(|d| (d.namespace != service.namespace, d.namespace.clone(), d.name.clone()));
@@ -129,7 +133,10 @@ fn destination_rule_for<'a>(lookup: &ModelLookup<'a>, service: &Service, problem
             &other.namespace,
             &other.name,
             "spec.host",
-            format!("host {host} already has DestinationRule {}/{}; this one is ignored", chosen.namespace, chosen.name),
+            format!(
+                "host {host} already has DestinationRule {}/{}; this one is ignored",
+                chosen.namespace, chosen.name
+            ),
         );
     }
     chosen
@@ -180,7 +187,9 @@ impl<'a> ModelLookup<'a> {
 
     /// Whether some DestinationRule defines `subset` for `host`.
     pub(crate) fn subset_defined(&self, host: &str, subset: &str) -> bool {
-        self.rules_by_host.get(host).is_some_and(|rules| rules.iter().any(|dr| dr.subsets.iter().any(|s| s.name == subset)))
+        self.rules_by_host
+            .get(host)
+            .is_some_and(|rules| rules.iter().any(|dr| dr.subsets.iter().any(|s| s.name == subset)))
     }
 }
 
@@ -188,7 +197,12 @@ static NO_LABELS: Labels = Labels::new();
 
 /// Endpoints of `service` on `port` (by target port), each with the labels of the pod
 /// behind it (for subsets).
-fn service_endpoints<'a>(model: &'a Index, lookup: &ModelLookup<'a>, service: &Service, port: u16) -> Vec<(SocketAddr, &'a Labels)> {
+fn service_endpoints<'a>(
+    model: &'a Index,
+    lookup: &ModelLookup<'a>,
+    service: &Service,
+    port: u16,
+) -> Vec<(SocketAddr, &'a Labels)> {
     let Some(sp) = service.ports.iter().find(|p| p.port == port) else { return Vec::new() };
     let slices = lookup.slices_by_service.get(&(service.namespace.as_str(), service.name.as_str()));
     let mut out = BTreeMap::new();
@@ -237,7 +251,11 @@ struct EncodedVirtualHost {
 /// cluster IP (`with_ip`), each with `:port`, and also bare with `bare`.
 fn virtual_host(service: &Service, port: u16, routes: Vec<Route>, own: bool, bare: bool, with_ip: bool) -> VirtualHost {
     let host = service.hostname();
-    let mut names = vec![host.clone(), format!("{}.{}.svc", service.name, service.namespace), format!("{}.{}", service.name, service.namespace)];
+    let mut names = vec![
+        host.clone(),
+        format!("{}.{}.svc", service.name, service.namespace),
+        format!("{}.{}", service.name, service.namespace),
+    ];
     if own {
         names.push(service.name.clone());
     }
@@ -273,7 +291,11 @@ impl MeshConfig {
         for c in [
             original_dst_cluster(PASSTHROUGH_CLUSTER, false, None),
             original_dst_cluster(PASSTHROUGH_AUTHORITY_CLUSTER, true, None),
-            original_dst_cluster(INBOUND_PASSTHROUGH_CLUSTER, false, Some(IpAddr::V4(INBOUND_SOURCE_IP.parse::<Ipv4Addr>().expect("valid")))),
+            original_dst_cluster(
+                INBOUND_PASSTHROUGH_CLUSTER,
+                false,
+                Some(IpAddr::V4(INBOUND_SOURCE_IP.parse::<Ipv4Addr>().expect("valid"))),
+            ),
             blackhole_cluster(),
         ] {
             clusters.push(Arc::new(Resource::from_message(c.name.clone(), &c)));
@@ -295,7 +317,8 @@ impl MeshConfig {
                 add(cluster_name(sp.port, None, &host), default_lb, all.iter().map(|(a, _)| *a).collect());
                 for subset in dr.map(|d| d.subsets.as_slice()).unwrap_or_default() {
                     let lb = subset.traffic_policy.as_ref().and_then(|t| t.load_balancer).or(default_lb);
-                    let eps = all.iter().filter(|(_, l)| selector_matches(&subset.labels, l)).map(|(a, _)| *a).collect();
+                    let eps =
+                        all.iter().filter(|(_, l)| selector_matches(&subset.labels, l)).map(|(a, _)| *a).collect();
                     add(cluster_name(sp.port, Some(&subset.name), &host), lb, eps);
                 }
             }
@@ -310,14 +333,21 @@ impl MeshConfig {
             for (i, h) in vs.hosts.iter().enumerate() {
                 let host = resolve_host(h, &vs.namespace);
                 if model.service_by_hostname(&host).is_none() {
-                    problems.warn_vs(vs, &format!("spec.hosts[{i}]"), format!("host {host} is not a known service; the rule has no effect"));
+                    problems.warn_vs(
+                        vs,
+                        &format!("spec.hosts[{i}]"),
+                        format!("host {host} is not a known service; the rule has no effect"),
+                    );
                     continue;
                 }
                 match vs_by_host.get(&host) {
                     Some(first) => problems.warn_vs(
                         vs,
                         &format!("spec.hosts[{i}]"),
-                        format!("host {host} is already routed by VirtualService {}/{}; this rule is ignored for it", first.namespace, first.name),
+                        format!(
+                            "host {host} is already routed by VirtualService {}/{}; this rule is ignored for it",
+                            first.namespace, first.name
+                        ),
                     ),
                     None => {
                         vs_by_host.insert(host, vs);
@@ -342,7 +372,10 @@ impl MeshConfig {
                             &service.namespace,
                             &service.name,
                             "spec.clusterIP",
-                            format!("cluster IP {ip} is already used by Service {}/{}; requests by IP go there", owner.namespace, owner.name),
+                            format!(
+                                "cluster IP {ip} is already used by Service {}/{}; requests by IP go there",
+                                owner.namespace, owner.name
+                            ),
                         );
                         false
                     }
@@ -372,7 +405,9 @@ impl MeshConfig {
                             Some(vs) => routes::virtual_service_routes(&model, &lookup, vs, sp.port, &mut problems),
                             None => vec![routes::default_route(&cluster_name(sp.port, None, &host))],
                         };
-                        let vh = |own: bool, bare: bool| encode_virtual_host(virtual_host(service, sp.port, routes.clone(), own, bare, owns_ip));
+                        let vh = |own: bool, bare: bool| {
+                            encode_virtual_host(virtual_host(service, sp.port, routes.clone(), own, bare, owns_ip))
+                        };
                         virtual_hosts.push(EncodedVirtualHost {
                             hostname: host.clone(),
                             namespace: service.namespace.clone(),
@@ -558,8 +593,10 @@ impl MeshConfig {
                     &format!("inbound|{port}"),
                     http_connection_manager(&format!("inbound_{port}"), RouteSource::Inline(Box::new(rc))),
                 );
-                chain.filter_chain_match =
-                    Some(FilterChainMatch { destination_port: Some(UInt32Value { value: u32::from(port) }), ..Default::default() });
+                chain.filter_chain_match = Some(FilterChainMatch {
+                    destination_port: Some(UInt32Value { value: u32::from(port) }),
+                    ..Default::default()
+                });
                 chain
             })
             .collect();

@@ -44,7 +44,12 @@ fn header_matcher(name: &str, m: &HeaderMatch, invert: bool) -> HeaderMatcher {
         HeaderMatch::Present => header_matcher::HeaderMatchSpecifier::PresentMatch(true),
         HeaderMatch::Value(v) => header_matcher::HeaderMatchSpecifier::StringMatch(string_matcher(v, false)),
     };
-    HeaderMatcher { name: name.to_owned(), header_match_specifier: Some(spec), invert_match: invert, ..Default::default() }
+    HeaderMatcher {
+        name: name.to_owned(),
+        header_match_specifier: Some(spec),
+        invert_match: invert,
+        ..Default::default()
+    }
 }
 
 fn route_match(m: &HttpMatch) -> RouteMatch {
@@ -116,12 +121,20 @@ pub(crate) fn virtual_service_routes(
                 (None, None) => Some(port),
             };
             let Some(dest_port) = dest_port else {
-                problems.warn_vs(vs, &format!("{dfield}.port"), format!("service {host} has several ports; name one with port.number"));
+                problems.warn_vs(
+                    vs,
+                    &format!("{dfield}.port"),
+                    format!("service {host} has several ports; name one with port.number"),
+                );
                 broken = true;
                 break;
             };
             match target {
-                None => problems.warn_vs(vs, &format!("{dfield}.host"), format!("host {host} is not a known service; requests to it will fail (503)")),
+                None => problems.warn_vs(
+                    vs,
+                    &format!("{dfield}.host"),
+                    format!("host {host} is not a known service; requests to it will fail (503)"),
+                ),
                 Some(t) if !t.ports.iter().any(|p| p.port == dest_port) => problems.warn_vs(
                     vs,
                     &format!("{dfield}.port"),

@@ -1,8 +1,9 @@
 //! Turning translator output into something real Envoy can check offline.
 
 use control_plane::translate::ProxyClass;
-use envoy_types::pb::envoy::config::bootstrap::v3::{bootstrap, runtime_layer, Bootstrap, LayeredRuntime, RuntimeLayer};
-use envoy_types::pb::google::protobuf::{value, Struct, Value};
+use envoy_types::pb::envoy::config::bootstrap::v3::{
+    bootstrap, runtime_layer, Bootstrap, LayeredRuntime, RuntimeLayer,
+};
 use envoy_types::pb::envoy::config::cluster::v3::{cluster, Cluster};
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
@@ -11,6 +12,7 @@ use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
     http_connection_manager::RouteSpecifier, HttpConnectionManager,
 };
+use envoy_types::pb::google::protobuf::{value, Struct, Value};
 use envoy_types::util::pack_any;
 use prost::Message;
 use xds::ResourceType;
@@ -30,9 +32,11 @@ pub fn static_bootstrap(mesh: &control_plane::translate::MeshConfig, class: &Pro
         .map(|r| {
             let mut c: Cluster = decode(r);
             if c.eds_cluster_config.is_some() {
-                let cla: ClusterLoadAssignment = decode(endpoints.get(&c.name).expect("every EDS cluster has endpoints"));
+                let cla: ClusterLoadAssignment =
+                    decode(endpoints.get(&c.name).expect("every EDS cluster has endpoints"));
                 c.eds_cluster_config = None;
-                c.cluster_discovery_type = Some(cluster::ClusterDiscoveryType::Type(cluster::DiscoveryType::Static as i32));
+                c.cluster_discovery_type =
+                    Some(cluster::ClusterDiscoveryType::Type(cluster::DiscoveryType::Static as i32));
                 c.load_assignment = Some(cla);
             }
             c
@@ -51,8 +55,9 @@ pub fn static_bootstrap(mesh: &control_plane::translate::MeshConfig, class: &Pro
                     }
                     let mut hcm = HttpConnectionManager::decode(any.value.as_slice()).unwrap();
                     if let Some(RouteSpecifier::Rds(rds)) = &hcm.route_specifier {
-                        let rc: RouteConfiguration =
-                            decode(routes.get(&rds.route_config_name).expect("every RDS name has a route configuration"));
+                        let rc: RouteConfiguration = decode(
+                            routes.get(&rds.route_config_name).expect("every RDS name has a route configuration"),
+                        );
                         hcm.route_specifier = Some(RouteSpecifier::RouteConfig(rc));
                     }
                     *any = pack_any(hcm);
@@ -62,7 +67,8 @@ pub fn static_bootstrap(mesh: &control_plane::translate::MeshConfig, class: &Pro
         })
         .collect();
     // The runtime sidecars get from `meshctl bootstrap` (regex program size limit).
-    let re2_limit = Value { kind: Some(value::Kind::NumberValue(f64::from(injector::bootstrap::RE2_MAX_PROGRAM_SIZE))) };
+    let re2_limit =
+        Value { kind: Some(value::Kind::NumberValue(f64::from(injector::bootstrap::RE2_MAX_PROGRAM_SIZE))) };
     let runtime = LayeredRuntime {
         layers: vec![RuntimeLayer {
             name: "amime-defaults".into(),
@@ -78,7 +84,6 @@ pub fn static_bootstrap(mesh: &control_plane::translate::MeshConfig, class: &Pro
         ..Default::default()
     }
 }
-
 
 /// Runs `envoy --mode validate` over `bootstrap`; the error carries Envoy's output.
 pub fn envoy_validate(bootstrap: &Bootstrap, path: &std::path::Path) -> Result<(), String> {

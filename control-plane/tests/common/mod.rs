@@ -19,7 +19,10 @@ pub fn mesh_from(name: &str) -> MeshConfig {
     let mut dir = ConfigDir::new(fixture_dir(name));
     dir.load().expect("fixture loads");
     let (objects, problems) = dir.objects();
-    assert!(problems.iter().all(|p| p.severity != control_plane::model::Severity::Error), "fixture {name} has errors: {problems:#?}");
+    assert!(
+        problems.iter().all(|p| p.severity != control_plane::model::Severity::Error),
+        "fixture {name} has errors: {problems:#?}"
+    );
     let mut index = Index::new();
     index.reset(objects);
     MeshConfig::build(Arc::new(index))

@@ -118,7 +118,10 @@ fn progress(msg: impl AsRef<str>) {
 }
 
 fn run(args: Args) -> Result<()> {
-    ensure!(args.services >= 1 && args.endpoints >= 1 && args.proxies >= 1, "--services, --endpoints and --proxies must be >= 1");
+    ensure!(
+        args.services >= 1 && args.endpoints >= 1 && args.proxies >= 1,
+        "--services, --endpoints and --proxies must be >= 1"
+    );
     ensure!(args.namespaces >= 1 && args.rules_every >= 1, "--namespaces and --rules-every must be >= 1");
     check_fd_limit(args.proxies)?;
     let meshd_bin = locate_meshd(args.meshd.as_deref())?;
@@ -375,7 +378,12 @@ fn bench_translate(mesh: &SyntheticMesh, runs: usize) -> Result<TranslateResult>
     let mut index = Index::new();
     index.reset(objects);
     let load_ms = started.elapsed().as_secs_f64() * 1e3;
-    ensure!(index.services.len() == mesh.services, "loaded {} services, generated {}", index.services.len(), mesh.services);
+    ensure!(
+        index.services.len() == mesh.services,
+        "loaded {} services, generated {}",
+        index.services.len(),
+        mesh.services
+    );
     // What meshd's config-dir source does on every file event: re-read and hash every
     // file (only changed ones are parsed), collect the objects, rebuild the index.
     let t = Instant::now();
@@ -652,7 +660,8 @@ fn listener_routes(body: &[u8]) -> Result<(String, BTreeSet<String>)> {
             if !any.type_url.ends_with("HttpConnectionManager") {
                 continue;
             }
-            let hcm = HttpConnectionManager::decode(any.value.as_slice()).context("decoding an HttpConnectionManager")?;
+            let hcm =
+                HttpConnectionManager::decode(any.value.as_slice()).context("decoding an HttpConnectionManager")?;
             if let Some(RouteSpecifier::Rds(rds)) = hcm.route_specifier {
                 names.insert(rds.route_config_name);
             }
@@ -773,7 +782,10 @@ impl ProxyLogic {
             }
             Ty::Rds => {}
         }
-        out.push(DeltaDiscoveryRequest { response_nonce: r.nonce.clone(), ..delta_request(ty, Vec::new(), Vec::new()) });
+        out.push(DeltaDiscoveryRequest {
+            response_nonce: r.nonce.clone(),
+            ..delta_request(ty, Vec::new(), Vec::new())
+        });
         Ok((ty, out))
     }
 
@@ -863,7 +875,8 @@ async fn delta_client(spec: &ClientSpec, events: &mpsc::UnboundedSender<Event>, 
         for request in requests {
             tx.send(request).await?;
         }
-        let _ = events.send(Event::Acked { client: spec.index, ty, version: r.system_version_info, at: Instant::now() });
+        let _ =
+            events.send(Event::Acked { client: spec.index, ty, version: r.system_version_info, at: Instant::now() });
     }
     Ok(())
 }
@@ -960,8 +973,10 @@ fn bench_engine(model: &Arc<Index>, mesh: &SyntheticMesh, api: Api, classes: usi
     split.route[0].weight = 70;
     split.route[1].weight = 30;
     rerouted.apply(MeshObject::VirtualService(vs));
-    let meshes: Vec<Arc<MeshConfig>> =
-        [model.clone(), Arc::new(rerouted), Arc::new(moved)].into_iter().map(|m| Arc::new(MeshConfig::build(m))).collect();
+    let meshes: Vec<Arc<MeshConfig>> = [model.clone(), Arc::new(rerouted), Arc::new(moved)]
+        .into_iter()
+        .map(|m| Arc::new(MeshConfig::build(m)))
+        .collect();
 
     let class = |i: usize| ProxyClass {
         namespace: mesh.namespace_of(i % mesh.services).to_owned(),
@@ -1167,7 +1182,12 @@ struct Meter {
 impl Meter {
     async fn start(meshd: &Meshd) -> Meter {
         let server_bytes = meshd.metrics().await.get("amime_xds_bytes_sent_total").copied().unwrap_or(0.0);
-        Meter { started: Instant::now(), meshd_cpu: meshd.cpu_seconds(), bench_cpu: cpu_seconds("/proc/self/stat"), server_bytes }
+        Meter {
+            started: Instant::now(),
+            meshd_cpu: meshd.cpu_seconds(),
+            bench_cpu: cpu_seconds("/proc/self/stat"),
+            server_bytes,
+        }
     }
 
     async fn finish(self, meshd: &Meshd, tracker: &Tracker, k: usize) -> Phase {
@@ -1191,7 +1211,12 @@ async fn bench_xds(args: &Args, mesh: &SyntheticMesh, meshd: &mut Meshd) -> Resu
     let rss_idle = meshd.rss()?;
     let meshd_translate_ms =
         meshd.metrics().await.get("amime_translation_last_duration_seconds").copied().unwrap_or(f64::NAN) * 1e3;
-    progress(format!("meshd ready: RSS {:.1} MB idle; connecting {} proxies ({:?})", mb(rss_idle), args.proxies, args.api));
+    progress(format!(
+        "meshd ready: RSS {:.1} MB idle; connecting {} proxies ({:?})",
+        mb(rss_idle),
+        args.proxies,
+        args.api
+    ));
 
     let k = args.proxies;
     let (tx, mut events) = mpsc::unbounded_channel();
@@ -1325,13 +1350,27 @@ fn verdict(value: f64, target: f64) -> &'static str {
 fn cpu_model() -> String {
     std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|t| t.lines().find_map(|l| l.strip_prefix("model name").map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned())))
+        .and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("model name").map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned()))
+        })
         .unwrap_or_else(|| "unknown CPU".to_owned())
 }
 
-fn print_report(args: &Args, meshd_bin: &Path, mesh: &SyntheticMesh, t: &TranslateResult, e: &EngineResult, x: &XdsResult) {
+fn print_report(
+    args: &Args,
+    meshd_bin: &Path,
+    mesh: &SyntheticMesh,
+    t: &TranslateResult,
+    e: &EngineResult,
+    x: &XdsResult,
+) {
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    let meshd_build = if meshd_bin.parent().and_then(|d| d.file_name()).is_some_and(|n| n == "release") { "release" } else { "debug" };
+    let meshd_build = if meshd_bin.parent().and_then(|d| d.file_name()).is_some_and(|n| n == "release") {
+        "release"
+    } else {
+        "debug"
+    };
     let bench_build = if cfg!(debug_assertions) { "debug" } else { "release" };
     let k = args.proxies;
     let api = match args.api {

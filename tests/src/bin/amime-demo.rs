@@ -24,10 +24,7 @@ const USAGE: &str = "usage: amime-demo [--keep-running] [--block N]
   --block N       run on 127.0.N.x instead of 127.0.10.x (if that block is busy)";
 
 fn parse_args() -> Result<Args> {
-    let mut args = Args {
-        keep_running: false,
-        block: IpBlock::EXAMPLE,
-    };
+    let mut args = Args { keep_running: false, block: IpBlock::EXAMPLE };
     let mut argv = std::env::args().skip(1);
     while let Some(arg) = argv.next() {
         match arg.as_str() {
@@ -100,22 +97,14 @@ fn print_counts(tally: &Tally) {
 
 async fn demo(ctx: &TestContext, args: &Args) -> Result<()> {
     let block = args.block;
-    println!(
-        "Amime demo: meshd + an Envoy sidecar + reviews v1/v2/v3, all on 127.0.{}.x\n",
-        block.0
-    );
+    println!("Amime demo: meshd + an Envoy sidecar + reviews v1/v2/v3, all on 127.0.{}.x\n", block.0);
 
     let dir = MeshDir::new(ctx)?;
     dir.copy_bookinfo_example(block)?;
     let started = Instant::now();
-    let bookinfo = Bookinfo::start(ctx, block, dir, BookinfoOptions::default())
-        .await
-        .with_context(|| {
-            format!(
-                "starting the mesh on 127.0.{}.x (is another demo running? try --block N)",
-                block.0
-            )
-        })?;
+    let bookinfo = Bookinfo::start(ctx, block, dir, BookinfoOptions::default()).await.with_context(|| {
+        format!("starting the mesh on 127.0.{}.x (is another demo running? try --block N)", block.0)
+    })?;
     let proxy = bookinfo.productpage.proxy_addr();
     println!("Started in {:.1?}:", started.elapsed());
     println!(
@@ -132,41 +121,25 @@ async fn demo(ctx: &TestContext, args: &Args) -> Result<()> {
     for upstream in &bookinfo.reviews {
         println!("  {:<16} app on {}", upstream.pod(), upstream.addr());
     }
-    println!(
-        "  rules: {}",
-        bookinfo.dir.path().join(EXAMPLE_RULES_FILE).display()
-    );
+    println!("  rules: {}", bookinfo.dir.path().join(EXAMPLE_RULES_FILE).display());
 
     // (a) Header routing.
     println!("\n(a) 10 requests as jason (end-user: jason) -> rule `jason-to-v2`:");
     let mut line = String::new();
     for i in 1..=10 {
-        let response = bookinfo
-            .productpage
-            .request(Bookinfo::REVIEWS_URL, &[("end-user", "jason")])
-            .await?;
+        let response = bookinfo.productpage.request(Bookinfo::REVIEWS_URL, &[("end-user", "jason")]).await?;
         let version = response.json_str("version");
-        ensure!(
-            version.as_deref() == Some("v2"),
-            "request {i} as jason was not served by v2: {}",
-            response.summary()
-        );
+        ensure!(version.as_deref() == Some("v2"), "request {i} as jason was not served by v2: {}", response.summary());
         line.push_str(&format!(" {}", version.unwrap_or_default()));
     }
     println!("   {line}   (all v2)");
 
     // (b) Weighted split.
     println!("\n(b) 100 requests without the header -> rule `split-v1-v3` (50/50):");
-    let tally = bookinfo
-        .productpage
-        .tally(100, Bookinfo::REVIEWS_URL, &[])
-        .await;
+    let tally = bookinfo.productpage.tally(100, Bookinfo::REVIEWS_URL, &[]).await;
     print_counts(&tally);
     ensure!(
-        tally.get("v2") == 0
-            && tally.get("v1") > 0
-            && tally.get("v3") > 0
-            && tally.get("v1") + tally.get("v3") == 100,
+        tally.get("v2") == 0 && tally.get("v1") > 0 && tally.get("v3") > 0 && tally.get("v1") + tally.get("v3") == 100,
         "unexpected split: {tally}"
     );
 
@@ -176,25 +149,18 @@ async fn demo(ctx: &TestContext, args: &Args) -> Result<()> {
     // The example's rules with the split changed to 80/20 (the DestinationRule stays).
     let renamed = bookinfo.dir.replace_virtual_service(
         EXAMPLE_RULES_FILE,
-        &format!(
-            "# Edited by amime-demo: the split is now 80/20.\n{}",
-            reviews_vs_jason_v2_else_split(80, 20)
-        ),
+        &format!("# Edited by amime-demo: the split is now 80/20.\n{}", reviews_vs_jason_v2_else_split(80, 20)),
     )?;
-    await_condition(
-        "the sidecar's route to carry the 80/20 split",
-        Duration::from_secs(10),
-        || async {
-            let dump = bookinfo.productpage.config_dump().await?;
-            let splits = weighted_clusters(&dump);
-            let found = splits.iter().any(|split| {
-                split.len() == 2 && split[0].1 * 20 == split[1].1 * 80 && split[0].1 > 0
-                    || split.len() == 2 && split[1].1 * 20 == split[0].1 * 80 && split[1].1 > 0
-            });
-            ensure!(found, "weighted clusters in the config dump: {splits:?}");
-            Ok(())
-        },
-    )
+    await_condition("the sidecar's route to carry the 80/20 split", Duration::from_secs(10), || async {
+        let dump = bookinfo.productpage.config_dump().await?;
+        let splits = weighted_clusters(&dump);
+        let found = splits.iter().any(|split| {
+            split.len() == 2 && split[0].1 * 20 == split[1].1 * 80 && split[0].1 > 0
+                || split.len() == 2 && split[1].1 * 20 == split[0].1 * 80 && split[1].1 > 0
+        });
+        ensure!(found, "weighted clusters in the config dump: {splits:?}");
+        Ok(())
+    })
     .await?;
     let took = renamed.elapsed();
     ensure!(
@@ -203,20 +169,12 @@ async fn demo(ctx: &TestContext, args: &Args) -> Result<()> {
             && bookinfo.productpage.process().is_running(),
         "meshd or Envoy restarted during the edit"
     );
-    println!(
-        "    applied by the sidecar {:.0} ms after the file was saved (no restart)",
-        took.as_secs_f64() * 1000.0
-    );
-    let tally = bookinfo
-        .productpage
-        .tally(100, Bookinfo::REVIEWS_URL, &[])
-        .await;
+    println!("    applied by the sidecar {:.0} ms after the file was saved (no restart)", took.as_secs_f64() * 1000.0);
+    let tally = bookinfo.productpage.tally(100, Bookinfo::REVIEWS_URL, &[]).await;
     println!("    100 requests without the header:");
     print_counts(&tally);
     ensure!(
-        tally.get("v2") == 0
-            && tally.get("v1") > tally.get("v3")
-            && tally.get("v1") + tally.get("v3") == 100,
+        tally.get("v2") == 0 && tally.get("v1") > tally.get("v3") && tally.get("v1") + tally.get("v3") == 100,
         "unexpected split after the edit: {tally}"
     );
 
@@ -224,26 +182,13 @@ async fn demo(ctx: &TestContext, args: &Args) -> Result<()> {
     let pp = block.ip(hosts::PRODUCTPAGE);
     println!(
         "\n(d) Try it yourself{}:",
-        if args.keep_running {
-            ""
-        } else {
-            " (rerun with --keep-running to keep the mesh up)"
-        }
+        if args.keep_running { "" } else { " (rerun with --keep-running to keep the mesh up)" }
     );
     println!("    curl -x http://{pp}:15001 http://reviews:9080/");
     println!("    curl -x http://{pp}:15001 -H 'end-user: jason' http://reviews:9080/");
-    println!(
-        "    edit {}  (changes apply live)",
-        bookinfo.dir.path().join(EXAMPLE_RULES_FILE).display()
-    );
-    println!(
-        "    curl http://{}/debug/config_errors",
-        bookinfo.meshd.monitoring_addr()
-    );
-    println!(
-        "    curl http://{}/metrics",
-        bookinfo.meshd.monitoring_addr()
-    );
+    println!("    edit {}  (changes apply live)", bookinfo.dir.path().join(EXAMPLE_RULES_FILE).display());
+    println!("    curl http://{}/debug/config_errors", bookinfo.meshd.monitoring_addr());
+    println!("    curl http://{}/metrics", bookinfo.meshd.monitoring_addr());
 
     if args.keep_running {
         println!("\nThe mesh is running. Press Ctrl-C to stop.");

@@ -2,3 +2,4 @@
 //! [`crate::model::parse_object`] and feeds the one index in [`crate::push::MeshState`].
 
 pub mod config_dir;
+pub mod documents;

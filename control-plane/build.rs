@@ -39,10 +39,31 @@ const PROTO_DIRS: &[&str] = &[
     "envoy/extensions/upstreams/http/v3",
     "envoy/extensions/access_loggers/file/v3",
     "envoy/extensions/access_loggers/stream/v3",
+    "envoy/extensions/common/dynamic_forward_proxy/v3",
+    "envoy/extensions/clusters/dynamic_forward_proxy/v3",
+    "envoy/extensions/filters/http/dynamic_forward_proxy/v3",
+    "envoy/extensions/network/dns_resolver/getaddrinfo/v3",
 ];
 
 /// Individual files (relative to any include root) compiled in addition to `PROTO_DIRS`.
 const PROTO_FILES: &[&str] = &["envoy/service/discovery/v3/discovery.proto", "envoy/admin/v3/config_dump.proto"];
+
+/// Files compiled from a patched copy, for protox's name resolution: a relative type name
+/// whose first component also names a package in scope (`common.…` inside
+/// `envoy.extensions.clusters.*`, where `envoy.extensions.clusters.common` exists) is
+/// spelled out in full.
+const PATCHED_FILES: &[(&str, &str, &str)] = &[
+    (
+        "envoy/extensions/clusters/dynamic_forward_proxy/v3/cluster.proto",
+        " common.dynamic_forward_proxy.v3.DnsCacheConfig ",
+        " envoy.extensions.common.dynamic_forward_proxy.v3.DnsCacheConfig ",
+    ),
+    (
+        "envoy/extensions/filters/http/dynamic_forward_proxy/v3/dynamic_forward_proxy.proto",
+        " common.dynamic_forward_proxy.v3.DnsCacheConfig ",
+        " envoy.extensions.common.dynamic_forward_proxy.v3.DnsCacheConfig ",
+    ),
+];
 
 /// Sub-directories of the `envoy-types` proto root used as include paths.
 /// `google/protobuf/*.proto` is provided by protox itself.
@@ -69,8 +90,25 @@ fn main() {
 fn run() -> Result<(), String> {
     let proto_root = find_proto_root()?;
 
-    let includes: Vec<PathBuf> = INCLUDE_DIRS.iter().map(|d| proto_root.join(d)).filter(|p| p.is_dir()).collect();
+    let out_dir = PathBuf::from(env::var_os("OUT_DIR").ok_or("OUT_DIR is not set")?);
     let api_root = proto_root.join("data-plane-api");
+    // Patched copies come first on the include path, so they shadow the originals.
+    let overlay = out_dir.join("proto-overlay");
+    for (file, from, to) in PATCHED_FILES {
+        let original = api_root.join(file);
+        let text = fs::read_to_string(&original).map_err(|e| format!("cannot read {}: {e}", original.display()))?;
+        if !text.contains(from) {
+            return Err(format!("{}: expected {from:?} to patch; update PATCHED_FILES", original.display()));
+        }
+        let patched = overlay.join(file);
+        fs::create_dir_all(patched.parent().expect("a file has a parent"))
+            .and_then(|()| fs::write(&patched, text.replace(from, to)))
+            .map_err(|e| format!("cannot write {}: {e}", patched.display()))?;
+    }
+    let includes: Vec<PathBuf> = std::iter::once(overlay)
+        .chain(INCLUDE_DIRS.iter().map(|d| proto_root.join(d)))
+        .filter(|p| p.is_dir())
+        .collect();
     if !api_root.is_dir() {
         return Err(format!(
             "{} does not look like an envoy-types proto root (no data-plane-api/ directory)",
@@ -100,7 +138,6 @@ fn run() -> Result<(), String> {
     }
     let bytes = compiler.encode_file_descriptor_set();
 
-    let out_dir = PathBuf::from(env::var_os("OUT_DIR").ok_or("OUT_DIR is not set")?);
     let out = out_dir.join("envoy_descriptors.bin");
     fs::write(&out, bytes).map_err(|e| format!("cannot write {}: {e}", out.display()))?;
     Ok(())

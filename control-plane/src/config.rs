@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use clap::Parser;
 
+use crate::translate::{MeshSettings, OutboundTrafficPolicy};
+
 /// meshd: the Amime service-mesh control plane.
 ///
 /// Reads the mesh (Services, Pods, EndpointSlices, VirtualServices, DestinationRules)
@@ -36,6 +38,12 @@ pub struct MeshdConfig {
     #[arg(long, env = "AMIME_DEBOUNCE_MAX", default_value_t = 1000, value_name = "MS")]
     pub debounce_max: u64,
 
+    /// Where traffic to destinations that are not services of the mesh goes, as Istio's
+    /// `meshConfig.outboundTrafficPolicy.mode`: ALLOW_ANY passes it through (by IP, or by
+    /// name in explicit mode); REGISTRY_ONLY blocks it (HTTP answers 502 saying why).
+    #[arg(long, env = "AMIME_OUTBOUND_TRAFFIC_POLICY", default_value = "ALLOW_ANY", value_name = "POLICY")]
+    pub outbound_traffic_policy: OutboundTrafficPolicy,
+
     /// Log format.
     #[arg(long, env = "AMIME_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,
@@ -46,6 +54,10 @@ pub struct MeshdConfig {
 }
 
 impl MeshdConfig {
+    pub fn mesh_settings(&self) -> MeshSettings {
+        MeshSettings { outbound_traffic_policy: self.outbound_traffic_policy }
+    }
+
     pub fn debounce(&self) -> crate::push::Debounce {
         crate::push::Debounce {
             quiet: Duration::from_millis(self.debounce_quiet),

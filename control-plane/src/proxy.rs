@@ -123,7 +123,7 @@ impl Proxy {
         ProxyClass {
             namespace: self.namespace.clone(),
             mode: self.mode,
-            ip: self.ips[0],
+            ip: (self.mode == InterceptionMode::None).then_some(self.ips[0]),
             labels: if self.mode == InterceptionMode::Redirect { self.labels.clone() } else { Labels::new() },
         }
     }
@@ -176,5 +176,23 @@ mod tests {
             let err = Proxy::from_node(&node(id, fields)).unwrap_err().to_string();
             assert!(err.contains(want), "{id}: {err}");
         }
+    }
+
+    #[test]
+    fn replicas_share_a_class_under_capture_but_not_as_explicit_proxies() {
+        let labels = || Value {
+            kind: Some(ValueKind::StructValue(Struct {
+                fields: [("app".to_string(), s("reviews"))].into_iter().collect(),
+            })),
+        };
+        let class = |id: &str, ip: &str, mode: &str| {
+            let fields = [("INSTANCE_IPS", s(ip)), ("INTERCEPTION_MODE", s(mode)), ("LABELS", labels())];
+            Proxy::from_node(&node(id, &fields)).unwrap().class()
+        };
+        // Capture listeners bind the wildcard address: the pod IP is not part of the config.
+        assert_eq!(class("r-1.bookinfo", "10.0.0.1", "REDIRECT"), class("r-2.bookinfo", "10.0.0.2", "REDIRECT"));
+        assert_eq!(class("r-1.bookinfo", "10.0.0.1", "REDIRECT").ip, None);
+        // An explicit proxy listens on its own IP.
+        assert_ne!(class("r-1.bookinfo", "10.0.0.1", "NONE"), class("r-2.bookinfo", "10.0.0.2", "NONE"));
     }
 }

@@ -14,7 +14,7 @@ use xds::{Snapshot, SnapshotSource, SnapshotWatch, WatchError};
 use crate::model::index::{Change, Index};
 use crate::model::ObjectError;
 use crate::proxy::Proxy;
-use crate::translate::{MeshConfig, ProxyClass};
+use crate::translate::{MeshConfig, MeshSettings, ProxyClass};
 
 /// The model shared by sources and the push loop.
 #[derive(Debug)]
@@ -202,7 +202,7 @@ impl SnapshotSource for ProxySnapshots {
 }
 
 /// Runs until `state` is dropped: waits for changes, debounces, translates, publishes.
-pub async fn run(state: Arc<MeshState>, distributor: Arc<Distributor>, debounce: Debounce) {
+pub async fn run(state: Arc<MeshState>, distributor: Arc<Distributor>, debounce: Debounce, settings: MeshSettings) {
     let mut changes = state.subscribe();
     let mut reported: std::collections::BTreeSet<ObjectError> = Default::default();
     // Whatever happened before we subscribed counts as a change.
@@ -227,7 +227,7 @@ pub async fn run(state: Arc<MeshState>, distributor: Arc<Distributor>, debounce:
         changes.borrow_and_update();
         let model = state.snapshot();
         let started = Instant::now();
-        let mesh = tokio::task::block_in_place(|| MeshConfig::build(model));
+        let mesh = tokio::task::block_in_place(|| MeshConfig::build(model, &settings));
         let took = started.elapsed();
         distributor.stats.translations.fetch_add(1, Ordering::Relaxed);
         distributor.stats.last_translation_micros.store(took.as_micros() as u64, Ordering::Relaxed);
@@ -267,14 +267,14 @@ mod tests {
                 protocol: crate::model::Protocol::Http,
             }],
         }));
-        Arc::new(MeshConfig::build(Arc::new(index)))
+        Arc::new(MeshConfig::build(Arc::new(index), &MeshSettings::default()))
     }
 
     fn class(ip: &str) -> ProxyClass {
         ProxyClass {
             namespace: "ns".into(),
             mode: InterceptionMode::None,
-            ip: ip.parse().unwrap(),
+            ip: Some(ip.parse().unwrap()),
             labels: Default::default(),
         }
     }

@@ -34,7 +34,7 @@ pub async fn run(config: MeshdConfig) -> anyhow::Result<()> {
     );
 
     let source = config_dir::watch(dir, state.clone(), Duration::from_millis(50));
-    let pusher = push::run(state.clone(), distributor.clone(), config.debounce());
+    let pusher = push::run(state.clone(), distributor.clone(), config.debounce(), config.mesh_settings());
     let ads = AdsServer::new(Arc::new(ProxySnapshots(distributor.clone())), registry.clone());
     let closer = ads.clone();
     let shutdown = async move {

@@ -6,47 +6,54 @@ mod common;
 
 use std::net::IpAddr;
 
-use control_plane::translate::{InterceptionMode, ProxyClass};
+use control_plane::translate::{InterceptionMode, MeshConfig, MeshSettings, OutboundTrafficPolicy, ProxyClass};
 
 #[test]
 fn envoy_accepts_every_proxy_class_of_the_rich_fixture() {
-    validate_fixture("rich", "bookinfo", "shop", "ratings", "127.0.10.21");
+    validate_fixture("rich", "bookinfo", "shop", "ratings");
 }
 
 #[test]
 fn envoy_accepts_what_meshd_makes_of_adversarial_input() {
     let mesh = common::mesh_from("adversarial");
     assert!(mesh.problems.len() >= 6, "the awkward parts are reported: {:#?}", mesh.problems);
-    validate_fixture("adversarial", "edge", "other", "alpha", "127.0.30.2");
+    validate_fixture("adversarial", "edge", "other", "alpha");
 }
 
-fn validate_fixture(fixture: &str, namespace: &str, other_namespace: &str, app: &str, workload_ip: &str) {
-    let mesh = common::mesh_from(fixture);
+/// Every proxy class of `fixture`, under both outbound traffic policies.
+fn validate_fixture(fixture: &str, namespace: &str, other_namespace: &str, app: &str) {
+    for policy in [OutboundTrafficPolicy::AllowAny, OutboundTrafficPolicy::RegistryOnly] {
+        let settings = MeshSettings { outbound_traffic_policy: policy };
+        validate_classes(fixture, &common::mesh_with_settings(fixture, &settings), namespace, other_namespace, app);
+    }
+}
+
+fn validate_classes(fixture: &str, mesh: &MeshConfig, namespace: &str, other_namespace: &str, app: &str) {
     let ip = |s: &str| s.parse::<IpAddr>().unwrap();
     let classes = [
         ProxyClass {
             namespace: namespace.into(),
             mode: InterceptionMode::None,
-            ip: ip("127.0.10.1"),
+            ip: Some(ip("127.0.10.1")),
             labels: Default::default(),
         },
         ProxyClass {
             namespace: other_namespace.into(),
             mode: InterceptionMode::None,
-            ip: ip("127.0.20.9"),
+            ip: Some(ip("127.0.20.9")),
             labels: Default::default(),
         },
         ProxyClass {
             namespace: namespace.into(),
             mode: InterceptionMode::Redirect,
-            ip: ip(workload_ip),
+            ip: None,
             labels: [("app".to_string(), app.to_string())].into_iter().collect(),
         },
     ];
     let dir = std::env::temp_dir().join(format!("amime-validate-{fixture}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     for (i, class) in classes.iter().enumerate() {
-        let bootstrap = common::envoy::static_bootstrap(&mesh, class);
+        let bootstrap = common::envoy::static_bootstrap(mesh, class);
         if let Err(output) = common::envoy::envoy_validate(&bootstrap, &dir.join(format!("class-{i}.pb"))) {
             panic!("envoy rejected the {fixture} config of {class:?}:\n{output}");
         }

@@ -72,7 +72,7 @@ fn bookinfo_explicit_sidecar() {
         ProxyClass {
             namespace: "bookinfo".into(),
             mode: InterceptionMode::None,
-            ip: ip("127.0.10.1"),
+            ip: Some(ip("127.0.10.1")),
             labels: Default::default(),
         },
     );
@@ -86,7 +86,7 @@ fn rich_explicit_sidecar_in_another_namespace() {
         ProxyClass {
             namespace: "shop".into(),
             mode: InterceptionMode::None,
-            ip: ip("127.0.20.9"),
+            ip: Some(ip("127.0.20.9")),
             labels: Default::default(),
         },
     );
@@ -100,7 +100,7 @@ fn rich_transparent_sidecar() {
         ProxyClass {
             namespace: "bookinfo".into(),
             mode: InterceptionMode::Redirect,
-            ip: ip("127.0.10.21"),
+            ip: None,
             labels: [("app".to_string(), "ratings".to_string())].into_iter().collect(),
         },
     );
@@ -120,7 +120,7 @@ fn adversarial_transparent_sidecar() {
         ProxyClass {
             namespace: "edge".into(),
             mode: InterceptionMode::Redirect,
-            ip: ip("127.0.30.2"),
+            ip: None,
             labels: [("app".to_string(), "alpha".to_string())].into_iter().collect(),
         },
     );
@@ -131,7 +131,7 @@ fn translation_is_deterministic() {
     let class = ProxyClass {
         namespace: "bookinfo".into(),
         mode: InterceptionMode::Redirect,
-        ip: ip("127.0.10.21"),
+        ip: None,
         labels: Default::default(),
     };
     let a = render(&common::rich_mesh(), &class);

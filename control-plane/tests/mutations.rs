@@ -17,7 +17,7 @@ use std::sync::Arc;
 use control_plane::model::index::Index;
 use control_plane::model::parse::Parsed;
 use control_plane::model::{parse_object, RawObject};
-use control_plane::translate::{InterceptionMode, MeshConfig, ProxyClass};
+use control_plane::translate::{InterceptionMode, MeshConfig, MeshSettings, ProxyClass};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -122,13 +122,13 @@ fn damaged_input_never_yields_config_envoy_rejects() {
         ProxyClass {
             namespace: "bookinfo".into(),
             mode: InterceptionMode::None,
-            ip: ip("127.0.10.1"),
+            ip: Some(ip("127.0.10.1")),
             labels: Default::default(),
         },
         ProxyClass {
             namespace: "bookinfo".into(),
             mode: InterceptionMode::Redirect,
-            ip: ip("127.0.10.11"),
+            ip: None,
             labels: [("app".to_string(), "reviews".to_string())].into_iter().collect(),
         },
     ];
@@ -164,7 +164,7 @@ fn damaged_input_never_yields_config_envoy_rejects() {
                 }
             }
         }
-        let mesh = MeshConfig::build(Arc::new(index));
+        let mesh = MeshConfig::build(Arc::new(index), &MeshSettings::default());
         for (i, class) in classes.iter().enumerate() {
             let bootstrap = common::envoy::static_bootstrap(&mesh, class);
             if let Err(output) = common::envoy::envoy_validate(&bootstrap, &dir.join(format!("round-{round}-{i}.pb"))) {

@@ -36,6 +36,8 @@ impl Upstream {
             pod: pod.to_string(),
             hits: AtomicU64::new(0),
         });
+        // The bound address (for port 0, the port the kernel chose).
+        let addr = listener.local_addr().with_context(|| format!("address of upstream {pod}"))?;
         let handler_identity = identity.clone();
         let app = axum::Router::new().fallback(move |request: Request| {
             let identity = handler_identity.clone();

@@ -192,7 +192,7 @@ struct TransparentMesh {
 }
 
 impl TransparentMesh {
-    async fn start(ctx: &TestContext, block: Block, xds_api: XdsApi) -> Result<Self> {
+    async fn start(ctx: &TestContext, block: Block, xds_api: XdsApi, meshd_args: &[&str]) -> Result<Self> {
         let n = block.0;
         let client = Netns::create(&format!("t{n}-client")).await?;
         let server = Netns::create(&format!("t{n}-server")).await?;
@@ -244,7 +244,9 @@ impl TransparentMesh {
                 MESHD_XDS.to_string(),
                 "--monitoring-addr".into(),
                 MESHD_MONITORING.to_string(),
-            ],
+            ]
+            .into_iter()
+            .chain(meshd_args.iter().map(|a| a.to_string())),
         )?;
         await_condition("meshd to answer 200 on /readyz", READY_TIMEOUT, || async {
             meshd.ensure_running()?;
@@ -438,12 +440,20 @@ async fn run_transparent<F>(name: &str, block: Block, xds_api: XdsApi, body: F)
 where
     F: for<'a> FnOnce(&'a TransparentMesh) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>> + 'a>>,
 {
+    run_transparent_with(name, block, xds_api, &[], body).await
+}
+
+/// [`run_transparent`] with extra meshd arguments.
+async fn run_transparent_with<F>(name: &str, block: Block, xds_api: XdsApi, meshd_args: &[&str], body: F)
+where
+    F: for<'a> FnOnce(&'a TransparentMesh) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>> + 'a>>,
+{
     if let Some(reason) = netns::unsupported_reason() {
         eprintln!("SKIPPED: {name}: {reason}");
         return;
     }
     run_test(name, |ctx| async move {
-        let mesh = TransparentMesh::start(&ctx, block, xds_api).await?;
+        let mesh = TransparentMesh::start(&ctx, block, xds_api, meshd_args).await?;
         let result = body(&mesh).await;
         if result.is_err() {
             mesh.print_diagnostics().await;
@@ -593,6 +603,47 @@ async fn unknown_destinations_pass_through() {
                 mesh.redirected_packets("AMIME_REDIRECT").await? >= 4,
                 "the passthrough connections were not redirected to 15001"
             );
+            mesh.check_no_nacks().await
+        })
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registry_only_blocks_unknown_destinations() {
+    let args = ["--outbound-traffic-policy", "REGISTRY_ONLY"];
+    run_transparent_with("registry_only_blocks_unknown_destinations", Block(47), XdsApi::Delta, &args, |mesh| {
+        Box::pin(async move {
+            let b = mesh.block;
+            let outside_http =
+                mesh.server.start_upstream(b.pod_addr(host::OUTSIDE, APP_PORT), "outside", "none", "outside").await?;
+            let echo: TcpEcho = mesh.server.start_echo(b.pod_addr(host::OUTSIDE, 7071), "outside-echo:").await?;
+
+            // The mesh first: routing by Host on the cluster IP is unchanged.
+            let reviews = b.vip_addr(host::REVIEWS_VIP, APP_PORT);
+            let response = mesh.await_outbound(reviews, "reviews").await?;
+            ensure!(response.status == 200, "reviews through the sidecar: {}", response.summary());
+
+            // HTTP on a mesh HTTP port to an address that is no service: a 502 that says why.
+            let addr = b.pod_addr(host::OUTSIDE, APP_PORT);
+            let response = mesh.outbound(addr, "outside.example.com", &[]).await?;
+            ensure!(
+                response.status == 502
+                    && response.body.contains("outside.example.com")
+                    && response.body.contains("REGISTRY_ONLY"),
+                "HTTP to {addr} should be refused with a 502 naming host and policy; got {}",
+                response.summary()
+            );
+
+            // Anything else (here opaque TCP on a port no service uses) is closed unanswered.
+            let answer = mesh.client.tcp_exchange(echo.addr(), b"hello").await;
+            ensure!(
+                answer.as_ref().map_or(true, |a| a.is_empty()),
+                "TCP to {} should get nothing back; got {answer:?}",
+                echo.addr()
+            );
+            mesh.await_stat("tcp.BlackHoleCluster.downstream_cx_total", 1).await?;
+            ensure!(outside_http.hits() == 0, "a blocked destination was reached");
             mesh.check_no_nacks().await
         })
     })

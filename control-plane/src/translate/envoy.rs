@@ -8,17 +8,30 @@ use envoy_types::pb::envoy::config::core::v3::{
     address, config_source, socket_address, Address, AggregatedConfigSource, ApiVersion, BindConfig, ConfigSource,
     Http2ProtocolOptions, SocketAddress,
 };
+use envoy_types::pb::envoy::config::core::v3::{
+    data_source, substitution_format_string, DataSource, SubstitutionFormatString, TypedExtensionConfig,
+};
 use envoy_types::pb::envoy::config::endpoint::v3::{
     lb_endpoint, ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints,
 };
 use envoy_types::pb::envoy::config::listener::v3::{filter, listener_filter, Filter, FilterChain, ListenerFilter};
-use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
+use envoy_types::pb::envoy::config::route::v3::{
+    route, route_match, DirectResponseAction, Route, RouteConfiguration, RouteMatch,
+};
+use envoy_types::pb::envoy::extensions::clusters::dynamic_forward_proxy::v3::{
+    cluster_config, ClusterConfig as ForwardProxyClusterConfig,
+};
+use envoy_types::pb::envoy::extensions::common::dynamic_forward_proxy::v3::DnsCacheConfig;
+use envoy_types::pb::envoy::extensions::filters::http::dynamic_forward_proxy::v3::{
+    filter_config, FilterConfig as ForwardProxyFilterConfig,
+};
 use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
 use envoy_types::pb::envoy::extensions::filters::listener::original_dst::v3::OriginalDst;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
     http_connection_manager, http_filter, HttpConnectionManager, HttpFilter, Rds,
 };
 use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{tcp_proxy, TcpProxy};
+use envoy_types::pb::envoy::extensions::network::dns_resolver::getaddrinfo::v3::GetAddrInfoDnsResolverConfig;
 use envoy_types::pb::envoy::extensions::upstreams::http::v3::{http_protocol_options, HttpProtocolOptions};
 use envoy_types::pb::google::protobuf::{Any, Duration};
 use envoy_types::util::pack_any;
@@ -27,6 +40,8 @@ pub const PASSTHROUGH_CLUSTER: &str = "PassthroughCluster";
 pub const PASSTHROUGH_AUTHORITY_CLUSTER: &str = "PassthroughAuthorityCluster";
 pub const INBOUND_PASSTHROUGH_CLUSTER: &str = "InboundPassthroughCluster";
 pub const BLACKHOLE_CLUSTER: &str = "BlackHoleCluster";
+/// Name of the DNS cache shared by the forward-proxy filter and cluster (they must agree).
+const FORWARD_PROXY_DNS_CACHE: &str = "amime_passthrough_dns";
 /// Source address of inbound traffic from the sidecar to its app, exempted from capture.
 pub const INBOUND_SOURCE_IP: &str = "127.0.0.6";
 
@@ -86,22 +101,14 @@ pub fn eds_cluster(name: &str, lb_policy: cluster::LbPolicy, http2: bool) -> Clu
     c
 }
 
-/// A cluster that connects to each connection's original destination. With
-/// `authority_header`, the destination is taken from the request's `:authority`
-/// (explicit proxy mode); with `bind`, upstream connections come from that address.
-pub fn original_dst_cluster(name: &str, authority_header: bool, bind: Option<IpAddr>) -> Cluster {
+/// A cluster that connects to each connection's original destination; with `bind`,
+/// upstream connections come from that address.
+pub fn original_dst_cluster(name: &str, bind: Option<IpAddr>) -> Cluster {
     Cluster {
         name: name.to_owned(),
         cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(cluster::DiscoveryType::OriginalDst as i32)),
         lb_policy: cluster::LbPolicy::ClusterProvided as i32,
         connect_timeout: Some(seconds(10)),
-        lb_config: authority_header.then(|| {
-            cluster::LbConfig::OriginalDstLbConfig(cluster::OriginalDstLbConfig {
-                use_http_header: true,
-                http_header_name: ":authority".to_owned(),
-                ..Default::default()
-            })
-        }),
         upstream_bind_config: bind.map(|ip| BindConfig {
             source_address: Some(match socket_address(ip, 0).address {
                 Some(address::Address::SocketAddress(sa)) => sa,
@@ -119,6 +126,83 @@ pub fn blackhole_cluster() -> Cluster {
         name: BLACKHOLE_CLUSTER.to_owned(),
         cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(cluster::DiscoveryType::Static as i32)),
         connect_timeout: Some(seconds(10)),
+        ..Default::default()
+    }
+}
+
+/// The DNS cache of the explicit proxy's passthrough: names resolved by the system
+/// resolver (`getaddrinfo`, so `/etc/hosts` and search domains apply as they would for the
+/// app), IPv4 first.
+fn forward_proxy_dns_cache() -> DnsCacheConfig {
+    DnsCacheConfig {
+        name: FORWARD_PROXY_DNS_CACHE.to_owned(),
+        dns_lookup_family: envoy_types::pb::envoy::config::cluster::v3::cluster::DnsLookupFamily::V4Preferred as i32,
+        typed_dns_resolver_config: Some(TypedExtensionConfig {
+            name: "envoy.network.dns_resolver.getaddrinfo".to_owned(),
+            typed_config: Some(any(GetAddrInfoDnsResolverConfig::default())),
+        }),
+        ..Default::default()
+    }
+}
+
+/// A cluster that connects to each request's `:authority`, resolving names itself
+/// (Envoy's dynamic forward proxy). Used with [`forward_proxy_filter`].
+pub fn forward_proxy_cluster(name: &str) -> Cluster {
+    let config = ForwardProxyClusterConfig {
+        cluster_implementation_specifier: Some(cluster_config::ClusterImplementationSpecifier::DnsCacheConfig(
+            forward_proxy_dns_cache(),
+        )),
+        ..Default::default()
+    };
+    Cluster {
+        name: name.to_owned(),
+        cluster_discovery_type: Some(cluster::ClusterDiscoveryType::ClusterType(cluster::CustomClusterType {
+            name: "envoy.clusters.dynamic_forward_proxy".to_owned(),
+            typed_config: Some(any(config)),
+        })),
+        lb_policy: cluster::LbPolicy::ClusterProvided as i32,
+        connect_timeout: Some(seconds(10)),
+        ..Default::default()
+    }
+}
+
+/// The HTTP filter that resolves `:authority` for routes to a [`forward_proxy_cluster`];
+/// it lets requests to any other cluster through untouched.
+fn forward_proxy_filter() -> HttpFilter {
+    let config = ForwardProxyFilterConfig {
+        implementation_specifier: Some(filter_config::ImplementationSpecifier::DnsCacheConfig(
+            forward_proxy_dns_cache(),
+        )),
+        ..Default::default()
+    };
+    HttpFilter {
+        name: "envoy.filters.http.dynamic_forward_proxy".to_owned(),
+        config_type: Some(http_filter::ConfigType::TypedConfig(any(config))),
+        ..Default::default()
+    }
+}
+
+/// A route matching every path that answers `status` itself, with `body_format` as the
+/// body (Envoy's substitution format: `%REQ(:authority)%` names the requested host).
+pub fn direct_response_route(name: &str, status: u32, body_format: &str) -> Route {
+    Route {
+        name: name.to_owned(),
+        r#match: Some(RouteMatch {
+            path_specifier: Some(route_match::PathSpecifier::Prefix("/".into())),
+            ..Default::default()
+        }),
+        action: Some(route::Action::DirectResponse(DirectResponseAction {
+            status,
+            body: None,
+            body_format: Some(SubstitutionFormatString {
+                format: Some(substitution_format_string::Format::TextFormatSource(DataSource {
+                    specifier: Some(data_source::Specifier::InlineString(body_format.to_owned())),
+                    ..Default::default()
+                })),
+                content_type: "text/plain".to_owned(),
+                ..Default::default()
+            }),
+        })),
         ..Default::default()
     }
 }
@@ -165,7 +249,9 @@ pub enum RouteSource {
     Inline(Box<RouteConfiguration>),
 }
 
-pub fn http_connection_manager(stat_prefix: &str, routes: RouteSource) -> Filter {
+/// An HTTP connection manager. With `forward_proxy`, routes to a [`forward_proxy_cluster`]
+/// resolve the request's host (the explicit proxy's passthrough).
+pub fn http_connection_manager(stat_prefix: &str, routes: RouteSource, forward_proxy: bool) -> Filter {
     let route_specifier = match routes {
         RouteSource::Rds(name) => {
             http_connection_manager::RouteSpecifier::Rds(Rds { config_source: Some(ads()), route_config_name: name })
@@ -176,7 +262,7 @@ pub fn http_connection_manager(stat_prefix: &str, routes: RouteSource) -> Filter
         stat_prefix: stat_prefix.to_owned(),
         codec_type: http_connection_manager::CodecType::Auto as i32,
         route_specifier: Some(route_specifier),
-        http_filters: vec![router_filter()],
+        http_filters: if forward_proxy { vec![forward_proxy_filter(), router_filter()] } else { vec![router_filter()] },
         ..Default::default()
     };
     Filter {

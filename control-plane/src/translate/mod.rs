@@ -55,11 +55,57 @@ pub enum InterceptionMode {
 pub struct ProxyClass {
     pub namespace: String,
     pub mode: InterceptionMode,
-    /// The first instance IP: where the explicit listener binds, and the inbound
-    /// destination under capture.
-    pub ip: IpAddr,
+    /// Where the explicit listener binds (the first instance IP). `None` under capture:
+    /// there every listener binds the wildcard address inside the pod, so the replicas
+    /// of one workload share one class and one snapshot.
+    pub ip: Option<IpAddr>,
     /// Workload labels (used for inbound; left empty in explicit mode).
     pub labels: Labels,
+}
+
+/// Where traffic to destinations outside the mesh registry goes (Istio's
+/// `meshConfig.outboundTrafficPolicy.mode`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum OutboundTrafficPolicy {
+    /// Passed through to where the client sent it (by IP, or by name in explicit mode).
+    #[default]
+    AllowAny,
+    /// Blocked: HTTP gets a 502 saying why, other TCP is closed.
+    RegistryOnly,
+}
+
+impl OutboundTrafficPolicy {
+    /// The body of the 502 a blocked HTTP request gets (an Envoy format string).
+    pub const BLOCKED_BODY: &'static str = "amime: %REQ(:authority)% is not a service of the mesh and \
+        outboundTrafficPolicy is REGISTRY_ONLY: request blocked\n";
+}
+
+impl std::str::FromStr for OutboundTrafficPolicy {
+    type Err = String;
+
+    /// Istio's spelling (`ALLOW_ANY`, `REGISTRY_ONLY`), in any case, `-` or `_`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_uppercase().replace('-', "_").as_str() {
+            "ALLOW_ANY" => Ok(OutboundTrafficPolicy::AllowAny),
+            "REGISTRY_ONLY" => Ok(OutboundTrafficPolicy::RegistryOnly),
+            _ => Err(format!("{s:?} is not ALLOW_ANY or REGISTRY_ONLY")),
+        }
+    }
+}
+
+impl std::fmt::Display for OutboundTrafficPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            OutboundTrafficPolicy::AllowAny => "ALLOW_ANY",
+            OutboundTrafficPolicy::RegistryOnly => "REGISTRY_ONLY",
+        })
+    }
+}
+
+/// Mesh-wide settings that are not objects of the model (Istio keeps them in MeshConfig).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MeshSettings {
+    pub outbound_traffic_policy: OutboundTrafficPolicy,
 }
 
 /// Problems found while translating, reported by object and field.
@@ -91,6 +137,7 @@ impl Problems {
 #[derive(Debug)]
 pub struct MeshConfig {
     model: Arc<Index>,
+    settings: MeshSettings,
     clusters: Arc<ResourceSet>,
     endpoints: Arc<ResourceSet>,
     /// Every HTTP service port's virtual host, encoded once per build in the four
@@ -282,18 +329,17 @@ fn encode_virtual_host(vh: VirtualHost) -> Vec<u8> {
 }
 
 impl MeshConfig {
-    pub fn build(model: Arc<Index>) -> MeshConfig {
+    pub fn build(model: Arc<Index>, settings: &MeshSettings) -> MeshConfig {
         let mut problems = Problems::default();
         let lookup = ModelLookup::new(&model);
         let mut clusters: Vec<Arc<Resource>> = Vec::new();
         let mut endpoints: Vec<Arc<Resource>> = Vec::new();
 
         for c in [
-            original_dst_cluster(PASSTHROUGH_CLUSTER, false, None),
-            original_dst_cluster(PASSTHROUGH_AUTHORITY_CLUSTER, true, None),
+            original_dst_cluster(PASSTHROUGH_CLUSTER, None),
+            forward_proxy_cluster(PASSTHROUGH_AUTHORITY_CLUSTER),
             original_dst_cluster(
                 INBOUND_PASSTHROUGH_CLUSTER,
-                false,
                 Some(IpAddr::V4(INBOUND_SOURCE_IP.parse::<Ipv4Addr>().expect("valid"))),
             ),
             blackhole_cluster(),
@@ -439,10 +485,14 @@ impl MeshConfig {
             address: Some(socket_address(IpAddr::V4(Ipv4Addr::UNSPECIFIED), OUTBOUND_PORT)),
             use_original_dst: Some(BoolValue { value: true }),
             listener_filters: vec![original_dst_listener_filter()],
-            default_filter_chain: Some(filter_chain(
-                "PassthroughFilterChain",
-                tcp_proxy_filter(PASSTHROUGH_CLUSTER, PASSTHROUGH_CLUSTER),
-            )),
+            default_filter_chain: Some(match settings.outbound_traffic_policy {
+                OutboundTrafficPolicy::AllowAny => {
+                    filter_chain("PassthroughFilterChain", tcp_proxy_filter(PASSTHROUGH_CLUSTER, PASSTHROUGH_CLUSTER))
+                }
+                OutboundTrafficPolicy::RegistryOnly => {
+                    filter_chain("BlackHoleFilterChain", tcp_proxy_filter(BLACKHOLE_CLUSTER, BLACKHOLE_CLUSTER))
+                }
+            }),
             ..Default::default()
         };
         capture_listeners.push(Arc::new(Resource::from_message(virtual_outbound.name.clone(), &virtual_outbound)));
@@ -454,7 +504,11 @@ impl MeshConfig {
                 bind_to_port: Some(BoolValue { value: false }),
                 filter_chains: vec![filter_chain(
                     &name,
-                    http_connection_manager(&format!("outbound_{port}"), RouteSource::Rds(format!("outbound.{port}"))),
+                    http_connection_manager(
+                        &format!("outbound_{port}"),
+                        RouteSource::Rds(format!("outbound.{port}")),
+                        false,
+                    ),
                 )],
                 ..Default::default()
             };
@@ -464,6 +518,7 @@ impl MeshConfig {
         virtual_hosts.sort_by(|a, b| (&a.hostname, a.port).cmp(&(&b.hostname, b.port)));
         MeshConfig {
             model,
+            settings: settings.clone(),
             clusters: Arc::new(ResourceSet::new(clusters)),
             endpoints: Arc::new(ResourceSet::new(endpoints)),
             virtual_hosts,
@@ -509,11 +564,20 @@ impl MeshConfig {
                     (true, false) => &vh.per_port_foreign,
                 });
             }
-            bytes.extend(encode_virtual_host(VirtualHost {
-                name: "passthrough".to_owned(),
-                domains: vec!["*".to_owned()],
-                routes: vec![routes::default_route(passthrough)],
-                ..Default::default()
+            // Everything not in the registry, named as Istio names it.
+            bytes.extend(encode_virtual_host(match self.settings.outbound_traffic_policy {
+                OutboundTrafficPolicy::AllowAny => VirtualHost {
+                    name: "allow_any".to_owned(),
+                    domains: vec!["*".to_owned()],
+                    routes: vec![routes::default_route(passthrough)],
+                    ..Default::default()
+                },
+                OutboundTrafficPolicy::RegistryOnly => VirtualHost {
+                    name: "block_all".to_owned(),
+                    domains: vec!["*".to_owned()],
+                    routes: vec![direct_response_route("block_all", 502, OutboundTrafficPolicy::BLOCKED_BODY)],
+                    ..Default::default()
+                },
             }));
             let any = Any { type_url: <RouteConfiguration as prost::Name>::type_url(), value: bytes };
             Arc::new(Resource::new(name, any))
@@ -534,10 +598,10 @@ impl MeshConfig {
             InterceptionMode::None => {
                 let listener = Listener {
                     name: "outbound".to_owned(),
-                    address: Some(socket_address(class.ip, OUTBOUND_PORT)),
+                    address: Some(socket_address(class.ip.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)), OUTBOUND_PORT)),
                     filter_chains: vec![filter_chain(
                         "outbound",
-                        http_connection_manager("outbound", RouteSource::Rds(EXPLICIT_ROUTE_NAME.to_owned())),
+                        http_connection_manager("outbound", RouteSource::Rds(EXPLICIT_ROUTE_NAME.to_owned()), true),
                     )],
                     ..Default::default()
                 };
@@ -557,19 +621,25 @@ impl MeshConfig {
     /// passthrough for everything else; all to the original destination.
     fn inbound_listener(&self, class: &ProxyClass) -> Listener {
         let mut ports = BTreeSet::new();
-        let pod = Index::in_namespace(&self.model.pods, &class.namespace).find(|p| p.ip == Some(class.ip));
+        // Named target ports resolve on a pod of this workload (same labels): replicas
+        // share their pod template, so any one of them answers for all.
+        // Named target ports resolve on the pods of this workload: those with exactly
+        // its labels, else (a bootstrap may carry fewer labels than the pod) those its
+        // labels select. Replicas share a pod template, so any that knows the name will do.
+        let in_namespace = || Index::in_namespace(&self.model.pods, &class.namespace);
+        let mut workload: Vec<&Pod> = in_namespace().filter(|p| p.labels == class.labels).map(|p| &**p).collect();
+        if workload.is_empty() && !class.labels.is_empty() {
+            workload = in_namespace().filter(|p| selector_matches(&class.labels, &p.labels)).map(|p| &**p).collect();
+        }
         for service in Index::in_namespace(&self.model.services, &class.namespace) {
             let Some(selector) = &service.selector else { continue };
             if !selector_matches(selector, &class.labels) {
                 continue;
             }
             for sp in service.ports.iter().filter(|p| p.protocol != Protocol::Tcp) {
-                let target = match pod {
-                    Some(pod) => pod.resolve_port(&sp.target_port),
-                    None => match &sp.target_port {
-                        crate::model::TargetPort::Number(n) => Some(*n),
-                        crate::model::TargetPort::Name(_) => None,
-                    },
+                let target = match &sp.target_port {
+                    crate::model::TargetPort::Number(n) => Some(*n),
+                    named => workload.iter().find_map(|pod| pod.resolve_port(named)),
                 };
                 if let Some(t) = target {
                     ports.insert(t);
@@ -591,7 +661,7 @@ impl MeshConfig {
                 };
                 let mut chain = filter_chain(
                     &format!("inbound|{port}"),
-                    http_connection_manager(&format!("inbound_{port}"), RouteSource::Inline(Box::new(rc))),
+                    http_connection_manager(&format!("inbound_{port}"), RouteSource::Inline(Box::new(rc)), false),
                 );
                 chain.filter_chain_match = Some(FilterChainMatch {
                     destination_port: Some(UInt32Value { value: u32::from(port) }),

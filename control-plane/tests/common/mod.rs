@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use control_plane::model::index::Index;
 use control_plane::source::config_dir::ConfigDir;
-use control_plane::translate::MeshConfig;
+use control_plane::translate::{MeshConfig, MeshSettings};
 
 pub fn fixture_dir(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
@@ -16,6 +16,11 @@ pub fn fixture_dir(name: &str) -> PathBuf {
 
 /// Loads a fixture directory exactly as meshd would, and translates it.
 pub fn mesh_from(name: &str) -> MeshConfig {
+    mesh_with_settings(name, &MeshSettings::default())
+}
+
+/// [`mesh_from`] with mesh-wide settings.
+pub fn mesh_with_settings(name: &str, settings: &MeshSettings) -> MeshConfig {
     let mut dir = ConfigDir::new(fixture_dir(name));
     dir.load().expect("fixture loads");
     let (objects, problems) = dir.objects();
@@ -25,7 +30,7 @@ pub fn mesh_from(name: &str) -> MeshConfig {
     );
     let mut index = Index::new();
     index.reset(objects);
-    MeshConfig::build(Arc::new(index))
+    MeshConfig::build(Arc::new(index), settings)
 }
 
 pub fn rich_mesh() -> MeshConfig {

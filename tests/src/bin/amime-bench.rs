@@ -28,7 +28,7 @@ use anyhow::{anyhow, bail, ensure, Context as _, Result};
 use clap::{Parser, ValueEnum};
 use control_plane::model::index::Index;
 use control_plane::source::config_dir::ConfigDir;
-use control_plane::translate::MeshConfig;
+use control_plane::translate::{MeshConfig, MeshSettings};
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::config::listener::v3::{filter::ConfigType, Listener};
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
@@ -400,7 +400,7 @@ fn bench_translate(mesh: &SyntheticMesh, runs: usize) -> Result<TranslateResult>
     let mut route_bytes = 0;
     for _ in 0..runs {
         let t0 = Instant::now();
-        let config = MeshConfig::build(model.clone());
+        let config = MeshConfig::build(model.clone(), &MeshSettings::default());
         let t1 = Instant::now();
         let sets: Vec<_> = mesh.namespaces.iter().map(|ns| config.routes_for(ns)).collect();
         let t2 = Instant::now();
@@ -975,13 +975,13 @@ fn bench_engine(model: &Arc<Index>, mesh: &SyntheticMesh, api: Api, classes: usi
     rerouted.apply(MeshObject::VirtualService(vs));
     let meshes: Vec<Arc<MeshConfig>> = [model.clone(), Arc::new(rerouted), Arc::new(moved)]
         .into_iter()
-        .map(|m| Arc::new(MeshConfig::build(m)))
+        .map(|m| Arc::new(MeshConfig::build(m, &MeshSettings::default())))
         .collect();
 
     let class = |i: usize| ProxyClass {
         namespace: mesh.namespace_of(i % mesh.services).to_owned(),
         mode: InterceptionMode::None,
-        ip: std::net::IpAddr::V4(std::net::Ipv4Addr::from(0x7f00_0001 + i as u32)),
+        ip: Some(std::net::IpAddr::V4(std::net::Ipv4Addr::from(0x7f00_0001 + i as u32))),
         labels: Default::default(),
     };
     let snaps: Vec<Arc<xds::Snapshot>> = meshes.iter().map(|m| Arc::new(m.proxy_snapshot(&class(0)))).collect();
@@ -1023,7 +1023,7 @@ fn bench_engine(model: &Arc<Index>, mesh: &SyntheticMesh, api: Api, classes: usi
     let distributor = control_plane::push::Distributor::new();
     distributor.publish(meshes[0].clone());
     let watches: Vec<_> = (0..classes).map(|i| distributor.watch_class(class(i))).collect();
-    let fresh = Arc::new(MeshConfig::build(meshes[2].model().clone()));
+    let fresh = Arc::new(MeshConfig::build(meshes[2].model().clone(), &MeshSettings::default()));
     let t = Instant::now();
     distributor.publish(fresh);
     let publish_ms = t.elapsed().as_secs_f64() * 1e3;

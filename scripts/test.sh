@@ -16,6 +16,11 @@ if [[ "$(id -u)" == 0 ]] && ! command -v iptables >/dev/null 2>&1; then
   { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iptables; } >/dev/null
 fi
 
+if cargo fmt --version >/dev/null 2>&1; then
+  echo "==> cargo fmt --all --check"
+  cargo fmt --all --check
+fi
+
 if cargo clippy --version >/dev/null 2>&1; then
   echo "==> cargo clippy --workspace --all-targets -- -D warnings"
   cargo clippy --workspace --all-targets -- -D warnings

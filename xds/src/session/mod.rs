@@ -25,7 +25,7 @@ mod stream;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -37,8 +37,8 @@ use prost::Message;
 use crate::resource::{Resource, ResourceSet, ResourceType, Snapshot};
 use crate::status::{now_millis, ConnectionRegistry, ConnectionStatus, Nack, XdsApi, XdsStats};
 pub(crate) use push::DiffCache;
-use push::{diff, in_sync, shared_diff_key};
-use stream::{ClientView, NormalizedRequest, Subscription, TypeState};
+use push::{diff, in_sync, shared_diff_key, Diff};
+use stream::{Answer, ClientView, NormalizedRequest, Sent, TypeState};
 /// A response to put on the stream.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Response {
@@ -71,6 +71,9 @@ pub struct Session {
     snapshot: Option<Arc<Snapshot>>,
     types: BTreeMap<ResourceType, TypeState>,
     next_nonce: u64,
+    /// Types this server does not serve that the proxy asked for, with the nonce of
+    /// the empty answer it got (bounded).
+    unknown_types: Vec<(String, String)>,
 }
 
 /// Errors that end a stream.
@@ -90,6 +93,7 @@ impl Session {
             snapshot: None,
             types: BTreeMap::new(),
             next_nonce: 0,
+            unknown_types: Vec::new(),
         }
     }
 
@@ -117,177 +121,153 @@ impl Session {
         self.push_all()
     }
 
-    fn on_request(&mut self, req: NormalizedRequest) -> Vec<Response> {
+    fn on_request(&mut self, mut req: NormalizedRequest) -> Vec<Response> {
         let Some(ty) = ResourceType::from_type_url(&req.type_url) else {
-            tracing::debug!(node = %self.node_id, type_url = %req.type_url, "ignoring request for a type this server does not serve");
-            return Vec::new();
+            return self.on_unknown_type(req);
         };
         let first = !self.types.contains_key(&ty);
-        let state = self.types.entry(ty).or_insert_with(|| TypeState {
-            subscription: Subscription::Names(Default::default()),
-            view: ClientView::Nothing,
-            pending: None,
-            last_nonce: String::new(),
-            nacked: false,
-            in_flight: Default::default(),
-            owes_response: true,
-            forced: BTreeSet::new(),
-            removals_held: false,
-        });
+        let state = self.types.entry(ty).or_insert_with(TypeState::new);
 
-        // ACK / NACK bookkeeping.
-        let mut acked = false;
-        // No response of this type was sent on this stream yet, so a nonce (kept by the
-        // client from an earlier stream) acknowledges nothing; the request is still a
-        // real subscription and must not be dropped half-registered.
-        if !req.nonce.is_empty() && !first {
-            match &state.pending {
-                Some((nonce, version)) if *nonce == req.nonce => {
-                    let version = version.clone();
-                    state.pending = None;
-                    state.in_flight.clear();
-                    state.nacked = req.error.is_some();
-                    acked = true;
-                    if let Some(message) = &req.error {
-                        self.registry.stats().nacks.fetch_add(1, Ordering::Relaxed);
-                        tracing::warn!(node = %self.node_id, type_url = %req.type_url, nonce = %req.nonce,
-                            version = %version, error = %message, "proxy rejected an update (NACK)");
-                        let nack = Nack {
-                            rejected_version: version,
-                            nonce: req.nonce.clone(),
-                            message: message.clone(),
-                            at_ms: now_millis(),
-                        };
-                        self.status.update(ty, |s| s.last_nack = Some(nack));
-                    } else {
-                        self.registry.stats().acks.fetch_add(1, Ordering::Relaxed);
-                        tracing::debug!(node = %self.node_id, type_url = %req.type_url, nonce = %req.nonce, version = %version, "ACK");
-                        self.status.update(ty, |s| {
-                            s.acked_version = Some(version);
-                            s.acked_at_ms = Some(now_millis());
-                            s.last_nack = None;
-                        });
+        // ACK / NACK bookkeeping. No response of this type was sent on this stream yet
+        // when it is the first request, so a nonce (kept by the client from an earlier
+        // stream) acknowledges nothing; the request is still a real subscription.
+        let answer = if first { Answer::None } else { state.take_answer(&req) };
+        let acked = matches!(answer, Answer::Ack { .. } | Answer::Nack { .. });
+        match answer {
+            Answer::None | Answer::Repeat => {}
+            Answer::Ack { sent, latest } => {
+                self.registry.stats().acks.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(node = %self.node_id, type_url = %req.type_url, nonce = %sent.nonce, version = %sent.version, "ACK");
+                let cleared = !state.nacked;
+                self.status.update(ty, |s| {
+                    if latest {
+                        s.acked_version = Some(sent.version);
+                        s.acked_nonce = Some(sent.nonce);
+                        s.acked_at_ms = Some(now_millis());
                     }
-                }
-                // The latest response, already answered: a new request on it (say,
-                // changed resource_names in state of the world) is current.
-                _ if req.nonce == state.last_nonce => {}
-                _ if req.sotw_names.is_none() && state.in_flight.iter().any(|(n, _)| *n == req.nonce) => {
-                    // Delta: the answer to an earlier response; it and older ones are settled.
-                    let at = state.in_flight.iter().position(|(n, _)| *n == req.nonce).expect("present");
-                    let (nonce, version) = state.in_flight.drain(..=at).next_back().expect("non-empty");
-                    if let Some(message) = &req.error {
-                        state.nacked = true;
-                        self.registry.stats().nacks.fetch_add(1, Ordering::Relaxed);
-                        tracing::warn!(node = %self.node_id, type_url = %req.type_url, nonce = %nonce,
-                            version = %version, error = %message, "proxy rejected an update (NACK)");
-                        let nack =
-                            Nack { rejected_version: version, nonce, message: message.clone(), at_ms: now_millis() };
-                        self.status.update(ty, |s| s.last_nack = Some(nack));
-                    } else {
-                        self.registry.stats().acks.fetch_add(1, Ordering::Relaxed);
+                    if cleared {
+                        s.last_nack = None;
                     }
-                }
-                _ => {
-                    self.registry.stats().stale_nonces.fetch_add(1, Ordering::Relaxed);
-                    tracing::debug!(node = %self.node_id, type_url = %req.type_url, nonce = %req.nonce, "stale nonce");
-                    if req.sotw_names.is_some() {
-                        // State of the world: a stale request is superseded by the one
-                        // answering our latest response.
-                        return Vec::new();
-                    }
+                });
+            }
+            Answer::Nack { sent, message } => {
+                self.registry.stats().nacks.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(node = %self.node_id, type_url = %req.type_url, nonce = %sent.nonce,
+                    version = %sent.version, error = %message, "proxy rejected an update (NACK)");
+                let nack = Nack { rejected_version: sent.version, nonce: sent.nonce, message, at_ms: now_millis() };
+                self.status.update(ty, |s| s.last_nack = Some(nack));
+            }
+            Answer::Stale => {
+                self.registry.stats().stale_nonces.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(node = %self.node_id, type_url = %req.type_url, nonce = %req.nonce, "stale nonce");
+                if req.sotw_names.is_some() {
+                    // State of the world: a stale request is superseded by the one
+                    // answering our latest response.
+                    return Vec::new();
                 }
             }
         }
 
-        // Subscriptions.
-        let state = self.types.get_mut(&ty).expect("inserted above");
-        if let Some(names) = req.sotw_names {
-            let new = if names.is_empty() && ty.is_wildcard_type() || names.iter().any(|n| n == "*") {
-                Subscription::Wildcard
-            } else {
-                Subscription::Names(Arc::new(names.into_iter().collect()))
-            };
-            if let (Subscription::Names(old), Subscription::Names(new_names)) = (&state.subscription, &new) {
-                state.forced.extend(new_names.difference(old).cloned());
-            }
-            state.subscription = new;
-            if first && !req.version_info.is_empty() {
-                // A reconnecting proxy: if it already has exactly the current set, it
-                // needs nothing.
-                if let Some(snapshot) = &self.snapshot {
-                    let set = snapshot.set(ty);
-                    if set.version() == req.version_info {
-                        state.view = ClientView::Set(set.clone());
-                        state.owes_response = false;
-                        state.forced.clear();
-                        // Nothing to send, but the proxy is in sync: say so.
-                        let count = match &state.subscription {
-                            Subscription::Wildcard => set.len(),
-                            Subscription::Names(names) => names.iter().filter(|n| set.get(n).is_some()).count(),
-                        };
-                        let version = set.version().to_owned();
-                        self.status.update(ty, |s| {
-                            s.sent_version = Some(version.clone());
-                            s.acked_version = Some(version.clone());
-                            s.acked_at_ms = Some(now_millis());
-                            s.desired_version = Some(version);
-                            s.resource_count = count;
-                        });
-                    }
-                }
-            }
-        } else {
-            if first {
-                if ty.is_wildcard_type() && req.subscribe.is_empty() {
-                    state.subscription = Subscription::Wildcard;
-                }
-                if !req.initial_versions.is_empty() {
-                    state.view = ClientView::Versions(req.initial_versions.clone());
-                }
-            }
-            for name in req.subscribe {
-                if name == "*" {
-                    state.subscription = Subscription::Wildcard;
-                    continue;
-                }
-                if let Subscription::Names(names) = &mut state.subscription {
-                    if Arc::make_mut(names).insert(name.clone()) && !req.initial_versions.contains_key(&name) {
-                        state.forced.insert(name);
-                    }
-                }
-            }
-            for name in req.unsubscribe {
-                if name == "*" {
-                    state.subscription = Subscription::Names(Default::default());
-                } else if let Subscription::Names(names) = &mut state.subscription {
-                    Arc::make_mut(names).remove(&name);
-                    state.forced.remove(&name);
-                }
-            }
+        // Subscriptions; many proxies subscribe to the very same names: keep one copy.
+        let sotw = req.sotw_names.is_some();
+        state.subscribe(ty.is_wildcard_type(), first, &mut req);
+        state.subscription.names = self.registry.intern_names(state.subscription.names.clone());
+        if ty == ResourceType::ClusterLoadAssignment {
+            let subscription = state.subscription.clone();
+            self.status.update_endpoints(|e| {
+                e.subscribed_wildcard = subscription.wildcard;
+                e.subscribed = Some(subscription.names);
+            });
         }
-
-        // Many proxies subscribe to the very same names: keep one copy.
-        let state = self.types.get_mut(&ty).expect("inserted above");
-        if let Subscription::Names(names) = &mut state.subscription {
-            *names = self.registry.intern_names(names.clone());
+        if first && sotw && !req.version_info.is_empty() {
+            self.reconnect_shortcut(ty, &req.version_info);
         }
 
         let mut out = Vec::new();
         if self.snapshot.is_some() {
             let state = &self.types[&ty];
             if state.owes_response || !state.forced.is_empty() {
-                out.extend(self.push_type(ty));
+                out.extend(self.push_type_and_dependents(ty));
             }
             // An answer on a listener or route update may release held cluster removals.
             if acked && matches!(ty, ResourceType::Listener | ResourceType::RouteConfiguration) {
                 let held = self.types.get(&ResourceType::Cluster).is_some_and(|s| s.removals_held);
                 if held {
-                    out.extend(self.push_type(ResourceType::Cluster));
+                    out.extend(self.push_type_and_dependents(ResourceType::Cluster));
                 }
             }
         }
         out
+    }
+
+    /// A state-of-the-world proxy reconnecting with the version it holds of a wildcard
+    /// type: when that is exactly the current set, it needs nothing. Versions are
+    /// content-derived, so equal versions mean equal content, whichever server sent it.
+    /// Named types never take this shortcut: the version says nothing of names the
+    /// proxy now asks for and was never sent (a cluster it has just added).
+    fn reconnect_shortcut(&mut self, ty: ResourceType, version_info: &str) {
+        let Some(snapshot) = &self.snapshot else { return };
+        let state = self.types.get_mut(&ty).expect("registered");
+        let set = snapshot.set(ty);
+        let whole_set = state.subscription.wildcard && state.subscription.names.is_empty();
+        if !ty.is_wildcard_type() || !whole_set || set.version() != version_info {
+            return;
+        }
+        state.view = ClientView::Set(set.clone());
+        state.owes_response = false;
+        state.forced.clear();
+        // Nothing to send, but the proxy is in sync: say so.
+        let count = state.subscription.count_in(set);
+        let version = set.version().to_owned();
+        self.status.update(ty, |s| {
+            s.sent_version = Some(version.clone());
+            s.acked_version = Some(version.clone());
+            s.sent_nonce = None;
+            s.acked_nonce = None;
+            s.acked_at_ms = Some(now_millis());
+            s.desired_version = Some(version);
+            s.resource_count = count;
+        });
+        if ty == ResourceType::Cluster {
+            let needed = set.endpoint_names().clone();
+            self.status.update_endpoints(|e| e.needed = Some(needed));
+        }
+    }
+
+    /// A state-of-the-world request for a type this server does not serve gets an
+    /// empty answer, so the proxy does not wait on it (its ACK is not answered again);
+    /// logged once per stream and type. Delta requests for such types are ignored.
+    fn on_unknown_type(&mut self, req: NormalizedRequest) -> Vec<Response> {
+        const MAX_TRACKED: usize = 16;
+        let known = self.unknown_types.iter().position(|(url, _)| *url == req.type_url);
+        if known.is_none() {
+            tracing::info!(node = %self.node_id, type_url = %req.type_url,
+                "request for a resource type this server does not serve; answering with no resources");
+        }
+        if req.sotw_names.is_none() {
+            return Vec::new();
+        }
+        if let Some(at) = known {
+            if !req.nonce.is_empty() && self.unknown_types[at].1 == req.nonce {
+                return Vec::new();
+            }
+        }
+        self.next_nonce += 1;
+        let nonce = self.next_nonce.to_string();
+        match known {
+            Some(at) => self.unknown_types[at].1 = nonce.clone(),
+            None if self.unknown_types.len() < MAX_TRACKED => {
+                self.unknown_types.push((req.type_url.clone(), nonce.clone()))
+            }
+            // A proxy asking for many unknown types: answered, not remembered.
+            None => {}
+        }
+        vec![Response::Sotw(DiscoveryResponse {
+            version_info: String::new(),
+            type_url: req.type_url,
+            nonce,
+            ..Default::default()
+        })]
     }
 
     fn push_all(&mut self) -> Vec<Response> {
@@ -296,6 +276,15 @@ impl Session {
             if self.types.contains_key(&ty) {
                 out.extend(self.push_type(ty));
             }
+        }
+        out
+    }
+
+    /// Pushes `ty` and, after a cluster response, the endpoints Envoy now waits for.
+    fn push_type_and_dependents(&mut self, ty: ResourceType) -> Vec<Response> {
+        let mut out: Vec<Response> = self.push_type(ty).into_iter().collect();
+        if ty == ResourceType::Cluster && !out.is_empty() {
+            out.extend(self.push_type(ResourceType::ClusterLoadAssignment));
         }
         out
     }
@@ -320,13 +309,18 @@ impl Session {
         }
         let hold = ty == ResourceType::Cluster && self.dependents_changing(&snapshot);
         let state = self.types.get_mut(&ty)?;
+        if state.rejected.as_deref() == Some(set.version()) && !state.owes_response && state.forced.is_empty() {
+            // The proxy refused exactly this content: wait for a set that differs.
+            return None;
+        }
         let mut d = match shared_diff_key(state, &set) {
             // Proxies that hold the same set and subscribe to the same names need the
             // same change: compute it once per push, not once per proxy.
             Some(key) => (*self.registry.diff_cache().get_or_compute(key, || diff(state, &set))).clone(),
             None => diff(state, &set),
         };
-        if d.is_empty() && !state.owes_response {
+        state.resend = None;
+        if d.is_empty() && !state.owes_response && !state.nacked {
             // The proxy already has everything it subscribed to (changes were to names
             // it did not ask for): what it was sent is what is desired, and the new set
             // describes what it holds as well as the old one did.
@@ -336,6 +330,10 @@ impl Session {
                     s.desired_version = s.sent_version.clone();
                 }
             });
+            if ty == ResourceType::Cluster {
+                let needed = set.endpoint_names().clone();
+                self.status.update_endpoints(|e| e.needed = Some(needed));
+            }
             return None;
         }
 
@@ -354,58 +352,22 @@ impl Session {
                 }
             }
         }
-        if d.is_empty() && !state.owes_response {
+        if d.is_empty() && !state.owes_response && !state.nacked {
             return None;
         }
 
         self.next_nonce += 1;
         let nonce = self.next_nonce.to_string();
         let version = sent_set.version().to_owned();
-        let type_url = ty.type_url().to_owned();
-        let response = match self.api {
-            XdsApi::StateOfTheWorld => {
-                let resources: Vec<_> = if ty.is_wildcard_type() || state.subscription == Subscription::Wildcard {
-                    // Full state: everything the proxy should hold.
-                    let mut all: Vec<_> = d.upserts.iter().chain(d.unchanged.iter()).cloned().collect();
-                    all.sort_by(|a, b| a.name().cmp(b.name()));
-                    all.iter().map(|r| r.body().clone()).collect()
-                } else {
-                    d.upserts.iter().map(|r| r.body().clone()).collect()
-                };
-                Response::Sotw(DiscoveryResponse {
-                    version_info: version.clone(),
-                    resources,
-                    type_url,
-                    nonce: nonce.clone(),
-                    ..Default::default()
-                })
-            }
-            XdsApi::Delta => Response::Delta(DeltaDiscoveryResponse {
-                system_version_info: version.clone(),
-                resources: d
-                    .upserts
-                    .iter()
-                    .map(|r| DeltaResource {
-                        name: r.name().to_owned(),
-                        version: r.version().to_owned(),
-                        resource: Some(r.body().clone()),
-                        ..Default::default()
-                    })
-                    .collect(),
-                type_url,
-                removed_resources: d.removals.clone(),
-                nonce: nonce.clone(),
-                ..Default::default()
-            }),
-        };
+        let full_state = self.api == XdsApi::StateOfTheWorld && (ty.is_wildcard_type() || state.subscription.wildcard);
+        let response = encode_response(self.api, ty, &d, full_state, &version, &nonce);
 
-        let count = match &state.subscription {
-            Subscription::Wildcard => sent_set.len(),
-            Subscription::Names(names) => names.iter().filter(|n| sent_set.get(n).is_some()).count(),
-        };
-        state.view = ClientView::Set(sent_set);
-        if self.api == XdsApi::Delta {
-            if let Some(previous) = state.pending.take() {
+        let count = state.subscription.count_in(&sent_set);
+        let needed = (ty == ResourceType::Cluster).then(|| sent_set.endpoint_names().clone());
+        let before = std::mem::replace(&mut state.view, ClientView::Set(sent_set));
+        let sent = Sent { nonce: nonce.clone(), version: version.clone(), before, complete: state.nacked };
+        if let Some(previous) = state.pending.replace(sent) {
+            if self.api == XdsApi::Delta {
                 state.in_flight.push_back(previous);
                 // A proxy that stops answering must not make this grow without bound.
                 while state.in_flight.len() > 16 {
@@ -413,10 +375,23 @@ impl Session {
                 }
             }
         }
-        state.pending = Some((nonce.clone(), version.clone()));
         state.last_nonce = nonce.clone();
         state.owes_response = false;
         state.forced.clear();
+
+        // Envoy re-warms every EDS cluster that is new or changed and waits for its
+        // assignment: mark those for the EDS response that follows, even unchanged.
+        if let Some(needed) = needed {
+            if let (Some(changed), Some(eds)) =
+                (&d.endpoints_awaited, self.types.get_mut(&ResourceType::ClusterLoadAssignment))
+            {
+                eds.resend = Some(match eds.resend.take() {
+                    Some(earlier) => Arc::new(earlier.union(changed).cloned().collect()),
+                    None => changed.clone(),
+                });
+            }
+            self.status.update_endpoints(|e| e.needed = Some(needed));
+        }
 
         let bytes = match &response {
             Response::Sotw(r) => r.encoded_len(),
@@ -437,5 +412,47 @@ impl Session {
             s.desired_version = Some(desired);
         });
         Some(response)
+    }
+}
+
+/// The response that carries `d`: in state of the world, wildcard types carry the
+/// whole set (`full_state`) and named types the changed resources; delta responses
+/// carry changes and removals.
+fn encode_response(api: XdsApi, ty: ResourceType, d: &Diff, full_state: bool, version: &str, nonce: &str) -> Response {
+    let type_url = ty.type_url().to_owned();
+    match api {
+        XdsApi::StateOfTheWorld => {
+            let resources: Vec<_> = if full_state {
+                let mut all: Vec<_> = d.upserts.iter().chain(d.unchanged.iter()).collect();
+                all.sort_by(|a, b| a.name().cmp(b.name()));
+                all.iter().map(|r| r.body().clone()).collect()
+            } else {
+                d.upserts.iter().map(|r| r.body().clone()).collect()
+            };
+            Response::Sotw(DiscoveryResponse {
+                version_info: version.to_owned(),
+                resources,
+                type_url,
+                nonce: nonce.to_owned(),
+                ..Default::default()
+            })
+        }
+        XdsApi::Delta => Response::Delta(DeltaDiscoveryResponse {
+            system_version_info: version.to_owned(),
+            resources: d
+                .upserts
+                .iter()
+                .map(|r| DeltaResource {
+                    name: r.name().to_owned(),
+                    version: r.version().to_owned(),
+                    resource: Some(r.body().clone()),
+                    ..Default::default()
+                })
+                .collect(),
+            type_url,
+            removed_resources: d.removals.clone(),
+            nonce: nonce.to_owned(),
+            ..Default::default()
+        }),
     }
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use crate::resource::{Resource, ResourceSet};
 
-use super::stream::{ClientView, Subscription, TypeState};
+use super::stream::{ClientView, TypeState};
 
 #[derive(Clone, Debug, Default)]
 pub(super) struct Diff {
@@ -14,6 +14,9 @@ pub(super) struct Diff {
     pub(super) removals: Vec<String>,
     /// Resources the proxy has and keeps (unchanged), needed for full-state responses.
     pub(super) unchanged: Vec<Arc<Resource>>,
+    /// Clusters only: the ClusterLoadAssignments the new or changed EDS clusters among
+    /// the upserts wait for. Shared by every proxy that gets this diff.
+    pub(super) endpoints_awaited: Option<Arc<BTreeSet<Arc<str>>>>,
 }
 
 impl Diff {
@@ -23,29 +26,34 @@ impl Diff {
 }
 
 /// What identifies a diff that any proxy in the same position shares: the set it
-/// holds, the new set and its subscription (all shared objects). `None` when the
-/// proxy's position is its own (names just subscribed, versions from a reconnect).
+/// holds, the new set, its subscription and the assignments to resend (all shared
+/// objects). `None` when the proxy's position is its own (names just subscribed,
+/// versions from a reconnect, a NACK).
 pub(super) fn shared_diff_key(state: &TypeState, set: &Arc<ResourceSet>) -> Option<DiffKey> {
     if !state.forced.is_empty() || state.owes_response {
         return None;
     }
     let ClientView::Set(old) = &state.view else { return None };
-    let subscription = match &state.subscription {
-        Subscription::Wildcard => None,
-        Subscription::Names(names) => Some(names.clone()),
-    };
-    Some(DiffKey { old: old.clone(), new: set.clone(), subscription })
+    Some(DiffKey {
+        old: old.clone(),
+        new: set.clone(),
+        wildcard: state.subscription.wildcard,
+        names: state.subscription.names.clone(),
+        resend: state.resend.clone(),
+    })
 }
 
-/// Addresses of the three shared objects that determine a diff.
-type DiffAddresses = (usize, usize, usize);
+/// Addresses of the shared objects that determine a diff, and the wildcard flag.
+type DiffAddresses = (usize, usize, usize, usize, bool);
 
 /// Key of a shared diff. Holding the `Arc`s keeps their addresses from being reused
 /// while the entry lives, so comparing addresses is sound.
 pub(super) struct DiffKey {
-    pub(super) old: Arc<ResourceSet>,
-    pub(super) new: Arc<ResourceSet>,
-    pub(super) subscription: Option<Arc<BTreeSet<String>>>,
+    old: Arc<ResourceSet>,
+    new: Arc<ResourceSet>,
+    wildcard: bool,
+    names: Arc<BTreeSet<String>>,
+    resend: Option<Arc<BTreeSet<Arc<str>>>>,
 }
 
 impl DiffKey {
@@ -53,7 +61,9 @@ impl DiffKey {
         (
             Arc::as_ptr(&self.old) as usize,
             Arc::as_ptr(&self.new) as usize,
-            self.subscription.as_ref().map_or(0, |s| Arc::as_ptr(s) as usize),
+            Arc::as_ptr(&self.names) as usize,
+            self.resend.as_ref().map_or(0, |s| Arc::as_ptr(s) as usize),
+            self.wildcard,
         )
     }
 }
@@ -94,6 +104,7 @@ impl DiffCache {
 pub(super) fn in_sync(state: &TypeState, set: &Arc<ResourceSet>) -> bool {
     !state.owes_response
         && state.forced.is_empty()
+        && state.resend.is_none()
         && !state.removals_held
         && matches!(&state.view, ClientView::Set(v) if Arc::ptr_eq(v, set) || v.version() == set.version())
 }
@@ -101,42 +112,42 @@ pub(super) fn in_sync(state: &TypeState, set: &Arc<ResourceSet>) -> bool {
 /// What must change for the proxy to hold `set` (restricted to its subscription).
 pub(super) fn diff(state: &TypeState, set: &ResourceSet) -> Diff {
     let mut d = Diff::default();
+    let must_send = |name: &str| state.forced.contains(name) || state.resend.as_ref().is_some_and(|r| r.contains(name));
     let consider = |name: &str, d: &mut Diff| match set.get(name) {
         Some(r) => {
-            if state.forced.contains(name) || state.view.version_of(name) != Some(r.version()) {
+            if must_send(name) || state.view.version_of(name) != Some(r.version()) {
                 d.upserts.push(r.clone());
             } else {
                 d.unchanged.push(r.clone());
             }
         }
         None => {
-            if state.view.version_of(name).is_some() || state.forced.contains(name) {
+            if state.view.may_hold(name) || must_send(name) {
                 d.removals.push(name.to_owned());
             }
         }
     };
-    match &state.subscription {
-        Subscription::Wildcard => {
-            for r in set.iter() {
-                consider(r.name(), &mut d);
-            }
-            match &state.view {
-                ClientView::Nothing => {}
-                ClientView::Set(old) => {
-                    d.removals.extend(old.names().filter(|n| set.get(n).is_none()).map(|n| n.to_string()))
-                }
-                ClientView::Versions(v) => d.removals.extend(v.keys().filter(|n| set.get(n).is_none()).cloned()),
-            }
+    let subscription = &state.subscription;
+    if subscription.wildcard {
+        for r in set.iter() {
+            consider(r.name(), &mut d);
         }
-        Subscription::Names(names) => {
-            for name in names.iter() {
-                consider(name, &mut d);
-            }
+        for name in subscription.names.iter().filter(|n| set.get(n).is_none()) {
+            consider(name, &mut d);
+        }
+        d.removals.extend(state.view.names().into_iter().filter(|n| set.get(n).is_none()));
+    } else {
+        for name in subscription.names.iter() {
+            consider(name, &mut d);
         }
     }
     // Forced names outside the subscription cannot exist; keep removals unique.
     d.removals.sort();
     d.removals.dedup();
-    debug_assert!(d.upserts.iter().all(|r| state.subscription.contains(r.name())));
+    let awaited: BTreeSet<Arc<str>> = d.upserts.iter().filter_map(|r| r.endpoints_name().cloned()).collect();
+    if !awaited.is_empty() {
+        d.endpoints_awaited = Some(Arc::new(awaited));
+    }
+    debug_assert!(d.upserts.iter().all(|r| subscription.contains(r.name())));
     d
 }

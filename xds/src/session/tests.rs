@@ -1,5 +1,5 @@
 use super::*;
-use crate::status::{RegisteredConnection, TypeStatus};
+use crate::status::{RegisteredConnection, SyncState, TypeStatus};
 use envoy_types::pb::google::protobuf::Any;
 use envoy_types::pb::google::rpc::Status as RpcStatus;
 
@@ -106,10 +106,10 @@ impl Harness {
         self.conn.status.types().get(&ty).cloned().unwrap_or_default()
     }
 
-    fn state(&self, ty: ResourceType) -> &'static str {
+    fn state(&self, ty: ResourceType) -> SyncState {
         // Through report(), as proxy-status reads it.
         let report = self.conn.status.report();
-        report.types.get(ty.short_name()).map(|t| t.state).unwrap_or("NOT SENT")
+        report.types.get(ty.short_name()).map(|t| t.state).unwrap_or(SyncState::NotSent)
     }
 
     fn stat(&self, f: impl Fn(&XdsStats) -> &std::sync::atomic::AtomicU64) -> u64 {
@@ -206,7 +206,7 @@ fn sotw_empty_set_is_answered_once() {
     assert!(sotw(&r).resources.is_empty());
     assert_eq!(sotw(&r).version_info, "empty");
     assert!(h.sotw_ack(&r, &[]).is_empty());
-    assert_eq!(h.state(CDS), "SYNCED");
+    assert_eq!(h.state(CDS), SyncState::Synced);
     // Still empty: nothing more to say.
     assert!(h.snapshot(&mk_snapshot(&[])).is_empty());
 
@@ -222,7 +222,7 @@ fn sotw_request_before_first_snapshot_is_answered_when_it_arrives() {
     let mut h = Harness::new(XdsApi::StateOfTheWorld);
     assert!(h.sotw(sotw_req(CDS, &[], "", "")).is_empty());
     assert!(h.sotw(sotw_req(LDS, &[], "", "")).is_empty());
-    assert_eq!(h.state(CDS), "NOT SENT");
+    assert_eq!(h.state(CDS), SyncState::NotSent);
 
     let snap = mk_snapshot(&[(CDS, &[("a", "1")])]);
     let out = h.snapshot(&snap);
@@ -244,15 +244,15 @@ fn sotw_ack_is_recorded() {
     assert_eq!(st.sent_nonce.as_deref(), Some(r.nonce()));
     assert_eq!(st.resource_count, 2);
     assert_eq!(st.acked_version, None);
-    assert_eq!(h.state(CDS), "STALE");
+    assert_eq!(h.state(CDS), SyncState::Stale);
 
     assert!(h.sotw_ack(&r, &[]).is_empty());
     let st = h.status(CDS);
     assert_eq!(st.acked_version.as_deref(), Some(version(&snap, CDS).as_str()));
     assert!(st.acked_at_ms.is_some());
     assert_eq!(st.desired_version, st.sent_version);
-    assert_eq!(st.sync_state(), "SYNCED");
-    assert_eq!(h.state(CDS), "SYNCED");
+    assert_eq!(st.sync_state(), SyncState::Synced);
+    assert_eq!(h.state(CDS), SyncState::Synced);
     assert_eq!(h.stat(|s| &s.acks), 1);
     assert_eq!(h.stat(|s| &s.responses_sent), 1);
     assert_eq!(h.stat(|s| &s.resources_sent), 2);
@@ -264,9 +264,9 @@ fn sotw_ack_is_recorded() {
     // A new snapshot: STALE until acknowledged again.
     let snap2 = mk_snapshot(&[(CDS, &[("a", "2"), ("b", "1")])]);
     let r2 = one(h.snapshot(&snap2));
-    assert_eq!(h.state(CDS), "STALE");
+    assert_eq!(h.state(CDS), SyncState::Stale);
     h.sotw_ack(&r2, &[]);
-    assert_eq!(h.state(CDS), "SYNCED");
+    assert_eq!(h.state(CDS), SyncState::Synced);
     assert_eq!(h.status(CDS).acked_version.as_deref(), Some(version(&snap2, CDS).as_str()));
 }
 
@@ -290,7 +290,7 @@ fn sotw_stale_nonce_is_ignored() {
 
     // The answer to r2 still counts.
     assert!(h.sotw_ack(&r2, &["a"]).is_empty());
-    assert_eq!(h.state(EDS), "SYNCED");
+    assert_eq!(h.state(EDS), SyncState::Synced);
 }
 
 #[test]
@@ -312,22 +312,22 @@ fn sotw_nack_is_recorded_and_not_answered_until_a_fix() {
     assert_eq!(n.rejected_version, version(&bad, CDS));
     assert_eq!(n.nonce, r2.nonce());
     assert_eq!(st.acked_version.as_deref(), Some(version(&good, CDS).as_str()));
-    assert_eq!(h.state(CDS), "NACKED");
+    assert_eq!(h.state(CDS), SyncState::Nacked);
     assert_eq!(h.stat(|s| &s.nacks), 1);
 
     // The same content again (a new snapshot object) is not re-sent.
     let bad_again = mk_snapshot(&[(CDS, &[("a", "bad")]), (LDS, &[("l", "1")])]);
     assert!(h.snapshot(&bad_again).is_empty());
-    assert_eq!(h.state(CDS), "NACKED");
+    assert_eq!(h.state(CDS), SyncState::Nacked);
 
     // A fix is sent, and its ACK clears the NACK.
     let fixed = mk_snapshot(&[(CDS, &[("a", "fixed")])]);
     let r3 = one(h.snapshot(&fixed));
     assert_eq!(sotw_bodies(&r3), ["a:fixed"]);
-    assert_eq!(h.state(CDS), "NACKED");
+    assert_eq!(h.state(CDS), SyncState::Nacked);
     assert!(h.sotw_ack(&r3, &[]).is_empty());
     assert_eq!(h.status(CDS).last_nack, None);
-    assert_eq!(h.state(CDS), "SYNCED");
+    assert_eq!(h.state(CDS), SyncState::Synced);
 }
 
 #[test]
@@ -344,13 +344,13 @@ fn sotw_named_type_gets_only_changed_resources() {
     assert_eq!(sotw_bodies(&r), ["b:2"]);
     assert_eq!(sotw(&r).version_info, version(&snap2, EDS));
     h.sotw_ack(&r, &["a", "b"]);
-    assert_eq!(h.state(EDS), "SYNCED");
+    assert_eq!(h.state(EDS), SyncState::Synced);
 
     // A change to a resource the proxy did not ask for is not sent, and does not
     // make the proxy look out of date.
     let snap3 = mk_snapshot(&[(EDS, &[("a", "1"), ("b", "2"), ("c", "2")])]);
     assert!(h.snapshot(&snap3).is_empty());
-    assert_eq!(h.state(EDS), "SYNCED");
+    assert_eq!(h.state(EDS), SyncState::Synced);
 }
 
 #[test]
@@ -386,15 +386,21 @@ fn sotw_changed_resource_names_after_ack() {
 }
 
 #[test]
-fn sotw_reconnect_with_current_version_gets_no_response() {
+fn sotw_reconnect_with_current_version_gets_no_response_for_wildcard_types_only() {
     let snap = mk_snapshot(&[(CDS, &[("a", "1")]), (EDS, &[("a", "1"), ("b", "1")])]);
     let mut h = Harness::new(XdsApi::StateOfTheWorld);
     h.snapshot(&snap);
     assert!(h.sotw(sotw_req(CDS, &[], &version(&snap, CDS), "")).is_empty());
-    assert!(h.sotw(sotw_req(EDS, &["a", "b"], &version(&snap, EDS), "")).is_empty());
     assert_eq!(h.stat(|s| &s.responses_sent), 0);
-    assert_eq!(h.state(CDS), "SYNCED", "in sync without a response");
-    assert_eq!(h.state(EDS), "SYNCED");
+    assert_eq!(h.state(CDS), SyncState::Synced, "in sync without a response");
+
+    // A named type is answered whatever version it quotes: the version says nothing of
+    // names the proxy asks for now and was never sent on this stream.
+    let r = one(h.sotw(sotw_req(EDS, &["a", "b"], &version(&snap, EDS), "")));
+    assert_eq!(sotw_bodies(&r), ["a:1", "b:1"]);
+    assert_eq!(h.state(EDS), SyncState::Stale);
+    assert!(h.sotw_ack(&r, &["a", "b"]).is_empty());
+    assert_eq!(h.state(EDS), SyncState::Synced);
     assert_eq!(h.status(EDS).resource_count, 2);
 
     // Later changes are computed against what the proxy has.
@@ -411,6 +417,18 @@ fn sotw_reconnect_with_current_version_gets_no_response() {
     assert_eq!(sotw_names(&r), ["a", "b"]);
 }
 
+/// The issue's case: a proxy reconnects quoting the current EDS version while asking
+/// for a name never sent on this stream (a cluster it has just added); it must get it
+/// rather than warm that cluster until its init fetch timeout.
+#[test]
+fn sotw_reconnect_asking_for_new_eds_names_gets_them() {
+    let snap = mk_snapshot(&[(EDS, &[("a", "1"), ("new", "1")])]);
+    let mut h = Harness::new(XdsApi::StateOfTheWorld);
+    h.snapshot(&snap);
+    let r = one(h.sotw(sotw_req(EDS, &["a", "new"], &version(&snap, EDS), "7")));
+    assert_eq!(sotw_bodies(&r), ["a:1", "new:1"]);
+}
+
 #[test]
 fn sotw_first_request_with_a_nonce_from_another_stream() {
     let mut h = Harness::new(XdsApi::StateOfTheWorld);
@@ -419,7 +437,7 @@ fn sotw_first_request_with_a_nonce_from_another_stream() {
     let r = one(h.sotw(sotw_req(CDS, &[], "old-version", "17")));
     assert_eq!(sotw_names(&r), ["a", "b"]);
     assert!(h.sotw_ack(&r, &[]).is_empty());
-    assert_eq!(h.state(CDS), "SYNCED");
+    assert_eq!(h.state(CDS), SyncState::Synced);
 }
 
 #[test]
@@ -465,7 +483,7 @@ fn sotw_make_before_break() {
     assert_eq!(sotw_bodies(&out[2]), ["r:to-a"]);
 
     assert!(h.sotw_ack(&out[0], &[]).is_empty());
-    assert_eq!(h.state(CDS), "STALE", "the proxy has a cluster it should not have");
+    assert_eq!(h.state(CDS), SyncState::Stale, "the proxy has a cluster it should not have");
     assert!(h.sotw_ack(&out[1], &[]).is_empty(), "routes not yet acknowledged");
     let r = one(h.sotw_ack(&out[2], &["r"]));
     assert_eq!(ty_of(&r), CDS);
@@ -473,7 +491,7 @@ fn sotw_make_before_break() {
     assert_eq!(sotw(&r).version_info, version(&after, CDS));
     h.sotw_ack(&r, &[]);
     for ty in [CDS, LDS, RDS] {
-        assert_eq!(h.state(ty), "SYNCED", "{ty}");
+        assert_eq!(h.state(ty), SyncState::Synced, "{ty}");
     }
 
     // Routes ACKed before listeners: the removal waits for the listeners.
@@ -562,7 +580,7 @@ fn delta_initial_wildcard_requests_get_full_set() {
     let r = one(h.delta(delta_req(LDS, &["*"], &[], "")));
     assert!(delta(&r).resources.is_empty());
     assert!(h.delta_ack(&r).is_empty());
-    assert_eq!(h.state(LDS), "SYNCED");
+    assert_eq!(h.state(LDS), SyncState::Synced);
     assert!(h.snapshot(&snap).is_empty());
 }
 
@@ -584,7 +602,7 @@ fn delta_ack_and_stale_nonce() {
     h.snapshot(&snap);
     let r1 = one(h.delta(delta_req(EDS, &["a"], &[], "")));
     assert!(h.delta_ack(&r1).is_empty());
-    assert_eq!(h.state(EDS), "SYNCED");
+    assert_eq!(h.state(EDS), SyncState::Synced);
     assert_eq!(h.status(EDS).acked_version.as_deref(), Some(version(&snap, EDS).as_str()));
     assert_eq!(h.status(EDS).resource_count, 1);
 
@@ -598,7 +616,7 @@ fn delta_ack_and_stale_nonce() {
     assert_eq!(h.stat(|s| &s.stale_nonces), 1);
     assert_eq!(h.status(EDS).acked_version.as_deref(), Some(version(&snap, EDS).as_str()));
     assert!(h.delta_ack(&r3).is_empty());
-    assert_eq!(h.state(EDS), "SYNCED");
+    assert_eq!(h.state(EDS), SyncState::Synced);
     assert_eq!(h.status(EDS).resource_count, 2);
 }
 
@@ -615,15 +633,36 @@ fn delta_nack_is_recorded_and_not_answered_until_a_fix() {
     assert!(h.delta(delta_nack(CDS, r.nonce(), "bad a")).is_empty());
     let n = h.status(CDS).last_nack.expect("NACK recorded");
     assert_eq!((n.message.as_str(), n.rejected_version), ("bad a", version(&bad, CDS)));
-    assert_eq!(h.state(CDS), "NACKED");
+    assert_eq!(h.state(CDS), SyncState::Nacked);
     assert!(h.snapshot(&mk_snapshot(&[(CDS, &[("a", "bad"), ("b", "1")])])).is_empty());
 
+    // What the proxy holds after a NACK is unknown (it may have kept part of the
+    // update): the fix carries the whole set.
     let r = one(h.snapshot(&mk_snapshot(&[(CDS, &[("a", "good"), ("b", "1")])])));
-    assert_eq!(delta_names(&r), ["a"]);
+    assert_eq!(delta_names(&r), ["a", "b"]);
     assert_eq!(delta(&r).resources[0].version, res_version("a", "good"));
+    assert_eq!(h.state(CDS), SyncState::Nacked, "NACKED until the complete update is acknowledged");
     h.delta_ack(&r);
     assert_eq!(h.status(CDS).last_nack, None);
-    assert_eq!(h.state(CDS), "SYNCED");
+    assert_eq!(h.state(CDS), SyncState::Synced);
+}
+
+#[test]
+fn sotw_nack_then_complete_resend_of_a_named_type() {
+    let mut h = Harness::new(XdsApi::StateOfTheWorld);
+    h.snapshot(&mk_snapshot(&[(EDS, &[("a", "1"), ("b", "1")])]));
+    let r = one(h.sotw(sotw_req(EDS, &["a", "b"], "", "")));
+    h.sotw_ack(&r, &["a", "b"]);
+    let bad = mk_snapshot(&[(EDS, &[("a", "bad"), ("b", "1")])]);
+    let r = one(h.snapshot(&bad));
+    assert_eq!(sotw_bodies(&r), ["a:bad"]);
+    let v1 = h.status(EDS).acked_version.unwrap();
+    assert!(h.sotw(nack(EDS, &["a", "b"], &v1, r.nonce(), "bad a")).is_empty());
+    assert_eq!(h.state(EDS), SyncState::Nacked);
+    let r = one(h.snapshot(&mk_snapshot(&[(EDS, &[("a", "good"), ("b", "1")])])));
+    assert_eq!(sotw_bodies(&r), ["a:good", "b:1"], "the whole subscribed set, not only what changed");
+    h.sotw_ack(&r, &["a", "b"]);
+    assert_eq!(h.state(EDS), SyncState::Synced);
 }
 
 #[test]
@@ -639,8 +678,14 @@ fn delta_nack_of_an_earlier_response_in_flight_is_recorded() {
     assert!(h.delta(delta_nack(CDS, first.nonce(), "bad a")).is_empty());
     let n = h.status(CDS).last_nack.expect("NACK of the earlier response recorded");
     assert_eq!((n.message.as_str(), n.rejected_version), ("bad a", version(&bad, CDS)));
+    // The second response was computed as if the first had been applied: its ACK
+    // does not say what the proxy holds.
     h.delta_ack(&second);
-    assert_eq!(h.status(CDS).last_nack, None);
+    assert_eq!(h.state(CDS), SyncState::Nacked);
+    let r = one(h.snapshot(&mk_snapshot(&[(CDS, &[("a", "good"), ("b", "1")])])));
+    assert_eq!(delta_names(&r), ["a", "b"]);
+    h.delta_ack(&r);
+    assert_eq!(h.state(CDS), SyncState::Synced);
 }
 
 #[test]
@@ -755,7 +800,7 @@ fn delta_reconnect_with_initial_resource_versions() {
     assert_eq!(delta_names(&r), ["b", "c"]);
     assert!(delta(&r).removed_resources.is_empty());
     h.delta_ack(&r);
-    assert_eq!(h.state(EDS), "SYNCED");
+    assert_eq!(h.state(EDS), SyncState::Synced);
 
     // The proxy has everything already: nothing re-sent.
     let mut h = Harness::new(XdsApi::Delta);
@@ -792,15 +837,162 @@ fn delta_make_before_break() {
     assert!(delta(&r).resources.is_empty());
     assert_eq!(delta_removed(&r), ["b"]);
     h.delta_ack(&r);
-    assert_eq!(h.state(CDS), "SYNCED");
+    assert_eq!(h.state(CDS), SyncState::Synced);
 }
 
 #[test]
-fn requests_for_unknown_types_are_ignored() {
+fn sotw_requests_for_unknown_types_get_an_empty_answer_once() {
     let mut h = Harness::new(XdsApi::StateOfTheWorld);
     h.snapshot(&mk_snapshot(&[(CDS, &[("a", "1")])]));
+    let url = "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig";
     let mut req = sotw_req(CDS, &[], "", "");
-    req.type_url = "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig".into();
-    assert!(h.sotw(req).is_empty());
+    req.type_url = url.into();
+    let r = one(h.sotw(req.clone()));
+    assert_eq!((sotw(&r).type_url.as_str(), sotw(&r).resources.len()), (url, 0));
+    // Its ACK is not answered again; a new request (another stream's nonce) is.
+    req.response_nonce = r.nonce().to_owned();
+    assert!(h.sotw(req.clone()).is_empty());
+    req.response_nonce = "elsewhere".into();
+    assert_eq!(one(h.sotw(req)).type_url(), url);
     assert!(h.conn.status.types().is_empty());
+
+    let mut h = Harness::new(XdsApi::Delta);
+    let mut req = delta_req(CDS, &[], &[], "");
+    req.type_url = url.into();
+    assert!(h.delta(req).is_empty(), "delta requests for unknown types are ignored");
+}
+
+// ---------------------------------------------------------------------------
+// Clusters warming for their endpoints
+// ---------------------------------------------------------------------------
+
+/// An EDS cluster named `name` whose load-balancing policy is `lb` (a change that
+/// leaves its endpoints alone).
+fn eds_cluster(name: &str, service_name: &str, lb: i32) -> Arc<Resource> {
+    use envoy_types::pb::envoy::config::cluster::v3::cluster::{ClusterDiscoveryType, DiscoveryType, EdsClusterConfig};
+    use envoy_types::pb::envoy::config::cluster::v3::Cluster;
+    let cluster = Cluster {
+        name: name.into(),
+        cluster_discovery_type: Some(ClusterDiscoveryType::Type(DiscoveryType::Eds as i32)),
+        eds_cluster_config: Some(EdsClusterConfig { service_name: service_name.into(), ..Default::default() }),
+        lb_policy: lb,
+        ..Default::default()
+    };
+    Arc::new(Resource::from_message(name, &cluster))
+}
+
+fn cluster_snapshot(lb: i32) -> Arc<Snapshot> {
+    let clusters = ResourceSet::new([eds_cluster("a", "", lb), eds_cluster("b", "b-endpoints", 0)]);
+    let endpoints = ResourceSet::new([mk_resource("a", "1"), mk_resource("b-endpoints", "1")]);
+    Arc::new(
+        Snapshot::new().with(CDS, Arc::new(clusters)).with(EDS, Arc::new(endpoints)).with(LDS, mk_set(&[("l", "1")])),
+    )
+}
+
+fn proxy_state(h: &Harness) -> crate::status::ProxyState {
+    h.conn.status.report().state
+}
+
+#[test]
+fn a_changed_eds_cluster_gets_its_endpoints_again_in_the_next_response() {
+    use crate::status::ProxyState;
+    for api in [XdsApi::StateOfTheWorld, XdsApi::Delta] {
+        let mut h = Harness::new(api);
+        h.snapshot(&cluster_snapshot(0));
+        for (ty, names) in [(CDS, &[][..]), (EDS, &["a", "b-endpoints"]), (LDS, &[])] {
+            let r = match api {
+                XdsApi::StateOfTheWorld => one(h.sotw(sotw_req(ty, names, "", ""))),
+                XdsApi::Delta => one(h.delta(delta_req(ty, names, &[], ""))),
+            };
+            match api {
+                XdsApi::StateOfTheWorld => h.sotw_ack(&r, names),
+                XdsApi::Delta => h.delta_ack(&r),
+            };
+        }
+        assert_eq!(proxy_state(&h), ProxyState::Synced, "{api:?}");
+
+        // Only cluster a's load balancer changes; no endpoint changes.
+        let out = h.snapshot(&cluster_snapshot(1));
+        assert_eq!(out.iter().map(ty_of).collect::<Vec<_>>(), [CDS, EDS], "{api:?}");
+        let resent = match api {
+            XdsApi::StateOfTheWorld => sotw_bodies(&out[1]),
+            XdsApi::Delta => delta_names(&out[1]),
+        };
+        assert_eq!(resent, [if api == XdsApi::Delta { "a" } else { "a:1" }], "{api:?}: only the changed cluster's");
+        // CDS acknowledged, EDS not yet: the cluster is still warming in Envoy.
+        match api {
+            XdsApi::StateOfTheWorld => h.sotw_ack(&out[0], &[]),
+            XdsApi::Delta => h.delta_ack(&out[0]),
+        };
+        assert_eq!(h.state(CDS), SyncState::Synced);
+        assert_eq!(h.state(EDS), SyncState::Stale, "{api:?}: same version, new nonce, not acknowledged");
+        assert_ne!(proxy_state(&h), ProxyState::Synced, "{api:?}");
+        match api {
+            XdsApi::StateOfTheWorld => h.sotw_ack(&out[1], &["a", "b-endpoints"]),
+            XdsApi::Delta => h.delta_ack(&out[1]),
+        };
+        assert_eq!(proxy_state(&h), ProxyState::Synced, "{api:?}");
+        // Nothing is resent when nothing changes.
+        assert!(h.snapshot(&cluster_snapshot(1)).is_empty());
+    }
+}
+
+#[test]
+fn a_cluster_whose_endpoints_are_not_subscribed_is_warming() {
+    use crate::status::ProxyState;
+    let mut h = Harness::new(XdsApi::Delta);
+    h.snapshot(&cluster_snapshot(0));
+    let r = one(h.delta(delta_req(CDS, &[], &[], "")));
+    h.delta_ack(&r);
+    assert_eq!(h.state(CDS), SyncState::Synced);
+    assert_eq!(proxy_state(&h), ProxyState::Warming, "no EDS subscription yet");
+    let r = one(h.delta(delta_req(EDS, &["a"], &[], "")));
+    h.delta_ack(&r);
+    assert_eq!(h.conn.status.report().endpoints_not_subscribed, 1);
+    assert_eq!(proxy_state(&h), ProxyState::Warming, "b-endpoints not subscribed");
+    let r = one(h.delta(delta_req(EDS, &["b-endpoints"], &[], "")));
+    h.delta_ack(&r);
+    assert_eq!(proxy_state(&h), ProxyState::Synced);
+}
+
+#[test]
+fn cluster_endpoint_names_come_from_the_encoded_cluster() {
+    assert_eq!(eds_cluster("a", "", 0).endpoints_name().map(|n| &**n), Some("a"));
+    assert_eq!(eds_cluster("b", "svc", 0).endpoints_name().map(|n| &**n), Some("svc"));
+    use envoy_types::pb::envoy::config::cluster::v3::cluster::{ClusterDiscoveryType, DiscoveryType};
+    use envoy_types::pb::envoy::config::cluster::v3::Cluster;
+    let dns = Cluster {
+        name: "c".into(),
+        cluster_discovery_type: Some(ClusterDiscoveryType::Type(DiscoveryType::StrictDns as i32)),
+        ..Default::default()
+    };
+    assert_eq!(Resource::from_message("c", &dns).endpoints_name(), None);
+    assert_eq!(mk_resource("d", "x").endpoints_name(), None, "not a cluster");
+}
+
+// ---------------------------------------------------------------------------
+// Delta: wildcard and names together
+// ---------------------------------------------------------------------------
+
+#[test]
+fn delta_wildcard_and_explicit_names_together() {
+    let mut h = Harness::new(XdsApi::Delta);
+    h.snapshot(&mk_snapshot(&[(LDS, &[("a", "1"), ("b", "1"), ("c", "1")])]));
+    // Explicit names first, then the wildcard too: what the names did not cover is sent.
+    let r = one(h.delta(delta_req(LDS, &["a"], &[], "")));
+    assert_eq!(delta_names(&r), ["a"]);
+    h.delta_ack(&r);
+    let r = one(h.delta(delta_req(LDS, &["*", "missing"], &[], r.nonce())));
+    assert_eq!(delta_names(&r), ["b", "c"]);
+    assert_eq!(delta_removed(&r), ["missing"]);
+    h.delta_ack(&r);
+    assert_eq!(h.status(LDS).resource_count, 3);
+    // Dropping the wildcard keeps the names: a change to a is still sent, to b not.
+    assert!(h.delta(delta_req(LDS, &[], &["*"], r.nonce())).is_empty());
+    let r = one(h.snapshot(&mk_snapshot(&[(LDS, &[("a", "2"), ("b", "2"), ("c", "1")])])));
+    assert_eq!(delta_names(&r), ["a"]);
+    h.delta_ack(&r);
+    // Back to wildcard: b and c, which the proxy dropped with the wildcard, come again.
+    let r = one(h.delta(delta_req(LDS, &["*"], &[], r.nonce())));
+    assert_eq!(delta_names(&r), ["b", "c"]);
 }

@@ -170,7 +170,7 @@ impl Session {
 
         // Subscriptions; many proxies subscribe to the very same names: keep one copy.
         let sotw = req.sotw_names.is_some();
-        state.subscribe(ty.is_wildcard_type(), first, &mut req);
+        state.subscribe(ty, first, &mut req);
         state.subscription.names = self.registry.intern_names(state.subscription.names.clone());
         if ty == ResourceType::ClusterLoadAssignment {
             let subscription = state.subscription.clone();

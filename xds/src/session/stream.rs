@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
 
-use crate::resource::ResourceSet;
+use crate::resource::{ResourceSet, ResourceType};
 
 /// What a proxy asked for, whichever protocol it speaks.
 #[derive(Debug, Default)]
@@ -248,7 +248,8 @@ impl TypeState {
 
     /// Applies the subscription part of a request. `first` is true for the first
     /// request of this type on the stream.
-    pub(super) fn subscribe(&mut self, ty_is_wildcard: bool, first: bool, req: &mut NormalizedRequest) {
+    pub(super) fn subscribe(&mut self, ty: ResourceType, first: bool, req: &mut NormalizedRequest) {
+        let ty_is_wildcard = ty.is_wildcard_type();
         if let Some(names) = req.sotw_names.take() {
             let wildcard = names.is_empty() && ty_is_wildcard || names.iter().any(|n| n == "*");
             let new: BTreeSet<String> = names.into_iter().filter(|n| n != "*").collect();
@@ -283,7 +284,11 @@ impl TypeState {
                 }
                 continue;
             }
-            let known = self.view.version_of(&name).is_some() && first;
+            // A name whose version the proxy quoted on (re)connecting need not be sent,
+            // except endpoints: any cluster may be warming for its assignment (the
+            // stream dropped between a cluster change and the endpoints that follow),
+            // and Envoy waits for a fresh one whatever version it has cached.
+            let known = first && ty != ResourceType::ClusterLoadAssignment && self.view.version_of(&name).is_some();
             if Arc::make_mut(&mut self.subscription.names).insert(name.clone()) && !known {
                 self.forced.insert(name);
             }

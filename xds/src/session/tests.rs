@@ -778,8 +778,11 @@ fn delta_subscribe_and_unsubscribe() {
 
 #[test]
 fn delta_reconnect_with_initial_resource_versions() {
-    let snap =
-        mk_snapshot(&[(CDS, &[("a", "1"), ("b", "2"), ("c", "1")]), (EDS, &[("a", "1"), ("b", "2"), ("c", "1")])]);
+    let snap = mk_snapshot(&[
+        (CDS, &[("a", "1"), ("b", "2"), ("c", "1")]),
+        (RDS, &[("a", "1"), ("b", "2"), ("c", "1")]),
+        (EDS, &[("a", "1")]),
+    ]);
     let mut h = Harness::new(XdsApi::Delta);
     h.snapshot(&snap);
     let mut req = delta_req(CDS, &[], &[], "");
@@ -793,19 +796,25 @@ fn delta_reconnect_with_initial_resource_versions() {
     assert_eq!(delta_names(&r), ["b", "c"]);
     assert_eq!(delta_removed(&r), ["gone"]);
 
-    let mut req = delta_req(EDS, &["a", "b", "c"], &[], "");
+    let mut req = delta_req(RDS, &["a", "b", "c"], &[], "");
     req.initial_resource_versions =
         [("a".to_owned(), res_version("a", "1")), ("b".to_owned(), res_version("b", "1"))].into();
     let r = one(h.delta(req));
     assert_eq!(delta_names(&r), ["b", "c"]);
     assert!(delta(&r).removed_resources.is_empty());
     h.delta_ack(&r);
-    assert_eq!(h.state(EDS), SyncState::Synced);
+    assert_eq!(h.state(RDS), SyncState::Synced);
+
+    // Endpoints are sent again whatever version the proxy quotes: a cluster may be
+    // warming for them.
+    let mut req = delta_req(EDS, &["a"], &[], "");
+    req.initial_resource_versions = [("a".to_owned(), res_version("a", "1"))].into();
+    assert_eq!(delta_names(&one(h.delta(req))), ["a"]);
 
     // The proxy has everything already: nothing re-sent.
     let mut h = Harness::new(XdsApi::Delta);
     h.snapshot(&snap);
-    let mut req = delta_req(EDS, &["a"], &[], "");
+    let mut req = delta_req(RDS, &["a"], &[], "");
     req.initial_resource_versions = [("a".to_owned(), res_version("a", "1"))].into();
     let out = h.delta(req);
     assert!(out.iter().all(|r| delta(r).resources.is_empty() && delta(r).removed_resources.is_empty()));

@@ -133,6 +133,7 @@ impl Session {
         // stream) acknowledges nothing; the request is still a real subscription.
         let answer = if first { Answer::None } else { state.take_answer(&req) };
         let acked = matches!(answer, Answer::Ack { .. } | Answer::Nack { .. });
+        let stale = matches!(answer, Answer::Stale);
         match answer {
             Answer::None | Answer::Repeat => {}
             Answer::Ack { sent, latest } => {
@@ -160,16 +161,20 @@ impl Session {
             Answer::Stale => {
                 self.registry.stats().stale_nonces.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(node = %self.node_id, type_url = %req.type_url, nonce = %req.nonce, "stale nonce");
-                if req.sotw_names.is_some() {
-                    // State of the world: a stale request is superseded by the one
-                    // answering our latest response.
-                    return Vec::new();
-                }
             }
         }
+        // State of the world: a stale request is not answered (the one answering our
+        // latest response will be), but the names it lists are the proxy's interest
+        // when it sent it: a name it dropped there and asks for again later must be
+        // sent again.
+        // Likewise for the answer to an earlier response when a later one is in flight.
+        let answer_later = req.sotw_names.is_some() && (stale || (acked && state.pending.is_some()));
 
         // Subscriptions; many proxies subscribe to the very same names: keep one copy.
-        let sotw = req.sotw_names.is_some();
+        // A state-of-the-world proxy quoting a version on a new stream is answered all
+        // the same: the version is that of its last accepted response, and it may hold
+        // more (Envoy keeps the valid part of an update it NACKs) or, for named types,
+        // ask for names never sent under it.
         state.subscribe(ty, first, &mut req);
         state.subscription.names = self.registry.intern_names(state.subscription.names.clone());
         if ty == ResourceType::ClusterLoadAssignment {
@@ -179,14 +184,15 @@ impl Session {
                 e.subscribed = Some(subscription.names);
             });
         }
-        if first && sotw && !req.version_info.is_empty() {
-            self.reconnect_shortcut(ty, &req.version_info);
-        }
 
         let mut out = Vec::new();
-        if self.snapshot.is_some() {
+        if self.snapshot.is_some() && !answer_later {
             let state = &self.types[&ty];
-            if state.owes_response || !state.forced.is_empty() {
+            // After a NACK, once nothing is in flight, what the proxy holds is unknown:
+            // the whole set goes again unless it is exactly what was refused (an update
+            // acknowledged after the NACK of an earlier one, or a subscription changed).
+            let resend_whole = state.nacked && state.pending.is_none();
+            if state.owes_response || !state.forced.is_empty() || resend_whole {
                 out.extend(self.push_type_and_dependents(ty));
             }
             // An answer on a listener or route update may release held cluster removals.
@@ -198,40 +204,6 @@ impl Session {
             }
         }
         out
-    }
-
-    /// A state-of-the-world proxy reconnecting with the version it holds of a wildcard
-    /// type: when that is exactly the current set, it needs nothing. Versions are
-    /// content-derived, so equal versions mean equal content, whichever server sent it.
-    /// Named types never take this shortcut: the version says nothing of names the
-    /// proxy now asks for and was never sent (a cluster it has just added).
-    fn reconnect_shortcut(&mut self, ty: ResourceType, version_info: &str) {
-        let Some(snapshot) = &self.snapshot else { return };
-        let state = self.types.get_mut(&ty).expect("registered");
-        let set = snapshot.set(ty);
-        let whole_set = state.subscription.wildcard && state.subscription.names.is_empty();
-        if !ty.is_wildcard_type() || !whole_set || set.version() != version_info {
-            return;
-        }
-        state.view = ClientView::Set(set.clone());
-        state.owes_response = false;
-        state.forced.clear();
-        // Nothing to send, but the proxy is in sync: say so.
-        let count = state.subscription.count_in(set);
-        let version = set.version().to_owned();
-        self.status.update(ty, |s| {
-            s.sent_version = Some(version.clone());
-            s.acked_version = Some(version.clone());
-            s.sent_nonce = None;
-            s.acked_nonce = None;
-            s.acked_at_ms = Some(now_millis());
-            s.desired_version = Some(version);
-            s.resource_count = count;
-        });
-        if ty == ResourceType::Cluster {
-            let needed = set.endpoint_names().clone();
-            self.status.update_endpoints(|e| e.needed = Some(needed));
-        }
     }
 
     /// A state-of-the-world request for a type this server does not serve gets an
@@ -309,7 +281,11 @@ impl Session {
         }
         let hold = ty == ResourceType::Cluster && self.dependents_changing(&snapshot);
         let state = self.types.get_mut(&ty)?;
-        if state.rejected.as_deref() == Some(set.version()) && !state.owes_response && state.forced.is_empty() {
+        let refused = state
+            .rejected
+            .as_ref()
+            .is_some_and(|(version, subscription)| version == set.version() && *subscription == state.subscription);
+        if refused && !state.owes_response && state.forced.is_empty() {
             // The proxy refused exactly this content: wait for a set that differs.
             return None;
         }
@@ -364,15 +340,22 @@ impl Session {
 
         let count = state.subscription.count_in(&sent_set);
         let needed = (ty == ResourceType::Cluster).then(|| sent_set.endpoint_names().clone());
-        let before = std::mem::replace(&mut state.view, ClientView::Set(sent_set));
-        let sent = Sent { nonce: nonce.clone(), version: version.clone(), before, complete: state.nacked };
+        let before = std::mem::replace(&mut state.view, ClientView::Set(sent_set.clone()));
+        let complete = state.nacked || full_state;
+        let sent = Sent {
+            nonce: nonce.clone(),
+            version: version.clone(),
+            set: sent_set.clone(),
+            subscription: state.subscription.clone(),
+            before,
+            complete,
+            full_state,
+        };
         if let Some(previous) = state.pending.replace(sent) {
-            if self.api == XdsApi::Delta {
-                state.in_flight.push_back(previous);
-                // A proxy that stops answering must not make this grow without bound.
-                while state.in_flight.len() > 16 {
-                    state.in_flight.pop_front();
-                }
+            state.in_flight.push_back(previous);
+            // A proxy that stops answering must not make this grow without bound.
+            while state.in_flight.len() > 16 {
+                state.in_flight.pop_front();
             }
         }
         state.last_nonce = nonce.clone();

@@ -13,7 +13,6 @@ use crate::resource::{ResourceSet, ResourceType};
 pub(super) struct NormalizedRequest {
     pub(super) type_url: String,
     pub(super) nonce: String,
-    pub(super) version_info: String,
     pub(super) error: Option<String>,
     /// State of the world: the complete list of names (empty = wildcard for CDS/LDS).
     pub(super) sotw_names: Option<Vec<String>>,
@@ -27,7 +26,6 @@ impl From<DiscoveryRequest> for NormalizedRequest {
         NormalizedRequest {
             type_url: r.type_url,
             nonce: r.response_nonce,
-            version_info: r.version_info,
             error: r.error_detail.map(|s| s.message),
             sotw_names: Some(r.resource_names),
             ..Default::default()
@@ -136,11 +134,17 @@ impl ClientView {
 pub(super) struct Sent {
     pub(super) nonce: String,
     pub(super) version: String,
+    /// What it brings the proxy to (the subscribed part of it), and that part.
+    pub(super) set: Arc<ResourceSet>,
+    pub(super) subscription: Subscription,
     /// What the proxy was thought to hold before this response.
     pub(super) before: ClientView,
     /// Sent after a NACK, from an unknown view: it carries everything subscribed, so
     /// its ACK means the proxy holds a known state again.
     pub(super) complete: bool,
+    /// A state-of-the-world response that carries the whole set: complete whatever
+    /// came before it.
+    pub(super) full_state: bool,
 }
 
 #[derive(Debug)]
@@ -153,12 +157,13 @@ pub(super) struct TypeState {
     /// current, not stale.
     pub(super) last_nonce: String,
     /// A NACK is outstanding: what the proxy holds is unknown until it acknowledges a
-    /// complete response; `rejected` is the set version it refused, not sent again.
+    /// complete response; `rejected` is the set version it refused and the
+    /// subscription it had then: the same again is not sent.
     pub(super) nacked: bool,
-    pub(super) rejected: Option<String>,
-    /// Delta only: earlier responses still unanswered, oldest first. Each delta
-    /// response is a separate change, so a NACK of an earlier one matters even after a
-    /// later one went out.
+    pub(super) rejected: Option<(String, Subscription)>,
+    /// Earlier responses still unanswered, oldest first. A NACK of an earlier one
+    /// matters even after a later one went out: the later one was computed as if the
+    /// earlier had been applied.
     pub(super) in_flight: VecDeque<Sent>,
     /// The proxy has asked and not yet had any answer: answer even with nothing.
     pub(super) owes_response: bool,
@@ -216,7 +221,7 @@ impl TypeState {
         } else if req.nonce == self.last_nonce {
             return Answer::Repeat;
         } else if let Some(at) = self.in_flight.iter().position(|s| s.nonce == req.nonce) {
-            // Delta: the answer to an earlier response; it and older ones are settled.
+            // The answer to an earlier response; it and older ones are settled.
             self.in_flight.drain(..=at).next_back().expect("non-empty")
         } else {
             return Answer::Stale;
@@ -230,9 +235,9 @@ impl TypeState {
                 names.extend(self.view.names());
                 self.view = ClientView::Unknown(Arc::new(names));
                 self.nacked = true;
-                self.rejected = Some(sent.version.clone());
+                self.rejected = Some((sent.version.clone(), sent.subscription.clone()));
                 for later in self.pending.iter_mut().chain(self.in_flight.iter_mut()) {
-                    later.complete = false;
+                    later.complete = later.full_state;
                 }
                 Answer::Nack { sent, message: message.clone() }
             }
@@ -240,6 +245,10 @@ impl TypeState {
                 if sent.complete {
                     self.nacked = false;
                     self.rejected = None;
+                    if latest && matches!(self.view, ClientView::Unknown(_)) {
+                        // A NACK of an earlier response arrived after this one went out.
+                        self.view = ClientView::Set(sent.set.clone());
+                    }
                 }
                 Answer::Ack { sent, latest }
             }

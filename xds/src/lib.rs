@@ -26,7 +26,7 @@ pub mod status;
 pub use resource::{Resource, ResourceSet, ResourceType, Snapshot};
 pub use server::AdsServer;
 pub use source::{SnapshotSource, SnapshotWatch, WatchError};
-pub use status::{ConnectionRegistry, ConnectionStatus, XdsApi, XdsStats};
+pub use status::{ConnectionRegistry, ConnectionStatus, ProxyState, SyncState, XdsApi, XdsStats};
 
 /// Re-export of the Envoy protobuf types this crate speaks, so users need not depend
 /// on a second copy.

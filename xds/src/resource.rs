@@ -1,6 +1,6 @@
 //! Immutable, shared xDS resources and the snapshots that group them.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::sync::Arc;
 
@@ -77,6 +77,9 @@ pub struct Resource {
     name: Arc<str>,
     version: Arc<str>,
     body: Any,
+    /// For a cluster whose endpoints come from EDS: the name of its
+    /// ClusterLoadAssignment (see [`Resource::endpoints_name`]).
+    endpoints_name: Option<Arc<str>>,
 }
 
 impl fmt::Debug for Resource {
@@ -94,7 +97,9 @@ impl Resource {
     /// Wraps an already packed resource. The version is a hash of the encoded bytes.
     pub fn new(name: impl Into<Arc<str>>, body: Any) -> Resource {
         let version = format!("{:016x}", xxhash_rust::xxh3::xxh3_64(&body.value));
-        Resource { name: name.into(), version: version.into(), body }
+        let name = name.into();
+        let endpoints_name = eds_service_name(&name, &body);
+        Resource { name, version: version.into(), body, endpoints_name }
     }
 
     /// Encodes `message` and wraps it.
@@ -118,6 +123,50 @@ impl Resource {
     pub fn encoded_len(&self) -> usize {
         self.body.value.len()
     }
+
+    /// For a Cluster resource of discovery type EDS, the name of the
+    /// ClusterLoadAssignment it waits for: `eds_cluster_config.service_name`, or the
+    /// cluster's own name when that is empty. A protocol fact, not a mesh one: Envoy
+    /// warms a new or changed EDS cluster until that assignment arrives.
+    pub fn endpoints_name(&self) -> Option<&Arc<str>> {
+        self.endpoints_name.as_ref()
+    }
+}
+
+/// The two fields of `envoy.config.cluster.v3.Cluster` that say where its endpoints
+/// come from. Decoding just these (prost skips every other field) costs a fraction of
+/// decoding the whole cluster, and it happens once per resource, not per proxy.
+#[derive(Clone, PartialEq, prost::Message)]
+struct ClusterEndpointSource {
+    /// `type` (the `cluster_discovery_type` oneof): `Cluster.DiscoveryType`.
+    #[prost(int32, optional, tag = "2")]
+    discovery_type: Option<i32>,
+    #[prost(message, optional, tag = "3")]
+    eds_cluster_config: Option<EdsClusterConfigName>,
+}
+
+/// `envoy.config.cluster.v3.Cluster.EdsClusterConfig`, its `service_name` only.
+#[derive(Clone, PartialEq, prost::Message)]
+struct EdsClusterConfigName {
+    #[prost(string, tag = "2")]
+    service_name: String,
+}
+
+/// `Cluster.DiscoveryType.EDS`.
+const DISCOVERY_TYPE_EDS: i32 = 3;
+
+fn eds_service_name(cluster_name: &Arc<str>, body: &Any) -> Option<Arc<str>> {
+    if body.type_url != ResourceType::Cluster.type_url() {
+        return None;
+    }
+    let source = <ClusterEndpointSource as prost::Message>::decode(body.value.as_slice()).ok()?;
+    if source.discovery_type != Some(DISCOVERY_TYPE_EDS) {
+        return None;
+    }
+    match source.eds_cluster_config {
+        Some(config) if !config.service_name.is_empty() => Some(config.service_name.into()),
+        _ => Some(cluster_name.clone()),
+    }
 }
 
 /// All resources of one type that one group of proxies sees, with a version derived
@@ -126,6 +175,9 @@ impl Resource {
 pub struct ResourceSet {
     version: String,
     resources: BTreeMap<Arc<str>, Arc<Resource>>,
+    /// The ClusterLoadAssignments the clusters of this set wait for (empty for other
+    /// types). Computed once per set and shared by every proxy that holds it.
+    endpoint_names: Arc<BTreeSet<Arc<str>>>,
 }
 
 impl ResourceSet {
@@ -139,7 +191,14 @@ impl ResourceSet {
             hasher.update(&[0]);
         }
         let version = if resources.is_empty() { "empty".to_owned() } else { format!("{:016x}", hasher.digest()) };
-        ResourceSet { version, resources }
+        let endpoint_names = Arc::new(resources.values().filter_map(|r| r.endpoints_name.clone()).collect());
+        ResourceSet { version, resources, endpoint_names }
+    }
+
+    /// The ClusterLoadAssignments this set's EDS clusters need (see
+    /// [`Resource::endpoints_name`]).
+    pub fn endpoint_names(&self) -> &Arc<BTreeSet<Arc<str>>> {
+        &self.endpoint_names
     }
 
     pub fn empty() -> Arc<ResourceSet> {

@@ -43,8 +43,11 @@ pub struct TypeStatus {
     pub sent_at_ms: Option<u64>,
     /// Number of resources the proxy has of this type, as far as we know.
     pub resource_count: usize,
-    /// Last version the proxy acknowledged.
+    /// Last version the proxy acknowledged, and the nonce it acknowledged it with
+    /// (the same content may be sent twice, say to make Envoy re-warm a cluster: only
+    /// the ACK of the latest response means the proxy has what it was last sent).
     pub acked_version: Option<String>,
+    pub acked_nonce: Option<String>,
     pub acked_at_ms: Option<u64>,
     /// The last NACK; cleared by a later ACK.
     pub last_nack: Option<Nack>,
@@ -52,21 +55,78 @@ pub struct TypeStatus {
     pub desired_version: Option<String>,
 }
 
+/// Where one type stands on one connection: the proxy-status vocabulary.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub enum SyncState {
+    /// The proxy acknowledged the latest response, which holds the desired version.
+    #[serde(rename = "SYNCED")]
+    Synced,
+    /// Nothing sent yet.
+    #[serde(rename = "NOT SENT")]
+    NotSent,
+    /// Sent and not yet acknowledged, or behind the desired version.
+    #[serde(rename = "STALE")]
+    Stale,
+    /// The proxy rejected an update and has not yet acknowledged a complete one since:
+    /// what it holds of this type is not known.
+    #[serde(rename = "NACKED")]
+    Nacked,
+}
+
+/// Where a whole proxy stands: the worst of its types, and not synced while any of
+/// its EDS clusters waits for endpoints it has not subscribed to or not received.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum ProxyState {
+    #[serde(rename = "SYNCED")]
+    Synced,
+    /// Every type is acknowledged but some clusters still wait for their endpoints.
+    #[serde(rename = "WARMING")]
+    Warming,
+    #[serde(rename = "STALE")]
+    Stale,
+    #[serde(rename = "NACKED")]
+    Nacked,
+}
+
 impl TypeStatus {
-    /// SYNCED, STALE (sent, not yet acknowledged, or behind the desired version),
-    /// NACKED or NOT SENT: the proxy-status vocabulary.
-    pub fn sync_state(&self) -> &'static str {
+    pub fn sync_state(&self) -> SyncState {
         if self.last_nack.is_some() {
-            "NACKED"
+            SyncState::Nacked
         } else if self.sent_version.is_none() {
-            "NOT SENT"
+            SyncState::NotSent
         } else if self.acked_version.is_some()
             && self.acked_version == self.sent_version
+            && self.acked_nonce == self.sent_nonce
             && self.desired_version.as_ref().is_none_or(|d| Some(d) == self.sent_version.as_ref())
         {
-            "SYNCED"
+            SyncState::Synced
         } else {
-            "STALE"
+            SyncState::Stale
+        }
+    }
+}
+
+/// What the proxy's clusters need from EDS against what it subscribed to, kept as
+/// shared pointers so recording it costs nothing; compared only when a report is made.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct EndpointDependencies {
+    /// ClusterLoadAssignment names the clusters last sent wait for.
+    pub(crate) needed: Option<Arc<BTreeSet<Arc<str>>>>,
+    /// The EDS subscription: wildcard, and the names asked for.
+    pub(crate) subscribed_wildcard: bool,
+    pub(crate) subscribed: Option<Arc<BTreeSet<String>>>,
+}
+
+impl EndpointDependencies {
+    /// How many needed assignments the proxy has not subscribed to.
+    fn unsubscribed(&self) -> usize {
+        let Some(needed) = &self.needed else { return 0 };
+        if self.subscribed_wildcard {
+            return 0;
+        }
+        match &self.subscribed {
+            None => needed.len(),
+            Some(names) => needed.iter().filter(|n| !names.contains(&***n)).count(),
         }
     }
 }
@@ -80,6 +140,7 @@ pub struct ConnectionStatus {
     pub connected_at_ms: u64,
     pub peer: Option<String>,
     types: Mutex<BTreeMap<ResourceType, TypeStatus>>,
+    endpoints: Mutex<EndpointDependencies>,
 }
 
 impl ConnectionStatus {
@@ -93,6 +154,29 @@ impl ConnectionStatus {
         self.types.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
+    pub(crate) fn update_endpoints(&self, f: impl FnOnce(&mut EndpointDependencies)) {
+        f(&mut self.endpoints.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// How many ClusterLoadAssignments the proxy's clusters wait for and it has not
+    /// subscribed to (each is a cluster Envoy keeps warming).
+    pub fn unsubscribed_endpoints(&self) -> usize {
+        self.endpoints.lock().unwrap_or_else(|e| e.into_inner()).unsubscribed()
+    }
+
+    /// The proxy's overall state: SYNCED only when every type it asked for is
+    /// acknowledged at the desired version and no cluster waits for endpoints.
+    pub fn proxy_state(&self) -> ProxyState {
+        let types = self.types();
+        let worst = types.values().map(TypeStatus::sync_state).max().unwrap_or(SyncState::NotSent);
+        match worst {
+            SyncState::Nacked => ProxyState::Nacked,
+            SyncState::Stale | SyncState::NotSent => ProxyState::Stale,
+            SyncState::Synced if self.unsubscribed_endpoints() > 0 => ProxyState::Warming,
+            SyncState::Synced => ProxyState::Synced,
+        }
+    }
+
     /// A serializable copy of everything known about this connection.
     pub fn report(&self) -> ConnectionReport {
         ConnectionReport {
@@ -101,6 +185,9 @@ impl ConnectionStatus {
             api: self.api,
             peer: self.peer.clone(),
             connected_at_ms: self.connected_at_ms,
+            state: self.proxy_state(),
+            endpoints_not_subscribed: self.unsubscribed_endpoints(),
+            duplicate_node_id: false,
             types: self
                 .types()
                 .into_iter()
@@ -112,7 +199,7 @@ impl ConnectionStatus {
 
 #[derive(Clone, Debug, Serialize)]
 pub struct TypeReport {
-    pub state: &'static str,
+    pub state: SyncState,
     #[serde(flatten)]
     pub status: TypeStatus,
 }
@@ -122,8 +209,16 @@ pub struct ConnectionReport {
     pub id: u64,
     pub node_id: String,
     pub api: XdsApi,
+    /// The proxy's address as seen by this server.
     pub peer: Option<String>,
     pub connected_at_ms: u64,
+    pub state: ProxyState,
+    /// EDS resources the proxy's clusters need and it has not asked for (clusters
+    /// that stay warming until it does).
+    pub endpoints_not_subscribed: usize,
+    /// Another live connection claims the same node id: two proxies with one identity
+    /// (a copied bootstrap, a pod restarted while the old one lingers).
+    pub duplicate_node_id: bool,
     pub types: BTreeMap<String, TypeReport>,
 }
 
@@ -139,6 +234,8 @@ pub struct XdsStats {
     pub acks: AtomicU64,
     pub nacks: AtomicU64,
     pub stale_nonces: AtomicU64,
+    /// Connections that arrived with a node id another live connection already had.
+    pub duplicate_node_ids: AtomicU64,
 }
 
 impl XdsStats {
@@ -192,8 +289,20 @@ impl ConnectionRegistry {
             connected_at_ms: now_millis(),
             peer,
             types: Mutex::new(BTreeMap::new()),
+            endpoints: Mutex::new(EndpointDependencies::default()),
         });
-        self.inner.connections.lock().unwrap_or_else(|e| e.into_inner()).insert(id, status.clone());
+        {
+            let mut connections = self.inner.connections.lock().unwrap_or_else(|e| e.into_inner());
+            let others: Vec<_> =
+                connections.values().filter(|c| c.node_id == status.node_id).map(|c| c.peer.clone()).collect();
+            if !others.is_empty() {
+                self.inner.stats.duplicate_node_ids.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(node = %status.node_id, peer = ?status.peer, other_peers = ?others,
+                    "a second proxy connected with a node id already in use; both are served, but status and \
+                     per-proxy state for this id are ambiguous");
+            }
+            connections.insert(id, status.clone());
+        }
         self.inner.stats.connected.fetch_add(1, Ordering::Relaxed);
         self.inner.stats.connections_total.fetch_add(1, Ordering::Relaxed);
         RegisteredConnection { registry: self.clone(), status }
@@ -236,8 +345,17 @@ impl ConnectionRegistry {
         names
     }
 
+    /// Reports of every live connection, ordered by node id; connections sharing a
+    /// node id with another are flagged.
     pub fn reports(&self) -> Vec<ConnectionReport> {
-        self.connections().iter().map(|c| c.report()).collect()
+        let mut reports: Vec<ConnectionReport> = self.connections().iter().map(|c| c.report()).collect();
+        for i in 1..reports.len() {
+            if reports[i].node_id == reports[i - 1].node_id {
+                reports[i].duplicate_node_id = true;
+                reports[i - 1].duplicate_node_id = true;
+            }
+        }
+        reports
     }
 }
 
@@ -275,5 +393,43 @@ mod tests {
         drop((a, b));
         let d = registry.intern_names(set(&["x", "y"]));
         assert_eq!(Arc::strong_count(&d), 1, "the dropped set is not kept alive");
+    }
+
+    #[test]
+    fn two_connections_with_one_node_id_are_flagged() {
+        let registry = ConnectionRegistry::new();
+        let _a = registry.register("dup".into(), XdsApi::Delta, Some("127.0.0.1:1000".into()));
+        let _b = registry.register("dup".into(), XdsApi::Delta, Some("127.0.0.2:2000".into()));
+        let _c = registry.register("single".into(), XdsApi::Delta, Some("127.0.0.3:3000".into()));
+        let reports = registry.reports();
+        let flags: Vec<_> = reports.iter().map(|r| (r.node_id.as_str(), r.duplicate_node_id)).collect();
+        assert_eq!(flags, [("dup", true), ("dup", true), ("single", false)]);
+        assert_eq!(reports[1].peer.as_deref(), Some("127.0.0.2:2000"));
+        assert_eq!(XdsStats::get(&registry.stats().duplicate_node_ids), 1);
+    }
+
+    #[test]
+    fn proxy_state_is_the_worst_type_and_warming_while_endpoints_are_unsubscribed() {
+        let registry = ConnectionRegistry::new();
+        let conn = registry.register("n".into(), XdsApi::Delta, None);
+        let synced = |s: &mut TypeStatus| {
+            s.sent_version = Some("v".into());
+            s.sent_nonce = Some("1".into());
+            s.acked_version = Some("v".into());
+            s.acked_nonce = Some("1".into());
+        };
+        conn.status.update(ResourceType::Cluster, synced);
+        assert_eq!(conn.status.proxy_state(), ProxyState::Synced);
+        conn.status.update_endpoints(|e| e.needed = Some(Arc::new(["a".into()].into())));
+        assert_eq!(conn.status.proxy_state(), ProxyState::Warming);
+        conn.status.update_endpoints(|e| e.subscribed = Some(set(&["a"])));
+        assert_eq!(conn.status.proxy_state(), ProxyState::Synced);
+        // The same version sent again under a new nonce is not acknowledged yet.
+        conn.status.update(ResourceType::Cluster, |s| s.sent_nonce = Some("2".into()));
+        assert_eq!(conn.status.proxy_state(), ProxyState::Stale);
+        conn.status.update(ResourceType::Cluster, |s| {
+            s.last_nack = Some(Nack { rejected_version: "w".into(), nonce: "2".into(), message: "m".into(), at_ms: 0 })
+        });
+        assert_eq!(conn.status.proxy_state(), ProxyState::Nacked);
     }
 }

@@ -1,0 +1,441 @@
+//! The per-connection xDS protocol state machine, free of I/O.
+//!
+//! A [`Session`] takes requests from one proxy's stream and snapshots from the control
+//! plane, and returns the responses to send, in order. State of the world and delta
+//! share it: both kinds of request are normalized first, and only the response
+//! encoding differs.
+//!
+//! Rules it keeps:
+//! - Every response carries a fresh nonce. A request whose nonce is not the last one
+//!   sent for its type is stale: its ACK/NACK is ignored (delta subscription changes
+//!   still apply, since they are incremental).
+//! - An ACK records the acknowledged version; a NACK records the version and Envoy's
+//!   message and is not answered: the same content is never re-pushed, the type waits
+//!   for a snapshot that differs.
+//! - Only what changed is sent: wildcard types (CDS, LDS) in state of the world carry
+//!   the full set, as the protocol requires; named types and all delta responses carry
+//!   only the resources whose version differs from what the proxy has.
+//! - Make-before-break: types go out in [`ResourceType::ALL`] order, so clusters come
+//!   before the routes that use them; and removing clusters waits until the listener
+//!   and route updates of the same push are acknowledged, so no route ever points at a
+//!   cluster the proxy no longer has.
+
+mod push;
+mod stream;
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use envoy_types::pb::envoy::service::discovery::v3::{
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse, Resource as DeltaResource,
+};
+use prost::Message;
+
+use crate::resource::{Resource, ResourceSet, ResourceType, Snapshot};
+use crate::status::{now_millis, ConnectionRegistry, ConnectionStatus, Nack, XdsApi, XdsStats};
+pub(crate) use push::DiffCache;
+use push::{diff, in_sync, shared_diff_key, Diff};
+use stream::{Answer, ClientView, NormalizedRequest, Sent, TypeState};
+/// A response to put on the stream.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Response {
+    Sotw(DiscoveryResponse),
+    Delta(DeltaDiscoveryResponse),
+}
+
+impl Response {
+    pub fn type_url(&self) -> &str {
+        match self {
+            Response::Sotw(r) => &r.type_url,
+            Response::Delta(r) => &r.type_url,
+        }
+    }
+
+    pub fn nonce(&self) -> &str {
+        match self {
+            Response::Sotw(r) => &r.nonce,
+            Response::Delta(r) => &r.nonce,
+        }
+    }
+}
+
+/// The protocol state of one ADS stream.
+pub struct Session {
+    api: XdsApi,
+    node_id: String,
+    status: Arc<ConnectionStatus>,
+    registry: ConnectionRegistry,
+    snapshot: Option<Arc<Snapshot>>,
+    types: BTreeMap<ResourceType, TypeState>,
+    next_nonce: u64,
+    /// Types this server does not serve that the proxy asked for, with the nonce of
+    /// the empty answer it got (bounded).
+    unknown_types: Vec<(String, String)>,
+}
+
+/// Errors that end a stream.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum SessionError {
+    #[error("type_url {0:?} in a delta request is not served by this server")]
+    UnknownDeltaType(String),
+}
+
+impl Session {
+    pub fn new(api: XdsApi, status: Arc<ConnectionStatus>, registry: ConnectionRegistry) -> Session {
+        Session {
+            api,
+            node_id: status.node_id.clone(),
+            status,
+            registry,
+            snapshot: None,
+            types: BTreeMap::new(),
+            next_nonce: 0,
+            unknown_types: Vec::new(),
+        }
+    }
+
+    fn stats(&self) -> &XdsStats {
+        self.registry.stats()
+    }
+
+    pub fn on_sotw_request(&mut self, request: DiscoveryRequest) -> Vec<Response> {
+        self.on_request(request.into())
+    }
+
+    pub fn on_delta_request(&mut self, request: DeltaDiscoveryRequest) -> Vec<Response> {
+        self.on_request(request.into())
+    }
+
+    /// A new snapshot from the control plane: push whatever differs.
+    pub fn on_snapshot(&mut self, snapshot: Arc<Snapshot>) -> Vec<Response> {
+        for ty in ResourceType::ALL {
+            let version = snapshot.set(ty).version().to_owned();
+            if self.types.contains_key(&ty) {
+                self.status.update(ty, |s| s.desired_version = Some(version));
+            }
+        }
+        self.snapshot = Some(snapshot);
+        self.push_all()
+    }
+
+    fn on_request(&mut self, mut req: NormalizedRequest) -> Vec<Response> {
+        let Some(ty) = ResourceType::from_type_url(&req.type_url) else {
+            return self.on_unknown_type(req);
+        };
+        let first = !self.types.contains_key(&ty);
+        let state = self.types.entry(ty).or_insert_with(TypeState::new);
+
+        // ACK / NACK bookkeeping. No response of this type was sent on this stream yet
+        // when it is the first request, so a nonce (kept by the client from an earlier
+        // stream) acknowledges nothing; the request is still a real subscription.
+        let answer = if first { Answer::None } else { state.take_answer(&req) };
+        let acked = matches!(answer, Answer::Ack { .. } | Answer::Nack { .. });
+        let stale = matches!(answer, Answer::Stale);
+        match answer {
+            Answer::None | Answer::Repeat => {}
+            Answer::Ack { sent, latest } => {
+                self.registry.stats().acks.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(node = %self.node_id, type_url = %req.type_url, nonce = %sent.nonce, version = %sent.version, "ACK");
+                let cleared = !state.nacked;
+                self.status.update(ty, |s| {
+                    if latest {
+                        s.acked_version = Some(sent.version);
+                        s.acked_nonce = Some(sent.nonce);
+                        s.acked_at_ms = Some(now_millis());
+                    }
+                    if cleared {
+                        s.last_nack = None;
+                    }
+                });
+            }
+            Answer::Nack { sent, message } => {
+                self.registry.stats().nacks.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(node = %self.node_id, type_url = %req.type_url, nonce = %sent.nonce,
+                    version = %sent.version, error = %message, "proxy rejected an update (NACK)");
+                let nack = Nack { rejected_version: sent.version, nonce: sent.nonce, message, at_ms: now_millis() };
+                self.status.update(ty, |s| s.last_nack = Some(nack));
+            }
+            Answer::Stale => {
+                self.registry.stats().stale_nonces.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(node = %self.node_id, type_url = %req.type_url, nonce = %req.nonce, "stale nonce");
+            }
+        }
+        // State of the world: a stale request is not answered (the one answering our
+        // latest response will be), but the names it lists are the proxy's interest
+        // when it sent it: a name it dropped there and asks for again later must be
+        // sent again.
+        // Likewise for the answer to an earlier response when a later one is in flight.
+        let answer_later = req.sotw_names.is_some() && (stale || (acked && state.pending.is_some()));
+
+        // Subscriptions; many proxies subscribe to the very same names: keep one copy.
+        // A state-of-the-world proxy quoting a version on a new stream is answered all
+        // the same: the version is that of its last accepted response, and it may hold
+        // more (Envoy keeps the valid part of an update it NACKs) or, for named types,
+        // ask for names never sent under it.
+        state.subscribe(ty, first, &mut req);
+        state.subscription.names = self.registry.intern_names(state.subscription.names.clone());
+        if ty == ResourceType::ClusterLoadAssignment {
+            let subscription = state.subscription.clone();
+            self.status.update_endpoints(|e| {
+                e.subscribed_wildcard = subscription.wildcard;
+                e.subscribed = Some(subscription.names);
+            });
+        }
+
+        let mut out = Vec::new();
+        if self.snapshot.is_some() && !answer_later {
+            let state = &self.types[&ty];
+            // After a NACK, once nothing is in flight, what the proxy holds is unknown:
+            // the whole set goes again unless it is exactly what was refused (an update
+            // acknowledged after the NACK of an earlier one, or a subscription changed).
+            let resend_whole = state.nacked && state.pending.is_none();
+            if state.owes_response || !state.forced.is_empty() || resend_whole {
+                out.extend(self.push_type_and_dependents(ty));
+            }
+            // An answer on a listener or route update may release held cluster removals.
+            if acked && matches!(ty, ResourceType::Listener | ResourceType::RouteConfiguration) {
+                let held = self.types.get(&ResourceType::Cluster).is_some_and(|s| s.removals_held);
+                if held {
+                    out.extend(self.push_type_and_dependents(ResourceType::Cluster));
+                }
+            }
+        }
+        out
+    }
+
+    /// A state-of-the-world request for a type this server does not serve gets an
+    /// empty answer, so the proxy does not wait on it (its ACK is not answered again);
+    /// logged once per stream and type. Delta requests for such types are ignored.
+    fn on_unknown_type(&mut self, req: NormalizedRequest) -> Vec<Response> {
+        const MAX_TRACKED: usize = 16;
+        let known = self.unknown_types.iter().position(|(url, _)| *url == req.type_url);
+        if known.is_none() {
+            tracing::info!(node = %self.node_id, type_url = %req.type_url,
+                "request for a resource type this server does not serve; answering with no resources");
+        }
+        if req.sotw_names.is_none() {
+            return Vec::new();
+        }
+        if let Some(at) = known {
+            if !req.nonce.is_empty() && self.unknown_types[at].1 == req.nonce {
+                return Vec::new();
+            }
+        }
+        self.next_nonce += 1;
+        let nonce = self.next_nonce.to_string();
+        match known {
+            Some(at) => self.unknown_types[at].1 = nonce.clone(),
+            None if self.unknown_types.len() < MAX_TRACKED => {
+                self.unknown_types.push((req.type_url.clone(), nonce.clone()))
+            }
+            // A proxy asking for many unknown types: answered, not remembered.
+            None => {}
+        }
+        vec![Response::Sotw(DiscoveryResponse {
+            version_info: String::new(),
+            type_url: req.type_url,
+            nonce,
+            ..Default::default()
+        })]
+    }
+
+    fn push_all(&mut self) -> Vec<Response> {
+        let mut out = Vec::new();
+        for ty in ResourceType::ALL {
+            if self.types.contains_key(&ty) {
+                out.extend(self.push_type(ty));
+            }
+        }
+        out
+    }
+
+    /// Pushes `ty` and, after a cluster response, the endpoints Envoy now waits for.
+    fn push_type_and_dependents(&mut self, ty: ResourceType) -> Vec<Response> {
+        let mut out: Vec<Response> = self.push_type(ty).into_iter().collect();
+        if ty == ResourceType::Cluster && !out.is_empty() {
+            out.extend(self.push_type(ResourceType::ClusterLoadAssignment));
+        }
+        out
+    }
+
+    /// Whether listeners or routes have an update in flight or about to be sent.
+    fn dependents_changing(&self, snapshot: &Snapshot) -> bool {
+        [ResourceType::Listener, ResourceType::RouteConfiguration].into_iter().any(|ty| {
+            self.types.get(&ty).is_some_and(|state| {
+                state.pending.is_some()
+                    || state.nacked
+                    || (!in_sync(state, snapshot.set(ty)) && !diff(state, snapshot.set(ty)).is_empty())
+            })
+        })
+    }
+
+    fn push_type(&mut self, ty: ResourceType) -> Option<Response> {
+        let snapshot = self.snapshot.clone()?;
+        let set = snapshot.set(ty).clone();
+        // The common case on a push: this type did not change at all.
+        if self.types.get(&ty).is_some_and(|state| in_sync(state, &set)) {
+            return None;
+        }
+        let hold = ty == ResourceType::Cluster && self.dependents_changing(&snapshot);
+        let state = self.types.get_mut(&ty)?;
+        let refused = state
+            .rejected
+            .as_ref()
+            .is_some_and(|(version, subscription)| version == set.version() && *subscription == state.subscription);
+        if refused && !state.owes_response && state.forced.is_empty() {
+            // The proxy refused exactly this content: wait for a set that differs.
+            return None;
+        }
+        let mut d = match shared_diff_key(state, &set) {
+            // Proxies that hold the same set and subscribe to the same names need the
+            // same change: compute it once per push, not once per proxy.
+            Some(key) => (*self.registry.diff_cache().get_or_compute(key, || diff(state, &set))).clone(),
+            None => diff(state, &set),
+        };
+        state.resend = None;
+        if d.is_empty() && !state.owes_response && !state.nacked {
+            // The proxy already has everything it subscribed to (changes were to names
+            // it did not ask for): what it was sent is what is desired, and the new set
+            // describes what it holds as well as the old one did.
+            state.view = ClientView::Set(set.clone());
+            self.status.update(ty, |s| {
+                if s.sent_version.is_some() {
+                    s.desired_version = s.sent_version.clone();
+                }
+            });
+            if ty == ResourceType::Cluster {
+                let needed = set.endpoint_names().clone();
+                self.status.update_endpoints(|e| e.needed = Some(needed));
+            }
+            return None;
+        }
+
+        // Held removals: the proxy keeps the old resources for now.
+        let mut sent_set = set.clone();
+        state.removals_held = false;
+        if hold && !d.removals.is_empty() {
+            if let ClientView::Set(old) = &state.view {
+                let kept: Vec<Arc<Resource>> = d.removals.iter().filter_map(|n| old.get(n).cloned()).collect();
+                if kept.len() == d.removals.len() {
+                    sent_set = Arc::new(ResourceSet::new(set.iter().cloned().chain(kept.iter().cloned())));
+                    d.unchanged.extend(kept);
+                    d.removals.clear();
+                    state.removals_held = true;
+                    tracing::debug!(node = %self.node_id, "holding cluster removals until listeners and routes are acknowledged");
+                }
+            }
+        }
+        if d.is_empty() && !state.owes_response && !state.nacked {
+            return None;
+        }
+
+        self.next_nonce += 1;
+        let nonce = self.next_nonce.to_string();
+        let version = sent_set.version().to_owned();
+        let full_state = self.api == XdsApi::StateOfTheWorld && (ty.is_wildcard_type() || state.subscription.wildcard);
+        let response = encode_response(self.api, ty, &d, full_state, &version, &nonce);
+
+        let count = state.subscription.count_in(&sent_set);
+        let needed = (ty == ResourceType::Cluster).then(|| sent_set.endpoint_names().clone());
+        let before = std::mem::replace(&mut state.view, ClientView::Set(sent_set.clone()));
+        let complete = state.nacked || full_state;
+        let sent = Sent {
+            nonce: nonce.clone(),
+            version: version.clone(),
+            set: sent_set.clone(),
+            subscription: state.subscription.clone(),
+            before,
+            complete,
+            full_state,
+        };
+        if let Some(previous) = state.pending.replace(sent) {
+            state.in_flight.push_back(previous);
+            // A proxy that stops answering must not make this grow without bound.
+            while state.in_flight.len() > 16 {
+                state.in_flight.pop_front();
+            }
+        }
+        state.last_nonce = nonce.clone();
+        state.owes_response = false;
+        state.forced.clear();
+
+        // Envoy re-warms every EDS cluster that is new or changed and waits for its
+        // assignment: mark those for the EDS response that follows, even unchanged.
+        if let Some(needed) = needed {
+            if let (Some(changed), Some(eds)) =
+                (&d.endpoints_awaited, self.types.get_mut(&ResourceType::ClusterLoadAssignment))
+            {
+                eds.resend = Some(match eds.resend.take() {
+                    Some(earlier) => Arc::new(earlier.union(changed).cloned().collect()),
+                    None => changed.clone(),
+                });
+            }
+            self.status.update_endpoints(|e| e.needed = Some(needed));
+        }
+
+        let bytes = match &response {
+            Response::Sotw(r) => r.encoded_len(),
+            Response::Delta(r) => r.encoded_len(),
+        } as u64;
+        let stats = self.stats();
+        stats.responses_sent.fetch_add(1, Ordering::Relaxed);
+        stats.resources_sent.fetch_add(d.upserts.len() as u64, Ordering::Relaxed);
+        stats.bytes_sent.fetch_add(bytes, Ordering::Relaxed);
+        tracing::debug!(node = %self.node_id, type_url = %ty.type_url(), nonce = %nonce, version = %version,
+            upserts = d.upserts.len(), removals = d.removals.len(), "push");
+        let desired = snapshot.set(ty).version().to_owned();
+        self.status.update(ty, |s| {
+            s.sent_version = Some(version);
+            s.sent_nonce = Some(nonce);
+            s.sent_at_ms = Some(now_millis());
+            s.resource_count = count;
+            s.desired_version = Some(desired);
+        });
+        Some(response)
+    }
+}
+
+/// The response that carries `d`: in state of the world, wildcard types carry the
+/// whole set (`full_state`) and named types the changed resources; delta responses
+/// carry changes and removals.
+fn encode_response(api: XdsApi, ty: ResourceType, d: &Diff, full_state: bool, version: &str, nonce: &str) -> Response {
+    let type_url = ty.type_url().to_owned();
+    match api {
+        XdsApi::StateOfTheWorld => {
+            let resources: Vec<_> = if full_state {
+                let mut all: Vec<_> = d.upserts.iter().chain(d.unchanged.iter()).collect();
+                all.sort_by(|a, b| a.name().cmp(b.name()));
+                all.iter().map(|r| r.body().clone()).collect()
+            } else {
+                d.upserts.iter().map(|r| r.body().clone()).collect()
+            };
+            Response::Sotw(DiscoveryResponse {
+                version_info: version.to_owned(),
+                resources,
+                type_url,
+                nonce: nonce.to_owned(),
+                ..Default::default()
+            })
+        }
+        XdsApi::Delta => Response::Delta(DeltaDiscoveryResponse {
+            system_version_info: version.to_owned(),
+            resources: d
+                .upserts
+                .iter()
+                .map(|r| DeltaResource {
+                    name: r.name().to_owned(),
+                    version: r.version().to_owned(),
+                    resource: Some(r.body().clone()),
+                    ..Default::default()
+                })
+                .collect(),
+            type_url,
+            removed_resources: d.removals.clone(),
+            nonce: nonce.to_owned(),
+            ..Default::default()
+        }),
+    }
+}

@@ -16,7 +16,11 @@ use std::os::unix::fs::symlink;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
-use amime_e2e::{await_condition, hosts, run_test, IpBlock, MeshDir, Meshd, TestContext};
+use amime_e2e::mesh::EXAMPLE_RULES_FILE;
+use amime_e2e::rules::REVIEWS_VS_ALL_V3;
+use amime_e2e::{
+    await_condition, hosts, paths, run_test, Bookinfo, BookinfoOptions, IpBlock, MeshDir, Meshd, Tally, TestContext,
+};
 use anyhow::{bail, ensure, Context as _, Result};
 
 const RELOADS: &str = "amime_config_reloads_total";
@@ -212,6 +216,7 @@ async fn unreadable_paths_are_reported_and_edits_elsewhere_apply() {
             );
         }
         ensure!(metric(&meshd, "amime_config_unreadable_paths").await? == 3.0);
+        check_operator_log(&meshd)?;
 
         // The directory vanishes: everything stays, and /readyz says why.
         let moved = root.with_extension("moved");
@@ -330,6 +335,105 @@ async fn paths_without_permission_are_reported_and_edits_elsewhere_apply() {
             Ok(())
         })
         .await
+    })
+    .await;
+}
+
+/// Real Envoy never sees a half-written file: the reviews rules file is rewritten in place
+/// by a writer that pauses after the DestinationRule (0.7 s, under the 1.5 s settle
+/// period). Applied, that half (no VirtualService) would send requests to every version,
+/// v2 included; the whole file sends everyone to v3. No request may reach v2 on the way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envoy_never_gets_a_half_written_file() {
+    run_test("envoy_never_gets_a_half_written_file", |ctx| async move {
+        let block = IpBlock(76);
+        let dir = MeshDir::new(&ctx)?;
+        dir.copy_bookinfo_example(block)?;
+        let rules = dir.read(EXAMPLE_RULES_FILE)?;
+        let destination_rule = rules
+            .split("\n---\n")
+            .find(|d| d.contains("kind: DestinationRule"))
+            .context("the example's DestinationRule")?
+            .trim_end()
+            .to_owned();
+        let options = BookinfoOptions { meshd_args: meshd_args(1500), ..Default::default() };
+        let bookinfo = Bookinfo::start(&ctx, block, dir, options).await?;
+        let url = Bookinfo::REVIEWS_URL;
+        let before = bookinfo.productpage.tally(20, url, &[]).await;
+        ensure!(before.total == before.get("v1") + before.get("v3"), "the example sends others to v1/v3: {before}");
+
+        let path = bookinfo.dir.path().join(EXAMPLE_RULES_FILE);
+        let mut writer = std::fs::File::create(&path)?;
+        writer.write_all(format!("{destination_rule}\n---\n").as_bytes())?;
+        writer.flush()?;
+        let mut seen = Tally::default();
+        let pause = std::time::Instant::now();
+        while pause.elapsed() < Duration::from_millis(700) {
+            seen.record(bookinfo.productpage.request(url, &[]).await);
+        }
+        writer.write_all(REVIEWS_VS_ALL_V3.as_bytes())?;
+        drop(writer);
+        let written = std::time::Instant::now();
+        let mut in_a_row = 0;
+        while in_a_row < 20 {
+            ensure!(written.elapsed() < APPLIED, "everyone should reach v3 in the end; since the write: {seen}");
+            let response = bookinfo.productpage.request(url, &[]).await;
+            let v3 = response.as_ref().ok().and_then(|r| r.json_str("version")).as_deref() == Some("v3");
+            in_a_row = if v3 { in_a_row + 1 } else { 0 };
+            seen.record(response);
+        }
+        ensure!(seen.get("v2") == 0, "the half-written file reached Envoy: requests went to v2: {seen}");
+        bookinfo.check_no_nacks().await
+    })
+    .await;
+}
+
+/// meshd's log (a file, not a terminal) is for people: no colour escapes, no `Some(..)`
+/// or `None` around fields, durations rounded (`took=428µs`, not `0.428417ms`).
+fn check_operator_log(meshd: &Meshd) -> Result<()> {
+    let path = meshd.process().stdout_log();
+    let log = std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
+    ensure!(log.contains("ERROR"), "the problems above should have been logged:\n{log}");
+    for line in log.lines() {
+        ensure!(!line.contains('\x1b'), "colour escapes in a log that is not a terminal: {line:?}");
+        ensure!(!line.contains("Some(") && !line.contains("=None"), "Debug-formatted Option: {line}");
+        if let Some(took) = line.split("took=").nth(1) {
+            let took = took.split_whitespace().next().unwrap_or_default();
+            let digits = took.trim_end_matches(|c: char| c.is_alphabetic() || c == 'µ');
+            ensure!(!digits.contains('.') || took.ends_with('s') && !took.ends_with("ms"), "unrounded: {line}");
+        }
+    }
+    Ok(())
+}
+
+/// Flags meshd cannot run with are refused at once, saying what is wrong (exit code 2 for
+/// inconsistent flags, 1 for a config directory that is missing or a file).
+#[tokio::test]
+async fn meshd_refuses_bad_flags_saying_why() {
+    run_test("meshd_refuses_bad_flags_saying_why", |ctx| async move {
+        let meshd = paths::binary("meshd")?;
+        let file = ctx.dir().join("mesh.yaml");
+        std::fs::write(&file, "")?;
+        let missing = ctx.dir().join("nowhere");
+        let (file, missing) = (file.display().to_string(), missing.display().to_string());
+        let dir = ctx.dir().display().to_string();
+        let cases: [(Vec<&str>, i32, String); 3] = [
+            (
+                vec!["--config-dir", &dir, "--debounce-quiet", "500", "--debounce-max", "100"],
+                2,
+                "--debounce-max (100 ms) is below --debounce-quiet (500 ms)".into(),
+            ),
+            (vec!["--config-dir", &missing], 1, format!("--config-dir {missing}: does not exist")),
+            (vec!["--config-dir", &file], 1, format!("--config-dir {file}: is a file, not a directory")),
+        ];
+        for (args, code, message) in cases {
+            let run = tokio::process::Command::new(&meshd).args(&args).kill_on_drop(true).output();
+            let out = tokio::time::timeout(Duration::from_secs(10), run).await.context("meshd did not exit")??;
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            ensure!(out.status.code() == Some(code), "meshd {args:?}: exit {:?}, stderr {stderr}", out.status);
+            ensure!(stderr.contains(&message), "meshd {args:?} should say {message:?}; stderr: {stderr}");
+        }
+        Ok(())
     })
     .await;
 }

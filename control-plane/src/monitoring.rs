@@ -64,7 +64,7 @@ pub fn readiness_text(ready: bool, unreadable: &[ObjectError], config_errors: us
     if !unreadable.is_empty() {
         let _ = write!(
             out,
-            "\ndegraded: {} source path(s) cannot be read; what was last read from them stays in force:",
+            "\ndegraded: {} problem(s) reading the config source; what was last read stays in force:",
             unreadable.len()
         );
         for p in unreadable {
@@ -193,4 +193,40 @@ async fn metrics(State(m): State<Monitored>) -> impl IntoResponse {
 pub async fn serve(listener: tokio::net::TcpListener, m: Monitored) -> std::io::Result<()> {
     tracing::info!(addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "monitoring listening");
     axum::serve(listener, router(m)).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unreadable(file: &str, message: &str) -> ObjectError {
+        ObjectError {
+            severity: Severity::Error,
+            file: Some(file.into()),
+            document: None,
+            kind: None,
+            namespace: None,
+            name: None,
+            field: String::new(),
+            message: message.into(),
+        }
+    }
+
+    #[test]
+    fn readiness_names_what_cannot_be_read() {
+        assert_eq!(readiness_text(true, &[], 0), "ready\n");
+        assert_eq!(readiness_text(false, &[], 0), "not ready: waiting for the initial config sync\n");
+        let problems = [
+            unreadable("/etc/mesh/sub", "cannot list this directory: permission denied"),
+            unreadable("/etc/mesh/x.yaml", "dangling symlink (to y.yaml)"),
+        ];
+        assert_eq!(
+            readiness_text(true, &problems, 3),
+            "ready\n\
+             degraded: 2 problem(s) reading the config source; what was last read stays in force:\n\
+             \x20 /etc/mesh/sub: cannot list this directory: permission denied\n\
+             \x20 /etc/mesh/x.yaml: dangling symlink (to y.yaml)\n\
+             3 configuration problem(s): see /debug/config_errors\n"
+        );
+    }
 }

@@ -437,3 +437,45 @@ async fn meshd_refuses_bad_flags_saying_why() {
     })
     .await;
 }
+
+/// A subdirectory meshd (as `nobody`) may not read from the start: inotify cannot watch
+/// it, so meshd says so and falls back to listing every 5 s; edits elsewhere still apply;
+/// once the subdirectory is readable the watch is made again and the report clears.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subdirectory_unreadable_from_the_start_does_not_stop_the_rest() {
+    run_test("a_subdirectory_unreadable_from_the_start_does_not_stop_the_rest", |ctx| async move {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |path: &Path, mode: u32| std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode));
+        let block = IpBlock(77);
+        let dir = anchored_dir(&ctx)?;
+        dir.write("edited.yaml", &markers(&[1]))?;
+        dir.write("sub/hidden.yaml", &markers(&[2]))?;
+        let root = dir.path();
+        mode(&root.join("sub"), 0o000)?;
+        let args = meshd_args(50);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let meshd = Meshd::start_unprivileged(&ctx, root, block.ip(hosts::MESHD), &args).await?;
+        await_markers(&meshd, &[1]).await?;
+        let r = meshd.get("/readyz").await?;
+        ensure!(r.status == 200, "{}", r.summary());
+        for text in ["/sub: cannot list this directory: permission denied", "cannot watch for changes"] {
+            ensure!(r.body.contains(text), "/readyz should say {text:?}: {}", r.body);
+        }
+        dir.write("edited.yaml", &markers(&[3]))?;
+        await_markers(&meshd, &[3]).await?;
+
+        mode(&root.join("sub"), 0o755)?;
+        await_markers(&meshd, &[2, 3]).await?;
+        await_condition("/readyz to report nothing unreadable", APPLIED, || async {
+            let r = meshd.get("/readyz").await?;
+            ensure!(r.status == 200 && !r.body.contains("degraded"), "{}", r.summary());
+            Ok(())
+        })
+        .await?;
+        // Watched again ("cannot watch" is gone from /readyz above), and edits apply.
+        dir.write("edited.yaml", &markers(&[4]))?;
+        await_markers(&meshd, &[2, 4]).await?;
+        Ok(())
+    })
+    .await;
+}

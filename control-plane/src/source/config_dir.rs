@@ -23,8 +23,6 @@ use crate::source::documents::parse_file;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigDirError {
-    #[error("config directory {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
     #[error("watching {path}: {source}")]
     Watch { path: PathBuf, source: notify::Error },
     #[error("config directory {path}: {reason}")]
@@ -168,7 +166,8 @@ impl ConfigDir {
     /// Parses `text` as the new content of `path`; returns whether anything changed.
     fn update_file(&mut self, path: &Path, stamp: Stamp, text: &str) -> bool {
         let hash = xxhash_rust::xxh3::xxh3_64(text.as_bytes());
-        let racy = now_ns() - stamp.mtime_ns < RACY_WINDOW_NS;
+        // (A modification time set far in the future is not racy: it would stay so.)
+        let racy = (-RACY_WINDOW_NS..RACY_WINDOW_NS).contains(&(now_ns() - stamp.mtime_ns));
         let previous = self.files.remove(path).unwrap_or_default();
         if previous.stamp.is_some() && previous.hash == hash && previous.read_error.is_none() {
             // Touched, or rewritten with the same content: nothing to parse.

@@ -144,6 +144,12 @@ fn a_file_written_just_now_is_read_once_more_then_left_alone() {
     set_mtime(&root.join("a.yaml"), Duration::from_secs(10));
     load_counting(&mut dir);
     assert_eq!(load_counting(&mut dir), Applied::default(), "old enough: left alone");
+    // A modification time in the future (set by a tool, or another machine's clock)
+    // would stay "just now" forever: it is not racy.
+    let file = std::fs::File::options().write(true).open(root.join("a.yaml")).unwrap();
+    file.set_modified(SystemTime::now() + Duration::from_secs(3600)).unwrap();
+    load_counting(&mut dir);
+    assert_eq!(load_counting(&mut dir), Applied::default(), "future mtime: left alone");
     std::fs::remove_dir_all(&root).unwrap();
 }
 

@@ -70,27 +70,33 @@ impl DirWatch {
         DirWatch { root, wake, watcher: None, watching: None, problem: None }
     }
 
-    /// Watches the directory now at `root` if it is not the one watched.
+    /// Watches the directory now at `root` if it is not the one watched (or watching it
+    /// failed last time: a subdirectory that could not be watched may be readable now).
     fn refresh(&mut self) {
         let Ok(meta) = std::fs::metadata(&self.root) else {
             return; // gone: the parent's watch (or the periodic listing) sees it return
         };
         let identity = (meta.dev(), meta.ino());
-        if self.watching == Some(identity) {
+        if self.watching == Some(identity) && self.watcher.is_some() {
             return;
         }
         self.watcher = None;
+        self.watching = Some(identity);
         match self.make_watcher() {
             Ok(watcher) => {
                 self.watcher = Some(watcher);
-                self.problem = None;
+                if self.problem.take().is_some() {
+                    tracing::info!(dir = %self.root.display(), "watching the config directory again");
+                }
             }
             Err(e) => {
                 let message = format!(
                     "cannot watch for changes ({e}); changes are picked up by the listing every {}s",
                     RESCAN_INTERVAL.as_secs()
                 );
-                tracing::warn!(dir = %self.root.display(), error = %e, "cannot watch the config directory");
+                if self.problem.as_ref().is_none_or(|p| p.message != message) {
+                    tracing::warn!(dir = %self.root.display(), error = %e, "cannot watch the config directory");
+                }
                 self.problem = Some(ObjectError {
                     severity: crate::model::Severity::Warning,
                     file: Some(self.root.display().to_string()),
@@ -103,7 +109,6 @@ impl DirWatch {
                 });
             }
         }
-        self.watching = Some(identity);
     }
 
     fn make_watcher(&self) -> Result<notify::RecommendedWatcher, ConfigDirError> {

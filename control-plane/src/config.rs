@@ -17,8 +17,10 @@ use crate::translate::{MeshSettings, OutboundTrafficPolicy};
 #[command(name = "meshd", version)]
 pub struct MeshdConfig {
     /// Directory of Kubernetes-style YAML (*.yaml, *.yml, read recursively, multi-document)
-    /// to serve; watched, and changes are pushed live. Required until the Kubernetes
-    /// API source lands.
+    /// to serve; watched, and changes are pushed live. Hidden files and directories are
+    /// skipped; symlinks are followed (a Kubernetes ConfigMap volume works as mounted).
+    /// Paths that cannot be read keep what they last held and are reported at /readyz and
+    /// /debug/config_errors. Required until the Kubernetes API source lands.
     #[arg(long, env = "AMIME_CONFIG_DIR", value_name = "DIR")]
     pub config_dir: Option<PathBuf>,
 
@@ -41,7 +43,7 @@ pub struct MeshdConfig {
 
     /// A changed file in --config-dir is applied once it has stayed the same for this
     /// many milliseconds (a writer pausing mid-file for less never gets its half-written
-    /// content applied).
+    /// content applied; writing a temp file and renaming it over is always safe).
     #[arg(long, env = "AMIME_CONFIG_SETTLE", default_value_t = 50, value_name = "MS")]
     pub config_settle: u64,
 

@@ -11,8 +11,9 @@
 //! - a change is applied only once the file's stamp has stayed the same for the settle
 //!   period (listed before and after it) and again while it was read: a writer pausing
 //!   mid-file for less than the settle period never gets its half-written content pushed;
-//! - the directory may vanish and come back (or be replaced): the watch is re-made on
-//!   the new directory, and the parent is watched so its return is noticed at once.
+//! - the directory may vanish and come back (or be replaced): while it is gone its
+//!   parent is watched, so its return is noticed at once, and the watch is re-made on
+//!   the new directory.
 
 use std::collections::BTreeSet;
 use std::os::unix::fs::MetadataExt;
@@ -60,7 +61,8 @@ struct DirWatch {
     root: PathBuf,
     wake: mpsc::Sender<()>,
     watcher: Option<notify::RecommendedWatcher>,
-    /// (dev, ino) of the directory being watched.
+    /// (dev, ino) of the directory being watched; `None` with a watcher: the directory
+    /// is gone and its parent is watched, for its return.
     watching: Option<(u64, u64)>,
     problem: Option<ObjectError>,
 }
@@ -74,7 +76,12 @@ impl DirWatch {
     /// failed last time: a subdirectory that could not be watched may be readable now).
     fn refresh(&mut self) {
         let Ok(meta) = std::fs::metadata(&self.root) else {
-            return; // gone: the parent's watch (or the periodic listing) sees it return
+            // Gone: watch the parent for its return (the periodic listing, if that fails).
+            if self.watching.is_some() || self.watcher.is_none() {
+                self.watching = None;
+                self.watcher = self.root.parent().and_then(|parent| self.make_watcher(parent, false).ok());
+            }
+            return;
         };
         let identity = (meta.dev(), meta.ino());
         if self.watching == Some(identity) && self.watcher.is_some() {
@@ -82,7 +89,7 @@ impl DirWatch {
         }
         self.watcher = None;
         self.watching = Some(identity);
-        match self.make_watcher() {
+        match self.make_watcher(&self.root, true) {
             Ok(watcher) => {
                 self.watcher = Some(watcher);
                 if self.problem.take().is_some() {
@@ -111,10 +118,11 @@ impl DirWatch {
         }
     }
 
-    fn make_watcher(&self) -> Result<notify::RecommendedWatcher, ConfigDirError> {
+    /// A watcher on `path` (recursively or not) whose events about `root` wake the loop.
+    fn make_watcher(&self, path: &Path, recursive: bool) -> Result<notify::RecommendedWatcher, ConfigDirError> {
         let root = self.root.clone();
         let wake = self.wake.clone();
-        let watch_error = |source| ConfigDirError::Watch { path: self.root.clone(), source };
+        let watch_error = |source| ConfigDirError::Watch { path: path.to_path_buf(), source };
         let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
             if wakes(&event, &root) {
                 // A full channel already says "look again".
@@ -122,11 +130,8 @@ impl DirWatch {
             }
         })
         .map_err(watch_error)?;
-        if let Some(parent) = self.root.parent().filter(|p| !p.as_os_str().is_empty()) {
-            // Best effort: only for noticing the directory's removal and return at once.
-            let _ = watcher.watch(parent, RecursiveMode::NonRecursive);
-        }
-        watcher.watch(&self.root, RecursiveMode::Recursive).map_err(watch_error)?;
+        let mode = if recursive { RecursiveMode::Recursive } else { RecursiveMode::NonRecursive };
+        watcher.watch(path, mode).map_err(watch_error)?;
         Ok(watcher)
     }
 }

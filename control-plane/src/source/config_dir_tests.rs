@@ -398,3 +398,21 @@ fn a_file_that_changes_while_read_is_not_applied() {
     assert!(applied.retry && !applied.changed && ports(&dir).is_empty(), "{applied:?}");
     std::fs::remove_dir_all(&root).unwrap();
 }
+
+/// A bind mount keeps showing a directory deleted on the host: empty, with no links. That
+/// is the directory vanishing, not every file removed.
+#[test]
+fn a_deleted_directory_still_reachable_keeps_everything() {
+    let root = tempdir("deleted");
+    std::fs::write(root.join("a.yaml"), service("a", 1000)).unwrap();
+    let handle = std::fs::File::open(&root).unwrap();
+    let reachable = PathBuf::from(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&handle)));
+    let mut dir = ConfigDir::new(&reachable);
+    dir.load().unwrap();
+    assert_eq!(ports(&dir).len(), 1);
+    std::fs::remove_dir_all(&root).unwrap();
+    assert!(std::fs::metadata(&reachable).unwrap().is_dir(), "still reachable");
+    assert!(dir.load().is_err());
+    assert_eq!(ports(&dir).len(), 1, "everything stays");
+    assert!(dir.unreadable()[0].message.contains("was deleted"), "{:?}", dir.unreadable());
+}

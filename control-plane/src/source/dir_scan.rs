@@ -92,6 +92,11 @@ fn describe(e: &std::io::Error) -> String {
 /// symlinks to directories (a symlink cycle is reported, not followed forever).
 pub fn scan(root: &Path) -> Scan {
     match std::fs::metadata(root) {
+        // Removed while still reachable (a bind mount or a process's cwd keeps a deleted
+        // directory visible, and empty): not "every file was removed".
+        Ok(meta) if meta.is_dir() && meta.nlink() == 0 => {
+            return Scan::RootUnavailable("was deleted (what is mounted here is the deleted directory)".into())
+        }
         Ok(meta) if meta.is_dir() => {}
         Ok(_) => return Scan::RootUnavailable("is not a directory".into()),
         Err(e) => return Scan::RootUnavailable(describe(&e)),

@@ -40,13 +40,15 @@ struct FileState {
     /// Why the file could not be read at `stamp`, if it could not.
     read_error: Option<String>,
     /// Read so soon after its last modification that a same-size rewrite in the same
-    /// timestamp tick would not change the stamp: read it once more later.
-    racy: bool,
+    /// timestamp tick would not change the stamp: read it once more after this time
+    /// (nanoseconds since the epoch).
+    racy_until_ns: Option<i128>,
 }
 
 /// A file read less than this after its modification time is read once more on the
-/// next look (as git treats "racily clean" index entries): filesystem timestamps are
-/// only as fine as the kernel's clock tick (or a second, on some filesystems).
+/// first look this long after (as git treats "racily clean" index entries): filesystem
+/// timestamps are only as fine as the kernel's clock tick (or a second, on some
+/// filesystems).
 pub const RACY_WINDOW_NS: i128 = 1_000_000_000;
 
 fn now_ns() -> i128 {
@@ -71,6 +73,8 @@ pub struct ConfigDir {
     files: BTreeMap<PathBuf, FileState>,
     /// Problems of the last listing: the directory gone, paths that cannot be used.
     listing_problems: Vec<ObjectError>,
+    /// Wall-clock time, nanoseconds since the epoch (tests move it on).
+    clock: fn() -> i128,
 }
 
 fn io_problem(path: &Path, message: String) -> ObjectError {
@@ -88,7 +92,7 @@ fn io_problem(path: &Path, message: String) -> ObjectError {
 
 impl ConfigDir {
     pub fn new(root: impl Into<PathBuf>) -> ConfigDir {
-        ConfigDir { root: root.into(), files: BTreeMap::new(), listing_problems: Vec::new() }
+        ConfigDir { root: root.into(), files: BTreeMap::new(), listing_problems: Vec::new(), clock: now_ns }
     }
 
     pub fn root(&self) -> &Path {
@@ -104,6 +108,7 @@ impl ConfigDir {
     /// Config files whose listing in `scan` differs from what is applied: new, changed
     /// (by stamp) or removed. Unusable paths are not pending: what they held stays.
     pub fn pending(&self, scan: &Scan) -> BTreeSet<PathBuf> {
+        let now_ns = (self.clock)();
         let Some(entries) = scan.entries() else {
             return BTreeSet::new(); // the directory is gone: keep everything
         };
@@ -111,7 +116,8 @@ impl ConfigDir {
         for (path, probe) in entries {
             if let Probe::File(stamp) = probe {
                 let held = self.files.get(path);
-                if held.and_then(|f| f.stamp.as_ref()) != Some(stamp) || held.is_some_and(|f| f.racy) {
+                let racy_due = held.and_then(|f| f.racy_until_ns).is_some_and(|t| now_ns >= t);
+                if held.and_then(|f| f.stamp.as_ref()) != Some(stamp) || racy_due {
                     out.insert(path.clone());
                 }
             }
@@ -148,7 +154,7 @@ impl ConfigDir {
                             let state = self.files.entry(path.clone()).or_default();
                             state.stamp = Some(*stamp);
                             state.read_error = Some(format!("cannot read: {e}"));
-                            state.racy = false;
+                            state.racy_until_ns = None;
                             applied.changed = true;
                         }
                     }
@@ -167,17 +173,19 @@ impl ConfigDir {
     fn update_file(&mut self, path: &Path, stamp: Stamp, text: &str) -> bool {
         let hash = xxhash_rust::xxh3::xxh3_64(text.as_bytes());
         // (A modification time set far in the future is not racy: it would stay so.)
-        let racy = (-RACY_WINDOW_NS..RACY_WINDOW_NS).contains(&(now_ns() - stamp.mtime_ns));
+        let now = (self.clock)();
+        let racy = (-RACY_WINDOW_NS..RACY_WINDOW_NS).contains(&(now - stamp.mtime_ns));
+        let racy_until_ns = racy.then_some(now + RACY_WINDOW_NS);
         let previous = self.files.remove(path).unwrap_or_default();
         if previous.stamp.is_some() && previous.hash == hash && previous.read_error.is_none() {
             // Touched, or rewritten with the same content: nothing to parse.
-            self.files.insert(path.to_path_buf(), FileState { stamp: Some(stamp), racy, ..previous });
+            self.files.insert(path.to_path_buf(), FileState { stamp: Some(stamp), racy_until_ns, ..previous });
             return false;
         }
         let display = path.display().to_string();
         let (objects, problems) = parse_file(&display, text, &previous.objects);
         let objects = objects.unwrap_or(previous.objects);
-        let state = FileState { stamp: Some(stamp), hash, objects, problems, read_error: None, racy };
+        let state = FileState { stamp: Some(stamp), hash, objects, problems, read_error: None, racy_until_ns };
         self.files.insert(path.to_path_buf(), state);
         true
     }

@@ -60,6 +60,11 @@ fn load_counting(dir: &mut ConfigDir) -> Applied {
     dir.apply(&listing, &paths, dir_scan::read_listed)
 }
 
+/// From now on, `dir` lives 2 s in the future (past the racy window of what it read).
+fn two_seconds_later(dir: &mut ConfigDir) {
+    dir.clock = || now_ns() + 2_000_000_000;
+}
+
 fn set_mtime(path: &Path, ago: Duration) {
     let file = std::fs::File::options().write(true).open(path).unwrap();
     file.set_modified(SystemTime::now() - ago).unwrap();
@@ -104,6 +109,7 @@ fn bad_documents_keep_the_last_good_state_and_the_rest_applies() {
     dir.load().unwrap();
     assert_eq!(weights(&dir), vec![80, 50]);
     std::fs::write(root.join("nested/vs.yml"), vs("70")).unwrap();
+    two_seconds_later(&mut dir);
     dir.load().unwrap();
     assert_eq!(weights(&dir), vec![70, 50], "a same-size rewrite right after a read is seen");
     assert!(dir.objects().1.is_empty());
@@ -139,8 +145,12 @@ fn a_file_written_just_now_is_read_once_more_then_left_alone() {
     std::fs::write(root.join("a.yaml"), SERVICE).unwrap();
     let mut dir = ConfigDir::new(&root);
     assert_eq!(load_counting(&mut dir).files_read, 1);
-    // Read within the racy window: the next look reads it again (no change found).
+    // Read within the racy window: a look once it has passed reads it again (no change
+    // found); looks before do not.
+    assert_eq!(load_counting(&mut dir), Applied::default());
+    two_seconds_later(&mut dir);
     assert_eq!(load_counting(&mut dir), Applied { changed: false, files_read: 1, retry: false });
+    assert_eq!(load_counting(&mut dir), Applied::default(), "read once more, not again");
     set_mtime(&root.join("a.yaml"), Duration::from_secs(10));
     load_counting(&mut dir);
     assert_eq!(load_counting(&mut dir), Applied::default(), "old enough: left alone");

@@ -147,7 +147,7 @@ struct DirSource {
 
 impl DirSource {
     /// Lists, waits for the pending changes to settle, reads and applies those that did;
-    /// repeats while some are still changing.
+    /// repeats while some are pending.
     async fn look(&mut self) {
         let root = self.dir.root().to_path_buf();
         let mut before = tokio::task::block_in_place(|| dir_scan::scan(&root));
@@ -158,6 +158,7 @@ impl DirSource {
                 (before, BTreeSet::new())
             } else {
                 tokio::time::sleep(self.settle).await;
+                // The listing after the period sees every change woken for meanwhile.
                 while self.wake.try_recv().is_ok() {}
                 let after = tokio::task::block_in_place(|| dir_scan::scan(&root));
                 let settled = settled(&pending, &before, &after);
@@ -167,7 +168,9 @@ impl DirSource {
             self.publish(applied.changed);
             let stats = &self.state.source_stats;
             stats.files_read.fetch_add(applied.files_read, Ordering::Relaxed);
-            if settled.len() == pending.len() && !applied.retry {
+            // Done unless something is still changing, changed while it was read, or
+            // changed during the settle period (its wake-up was drained above).
+            if self.dir.pending(&after).is_empty() {
                 return;
             }
             before = after;
@@ -274,5 +277,32 @@ mod tests {
         let back = notify::Event::new(EventKind::Create(CreateKind::Folder)).add_path(root.into());
         assert!(wakes(&Ok(back), root));
         assert!(wakes(&Err(notify::Error::generic("queue overflow")), root));
+    }
+
+    /// A change made while another settles is applied too, without waiting for the
+    /// periodic listing (its wake-up was drained during the settle period).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_change_during_the_settle_period_is_not_lost() {
+        let root = std::env::temp_dir().join(format!("amime-dirwatch-settle-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(&root).unwrap();
+        let state = MeshState::new();
+        let task = tokio::spawn(watch(root.clone(), state.clone(), Duration::from_millis(400)));
+        while !state.is_synced() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let service =
+            "apiVersion: v1\nkind: Service\nmetadata: {name: s, namespace: ns}\nspec:\n  ports: [{port: 80}]\n";
+        std::fs::write(root.join("a.yaml"), service).unwrap();
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        std::fs::write(root.join("b.yaml"), service).unwrap();
+        // Both applied: the duplicate is reported. Well before the 5 s listing.
+        let deadline = tokio::time::Instant::now() + RESCAN_INTERVAL - Duration::from_secs(1);
+        while state.source_problems().is_empty() {
+            assert!(tokio::time::Instant::now() < deadline, "b.yaml was not applied before the periodic listing");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        task.abort();
+        std::fs::remove_dir_all(&root).unwrap();
     }
 }

@@ -8,7 +8,7 @@
 //! (it was written later), and `/debug/config_errors` names each such marker. So the
 //! markers named there are exactly those the other files hold as applied.
 //!
-//! Every test owns one loopback block (`127.0.N.x`, blocks 71..=79 belong to this file).
+//! Every test owns one loopback block (`127.0.N.x`, blocks 111..=119 belong to this file).
 
 use std::collections::BTreeSet;
 use std::io::Write as _;
@@ -90,7 +90,7 @@ async fn start(ctx: &TestContext, dir: &Path, block: IpBlock, settle_ms: u64) ->
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_meshd_reads_nothing() {
     run_test("an_idle_meshd_reads_nothing", |ctx| async move {
-        let block = IpBlock(71);
+        let block = IpBlock(111);
         let dir = anchored_dir(&ctx)?;
         dir.write("nested/more.yaml", &markers(&[1]))?;
         dir.copy_bookinfo_example(block)?;
@@ -117,7 +117,7 @@ async fn an_idle_meshd_reads_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn editor_saves_apply_once_each_and_only_when_settled() {
     run_test("editor_saves_apply_once_each_and_only_when_settled", |ctx| async move {
-        let block = IpBlock(72);
+        let block = IpBlock(112);
         let dir = anchored_dir(&ctx)?;
         let file = dir.path().join("edited.yaml");
         std::fs::write(&file, markers(&[1]))?;
@@ -179,7 +179,7 @@ async fn editor_saves_apply_once_each_and_only_when_settled() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreadable_paths_are_reported_and_edits_elsewhere_apply() {
     run_test("unreadable_paths_are_reported_and_edits_elsewhere_apply", |ctx| async move {
-        let block = IpBlock(73);
+        let block = IpBlock(113);
         let dir = anchored_dir(&ctx)?;
         dir.write("edited.yaml", &markers(&[1]))?;
         dir.write("sub/held.yaml", &markers(&[2]))?;
@@ -260,7 +260,7 @@ async fn unreadable_paths_are_reported_and_edits_elsewhere_apply() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_configmap_volume_update_is_applied() {
     run_test("a_configmap_volume_update_is_applied", |ctx| async move {
-        let block = IpBlock(74);
+        let block = IpBlock(114);
         let dir = anchored_dir(&ctx)?;
         let root = dir.path();
         let version = |name: &str, n: &[u32]| -> Result<()> {
@@ -299,7 +299,7 @@ async fn paths_without_permission_are_reported_and_edits_elsewhere_apply() {
     run_test("paths_without_permission_are_reported_and_edits_elsewhere_apply", |ctx| async move {
         use std::os::unix::fs::PermissionsExt;
         let mode = |path: &Path, mode: u32| std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode));
-        let block = IpBlock(75);
+        let block = IpBlock(115);
         let dir = anchored_dir(&ctx)?;
         dir.write("edited.yaml", &markers(&[1]))?;
         dir.write("sub/held.yaml", &markers(&[2]))?;
@@ -346,7 +346,7 @@ async fn paths_without_permission_are_reported_and_edits_elsewhere_apply() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn envoy_never_gets_a_half_written_file() {
     run_test("envoy_never_gets_a_half_written_file", |ctx| async move {
-        let block = IpBlock(76);
+        let block = IpBlock(116);
         let dir = MeshDir::new(&ctx)?;
         dir.copy_bookinfo_example(block)?;
         let rules = dir.read(EXAMPLE_RULES_FILE)?;
@@ -446,7 +446,7 @@ async fn a_subdirectory_unreadable_from_the_start_does_not_stop_the_rest() {
     run_test("a_subdirectory_unreadable_from_the_start_does_not_stop_the_rest", |ctx| async move {
         use std::os::unix::fs::PermissionsExt;
         let mode = |path: &Path, mode: u32| std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode));
-        let block = IpBlock(77);
+        let block = IpBlock(117);
         let dir = anchored_dir(&ctx)?;
         dir.write("edited.yaml", &markers(&[1]))?;
         dir.write("sub/hidden.yaml", &markers(&[2]))?;

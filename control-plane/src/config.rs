@@ -17,8 +17,10 @@ use crate::translate::{MeshSettings, OutboundTrafficPolicy};
 #[command(name = "meshd", version)]
 pub struct MeshdConfig {
     /// Directory of Kubernetes-style YAML (*.yaml, *.yml, read recursively, multi-document)
-    /// to serve; watched, and changes are pushed live. Required until the Kubernetes
-    /// API source lands.
+    /// to serve; watched, and changes are pushed live. Hidden files and directories are
+    /// skipped; symlinks are followed (a Kubernetes ConfigMap volume works as mounted).
+    /// Paths that cannot be read keep what they last held and are reported at /readyz and
+    /// /debug/config_errors. Required until the Kubernetes API source lands.
     #[arg(long, env = "AMIME_CONFIG_DIR", value_name = "DIR")]
     pub config_dir: Option<PathBuf>,
 
@@ -34,9 +36,16 @@ pub struct MeshdConfig {
     #[arg(long, env = "AMIME_DEBOUNCE_QUIET", default_value_t = 100, value_name = "MS")]
     pub debounce_quiet: u64,
 
-    /// ...or once the oldest unpushed change is this many milliseconds old.
+    /// ...or once the oldest unpushed change is this many milliseconds old (at least
+    /// --debounce-quiet).
     #[arg(long, env = "AMIME_DEBOUNCE_MAX", default_value_t = 1000, value_name = "MS")]
     pub debounce_max: u64,
+
+    /// A changed file in --config-dir is applied once it has stayed the same for this
+    /// many milliseconds (a writer pausing mid-file for less never gets its half-written
+    /// content applied; writing a temp file and renaming it over is always safe).
+    #[arg(long, env = "AMIME_CONFIG_SETTLE", default_value_t = 50, value_name = "MS")]
+    pub config_settle: u64,
 
     /// Where traffic to destinations that are not services of the mesh goes, as Istio's
     /// `meshConfig.outboundTrafficPolicy.mode`: ALLOW_ANY passes it through (by IP, or by
@@ -53,6 +62,21 @@ pub struct MeshdConfig {
     pub log: String,
 }
 
+/// A flag combination or value meshd refuses to start with.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("--debounce-max ({max} ms) is below --debounce-quiet ({quiet} ms): a push could never wait for quiet; set --debounce-max to at least {quiet}")]
+    DebounceMaxBelowQuiet { quiet: u64, max: u64 },
+    #[error("--config-dir is required: the Kubernetes API source is not available yet")]
+    NoConfigDir,
+    #[error("--config-dir {0}: does not exist")]
+    ConfigDirMissing(PathBuf),
+    #[error("--config-dir {0}: is a file, not a directory")]
+    ConfigDirNotADirectory(PathBuf),
+    #[error("--config-dir {path}: {message}")]
+    ConfigDirUnusable { path: PathBuf, message: String },
+}
+
 impl MeshdConfig {
     pub fn mesh_settings(&self) -> MeshSettings {
         MeshSettings { outbound_traffic_policy: self.outbound_traffic_policy }
@@ -63,5 +87,66 @@ impl MeshdConfig {
             quiet: Duration::from_millis(self.debounce_quiet),
             max_delay: Duration::from_millis(self.debounce_max.max(self.debounce_quiet)),
         }
+    }
+
+    pub fn config_settle(&self) -> Duration {
+        Duration::from_millis(self.config_settle)
+    }
+
+    /// Checks what flags alone cannot say, before anything starts.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.debounce_max < self.debounce_quiet {
+            return Err(ConfigError::DebounceMaxBelowQuiet { quiet: self.debounce_quiet, max: self.debounce_max });
+        }
+        Ok(())
+    }
+
+    /// The config directory, checked to be an existing directory.
+    pub fn checked_config_dir(&self) -> Result<PathBuf, ConfigError> {
+        let path = self.config_dir.clone().ok_or(ConfigError::NoConfigDir)?;
+        match std::fs::metadata(&path) {
+            Ok(meta) if meta.is_dir() => Ok(path),
+            Ok(_) => Err(ConfigError::ConfigDirNotADirectory(path)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(ConfigError::ConfigDirMissing(path)),
+            Err(e) => Err(ConfigError::ConfigDirUnusable { path, message: e.to_string() }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> MeshdConfig {
+        MeshdConfig::try_parse_from(std::iter::once("meshd").chain(args.iter().copied())).unwrap()
+    }
+
+    #[test]
+    fn debounce_max_below_quiet_is_refused() {
+        let err = parse(&["--debounce-quiet", "500", "--debounce-max", "200"]).validate().unwrap_err();
+        assert_eq!(err, ConfigError::DebounceMaxBelowQuiet { quiet: 500, max: 200 });
+        assert!(err.to_string().contains("--debounce-max (200 ms) is below --debounce-quiet (500 ms)"), "{err}");
+        assert!(parse(&["--debounce-quiet", "200", "--debounce-max", "200"]).validate().is_ok());
+        assert!(parse(&[]).validate().is_ok(), "defaults are consistent");
+    }
+
+    #[test]
+    fn config_dir_says_what_is_wrong_with_it() {
+        let base = std::env::temp_dir().join(format!("amime-config-{}", std::process::id()));
+        std::fs::create_dir_all(&base).unwrap();
+        let file = base.join("mesh.yaml");
+        std::fs::write(&file, "").unwrap();
+        let missing = base.join("nope");
+        let cases = [
+            (missing.clone(), format!("--config-dir {}: does not exist", missing.display())),
+            (file.clone(), format!("--config-dir {}: is a file, not a directory", file.display())),
+        ];
+        for (path, want) in cases {
+            let err = parse(&["--config-dir", path.to_str().unwrap()]).checked_config_dir().unwrap_err();
+            assert_eq!(err.to_string(), want);
+        }
+        assert_eq!(parse(&["--config-dir", base.to_str().unwrap()]).checked_config_dir().unwrap(), base);
+        assert_eq!(parse(&[]).checked_config_dir().unwrap_err(), ConfigError::NoConfigDir);
+        std::fs::remove_dir_all(&base).unwrap();
     }
 }

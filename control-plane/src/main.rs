@@ -9,18 +9,13 @@ use control_plane::config::MeshdConfig;
 #[tokio::main]
 async fn main() -> ExitCode {
     let config = MeshdConfig::parse();
-    let filter = match tracing_subscriber::EnvFilter::try_new(&config.log) {
-        Ok(f) => f,
-        Err(e) => {
-            eprintln!("error: --log {:?}: {e}", config.log);
-            return ExitCode::from(2);
-        }
-    };
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
-    if config.log_format == "json" {
-        builder.json().init();
-    } else {
-        builder.init();
+    if let Err(e) = config.validate() {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
+    if let Err(e) = control_plane::logging::init(&config.log, config.log_format == "json") {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
     }
     match control_plane::run::run(config).await {
         Ok(()) => ExitCode::SUCCESS,

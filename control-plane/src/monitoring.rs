@@ -26,6 +26,7 @@ impl Monitored {
     /// Source problems and translation problems, errors first.
     pub fn config_errors(&self) -> Vec<ObjectError> {
         let mut all = self.state.source_problems();
+        all.extend(self.state.unreadable());
         if let Some(mesh) = self.distributor.current() {
             all.extend(mesh.problems.iter().cloned());
         }
@@ -49,11 +50,32 @@ pub fn router(m: Monitored) -> Router {
 }
 
 async fn readyz(State(m): State<Monitored>) -> impl IntoResponse {
-    if m.ready() {
-        (StatusCode::OK, "ready\n")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready: waiting for the initial config sync\n")
+    let ready = m.ready();
+    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, readiness_text(ready, &m.state.unreadable(), m.config_errors().len()))
+}
+
+/// The body of `/readyz`. Once the initial sync is done meshd stays ready (200) while
+/// part of its source cannot be read: it serves the last good configuration, which is
+/// what proxies keep anyway, and a replica marked unready would only cut new sidecars
+/// off. The body names every unreadable path so the cause is one `curl` away.
+pub fn readiness_text(ready: bool, unreadable: &[ObjectError], config_errors: usize) -> String {
+    let mut out = String::from(if ready { "ready" } else { "not ready: waiting for the initial config sync" });
+    if !unreadable.is_empty() {
+        let _ = write!(
+            out,
+            "\ndegraded: {} problem(s) reading the config source; what was last read stays in force:",
+            unreadable.len()
+        );
+        for p in unreadable {
+            let _ = write!(out, "\n  {}: {}", p.file.as_deref().unwrap_or("?"), p.message);
+        }
     }
+    if config_errors > 0 {
+        let _ = write!(out, "\n{config_errors} configuration problem(s): see /debug/config_errors");
+    }
+    out.push('\n');
+    out
 }
 
 async fn config_errors(State(m): State<Monitored>) -> Json<Vec<ObjectError>> {
@@ -123,6 +145,28 @@ pub fn render_metrics(m: &Monitored) -> String {
         "Distinct proxy classes (proxies sharing one snapshot).",
         m.distributor.class_count(),
     );
+    let src = &m.state.source_stats;
+    metric(
+        &mut out,
+        "amime_config_reloads_total",
+        "counter",
+        "Changed source content applied to the model (an idle config directory adds none).",
+        src.reloads.load(r),
+    );
+    metric(
+        &mut out,
+        "amime_config_files_read_total",
+        "counter",
+        "Config files read (only files whose inode, size or times changed are read).",
+        src.files_read.load(r),
+    );
+    metric(
+        &mut out,
+        "amime_config_unreadable_paths",
+        "gauge",
+        "Source paths that cannot be read now (their last good content stays in force).",
+        m.state.unreadable().len(),
+    );
     let errors = m.config_errors();
     let count = |sev| errors.iter().filter(|e| e.severity == sev).count();
     let _ = writeln!(
@@ -149,4 +193,40 @@ async fn metrics(State(m): State<Monitored>) -> impl IntoResponse {
 pub async fn serve(listener: tokio::net::TcpListener, m: Monitored) -> std::io::Result<()> {
     tracing::info!(addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "monitoring listening");
     axum::serve(listener, router(m)).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unreadable(file: &str, message: &str) -> ObjectError {
+        ObjectError {
+            severity: Severity::Error,
+            file: Some(file.into()),
+            document: None,
+            kind: None,
+            namespace: None,
+            name: None,
+            field: String::new(),
+            message: message.into(),
+        }
+    }
+
+    #[test]
+    fn readiness_names_what_cannot_be_read() {
+        assert_eq!(readiness_text(true, &[], 0), "ready\n");
+        assert_eq!(readiness_text(false, &[], 0), "not ready: waiting for the initial config sync\n");
+        let problems = [
+            unreadable("/etc/mesh/sub", "cannot list this directory: permission denied"),
+            unreadable("/etc/mesh/x.yaml", "dangling symlink (to y.yaml)"),
+        ];
+        assert_eq!(
+            readiness_text(true, &problems, 3),
+            "ready\n\
+             degraded: 2 problem(s) reading the config source; what was last read stays in force:\n\
+             \x20 /etc/mesh/sub: cannot list this directory: permission denied\n\
+             \x20 /etc/mesh/x.yaml: dangling symlink (to y.yaml)\n\
+             3 configuration problem(s): see /debug/config_errors\n"
+        );
+    }
 }

@@ -23,7 +23,20 @@ pub struct MeshState {
     generation: watch::Sender<u64>,
     /// Problems the sources found (parse and validation errors), replaced per report.
     source_problems: Mutex<Vec<ObjectError>>,
+    /// What a source cannot read now (its directory gone, unreadable files, dangling
+    /// symlinks); what it last read from there stays in force. Replaced per report.
+    unreadable: Mutex<Vec<ObjectError>>,
     synced: AtomicBool,
+    pub source_stats: SourceStats,
+}
+
+/// Counters of the sources' work, for metrics.
+#[derive(Debug, Default)]
+pub struct SourceStats {
+    /// Changed source content applied to the model.
+    pub reloads: AtomicU64,
+    /// Files read (a listing that finds nothing changed reads none).
+    pub files_read: AtomicU64,
 }
 
 impl Default for MeshState {
@@ -32,7 +45,9 @@ impl Default for MeshState {
             index: Mutex::new(Index::new()),
             generation: watch::channel(0).0,
             source_problems: Mutex::new(Vec::new()),
+            unreadable: Mutex::new(Vec::new()),
             synced: AtomicBool::new(false),
+            source_stats: SourceStats::default(),
         }
     }
 }
@@ -67,6 +82,14 @@ impl MeshState {
 
     pub fn source_problems(&self) -> Vec<ObjectError> {
         self.source_problems.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn set_unreadable(&self, problems: Vec<ObjectError>) {
+        *self.unreadable.lock().unwrap_or_else(|e| e.into_inner()) = problems;
+    }
+
+    pub fn unreadable(&self) -> Vec<ObjectError> {
+        self.unreadable.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     fn snapshot(&self) -> Arc<Index> {
@@ -235,12 +258,12 @@ pub async fn run(state: Arc<MeshState>, distributor: Arc<Distributor>, debounce:
             clusters = mesh.clusters().len(),
             endpoints = mesh.endpoints().len(),
             problems = mesh.problems.len(),
-            translate_ms = took.as_secs_f64() * 1000.0,
+            took = %crate::logging::Rounded(took),
             "translated mesh"
         );
         let current: std::collections::BTreeSet<ObjectError> = mesh.problems.iter().cloned().collect();
         for p in current.difference(&reported) {
-            tracing::warn!(kind = ?p.kind, namespace = ?p.namespace, name = ?p.name, field = %p.field, "{}", p.message);
+            crate::logging::log_problem(p);
         }
         reported = current;
         distributor.publish(Arc::new(mesh));

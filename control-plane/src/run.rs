@@ -9,14 +9,10 @@ use xds::{AdsServer, ConnectionRegistry};
 use crate::config::MeshdConfig;
 use crate::monitoring::{self, Monitored};
 use crate::push::{self, Distributor, MeshState, ProxySnapshots};
-use crate::source::config_dir;
+use crate::source::dir_watch;
 
 pub async fn run(config: MeshdConfig) -> anyhow::Result<()> {
-    let dir = config
-        .config_dir
-        .clone()
-        .context("--config-dir is required: the Kubernetes API source is not available yet")?;
-    anyhow::ensure!(dir.is_dir(), "--config-dir {}: not a directory", dir.display());
+    let dir = config.checked_config_dir()?;
 
     let state = MeshState::new();
     let distributor = Distributor::new();
@@ -33,7 +29,7 @@ pub async fn run(config: MeshdConfig) -> anyhow::Result<()> {
         Monitored { state: state.clone(), distributor: distributor.clone(), registry: registry.clone() },
     );
 
-    let source = config_dir::watch(dir, state.clone(), Duration::from_millis(50));
+    let source = dir_watch::watch(dir, state.clone(), config.config_settle());
     let pusher = push::run(state.clone(), distributor.clone(), config.debounce(), config.mesh_settings());
     let ads = AdsServer::new(Arc::new(ProxySnapshots(distributor.clone())), registry.clone());
     let closer = ads.clone();

@@ -44,17 +44,46 @@ pub struct Meshd {
 impl Meshd {
     /// Start meshd on `ip` (xDS on `ip:15010`, monitoring on `ip:15014`) and wait for `/readyz`.
     pub async fn start(ctx: &TestContext, config_dir: &Path, ip: Ipv4Addr, extra_args: &[&str]) -> Result<Self> {
+        Self::spawn(ctx, config_dir, ip, extra_args, false).await
+    }
+
+    /// Like [`Meshd::start`], but meshd runs as user and group `nobody` (65534, through
+    /// `setpriv`), so that file permission bits apply to it (root ignores them).
+    pub async fn start_unprivileged(
+        ctx: &TestContext,
+        config_dir: &Path,
+        ip: Ipv4Addr,
+        extra_args: &[&str],
+    ) -> Result<Self> {
+        Self::spawn(ctx, config_dir, ip, extra_args, true).await
+    }
+
+    async fn spawn(
+        ctx: &TestContext,
+        config_dir: &Path,
+        ip: Ipv4Addr,
+        extra_args: &[&str],
+        as_nobody: bool,
+    ) -> Result<Self> {
         let xds = SocketAddr::from((ip, XDS_PORT));
         let monitoring = SocketAddr::from((ip, MONITORING_PORT));
-        let program = paths::binary("meshd")?;
-        let mut args: Vec<String> = vec![
+        let meshd = paths::binary("meshd")?;
+        let mut args: Vec<String> = Vec::new();
+        let program = if as_nobody {
+            args.extend(["--reuid=65534", "--regid=65534", "--clear-groups"].map(String::from));
+            args.push(meshd.display().to_string());
+            PathBuf::from("setpriv")
+        } else {
+            meshd
+        };
+        args.extend([
             "--config-dir".into(),
             config_dir.display().to_string(),
             "--xds-addr".into(),
             xds.to_string(),
             "--monitoring-addr".into(),
             monitoring.to_string(),
-        ];
+        ]);
         args.extend(extra_args.iter().map(|a| a.to_string()));
         let process = ManagedProcess::spawn(ctx, "meshd", &program, &args)?;
         let meshd = Self { process, xds, monitoring, config_dir: config_dir.to_path_buf() };

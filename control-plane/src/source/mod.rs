@@ -2,4 +2,6 @@
 //! [`crate::model::parse_object`] and feeds the one index in [`crate::push::MeshState`].
 
 pub mod config_dir;
+pub mod dir_scan;
+pub mod dir_watch;
 pub mod documents;

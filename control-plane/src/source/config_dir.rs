@@ -168,6 +168,9 @@ fn sync(dir: &mut ConfigDir, state: &MeshState) -> Result<(), ConfigDirError> {
             Severity::Warning => {
                 tracing::warn!(file = ?p.file, document = ?p.document, kind = ?p.kind, namespace = ?p.namespace, name = ?p.name, field = %p.field, "{}", p.message)
             }
+            Severity::Info => {
+                tracing::info!(file = ?p.file, document = ?p.document, kind = ?p.kind, namespace = ?p.namespace, name = ?p.name, field = %p.field, "{}", p.message)
+            }
         }
     }
     state.set_source_problems(problems);

@@ -1,0 +1,113 @@
+//! Tests of one file's text → objects and diagnostics.
+
+use super::*;
+use serde_json::json;
+
+fn parse(text: &str) -> (Option<BTreeMap<ObjectKey, MeshObject>>, Vec<Diagnostic>) {
+    parse_file("f.yaml", text, &BTreeMap::new())
+}
+
+/// YAML that Go's and Python's YAML parsers read (checked against PyYAML 6) reads the
+/// same here; what they refuse is refused too.
+#[test]
+fn yaml_reads_as_conforming_parsers_read_it() {
+    let cases: &[(&str, Option<Value>)] = &[
+        // libyaml refuses these; YAML reads a one-pair mapping.
+        ("a: [2001:db8::]\n", Some(json!({"a": [{"2001:db8:": null}]}))),
+        ("a: [fe80::, 2001:db8::]\n", Some(json!({"a": [{"fe80:": null}, {"2001:db8:": null}]}))),
+        ("a: [x, 'y', 2001:db8::]\n", Some(json!({"a": ["x", "y", {"2001:db8:": null}]}))),
+        ("a: [2001:db8::1]\n", Some(json!({"a": ["2001:db8::1"]}))),
+        ("a: [2001:db8::/32]\n", Some(json!({"a": ["2001:db8::/32"]}))),
+        ("a:\n- 2001:db8::\n", Some(json!({"a": [{"2001:db8:": null}]}))),
+        ("a: 001:db8::1\n", Some(json!({"a": "001:db8::1"}))),
+        // Merge keys, as YAML 1.1 parsers (Go's, PyYAML) apply them.
+        ("a: &x {b: 1, c: 1}\nd:\n  <<: *x\n  c: 2\n", Some(json!({"a": {"b": 1, "c": 1}, "d": {"b": 1, "c": 2}}))),
+        (
+            "a: &x {b: 1}\ne: &y {f: 1}\nd:\n  <<: [*x, *y]\n",
+            Some(json!({"a": {"b": 1}, "e": {"f": 1}, "d": {"b": 1, "f": 1}})),
+        ),
+        // Refused by every conforming parser.
+        ("a: 2001:db8::\n", None),
+        ("a: [::1]\n", None),
+        ("a: {b: 2001:db8::}\n", None),
+    ];
+    for (text, want) in cases {
+        let got = yaml_documents(text);
+        match want {
+            Some(want) => assert_eq!(got.as_ref().ok().and_then(|d| d.first()), Some(want), "{text:?}: {got:?}"),
+            None => assert!(got.is_err(), "{text:?} accepted: {got:?}"),
+        }
+    }
+}
+
+#[test]
+fn an_ipv6_range_written_bare_refuses_only_its_object() {
+    let text = "apiVersion: v1\nkind: Service\nmetadata: {name: a}\n---\n\
+        apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: e}\n\
+        spec: {hosts: [x.example.com], addresses: [2001:db8::], ports: [{number: 80, name: http, protocol: HTTP}]}\n";
+    let (objects, problems) = parse(text);
+    let objects = objects.expect("the file is read");
+    assert_eq!(objects.len(), 1, "the Service stays: {problems:?}");
+    let errors: Vec<_> = problems.iter().filter(|p| p.severity == Severity::Error).collect();
+    assert_eq!(errors.len(), 1, "{problems:?}");
+    assert_eq!(errors[0].document, Some(1));
+    assert_eq!(errors[0].field, "spec.addresses[0]");
+}
+
+#[test]
+fn a_list_is_expanded_into_its_items() {
+    let text = "apiVersion: v1\nkind: List\nitems:\n\
+        - {apiVersion: v1, kind: Service, metadata: {name: a}}\n\
+        - {apiVersion: v1, kind: Servcie, metadata: {name: b}}\n\
+        - {apiVersion: apps/v1, kind: Deployment, metadata: {name: c}}\n\
+        - {apiVersion: v1, kind: Service, metadata: {name: d}}\n";
+    let (objects, problems) = parse(text);
+    let names: Vec<_> = objects.unwrap().into_keys().map(|k| k.name).collect();
+    assert_eq!(names, ["a", "d"]);
+    let got: Vec<_> = problems.iter().map(|p| (p.severity, p.document, p.field.as_str())).collect();
+    assert_eq!(got, [(Severity::Error, Some(0), "items[1].kind"), (Severity::Info, Some(0), "items[2].kind")]);
+    assert!(problems[0].message.contains("did you mean `Service`?"), "{}", problems[0]);
+}
+
+#[test]
+fn every_diagnostic_names_file_and_document() {
+    let text = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n---\n\
+        apiVersion: v1\nkind: Servcie\nmetadata: {name: s}\n---\n\
+        apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: deny}\nspec: {action: DENY}\n---\n\
+        apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: r}\n\
+        spec: {hosts: [r], http: [{timeout: 1s, route: [{destination: {host: r}}]}]}\n---\n\
+        apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: g}\n\
+        spec: {servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: ['*']}]}\n---\n\
+        [not, an, object]\n";
+    let (_, problems) = parse(text);
+    let got: Vec<_> = problems.iter().map(|p| (p.document, p.severity)).collect();
+    use Severity::*;
+    assert_eq!(
+        got,
+        [
+            (Some(0), Info),
+            (Some(1), Error),
+            (Some(2), Warning),
+            (Some(3), Warning),
+            (Some(4), Warning),
+            (Some(5), Error)
+        ]
+    );
+    assert!(problems.iter().all(|p| p.file.as_deref() == Some("f.yaml")), "{problems:?}");
+    assert!(problems[2].message.contains("NOT enforced"), "{}", problems[2]);
+}
+
+#[test]
+fn a_refused_object_keeps_its_last_good_state() {
+    let good = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: r}\n\
+        spec: {hosts: [r], http: [{route: [{destination: {host: r}}]}]}\n";
+    let (before, _) = parse(good);
+    let before = before.unwrap();
+    let typo = good.replace("route:", "rout:");
+    let (after, problems) = parse_file("f.yaml", &typo, &before);
+    assert_eq!(after.unwrap(), before);
+    assert_eq!(problems.len(), 1);
+    assert_eq!(problems[0].field, "spec.http[0].rout");
+    assert!(problems[0].message.contains("did you mean `route`?"), "{}", problems[0]);
+    assert!(problems[0].message.contains("last good state"), "{}", problems[0]);
+}

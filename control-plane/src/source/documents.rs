@@ -228,7 +228,8 @@ fn parse_one(
                 let key = ObjectKey { kind, namespace, name: raw.name.clone() };
                 if let Some(old) = previous.get(&key) {
                     objects.insert(key, old.clone());
-                    e.message.push_str("; its last good state stays in force");
+                    let joined = if e.message.ends_with('?') { " Its" } else { "; its" };
+                    e.message.push_str(&format!("{joined} last good state stays in force"));
                 }
             }
             problems.push(e);

@@ -200,7 +200,7 @@ struct WorkloadEntrySpec {
 #[serde(rename_all = "camelCase")]
 struct WorkloadSelectorSpec {
     #[serde(default)]
-    match_labels: Labels,
+    labels: Labels,
 }
 
 /// An IP address or a CIDR range.
@@ -302,6 +302,6 @@ pub(super) fn parse_service_entry(cx: &mut Context<'_>, namespace: String) -> Re
         mesh_internal,
         resolution,
         endpoints,
-        workload_selector: spec.workload_selector.map(|w| w.match_labels),
+        workload_selector: spec.workload_selector.map(|w| w.labels),
     })
 }

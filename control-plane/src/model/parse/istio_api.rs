@@ -208,7 +208,7 @@ pub(super) static DESTINATION_RULE: Message = Message {
     ],
 };
 
-pub(super) static WORKLOAD_SELECTOR: Message = Message { fields: &[leaf("matchLabels")] };
+static WORKLOAD_SELECTOR: Message = Message { fields: &[leaf("matchLabels")] };
 
 const BALANCING: &str = "connections use meshd's defaults";
 
@@ -386,11 +386,14 @@ pub(super) static SERVICE_ENTRY: Message = Message {
         leaf("location"),
         leaf("resolution"),
         read("endpoints", List(&WORKLOAD_ENTRY)),
-        read("workloadSelector", msg(&WORKLOAD_SELECTOR)),
+        read("workloadSelector", msg(&ENTRY_WORKLOAD_SELECTOR)),
         leaf("exportTo"),
         leaf("subjectAltNames"),
     ],
 };
+
+/// A ServiceEntry's selector (`labels`, unlike the DestinationRule's `matchLabels`).
+static ENTRY_WORKLOAD_SELECTOR: Message = Message { fields: &[leaf("labels")] };
 
 static WORKLOAD_ENTRY: Message = Message {
     fields: &[

@@ -184,11 +184,11 @@ pub(super) fn classify(api_version: &str, kind: &str) -> KindUse {
         return match row.use_ {
             Use::Read => KindUse::Read,
             Use::NotImplemented => {
-                KindUse::Skip { severity: Severity::Warning, field: "kind", message: not_implemented(kind) }
+                KindUse::Skip { severity: Severity::Warning, field: "", message: not_implemented(kind) }
             }
             Use::Unused => KindUse::Skip {
                 severity: Severity::Info,
-                field: "kind",
+                field: "",
                 message: format!("{kind} says nothing meshd uses; ignored"),
             },
         };
@@ -196,7 +196,7 @@ pub(super) fn classify(api_version: &str, kind: &str) -> KindUse {
     if let Some(row) = in_group.first() {
         if row.use_ == Use::Unused {
             let message = format!("{kind} says nothing meshd uses; ignored");
-            return KindUse::Skip { severity: Severity::Info, field: "kind", message };
+            return KindUse::Skip { severity: Severity::Info, field: "", message };
         }
         let message = format!("{api_version} is not an API version of {kind}; use one of {}", api_versions(row));
         return KindUse::Refuse { field: "apiVersion", message };

@@ -360,7 +360,7 @@ fn gateways_and_service_entries_are_read_and_not_yet_in_effect() {
             "not an IP",
         ),
         (
-            s("{hosts: [a.com], endpoints: [{address: 1.2.3.4}], workloadSelector: {matchLabels: {a: b}}}"),
+            s("{hosts: [a.com], endpoints: [{address: 1.2.3.4}], workloadSelector: {labels: {a: b}}}"),
             "spec.workloadSelector",
             "not both",
         ),

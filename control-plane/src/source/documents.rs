@@ -2,116 +2,18 @@
 //! into its items), each object through the one validation path ([`parse_object`]).
 //! Pure; the config-directory source does the I/O.
 //!
-//! YAML is read as other conforming parsers (Go's, PyYAML) read it, where the parser
-//! underneath (libyaml, through serde_yaml_ng) differs:
-//! - libyaml refuses a plain scalar in a flow collection that ends in `:` before a
-//!   flow indicator (`addresses: [2001:db8::]`); YAML reads the last `:` as a value
-//!   indicator, making the entry a one-pair mapping `{"2001:db8:": null}`. Here the
-//!   key is quoted and the text read again, so the document loads and only the object
-//!   holding it is refused for the type of that field, not the whole file.
-//! - merge keys (`<<: *defaults`) are applied as YAML 1.1 parsers apply them, instead
-//!   of being kept as a field named `<<`.
+//! YAML is read as other conforming parsers read it: see [`yaml`].
 
 use std::collections::BTreeMap;
 
-use serde::Deserialize;
 use serde_json::Value;
 
 use crate::model::parse::Parsed;
 use crate::model::{parse_object, Diagnostic, Kind, MeshObject, ObjectKey, RawObject, Severity};
 
-/// How many libyaml flow-colon refusals one file may need rewritten.
-const MAX_REWRITES: usize = 64;
+mod yaml;
 
-/// A YAML syntax error: the document it is in (from 0) and the parser's message.
-#[derive(Debug, PartialEq)]
-pub struct YamlError {
-    pub document: usize,
-    pub message: String,
-}
-
-/// Reads every document of `text` into a JSON value (null for an empty document).
-pub fn yaml_documents(text: &str) -> Result<Vec<Value>, YamlError> {
-    let mut text = std::borrow::Cow::Borrowed(text);
-    for _ in 0..MAX_REWRITES {
-        match read_documents(&text) {
-            Ok(mut docs) => {
-                docs.iter_mut().for_each(apply_merges);
-                return Ok(docs);
-            }
-            Err((document, e)) => match quote_flow_key(&text, &e) {
-                Some(rewritten) => text = std::borrow::Cow::Owned(rewritten),
-                None => return Err(YamlError { document, message: e.to_string() }),
-            },
-        }
-    }
-    read_documents(&text).map_err(|(document, e)| YamlError { document, message: e.to_string() })
-}
-
-fn read_documents(text: &str) -> Result<Vec<Value>, (usize, serde_yaml::Error)> {
-    let mut docs = Vec::new();
-    // After a syntax error the deserializer repeats it for ever: stop at the first.
-    for (i, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
-        docs.push(Value::deserialize(doc).map_err(|e| (i, e))?);
-    }
-    Ok(docs)
-}
-
-/// For libyaml's "found unexpected ':'" inside a flow collection: the text with the
-/// plain scalar before that `:` quoted, so the `:` reads as the value indicator YAML
-/// says it is. None for any other error.
-fn quote_flow_key(text: &str, error: &serde_yaml::Error) -> Option<String> {
-    let message = error.to_string();
-    if !message.starts_with("found unexpected ':'") {
-        return None;
-    }
-    let colon = error.location()?;
-    let (_, start) = message.split_once("while scanning a plain scalar at line ")?;
-    let (line, column) = start.split_once(" column ")?;
-    let (line, column): (usize, usize) = (line.trim().parse().ok()?, column.trim().parse().ok()?);
-    if line != colon.line() || column >= colon.column() {
-        return None;
-    }
-    // Lines and columns count characters from 1.
-    let line_start: usize = text.split_inclusive('\n').take(line - 1).map(str::len).sum();
-    let line_text = text[line_start..].split('\n').next()?;
-    let byte = |col: usize| line_text.char_indices().nth(col - 1).map(|(b, _)| line_start + b);
-    let (from, to) = (byte(column)?, byte(colon.column())?);
-    let key = &text[from..to];
-    Some(format!("{}{}{}", &text[..from], serde_json::to_string(key).ok()?, &text[to..]))
-}
-
-/// Applies YAML merge keys: `<<` holding a mapping (or a list of them) adds their
-/// entries that the mapping does not set itself.
-fn apply_merges(value: &mut Value) {
-    match value {
-        Value::Array(items) => items.iter_mut().for_each(apply_merges),
-        Value::Object(map) => {
-            map.values_mut().for_each(apply_merges);
-            let sources = match map.remove("<<") {
-                None => return,
-                Some(Value::Object(m)) => vec![m],
-                Some(Value::Array(list)) if list.iter().all(Value::is_object) => list
-                    .into_iter()
-                    .filter_map(|v| match v {
-                        Value::Object(m) => Some(m),
-                        _ => None,
-                    })
-                    .collect(),
-                Some(other) => {
-                    map.insert("<<".to_owned(), other);
-                    return;
-                }
-            };
-            for source in sources {
-                for (k, v) in source {
-                    map.entry(k).or_insert(v);
-                }
-            }
-        }
-        _ => {}
-    }
-}
+pub use yaml::{yaml_documents, Document, YamlError};
 
 /// The objects of one document: itself, or the items of a `kind: List`.
 fn objects_of(doc: Value) -> Result<Vec<(Option<usize>, Value)>, String> {
@@ -153,7 +55,7 @@ pub fn parse_file(
     };
     let mut objects = BTreeMap::new();
     let mut problems = Vec::new();
-    for (i, doc) in docs.into_iter().enumerate() {
+    for (i, Document { value: doc, duplicate_keys }) in docs.into_iter().enumerate() {
         if doc.is_null() {
             continue;
         }
@@ -176,7 +78,16 @@ pub fn parse_file(
                 }
                 e
             };
-            parse_one(value, previous, &mut objects, &mut problems, with_place);
+            // Keys set twice within this object, relative to it.
+            let prefix = item.map(|j| format!("items[{j}]."));
+            let duplicates: Vec<&str> = duplicate_keys
+                .iter()
+                .filter_map(|path| match &prefix {
+                    Some(p) => path.strip_prefix(p.as_str()),
+                    None => Some(path.as_str()),
+                })
+                .collect();
+            parse_one(value, &duplicates, previous, &mut objects, &mut problems, with_place);
         }
     }
     (Some(objects), problems)
@@ -184,6 +95,7 @@ pub fn parse_file(
 
 fn parse_one(
     value: Value,
+    duplicate_keys: &[&str],
     previous: &BTreeMap<ObjectKey, MeshObject>,
     objects: &mut BTreeMap<ObjectKey, MeshObject>,
     problems: &mut Vec<Diagnostic>,
@@ -196,7 +108,22 @@ fn parse_one(
             return;
         }
     };
-    match parse_object(&raw) {
+    let parsed = match duplicate_keys.first() {
+        // YAML allows each key once in a mapping, and kubectl refuses a repeated one;
+        // keeping either value could route by the one the user did not mean.
+        Some(path) => Err(Diagnostic {
+            severity: Severity::Error,
+            file: None,
+            document: None,
+            kind: Some(raw.kind.clone()),
+            namespace: Some(raw.namespace.clone().unwrap_or_else(|| "default".into())),
+            name: Some(raw.name.clone()),
+            field: (*path).to_owned(),
+            message: "this key is set twice in one mapping; YAML allows it once".to_owned(),
+        }),
+        None => parse_object(&raw),
+    };
+    match parsed {
         Ok(Parsed::Object(object, warnings)) => {
             problems.extend(warnings.into_iter().map(&with_place));
             let key = object.key();
@@ -238,5 +165,4 @@ fn parse_one(
 }
 
 #[cfg(test)]
-#[path = "documents_tests.rs"]
 mod tests;

@@ -26,6 +26,9 @@ fn yaml_reads_as_conforming_parsers_read_it() {
             "a: &x {b: 1}\ne: &y {f: 1}\nd:\n  <<: [*x, *y]\n",
             Some(json!({"a": {"b": 1}, "e": {"f": 1}, "d": {"b": 1, "f": 1}})),
         ),
+        // Go's parser reads these too.
+        ("a: 123456789012345678901234567890\n", Some(json!({"a": 1.2345678901234568e29}))),
+        ("a: !custom 5\nb: !!str 1\n", Some(json!({"a": 5, "b": "1"}))),
         // Refused by every conforming parser.
         ("a: 2001:db8::\n", None),
         ("a: [::1]\n", None),
@@ -34,7 +37,9 @@ fn yaml_reads_as_conforming_parsers_read_it() {
     for (text, want) in cases {
         let got = yaml_documents(text);
         match want {
-            Some(want) => assert_eq!(got.as_ref().ok().and_then(|d| d.first()), Some(want), "{text:?}: {got:?}"),
+            Some(want) => {
+                assert_eq!(got.as_ref().ok().and_then(|d| d.first()).map(|d| &d.value), Some(want), "{text:?}: {got:?}")
+            }
             None => assert!(got.is_err(), "{text:?} accepted: {got:?}"),
         }
     }
@@ -110,4 +115,26 @@ fn a_refused_object_keeps_its_last_good_state() {
     assert_eq!(problems[0].field, "spec.http[0].rout");
     assert!(problems[0].message.contains("did you mean `route`?"), "{}", problems[0]);
     assert!(problems[0].message.contains("last good state"), "{}", problems[0]);
+}
+
+#[test]
+fn a_key_set_twice_refuses_its_object_only() {
+    let good = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: r}\n\
+        spec:\n  hosts: [r]\n  http:\n  - route:\n    - destination: {host: r, subset: v1}\n";
+    let (before, _) = parse(good);
+    let before = before.unwrap();
+    let twice = format!("{good}    route:\n    - destination: {{host: r, subset: v2}}\n---\napiVersion: v1\nkind: Service\nmetadata: {{name: s}}\n");
+    let (after, problems) = parse_file("f.yaml", &twice, &before);
+    let after = after.unwrap();
+    assert_eq!(after.len(), 2, "the Service applies, the rule keeps its last good state");
+    let (key, rule) = before.iter().next().unwrap();
+    assert_eq!(after.get(key), Some(rule));
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert_eq!((problems[0].document, problems[0].field.as_str()), (Some(0), "spec.http[0].route"));
+    assert!(problems[0].message.contains("twice"), "{}", problems[0]);
+    let list = "apiVersion: v1\nkind: List\nitems:\n- {apiVersion: v1, kind: Service, metadata: {name: a}}\n\
+        - {apiVersion: v1, kind: Service, metadata: {name: b, name: c}}\n";
+    let (objects, problems) = parse(list);
+    assert_eq!(objects.unwrap().len(), 1);
+    assert_eq!(problems[0].field, "items[1].metadata.name", "{problems:?}");
 }

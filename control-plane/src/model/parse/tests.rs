@@ -296,6 +296,19 @@ fn header_names_are_tokens_of_any_case_kept_in_lower_case() {
 }
 
 #[test]
+fn rules_for_gateways_only_are_reported_as_having_no_effect() {
+    let cases = [
+        (format!("{VS}  hosts: [r]\n  gateways: [ingress]\n  http: [{{{ROUTE}}}]\n"), 1),
+        (format!("{VS}  hosts: [r]\n  gateways: [ingress, mesh]\n  http: [{{{ROUTE}}}]\n"), 0),
+        (format!("{VS}  hosts: [r]\n  exportTo: ['.', '*']\n  http: [{{{ROUTE}}}]\n"), 0),
+    ];
+    for (yaml, want) in cases {
+        let Ok(Parsed::Object(_, warnings)) = parse_yaml(&yaml) else { panic!("{yaml}: {:?}", parse_yaml(&yaml)) };
+        assert_eq!(warnings.len(), want, "{yaml}: {warnings:?}");
+    }
+}
+
+#[test]
 fn a_virtual_service_without_hosts_is_a_delegate_with_no_effect() {
     let y = format!("{VS}  http: [{{{ROUTE}}}]\n");
     let Ok(Parsed::Object(MeshObject::VirtualService(vs), warnings)) = parse_yaml(&y) else {

@@ -163,9 +163,10 @@ fn header_matches(
 }
 
 /// `exportTo` limited to some namespaces would make the rule apply to fewer clients
-/// than meshd would apply it to; only the default (`*`, every namespace) is honest.
+/// than meshd would apply it to; only a list holding `*` (every namespace, the
+/// default) is honest.
 pub(super) fn check_export_to(cx: &Context<'_>, export_to: &[String]) -> Result<(), Diagnostic> {
-    if export_to.iter().all(|e| e == "*") {
+    if export_to.is_empty() || export_to.iter().any(|e| e == "*") {
         return Ok(());
     }
     Err(cx.error(
@@ -190,6 +191,13 @@ pub(super) fn parse_virtual_service(cx: &mut Context<'_>, namespace: String) -> 
         }
     }
     check_export_to(cx, &spec.export_to)?;
+    if !spec.gateways.is_empty() && !spec.gateways.iter().any(|g| g == "mesh") {
+        cx.warn(
+            "spec.gateways",
+            "the rule applies only to the gateways listed (not `mesh`), which meshd does not configure yet; it has \
+             no effect",
+        );
+    }
     let mut http = Vec::new();
     for (i, r) in spec.http.iter().enumerate() {
         let field = format!("spec.http[{i}]");

@@ -219,9 +219,29 @@ impl Context<'_> {
         };
         serde_path_to_error::deserialize(value).map_err(|e| {
             let path = join_path(key, &e.path().to_string());
-            self.error(&path, e.into_inner().to_string())
+            let hint = yaml_colon_hint(value, e.path()).unwrap_or_default();
+            self.error(&path, format!("{}{hint}", e.into_inner()))
         })
     }
+}
+
+/// A hint for a value YAML read as a one-pair mapping because it ends in `:`
+/// (`[2001:db8::]` is `[{"2001:db8:": null}]` to every conforming parser).
+fn yaml_colon_hint(root: &Value, path: &serde_path_to_error::Path) -> Option<String> {
+    use serde_path_to_error::Segment;
+    let mut value = root;
+    for segment in path.iter() {
+        value = match segment {
+            Segment::Seq { index } => value.get(index)?,
+            Segment::Map { key } => value.get(key)?,
+            Segment::Enum { .. } | Segment::Unknown => return None,
+        };
+    }
+    let map = value.as_object().filter(|m| m.len() == 1)?;
+    let (key, v) = map.iter().next()?;
+    (key.ends_with(':') && v.is_null()).then(|| {
+        format!(" (YAML reads the unquoted `{key}:` as a mapping because it ends in `:`; quote it: \"{key}:\")")
+    })
 }
 
 fn join_path(root: &str, path: &str) -> String {

@@ -57,6 +57,7 @@ fn an_ipv6_range_written_bare_refuses_only_its_object() {
     assert_eq!(errors.len(), 1, "{problems:?}");
     assert_eq!(errors[0].document, Some(1));
     assert_eq!(errors[0].field, "spec.addresses[0]");
+    assert!(errors[0].message.contains("quote it: \"2001:db8::\""), "{}", errors[0]);
 }
 
 #[test]

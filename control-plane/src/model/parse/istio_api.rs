@@ -67,6 +67,8 @@ static HTTP_ROUTE: Message = Message {
         ignored("fault", msg(&HTTP_FAULT), "no fault is injected"),
         ignored("mirror", msg(&DESTINATION), "requests are not mirrored"),
         ignored("mirrors", List(&HTTP_MIRROR_POLICY), "requests are not mirrored"),
+        // The deprecated `mirror_percent` keeps its proto name in the CRD schema.
+        ignored("mirror_percent", Leaf, "requests are not mirrored"),
         ignored("mirrorPercent", Leaf, "requests are not mirrored"),
         ignored("mirrorPercentage", msg(&PERCENT), "requests are not mirrored"),
         ignored("corsPolicy", msg(&CORS_POLICY), "no CORS headers are added, so browsers refuse cross-origin calls"),

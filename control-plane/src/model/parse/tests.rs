@@ -158,6 +158,7 @@ fn fields_whose_absence_would_misroute_refuse_the_object() {
         (m("gateways: [mesh]"), "spec.http[0].match[0].gateways", "not supported by meshd yet"),
         (m("sourceNamespace: a"), "spec.http[0].match[0].sourceNamespace", "every namespace"),
         (m("scheme: {exact: https}"), "spec.http[0].match[0].scheme", "every scheme"),
+        (m("queryParams: {debug: {}}"), "spec.http[0].match[0].queryParams.debug", "presence"),
         (
             m("headers: {'@request.auth.claims.group': {exact: admin}}"),
             "spec.http[0].match[0].headers.@request.auth.claims.group",

@@ -210,9 +210,17 @@ pub(super) fn parse_virtual_service(cx: &mut Context<'_>, namespace: String) -> 
             };
             let mut query_params = BTreeMap::new();
             for (k, v) in &m.query_params {
-                if let Some(sm) = string_match(cx, &format!("{mf}.queryParams.{k}"), v)? {
-                    query_params.insert(k.clone(), sm);
-                }
+                let qf = format!("{mf}.queryParams.{k}");
+                // `{}` asks for the parameter's presence, which the model cannot say
+                // yet; dropping it would match requests without the parameter.
+                let sm = string_match(cx, &qf, v)?.ok_or_else(|| {
+                    cx.error(
+                        &qf,
+                        "matching a query parameter's presence (`{}`) is not supported by meshd yet, and ignoring it \
+                         would match requests without it; the object is refused",
+                    )
+                })?;
+                query_params.insert(k.clone(), sm);
             }
             matches.push(HttpMatch {
                 name: m.name.clone(),

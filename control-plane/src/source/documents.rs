@@ -53,8 +53,7 @@ pub fn parse_file(
             return (None, vec![file_error(Some(e.document), "", message)]);
         }
     };
-    let mut objects = BTreeMap::new();
-    let mut problems = Vec::new();
+    let mut out = Collected::default();
     for (i, Document { value: doc, duplicate_keys }) in docs.into_iter().enumerate() {
         if doc.is_null() {
             continue;
@@ -62,7 +61,7 @@ pub fn parse_file(
         let items = match objects_of(doc) {
             Ok(items) => items,
             Err(message) => {
-                problems.push(file_error(Some(i), "items", message));
+                out.problems.push(file_error(Some(i), "items", message));
                 continue;
             }
         };
@@ -87,79 +86,100 @@ pub fn parse_file(
                     None => Some(path.as_str()),
                 })
                 .collect();
-            parse_one(value, &duplicates, previous, &mut objects, &mut problems, with_place);
+            let place = match item {
+                Some(j) => format!("document {i}, items[{j}]"),
+                None => format!("document {i}"),
+            };
+            out.parse_one(value, &duplicates, previous, place, with_place);
         }
     }
-    (Some(objects), problems)
+    (Some(out.objects), out.problems)
 }
 
-fn parse_one(
-    value: Value,
-    duplicate_keys: &[&str],
-    previous: &BTreeMap<ObjectKey, MeshObject>,
-    objects: &mut BTreeMap<ObjectKey, MeshObject>,
-    problems: &mut Vec<Diagnostic>,
-    with_place: impl Fn(Diagnostic) -> Diagnostic,
-) {
-    let raw = match RawObject::from_value(value) {
-        Ok(raw) => raw,
-        Err(e) => {
-            problems.push(with_place(e));
-            return;
-        }
-    };
-    let parsed = match duplicate_keys.first() {
-        // YAML allows each key once in a mapping, and kubectl refuses a repeated one;
-        // keeping either value could route by the one the user did not mean.
-        Some(path) => Err(Diagnostic {
-            severity: Severity::Error,
-            file: None,
-            document: None,
-            kind: Some(raw.kind.clone()),
-            namespace: Some(raw.namespace.clone().unwrap_or_else(|| "default".into())),
-            name: Some(raw.name.clone()),
-            field: (*path).to_owned(),
-            message: "this key is set twice in one mapping; YAML allows it once".to_owned(),
-        }),
-        None => parse_object(&raw),
-    };
-    match parsed {
-        Ok(Parsed::Object(object, warnings)) => {
-            problems.extend(warnings.into_iter().map(&with_place));
-            let key = object.key();
-            if objects.contains_key(&key) {
-                problems.push(with_place(Diagnostic {
-                    severity: Severity::Error,
-                    file: None,
-                    document: None,
-                    kind: Some(raw.kind.clone()),
-                    namespace: Some(key.namespace.clone()),
-                    name: Some(key.name.clone()),
-                    field: "metadata.name".into(),
-                    message: format!("{key} is defined twice in this file; the first definition is used"),
-                }));
+/// What one file gave so far.
+#[derive(Default)]
+struct Collected {
+    objects: BTreeMap<ObjectKey, MeshObject>,
+    /// Where in the file each object was defined (`document 2`), for objects defined twice.
+    defined_at: BTreeMap<ObjectKey, String>,
+    problems: Vec<Diagnostic>,
+}
+
+impl Collected {
+    fn parse_one(
+        &mut self,
+        value: Value,
+        duplicate_keys: &[&str],
+        previous: &BTreeMap<ObjectKey, MeshObject>,
+        place: String,
+        with_place: impl Fn(Diagnostic) -> Diagnostic,
+    ) {
+        let raw = match RawObject::from_value(value) {
+            Ok(raw) => raw,
+            Err(e) => {
+                self.problems.push(with_place(e));
                 return;
             }
-            objects.insert(key, object);
-        }
-        Ok(Parsed::Skipped(note)) => problems.push(with_place(note)),
-        Err(e) => {
-            // Keep the last good state of this object, if we can tell which it is.
-            let mut e = with_place(e);
-            if let Some(kind) = Kind::from_name(&raw.kind) {
-                let namespace = if kind == Kind::Namespace {
-                    String::new()
-                } else {
-                    raw.namespace.clone().unwrap_or_else(|| "default".into())
-                };
-                let key = ObjectKey { kind, namespace, name: raw.name.clone() };
-                if let Some(old) = previous.get(&key) {
-                    objects.insert(key, old.clone());
-                    let joined = if e.message.ends_with('?') { " Its" } else { "; its" };
-                    e.message.push_str(&format!("{joined} last good state stays in force"));
+        };
+        let parsed = match duplicate_keys.first() {
+            // YAML allows each key once in a mapping, and kubectl refuses a repeated one;
+            // keeping either value could route by the one the user did not mean.
+            Some(path) => Err(Diagnostic {
+                severity: Severity::Error,
+                file: None,
+                document: None,
+                kind: Some(raw.kind.clone()),
+                namespace: Some(raw.namespace.clone().unwrap_or_else(|| "default".into())),
+                name: Some(raw.name.clone()),
+                field: (*path).to_owned(),
+                message: "this key is set twice in one mapping; YAML allows it once".to_owned(),
+            }),
+            None => parse_object(&raw),
+        };
+        match parsed {
+            Ok(Parsed::Object(object, warnings)) => {
+                self.problems.extend(warnings.into_iter().map(&with_place));
+                let key = object.key();
+                // As `kubectl apply -f` applies a file's documents in order, a later
+                // definition of the same object wins.
+                if let Some(earlier) = self.defined_at.insert(key.clone(), place) {
+                    self.problems.push(with_place(Diagnostic {
+                        severity: Severity::Warning,
+                        file: None,
+                        document: None,
+                        kind: Some(raw.kind.clone()),
+                        namespace: Some(key.namespace.clone()),
+                        name: Some(key.name.clone()),
+                        field: "metadata.name".into(),
+                        message: format!(
+                            "{key} is also defined earlier in this file ({earlier}); this later definition is used, \
+                             as kubectl apply would"
+                        ),
+                    }));
                 }
+                self.objects.insert(key, object);
             }
-            problems.push(e);
+            Ok(Parsed::Skipped(note)) => self.problems.push(with_place(note)),
+            Err(e) => {
+                // Keep the last good state of this object, if we can tell which it is:
+                // an earlier definition in this file, else what the file held before.
+                let mut e = with_place(e);
+                if let Some(kind) = Kind::from_name(&raw.kind) {
+                    let namespace = if kind == Kind::Namespace {
+                        String::new()
+                    } else {
+                        raw.namespace.clone().unwrap_or_else(|| "default".into())
+                    };
+                    let key = ObjectKey { kind, namespace, name: raw.name.clone() };
+                    let kept = self.objects.contains_key(&key)
+                        || previous.get(&key).is_some_and(|old| self.objects.insert(key, old.clone()).is_none());
+                    if kept {
+                        let joined = if e.message.ends_with('?') { " Its" } else { "; its" };
+                        e.message.push_str(&format!("{joined} last good state stays in force"));
+                    }
+                }
+                self.problems.push(e);
+            }
         }
     }
 }

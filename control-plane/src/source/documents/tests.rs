@@ -139,3 +139,26 @@ fn a_key_set_twice_refuses_its_object_only() {
     assert_eq!(objects.unwrap().len(), 1);
     assert_eq!(problems[0].field, "items[1].metadata.name", "{problems:?}");
 }
+
+#[test]
+fn an_object_defined_twice_in_a_file_takes_the_later_definition() {
+    let svc = |port: u16| {
+        format!("apiVersion: v1\nkind: Service\nmetadata: {{name: s}}\nspec: {{ports: [{{port: {port}}}]}}\n")
+    };
+    let text = format!("{}---\n{}", svc(80), svc(81));
+    let (objects, problems) = parse(&text);
+    let port = |objects: &BTreeMap<ObjectKey, MeshObject>| match objects.values().next() {
+        Some(MeshObject::Service(s)) => s.ports[0].port,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(port(&objects.unwrap()), 81);
+    assert_eq!(problems.len(), 1);
+    assert_eq!((problems[0].severity, problems[0].document), (Severity::Warning, Some(1)));
+    assert!(problems[0].message.contains("document 0"), "{}", problems[0]);
+    // A later definition that is refused leaves the earlier one of this file in force.
+    let text = format!("{}---\n{}", svc(80), svc(0));
+    let (objects, problems) = parse(&text);
+    assert_eq!(port(&objects.unwrap()), 80);
+    assert_eq!(problems[0].severity, Severity::Error);
+    assert!(problems[0].message.contains("last good state"), "{}", problems[0]);
+}

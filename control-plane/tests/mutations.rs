@@ -157,7 +157,7 @@ fn damaged_input_never_yields_config_envoy_rejects() {
                     accepted += 1;
                     index.apply(object);
                 }
-                Ok(Parsed::Ignored) => {}
+                Ok(Parsed::Skipped(_)) => {}
                 Err(e) => {
                     rejected += 1;
                     assert!(!e.message.is_empty(), "round {round}: an error without a message: {e:?}");

@@ -24,6 +24,19 @@ const JASON: &[(&str, &str)] = &[("end-user", "jason")];
 const DESTINATION_RULE_FILE: &str = "reviews-destinationrule.yaml";
 const VIRTUAL_SERVICE_FILE: &str = "reviews-virtualservice.yaml";
 
+/// The reviews rule with `match:` misspelled `mach:`: read as an unconditional rule it would
+/// send every user to v2.
+fn vs_mach_typo() -> String {
+    reviews_vs_jason_v2_else_split(50, 50).replace("    match:", "    mach:")
+}
+
+/// The reviews rule with a first rule for the ratings workload only (`sourceLabels`, which
+/// meshd cannot evaluate yet): with the condition dropped, every user would go to v3.
+fn vs_source_labels() -> String {
+    let only_ratings_to_v3 = "  http:\n  - match:\n    - sourceLabels:\n        app: ratings\n    route:\n    - destination:\n        host: reviews\n        subset: v3\n";
+    reviews_vs_jason_v2_else_split(50, 50).replace("  http:\n", only_ratings_to_v3)
+}
+
 /// Invalid: a negative weight.
 const VS_NEGATIVE_WEIGHT: &str = r#"
 apiVersion: networking.amime.dev/v1
@@ -237,6 +250,22 @@ async fn invalid_weight_is_reported_and_old_routing_kept() {
 async fn invalid_regex_is_reported_and_old_routing_kept() {
     run_test("invalid_regex_is_reported_and_old_routing_kept", |ctx| async move {
         invalid_edit_keeps_previous_routing(ctx, IpBlock(25), VS_BAD_REGEX, "regex").await
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn misspelled_match_is_reported_and_old_routing_kept() {
+    run_test("misspelled_match_is_reported_and_old_routing_kept", |ctx| async move {
+        invalid_edit_keeps_previous_routing(ctx, IpBlock(61), &vs_mach_typo(), "http[0].mach").await
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsupported_source_labels_match_is_refused_and_old_routing_kept() {
+    run_test("unsupported_source_labels_match_is_refused_and_old_routing_kept", |ctx| async move {
+        invalid_edit_keeps_previous_routing(ctx, IpBlock(62), &vs_source_labels(), "sourceLabels").await
     })
     .await;
 }

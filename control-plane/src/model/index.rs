@@ -18,6 +18,10 @@ pub struct Index {
     pub endpoint_slices: BTreeMap<(String, String), Arc<EndpointSlice>>,
     pub virtual_services: BTreeMap<(String, String), Arc<VirtualService>>,
     pub destination_rules: BTreeMap<(String, String), Arc<DestinationRule>>,
+    /// Read and checked; not yet used by the translator.
+    pub gateways: BTreeMap<(String, String), Arc<Gateway>>,
+    /// Read and checked; not yet used by the translator.
+    pub service_entries: BTreeMap<(String, String), Arc<ServiceEntry>>,
 }
 
 /// What changed, so callers can skip work when nothing did.
@@ -59,6 +63,8 @@ impl Index {
             MeshObject::EndpointSlice(o) => put(&mut self.endpoint_slices, k, o),
             MeshObject::VirtualService(o) => put(&mut self.virtual_services, k, o),
             MeshObject::DestinationRule(o) => put(&mut self.destination_rules, k, o),
+            MeshObject::Gateway(o) => put(&mut self.gateways, k, o),
+            MeshObject::ServiceEntry(o) => put(&mut self.service_entries, k, o),
         }
     }
 
@@ -72,6 +78,8 @@ impl Index {
             Kind::EndpointSlice => self.endpoint_slices.remove(&k).is_some(),
             Kind::VirtualService => self.virtual_services.remove(&k).is_some(),
             Kind::DestinationRule => self.destination_rules.remove(&k).is_some(),
+            Kind::Gateway => self.gateways.remove(&k).is_some(),
+            Kind::ServiceEntry => self.service_entries.remove(&k).is_some(),
         };
         if removed {
             Change::Changed

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::net::IpAddr;
 
-pub use parse::{parse_object, ObjectError, RawObject, Severity};
+pub use parse::{parse_object, Diagnostic, ObjectError, RawObject, Severity};
 
 /// Cluster-local DNS suffix of service hostnames.
 pub const DOMAIN_SUFFIX: &str = "svc.cluster.local";
@@ -26,6 +26,25 @@ pub enum Kind {
     EndpointSlice,
     VirtualService,
     DestinationRule,
+    Gateway,
+    ServiceEntry,
+}
+
+impl Kind {
+    /// The kind of that name, if meshd reads it.
+    pub fn from_name(name: &str) -> Option<Kind> {
+        Some(match name {
+            "Namespace" => Kind::Namespace,
+            "Service" => Kind::Service,
+            "Pod" => Kind::Pod,
+            "EndpointSlice" => Kind::EndpointSlice,
+            "VirtualService" => Kind::VirtualService,
+            "DestinationRule" => Kind::DestinationRule,
+            "Gateway" => Kind::Gateway,
+            "ServiceEntry" => Kind::ServiceEntry,
+            _ => return None,
+        })
+    }
 }
 
 impl fmt::Display for Kind {
@@ -69,6 +88,8 @@ pub enum MeshObject {
     EndpointSlice(EndpointSlice),
     VirtualService(VirtualService),
     DestinationRule(DestinationRule),
+    Gateway(Gateway),
+    ServiceEntry(ServiceEntry),
 }
 
 impl MeshObject {
@@ -80,6 +101,8 @@ impl MeshObject {
             MeshObject::EndpointSlice(o) => (Kind::EndpointSlice, o.namespace.as_str(), &o.name),
             MeshObject::VirtualService(o) => (Kind::VirtualService, o.namespace.as_str(), &o.name),
             MeshObject::DestinationRule(o) => (Kind::DestinationRule, o.namespace.as_str(), &o.name),
+            MeshObject::Gateway(o) => (Kind::Gateway, o.namespace.as_str(), &o.name),
+            MeshObject::ServiceEntry(o) => (Kind::ServiceEntry, o.namespace.as_str(), &o.name),
         };
         ObjectKey { kind, namespace: namespace.to_owned(), name: name.clone() }
     }
@@ -195,6 +218,8 @@ pub enum HeaderMatch {
 pub struct HttpMatch {
     pub name: Option<String>,
     pub uri: Option<StringMatch>,
+    /// By header name, in lower case (HTTP header names are case-insensitive; Envoy
+    /// matches them in lower case).
     pub headers: BTreeMap<String, HeaderMatch>,
     /// Headers that must NOT match.
     pub without_headers: BTreeMap<String, HeaderMatch>,
@@ -229,6 +254,7 @@ pub struct HttpRoute {
 pub struct VirtualService {
     pub namespace: String,
     pub name: String,
+    /// Empty for a delegate (a VirtualService used only through another's `delegate`).
     pub hosts: Vec<String>,
     pub gateways: Vec<String>,
     pub http: Vec<HttpRoute>,
@@ -261,6 +287,101 @@ pub struct DestinationRule {
     pub host: String,
     pub traffic_policy: Option<TrafficPolicy>,
     pub subsets: Vec<Subset>,
+}
+
+/// Protocols a gateway server or a service entry port may declare (Istio's names).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum PortProtocol {
+    Http,
+    Https,
+    Http2,
+    Grpc,
+    Tcp,
+    Tls,
+    Mongo,
+}
+
+/// TLS handling of a gateway server (Istio's `ServerTLSSettings.mode`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ServerTlsMode {
+    Passthrough,
+    Simple,
+    Mutual,
+    AutoPassthrough,
+    IstioMutual,
+    OptionalMutual,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct ServerTls {
+    pub mode: ServerTlsMode,
+    /// Redirect plain HTTP to HTTPS.
+    pub https_redirect: bool,
+    pub credential_names: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct GatewayServer {
+    pub name: Option<String>,
+    pub port: u16,
+    pub protocol: PortProtocol,
+    pub port_name: String,
+    /// `namespace/host` entries as written; a bare host means `*/host`.
+    pub hosts: Vec<String>,
+    pub bind: Option<IpAddr>,
+    pub tls: Option<ServerTls>,
+}
+
+/// Istio's Gateway: read and checked, not yet in effect (meshd runs no gateways yet).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Gateway {
+    pub namespace: String,
+    pub name: String,
+    pub selector: Labels,
+    pub servers: Vec<GatewayServer>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Resolution {
+    None,
+    Static,
+    Dns,
+    DnsRoundRobin,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct ServiceEntryPort {
+    pub number: u16,
+    pub protocol: Option<PortProtocol>,
+    pub name: String,
+    pub target_port: Option<u16>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct ServiceEntryEndpoint {
+    /// An IP, a host name, or a `unix://` socket path.
+    pub address: String,
+    /// Port name → port number, overriding the entry's ports.
+    pub ports: BTreeMap<String, u16>,
+    pub labels: Labels,
+    pub weight: Option<u32>,
+}
+
+/// Istio's ServiceEntry: read and checked, not yet in effect (its hosts are not yet
+/// added to the mesh).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ServiceEntry {
+    pub namespace: String,
+    pub name: String,
+    pub hosts: Vec<String>,
+    /// IPs or CIDR ranges, as written.
+    pub addresses: Vec<String>,
+    pub ports: Vec<ServiceEntryPort>,
+    /// True for `MESH_INTERNAL`.
+    pub mesh_internal: bool,
+    pub resolution: Resolution,
+    pub endpoints: Vec<ServiceEntryEndpoint>,
+    pub workload_selector: Option<Labels>,
 }
 
 /// Resolves a host as written in a rule of namespace `namespace` to a service FQDN:

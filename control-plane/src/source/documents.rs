@@ -1,23 +1,32 @@
-//! From one file's text to validated objects: YAML documents, each through the one
-//! validation path ([`parse_object`]). Pure; the config-directory source does the I/O.
+//! From one file's text to validated objects: YAML documents (a `kind: List` expanded
+//! into its items), each object through the one validation path ([`parse_object`]).
+//! Pure; the config-directory source does the I/O.
+//!
+//! YAML is read as other conforming parsers read it: see [`yaml`].
 
 use std::collections::BTreeMap;
 
-use serde::Deserialize;
+use serde_json::Value;
 
 use crate::model::parse::Parsed;
-use crate::model::{parse_object, Kind, MeshObject, ObjectError, ObjectKey, RawObject, Severity};
+use crate::model::{parse_object, Diagnostic, Kind, MeshObject, ObjectKey, RawObject, Severity};
 
-pub(crate) fn kind_of(raw_kind: &str) -> Option<Kind> {
-    Some(match raw_kind {
-        "Namespace" => Kind::Namespace,
-        "Service" => Kind::Service,
-        "Pod" => Kind::Pod,
-        "EndpointSlice" => Kind::EndpointSlice,
-        "VirtualService" => Kind::VirtualService,
-        "DestinationRule" => Kind::DestinationRule,
-        _ => return None,
-    })
+mod yaml;
+
+pub use yaml::{yaml_documents, Document, YamlError};
+
+/// The objects of one document: itself, or the items of a `kind: List`.
+fn objects_of(doc: Value) -> Result<Vec<(Option<usize>, Value)>, String> {
+    let is_list = doc.get("kind").and_then(Value::as_str).is_some_and(|k| k == "List" || k.ends_with("List"))
+        && doc.get("items").is_some();
+    if !is_list {
+        return Ok(vec![(None, doc)]);
+    }
+    match doc.get("items") {
+        Some(Value::Array(items)) => Ok(items.iter().cloned().enumerate().map(|(j, v)| (Some(j), v)).collect()),
+        Some(Value::Null) => Ok(Vec::new()),
+        _ => Err("the items of a List must be a sequence of objects".to_owned()),
+    }
 }
 
 /// Parses one file's text into objects, given what the file held before.
@@ -25,84 +34,155 @@ pub fn parse_file(
     display: &str,
     text: &str,
     previous: &BTreeMap<ObjectKey, MeshObject>,
-) -> (Option<BTreeMap<ObjectKey, MeshObject>>, Vec<ObjectError>) {
-    let file_error = |document: Option<usize>, message: String| ObjectError {
+) -> (Option<BTreeMap<ObjectKey, MeshObject>>, Vec<Diagnostic>) {
+    let file_error = |document: Option<usize>, field: &str, message: String| Diagnostic {
         severity: Severity::Error,
         file: Some(display.to_owned()),
         document,
         kind: None,
         namespace: None,
         name: None,
-        field: String::new(),
+        field: field.to_owned(),
         message,
     };
     // Split and parse all documents first: a syntax error anywhere keeps the whole file.
-    let mut docs = Vec::new();
-    for (i, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
-        match serde_json::Value::deserialize(doc) {
-            Ok(v) => docs.push(v),
-            Err(e) => {
-                let message = format!("not valid YAML ({e}); the objects this file held before stay in force");
-                return (None, vec![file_error(Some(i), message)]);
-            }
+    let docs = match yaml_documents(text) {
+        Ok(docs) => docs,
+        Err(e) => {
+            let message = format!("not valid YAML ({}); the objects this file held before stay in force", e.message);
+            return (None, vec![file_error(Some(e.document), "", message)]);
         }
-    }
-    let mut objects = BTreeMap::new();
-    let mut problems = Vec::new();
-    for (i, doc) in docs.into_iter().enumerate() {
+    };
+    let mut out = Collected::default();
+    for (i, Document { value: doc, duplicate_keys }) in docs.into_iter().enumerate() {
         if doc.is_null() {
             continue;
         }
-        let with_place = |mut e: ObjectError| {
-            e.file = Some(display.to_owned());
-            e.document = Some(i);
-            e
-        };
-        let raw = match RawObject::from_value(doc) {
-            Ok(raw) => raw,
-            Err(e) => {
-                problems.push(with_place(e));
+        let items = match objects_of(doc) {
+            Ok(items) => items,
+            Err(message) => {
+                out.problems.push(file_error(Some(i), "items", message));
                 continue;
             }
         };
-        match parse_object(&raw) {
+        for (item, value) in items {
+            // Where the object is: file, document, and for a List's item its index,
+            // as the first step of the field path.
+            let with_place = |mut e: Diagnostic| {
+                e.file = Some(display.to_owned());
+                e.document = Some(i);
+                if let Some(j) = item {
+                    e.field =
+                        if e.field.is_empty() { format!("items[{j}]") } else { format!("items[{j}].{}", e.field) };
+                }
+                e
+            };
+            // Keys set twice within this object, relative to it.
+            let prefix = item.map(|j| format!("items[{j}]."));
+            let duplicates: Vec<&str> = duplicate_keys
+                .iter()
+                .filter_map(|path| match &prefix {
+                    Some(p) => path.strip_prefix(p.as_str()),
+                    None => Some(path.as_str()),
+                })
+                .collect();
+            let place = match item {
+                Some(j) => format!("document {i}, items[{j}]"),
+                None => format!("document {i}"),
+            };
+            out.parse_one(value, &duplicates, previous, place, with_place);
+        }
+    }
+    (Some(out.objects), out.problems)
+}
+
+/// What one file gave so far.
+#[derive(Default)]
+struct Collected {
+    objects: BTreeMap<ObjectKey, MeshObject>,
+    /// Where in the file each object was defined (`document 2`), for objects defined twice.
+    defined_at: BTreeMap<ObjectKey, String>,
+    problems: Vec<Diagnostic>,
+}
+
+impl Collected {
+    fn parse_one(
+        &mut self,
+        value: Value,
+        duplicate_keys: &[&str],
+        previous: &BTreeMap<ObjectKey, MeshObject>,
+        place: String,
+        with_place: impl Fn(Diagnostic) -> Diagnostic,
+    ) {
+        let raw = match RawObject::from_value(value) {
+            Ok(raw) => raw,
+            Err(e) => {
+                self.problems.push(with_place(e));
+                return;
+            }
+        };
+        let parsed = match duplicate_keys.first() {
+            // YAML allows each key once in a mapping, and kubectl refuses a repeated one;
+            // keeping either value could route by the one the user did not mean.
+            Some(path) => Err(Diagnostic {
+                severity: Severity::Error,
+                file: None,
+                document: None,
+                kind: Some(raw.kind.clone()),
+                namespace: Some(raw.namespace.clone().unwrap_or_else(|| "default".into())),
+                name: Some(raw.name.clone()),
+                field: (*path).to_owned(),
+                message: "this key is set twice in one mapping; YAML allows it once".to_owned(),
+            }),
+            None => parse_object(&raw),
+        };
+        match parsed {
             Ok(Parsed::Object(object, warnings)) => {
-                problems.extend(warnings.into_iter().map(with_place));
+                self.problems.extend(warnings.into_iter().map(&with_place));
                 let key = object.key();
-                if objects.contains_key(&key) {
-                    problems.push(with_place(ObjectError {
-                        severity: Severity::Error,
+                // As `kubectl apply -f` applies a file's documents in order, a later
+                // definition of the same object wins.
+                if let Some(earlier) = self.defined_at.insert(key.clone(), place) {
+                    self.problems.push(with_place(Diagnostic {
+                        severity: Severity::Warning,
                         file: None,
                         document: None,
                         kind: Some(raw.kind.clone()),
                         namespace: Some(key.namespace.clone()),
                         name: Some(key.name.clone()),
                         field: "metadata.name".into(),
-                        message: format!("{key} is defined twice in this file; the first definition is used"),
+                        message: format!(
+                            "{key} is also defined earlier in this file ({earlier}); this later definition is used, \
+                             as kubectl apply would"
+                        ),
                     }));
-                    continue;
                 }
-                objects.insert(key, object);
+                self.objects.insert(key, object);
             }
-            Ok(Parsed::Ignored) => {}
+            Ok(Parsed::Skipped(note)) => self.problems.push(with_place(note)),
             Err(e) => {
-                // Keep the last good state of this object, if we can tell which it is.
+                // Keep the last good state of this object, if we can tell which it is:
+                // an earlier definition in this file, else what the file held before.
                 let mut e = with_place(e);
-                if let Some(kind) = kind_of(&raw.kind) {
+                if let Some(kind) = Kind::from_name(&raw.kind) {
                     let namespace = if kind == Kind::Namespace {
                         String::new()
                     } else {
                         raw.namespace.clone().unwrap_or_else(|| "default".into())
                     };
                     let key = ObjectKey { kind, namespace, name: raw.name.clone() };
-                    if let Some(old) = previous.get(&key) {
-                        objects.insert(key, old.clone());
-                        e.message.push_str("; its last good state stays in force");
+                    let kept = self.objects.contains_key(&key)
+                        || previous.get(&key).is_some_and(|old| self.objects.insert(key, old.clone()).is_none());
+                    if kept {
+                        let joined = if e.message.ends_with('?') { " Its" } else { "; its" };
+                        e.message.push_str(&format!("{joined} last good state stays in force"));
                     }
                 }
-                problems.push(e);
+                self.problems.push(e);
             }
         }
     }
-    (Some(objects), problems)
 }
+
+#[cfg(test)]
+mod tests;

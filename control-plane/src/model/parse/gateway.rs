@@ -1,0 +1,307 @@
+//! Gateway and ServiceEntry: read and checked as Istio checks them, so a user's YAML
+//! loads and its mistakes are reported; reported as not yet in effect.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+use super::*;
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct GatewaySpec {
+    #[serde(default)]
+    servers: Vec<ServerSpec>,
+    #[serde(default)]
+    selector: Labels,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ServerSpec {
+    port: Option<PortSpec>,
+    bind: Option<String>,
+    #[serde(default)]
+    hosts: Vec<String>,
+    tls: Option<ServerTlsSpec>,
+    name: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PortSpec {
+    number: Option<i64>,
+    protocol: Option<String>,
+    #[serde(default)]
+    name: String,
+    target_port: Option<i64>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ServerTlsSpec {
+    #[serde(default)]
+    https_redirect: bool,
+    mode: Option<String>,
+    credential_name: Option<String>,
+    #[serde(default)]
+    credential_names: Vec<String>,
+}
+
+fn protocol(cx: &Context<'_>, field: &str, name: &str) -> Result<PortProtocol, Diagnostic> {
+    // Istio reads protocol names case-insensitively.
+    Ok(match name.to_ascii_uppercase().as_str() {
+        "HTTP" => PortProtocol::Http,
+        "HTTPS" => PortProtocol::Https,
+        "HTTP2" => PortProtocol::Http2,
+        "GRPC" => PortProtocol::Grpc,
+        "TCP" => PortProtocol::Tcp,
+        "TLS" => PortProtocol::Tls,
+        "MONGO" => PortProtocol::Mongo,
+        _ => return Err(cx.error(field, format!("{name:?} is not one of HTTP, HTTPS, HTTP2, GRPC, TCP, TLS, MONGO"))),
+    })
+}
+
+fn tls_mode(cx: &Context<'_>, field: &str, mode: Option<&str>) -> Result<ServerTlsMode, Diagnostic> {
+    Ok(match mode.unwrap_or("PASSTHROUGH") {
+        "PASSTHROUGH" => ServerTlsMode::Passthrough,
+        "SIMPLE" => ServerTlsMode::Simple,
+        "MUTUAL" => ServerTlsMode::Mutual,
+        "AUTO_PASSTHROUGH" => ServerTlsMode::AutoPassthrough,
+        "ISTIO_MUTUAL" => ServerTlsMode::IstioMutual,
+        "OPTIONAL_MUTUAL" => ServerTlsMode::OptionalMutual,
+        other => {
+            return Err(cx.error(
+                field,
+                format!(
+                    "{other:?} is not one of PASSTHROUGH, SIMPLE, MUTUAL, AUTO_PASSTHROUGH, ISTIO_MUTUAL, \
+                     OPTIONAL_MUTUAL"
+                ),
+            ))
+        }
+    })
+}
+
+/// A host as a Gateway server lists it: `[namespace/]host`, the namespace `*`, `.`
+/// or a name, the host a DNS name with an optional leading `*` label, or `*`.
+fn check_server_host(cx: &Context<'_>, field: &str, entry: &str) -> Result<(), Diagnostic> {
+    let (namespace, host) = entry.split_once('/').unwrap_or(("*", entry));
+    let namespace_ok = matches!(namespace, "*" | ".") || check_dns_label(cx, field, namespace).is_ok();
+    if namespace_ok && check_host(host) {
+        Ok(())
+    } else {
+        Err(cx.error(field, format!("{entry:?} is not `namespace/host` with a DNS host name or `*`")))
+    }
+}
+
+/// A DNS name, optionally starting with a `*` label, or `*` alone.
+fn check_host(host: &str) -> bool {
+    let rest = host.strip_prefix("*.").unwrap_or(host);
+    host == "*"
+        || (!rest.is_empty()
+            && rest.len() <= 253
+            && rest.split('.').all(|l| {
+                !l.is_empty()
+                    && l.len() <= 63
+                    && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                    && !l.starts_with('-')
+                    && !l.ends_with('-')
+            }))
+}
+
+fn port_number(cx: &Context<'_>, field: &str, number: Option<i64>) -> Result<u16, Diagnostic> {
+    match number {
+        Some(n) => check_port(cx, field, n),
+        None => Err(cx.error(field, "required")),
+    }
+}
+
+pub(super) fn parse_gateway(cx: &mut Context<'_>, namespace: String) -> Result<Gateway, Diagnostic> {
+    let spec: GatewaySpec = cx.field("spec")?;
+    if spec.servers.is_empty() {
+        return Err(cx.error("spec.servers", "at least one server is required"));
+    }
+    let mut servers = Vec::new();
+    for (i, s) in spec.servers.iter().enumerate() {
+        let field = format!("spec.servers[{i}]");
+        let port = s.port.as_ref().ok_or_else(|| cx.error(&format!("{field}.port"), "required"))?;
+        let number = port_number(cx, &format!("{field}.port.number"), port.number)?;
+        let protocol = match &port.protocol {
+            Some(p) => protocol(cx, &format!("{field}.port.protocol"), p)?,
+            None => return Err(cx.error(&format!("{field}.port.protocol"), "required")),
+        };
+        if let Some(t) = port.target_port {
+            check_port(cx, &format!("{field}.port.targetPort"), t)?;
+        }
+        if s.hosts.is_empty() {
+            return Err(cx.error(&format!("{field}.hosts"), "at least one host is required"));
+        }
+        for (j, h) in s.hosts.iter().enumerate() {
+            check_server_host(cx, &format!("{field}.hosts[{j}]"), h)?;
+        }
+        let bind = match s.bind.as_deref() {
+            None | Some("") => None,
+            Some(b) => Some(parse_ip(cx, &format!("{field}.bind"), b)?),
+        };
+        let tls = match &s.tls {
+            Some(t) => {
+                let mode = tls_mode(cx, &format!("{field}.tls.mode"), t.mode.as_deref())?;
+                let mut credential_names = t.credential_names.clone();
+                credential_names.extend(t.credential_name.iter().filter(|c| !c.is_empty()).cloned());
+                Some(ServerTls { mode, https_redirect: t.https_redirect, credential_names })
+            }
+            None if matches!(protocol, PortProtocol::Https | PortProtocol::Tls) => {
+                return Err(cx.error(&format!("{field}.tls"), "required for an HTTPS or TLS server"))
+            }
+            None => None,
+        };
+        servers.push(GatewayServer {
+            name: s.name.clone(),
+            port: number,
+            protocol,
+            port_name: port.name.clone(),
+            hosts: s.hosts.clone(),
+            bind,
+            tls,
+        });
+    }
+    cx.warn("", "Gateway is read and checked, but not in effect yet: meshd does not configure gateways yet");
+    Ok(Gateway { namespace, name: cx.raw.name.clone(), selector: spec.selector, servers })
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct ServiceEntrySpec {
+    #[serde(default)]
+    hosts: Vec<String>,
+    #[serde(default)]
+    addresses: Vec<String>,
+    #[serde(default)]
+    ports: Vec<PortSpec>,
+    location: Option<String>,
+    resolution: Option<String>,
+    #[serde(default)]
+    endpoints: Vec<WorkloadEntrySpec>,
+    workload_selector: Option<WorkloadSelectorSpec>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WorkloadEntrySpec {
+    address: Option<String>,
+    #[serde(default)]
+    ports: BTreeMap<String, i64>,
+    #[serde(default)]
+    labels: Labels,
+    weight: Option<i64>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WorkloadSelectorSpec {
+    #[serde(default)]
+    labels: Labels,
+}
+
+/// An IP address or a CIDR range.
+fn check_address(cx: &Context<'_>, field: &str, address: &str) -> Result<(), Diagnostic> {
+    let (ip, prefix) = address.split_once('/').unwrap_or((address, ""));
+    let ip = parse_ip(cx, field, ip)?;
+    let max = if ip.is_ipv4() { 32 } else { 128 };
+    if prefix.is_empty() || prefix.parse::<u8>().is_ok_and(|p| p <= max) {
+        Ok(())
+    } else {
+        Err(cx.error(field, format!("{address:?} is not an IP address or CIDR range")))
+    }
+}
+
+pub(super) fn parse_service_entry(cx: &mut Context<'_>, namespace: String) -> Result<ServiceEntry, Diagnostic> {
+    let spec: ServiceEntrySpec = cx.field("spec")?;
+    if spec.hosts.is_empty() {
+        return Err(cx.error("spec.hosts", "at least one host is required"));
+    }
+    for (i, h) in spec.hosts.iter().enumerate() {
+        if !check_host(h) || h == "*" {
+            return Err(cx.error(&format!("spec.hosts[{i}]"), format!("{h:?} is not a DNS host name")));
+        }
+    }
+    for (i, a) in spec.addresses.iter().enumerate() {
+        check_address(cx, &format!("spec.addresses[{i}]"), a)?;
+    }
+    let mut ports: Vec<ServiceEntryPort> = Vec::new();
+    for (i, p) in spec.ports.iter().enumerate() {
+        let field = format!("spec.ports[{i}]");
+        let number = port_number(cx, &format!("{field}.number"), p.number)?;
+        if ports.iter().any(|q| q.number == number) {
+            return Err(cx.error(&format!("{field}.number"), format!("port {number} is listed twice")));
+        }
+        let protocol = match &p.protocol {
+            Some(name) => Some(protocol(cx, &format!("{field}.protocol"), name)?),
+            None => None,
+        };
+        let target_port = match p.target_port {
+            Some(t) => Some(check_port(cx, &format!("{field}.targetPort"), t)?),
+            None => None,
+        };
+        ports.push(ServiceEntryPort { number, protocol, name: p.name.clone(), target_port });
+    }
+    let mesh_internal = match spec.location.as_deref() {
+        None | Some("MESH_EXTERNAL") => false,
+        Some("MESH_INTERNAL") => true,
+        Some(other) => {
+            return Err(cx.error("spec.location", format!("{other:?} is not one of MESH_EXTERNAL, MESH_INTERNAL")))
+        }
+    };
+    let resolution = match spec.resolution.as_deref() {
+        None | Some("NONE") => Resolution::None,
+        Some("STATIC") => Resolution::Static,
+        Some("DNS") => Resolution::Dns,
+        Some("DNS_ROUND_ROBIN") => Resolution::DnsRoundRobin,
+        Some(other) => {
+            return Err(
+                cx.error("spec.resolution", format!("{other:?} is not one of NONE, STATIC, DNS, DNS_ROUND_ROBIN"))
+            )
+        }
+    };
+    if !spec.endpoints.is_empty() && spec.workload_selector.is_some() {
+        return Err(cx.error("spec.workloadSelector", "give either endpoints or a workloadSelector, not both"));
+    }
+    let mut endpoints = Vec::new();
+    for (i, e) in spec.endpoints.iter().enumerate() {
+        let field = format!("spec.endpoints[{i}]");
+        let address = e.address.clone().unwrap_or_default();
+        if address.is_empty() {
+            return Err(cx.error(&format!("{field}.address"), "required"));
+        }
+        if resolution == Resolution::Static && !address.starts_with("unix://") {
+            parse_ip(cx, &format!("{field}.address"), &address)?;
+        }
+        let mut endpoint_ports = BTreeMap::new();
+        for (name, n) in &e.ports {
+            endpoint_ports.insert(name.clone(), check_port(cx, &format!("{field}.ports.{name}"), *n)?);
+        }
+        let weight = match e.weight {
+            None => None,
+            Some(w) => Some(
+                u32::try_from(w)
+                    .map_err(|_| cx.error(&format!("{field}.weight"), format!("weight {w} must not be negative")))?,
+            ),
+        };
+        endpoints.push(ServiceEntryEndpoint { address, ports: endpoint_ports, labels: e.labels.clone(), weight });
+    }
+    cx.warn(
+        "",
+        "ServiceEntry is read and checked, but not in effect yet: meshd does not add its hosts to the mesh yet",
+    );
+    Ok(ServiceEntry {
+        namespace,
+        name: cx.raw.name.clone(),
+        hosts: spec.hosts,
+        addresses: spec.addresses,
+        ports,
+        mesh_internal,
+        resolution,
+        endpoints,
+        workload_selector: spec.workload_selector.map(|w| w.labels),
+    })
+}

@@ -1,0 +1,421 @@
+//! The fields of Istio's networking API (networking.istio.io v1: VirtualService,
+//! DestinationRule, Gateway, ServiceEntry), and what meshd does with each.
+//!
+//! Decisions for fields meshd does not implement yet (see [`super::schema`]):
+//! ignoring is a warning when the field only shapes how traffic that already goes to
+//! a destination is handled (timeouts, retries, faults, mirroring, CORS, header edits,
+//! connection pools, outlier detection, upstream TLS, hashing, statistics). It is an
+//! error when ignoring would change which requests a rule takes or where they go:
+//! match conditions meshd cannot evaluate (`sourceLabels`, `sourceNamespace`,
+//! match-level `gateways`, `scheme`, JWT claims), actions other than `route`
+//! (`redirect`, `directResponse`, `delegate`), `rewrite` (the upstream would be asked
+//! for another path), TLS and TCP routes (that traffic would go to its original
+//! destination), a DestinationRule's `workloadSelector` (the rule would apply to
+//! every client) and `tunnel` (traffic would bypass the tunnel).
+
+use super::schema::{ignored, leaf, read, unsupported, Message, Shape};
+
+use Shape::{Leaf, List, Map};
+
+const fn msg(m: &'static Message) -> Shape {
+    Shape::Message(m)
+}
+
+/// Fields every Istio object has at the top level (`spec` is checked by kind).
+pub(super) static OBJECT: Message = Message {
+    fields: &[
+        leaf("apiVersion"),
+        leaf("kind"),
+        read("metadata", msg(&super::kube_api::OBJECT_META)),
+        leaf("spec"),
+        leaf("status"),
+    ],
+};
+
+// ---- VirtualService ----------------------------------------------------------------
+
+const TO_ORIGINAL: &str = "would send this traffic to its original destination";
+
+pub(super) static VIRTUAL_SERVICE: Message = Message {
+    fields: &[
+        leaf("hosts"),
+        leaf("gateways"),
+        read("http", List(&HTTP_ROUTE)),
+        unsupported("tls", List(&TLS_ROUTE), TO_ORIGINAL),
+        unsupported("tcp", List(&TCP_ROUTE), TO_ORIGINAL),
+        leaf("exportTo"),
+    ],
+};
+
+const HANDLING: &str = "requests are routed without it";
+
+static HTTP_ROUTE: Message = Message {
+    fields: &[
+        leaf("name"),
+        read("match", List(&HTTP_MATCH)),
+        read("route", List(&HTTP_ROUTE_DESTINATION)),
+        unsupported("redirect", msg(&HTTP_REDIRECT), "would leave the requests this rule redirects to the next rules"),
+        unsupported(
+            "directResponse",
+            msg(&HTTP_DIRECT_RESPONSE),
+            "would leave the requests this rule answers to the next rules",
+        ),
+        unsupported("delegate", msg(&DELEGATE), "would leave the requests this rule delegates to the next rules"),
+        unsupported("rewrite", msg(&HTTP_REWRITE), "would ask the destination for the original path and authority"),
+        ignored("timeout", Leaf, HANDLING),
+        ignored("retries", msg(&HTTP_RETRY), HANDLING),
+        ignored("fault", msg(&HTTP_FAULT), "no fault is injected"),
+        ignored("mirror", msg(&DESTINATION), "requests are not mirrored"),
+        ignored("mirrors", List(&HTTP_MIRROR_POLICY), "requests are not mirrored"),
+        // The deprecated `mirror_percent` keeps its proto name in the CRD schema.
+        ignored("mirror_percent", Leaf, "requests are not mirrored"),
+        ignored("mirrorPercent", Leaf, "requests are not mirrored"),
+        ignored("mirrorPercentage", msg(&PERCENT), "requests are not mirrored"),
+        ignored("corsPolicy", msg(&CORS_POLICY), "no CORS headers are added, so browsers refuse cross-origin calls"),
+        ignored("headers", msg(&HEADERS), "headers are passed unchanged"),
+    ],
+};
+
+static HTTP_MATCH: Message = Message {
+    fields: &[
+        leaf("name"),
+        read("uri", msg(&STRING_MATCH)),
+        unsupported("scheme", msg(&STRING_MATCH), "would match every scheme"),
+        read("method", msg(&STRING_MATCH)),
+        read("authority", msg(&STRING_MATCH)),
+        read("headers", Map(&STRING_MATCH)),
+        leaf("port"),
+        unsupported("sourceLabels", Leaf, "would match requests from every workload"),
+        unsupported("gateways", Leaf, "would match requests from every gateway and sidecar"),
+        read("queryParams", Map(&STRING_MATCH)),
+        leaf("ignoreUriCase"),
+        read("withoutHeaders", Map(&STRING_MATCH)),
+        unsupported("sourceNamespace", Leaf, "would match requests from every namespace"),
+        ignored("statPrefix", Leaf, "statistics are not split by it"),
+    ],
+};
+
+static STRING_MATCH: Message = Message { fields: &[leaf("exact"), leaf("prefix"), leaf("regex")] };
+
+static HTTP_ROUTE_DESTINATION: Message = Message {
+    fields: &[
+        read("destination", msg(&DESTINATION)),
+        leaf("weight"),
+        ignored("headers", msg(&HEADERS), "headers are passed unchanged"),
+    ],
+};
+
+static DESTINATION: Message = Message { fields: &[leaf("host"), leaf("subset"), read("port", msg(&PORT_SELECTOR))] };
+
+pub(super) static PORT_SELECTOR: Message = Message { fields: &[leaf("number")] };
+
+static HEADERS: Message =
+    Message { fields: &[read("request", msg(&HEADER_OPERATIONS)), read("response", msg(&HEADER_OPERATIONS))] };
+
+static HEADER_OPERATIONS: Message = Message { fields: &[leaf("set"), leaf("add"), leaf("remove")] };
+
+static HTTP_REDIRECT: Message = Message {
+    fields: &[leaf("uri"), leaf("authority"), leaf("port"), leaf("derivePort"), leaf("scheme"), leaf("redirectCode")],
+};
+
+static HTTP_DIRECT_RESPONSE: Message = Message { fields: &[leaf("status"), read("body", msg(&HTTP_BODY))] };
+
+static HTTP_BODY: Message = Message { fields: &[leaf("string"), leaf("bytes")] };
+
+static DELEGATE: Message = Message { fields: &[leaf("name"), leaf("namespace")] };
+
+static HTTP_REWRITE: Message =
+    Message { fields: &[leaf("uri"), leaf("authority"), read("uriRegexRewrite", msg(&REGEX_REWRITE))] };
+
+static REGEX_REWRITE: Message = Message { fields: &[leaf("match"), leaf("rewrite")] };
+
+static HTTP_RETRY: Message = Message {
+    fields: &[
+        leaf("attempts"),
+        leaf("perTryTimeout"),
+        leaf("retryOn"),
+        leaf("retryRemoteLocalities"),
+        leaf("retryIgnorePreviousHosts"),
+        leaf("backoff"),
+    ],
+};
+
+static HTTP_FAULT: Message = Message { fields: &[read("delay", msg(&FAULT_DELAY)), read("abort", msg(&FAULT_ABORT))] };
+
+static FAULT_DELAY: Message = Message {
+    fields: &[leaf("fixedDelay"), leaf("exponentialDelay"), leaf("percent"), read("percentage", msg(&PERCENT))],
+};
+
+static FAULT_ABORT: Message = Message {
+    fields: &[leaf("httpStatus"), leaf("grpcStatus"), leaf("http2Error"), read("percentage", msg(&PERCENT))],
+};
+
+static PERCENT: Message = Message { fields: &[leaf("value")] };
+
+static HTTP_MIRROR_POLICY: Message =
+    Message { fields: &[read("destination", msg(&DESTINATION)), read("percentage", msg(&PERCENT))] };
+
+static CORS_POLICY: Message = Message {
+    fields: &[
+        leaf("allowOrigin"),
+        read("allowOrigins", List(&STRING_MATCH)),
+        leaf("allowMethods"),
+        leaf("allowHeaders"),
+        leaf("exposeHeaders"),
+        leaf("maxAge"),
+        leaf("allowCredentials"),
+        leaf("unmatchedPreflights"),
+    ],
+};
+
+static TLS_ROUTE: Message =
+    Message { fields: &[read("match", List(&TLS_MATCH)), read("route", List(&ROUTE_DESTINATION))] };
+
+static TLS_MATCH: Message = Message {
+    fields: &[
+        leaf("sniHosts"),
+        leaf("destinationSubnets"),
+        leaf("port"),
+        leaf("sourceLabels"),
+        leaf("gateways"),
+        leaf("sourceNamespace"),
+    ],
+};
+
+static TCP_ROUTE: Message =
+    Message { fields: &[read("match", List(&L4_MATCH)), read("route", List(&ROUTE_DESTINATION))] };
+
+static L4_MATCH: Message = Message {
+    fields: &[
+        leaf("destinationSubnets"),
+        leaf("port"),
+        leaf("sourceSubnet"),
+        leaf("sourceLabels"),
+        leaf("gateways"),
+        leaf("sourceNamespace"),
+    ],
+};
+
+static ROUTE_DESTINATION: Message = Message { fields: &[read("destination", msg(&DESTINATION)), leaf("weight")] };
+
+// ---- DestinationRule ---------------------------------------------------------------
+
+pub(super) static DESTINATION_RULE: Message = Message {
+    fields: &[
+        leaf("host"),
+        read("trafficPolicy", msg(&TRAFFIC_POLICY)),
+        read("subsets", List(&SUBSET)),
+        leaf("exportTo"),
+        unsupported("workloadSelector", msg(&WORKLOAD_SELECTOR), "would apply the rule to every client"),
+    ],
+};
+
+static WORKLOAD_SELECTOR: Message = Message { fields: &[leaf("matchLabels")] };
+
+const BALANCING: &str = "connections use meshd's defaults";
+
+static TRAFFIC_POLICY: Message = Message {
+    fields: &[
+        read("loadBalancer", msg(&LOAD_BALANCER)),
+        ignored("connectionPool", msg(&CONNECTION_POOL), BALANCING),
+        ignored("outlierDetection", msg(&OUTLIER_DETECTION), "unhealthy hosts are not ejected"),
+        ignored("tls", msg(&CLIENT_TLS), "connections to this host are not wrapped in TLS by the sidecar"),
+        ignored("portLevelSettings", List(&PORT_TRAFFIC_POLICY), "the host's policy applies to every port"),
+        unsupported("tunnel", msg(&TUNNEL), "would connect straight to the destination instead of through the tunnel"),
+        ignored("proxyProtocol", msg(&PROXY_PROTOCOL), "no PROXY protocol header is sent"),
+        ignored("retryBudget", msg(&RETRY_BUDGET), BALANCING),
+    ],
+};
+
+static PORT_TRAFFIC_POLICY: Message = Message {
+    fields: &[
+        read("port", msg(&PORT_SELECTOR)),
+        read("loadBalancer", msg(&LOAD_BALANCER)),
+        read("connectionPool", msg(&CONNECTION_POOL)),
+        read("outlierDetection", msg(&OUTLIER_DETECTION)),
+        read("tls", msg(&CLIENT_TLS)),
+    ],
+};
+
+static LOAD_BALANCER: Message = Message {
+    fields: &[
+        leaf("simple"),
+        ignored("consistentHash", msg(&CONSISTENT_HASH), "requests are balanced by the simple policy"),
+        ignored("localityLbSetting", msg(&LOCALITY_LB), "endpoints are balanced without regard to locality"),
+        ignored("warmupDurationSecs", Leaf, "new endpoints get their full share at once"),
+        ignored("warmup", msg(&WARMUP), "new endpoints get their full share at once"),
+    ],
+};
+
+static CONSISTENT_HASH: Message = Message {
+    fields: &[
+        leaf("httpHeaderName"),
+        read("httpCookie", msg(&HTTP_COOKIE)),
+        leaf("useSourceIp"),
+        leaf("httpQueryParameterName"),
+        read("ringHash", msg(&RING_HASH)),
+        read("maglev", msg(&MAGLEV)),
+        leaf("minimumRingSize"),
+    ],
+};
+
+static HTTP_COOKIE: Message = Message { fields: &[leaf("name"), leaf("path"), leaf("ttl"), leaf("attributes")] };
+static RING_HASH: Message = Message { fields: &[leaf("minimumRingSize")] };
+static MAGLEV: Message = Message { fields: &[leaf("tableSize")] };
+
+static LOCALITY_LB: Message = Message {
+    fields: &[
+        read("distribute", List(&LOCALITY_FROM_TO)),
+        read("failover", List(&LOCALITY_FROM_TO)),
+        leaf("failoverPriority"),
+        leaf("enabled"),
+    ],
+};
+
+static LOCALITY_FROM_TO: Message = Message { fields: &[leaf("from"), leaf("to")] };
+static WARMUP: Message = Message { fields: &[leaf("duration"), leaf("minimumPercent"), leaf("aggression")] };
+
+static CONNECTION_POOL: Message = Message { fields: &[read("tcp", msg(&TCP_POOL)), read("http", msg(&HTTP_POOL))] };
+
+static TCP_POOL: Message = Message {
+    fields: &[
+        leaf("maxConnections"),
+        leaf("connectTimeout"),
+        read("tcpKeepalive", msg(&TCP_KEEPALIVE)),
+        leaf("maxConnectionDuration"),
+        leaf("idleTimeout"),
+    ],
+};
+
+static TCP_KEEPALIVE: Message = Message { fields: &[leaf("probes"), leaf("time"), leaf("interval")] };
+
+static HTTP_POOL: Message = Message {
+    fields: &[
+        leaf("http1MaxPendingRequests"),
+        leaf("http2MaxRequests"),
+        leaf("maxRequestsPerConnection"),
+        leaf("maxRetries"),
+        leaf("idleTimeout"),
+        leaf("h2UpgradePolicy"),
+        leaf("useClientProtocol"),
+        leaf("maxConcurrentStreams"),
+    ],
+};
+
+static OUTLIER_DETECTION: Message = Message {
+    fields: &[
+        leaf("splitExternalLocalOriginErrors"),
+        leaf("consecutiveLocalOriginFailures"),
+        leaf("consecutiveGatewayErrors"),
+        leaf("consecutive5xxErrors"),
+        leaf("consecutiveErrors"),
+        leaf("interval"),
+        leaf("baseEjectionTime"),
+        leaf("maxEjectionPercent"),
+        leaf("minHealthPercent"),
+    ],
+};
+
+static CLIENT_TLS: Message = Message {
+    fields: &[
+        leaf("mode"),
+        leaf("clientCertificate"),
+        leaf("privateKey"),
+        leaf("caCertificates"),
+        leaf("credentialName"),
+        leaf("subjectAltNames"),
+        leaf("sni"),
+        leaf("insecureSkipVerify"),
+        leaf("caCrl"),
+    ],
+};
+
+static TUNNEL: Message = Message { fields: &[leaf("protocol"), leaf("targetHost"), leaf("targetPort")] };
+static PROXY_PROTOCOL: Message = Message { fields: &[leaf("version")] };
+static RETRY_BUDGET: Message = Message { fields: &[leaf("percent"), leaf("minRetryConcurrency")] };
+
+static SUBSET: Message =
+    Message { fields: &[leaf("name"), leaf("labels"), read("trafficPolicy", msg(&TRAFFIC_POLICY))] };
+
+// ---- Gateway -----------------------------------------------------------------------
+
+pub(super) static GATEWAY: Message = Message { fields: &[read("servers", List(&SERVER)), leaf("selector")] };
+
+static SERVER: Message = Message {
+    fields: &[
+        read("port", msg(&SERVER_PORT)),
+        leaf("bind"),
+        leaf("hosts"),
+        read("tls", msg(&SERVER_TLS)),
+        leaf("defaultEndpoint"),
+        leaf("name"),
+    ],
+};
+
+pub(super) static SERVER_PORT: Message =
+    Message { fields: &[leaf("number"), leaf("protocol"), leaf("name"), leaf("targetPort")] };
+
+static SERVER_TLS: Message = Message {
+    fields: &[
+        leaf("httpsRedirect"),
+        leaf("mode"),
+        leaf("serverCertificate"),
+        leaf("privateKey"),
+        leaf("caCertificates"),
+        leaf("caCrl"),
+        leaf("credentialName"),
+        leaf("credentialNames"),
+        read("tlsCertificates", List(&TLS_CERTIFICATE)),
+        leaf("subjectAltNames"),
+        leaf("verifyCertificateSpki"),
+        leaf("verifyCertificateHash"),
+        leaf("minProtocolVersion"),
+        leaf("maxProtocolVersion"),
+        leaf("cipherSuites"),
+    ],
+};
+
+static TLS_CERTIFICATE: Message =
+    Message { fields: &[leaf("serverCertificate"), leaf("privateKey"), leaf("caCertificates")] };
+
+// ---- ServiceEntry ------------------------------------------------------------------
+
+pub(super) static SERVICE_ENTRY: Message = Message {
+    fields: &[
+        leaf("hosts"),
+        leaf("addresses"),
+        read("ports", List(&SERVER_PORT)),
+        leaf("location"),
+        leaf("resolution"),
+        read("endpoints", List(&WORKLOAD_ENTRY)),
+        read("workloadSelector", msg(&ENTRY_WORKLOAD_SELECTOR)),
+        leaf("exportTo"),
+        leaf("subjectAltNames"),
+    ],
+};
+
+/// A ServiceEntry's selector (`labels`, unlike the DestinationRule's `matchLabels`).
+static ENTRY_WORKLOAD_SELECTOR: Message = Message { fields: &[leaf("labels")] };
+
+static WORKLOAD_ENTRY: Message = Message {
+    fields: &[
+        leaf("address"),
+        leaf("ports"),
+        leaf("labels"),
+        leaf("network"),
+        leaf("locality"),
+        leaf("weight"),
+        leaf("serviceAccount"),
+    ],
+};
+
+/// The `spec` of each networking kind meshd reads, under the object's top level.
+pub(super) fn spec_of(kind: &str) -> Option<&'static Message> {
+    Some(match kind {
+        "VirtualService" => &VIRTUAL_SERVICE,
+        "DestinationRule" => &DESTINATION_RULE,
+        "Gateway" => &GATEWAY,
+        "ServiceEntry" => &SERVICE_ENTRY,
+        _ => return None,
+    })
+}

@@ -171,9 +171,10 @@ pub fn render_metrics(m: &Monitored) -> String {
     let count = |sev| errors.iter().filter(|e| e.severity == sev).count();
     let _ = writeln!(
         out,
-        "# HELP amime_config_problems Current configuration problems, by severity.\n# TYPE amime_config_problems gauge\namime_config_problems{{severity=\"error\"}} {}\namime_config_problems{{severity=\"warning\"}} {}",
+        "# HELP amime_config_problems Current configuration problems, by severity.\n# TYPE amime_config_problems gauge\namime_config_problems{{severity=\"error\"}} {}\namime_config_problems{{severity=\"warning\"}} {}\namime_config_problems{{severity=\"info\"}} {}",
         count(Severity::Error),
-        count(Severity::Warning)
+        count(Severity::Warning),
+        count(Severity::Info)
     );
     metric(
         &mut out,

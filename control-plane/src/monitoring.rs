@@ -28,7 +28,7 @@ impl Monitored {
         let mut all = self.state.source_problems();
         all.extend(self.state.unreadable());
         if let Some(mesh) = self.distributor.current() {
-            all.extend(mesh.problems.iter().cloned());
+            all.extend(self.state.locate(mesh.problems.iter().cloned()));
         }
         all.sort();
         all

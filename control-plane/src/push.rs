@@ -12,7 +12,7 @@ use tokio::sync::watch;
 use xds::{Snapshot, SnapshotSource, SnapshotWatch, WatchError};
 
 use crate::model::index::{Change, Index};
-use crate::model::ObjectError;
+use crate::model::{Kind, ObjectError, ObjectKey, Origin, Origins};
 use crate::proxy::Proxy;
 use crate::translate::{MeshConfig, MeshSettings, ProxyClass};
 
@@ -26,6 +26,9 @@ pub struct MeshState {
     /// What a source cannot read now (its directory gone, unreadable files, dangling
     /// symlinks); what it last read from there stays in force. Replaced per report.
     unreadable: Mutex<Vec<ObjectError>>,
+    /// Where each object was read, so that problems found while translating name the
+    /// file and document too.
+    origins: Mutex<Arc<Origins>>,
     synced: AtomicBool,
     pub source_stats: SourceStats,
 }
@@ -46,10 +49,17 @@ impl Default for MeshState {
             generation: watch::channel(0).0,
             source_problems: Mutex::new(Vec::new()),
             unreadable: Mutex::new(Vec::new()),
+            origins: Mutex::new(Arc::default()),
             synced: AtomicBool::new(false),
             source_stats: SourceStats::default(),
         }
     }
+}
+
+fn origin_of<'a>(origins: &'a Origins, p: &ObjectError) -> Option<&'a Origin> {
+    let kind = Kind::from_name(p.kind.as_deref()?)?;
+    let namespace = if kind == Kind::Namespace { String::new() } else { p.namespace.clone().unwrap_or_default() };
+    origins.get(&ObjectKey { kind, namespace, name: p.name.clone()? })
 }
 
 impl MeshState {
@@ -82,6 +92,28 @@ impl MeshState {
 
     pub fn source_problems(&self) -> Vec<ObjectError> {
         self.source_problems.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn set_origins(&self, origins: Origins) {
+        *self.origins.lock().unwrap_or_else(|e| e.into_inner()) = Arc::new(origins);
+    }
+
+    /// `problems` with the file and document of their object filled in where the source
+    /// knows them (the translator sees objects, not files).
+    pub fn locate(&self, problems: impl IntoIterator<Item = ObjectError>) -> Vec<ObjectError> {
+        let origins = self.origins.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        problems
+            .into_iter()
+            .map(|mut p| {
+                if p.file.is_none() {
+                    if let Some(origin) = origin_of(&origins, &p) {
+                        p.file = Some(origin.file.clone());
+                        p.document = Some(origin.document);
+                    }
+                }
+                p
+            })
+            .collect()
     }
 
     pub fn set_unreadable(&self, problems: Vec<ObjectError>) {
@@ -261,7 +293,8 @@ pub async fn run(state: Arc<MeshState>, distributor: Arc<Distributor>, debounce:
             took = %crate::logging::Rounded(took),
             "translated mesh"
         );
-        let current: std::collections::BTreeSet<ObjectError> = mesh.problems.iter().cloned().collect();
+        let current: std::collections::BTreeSet<ObjectError> =
+            state.locate(mesh.problems.iter().cloned()).into_iter().collect();
         for p in current.difference(&reported) {
             crate::logging::log_problem(p);
         }

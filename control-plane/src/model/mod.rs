@@ -61,6 +61,16 @@ pub struct ObjectKey {
     pub name: String,
 }
 
+/// Where an object was read: its file and the YAML document in it (from 0).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Origin {
+    pub file: String,
+    pub document: usize,
+}
+
+/// Each object's [`Origin`], for diagnostics found after parsing (while translating).
+pub type Origins = BTreeMap<ObjectKey, Origin>;
+
 impl fmt::Display for ObjectKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.namespace.is_empty() {

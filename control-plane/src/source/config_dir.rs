@@ -17,9 +17,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use crate::model::{MeshObject, ObjectError, ObjectKey, Severity};
+use crate::model::{MeshObject, ObjectError, ObjectKey, Origin, Origins, Severity};
 use crate::source::dir_scan::{self, Probe, ReadError, Scan, Stamp};
-use crate::source::documents::parse_file;
+use crate::source::documents::{parse_file_documents, FileObjects};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigDirError {
@@ -36,6 +36,8 @@ struct FileState {
     hash: u64,
     /// Last good object per key defined in this file.
     objects: BTreeMap<ObjectKey, MeshObject>,
+    /// The YAML document (from 0) that defines each object.
+    documents: BTreeMap<ObjectKey, usize>,
     problems: Vec<ObjectError>,
     /// Why the file could not be read at `stamp`, if it could not.
     read_error: Option<String>,
@@ -183,9 +185,13 @@ impl ConfigDir {
             return false;
         }
         let display = path.display().to_string();
-        let (objects, problems) = parse_file(&display, text, &previous.objects);
-        let objects = objects.unwrap_or(previous.objects);
-        let state = FileState { stamp: Some(stamp), hash, objects, problems, read_error: None, racy_until_ns };
+        let (parsed, problems) = parse_file_documents(&display, text, &previous.objects);
+        let (objects, documents) = match parsed {
+            Some(FileObjects { objects, documents }) => (objects, documents),
+            None => (previous.objects, previous.documents),
+        };
+        let state =
+            FileState { stamp: Some(stamp), hash, objects, documents, problems, read_error: None, racy_until_ns };
         self.files.insert(path.to_path_buf(), state);
         true
     }
@@ -242,6 +248,13 @@ impl ConfigDir {
     /// All objects, each key taken from the file written last, and the problems of
     /// the files' contents (not those of [`Self::unreadable`]).
     pub fn objects(&self) -> (Vec<MeshObject>, Vec<ObjectError>) {
+        let (objects, _, problems) = self.objects_with_origins();
+        (objects, problems)
+    }
+
+    /// [`ConfigDir::objects`], with the file and document each object was taken from.
+    pub fn objects_with_origins(&self) -> (Vec<MeshObject>, Origins, Vec<ObjectError>) {
+        let mut origins = Origins::new();
         let mut defined: BTreeMap<&ObjectKey, Vec<(i128, &Path, &MeshObject)>> = BTreeMap::new();
         let mut problems: Vec<ObjectError> = Vec::new();
         for (path, state) in &self.files {
@@ -256,11 +269,16 @@ impl ConfigDir {
             sources.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
             let (winner_mtime, winner, object) = sources.pop().expect("at least one definition");
             objects.push(object.clone());
+            if let Some(document) = self.files.get(winner).and_then(|f| f.documents.get(key)) {
+                origins.insert(key.clone(), Origin { file: winner.display().to_string(), document: *document });
+            }
             for (mtime, path, _) in sources {
-                problems.push(duplicate_problem(key, path, winner, mtime == winner_mtime));
+                let mut problem = duplicate_problem(key, path, winner, mtime == winner_mtime);
+                problem.document = self.files.get(path).and_then(|f| f.documents.get(key)).copied();
+                problems.push(problem);
             }
         }
-        (objects, problems)
+        (objects, origins, problems)
     }
 }
 

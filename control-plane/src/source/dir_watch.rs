@@ -192,12 +192,13 @@ impl DirSource {
         if !changed && self.state.is_synced() {
             return;
         }
-        let (objects, problems) = self.dir.objects();
+        let (objects, origins, problems) = self.dir.objects_with_origins();
         let old: BTreeSet<ObjectError> = self.state.source_problems().into_iter().collect();
         for p in problems.iter().filter(|p| !old.contains(p)) {
             crate::logging::log_problem(p);
         }
         self.state.set_source_problems(problems);
+        self.state.set_origins(origins);
         let count = objects.len();
         self.state.update(|index| index.reset(objects));
         self.state.source_stats.reloads.fetch_add(1, Ordering::Relaxed);

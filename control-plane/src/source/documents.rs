@@ -35,6 +35,23 @@ pub fn parse_file(
     text: &str,
     previous: &BTreeMap<ObjectKey, MeshObject>,
 ) -> (Option<BTreeMap<ObjectKey, MeshObject>>, Vec<Diagnostic>) {
+    let (parsed, problems) = parse_file_documents(display, text, previous);
+    (parsed.map(|p| p.objects), problems)
+}
+
+/// What a file holds: its objects and the document each was defined in.
+#[derive(Debug, Default)]
+pub struct FileObjects {
+    pub objects: BTreeMap<ObjectKey, MeshObject>,
+    pub documents: BTreeMap<ObjectKey, usize>,
+}
+
+/// [`parse_file`], also saying which document defines each object.
+pub fn parse_file_documents(
+    display: &str,
+    text: &str,
+    previous: &BTreeMap<ObjectKey, MeshObject>,
+) -> (Option<FileObjects>, Vec<Diagnostic>) {
     let file_error = |document: Option<usize>, field: &str, message: String| Diagnostic {
         severity: Severity::Error,
         file: Some(display.to_owned()),
@@ -90,10 +107,10 @@ pub fn parse_file(
                 Some(j) => format!("document {i}, items[{j}]"),
                 None => format!("document {i}"),
             };
-            out.parse_one(value, &duplicates, previous, place, with_place);
+            out.parse_one(value, &duplicates, previous, (i, place), with_place);
         }
     }
-    (Some(out.objects), out.problems)
+    (Some(FileObjects { objects: out.objects, documents: out.documents }), out.problems)
 }
 
 /// What one file gave so far.
@@ -102,6 +119,8 @@ struct Collected {
     objects: BTreeMap<ObjectKey, MeshObject>,
     /// Where in the file each object was defined (`document 2`), for objects defined twice.
     defined_at: BTreeMap<ObjectKey, String>,
+    /// The document each object (or its kept last good state) stands for.
+    documents: BTreeMap<ObjectKey, usize>,
     problems: Vec<Diagnostic>,
 }
 
@@ -111,7 +130,7 @@ impl Collected {
         value: Value,
         duplicate_keys: &[&str],
         previous: &BTreeMap<ObjectKey, MeshObject>,
-        place: String,
+        (document, place): (usize, String),
         with_place: impl Fn(Diagnostic) -> Diagnostic,
     ) {
         let raw = match RawObject::from_value(value) {
@@ -157,6 +176,7 @@ impl Collected {
                         ),
                     }));
                 }
+                self.documents.insert(key.clone(), document);
                 self.objects.insert(key, object);
             }
             Ok(Parsed::Skipped(note)) => self.problems.push(with_place(note)),
@@ -172,7 +192,10 @@ impl Collected {
                     };
                     let key = ObjectKey { kind, namespace, name: raw.name.clone() };
                     let kept = self.objects.contains_key(&key)
-                        || previous.get(&key).is_some_and(|old| self.objects.insert(key, old.clone()).is_none());
+                        || previous.get(&key).is_some_and(|old| {
+                            self.documents.insert(key.clone(), document);
+                            self.objects.insert(key, old.clone()).is_none()
+                        });
                     if kept {
                         let joined = if e.message.ends_with('?') { " Its" } else { "; its" };
                         e.message.push_str(&format!("{joined} last good state stays in force"));

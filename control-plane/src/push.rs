@@ -227,7 +227,10 @@ pub async fn run(state: Arc<MeshState>, distributor: Arc<Distributor>, debounce:
         changes.borrow_and_update();
         let model = state.snapshot();
         let started = Instant::now();
-        let mesh = tokio::task::block_in_place(|| MeshConfig::build(model));
+        // Built after the current config, so only what changed is checked again
+        // and refused objects keep their last good version.
+        let previous = distributor.current();
+        let mesh = tokio::task::block_in_place(|| MeshConfig::build_after(model, previous.as_deref()));
         let took = started.elapsed();
         distributor.stats.translations.fetch_add(1, Ordering::Relaxed);
         distributor.stats.last_translation_micros.store(took.as_micros() as u64, Ordering::Relaxed);
@@ -235,6 +238,8 @@ pub async fn run(state: Arc<MeshState>, distributor: Arc<Distributor>, debounce:
             clusters = mesh.clusters().len(),
             endpoints = mesh.endpoints().len(),
             problems = mesh.problems.len(),
+            pieces_checked = mesh.checks.checked,
+            pieces_refused = mesh.checks.refused,
             translate_ms = took.as_secs_f64() * 1000.0,
             "translated mesh"
         );

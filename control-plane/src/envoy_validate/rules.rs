@@ -172,7 +172,7 @@ fn check_map(
 }
 
 /// Rules of one list item or map key/value: always present.
-fn check_item(rules: &DynamicMessage, value: &Value, path: &mut String, out: &mut Vec<Violation>) {
+fn check_item(rules: &DynamicMessage, value: &Value, path: &str, out: &mut Vec<Violation>) {
     if let Some((kind, kind_rules)) = type_rules(rules) {
         if let Some(message) = check_value(kind, &kind_rules, value, true) {
             out.push(violation(path, message));
@@ -406,6 +406,11 @@ fn check_any(rules: &DynamicMessage, m: &DynamicMessage) -> Option<String> {
     rule_list(rules, "not_in").iter().any(|v| v.as_str() == Some(&url)).then(|| format!("type {url} is not allowed"))
 }
 
+/// A length rule: its name, the length it bounds, when it is broken, how to say so.
+type LengthRule = (&'static str, u64, fn(u64, u64) -> bool, &'static str);
+/// A substring rule: its name, when it holds, how to say it does not.
+type TextRule = (&'static str, fn(&str, &str) -> bool, &'static str);
+
 fn check_string(rules: &DynamicMessage, s: &str) -> Option<String> {
     if s.is_empty() && flag(rules, "ignore_empty") {
         return None;
@@ -417,7 +422,7 @@ fn check_string(rules: &DynamicMessage, s: &str) -> Option<String> {
     }
     let runes = s.chars().count() as u64;
     let bytes = s.len() as u64;
-    let limits: [(&str, u64, fn(u64, u64) -> bool, &str); 6] = [
+    let limits: [LengthRule; 6] = [
         ("len", runes, |v, r| v != r, "characters long; must be exactly"),
         ("min_len", runes, |v, r| v < r, "characters long; must be at least"),
         ("max_len", runes, |v, r| v > r, "characters long; must be at most"),
@@ -435,7 +440,7 @@ fn check_string(rules: &DynamicMessage, s: &str) -> Option<String> {
             return Some(format!("{shown} does not match the pattern {p:?}"));
         }
     }
-    let checks: [(&str, fn(&str, &str) -> bool, &str); 4] = [
+    let checks: [TextRule; 4] = [
         ("prefix", |s, r| s.starts_with(r), "must start with"),
         ("suffix", |s, r| s.ends_with(r), "must end with"),
         ("contains", |s, r| s.contains(r), "must contain"),

@@ -26,12 +26,14 @@ use super::routes::{self, RouteOrigin};
 use super::{ModelLookup, Problems};
 
 /// Checks done by one build: how many pieces were checked, how many verdicts came
-/// from the cache, and how many pieces were refused.
+/// from the cache, how many pieces were refused, and the time spent checking (cache
+/// misses only; hashing for the cache is not counted).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CheckStats {
     pub checked: usize,
     pub cached: usize,
     pub refused: usize,
+    pub spent: std::time::Duration,
 }
 
 /// What containment remembers from one build to the next.
@@ -91,7 +93,10 @@ impl Checker {
             }
             None => {
                 self.stats.checked += 1;
-                check_encoded(message_name, bytes).into()
+                let started = std::time::Instant::now();
+                let verdict = check_encoded(message_name, bytes).into();
+                self.stats.spent += started.elapsed();
+                verdict
             }
         };
         if !verdict.is_empty() {

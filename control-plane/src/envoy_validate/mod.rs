@@ -86,6 +86,8 @@ fn violation(path: &str, message: String) -> Violation {
 struct Plan {
     /// `validate.disabled`: no rule of this message (nor below it) applies.
     disabled: bool,
+    /// Fields with rules or that can hold messages; plain fields without rules are
+    /// left out, as nothing would be checked in them.
     fields: Vec<(FieldDescriptor, Option<DynamicMessage>)>,
     required_oneofs: Vec<OneofDescriptor>,
 }
@@ -137,11 +139,24 @@ fn plan(desc: &MessageDescriptor) -> Arc<Plan> {
                     .flatten();
                 (f, rules)
             })
+            .filter(|(f, rules)| rules.is_some() || holds_messages(f))
             .collect(),
         required_oneofs: desc.oneofs().filter(|o| flag(&o.options(), &ext.oneof_required)).collect(),
     });
     plans.write().unwrap_or_else(|e| e.into_inner()).insert(desc.full_name().to_owned(), plan.clone());
     plan
+}
+
+/// Whether a field's values can be messages (a message field, a list of them, or a
+/// map with message values).
+fn holds_messages(field: &FieldDescriptor) -> bool {
+    match field.kind() {
+        prost_reflect::Kind::Message(m) if field.is_map() => {
+            matches!(m.map_entry_value_field().kind(), prost_reflect::Kind::Message(_))
+        }
+        prost_reflect::Kind::Message(_) => true,
+        _ => false,
+    }
 }
 
 /// Appends `.name` (or `name` at the root) to `path`, runs `f`, restores `path`.

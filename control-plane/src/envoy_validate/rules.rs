@@ -31,25 +31,25 @@ pub(super) fn check_field(
     }
     let Some((kind, kind_rules)) = type_rules(rules) else { return false };
     match (kind, value) {
-        ("repeated", Value::List(items)) => check_repeated(&kind_rules, items, path, out),
-        ("map", Value::Map(map)) => check_map(field, &kind_rules, map, path, out),
+        ("repeated", Value::List(items)) => check_repeated(kind_rules, items, path, out),
+        ("map", Value::Map(map)) => check_map(field, kind_rules, map, path, out),
         _ => {
-            if let Some(message) = check_value(kind, &kind_rules, value, present) {
+            if let Some(message) = check_value(kind, kind_rules, value, present) {
                 out.push(violation(path, message));
             }
         }
     }
-    if let Some(message) = check_defined_enum(field, kind, &kind_rules, value) {
+    if let Some(message) = check_defined_enum(field, kind, kind_rules, value) {
         out.push(violation(path, message));
     }
     false
 }
 
 /// The set member of the `type` oneof of `validate.FieldRules`, e.g. `("string", StringRules)`.
-fn type_rules(rules: &DynamicMessage) -> Option<(&'static str, DynamicMessage)> {
+fn type_rules(rules: &DynamicMessage) -> Option<(&'static str, &DynamicMessage)> {
     rules.fields().find_map(|(f, v)| {
         let name = f.containing_oneof()?.name().eq("type").then(|| kind_name(f.name()))??;
-        Some((name, v.as_message()?.clone()))
+        Some((name, v.as_message()?))
     })
 }
 
@@ -174,7 +174,7 @@ fn check_map(
 /// Rules of one list item or map key/value: always present.
 fn check_item(rules: &DynamicMessage, value: &Value, path: &str, out: &mut Vec<Violation>) {
     if let Some((kind, kind_rules)) = type_rules(rules) {
-        if let Some(message) = check_value(kind, &kind_rules, value, true) {
+        if let Some(message) = check_value(kind, kind_rules, value, true) {
             out.push(violation(path, message));
         }
     }
@@ -341,7 +341,7 @@ fn check_defined_enum(
         "repeated" => {
             let items = sub(kind_rules, "items")?;
             let (k, r) = type_rules(&items)?;
-            (k == "enum").then_some(r)?
+            (k == "enum").then(|| r.clone())?
         }
         _ => return None,
     };

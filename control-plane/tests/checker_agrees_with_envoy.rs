@@ -6,7 +6,7 @@ mod common;
 
 use std::net::IpAddr;
 
-use control_plane::envoy_validate::{check_any, check_message};
+use control_plane::envoy_validate::{check_any, check_message, unchecked_types};
 use control_plane::translate::{InterceptionMode, ProxyClass};
 use envoy_types::pb::envoy::config::bootstrap::v3::{bootstrap, Bootstrap};
 use envoy_types::pb::envoy::config::core::v3::Node;
@@ -50,6 +50,13 @@ fn every_resource_meshd_makes_of_the_fixtures_passes_the_checker() {
             }
         }
     }
+}
+
+/// Every type meshd packs in an `Any` is in the pool, so its content was checked.
+#[test]
+fn every_type_meshd_makes_is_in_the_descriptor_pool() {
+    every_resource_meshd_makes_of_the_fixtures_passes_the_checker();
+    assert_eq!(unchecked_types(), Vec::<String>::new(), "add their .proto files to control-plane/build.rs");
 }
 
 fn string_match(p: string_matcher::MatchPattern) -> Option<header_matcher::HeaderMatchSpecifier> {
@@ -222,5 +229,16 @@ fn what_the_checker_refuses_envoy_refuses() {
         let envoy = envoy_accepts(rc, &dir.join(format!("case-{i}.pb")));
         assert!(envoy.is_err(), "{what}: Envoy accepts what the checker refuses ({violations:?})");
     }
+    // Across virtual hosts: a domain twice (in any case) in one route configuration.
+    let mut twice = route_config(|_| {});
+    let mut other = twice.virtual_hosts[0].clone();
+    other.name = "other".into();
+    other.domains = vec!["Reviews:9080".into(), "*".into()];
+    twice.virtual_hosts[0].domains = vec!["reviews:9080".into()];
+    twice.virtual_hosts.push(other);
+    let violations = check_message(&twice);
+    assert_eq!(violations.len(), 1, "{violations:?}");
+    assert_eq!(violations[0].path, "virtual_hosts[1].domains[0]");
+    assert!(envoy_accepts(twice, &dir.join("twice.pb")).is_err(), "Envoy accepts a domain twice");
     std::fs::remove_dir_all(&dir).unwrap();
 }

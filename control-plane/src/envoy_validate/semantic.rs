@@ -19,6 +19,7 @@ pub(super) fn check(msg: &DynamicMessage, path: &str, out: &mut Vec<Violation>) 
         "envoy.config.route.v3.WeightedCluster" => weighted_cluster(msg, path, out),
         "envoy.config.route.v3.WeightedCluster.ClusterWeight" => cluster_weight(msg, path, out),
         "envoy.type.matcher.v3.RegexMatcher" => regex_matcher(msg, path, out),
+        "envoy.config.route.v3.RouteConfiguration" => unique_domains(msg, path, out),
         _ => {}
     }
 }
@@ -58,6 +59,23 @@ fn cluster_weight(msg: &DynamicMessage, path: &str, out: &mut Vec<Violation>) {
     let text = |name: &str| msg.get_field_by_name(name).and_then(|v| v.as_str().map(str::is_empty));
     if text("name") == Some(true) && text("cluster_header") == Some(true) {
         out.push(violation(&at(path, "name"), "one of name or cluster_header is required".to_owned()));
+    }
+}
+
+/// A domain may appear in one virtual host of a route configuration, once.
+fn unique_domains(msg: &DynamicMessage, path: &str, out: &mut Vec<Violation>) {
+    let Some(hosts) = msg.get_field_by_name("virtual_hosts") else { return };
+    let mut seen = std::collections::HashSet::new();
+    for (i, host) in hosts.as_list().unwrap_or_default().iter().filter_map(Value::as_message).enumerate() {
+        let Some(domains) = host.get_field_by_name("domains") else { continue };
+        for (j, domain) in domains.as_list().unwrap_or_default().iter().filter_map(Value::as_str).enumerate() {
+            if !seen.insert(domain.to_ascii_lowercase()) {
+                out.push(violation(
+                    &at(path, &format!("virtual_hosts[{i}].domains[{j}]")),
+                    format!("domain {domain:?} appears twice; Envoy allows each domain once per route configuration"),
+                ));
+            }
+        }
     }
 }
 

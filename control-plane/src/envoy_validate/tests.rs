@@ -195,6 +195,11 @@ fn anys_are_opened_and_checked() {
     let unknown =
         envoy_types::pb::google::protobuf::Any { type_url: "type.googleapis.com/acme.X".into(), value: vec![] };
     assert!(check_any(&unknown)[0].message.contains("not in meshd's Envoy descriptor pool"));
+    // Inside, the type is Envoy's to know: its content is left unchecked and listed.
+    let mut inside = listener.clone();
+    inside.filter_chains[0].filters[0].config_type = Some(filter::ConfigType::TypedConfig(unknown));
+    assert_eq!(check_message(&inside), vec![]);
+    assert!(unchecked_types().contains(&"acme.X".to_owned()));
 }
 
 #[test]

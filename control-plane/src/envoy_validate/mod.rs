@@ -6,10 +6,12 @@
 //! files, annotations included, into the descriptor pool of [`crate::envoy_json`];
 //! this module walks any message of that pool as a [`DynamicMessage`] and applies
 //! whatever rules its descriptors name: one generic checker, no copy of a rule.
-//! `Any`s are opened and their content checked the same way.
+//! `Any`s are opened and their content checked the same way; a packed type the pool
+//! lacks is left unchecked and listed by [`unchecked_types`] (Envoy may well know it).
 //!
 //! [`semantic`] adds what the annotations cannot say but Envoy still refuses at
-//! load time (the weight sum of a weighted cluster, RE2 program size).
+//! load time (the weight sum of a weighted cluster, RE2 program size, a domain twice
+//! in one route configuration).
 //!
 //! A [`Violation`] names the Envoy field path (`virtual_hosts[0].routes[1].match
 //! .headers[0].string_match.prefix`), so callers can trace it back to what made it.

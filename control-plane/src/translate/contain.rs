@@ -94,9 +94,13 @@ impl Checker {
             None => {
                 self.stats.checked += 1;
                 let started = std::time::Instant::now();
-                let verdict = check_encoded(message_name, bytes).into();
+                let violations = check_encoded(message_name, bytes);
                 self.stats.spent += started.elapsed();
-                verdict
+                if violations.is_empty() {
+                    accepted()
+                } else {
+                    violations.into()
+                }
             }
         };
         if !verdict.is_empty() {
@@ -105,6 +109,12 @@ impl Checker {
         self.current.insert(key, verdict.clone());
         verdict
     }
+}
+
+/// The verdict of every accepted piece, shared (most pieces are accepted).
+fn accepted() -> Arc<[Violation]> {
+    static ACCEPTED: std::sync::OnceLock<Arc<[Violation]>> = std::sync::OnceLock::new();
+    ACCEPTED.get_or_init(|| Arc::new([])).clone()
 }
 
 /// Routes of every (host, port) a VirtualService governs, each VirtualService

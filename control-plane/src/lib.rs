@@ -12,6 +12,7 @@
 
 pub mod config;
 pub mod envoy_json;
+pub mod envoy_validate;
 pub mod logging;
 pub mod model;
 pub mod monitoring;

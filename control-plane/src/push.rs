@@ -282,7 +282,10 @@ pub async fn run(state: Arc<MeshState>, distributor: Arc<Distributor>, debounce:
         changes.borrow_and_update();
         let model = state.snapshot();
         let started = Instant::now();
-        let mesh = tokio::task::block_in_place(|| MeshConfig::build(model, &settings));
+        // Built after the current config, so only what changed is checked again
+        // and refused objects keep their last good version.
+        let previous = distributor.current();
+        let mesh = tokio::task::block_in_place(|| MeshConfig::build_after(model, &settings, previous.as_deref()));
         let took = started.elapsed();
         distributor.stats.translations.fetch_add(1, Ordering::Relaxed);
         distributor.stats.last_translation_micros.store(took.as_micros() as u64, Ordering::Relaxed);
@@ -291,6 +294,8 @@ pub async fn run(state: Arc<MeshState>, distributor: Arc<Distributor>, debounce:
             endpoints = mesh.endpoints().len(),
             problems = mesh.problems.len(),
             took = %crate::logging::Rounded(took),
+            pieces_checked = mesh.checks.checked,
+            pieces_refused = mesh.checks.refused,
             "translated mesh"
         );
         let current: std::collections::BTreeSet<ObjectError> =

@@ -91,23 +91,49 @@ fn odd_value(rng: &mut Rng) -> Value {
         json!(null),
         json!(-1),
         json!(0),
+        json!(1),
+        json!(65535),
         json!(65536),
+        json!(u32::MAX),
         json!(4294967296_u64),
+        json!(i64::MAX),
+        json!(i64::MIN),
+        json!(u64::MAX),
+        json!(1e300),
+        json!(-0.5),
         json!(""),
+        json!(" "),
         json!("a b"),
         json!("*"),
         json!("(("),
+        json!("a{1000}{1000}"),
         json!("UPPER_case"),
         json!("ünïcödé"),
+        json!("🚀"),
+        json!("del\u{7f}bell\u{7}"),
+        json!("nul\0byte"),
+        json!("line\r\nbreak"),
+        json!("tab\there"),
         json!("10.96.10.2"),
         json!("fd00::1"),
         json!("x".repeat(300)),
+        json!("é".repeat(5000)),
+        json!("x".repeat(10 * 1024)),
         json!(true),
         json!([]),
         json!({}),
         json!({"exact": "v", "prefix": "/"}),
+        json!({"prefix": ""}),
+        json!({"regex": ""}),
+        json!({"exact": ""}),
+        json!({"exact": "a\r\nb"}),
         json!({"regex": "^/[a-z]{1,9}$"}),
+        json!({"regex": "(a{1000}){1000}"}),
         json!([{"destination": {"host": "reviews"}, "weight": 0}]),
+        json!([
+            {"destination": {"host": "reviews", "subset": "v1"}, "weight": u32::MAX},
+            {"destination": {"host": "reviews", "subset": "v2"}, "weight": 1}
+        ]),
     ];
     choices[rng.below(choices.len())].clone()
 }
@@ -132,17 +158,22 @@ fn damaged_input_never_yields_config_envoy_rejects() {
             labels: [("app".to_string(), "reviews".to_string())].into_iter().collect(),
         },
     ];
-    let (mut accepted, mut rejected) = (0, 0);
+    let (mut accepted, mut rejected, mut contained) = (0, 0, 0);
     for round in 0..30u64 {
         let seed = 0x9E37_79B9_7F4A_7C15 ^ round;
         let mut rng = Rng(seed);
         let mut docs = docs.clone();
-        for _ in 0..6 {
+        for _ in 0..10 {
             let d = rng.below(docs.len());
             let mut all = Vec::new();
             paths(&docs[d], &mut Vec::new(), &mut all);
             // Keep apiVersion/kind/name mostly intact so the damage reaches specs.
-            let candidates: Vec<_> = all.into_iter().filter(|p| p.len() >= 2).collect();
+            let mut candidates: Vec<_> = all.into_iter().filter(|p| p.len() >= 2).collect();
+            // Mostly damage leaves (strings, numbers): that is where values pass the
+            // parser's checks and still break Envoy's.
+            if rng.below(4) > 0 {
+                candidates.retain(|p| !matches!(at(&mut docs[d].clone(), p), Value::Object(_) | Value::Array(_)));
+            }
             if candidates.is_empty() {
                 continue;
             }
@@ -165,6 +196,7 @@ fn damaged_input_never_yields_config_envoy_rejects() {
             }
         }
         let mesh = MeshConfig::build(Arc::new(index), &MeshSettings::default());
+        contained += mesh.problems.iter().filter(|p| p.message.contains("Envoy would refuse")).count();
         for (i, class) in classes.iter().enumerate() {
             let bootstrap = common::envoy::static_bootstrap(&mesh, class);
             if let Err(output) = common::envoy::envoy_validate(&bootstrap, &dir.join(format!("round-{round}-{i}.pb"))) {
@@ -173,6 +205,76 @@ fn damaged_input_never_yields_config_envoy_rejects() {
         }
     }
     std::fs::remove_dir_all(&dir).unwrap();
-    println!("{accepted} objects accepted, {rejected} rejected with an error");
+    println!(
+        "{accepted} objects accepted, {rejected} rejected with an error, \
+         {contained} translated pieces left out because Envoy would refuse them"
+    );
     assert!(rejected > 0 && accepted > 0, "the mutations should both damage and spare objects");
+}
+
+/// Edge values at the leaves of routing rules: each round puts one string (or
+/// number) at a random leaf of every VirtualService and DestinationRule at once, so
+/// every rule is damaged and each must be contained on its own.
+#[test]
+fn edge_values_in_every_rule_never_reach_envoy() {
+    let strings = [
+        json!(""),
+        json!(" "),
+        json!("🚀"),
+        json!("nul\0byte"),
+        json!("line\r\nbreak"),
+        json!("del\u{7f}"),
+        json!("x".repeat(10 * 1024)),
+        json!("é".repeat(5000)),
+        json!("(("),
+        json!("(a{1000}){1000}"),
+        json!("*"),
+        json!("UPPER"),
+    ];
+    let numbers = [json!(0), json!(-1), json!(u32::MAX), json!(i64::MAX), json!(4294967296_u64), json!(i32::MAX)];
+    let docs = fixture_documents();
+    let dir = std::env::temp_dir().join(format!("amime-edge-values-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let class = ProxyClass {
+        namespace: "bookinfo".into(),
+        mode: InterceptionMode::Redirect,
+        ip: None,
+        labels: [("app".to_string(), "reviews".to_string())].into_iter().collect(),
+    };
+    let mut contained = 0;
+    for round in 0..2 * strings.len() {
+        let string = &strings[round % strings.len()];
+        let seed = 0x5EED_0000 ^ round as u64;
+        let mut rng = Rng(seed);
+        let mut docs = docs.clone();
+        for doc in docs.iter_mut().filter(|d| matches!(d["kind"].as_str(), Some("VirtualService" | "DestinationRule")))
+        {
+            let mut all = Vec::new();
+            paths(&doc["spec"], &mut vec![json!("spec")], &mut all);
+            let leaves: Vec<_> = all
+                .into_iter()
+                .filter(|p| matches!(at(&mut doc.clone(), p), Value::String(_) | Value::Number(_)))
+                .collect();
+            if leaves.is_empty() {
+                continue;
+            }
+            let path = &leaves[rng.below(leaves.len())];
+            let leaf = at(doc, path);
+            *leaf = if leaf.is_string() { string.clone() } else { numbers[rng.below(numbers.len())].clone() };
+        }
+        let mut index = Index::new();
+        for doc in docs {
+            if let Ok(Parsed::Object(object, _)) = RawObject::from_value(doc).and_then(|raw| parse_object(&raw)) {
+                index.apply(object);
+            }
+        }
+        let mesh = MeshConfig::build(Arc::new(index), &MeshSettings::default());
+        contained += mesh.problems.iter().filter(|p| p.message.contains("Envoy would refuse")).count();
+        let bootstrap = common::envoy::static_bootstrap(&mesh, &class);
+        if let Err(output) = common::envoy::envoy_validate(&bootstrap, &dir.join(format!("round-{round}.pb"))) {
+            panic!("round {round} (seed {seed:#x}, value {string}): Envoy rejects what meshd made:\n{output}");
+        }
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+    println!("{contained} translated pieces left out because Envoy would refuse them");
 }

@@ -24,6 +24,8 @@ pub const READY_TIMEOUT: Duration = Duration::from_secs(20);
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
 #[serde(default)]
 pub struct ConfigError {
+    /// Empty when meshd does not say (problems found while translating may have no file).
+    #[serde(deserialize_with = "null_as_empty")]
     pub file: String,
     pub document: Option<u64>,
     pub kind: Option<String>,
@@ -31,6 +33,10 @@ pub struct ConfigError {
     pub name: Option<String>,
     pub field: Option<String>,
     pub message: String,
+}
+
+fn null_as_empty<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    Ok(Option::<String>::deserialize(d)?.unwrap_or_default())
 }
 
 /// A running `meshd --config-dir DIR`.

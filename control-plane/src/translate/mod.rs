@@ -7,6 +7,7 @@
 //! namespace share one set of clusters, endpoints and routes. Output is deterministic
 //! (ordered maps; content-derived versions).
 
+pub mod contain;
 pub mod envoy;
 pub mod routes;
 
@@ -26,6 +27,7 @@ use crate::model::{
     resolve_host, selector_matches, DestinationRule, EndpointSlice, Labels, LoadBalancer, ObjectError, Pod, Protocol,
     Service, Severity, VirtualService,
 };
+use contain::{CheckStats, Checker, Containment};
 use envoy::*;
 
 /// Port of the outbound listener (explicit proxy / capture target).
@@ -149,6 +151,10 @@ pub struct MeshConfig {
     /// Route configurations per proxy namespace, built on first use.
     routes_by_namespace: Mutex<BTreeMap<String, Arc<ResourceSet>>>,
     pub problems: Vec<ObjectError>,
+    /// Verdicts and last good objects, handed from each build to the next.
+    containment: Arc<Containment>,
+    /// What checking the pieces against Envoy's constraints cost this build.
+    pub checks: CheckStats,
 }
 
 fn lb_policy(lb: Option<LoadBalancer>) -> LbPolicy {
@@ -329,7 +335,16 @@ fn encode_virtual_host(vh: VirtualHost) -> Vec<u8> {
 }
 
 impl MeshConfig {
+    /// Translates `model` with nothing remembered from an earlier build.
     pub fn build(model: Arc<Index>, settings: &MeshSettings) -> MeshConfig {
+        MeshConfig::build_after(model, settings, None)
+    }
+
+    /// Translates `model`, reusing what `previous` checked and the last good
+    /// version of each object it accepted (see [`contain`]).
+    pub fn build_after(model: Arc<Index>, settings: &MeshSettings, previous: Option<&MeshConfig>) -> MeshConfig {
+        let containment = previous.map(|p| p.containment.clone()).unwrap_or_default();
+        let mut checker = Checker::start(&containment);
         let mut problems = Problems::default();
         let lookup = ModelLookup::new(&model);
         let mut clusters: Vec<Arc<Resource>> = Vec::new();
@@ -402,6 +417,7 @@ impl MeshConfig {
             }
         }
 
+        let mut vs_routes = contain::virtual_service_routes(&model, &lookup, &vs_by_host, &mut checker, &mut problems);
         let mut virtual_hosts = Vec::new();
         let mut http_ports = BTreeSet::new();
         let mut capture_listeners = Vec::new();
@@ -447,20 +463,26 @@ impl MeshConfig {
                         } else {
                             http_ports.insert(sp.port);
                         }
-                        let routes = match vs_by_host.get(&host) {
-                            Some(vs) => routes::virtual_service_routes(&model, &lookup, vs, sp.port, &mut problems),
-                            None => vec![routes::default_route(&cluster_name(sp.port, None, &host))],
-                        };
+                        let routes = vs_routes
+                            .remove(&(host.clone(), sp.port))
+                            .unwrap_or_else(|| vec![routes::default_route(&cluster_name(sp.port, None, &host))]);
                         let vh = |own: bool, bare: bool| {
                             encode_virtual_host(virtual_host(service, sp.port, routes.clone(), own, bare, owns_ip))
                         };
+                        // The shape with every domain; the others hold a subset of them.
+                        let per_port_own = vh(true, true);
+                        let refused = checker.check("envoy.config.route.v3.RouteConfiguration", &per_port_own);
+                        if !refused.is_empty() {
+                            contain::report_service(&mut problems, service, port_index, &refused);
+                            continue;
+                        }
                         virtual_hosts.push(EncodedVirtualHost {
                             hostname: host.clone(),
                             namespace: service.namespace.clone(),
                             port: sp.port,
                             explicit_own: vh(true, sp.port == 80),
                             explicit_foreign: vh(false, sp.port == 80),
-                            per_port_own: vh(true, true),
+                            per_port_own,
                             per_port_foreign: vh(false, true),
                         });
                     }
@@ -515,6 +537,32 @@ impl MeshConfig {
             capture_listeners.push(Arc::new(Resource::from_message(name, &listener)));
         }
 
+        let refused = contain::keep_accepted(
+            &mut clusters,
+            "envoy.config.cluster.v3.Cluster",
+            &mut checker,
+            &mut problems,
+            |name| contain::cluster_origin(&model, &lookup, name),
+        );
+        endpoints.retain(|e| !refused.iter().any(|r| r == e.name()));
+        let refused = contain::keep_accepted(
+            &mut endpoints,
+            "envoy.config.endpoint.v3.ClusterLoadAssignment",
+            &mut checker,
+            &mut problems,
+            |name| contain::cluster_origin(&model, &lookup, name),
+        );
+        clusters.retain(|c| !refused.iter().any(|r| r == c.name()));
+        contain::keep_accepted(
+            &mut capture_listeners,
+            "envoy.config.listener.v3.Listener",
+            &mut checker,
+            &mut problems,
+            |name| contain::listener_origin(&model, name),
+        );
+        drop(lookup);
+        let checks = checker.finish(&containment, &model);
+
         virtual_hosts.sort_by(|a, b| (&a.hostname, a.port).cmp(&(&b.hostname, b.port)));
         MeshConfig {
             model,
@@ -525,6 +573,8 @@ impl MeshConfig {
             capture_listeners,
             routes_by_namespace: Mutex::new(BTreeMap::new()),
             problems: problems.list.into_iter().collect(),
+            containment,
+            checks,
         }
     }
 

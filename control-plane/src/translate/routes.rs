@@ -52,6 +52,22 @@ fn header_matcher(name: &str, m: &HeaderMatch, invert: bool) -> HeaderMatcher {
     }
 }
 
+/// Where each part of a generated route came from in the VirtualService, so a
+/// problem Envoy would have with the route can be reported at the user's field.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RouteOrigin {
+    /// Index in `spec.http`.
+    pub http: usize,
+    /// Index in `spec.http[..].match`, when the rule has matches.
+    pub matched: Option<usize>,
+    /// User field (below the match) of each `RouteMatch.headers` entry, e.g. `headers.x-user`.
+    pub headers: Vec<String>,
+    /// User field of each `RouteMatch.query_parameters` entry, e.g. `queryParams.q`.
+    pub query_params: Vec<String>,
+    /// Index in `spec.http[..].route` of each weighted cluster.
+    pub destinations: Vec<usize>,
+}
+
 fn route_match(m: &HttpMatch) -> RouteMatch {
     let path_specifier = Some(match &m.uri {
         None => route_match::PathSpecifier::Prefix("/".to_owned()),
@@ -93,21 +109,36 @@ fn route_match(m: &HttpMatch) -> RouteMatch {
     }
 }
 
+/// The user fields behind `route_match(m)`'s header and query matchers, in its order.
+fn match_origin(m: &HttpMatch, mut origin: RouteOrigin) -> RouteOrigin {
+    origin.headers = m
+        .headers
+        .keys()
+        .map(|n| format!("headers.{n}"))
+        .chain(m.without_headers.keys().map(|n| format!("withoutHeaders.{n}")))
+        .chain(m.method.iter().map(|_| "method".to_owned()))
+        .chain(m.authority.iter().map(|_| "authority".to_owned()))
+        .collect();
+    origin.query_params = m.query_params.keys().map(|n| format!("queryParams.{n}")).collect();
+    origin
+}
+
 /// Routes of `vs` for traffic to `service` on `port`. Problems (unknown hosts,
 /// subsets, ports) are reported; a rule that cannot be translated is left out, the
-/// rest stays.
-pub(crate) fn virtual_service_routes(
+/// rest stays. Each route comes with where it came from (for [`super::contain`]).
+pub(crate) fn virtual_service_routes_traced(
     model: &Index,
     lookup: &ModelLookup<'_>,
     vs: &VirtualService,
     port: u16,
     problems: &mut Problems,
-) -> Vec<Route> {
+) -> Vec<(Route, RouteOrigin)> {
     let mut routes = Vec::new();
     for (i, http) in vs.http.iter().enumerate() {
         let field = format!("spec.http[{i}]");
         // Resolve destinations to clusters.
         let mut clusters: Vec<(String, u32)> = Vec::new();
+        let mut destinations = Vec::new();
         let mut broken = false;
         for (j, d) in http.route.iter().enumerate() {
             let dfield = format!("{field}.route[{j}].destination");
@@ -154,6 +185,7 @@ pub(crate) fn virtual_service_routes(
             }
             if d.weight > 0 {
                 clusters.push((cluster_name(dest_port, d.destination.subset.as_deref(), &host), d.weight));
+                destinations.push(j);
             }
         }
         if broken {
@@ -180,22 +212,24 @@ pub(crate) fn virtual_service_routes(
             ..Default::default()
         });
         let name = http.name.clone().unwrap_or_else(|| format!("{}.{}.{i}", vs.namespace, vs.name));
-        let matches: Vec<&HttpMatch> = http.matches.iter().filter(|m| m.port.is_none_or(|p| p == port)).collect();
+        let origin = RouteOrigin { http: i, destinations, ..Default::default() };
         if http.matches.is_empty() {
-            routes.push(Route {
+            let route = Route {
                 name,
                 r#match: Some(route_match(&HttpMatch::default())),
                 action: Some(action),
                 ..Default::default()
-            });
+            };
+            routes.push((route, origin));
         } else {
-            for m in matches {
-                routes.push(Route {
+            for (j, m) in http.matches.iter().enumerate().filter(|(_, m)| m.port.is_none_or(|p| p == port)) {
+                let route = Route {
                     name: name.clone(),
                     r#match: Some(route_match(m)),
                     action: Some(action.clone()),
                     ..Default::default()
-                });
+                };
+                routes.push((route, RouteOrigin { matched: Some(j), ..match_origin(m, origin.clone()) }));
             }
         }
     }

@@ -6,19 +6,32 @@
 //! encoding differs.
 //!
 //! Rules it keeps:
-//! - Every response carries a fresh nonce. A request whose nonce is not the last one
-//!   sent for its type is stale: its ACK/NACK is ignored (delta subscription changes
-//!   still apply, since they are incremental).
-//! - An ACK records the acknowledged version; a NACK records the version and Envoy's
-//!   message and is not answered: the same content is never re-pushed, the type waits
-//!   for a snapshot that differs.
+//! - Every response carries a fresh nonce. A request quoting neither a response in
+//!   flight nor the latest one is stale: its ACK/NACK is ignored. In state of the world
+//!   a request answering anything but the latest response is not answered (the answer
+//!   to the latest will be), but the names it lists are recorded.
+//! - An ACK records the acknowledged version and nonce; a NACK records Envoy's message
+//!   and makes what the proxy holds of that type unknown (Envoy keeps the valid part of
+//!   a rejected update). Once nothing is in flight, the whole subscribed set is sent
+//!   again, unless it is exactly the content refused for the same subscription (then
+//!   the type waits for a snapshot that differs); the type stays NACKED until a
+//!   response sent after the NACK is acknowledged.
 //! - Only what changed is sent: wildcard types (CDS, LDS) in state of the world carry
 //!   the full set, as the protocol requires; named types and all delta responses carry
 //!   only the resources whose version differs from what the proxy has.
+//! - A new stream is answered whatever versions it quotes, except delta resources whose
+//!   `initial_resource_versions` match (endpoints excepted: see below).
+//! - Clusters warm: Envoy re-warms every new or changed EDS cluster and waits for a
+//!   fresh ClusterLoadAssignment, so the EDS response after a cluster response carries
+//!   those assignments even unchanged, and endpoints are always sent on a new stream.
 //! - Make-before-break: types go out in [`ResourceType::ALL`] order, so clusters come
 //!   before the routes that use them; and removing clusters waits until the listener
 //!   and route updates of the same push are acknowledged, so no route ever points at a
 //!   cluster the proxy no longer has.
+//!
+//! [`stream`] keeps the protocol state per type (subscriptions, what the proxy holds,
+//! responses in flight); [`push`] decides what a push carries (diffs shared between
+//! proxies in the same position).
 
 mod push;
 mod stream;

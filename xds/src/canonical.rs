@@ -15,13 +15,50 @@
 //! The schemas come from a [`DescriptorPool`] the control plane sets once
 //! ([`set_descriptor_pool`]); by default only Google's well-known types are known.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::OnceLock;
 
 use prost_reflect::{DescriptorPool, Kind, MessageDescriptor};
 use xxhash_rust::xxh3::{xxh3_64, Xxh3};
 
-static POOL: OnceLock<DescriptorPool> = OnceLock::new();
+static SCHEMAS: OnceLock<Schemas> = OnceLock::new();
+
+/// The pool, and the messages that can hold a map somewhere inside (directly, through
+/// nested messages or through an `Any`): only those need reading field by field, any
+/// other message is hashed as its bytes.
+struct Schemas {
+    pool: DescriptorPool,
+    may_hold_map: HashSet<String>,
+}
+
+impl Schemas {
+    fn new(pool: DescriptorPool) -> Schemas {
+        let mut may_hold_map: HashSet<String> = HashSet::new();
+        // Fixpoint: a message may hold a map if a field is one, or is an Any, or is a
+        // message that may.
+        loop {
+            let mut changed = false;
+            for message in pool.all_messages() {
+                if may_hold_map.contains(message.full_name()) {
+                    continue;
+                }
+                let holds = message.full_name() == ANY
+                    || message.fields().any(|f| {
+                        f.is_map()
+                            || matches!(f.kind(), Kind::Message(m) if m.full_name() == ANY || may_hold_map.contains(m.full_name()))
+                    });
+                if holds {
+                    may_hold_map.insert(message.full_name().to_owned());
+                    changed = true;
+                }
+            }
+            if !changed {
+                break;
+            }
+        }
+        Schemas { pool, may_hold_map }
+    }
+}
 
 /// Nesting deeper than this is hashed as bytes (resources are ours, but stay safe).
 const MAX_DEPTH: usize = 64;
@@ -32,23 +69,28 @@ const ANY: &str = "google.protobuf.Any";
 /// plane). Only the first call has an effect; returns whether it was this one. Call it
 /// before building resources: versions computed before differ.
 pub fn set_descriptor_pool(pool: DescriptorPool) -> bool {
-    POOL.set(pool).is_ok()
+    let mut fresh = false;
+    SCHEMAS.get_or_init(|| {
+        fresh = true;
+        Schemas::new(pool)
+    });
+    fresh
 }
 
-fn pool() -> &'static DescriptorPool {
-    POOL.get_or_init(DescriptorPool::global)
+fn schemas() -> &'static Schemas {
+    SCHEMAS.get_or_init(|| Schemas::new(DescriptorPool::global()))
 }
 
 /// The canonical hash of a message packed in an `Any` (type URL and encoded value).
 pub fn any_hash(type_url: &str, value: &[u8]) -> u64 {
-    hash_any(pool(), type_url, value, 0)
+    hash_any(schemas(), type_url, value, 0)
 }
 
-fn hash_any(pool: &DescriptorPool, type_url: &str, value: &[u8], depth: usize) -> u64 {
+fn hash_any(schemas: &Schemas, type_url: &str, value: &[u8], depth: usize) -> u64 {
     let name = type_url.rsplit('/').next().unwrap_or(type_url);
-    let body = match pool.get_message_by_name(name) {
-        Some(descriptor) if depth < MAX_DEPTH => {
-            message_hash(pool, &descriptor, value, depth + 1).unwrap_or_else(|| xxh3_64(value))
+    let body = match schemas.pool.get_message_by_name(name) {
+        Some(descriptor) if depth < MAX_DEPTH && schemas.may_hold_map.contains(name) => {
+            message_hash(schemas, &descriptor, value, depth + 1).unwrap_or_else(|| xxh3_64(value))
         }
         _ => xxh3_64(value),
     };
@@ -82,18 +124,21 @@ fn take<'a>(buf: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
 }
 
 /// The canonical hash of `bytes`, a message of type `descriptor`; `None` if the bytes
-/// are not well-formed protobuf.
-fn message_hash(pool: &DescriptorPool, descriptor: &MessageDescriptor, bytes: &[u8], depth: usize) -> Option<u64> {
+/// are not well-formed protobuf. Runs of fields that need no reading (scalars, strings,
+/// messages that cannot hold a map) are hashed as encoded, one run at a time.
+fn message_hash(schemas: &Schemas, descriptor: &MessageDescriptor, bytes: &[u8], depth: usize) -> Option<u64> {
     if descriptor.full_name() == ANY {
         let (type_url, value) = any_parts(bytes)?;
-        return Some(hash_any(pool, type_url, value, depth));
+        return Some(hash_any(schemas, type_url, value, depth));
     }
     let mut hasher = Xxh3::new();
     // Map fields, by number: the entries' hashes, sorted at the end.
     let mut maps: BTreeMap<u32, Vec<u64>> = BTreeMap::new();
+    // Start of the current run of fields hashed as encoded.
+    let mut run_start = 0;
     let mut buf = bytes;
     while !buf.is_empty() {
-        let field_start = buf;
+        let field_start = bytes.len() - buf.len();
         let key = read_varint(&mut buf)?;
         let number = u32::try_from(key >> 3).ok()?;
         match key & 7 {
@@ -109,27 +154,29 @@ fn message_hash(pool: &DescriptorPool, descriptor: &MessageDescriptor, bytes: &[
             2 => {
                 let len = usize::try_from(read_varint(&mut buf)?).ok()?;
                 let payload = take(&mut buf, len)?;
-                let field = descriptor.get_field(number);
-                if let Some(Kind::Message(nested)) = field.as_ref().map(|f| f.kind()) {
-                    if depth < MAX_DEPTH {
-                        let hash = message_hash(pool, &nested, payload, depth + 1)?;
-                        if field.as_ref().is_some_and(|f| f.is_map()) {
-                            maps.entry(number).or_default().push(hash);
-                        } else {
-                            hasher.update(&key.to_le_bytes());
-                            hasher.update(&hash.to_le_bytes());
-                        }
-                        continue;
-                    }
+                let Some(field) = descriptor.get_field(number) else { continue };
+                let Kind::Message(nested) = field.kind() else { continue };
+                let read =
+                    field.is_map() || nested.full_name() == ANY || schemas.may_hold_map.contains(nested.full_name());
+                if !read || depth >= MAX_DEPTH {
+                    continue;
+                }
+                let hash = memoized(&nested, payload, || message_hash(schemas, &nested, payload, depth + 1))?;
+                hasher.update(&bytes[run_start..field_start]);
+                run_start = bytes.len() - buf.len();
+                if field.is_map() {
+                    maps.entry(number).or_default().push(hash);
+                } else {
+                    hasher.update(&[0xfe]);
+                    hasher.update(&key.to_le_bytes());
+                    hasher.update(&hash.to_le_bytes());
                 }
             }
             // Groups (deprecated) and invalid wire types: not canonicalized.
             _ => return None,
         }
-        // A scalar, a string, bytes, packed numbers or an unknown field: as encoded.
-        let consumed = field_start.len() - buf.len();
-        hasher.update(&field_start[..consumed]);
     }
+    hasher.update(&bytes[run_start..]);
     for (number, mut entries) in maps {
         entries.sort_unstable();
         hasher.update(&[0xff]);
@@ -140,6 +187,40 @@ fn message_hash(pool: &DescriptorPool, descriptor: &MessageDescriptor, bytes: &[
         }
     }
     Some(hasher.digest())
+}
+
+/// Nested messages at least this large are remembered by content: the same virtual
+/// host or route, encoded once, recurs in many resources of one translation.
+const MEMO_MIN_BYTES: usize = 64;
+const MEMO_MAX_ENTRIES: usize = 1 << 16;
+
+thread_local! {
+    /// (type, 128-bit hash of the bytes) -> canonical hash. Equal bytes of one type have
+    /// the same canonical hash, so a hit is exact (up to a 128-bit collision).
+    static MEMO: std::cell::RefCell<std::collections::HashMap<u128, u64>> = Default::default();
+}
+
+fn memoized(descriptor: &MessageDescriptor, bytes: &[u8], compute: impl FnOnce() -> Option<u64>) -> Option<u64> {
+    if bytes.len() < MEMO_MIN_BYTES {
+        return compute();
+    }
+    let mut key = xxhash_rust::xxh3::Xxh3::new();
+    key.update(descriptor.full_name().as_bytes());
+    key.update(&[0]);
+    key.update(bytes);
+    let key = key.digest128();
+    if let Some(hash) = MEMO.with(|m| m.borrow().get(&key).copied()) {
+        return Some(hash);
+    }
+    let hash = compute()?;
+    MEMO.with(|m| {
+        let mut memo = m.borrow_mut();
+        if memo.len() >= MEMO_MAX_ENTRIES {
+            memo.clear();
+        }
+        memo.insert(key, hash);
+    });
+    Some(hash)
 }
 
 /// `type_url` (field 1) and `value` (field 2) of an encoded `Any`.

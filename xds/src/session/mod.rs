@@ -294,10 +294,7 @@ impl Session {
         }
         let hold = ty == ResourceType::Cluster && self.dependents_changing(&snapshot);
         let state = self.types.get_mut(&ty)?;
-        let refused = state
-            .rejected
-            .as_ref()
-            .is_some_and(|(version, subscription)| version == set.version() && *subscription == state.subscription);
+        let refused = state.rejected.as_ref().is_some_and(|r| r.0 == set.version() && r.1 == state.subscription);
         if refused && !state.owes_response && state.forced.is_empty() {
             // The proxy refused exactly this content: wait for a set that differs.
             return None;

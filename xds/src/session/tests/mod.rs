@@ -183,3 +183,19 @@ fn mbb_snapshots() -> (Arc<Snapshot>, Arc<Snapshot>) {
     let after = mk_snapshot(&[(CDS, &[("a", "2")]), (LDS, &[("l", "2")]), (RDS, &[("r", "to-a")])]);
     (before, after)
 }
+
+/// Per-proxy state is paid ten thousand times over: keep what each type costs small
+/// (the figures are today's, on 64-bit targets).
+#[test]
+fn per_type_state_stays_small() {
+    use super::stream::{ClientView, Sent, TypeState};
+    eprintln!(
+        "TypeState {} B, Sent {} B, ClientView {} B",
+        std::mem::size_of::<TypeState>(),
+        std::mem::size_of::<Sent>(),
+        std::mem::size_of::<ClientView>()
+    );
+    assert!(std::mem::size_of::<ClientView>() <= 16);
+    assert!(std::mem::size_of::<Sent>() <= 96);
+    assert!(std::mem::size_of::<TypeState>() <= 240);
+}

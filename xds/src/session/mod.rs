@@ -125,8 +125,11 @@ impl Session {
     /// A new snapshot from the control plane: push whatever differs.
     pub fn on_snapshot(&mut self, snapshot: Arc<Snapshot>) -> Vec<Response> {
         for ty in ResourceType::ALL {
-            let version = snapshot.set(ty).version().to_owned();
-            if self.types.contains_key(&ty) {
+            let set = snapshot.set(ty);
+            // A type the proxy already holds keeps the desired version its status has
+            // (what it was sent may carry another version for the same subscribed part).
+            if self.types.get(&ty).is_some_and(|state| !in_sync(state, set)) {
+                let version = set.version().to_owned();
                 self.status.update(ty, |s| s.desired_version = Some(version));
             }
         }

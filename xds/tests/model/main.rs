@@ -10,7 +10,8 @@
 //!
 //! After each sequence a good snapshot and a drain must converge it.
 //!
-//! Seeded: `MODEL_SEED` replays one seed, `MODEL_CASES` sets how many per API. A
+//! Seeded: 500 sequences per API by default; `MODEL_SEED` replays one seed,
+//! `MODEL_CASES` sets how many per API, `MODEL_TRACE` prints the shrunk failure. A
 //! failing sequence is shrunk (chunks of actions removed while it still fails) and
 //! printed with its seed.
 
@@ -300,7 +301,7 @@ fn env_u64(name: &str) -> Option<u64> {
 }
 
 fn check_api(api: XdsApi) {
-    let cases = env_u64("MODEL_CASES").unwrap_or(200);
+    let cases = env_u64("MODEL_CASES").unwrap_or(500);
     let seeds: Vec<u64> = match env_u64("MODEL_SEED") {
         Some(seed) => vec![seed],
         None => (0..cases).map(|i| 0x5eed_0000 + i).collect(),

@@ -12,6 +12,8 @@ use crate::push::{self, Distributor, MeshState, ProxySnapshots};
 use crate::source::dir_watch;
 
 pub async fn run(config: MeshdConfig) -> anyhow::Result<()> {
+    // Resource versions hash content read with Envoy's schemas, so map order never matters.
+    xds::set_descriptor_pool(crate::envoy_json::descriptor_pool().clone());
     let dir = config.checked_config_dir()?;
 
     let state = MeshState::new();

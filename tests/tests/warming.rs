@@ -150,6 +150,8 @@ async fn load_balancer_edit_converges(ctx: TestContext, block: IpBlock, xds_api:
     ensure!(tally.total == 50 && tally.get("v1") + tally.get("v3") == 50, "traffic after the change: {tally}");
     let timeouts = init_fetch_timeouts(&bookinfo).await?;
     ensure!(timeouts == timeouts_before, "init_fetch_timeout stats went from {timeouts_before} to {timeouts}");
+    let warming = bookinfo.productpage.stat("cluster_manager.warming_clusters").await?;
+    ensure!(warming == Some(0), "cluster_manager.warming_clusters = {warming:?}");
     bookinfo.check_no_nacks().await
 }
 

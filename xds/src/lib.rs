@@ -17,12 +17,14 @@
 //!   is kept in a [`ConnectionRegistry`] that other parts read (proxy-status).
 #![forbid(unsafe_code)]
 
+pub mod canonical;
 pub mod resource;
 pub mod server;
 pub mod session;
 pub mod source;
 pub mod status;
 
+pub use canonical::set_descriptor_pool;
 pub use resource::{Resource, ResourceSet, ResourceType, Snapshot};
 pub use server::AdsServer;
 pub use source::{SnapshotSource, SnapshotWatch, WatchError};

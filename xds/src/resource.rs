@@ -94,9 +94,10 @@ impl fmt::Debug for Resource {
 }
 
 impl Resource {
-    /// Wraps an already packed resource. The version is a hash of the encoded bytes.
+    /// Wraps an already packed resource. The version is a canonical hash of its content
+    /// (see [`crate::canonical`]): equal content, equal version, however its maps encoded.
     pub fn new(name: impl Into<Arc<str>>, body: Any) -> Resource {
-        let version = format!("{:016x}", xxhash_rust::xxh3::xxh3_64(&body.value));
+        let version = format!("{:016x}", crate::canonical::any_hash(&body.type_url, &body.value));
         let name = name.into();
         let endpoints_name = eds_service_name(&name, &body);
         Resource { name, version: version.into(), body, endpoints_name }

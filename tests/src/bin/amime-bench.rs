@@ -162,6 +162,10 @@ fn run(args: Args) -> Result<()> {
     );
     ensure!(args.namespaces >= 1 && args.rules_every >= 1, "--namespaces and --rules-every must be >= 1");
     check_fd_limit(args.proxies)?;
+    // As meshd does at startup: versions hash content read with Envoy's schemas.
+    if std::env::var_os("AMIME_BENCH_BYTE_VERSIONS").is_none() {
+        xds::set_descriptor_pool(control_plane::envoy_json::descriptor_pool().clone());
+    }
     let meshd_bin = locate_meshd(args.meshd.as_deref())?;
 
     // Work directory: config/ and meshd's logs.

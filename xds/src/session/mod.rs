@@ -6,19 +6,32 @@
 //! encoding differs.
 //!
 //! Rules it keeps:
-//! - Every response carries a fresh nonce. A request whose nonce is not the last one
-//!   sent for its type is stale: its ACK/NACK is ignored (delta subscription changes
-//!   still apply, since they are incremental).
-//! - An ACK records the acknowledged version; a NACK records the version and Envoy's
-//!   message and is not answered: the same content is never re-pushed, the type waits
-//!   for a snapshot that differs.
+//! - Every response carries a fresh nonce. A request quoting neither a response in
+//!   flight nor the latest one is stale: its ACK/NACK is ignored. In state of the world
+//!   a request answering anything but the latest response is not answered (the answer
+//!   to the latest will be), but the names it lists are recorded.
+//! - An ACK records the acknowledged version and nonce; a NACK records Envoy's message
+//!   and makes what the proxy holds of that type unknown (Envoy keeps the valid part of
+//!   a rejected update). Once nothing is in flight, the whole subscribed set is sent
+//!   again, unless it is exactly the content refused for the same subscription (then
+//!   the type waits for a snapshot that differs); the type stays NACKED until a
+//!   response sent after the NACK is acknowledged.
 //! - Only what changed is sent: wildcard types (CDS, LDS) in state of the world carry
 //!   the full set, as the protocol requires; named types and all delta responses carry
 //!   only the resources whose version differs from what the proxy has.
+//! - A new stream is answered whatever versions it quotes, except delta resources whose
+//!   `initial_resource_versions` match (endpoints excepted: see below).
+//! - Clusters warm: Envoy re-warms every new or changed EDS cluster and waits for a
+//!   fresh ClusterLoadAssignment, so the EDS response after a cluster response carries
+//!   those assignments even unchanged, and endpoints are always sent on a new stream.
 //! - Make-before-break: types go out in [`ResourceType::ALL`] order, so clusters come
 //!   before the routes that use them; and removing clusters waits until the listener
 //!   and route updates of the same push are acknowledged, so no route ever points at a
 //!   cluster the proxy no longer has.
+//!
+//! [`stream`] keeps the protocol state per type (subscriptions, what the proxy holds,
+//! responses in flight); [`push`] decides what a push carries (diffs shared between
+//! proxies in the same position).
 
 mod push;
 mod stream;
@@ -112,8 +125,11 @@ impl Session {
     /// A new snapshot from the control plane: push whatever differs.
     pub fn on_snapshot(&mut self, snapshot: Arc<Snapshot>) -> Vec<Response> {
         for ty in ResourceType::ALL {
-            let version = snapshot.set(ty).version().to_owned();
-            if self.types.contains_key(&ty) {
+            let set = snapshot.set(ty);
+            // A type the proxy already holds keeps the desired version its status has
+            // (what it was sent may carry another version for the same subscribed part).
+            if self.types.get(&ty).is_some_and(|state| !in_sync(state, set)) {
+                let version = set.version().to_owned();
                 self.status.update(ty, |s| s.desired_version = Some(version));
             }
         }
@@ -281,10 +297,7 @@ impl Session {
         }
         let hold = ty == ResourceType::Cluster && self.dependents_changing(&snapshot);
         let state = self.types.get_mut(&ty)?;
-        let refused = state
-            .rejected
-            .as_ref()
-            .is_some_and(|(version, subscription)| version == set.version() && *subscription == state.subscription);
+        let refused = state.rejected.as_ref().is_some_and(|r| r.0 == set.version() && r.1 == state.subscription);
         if refused && !state.owes_response && state.forced.is_empty() {
             // The proxy refused exactly this content: wait for a set that differs.
             return None;

@@ -135,7 +135,12 @@ pub(super) fn diff(state: &TypeState, set: &ResourceSet) -> Diff {
         for name in subscription.names.iter().filter(|n| set.get(n).is_none()) {
             consider(name, &mut d);
         }
-        d.removals.extend(state.view.names().into_iter().filter(|n| set.get(n).is_none()));
+        match &state.view {
+            ClientView::Set(old) => {
+                d.removals.extend(old.names().filter(|n| set.get(n).is_none()).map(|n| n.to_string()))
+            }
+            view => d.removals.extend(view.names().into_iter().filter(|n| set.get(n).is_none())),
+        }
     } else {
         for name in subscription.names.iter() {
             consider(name, &mut d);

@@ -81,7 +81,7 @@ pub(super) enum ClientView {
     Set(Arc<ResourceSet>),
     /// The proxy holds these versions: told when it (re)connected (delta), or what was
     /// left of a set when its subscription widened.
-    Versions(HashMap<String, String>),
+    Versions(Arc<HashMap<String, String>>),
     /// The proxy rejected an update: it may hold any of these names, at versions we do
     /// not know. Everything it subscribes to is sent again.
     Unknown(Arc<BTreeSet<String>>),
@@ -118,12 +118,12 @@ impl ClientView {
     /// once a wider subscription makes the rest of a set relevant.
     fn restricted_to(&self, subscription: &Subscription) -> ClientView {
         match self {
-            ClientView::Set(set) => ClientView::Versions(
+            ClientView::Set(set) => ClientView::Versions(Arc::new(
                 set.iter()
                     .filter(|r| subscription.contains(r.name()))
                     .map(|r| (r.name().to_owned(), r.version().to_owned()))
                     .collect(),
-            ),
+            )),
             other => other.clone(),
         }
     }
@@ -160,7 +160,7 @@ pub(super) struct TypeState {
     /// complete response; `rejected` is the set version it refused and the
     /// subscription it had then: the same again is not sent.
     pub(super) nacked: bool,
-    pub(super) rejected: Option<(String, Subscription)>,
+    pub(super) rejected: Option<Box<(String, Subscription)>>,
     /// Earlier responses still unanswered, oldest first. A NACK of an earlier one
     /// matters even after a later one went out: the later one was computed as if the
     /// earlier had been applied.
@@ -235,7 +235,7 @@ impl TypeState {
                 names.extend(self.view.names());
                 self.view = ClientView::Unknown(Arc::new(names));
                 self.nacked = true;
-                self.rejected = Some((sent.version.clone(), sent.subscription.clone()));
+                self.rejected = Some(Box::new((sent.version.clone(), sent.subscription.clone())));
                 for later in self.pending.iter_mut().chain(self.in_flight.iter_mut()) {
                     later.complete = later.full_state;
                 }
@@ -277,7 +277,7 @@ impl TypeState {
                 self.subscription.wildcard = true;
             }
             if !req.initial_versions.is_empty() {
-                self.view = ClientView::Versions(std::mem::take(&mut req.initial_versions));
+                self.view = ClientView::Versions(Arc::new(std::mem::take(&mut req.initial_versions)));
             }
         }
         for name in std::mem::take(&mut req.subscribe) {

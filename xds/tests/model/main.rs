@@ -10,11 +10,15 @@
 //!
 //! After each sequence a good snapshot and a drain must converge it.
 //!
-//! Seeded: `MODEL_SEED` replays one seed, `MODEL_CASES` sets how many per API. A
+//! [`loopback`] runs the same simulated Envoy against the real `AdsServer` over gRPC.
+//!
+//! Seeded: 500 sequences per API by default; `MODEL_SEED` replays one seed,
+//! `MODEL_CASES` sets how many per API, `MODEL_TRACE` prints the shrunk failure. A
 //! failing sequence is shrunk (chunks of actions removed while it still fails) and
 //! printed with its seed.
 
 mod envoy;
+mod loopback;
 mod rng;
 mod world;
 
@@ -155,35 +159,8 @@ impl Run {
         Ok(())
     }
 
-    /// Why the proxy does not hold exactly the current snapshot, if it does not.
     fn divergence(&self) -> Option<String> {
-        if !self.proxy.warming().is_empty() {
-            return Some(format!("clusters warming: {:?}", self.proxy.warming()));
-        }
-        for ty in TYPES {
-            let set = self.current.set(ty);
-            let wanted: Vec<String> = if ty.is_wildcard_type() {
-                set.names().map(|n| n.to_string()).collect()
-            } else {
-                let wanted = self.proxy.wanted(ty);
-                if &wanted != self.proxy.subscribed(ty) {
-                    return Some(format!("{ty}: subscribed {:?}, needs {wanted:?}", self.proxy.subscribed(ty)));
-                }
-                wanted.into_iter().collect()
-            };
-            let held = self.proxy.held(ty);
-            if ty.is_wildcard_type() && held.len() != set.len() {
-                let names: Vec<_> = held.keys().collect();
-                return Some(format!("{ty}: holds {names:?}, snapshot has {wanted:?}"));
-            }
-            for name in wanted {
-                let expected = set.get(&name).map(|r| &r.body().value);
-                if held.get(&name).map(|h| &h.body) != expected {
-                    return Some(format!("{ty}: {name} differs from the snapshot"));
-                }
-            }
-        }
-        None
+        divergence(&self.proxy, &self.current)
     }
 
     /// The quiet-point invariants.
@@ -204,6 +181,38 @@ impl Run {
             _ => Ok(()),
         }
     }
+}
+
+/// Why `proxy` does not hold exactly `current` (what it subscribes to of it, with
+/// nothing warming), if it does not.
+fn divergence(proxy: &SimEnvoy, current: &Snapshot) -> Option<String> {
+    if !proxy.warming().is_empty() {
+        return Some(format!("clusters warming: {:?}", proxy.warming()));
+    }
+    for ty in TYPES {
+        let set = current.set(ty);
+        let wanted: Vec<String> = if ty.is_wildcard_type() {
+            set.names().map(|n| n.to_string()).collect()
+        } else {
+            let wanted = proxy.wanted(ty);
+            if &wanted != proxy.subscribed(ty) {
+                return Some(format!("{ty}: subscribed {:?}, needs {wanted:?}", proxy.subscribed(ty)));
+            }
+            wanted.into_iter().collect()
+        };
+        let held = proxy.held(ty);
+        if ty.is_wildcard_type() && held.len() != set.len() {
+            let names: Vec<_> = held.keys().collect();
+            return Some(format!("{ty}: holds {names:?}, snapshot has {wanted:?}"));
+        }
+        for name in wanted {
+            let expected = set.get(&name).map(|r| &r.body().value);
+            if held.get(&name).map(|h| &h.body) != expected {
+                return Some(format!("{ty}: {name} differs from the snapshot"));
+            }
+        }
+    }
+    None
 }
 
 /// Runs one sequence; `Err` says what broke and where.
@@ -300,7 +309,7 @@ fn env_u64(name: &str) -> Option<u64> {
 }
 
 fn check_api(api: XdsApi) {
-    let cases = env_u64("MODEL_CASES").unwrap_or(200);
+    let cases = env_u64("MODEL_CASES").unwrap_or(500);
     let seeds: Vec<u64> = match env_u64("MODEL_SEED") {
         Some(seed) => vec![seed],
         None => (0..cases).map(|i| 0x5eed_0000 + i).collect(),

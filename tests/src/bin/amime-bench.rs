@@ -124,6 +124,10 @@ struct Args {
     /// Connections being opened at once.
     #[arg(long, default_value_t = 100)]
     connect_concurrency: usize,
+    /// Wait this many seconds between the initial sync and the pushes (to attach a
+    /// profiler to meshd, whose pid is printed).
+    #[arg(long, default_value_t = 0, value_name = "SECS")]
+    pause_before_pushes: u64,
     /// Deadline of each phase, in seconds.
     #[arg(long, default_value_t = 300)]
     timeout: u64,
@@ -1348,6 +1352,11 @@ async fn bench_xds(args: &Args, mode: Mode, mesh: &SyntheticMesh, meshd: &mut Me
     let rss_connected = meshd.rss()?;
     let proxy_classes = meshd.metrics().await.get("amime_proxy_classes").copied().unwrap_or(f64::NAN);
     progress(format!("initial config ACKed by all {k} in {:.2} s; RSS {:.1} MB", initial.seconds, mb(rss_connected)));
+
+    if args.pause_before_pushes > 0 {
+        progress(format!("pausing {} s before the pushes (meshd pid {})", args.pause_before_pushes, meshd.pid));
+        tokio::time::sleep(Duration::from_secs(args.pause_before_pushes)).await;
+    }
 
     // Full push: a route change every namespace sees.
     let route_push = push(

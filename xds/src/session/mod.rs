@@ -191,8 +191,11 @@ impl Session {
         // the same: the version is that of its last accepted response, and it may hold
         // more (Envoy keeps the valid part of an update it NACKs) or, for named types,
         // ask for names never sent under it.
+        let names_before = Arc::as_ptr(&state.subscription.names);
         state.subscribe(ty, first, &mut req);
-        state.subscription.names = self.registry.intern_names(state.subscription.names.clone());
+        if first || !std::ptr::eq(names_before, Arc::as_ptr(&state.subscription.names)) {
+            state.subscription.names = self.registry.intern_names(state.subscription.names.clone());
+        }
         if ty == ResourceType::ClusterLoadAssignment {
             let subscription = state.subscription.clone();
             self.status.update_endpoints(|e| {
@@ -302,11 +305,12 @@ impl Session {
             // The proxy refused exactly this content: wait for a set that differs.
             return None;
         }
-        let mut d = match shared_diff_key(state, &set) {
+        let mut d: Arc<Diff> = match shared_diff_key(state, &set) {
             // Proxies that hold the same set and subscribe to the same names need the
-            // same change: compute it once per push, not once per proxy.
-            Some(key) => (*self.registry.diff_cache().get_or_compute(key, || diff(state, &set))).clone(),
-            None => diff(state, &set),
+            // same change: compute it once per push, not once per proxy (and share it
+            // unless this proxy's removals are held).
+            Some(key) => self.registry.diff_cache().get_or_compute(key, || diff(state, &set)),
+            None => Arc::new(diff(state, &set)),
         };
         state.resend = None;
         if d.is_empty() && !state.owes_response && !state.nacked {
@@ -334,6 +338,7 @@ impl Session {
                 let kept: Vec<Arc<Resource>> = d.removals.iter().filter_map(|n| old.get(n).cloned()).collect();
                 if kept.len() == d.removals.len() {
                     sent_set = Arc::new(ResourceSet::new(set.iter().cloned().chain(kept.iter().cloned())));
+                    let d = Arc::make_mut(&mut d);
                     d.unchanged.extend(kept);
                     d.removals.clear();
                     state.removals_held = true;
@@ -351,7 +356,8 @@ impl Session {
         let full_state = self.api == XdsApi::StateOfTheWorld && (ty.is_wildcard_type() || state.subscription.wildcard);
         let response = encode_response(self.api, ty, &d, full_state, &version, &nonce);
 
-        let count = state.subscription.count_in(&sent_set);
+        // What the proxy subscribes to and the set has: the diff's two halves.
+        let count = d.upserts.len() + d.unchanged.len();
         let needed = (ty == ResourceType::Cluster).then(|| sent_set.endpoint_names().clone());
         let before = std::mem::replace(&mut state.view, ClientView::Set(sent_set.clone()));
         let complete = state.nacked || full_state;

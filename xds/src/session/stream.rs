@@ -62,15 +62,6 @@ impl Subscription {
     pub(super) fn contains(&self, name: &str) -> bool {
         self.wildcard || self.names.contains(name)
     }
-
-    /// How many resources of `set` the proxy subscribes to.
-    pub(super) fn count_in(&self, set: &ResourceSet) -> usize {
-        if self.wildcard {
-            set.len()
-        } else {
-            self.names.iter().filter(|n| set.get(n).is_some()).count()
-        }
-    }
 }
 
 /// What the proxy holds of one type, as far as this session knows.
@@ -269,7 +260,9 @@ impl TypeState {
             if !(old.wildcard && wildcard) {
                 self.forced.extend(new.difference(&old.names).cloned());
             }
-            self.subscription = Subscription { wildcard, names: Arc::new(new) };
+            // Most requests repeat the names (an ACK): keep the shared set then.
+            let names = if *old.names == new { old.names.clone() } else { Arc::new(new) };
+            self.subscription = Subscription { wildcard, names };
             return;
         }
         if first {

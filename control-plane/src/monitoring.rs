@@ -99,6 +99,13 @@ pub fn render_metrics(m: &Monitored) -> String {
     metric(&mut out, "amime_xds_connections_total", "counter", "xDS streams opened.", g(&s.connections_total));
     metric(
         &mut out,
+        "amime_xds_duplicate_node_ids_total",
+        "counter",
+        "Connections that claimed a node id another live connection already had.",
+        g(&s.duplicate_node_ids),
+    );
+    metric(
+        &mut out,
         "amime_xds_pushes_total",
         "counter",
         "xDS responses sent (one type to one proxy).",

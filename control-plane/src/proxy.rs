@@ -118,6 +118,20 @@ impl Proxy {
         })
     }
 
+    /// What `/debug/proxies` shows of the proxy beside its xDS state.
+    pub fn details(&self) -> std::collections::BTreeMap<String, String> {
+        let ips: Vec<String> = self.ips.iter().map(ToString::to_string).collect();
+        [
+            ("instance_ips", ips.join(",")),
+            ("namespace", self.namespace.clone()),
+            ("interception_mode", if self.mode == InterceptionMode::None { "NONE" } else { "REDIRECT" }.to_owned()),
+            ("service_account", self.service_account.clone()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect()
+    }
+
     /// The part of the identity the translator depends on.
     pub fn class(&self) -> ProxyClass {
         ProxyClass {

@@ -107,7 +107,7 @@ impl MeshState {
             .map(|mut p| {
                 if p.file.is_none() {
                     if let Some(origin) = origin_of(&origins, &p) {
-                        p.file = Some(origin.file.clone());
+                        p.file = Some(origin.file.to_string());
                         p.document = Some(origin.document);
                     }
                 }
@@ -236,6 +236,7 @@ impl Distributor {
         SnapshotWatch {
             snapshots: entry.tx.subscribe(),
             guard: Some(Box::new(ClassGuard { distributor: self.clone(), class })),
+            details: Default::default(),
         }
     }
 
@@ -252,7 +253,9 @@ impl SnapshotSource for ProxySnapshots {
     fn watch(&self, node: &Node) -> Result<SnapshotWatch, WatchError> {
         let proxy = Proxy::from_node(node).map_err(|e| WatchError::InvalidNode(e.to_string()))?;
         tracing::debug!(node = %proxy.id, namespace = %proxy.namespace, mode = ?proxy.mode, "proxy identified");
-        Ok(self.0.watch_class(proxy.class()))
+        let mut watch = self.0.watch_class(proxy.class());
+        watch.details = proxy.details();
+        Ok(watch)
     }
 }
 

@@ -13,7 +13,11 @@ use crate::source::dir_watch;
 
 pub async fn run(config: MeshdConfig) -> anyhow::Result<()> {
     // Resource versions hash content read with Envoy's schemas, so map order never matters.
-    xds::set_descriptor_pool(crate::envoy_json::descriptor_pool().clone());
+    // (The first use of a resource would settle the schemas: this must come first.)
+    anyhow::ensure!(
+        xds::set_descriptor_pool(crate::envoy_json::descriptor_pool().clone()),
+        "internal error: resources were built before the Envoy schemas were set; their versions would not be canonical"
+    );
     let dir = config.checked_config_dir()?;
 
     let state = MeshState::new();

@@ -48,9 +48,29 @@ async fn allow_any_passes_unknown_names_through_resolving_them() {
         // Mesh services are still routed by the rules, not passed through.
         let tally = bookinfo.productpage.tally(20, Bookinfo::REVIEWS_URL, &[("end-user", "jason")]).await;
         ensure!(tally.all("v2"), "jason → v2 next to passthrough: {tally}");
+        check_operator_view(&bookinfo).await?;
         bookinfo.check_no_nacks().await
     })
     .await;
+}
+
+/// `/debug/proxies` shows the sidecar with its peer address and instance IPs, and meshd's
+/// log of its connection is plain text (no `Some(..)`, no colour escapes in a file).
+async fn check_operator_view(bookinfo: &Bookinfo) -> Result<()> {
+    let proxies = bookinfo.meshd.debug_proxies().await?;
+    let proxy = proxies
+        .as_array()
+        .and_then(|all| all.iter().find(|p| p["node_id"] == "productpage-v1.bookinfo"))
+        .ok_or_else(|| anyhow::anyhow!("productpage-v1.bookinfo is not in /debug/proxies: {proxies}"))?;
+    let ip = bookinfo.block.ip(hosts::PRODUCTPAGE).to_string();
+    ensure!(proxy["details"]["instance_ips"] == ip.as_str(), "instance IPs in /debug/proxies: {proxy}");
+    ensure!(proxy["peer"].as_str().is_some_and(|p| p.contains(':')), "peer address in /debug/proxies: {proxy}");
+    ensure!(proxy["state"] == "SYNCED", "the sidecar should be SYNCED: {proxy}");
+    let log = std::fs::read_to_string(bookinfo.meshd.process().stdout_log())?;
+    let connected = log.lines().find(|l| l.contains("proxy connected") && l.contains("productpage-v1.bookinfo"));
+    let line = connected.ok_or_else(|| anyhow::anyhow!("meshd did not log the connection:\n{log}"))?;
+    ensure!(!line.contains("Some(") && !line.contains('\u{1b}'), "meshd's log line is not plain: {line:?}");
+    Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

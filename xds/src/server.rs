@@ -265,7 +265,7 @@ impl<S: SnapshotSource> AdsServer<S> {
         let Some(node) = first.node().filter(|n| !n.id.is_empty()).cloned() else {
             return GrpcError::new(Code::InvalidArgument, "the first request on an ADS stream must carry node.id");
         };
-        let watch = match self.source.watch(&node) {
+        let mut watch = match self.source.watch(&node) {
             Ok(w) => w,
             Err(WatchError::InvalidNode(msg)) => {
                 tracing::warn!(node = %node.id, error = %msg, "rejecting proxy");
@@ -279,11 +279,12 @@ impl<S: SnapshotSource> AdsServer<S> {
         if *closing.borrow_and_update() {
             return GrpcError::new(Code::Unavailable, "control plane shutting down");
         }
-        let registered = self.registry.register(node_id.clone(), api, peer.clone());
+        let details = std::mem::take(&mut watch.details);
+        let registered = self.registry.register_with(node_id.clone(), api, peer.clone(), details);
         let mut session = Session::new(api, registered.status.clone(), self.registry.clone());
         let span = tracing::info_span!("ads", node = %node_id, api = ?api, conn = registered.status.id);
         async move {
-            tracing::info!(peer = ?peer, "proxy connected");
+            tracing::info!(peer = peer.as_deref(), "proxy connected");
             let mut snapshots = watch.snapshots;
             let _guard = watch.guard;
             let _registered = registered;

@@ -21,6 +21,9 @@ pub enum WatchError {
 pub struct SnapshotWatch {
     pub snapshots: watch::Receiver<Option<Arc<Snapshot>>>,
     pub guard: Option<Box<dyn Send + Sync>>,
+    /// What the source knows of the proxy, shown with its status (e.g. its instance
+    /// IPs); opaque to this crate.
+    pub details: std::collections::BTreeMap<String, String>,
 }
 
 /// Supplies snapshots to proxies. Implemented by the control plane; the protocol

@@ -139,6 +139,8 @@ pub struct ConnectionStatus {
     pub api: XdsApi,
     pub connected_at_ms: u64,
     pub peer: Option<String>,
+    /// What the snapshot source said of this proxy ([`crate::SnapshotWatch::details`]).
+    pub details: BTreeMap<String, String>,
     types: Mutex<BTreeMap<ResourceType, TypeStatus>>,
     endpoints: Mutex<EndpointDependencies>,
 }
@@ -184,6 +186,7 @@ impl ConnectionStatus {
             node_id: self.node_id.clone(),
             api: self.api,
             peer: self.peer.clone(),
+            details: self.details.clone(),
             connected_at_ms: self.connected_at_ms,
             state: self.proxy_state(),
             endpoints_not_subscribed: self.unsubscribed_endpoints(),
@@ -211,6 +214,9 @@ pub struct ConnectionReport {
     pub api: XdsApi,
     /// The proxy's address as seen by this server.
     pub peer: Option<String>,
+    /// What the control plane knows of the proxy (meshd: instance IPs, namespace,
+    /// interception mode).
+    pub details: BTreeMap<String, String>,
     pub connected_at_ms: u64,
     pub state: ProxyState,
     /// EDS resources the proxy's clusters need and it has not asked for (clusters
@@ -262,8 +268,16 @@ struct RegistryInner {
     next_id: AtomicU64,
     name_sets: Mutex<NameSets>,
     diff_cache: crate::session::DiffCache,
-    connections: Mutex<BTreeMap<u64, Arc<ConnectionStatus>>>,
+    connections: Mutex<Connections>,
     stats: XdsStats,
+}
+
+/// The live connections, by id and by node id (so that a connect finds another
+/// claiming its node id without scanning them all).
+#[derive(Debug, Default)]
+struct Connections {
+    by_id: BTreeMap<u64, Arc<ConnectionStatus>>,
+    by_node: std::collections::HashMap<String, Vec<u64>>,
 }
 
 impl ConnectionRegistry {
@@ -281,6 +295,17 @@ impl ConnectionRegistry {
 
     /// Registers a connection; it is removed when the returned handle is dropped.
     pub fn register(&self, node_id: String, api: XdsApi, peer: Option<String>) -> RegisteredConnection {
+        self.register_with(node_id, api, peer, BTreeMap::new())
+    }
+
+    /// [`ConnectionRegistry::register`] with what the source knows of the proxy.
+    pub fn register_with(
+        &self,
+        node_id: String,
+        api: XdsApi,
+        peer: Option<String>,
+        details: BTreeMap<String, String>,
+    ) -> RegisteredConnection {
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed) + 1;
         let status = Arc::new(ConnectionStatus {
             id,
@@ -288,20 +313,28 @@ impl ConnectionRegistry {
             api,
             connected_at_ms: now_millis(),
             peer,
+            details,
             types: Mutex::new(BTreeMap::new()),
             endpoints: Mutex::new(EndpointDependencies::default()),
         });
         {
-            let mut connections = self.inner.connections.lock().unwrap_or_else(|e| e.into_inner());
-            let others: Vec<_> =
-                connections.values().filter(|c| c.node_id == status.node_id).map(|c| c.peer.clone()).collect();
-            if !others.is_empty() {
+            let mut guard = self.inner.connections.lock().unwrap_or_else(|e| e.into_inner());
+            let connections = &mut *guard;
+            let same_node = connections.by_node.entry(status.node_id.clone()).or_default();
+            same_node.push(id);
+            if same_node.len() > 1 {
+                let others: Vec<String> = same_node
+                    .iter()
+                    .filter(|other| **other != id)
+                    .filter_map(|other| connections.by_id.get(other))
+                    .map(|c| c.peer.clone().unwrap_or_else(|| "unknown".to_owned()))
+                    .collect();
                 self.inner.stats.duplicate_node_ids.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(node = %status.node_id, peer = ?status.peer, other_peers = ?others,
+                tracing::warn!(node = %status.node_id, peer = status.peer.as_deref(), other_peers = %others.join(", "),
                     "a second proxy connected with a node id already in use; both are served, but status and \
                      per-proxy state for this id are ambiguous");
             }
-            connections.insert(id, status.clone());
+            connections.by_id.insert(id, status.clone());
         }
         self.inner.stats.connected.fetch_add(1, Ordering::Relaxed);
         self.inner.stats.connections_total.fetch_add(1, Ordering::Relaxed);
@@ -311,7 +344,7 @@ impl ConnectionRegistry {
     /// All live connections, ordered by node id then connection id.
     pub fn connections(&self) -> Vec<Arc<ConnectionStatus>> {
         let mut all: Vec<_> =
-            self.inner.connections.lock().unwrap_or_else(|e| e.into_inner()).values().cloned().collect();
+            self.inner.connections.lock().unwrap_or_else(|e| e.into_inner()).by_id.values().cloned().collect();
         all.sort_by(|a, b| a.node_id.cmp(&b.node_id).then(a.id.cmp(&b.id)));
         all
     }
@@ -369,7 +402,15 @@ pub struct RegisteredConnection {
 impl Drop for RegisteredConnection {
     fn drop(&mut self) {
         let inner = &self.registry.inner;
-        inner.connections.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.status.id);
+        let mut connections = inner.connections.lock().unwrap_or_else(|e| e.into_inner());
+        connections.by_id.remove(&self.status.id);
+        if let Some(ids) = connections.by_node.get_mut(&self.status.node_id) {
+            ids.retain(|id| *id != self.status.id);
+            if ids.is_empty() {
+                connections.by_node.remove(&self.status.node_id);
+            }
+        }
+        drop(connections);
         inner.stats.connected.fetch_sub(1, Ordering::Relaxed);
     }
 }

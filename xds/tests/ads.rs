@@ -59,7 +59,11 @@ impl SnapshotSource for TestSource {
             return Err(WatchError::InvalidNode("not one of ours".into()));
         }
         let guard = Guard { node_id: node.id.clone(), closed: self.closed.clone() };
-        Ok(SnapshotWatch { snapshots: self.snapshots.clone(), guard: Some(Box::new(guard)) })
+        Ok(SnapshotWatch {
+            snapshots: self.snapshots.clone(),
+            guard: Some(Box::new(guard)),
+            details: Default::default(),
+        })
     }
 }
 

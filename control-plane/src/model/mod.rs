@@ -64,7 +64,8 @@ pub struct ObjectKey {
 /// Where an object was read: its file and the YAML document in it (from 0).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Origin {
-    pub file: String,
+    /// Shared by every object of the file.
+    pub file: std::sync::Arc<str>,
     pub document: usize,
 }
 

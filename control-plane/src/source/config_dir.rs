@@ -16,6 +16,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::model::{MeshObject, ObjectError, ObjectKey, Origin, Origins, Severity};
 use crate::source::dir_scan::{self, Probe, ReadError, Scan, Stamp};
@@ -254,27 +255,32 @@ impl ConfigDir {
 
     /// [`ConfigDir::objects`], with the file and document each object was taken from.
     pub fn objects_with_origins(&self) -> (Vec<MeshObject>, Origins, Vec<ObjectError>) {
+        /// One definition of an object: its file's modification time, path (and its
+        /// display form, shared by the file's objects), the object and its document.
+        type Definition<'a> = (i128, &'a Path, &'a Arc<str>, &'a MeshObject, Option<usize>);
+        let files: Vec<Arc<str>> = self.files.keys().map(|p| Arc::from(p.display().to_string())).collect();
         let mut origins = Origins::new();
-        let mut defined: BTreeMap<&ObjectKey, Vec<(i128, &Path, &MeshObject)>> = BTreeMap::new();
+        let mut defined: BTreeMap<&ObjectKey, Vec<Definition<'_>>> = BTreeMap::new();
         let mut problems: Vec<ObjectError> = Vec::new();
-        for (path, state) in &self.files {
+        for ((path, state), file) in self.files.iter().zip(&files) {
             problems.extend(state.problems.iter().cloned());
             let mtime = state.stamp.map_or(0, |s| s.mtime_ns);
             for (key, object) in &state.objects {
-                defined.entry(key).or_default().push((mtime, path, object));
+                let document = state.documents.get(key).copied();
+                defined.entry(key).or_default().push((mtime, path, file, object, document));
             }
         }
         let mut objects = Vec::with_capacity(defined.len());
         for (key, mut sources) in defined {
             sources.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
-            let (winner_mtime, winner, object) = sources.pop().expect("at least one definition");
+            let (winner_mtime, winner, file, object, document) = sources.pop().expect("at least one definition");
             objects.push(object.clone());
-            if let Some(document) = self.files.get(winner).and_then(|f| f.documents.get(key)) {
-                origins.insert(key.clone(), Origin { file: winner.display().to_string(), document: *document });
+            if let Some(document) = document {
+                origins.insert(key.clone(), Origin { file: file.clone(), document });
             }
-            for (mtime, path, _) in sources {
+            for (mtime, path, _, _, document) in sources {
                 let mut problem = duplicate_problem(key, path, winner, mtime == winner_mtime);
-                problem.document = self.files.get(path).and_then(|f| f.documents.get(key)).copied();
+                problem.document = document;
                 problems.push(problem);
             }
         }

@@ -89,13 +89,6 @@ pub struct Session {
     unknown_types: Vec<(String, String)>,
 }
 
-/// Errors that end a stream.
-#[derive(Debug, thiserror::Error, PartialEq)]
-pub enum SessionError {
-    #[error("type_url {0:?} in a delta request is not served by this server")]
-    UnknownDeltaType(String),
-}
-
 impl Session {
     pub fn new(api: XdsApi, status: Arc<ConnectionStatus>, registry: ConnectionRegistry) -> Session {
         Session {
@@ -238,10 +231,13 @@ impl Session {
         if req.sotw_names.is_none() {
             return Vec::new();
         }
-        if let Some(at) = known {
-            if !req.nonce.is_empty() && self.unknown_types[at].1 == req.nonce {
-                return Vec::new();
-            }
+        match known {
+            // The ACK of our empty answer.
+            Some(at) if !req.nonce.is_empty() && self.unknown_types[at].1 == req.nonce => return Vec::new(),
+            // Not remembered (too many unknown types): a request quoting a nonce was
+            // answered before; answering again would loop.
+            None if !req.nonce.is_empty() && self.unknown_types.len() >= MAX_TRACKED => return Vec::new(),
+            _ => {}
         }
         self.next_nonce += 1;
         let nonce = self.next_nonce.to_string();
@@ -286,7 +282,16 @@ impl Session {
             self.types.get(&ty).is_some_and(|state| {
                 state.pending.is_some()
                     || state.nacked
-                    || (!in_sync(state, snapshot.set(ty)) && !diff(state, snapshot.set(ty)).is_empty())
+                    || (!in_sync(state, snapshot.set(ty)) && {
+                        // The same diff the push of that type computes (and shares).
+                        let set = snapshot.set(ty);
+                        match shared_diff_key(state, set) {
+                            Some(key) => {
+                                !self.registry.diff_cache().get_or_compute(key, || diff(state, set)).is_empty()
+                            }
+                            None => !diff(state, set).is_empty(),
+                        }
+                    })
             })
         })
     }

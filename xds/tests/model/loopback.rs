@@ -33,7 +33,7 @@ struct Source(watch::Receiver<Option<Arc<Snapshot>>>);
 
 impl SnapshotSource for Source {
     fn watch(&self, _node: &Node) -> Result<SnapshotWatch, WatchError> {
-        Ok(SnapshotWatch { snapshots: self.0.clone(), guard: None })
+        Ok(SnapshotWatch { snapshots: self.0.clone(), guard: None, details: Default::default() })
     }
 }
 

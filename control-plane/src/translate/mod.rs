@@ -347,195 +347,12 @@ impl MeshConfig {
         let mut checker = Checker::start(&containment);
         let mut problems = Problems::default();
         let lookup = ModelLookup::new(&model);
-        let mut clusters: Vec<Arc<Resource>> = Vec::new();
-        let mut endpoints: Vec<Arc<Resource>> = Vec::new();
-
-        for c in [
-            original_dst_cluster(PASSTHROUGH_CLUSTER, None),
-            forward_proxy_cluster(PASSTHROUGH_AUTHORITY_CLUSTER),
-            original_dst_cluster(
-                INBOUND_PASSTHROUGH_CLUSTER,
-                Some(IpAddr::V4(INBOUND_SOURCE_IP.parse::<Ipv4Addr>().expect("valid"))),
-            ),
-            blackhole_cluster(),
-        ] {
-            clusters.push(Arc::new(Resource::from_message(c.name.clone(), &c)));
-        }
-
-        for service in model.services.values() {
-            let host = service.hostname();
-            let dr = destination_rule_for(&lookup, service, &mut problems);
-            let default_lb = dr.and_then(|d| d.traffic_policy.as_ref()).and_then(|t| t.load_balancer);
-            for sp in &service.ports {
-                let http2 = sp.protocol == Protocol::Http2;
-                let all = service_endpoints(&model, &lookup, service, sp.port);
-                let mut add = |name: String, lb: Option<LoadBalancer>, eps: Vec<SocketAddr>| {
-                    let cluster = eds_cluster(&name, lb_policy(lb), http2);
-                    clusters.push(Arc::new(Resource::from_message(name.clone(), &cluster)));
-                    let cla = load_assignment(&name, &eps);
-                    endpoints.push(Arc::new(Resource::from_message(name, &cla)));
-                };
-                add(cluster_name(sp.port, None, &host), default_lb, all.iter().map(|(a, _)| *a).collect());
-                for subset in dr.map(|d| d.subsets.as_slice()).unwrap_or_default() {
-                    let lb = subset.traffic_policy.as_ref().and_then(|t| t.load_balancer).or(default_lb);
-                    let eps =
-                        all.iter().filter(|(_, l)| selector_matches(&subset.labels, l)).map(|(a, _)| *a).collect();
-                    add(cluster_name(sp.port, Some(&subset.name), &host), lb, eps);
-                }
-            }
-        }
-
-        // Which VirtualService governs each host (the first by namespace/name).
-        let mut vs_by_host: BTreeMap<String, &VirtualService> = BTreeMap::new();
-        for vs in model.virtual_services.values() {
-            if !vs.gateways.is_empty() && !vs.gateways.iter().any(|g| g == "mesh") {
-                continue;
-            }
-            for (i, h) in vs.hosts.iter().enumerate() {
-                let host = resolve_host(h, &vs.namespace);
-                if model.service_by_hostname(&host).is_none() {
-                    problems.warn_vs(
-                        vs,
-                        &format!("spec.hosts[{i}]"),
-                        format!("host {host} is not a known service; the rule has no effect"),
-                    );
-                    continue;
-                }
-                match vs_by_host.get(&host) {
-                    Some(first) => problems.warn_vs(
-                        vs,
-                        &format!("spec.hosts[{i}]"),
-                        format!(
-                            "host {host} is already routed by VirtualService {}/{}; this rule is ignored for it",
-                            first.namespace, first.name
-                        ),
-                    ),
-                    None => {
-                        vs_by_host.insert(host, vs);
-                    }
-                }
-            }
-        }
-
+        let (mut clusters, mut endpoints) = clusters_and_endpoints(&model, &lookup, &mut problems);
+        let vs_by_host = virtual_services_by_host(&model, &mut problems);
         let mut vs_routes = contain::virtual_service_routes(&model, &lookup, &vs_by_host, &mut checker, &mut problems);
-        let mut virtual_hosts = Vec::new();
-        let mut http_ports = BTreeSet::new();
-        let mut capture_listeners = Vec::new();
-        // A cluster IP answers for one service only: Envoy rejects a domain twice.
-        let mut ip_owners: HashMap<IpAddr, &Service> = HashMap::new();
-        for service in model.services.values() {
-            let host = service.hostname();
-            let owns_ip = match service.cluster_ip {
-                None => false,
-                Some(ip) => match ip_owners.get(&ip) {
-                    Some(owner) => {
-                        problems.report(
-                            "Service",
-                            &service.namespace,
-                            &service.name,
-                            "spec.clusterIP",
-                            format!(
-                                "cluster IP {ip} is already used by Service {}/{}; requests by IP go there",
-                                owner.namespace, owner.name
-                            ),
-                        );
-                        false
-                    }
-                    None => {
-                        ip_owners.insert(ip, service);
-                        true
-                    }
-                },
-            };
-            for (port_index, sp) in service.ports.iter().enumerate() {
-                match sp.protocol {
-                    Protocol::Http | Protocol::Http2 => {
-                        if [OUTBOUND_PORT, INBOUND_PORT].contains(&sp.port) {
-                            // A 0.0.0.0:15001 hand-off listener would clash with the
-                            // capture listener itself, and Envoy would reject both.
-                            problems.report(
-                                "Service",
-                                &service.namespace,
-                                &service.name,
-                                &format!("spec.ports[{port_index}].port"),
-                                format!("port {} is the sidecar's capture port; captured traffic to it is not routed by host", sp.port),
-                            );
-                        } else {
-                            http_ports.insert(sp.port);
-                        }
-                        let routes = vs_routes
-                            .remove(&(host.clone(), sp.port))
-                            .unwrap_or_else(|| vec![routes::default_route(&cluster_name(sp.port, None, &host))]);
-                        let vh = |own: bool, bare: bool| {
-                            encode_virtual_host(virtual_host(service, sp.port, routes.clone(), own, bare, owns_ip))
-                        };
-                        // The shape with every domain; the others hold a subset of them.
-                        let per_port_own = vh(true, true);
-                        let refused = checker.check("envoy.config.route.v3.RouteConfiguration", &per_port_own);
-                        if !refused.is_empty() {
-                            contain::report_service(&mut problems, service, port_index, &refused);
-                            continue;
-                        }
-                        virtual_hosts.push(EncodedVirtualHost {
-                            hostname: host.clone(),
-                            namespace: service.namespace.clone(),
-                            port: sp.port,
-                            explicit_own: vh(true, sp.port == 80),
-                            explicit_foreign: vh(false, sp.port == 80),
-                            per_port_own,
-                            per_port_foreign: vh(false, true),
-                        });
-                    }
-                    Protocol::Tcp => {
-                        let Some(ip) = service.cluster_ip else { continue };
-                        let name = format!("{ip}_{}", sp.port);
-                        let cluster = cluster_name(sp.port, None, &host);
-                        let listener = Listener {
-                            name: name.clone(),
-                            address: Some(socket_address(ip, sp.port)),
-                            bind_to_port: Some(BoolValue { value: false }),
-                            filter_chains: vec![filter_chain(&name, tcp_proxy_filter(&cluster, &cluster))],
-                            ..Default::default()
-                        };
-                        capture_listeners.push(Arc::new(Resource::from_message(name, &listener)));
-                    }
-                }
-            }
-        }
-        let virtual_outbound = Listener {
-            name: "virtualOutbound".to_owned(),
-            address: Some(socket_address(IpAddr::V4(Ipv4Addr::UNSPECIFIED), OUTBOUND_PORT)),
-            use_original_dst: Some(BoolValue { value: true }),
-            listener_filters: vec![original_dst_listener_filter()],
-            default_filter_chain: Some(match settings.outbound_traffic_policy {
-                OutboundTrafficPolicy::AllowAny => {
-                    filter_chain("PassthroughFilterChain", tcp_proxy_filter(PASSTHROUGH_CLUSTER, PASSTHROUGH_CLUSTER))
-                }
-                OutboundTrafficPolicy::RegistryOnly => {
-                    filter_chain("BlackHoleFilterChain", tcp_proxy_filter(BLACKHOLE_CLUSTER, BLACKHOLE_CLUSTER))
-                }
-            }),
-            ..Default::default()
-        };
-        capture_listeners.push(Arc::new(Resource::from_message(virtual_outbound.name.clone(), &virtual_outbound)));
-        for port in http_ports {
-            let name = format!("0.0.0.0_{port}");
-            let listener = Listener {
-                name: name.clone(),
-                address: Some(socket_address(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port)),
-                bind_to_port: Some(BoolValue { value: false }),
-                filter_chains: vec![filter_chain(
-                    &name,
-                    http_connection_manager(
-                        &format!("outbound_{port}"),
-                        RouteSource::Rds(format!("outbound.{port}")),
-                        false,
-                    ),
-                )],
-                ..Default::default()
-            };
-            capture_listeners.push(Arc::new(Resource::from_message(name, &listener)));
-        }
+        let (mut virtual_hosts, http_ports, mut capture_listeners) =
+            service_hosts(&model, &mut vs_routes, &mut checker, &mut problems);
+        capture_listeners.extend(outbound_capture_listeners(settings, http_ports));
 
         let refused = contain::keep_accepted(
             &mut clusters,
@@ -741,4 +558,228 @@ impl MeshConfig {
             .with(ResourceType::Listener, self.listeners_for(class))
             .with(ResourceType::RouteConfiguration, self.routes_for(&class.namespace))
     }
+}
+
+/// The clusters every proxy gets (passthrough, blackhole) and, per service port and
+/// subset, an EDS cluster with its load assignment.
+fn clusters_and_endpoints(
+    model: &Index,
+    lookup: &ModelLookup<'_>,
+    problems: &mut Problems,
+) -> (Vec<Arc<Resource>>, Vec<Arc<Resource>>) {
+    let mut clusters: Vec<Arc<Resource>> = Vec::new();
+    let mut endpoints: Vec<Arc<Resource>> = Vec::new();
+
+    for c in [
+        original_dst_cluster(PASSTHROUGH_CLUSTER, None),
+        forward_proxy_cluster(PASSTHROUGH_AUTHORITY_CLUSTER),
+        original_dst_cluster(
+            INBOUND_PASSTHROUGH_CLUSTER,
+            Some(IpAddr::V4(INBOUND_SOURCE_IP.parse::<Ipv4Addr>().expect("valid"))),
+        ),
+        blackhole_cluster(),
+    ] {
+        clusters.push(Arc::new(Resource::from_message(c.name.clone(), &c)));
+    }
+
+    for service in model.services.values() {
+        let host = service.hostname();
+        let dr = destination_rule_for(lookup, service, problems);
+        let default_lb = dr.and_then(|d| d.traffic_policy.as_ref()).and_then(|t| t.load_balancer);
+        for sp in &service.ports {
+            let http2 = sp.protocol == Protocol::Http2;
+            let all = service_endpoints(model, lookup, service, sp.port);
+            let mut add = |name: String, lb: Option<LoadBalancer>, eps: Vec<SocketAddr>| {
+                let cluster = eds_cluster(&name, lb_policy(lb), http2);
+                clusters.push(Arc::new(Resource::from_message(name.clone(), &cluster)));
+                let cla = load_assignment(&name, &eps);
+                endpoints.push(Arc::new(Resource::from_message(name, &cla)));
+            };
+            add(cluster_name(sp.port, None, &host), default_lb, all.iter().map(|(a, _)| *a).collect());
+            for subset in dr.map(|d| d.subsets.as_slice()).unwrap_or_default() {
+                let lb = subset.traffic_policy.as_ref().and_then(|t| t.load_balancer).or(default_lb);
+                let eps = all.iter().filter(|(_, l)| selector_matches(&subset.labels, l)).map(|(a, _)| *a).collect();
+                add(cluster_name(sp.port, Some(&subset.name), &host), lb, eps);
+            }
+        }
+    }
+
+    (clusters, endpoints)
+}
+
+/// Which VirtualService governs each host (the first by namespace/name); the others,
+/// and rules for hosts that are no service, are reported.
+fn virtual_services_by_host<'a>(model: &'a Index, problems: &mut Problems) -> BTreeMap<String, &'a VirtualService> {
+    let mut vs_by_host: BTreeMap<String, &VirtualService> = BTreeMap::new();
+    for vs in model.virtual_services.values() {
+        if !vs.gateways.is_empty() && !vs.gateways.iter().any(|g| g == "mesh") {
+            continue;
+        }
+        for (i, h) in vs.hosts.iter().enumerate() {
+            let host = resolve_host(h, &vs.namespace);
+            if model.service_by_hostname(&host).is_none() {
+                problems.warn_vs(
+                    vs,
+                    &format!("spec.hosts[{i}]"),
+                    format!("host {host} is not a known service; the rule has no effect"),
+                );
+                continue;
+            }
+            match vs_by_host.get(&host) {
+                Some(first) => problems.warn_vs(
+                    vs,
+                    &format!("spec.hosts[{i}]"),
+                    format!(
+                        "host {host} is already routed by VirtualService {}/{}; this rule is ignored for it",
+                        first.namespace, first.name
+                    ),
+                ),
+                None => {
+                    vs_by_host.insert(host, vs);
+                }
+            }
+        }
+    }
+
+    vs_by_host
+}
+
+/// Every HTTP service port's virtual host (encoded once per build in the shapes route
+/// configurations need), the HTTP ports in use, and the TCP services' hand-off listeners.
+fn service_hosts(
+    model: &Index,
+    vs_routes: &mut HashMap<(String, u16), Vec<Route>>,
+    checker: &mut Checker,
+    problems: &mut Problems,
+) -> (Vec<EncodedVirtualHost>, BTreeSet<u16>, Vec<Arc<Resource>>) {
+    let mut virtual_hosts = Vec::new();
+    let mut http_ports = BTreeSet::new();
+    let mut capture_listeners = Vec::new();
+    // A cluster IP answers for one service only: Envoy rejects a domain twice.
+    let mut ip_owners: HashMap<IpAddr, &Service> = HashMap::new();
+    for service in model.services.values() {
+        let host = service.hostname();
+        let owns_ip = match service.cluster_ip {
+            None => false,
+            Some(ip) => match ip_owners.get(&ip) {
+                Some(owner) => {
+                    problems.report(
+                        "Service",
+                        &service.namespace,
+                        &service.name,
+                        "spec.clusterIP",
+                        format!(
+                            "cluster IP {ip} is already used by Service {}/{}; requests by IP go there",
+                            owner.namespace, owner.name
+                        ),
+                    );
+                    false
+                }
+                None => {
+                    ip_owners.insert(ip, service);
+                    true
+                }
+            },
+        };
+        for (port_index, sp) in service.ports.iter().enumerate() {
+            match sp.protocol {
+                Protocol::Http | Protocol::Http2 => {
+                    if [OUTBOUND_PORT, INBOUND_PORT].contains(&sp.port) {
+                        // A 0.0.0.0:15001 hand-off listener would clash with the
+                        // capture listener itself, and Envoy would reject both.
+                        problems.report(
+                            "Service",
+                            &service.namespace,
+                            &service.name,
+                            &format!("spec.ports[{port_index}].port"),
+                            format!(
+                                "port {} is the sidecar's capture port; captured traffic to it is not routed by host",
+                                sp.port
+                            ),
+                        );
+                    } else {
+                        http_ports.insert(sp.port);
+                    }
+                    let routes = vs_routes
+                        .remove(&(host.clone(), sp.port))
+                        .unwrap_or_else(|| vec![routes::default_route(&cluster_name(sp.port, None, &host))]);
+                    let vh = |own: bool, bare: bool| {
+                        encode_virtual_host(virtual_host(service, sp.port, routes.clone(), own, bare, owns_ip))
+                    };
+                    // The shape with every domain; the others hold a subset of them.
+                    let per_port_own = vh(true, true);
+                    let refused = checker.check("envoy.config.route.v3.RouteConfiguration", &per_port_own);
+                    if !refused.is_empty() {
+                        contain::report_service(problems, service, port_index, &refused);
+                        continue;
+                    }
+                    virtual_hosts.push(EncodedVirtualHost {
+                        hostname: host.clone(),
+                        namespace: service.namespace.clone(),
+                        port: sp.port,
+                        explicit_own: vh(true, sp.port == 80),
+                        explicit_foreign: vh(false, sp.port == 80),
+                        per_port_own,
+                        per_port_foreign: vh(false, true),
+                    });
+                }
+                Protocol::Tcp => {
+                    let Some(ip) = service.cluster_ip else { continue };
+                    let name = format!("{ip}_{}", sp.port);
+                    let cluster = cluster_name(sp.port, None, &host);
+                    let listener = Listener {
+                        name: name.clone(),
+                        address: Some(socket_address(ip, sp.port)),
+                        bind_to_port: Some(BoolValue { value: false }),
+                        filter_chains: vec![filter_chain(&name, tcp_proxy_filter(&cluster, &cluster))],
+                        ..Default::default()
+                    };
+                    capture_listeners.push(Arc::new(Resource::from_message(name, &listener)));
+                }
+            }
+        }
+    }
+    (virtual_hosts, http_ports, capture_listeners)
+}
+
+/// The capture listeners every transparent proxy shares: virtualOutbound (its default
+/// chain per the outbound traffic policy) and one hand-off target per HTTP port.
+fn outbound_capture_listeners(settings: &MeshSettings, http_ports: BTreeSet<u16>) -> Vec<Arc<Resource>> {
+    let mut capture_listeners = Vec::new();
+    let virtual_outbound = Listener {
+        name: "virtualOutbound".to_owned(),
+        address: Some(socket_address(IpAddr::V4(Ipv4Addr::UNSPECIFIED), OUTBOUND_PORT)),
+        use_original_dst: Some(BoolValue { value: true }),
+        listener_filters: vec![original_dst_listener_filter()],
+        default_filter_chain: Some(match settings.outbound_traffic_policy {
+            OutboundTrafficPolicy::AllowAny => {
+                filter_chain("PassthroughFilterChain", tcp_proxy_filter(PASSTHROUGH_CLUSTER, PASSTHROUGH_CLUSTER))
+            }
+            OutboundTrafficPolicy::RegistryOnly => {
+                filter_chain("BlackHoleFilterChain", tcp_proxy_filter(BLACKHOLE_CLUSTER, BLACKHOLE_CLUSTER))
+            }
+        }),
+        ..Default::default()
+    };
+    capture_listeners.push(Arc::new(Resource::from_message(virtual_outbound.name.clone(), &virtual_outbound)));
+    for port in http_ports {
+        let name = format!("0.0.0.0_{port}");
+        let listener = Listener {
+            name: name.clone(),
+            address: Some(socket_address(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port)),
+            bind_to_port: Some(BoolValue { value: false }),
+            filter_chains: vec![filter_chain(
+                &name,
+                http_connection_manager(
+                    &format!("outbound_{port}"),
+                    RouteSource::Rds(format!("outbound.{port}")),
+                    false,
+                ),
+            )],
+            ..Default::default()
+        };
+        capture_listeners.push(Arc::new(Resource::from_message(name, &listener)));
+    }
+
+    capture_listeners
 }

@@ -140,6 +140,13 @@ pub fn render_metrics(m: &Monitored) -> String {
     );
     metric(
         &mut out,
+        "amime_last_publish_timestamp_seconds",
+        "gauge",
+        "When the last translation was handed to the proxies (Unix time).",
+        p.last_publish_unix_ms.load(r) as f64 / 1e3,
+    );
+    metric(
+        &mut out,
         "amime_snapshots_published_total",
         "counter",
         "Proxy-class snapshots published.",

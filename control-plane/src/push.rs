@@ -156,6 +156,8 @@ pub struct PushStats {
     pub translations: AtomicU64,
     pub last_translation_micros: AtomicU64,
     pub snapshots_published: AtomicU64,
+    /// When the last translation was handed to the proxies (milliseconds since the epoch).
+    pub last_publish_unix_ms: AtomicU64,
 }
 
 /// Per-class snapshot channels: every proxy with the same [`ProxyClass`] shares one.
@@ -308,6 +310,7 @@ pub async fn run(state: Arc<MeshState>, distributor: Arc<Distributor>, debounce:
         }
         reported = current;
         distributor.publish(Arc::new(mesh));
+        distributor.stats.last_publish_unix_ms.store(xds::status::now_millis(), Ordering::Relaxed);
     }
 }
 

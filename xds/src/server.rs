@@ -13,7 +13,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
 use http_body_util::BodyExt;
@@ -115,18 +115,23 @@ fn status_headers(code: Code, message: &str) -> http::HeaderMap {
 /// What the stream task hands the response body: a message, or the closing status.
 /// (Kept small: the channel allocates room for 32 of them per connection.)
 enum Outbound {
-    Message(Bytes),
+    /// One gRPC message in two parts: its header with this stream's nonce, and the
+    /// body it shares with other streams (written as it is, not copied).
+    Message(Bytes, Bytes),
     End(GrpcError),
 }
 
 /// A response whose body frames come from a channel.
 fn streaming_response(rx: mpsc::Receiver<Outbound>) -> http::Response<tonic::body::Body> {
-    let stream = futures::stream::unfold(rx, |mut rx| async move {
-        let frame = match rx.recv().await? {
-            Outbound::Message(bytes) => http_body::Frame::data(bytes),
-            Outbound::End(end) => http_body::Frame::trailers(status_headers(end.code, &end.message)),
+    let stream = futures::stream::unfold((rx, None::<Bytes>), |(mut rx, rest)| async move {
+        if let Some(rest) = rest {
+            return Some((Ok::<_, Infallible>(http_body::Frame::data(rest)), (rx, None)));
+        }
+        let (frame, rest) = match rx.recv().await? {
+            Outbound::Message(head, body) => (http_body::Frame::data(head), Some(body).filter(|b| !b.is_empty())),
+            Outbound::End(end) => (http_body::Frame::trailers(status_headers(end.code, &end.message)), None),
         };
-        Some((Ok::<_, Infallible>(frame), rx))
+        Some((Ok(frame), (rx, rest)))
     });
     let body = http_body_util::StreamBody::new(stream);
     http::Response::builder()
@@ -145,16 +150,6 @@ fn status_response(code: Code, message: &str) -> http::Response<tonic::body::Bod
         .expect("valid response");
     response.headers_mut().extend(status_headers(code, message));
     response
-}
-
-/// Encodes one message as a gRPC frame in an exactly-sized buffer.
-fn encode_frame(message: &impl Message) -> Bytes {
-    let len = message.encoded_len();
-    let mut buf = BytesMut::with_capacity(5 + len);
-    buf.put_u8(0);
-    buf.put_u32(len as u32);
-    message.encode(&mut buf).expect("buffer sized to fit");
-    buf.freeze()
 }
 
 /// Reads length-prefixed gRPC messages from a request body.
@@ -241,13 +236,6 @@ impl AdsRequest for DeltaDiscoveryRequest {
     }
 }
 
-fn response_frame(response: &Response) -> Bytes {
-    match response {
-        Response::Sotw(r) => encode_frame(r),
-        Response::Delta(r) => encode_frame(r),
-    }
-}
-
 impl<S: SnapshotSource> AdsServer<S> {
     /// Runs one ADS stream to its end; returns the status to close it with.
     async fn drive<Req: AdsRequest>(
@@ -296,7 +284,8 @@ impl<S: SnapshotSource> AdsServer<S> {
             pending.extend(first.apply(&mut session));
             loop {
                 for response in pending.drain(..) {
-                    if tx.send(Outbound::Message(response_frame(&response))).await.is_err() {
+                    let (head, body) = response.grpc_frame();
+                    if tx.send(Outbound::Message(head, body)).await.is_err() {
                         tracing::info!("proxy disconnected");
                         return GrpcError::new(Code::Cancelled, "");
                     }
@@ -385,14 +374,5 @@ mod tests {
     fn grpc_messages_are_percent_encoded() {
         assert_eq!(encode_grpc_message("plain text"), "plain text");
         assert_eq!(encode_grpc_message("100% ünïcode\n"), "100%25 %C3%BCn%C3%AFcode%0A");
-    }
-
-    #[test]
-    fn frames_are_length_prefixed_and_exactly_sized() {
-        let req = DiscoveryRequest { type_url: "t".into(), ..Default::default() };
-        let frame = encode_frame(&req);
-        assert_eq!(frame[0], 0);
-        assert_eq!(u32::from_be_bytes([frame[1], frame[2], frame[3], frame[4]]) as usize, frame.len() - 5);
-        assert_eq!(DiscoveryRequest::decode(&frame[5..]).unwrap(), req);
     }
 }

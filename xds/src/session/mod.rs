@@ -34,6 +34,7 @@
 //! proxies in the same position).
 
 mod push;
+mod response;
 mod stream;
 #[cfg(test)]
 mod tests;
@@ -45,35 +46,13 @@ use std::sync::Arc;
 use envoy_types::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse, Resource as DeltaResource,
 };
-use prost::Message;
 
 use crate::resource::{Resource, ResourceSet, ResourceType, Snapshot};
 use crate::status::{now_millis, ConnectionRegistry, ConnectionStatus, Nack, XdsApi, XdsStats};
 pub(crate) use push::DiffCache;
 use push::{diff, in_sync, shared_diff_key, Diff};
+pub use response::{Decoded, Response};
 use stream::{Answer, ClientView, NormalizedRequest, Sent, TypeState};
-/// A response to put on the stream.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Response {
-    Sotw(DiscoveryResponse),
-    Delta(DeltaDiscoveryResponse),
-}
-
-impl Response {
-    pub fn type_url(&self) -> &str {
-        match self {
-            Response::Sotw(r) => &r.type_url,
-            Response::Delta(r) => &r.type_url,
-        }
-    }
-
-    pub fn nonce(&self) -> &str {
-        match self {
-            Response::Sotw(r) => &r.nonce,
-            Response::Delta(r) => &r.nonce,
-        }
-    }
-}
 
 /// The protocol state of one ADS stream.
 pub struct Session {
@@ -249,12 +228,8 @@ impl Session {
             // A proxy asking for many unknown types: answered, not remembered.
             None => {}
         }
-        vec![Response::Sotw(DiscoveryResponse {
-            version_info: String::new(),
-            type_url: req.type_url,
-            nonce,
-            ..Default::default()
-        })]
+        let body = Response::encode_body(&DiscoveryResponse { type_url: req.type_url.clone(), ..Default::default() });
+        vec![Response::new(XdsApi::StateOfTheWorld, &req.type_url, nonce, body)]
     }
 
     fn push_all(&mut self) -> Vec<Response> {
@@ -346,6 +321,7 @@ impl Session {
                     let d = Arc::make_mut(&mut d);
                     d.unchanged.extend(kept);
                     d.removals.clear();
+                    d.encoded = Default::default();
                     state.removals_held = true;
                     tracing::debug!(node = %self.node_id, "holding cluster removals until listeners and routes are acknowledged");
                 }
@@ -359,7 +335,10 @@ impl Session {
         let nonce = self.next_nonce.to_string();
         let version = sent_set.version().to_owned();
         let full_state = self.api == XdsApi::StateOfTheWorld && (ty.is_wildcard_type() || state.subscription.wildcard);
-        let response = encode_response(self.api, ty, &d, full_state, &version, &nonce);
+        // Proxies sharing this diff share the encoded body too.
+        let body =
+            d.encoded[self.api as usize].get_or_init(|| encode_body(self.api, ty, &d, full_state, &version)).clone();
+        let response = Response::new(self.api, ty.type_url(), nonce.clone(), body);
 
         // What the proxy subscribes to and the set has: the diff's two halves.
         let count = d.upserts.len() + d.unchanged.len();
@@ -400,10 +379,7 @@ impl Session {
             self.status.update_endpoints(|e| e.needed = Some(needed));
         }
 
-        let bytes = match &response {
-            Response::Sotw(r) => r.encoded_len(),
-            Response::Delta(r) => r.encoded_len(),
-        } as u64;
+        let bytes = response.encoded_len() as u64;
         let stats = self.stats();
         stats.responses_sent.fetch_add(1, Ordering::Relaxed);
         stats.resources_sent.fetch_add(d.upserts.len() as u64, Ordering::Relaxed);
@@ -425,7 +401,7 @@ impl Session {
 /// The response that carries `d`: in state of the world, wildcard types carry the
 /// whole set (`full_state`) and named types the changed resources; delta responses
 /// carry changes and removals.
-fn encode_response(api: XdsApi, ty: ResourceType, d: &Diff, full_state: bool, version: &str, nonce: &str) -> Response {
+fn encode_body(api: XdsApi, ty: ResourceType, d: &Diff, full_state: bool, version: &str) -> bytes::Bytes {
     let type_url = ty.type_url().to_owned();
     match api {
         XdsApi::StateOfTheWorld => {
@@ -436,15 +412,14 @@ fn encode_response(api: XdsApi, ty: ResourceType, d: &Diff, full_state: bool, ve
             } else {
                 d.upserts.iter().map(|r| r.body().clone()).collect()
             };
-            Response::Sotw(DiscoveryResponse {
+            Response::encode_body(&DiscoveryResponse {
                 version_info: version.to_owned(),
                 resources,
                 type_url,
-                nonce: nonce.to_owned(),
                 ..Default::default()
             })
         }
-        XdsApi::Delta => Response::Delta(DeltaDiscoveryResponse {
+        XdsApi::Delta => Response::encode_body(&DeltaDiscoveryResponse {
             system_version_info: version.to_owned(),
             resources: d
                 .upserts
@@ -458,7 +433,6 @@ fn encode_response(api: XdsApi, ty: ResourceType, d: &Diff, full_state: bool, ve
                 .collect(),
             type_url,
             removed_resources: d.removals.clone(),
-            nonce: nonce.to_owned(),
             ..Default::default()
         }),
     }

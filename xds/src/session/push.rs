@@ -17,6 +17,9 @@ pub(super) struct Diff {
     /// Clusters only: the ClusterLoadAssignments the new or changed EDS clusters among
     /// the upserts wait for. Shared by every proxy that gets this diff.
     pub(super) endpoints_awaited: Option<Arc<BTreeSet<Arc<str>>>>,
+    /// The response body for this diff, per API (state of the world, delta), encoded by
+    /// the first proxy that sends it; a diff changed for one proxy must reset it.
+    pub(super) encoded: [std::sync::OnceLock<bytes::Bytes>; 2],
 }
 
 impl Diff {

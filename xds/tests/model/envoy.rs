@@ -22,7 +22,7 @@ use xds::pb::envoy::config::cluster::v3::Cluster;
 use xds::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
 use xds::pb::google::protobuf::Any;
 use xds::pb::google::rpc::Status as RpcStatus;
-use xds::session::Response;
+use xds::session::Decoded as Response;
 use xds::{ResourceType, XdsApi};
 
 use crate::world::{self, Body};
@@ -377,6 +377,9 @@ impl Request {
             Request::Sotw(r) => session.on_sotw_request(r),
             Request::Delta(r) => session.on_delta_request(r),
         }
+        .iter()
+        .map(xds::session::Response::decoded)
+        .collect()
     }
 }
 

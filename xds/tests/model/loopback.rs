@@ -19,7 +19,7 @@ use xds::pb::envoy::service::discovery::v3::aggregated_discovery_service_client:
 use xds::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
 };
-use xds::session::Response;
+use xds::session::Decoded as Response;
 use xds::{AdsServer, ConnectionRegistry, ProxyState, Snapshot, SnapshotSource, SnapshotWatch, WatchError, XdsApi};
 
 use crate::envoy::{Request, SimEnvoy};

@@ -24,7 +24,7 @@ mod world;
 
 use std::sync::Arc;
 
-use xds::session::Session;
+use xds::session::{Response, Session};
 use xds::status::RegisteredConnection;
 use xds::{ConnectionRegistry, ProxyState, Snapshot, XdsApi};
 
@@ -101,7 +101,7 @@ impl Run {
         self.session = Session::new(self.api, self.conn.status.clone(), self.registry.clone());
         self.waiting_for_snapshot = restart && late_snapshot;
         if !self.waiting_for_snapshot {
-            let out = self.session.on_snapshot(self.current.clone());
+            let out: Vec<_> = self.session.on_snapshot(self.current.clone()).iter().map(Response::decoded).collect();
             self.wire.to_client.extend(out);
         }
         let requests = self.proxy.connect();
@@ -145,7 +145,8 @@ impl Run {
             Action::Snapshot(seed) => {
                 self.current = world::snapshot(*seed, true);
                 self.waiting_for_snapshot = false;
-                let out = self.session.on_snapshot(self.current.clone());
+                let out: Vec<_> =
+                    self.session.on_snapshot(self.current.clone()).iter().map(Response::decoded).collect();
                 for r in &out {
                     trace(|| format!("   snapshot produces {}", describe_response(r)));
                 }
@@ -232,7 +233,7 @@ fn run(api: XdsApi, explicit_wildcard: bool, first: u64, actions: &[Action], las
         )
     });
     run.waiting_for_snapshot = false;
-    let out = run.session.on_snapshot(run.current.clone());
+    let out: Vec<_> = run.session.on_snapshot(run.current.clone()).iter().map(Response::decoded).collect();
     run.wire.to_client.extend(out);
     run.drain()?;
     if let Some(why) = run.divergence() {
@@ -281,8 +282,8 @@ fn trace(line: impl FnOnce() -> String) {
     }
 }
 
-fn describe_response(response: &xds::session::Response) -> String {
-    use xds::session::Response;
+fn describe_response(response: &xds::session::Decoded) -> String {
+    use xds::session::Decoded as Response;
     match response {
         Response::Sotw(r) => format!(
             "sotw {} v={} nonce={} resources={:?}",

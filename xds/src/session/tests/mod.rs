@@ -141,17 +141,17 @@ fn one(mut out: Vec<Response>) -> Response {
     out.pop().unwrap()
 }
 
-fn sotw(r: &Response) -> &DiscoveryResponse {
-    match r {
-        Response::Sotw(r) => r,
-        Response::Delta(_) => panic!("expected a state-of-the-world response"),
+fn sotw(r: &Response) -> DiscoveryResponse {
+    match r.decoded() {
+        Decoded::Sotw(r) => r,
+        Decoded::Delta(_) => panic!("expected a state-of-the-world response"),
     }
 }
 
-fn delta(r: &Response) -> &DeltaDiscoveryResponse {
-    match r {
-        Response::Delta(r) => r,
-        Response::Sotw(_) => panic!("expected a delta response"),
+fn delta(r: &Response) -> DeltaDiscoveryResponse {
+    match r.decoded() {
+        Decoded::Delta(r) => r,
+        Decoded::Sotw(_) => panic!("expected a delta response"),
     }
 }
 

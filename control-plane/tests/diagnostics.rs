@@ -44,7 +44,7 @@ fn translation_problems_name_file_and_document() {
     let (objects, origins, problems) = config.objects_with_origins();
     assert!(problems.is_empty(), "{problems:#?}");
     let mut index = Index::new();
-    index.reset(objects);
+    index.sync_to(objects);
     let mesh = MeshConfig::build(Arc::new(index), &MeshSettings::default());
     let state = MeshState::new();
     state.set_origins(origins);

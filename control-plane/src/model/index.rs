@@ -102,6 +102,75 @@ impl Index {
         }
     }
 
+    /// Makes the index hold exactly `objects`, like [`Index::reset`], but touches only
+    /// what differs: objects equal to the ones held are neither copied nor replaced (a
+    /// one-file edit in a large directory costs comparisons, not a rebuild).
+    pub fn sync_to<'a>(&mut self, objects: impl IntoIterator<Item = &'a MeshObject>) -> Change {
+        let mut changed = false;
+        let mut seen: BTreeMap<Kind, std::collections::BTreeSet<(&'a str, &'a str)>> = BTreeMap::new();
+        for object in objects {
+            let (kind, namespace, name) = object.identity();
+            seen.entry(kind).or_default().insert((namespace, name));
+            if !self.holds(object) {
+                changed |= self.apply(object.clone()) == Change::Changed;
+            }
+        }
+        let empty = std::collections::BTreeSet::new();
+        let keep = |kind: Kind| seen.get(&kind).unwrap_or(&empty);
+        let before = self.len();
+        let namespaces = keep(Kind::Namespace);
+        self.namespaces.retain(|name, _| namespaces.contains(&("", name.as_str())));
+        fn retain<T>(map: &mut BTreeMap<(String, String), Arc<T>>, keep: &std::collections::BTreeSet<(&str, &str)>) {
+            map.retain(|(ns, name), _| keep.contains(&(ns.as_str(), name.as_str())));
+        }
+        retain(&mut self.services, keep(Kind::Service));
+        retain(&mut self.pods, keep(Kind::Pod));
+        retain(&mut self.endpoint_slices, keep(Kind::EndpointSlice));
+        retain(&mut self.virtual_services, keep(Kind::VirtualService));
+        retain(&mut self.destination_rules, keep(Kind::DestinationRule));
+        retain(&mut self.gateways, keep(Kind::Gateway));
+        retain(&mut self.service_entries, keep(Kind::ServiceEntry));
+        changed |= self.len() != before;
+        if changed {
+            Change::Changed
+        } else {
+            Change::Unchanged
+        }
+    }
+
+    /// How many objects the index holds.
+    pub fn len(&self) -> usize {
+        self.namespaces.len()
+            + self.services.len()
+            + self.pods.len()
+            + self.endpoint_slices.len()
+            + self.virtual_services.len()
+            + self.destination_rules.len()
+            + self.gateways.len()
+            + self.service_entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Whether the index holds exactly this object.
+    fn holds(&self, object: &MeshObject) -> bool {
+        fn same<T: PartialEq>(map: &BTreeMap<(String, String), Arc<T>>, ns: &str, name: &str, o: &T) -> bool {
+            map.get(&(ns.to_owned(), name.to_owned())).is_some_and(|v| **v == *o)
+        }
+        match object {
+            MeshObject::Namespace(o) => self.namespaces.get(&o.name).is_some_and(|v| **v == *o),
+            MeshObject::Service(o) => same(&self.services, &o.namespace, &o.name, o),
+            MeshObject::Pod(o) => same(&self.pods, &o.namespace, &o.name, o),
+            MeshObject::EndpointSlice(o) => same(&self.endpoint_slices, &o.namespace, &o.name, o),
+            MeshObject::VirtualService(o) => same(&self.virtual_services, &o.namespace, &o.name, o),
+            MeshObject::DestinationRule(o) => same(&self.destination_rules, &o.namespace, &o.name, o),
+            MeshObject::Gateway(o) => same(&self.gateways, &o.namespace, &o.name, o),
+            MeshObject::ServiceEntry(o) => same(&self.service_entries, &o.namespace, &o.name, o),
+        }
+    }
+
     /// An immutable copy for the translator.
     pub fn snapshot(&self) -> Arc<Index> {
         Arc::new(self.clone())
@@ -168,5 +237,28 @@ mod tests {
         let names: Vec<_> = Index::in_namespace(&index.services, "b").map(|s| s.name.as_str()).collect();
         assert_eq!(names, ["y", "z"]);
         assert_eq!(Index::in_namespace(&index.services, "c").count(), 0);
+    }
+
+    #[test]
+    fn sync_to_ends_where_reset_does_and_keeps_what_did_not_change() {
+        let ns = |name: &str| MeshObject::Namespace(Namespace { name: name.into(), labels: Labels::new() });
+        let mut changed_port = mk_service("a", "y");
+        if let MeshObject::Service(s) = &mut changed_port {
+            s.ports[0].port = 81;
+        }
+        let before = [ns("a"), ns("b"), mk_service("a", "x"), mk_service("a", "y"), mk_service("b", "z")];
+        let after = [ns("a"), mk_service("a", "x"), changed_port, mk_service("b", "w")];
+
+        let mut synced = Index::new();
+        synced.reset(before.clone());
+        let kept = synced.services[&("a".to_owned(), "x".to_owned())].clone();
+        assert_eq!(synced.sync_to(&after), Change::Changed);
+        let mut reset = Index::new();
+        reset.reset(after.clone());
+        assert_eq!(synced, reset);
+        assert!(Arc::ptr_eq(&kept, &synced.services[&("a".to_owned(), "x".to_owned())]), "an unchanged object is kept");
+        assert_eq!(synced.sync_to(&after), Change::Unchanged);
+        assert_eq!(synced.sync_to(&[]), Change::Changed);
+        assert!(synced.is_empty());
     }
 }

@@ -105,17 +105,22 @@ pub enum MeshObject {
 
 impl MeshObject {
     pub fn key(&self) -> ObjectKey {
-        let (kind, namespace, name) = match self {
+        let (kind, namespace, name) = self.identity();
+        ObjectKey { kind, namespace: namespace.to_owned(), name: name.to_owned() }
+    }
+
+    /// Kind, namespace (empty for namespaces) and name, borrowed.
+    pub fn identity(&self) -> (Kind, &str, &str) {
+        match self {
             MeshObject::Namespace(o) => (Kind::Namespace, "", &o.name),
-            MeshObject::Service(o) => (Kind::Service, o.namespace.as_str(), &o.name),
-            MeshObject::Pod(o) => (Kind::Pod, o.namespace.as_str(), &o.name),
-            MeshObject::EndpointSlice(o) => (Kind::EndpointSlice, o.namespace.as_str(), &o.name),
-            MeshObject::VirtualService(o) => (Kind::VirtualService, o.namespace.as_str(), &o.name),
-            MeshObject::DestinationRule(o) => (Kind::DestinationRule, o.namespace.as_str(), &o.name),
-            MeshObject::Gateway(o) => (Kind::Gateway, o.namespace.as_str(), &o.name),
-            MeshObject::ServiceEntry(o) => (Kind::ServiceEntry, o.namespace.as_str(), &o.name),
-        };
-        ObjectKey { kind, namespace: namespace.to_owned(), name: name.clone() }
+            MeshObject::Service(o) => (Kind::Service, &o.namespace, &o.name),
+            MeshObject::Pod(o) => (Kind::Pod, &o.namespace, &o.name),
+            MeshObject::EndpointSlice(o) => (Kind::EndpointSlice, &o.namespace, &o.name),
+            MeshObject::VirtualService(o) => (Kind::VirtualService, &o.namespace, &o.name),
+            MeshObject::DestinationRule(o) => (Kind::DestinationRule, &o.namespace, &o.name),
+            MeshObject::Gateway(o) => (Kind::Gateway, &o.namespace, &o.name),
+            MeshObject::ServiceEntry(o) => (Kind::ServiceEntry, &o.namespace, &o.name),
+        }
     }
 }
 

@@ -250,19 +250,19 @@ impl ConfigDir {
     /// the files' contents (not those of [`Self::unreadable`]).
     pub fn objects(&self) -> (Vec<MeshObject>, Vec<ObjectError>) {
         let (objects, _, problems) = self.objects_with_origins();
-        (objects, problems)
+        (objects.into_iter().cloned().collect(), problems)
     }
 
     /// [`ConfigDir::objects`], with the file and document each object was taken from.
-    pub fn objects_with_origins(&self) -> (Vec<MeshObject>, Origins, Vec<ObjectError>) {
+    pub fn objects_with_origins(&self) -> (Vec<&MeshObject>, Origins, Vec<ObjectError>) {
         /// One definition of an object: its file's modification time, path (and its
         /// display form, shared by the file's objects), the object and its document.
-        type Definition<'a> = (i128, &'a Path, &'a Arc<str>, &'a MeshObject, Option<usize>);
+        type Definition<'a> = (i128, &'a Path, usize, &'a MeshObject, Option<usize>);
         let files: Vec<Arc<str>> = self.files.keys().map(|p| Arc::from(p.display().to_string())).collect();
         let mut origins = Origins::new();
         let mut defined: BTreeMap<&ObjectKey, Vec<Definition<'_>>> = BTreeMap::new();
         let mut problems: Vec<ObjectError> = Vec::new();
-        for ((path, state), file) in self.files.iter().zip(&files) {
+        for (file, (path, state)) in self.files.iter().enumerate() {
             problems.extend(state.problems.iter().cloned());
             let mtime = state.stamp.map_or(0, |s| s.mtime_ns);
             for (key, object) in &state.objects {
@@ -274,9 +274,9 @@ impl ConfigDir {
         for (key, mut sources) in defined {
             sources.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
             let (winner_mtime, winner, file, object, document) = sources.pop().expect("at least one definition");
-            objects.push(object.clone());
+            objects.push(object);
             if let Some(document) = document {
-                origins.insert(key.clone(), Origin { file: file.clone(), document });
+                origins.insert(key.clone(), Origin { file: files[file].clone(), document });
             }
             for (mtime, path, _, _, document) in sources {
                 let mut problem = duplicate_problem(key, path, winner, mtime == winner_mtime);

@@ -200,7 +200,7 @@ impl DirSource {
         self.state.set_source_problems(problems);
         self.state.set_origins(origins);
         let count = objects.len();
-        self.state.update(|index| index.reset(objects));
+        self.state.update(|index| index.sync_to(objects));
         self.state.source_stats.reloads.fetch_add(1, Ordering::Relaxed);
         tracing::info!(dir = %self.dir.root().display(), objects = count, "config directory applied");
     }

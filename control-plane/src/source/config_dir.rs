@@ -81,16 +81,7 @@ pub struct ConfigDir {
 }
 
 fn io_problem(path: &Path, message: String) -> ObjectError {
-    ObjectError {
-        severity: Severity::Error,
-        file: Some(path.display().to_string()),
-        document: None,
-        kind: None,
-        namespace: None,
-        name: None,
-        field: String::new(),
-        message,
-    }
+    ObjectError::at_path(Severity::Error, path, message)
 }
 
 impl ConfigDir {

@@ -104,16 +104,7 @@ impl DirWatch {
                 if self.problem.as_ref().is_none_or(|p| p.message != message) {
                     tracing::warn!(dir = %self.root.display(), error = %e, "cannot watch the config directory");
                 }
-                self.problem = Some(ObjectError {
-                    severity: crate::model::Severity::Warning,
-                    file: Some(self.root.display().to_string()),
-                    document: None,
-                    kind: None,
-                    namespace: None,
-                    name: None,
-                    field: String::new(),
-                    message,
-                });
+                self.problem = Some(ObjectError::at_path(crate::model::Severity::Warning, &self.root, message));
             }
         }
     }

@@ -156,16 +156,10 @@ pub(crate) fn virtual_service_routes(
             "its routes are left out (its hosts get the default route)"
         };
         for (field, message) in refused {
-            problems.list.insert(ObjectError {
-                severity: Severity::Error,
-                file: None,
-                document: None,
-                kind: Some("VirtualService".to_owned()),
-                namespace: Some(vs.namespace.clone()),
-                name: Some(vs.name.clone()),
-                field,
-                message: format!("Envoy would refuse this ({message}); {consequence}"),
-            });
+            let message = format!("Envoy would refuse this ({message}); {consequence}");
+            let problem =
+                ObjectError::at_object(Severity::Error, "VirtualService", &vs.namespace, &vs.name, field, message);
+            problems.list.insert(problem);
         }
         out.extend(kept.unwrap_or_default());
     }
@@ -375,15 +369,13 @@ pub(crate) fn report_service(
     refused: &[Violation],
 ) {
     for v in refused {
-        problems.list.insert(ObjectError {
-            severity: Severity::Error,
-            file: None,
-            document: None,
-            kind: Some("Service".to_owned()),
-            namespace: Some(service.namespace.clone()),
-            name: Some(service.name.clone()),
-            field: format!("spec.ports[{port_index}]"),
-            message: format!("Envoy would refuse the virtual host of this port ({v}); it is left out"),
-        });
+        problems.list.insert(ObjectError::at_object(
+            Severity::Error,
+            "Service",
+            &service.namespace,
+            &service.name,
+            format!("spec.ports[{port_index}]"),
+            format!("Envoy would refuse the virtual host of this port ({v}); it is left out"),
+        ));
     }
 }

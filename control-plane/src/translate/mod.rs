@@ -118,16 +118,7 @@ pub struct Problems {
 
 impl Problems {
     fn report(&mut self, kind: &str, namespace: &str, name: &str, field: &str, message: String) {
-        self.list.insert(ObjectError {
-            severity: Severity::Warning,
-            file: None,
-            document: None,
-            kind: Some(kind.to_owned()),
-            namespace: Some(namespace.to_owned()),
-            name: Some(name.to_owned()),
-            field: field.to_owned(),
-            message,
-        });
+        self.list.insert(ObjectError::at_object(Severity::Warning, kind, namespace, name, field, message));
     }
 
     pub fn warn_vs(&mut self, vs: &VirtualService, field: &str, message: String) {

@@ -58,6 +58,43 @@ pub struct Diagnostic {
     pub message: String,
 }
 
+impl Diagnostic {
+    /// A problem with one object (the source fills in its file and document).
+    pub fn at_object(
+        severity: Severity,
+        kind: &str,
+        namespace: &str,
+        name: &str,
+        field: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Diagnostic {
+        Diagnostic {
+            severity,
+            file: None,
+            document: None,
+            kind: Some(kind.to_owned()),
+            namespace: Some(namespace.to_owned()),
+            name: Some(name.to_owned()),
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    /// A problem with a file or directory as a whole.
+    pub fn at_path(severity: Severity, path: &std::path::Path, message: impl Into<String>) -> Diagnostic {
+        Diagnostic {
+            severity,
+            file: Some(path.display().to_string()),
+            document: None,
+            kind: None,
+            namespace: None,
+            name: None,
+            field: String::new(),
+            message: message.into(),
+        }
+    }
+}
+
 /// The former name of [`Diagnostic`], kept while other modules move over.
 pub type ObjectError = Diagnostic;
 

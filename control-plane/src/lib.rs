@@ -20,4 +20,5 @@ pub mod proxy;
 pub mod push;
 pub mod run;
 pub mod source;
+mod sync;
 pub mod translate;

@@ -69,7 +69,7 @@ impl MeshState {
 
     /// Applies `f` to the index; wakes the push loop if anything changed.
     pub fn update(&self, f: impl FnOnce(&mut Index) -> Change) {
-        let change = f(&mut self.index.lock().unwrap_or_else(|e| e.into_inner()));
+        let change = f(&mut crate::sync::lock(&self.index));
         if change == Change::Changed {
             self.generation.send_modify(|g| *g += 1);
         }
@@ -87,21 +87,21 @@ impl MeshState {
     }
 
     pub fn set_source_problems(&self, problems: Vec<ObjectError>) {
-        *self.source_problems.lock().unwrap_or_else(|e| e.into_inner()) = problems;
+        *crate::sync::lock(&self.source_problems) = problems;
     }
 
     pub fn source_problems(&self) -> Vec<ObjectError> {
-        self.source_problems.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        crate::sync::lock(&self.source_problems).clone()
     }
 
     pub fn set_origins(&self, origins: Origins) {
-        *self.origins.lock().unwrap_or_else(|e| e.into_inner()) = Arc::new(origins);
+        *crate::sync::lock(&self.origins) = Arc::new(origins);
     }
 
     /// `problems` with the file and document of their object filled in where the source
     /// knows them (the translator sees objects, not files).
     pub fn locate(&self, problems: impl IntoIterator<Item = ObjectError>) -> Vec<ObjectError> {
-        let origins = self.origins.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let origins = crate::sync::lock(&self.origins).clone();
         problems
             .into_iter()
             .map(|mut p| {
@@ -117,15 +117,15 @@ impl MeshState {
     }
 
     pub fn set_unreadable(&self, problems: Vec<ObjectError>) {
-        *self.unreadable.lock().unwrap_or_else(|e| e.into_inner()) = problems;
+        *crate::sync::lock(&self.unreadable) = problems;
     }
 
     pub fn unreadable(&self) -> Vec<ObjectError> {
-        self.unreadable.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        crate::sync::lock(&self.unreadable).clone()
     }
 
     fn snapshot(&self) -> Arc<Index> {
-        self.index.lock().unwrap_or_else(|e| e.into_inner()).snapshot()
+        crate::sync::lock(&self.index).snapshot()
     }
 
     pub fn subscribe(&self) -> watch::Receiver<u64> {
@@ -181,7 +181,7 @@ struct ClassGuard {
 
 impl Drop for ClassGuard {
     fn drop(&mut self) {
-        let mut classes = self.distributor.classes.lock().unwrap_or_else(|e| e.into_inner());
+        let mut classes = crate::sync::lock(&self.distributor.classes);
         if let Some(entry) = classes.get_mut(&self.class) {
             entry.proxies -= 1;
             if entry.proxies == 0 {
@@ -205,13 +205,8 @@ impl Distributor {
     pub fn publish(&self, mesh: Arc<MeshConfig>) {
         self.current.store(Some(mesh.clone()));
         // Build snapshots outside the lock, so connecting proxies never wait on a push.
-        let classes: Vec<(ProxyClass, ClassChannel)> = self
-            .classes
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .map(|(class, entry)| (class.clone(), entry.tx.clone()))
-            .collect();
+        let classes: Vec<(ProxyClass, ClassChannel)> =
+            crate::sync::lock(&self.classes).iter().map(|(class, entry)| (class.clone(), entry.tx.clone())).collect();
         for (class, tx) in classes {
             let snapshot = mesh.proxy_snapshot(&class);
             let changed = tx.send_if_modified(|current| match current {
@@ -229,7 +224,7 @@ impl Distributor {
 
     /// Registers a proxy of `class`; the watch lives while the guard does.
     pub fn watch_class(self: &Arc<Self>, class: ProxyClass) -> SnapshotWatch {
-        let mut classes = self.classes.lock().unwrap_or_else(|e| e.into_inner());
+        let mut classes = crate::sync::lock(&self.classes);
         let entry = classes.entry(class.clone()).or_insert_with(|| {
             let initial = self.current.load_full().map(|mesh| Arc::new(mesh.proxy_snapshot(&class)));
             ClassEntry { tx: Arc::new(watch::channel(initial).0), proxies: 0 }
@@ -243,7 +238,7 @@ impl Distributor {
     }
 
     pub fn class_count(&self) -> usize {
-        self.classes.lock().unwrap_or_else(|e| e.into_inner()).len()
+        crate::sync::lock(&self.classes).len()
     }
 }
 

@@ -23,6 +23,7 @@ pub mod server;
 pub mod session;
 pub mod source;
 pub mod status;
+mod sync;
 
 pub use canonical::set_descriptor_pool;
 pub use resource::{Resource, ResourceSet, ResourceType, Snapshot};

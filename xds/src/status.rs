@@ -148,22 +148,22 @@ pub struct ConnectionStatus {
 impl ConnectionStatus {
     /// Applies `f` to the state of type `ty`. The lock is never held across an await.
     pub fn update<R>(&self, ty: ResourceType, f: impl FnOnce(&mut TypeStatus) -> R) -> R {
-        let mut types = self.types.lock().unwrap_or_else(|e| e.into_inner());
+        let mut types = crate::sync::lock(&self.types);
         f(types.entry(ty).or_default())
     }
 
     pub fn types(&self) -> BTreeMap<ResourceType, TypeStatus> {
-        self.types.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        crate::sync::lock(&self.types).clone()
     }
 
     pub(crate) fn update_endpoints(&self, f: impl FnOnce(&mut EndpointDependencies)) {
-        f(&mut self.endpoints.lock().unwrap_or_else(|e| e.into_inner()))
+        f(&mut crate::sync::lock(&self.endpoints))
     }
 
     /// How many ClusterLoadAssignments the proxy's clusters wait for and it has not
     /// subscribed to (each is a cluster Envoy keeps warming).
     pub fn unsubscribed_endpoints(&self) -> usize {
-        self.endpoints.lock().unwrap_or_else(|e| e.into_inner()).unsubscribed()
+        crate::sync::lock(&self.endpoints).unsubscribed()
     }
 
     /// The proxy's overall state: SYNCED only when every type it asked for is
@@ -318,7 +318,7 @@ impl ConnectionRegistry {
             endpoints: Mutex::new(EndpointDependencies::default()),
         });
         {
-            let mut guard = self.inner.connections.lock().unwrap_or_else(|e| e.into_inner());
+            let mut guard = crate::sync::lock(&self.inner.connections);
             let connections = &mut *guard;
             let same_node = connections.by_node.entry(status.node_id.clone()).or_default();
             same_node.push(id);
@@ -343,8 +343,7 @@ impl ConnectionRegistry {
 
     /// All live connections, ordered by node id then connection id.
     pub fn connections(&self) -> Vec<Arc<ConnectionStatus>> {
-        let mut all: Vec<_> =
-            self.inner.connections.lock().unwrap_or_else(|e| e.into_inner()).by_id.values().cloned().collect();
+        let mut all: Vec<_> = crate::sync::lock(&self.inner.connections).by_id.values().cloned().collect();
         all.sort_by(|a, b| a.node_id.cmp(&b.node_id).then(a.id.cmp(&b.id)));
         all
     }
@@ -361,7 +360,7 @@ impl ConnectionRegistry {
             hasher.update(&[0]);
         }
         let hash = hasher.digest();
-        let mut sets = self.inner.name_sets.lock().unwrap_or_else(|e| e.into_inner());
+        let mut sets = crate::sync::lock(&self.inner.name_sets);
         sets.calls += 1;
         if sets.calls.is_multiple_of(1024) {
             sets.by_hash.retain(|_, bucket| {
@@ -402,7 +401,7 @@ pub struct RegisteredConnection {
 impl Drop for RegisteredConnection {
     fn drop(&mut self) {
         let inner = &self.registry.inner;
-        let mut connections = inner.connections.lock().unwrap_or_else(|e| e.into_inner());
+        let mut connections = crate::sync::lock(&inner.connections);
         connections.by_id.remove(&self.status.id);
         if let Some(ids) = connections.by_node.get_mut(&self.status.node_id) {
             ids.retain(|id| *id != self.status.id);

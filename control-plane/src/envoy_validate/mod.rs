@@ -72,7 +72,7 @@ pub fn check_any(any: &envoy_types::pb::google::protobuf::Any) -> Vec<Violation>
 /// Types met inside an `Any` that the descriptor pool lacks, so their content went
 /// unchecked. Add their `.proto` to `build.rs`; a test keeps this list empty.
 pub fn unchecked_types() -> Vec<String> {
-    unchecked_set().lock().unwrap_or_else(|e| e.into_inner()).iter().cloned().collect()
+    crate::sync::lock(unchecked_set()).iter().cloned().collect()
 }
 
 fn unchecked_set() -> &'static std::sync::Mutex<std::collections::BTreeSet<String>> {
@@ -81,7 +81,7 @@ fn unchecked_set() -> &'static std::sync::Mutex<std::collections::BTreeSet<Strin
 }
 
 fn unchecked(name: &str) {
-    if unchecked_set().lock().unwrap_or_else(|e| e.into_inner()).insert(name.to_owned()) {
+    if crate::sync::lock(unchecked_set()).insert(name.to_owned()) {
         tracing::warn!(
             type_name = name,
             "an Envoy type meshd makes is not in its descriptor pool; its content is not checked"
@@ -142,7 +142,7 @@ fn extensions() -> &'static Extensions {
 fn plan(desc: &MessageDescriptor) -> Arc<Plan> {
     static PLANS: OnceLock<RwLock<HashMap<String, Arc<Plan>>>> = OnceLock::new();
     let plans = PLANS.get_or_init(Default::default);
-    if let Some(p) = plans.read().unwrap_or_else(|e| e.into_inner()).get(desc.full_name()) {
+    if let Some(p) = crate::sync::read(plans).get(desc.full_name()) {
         return p.clone();
     }
     let ext = extensions();
@@ -165,7 +165,7 @@ fn plan(desc: &MessageDescriptor) -> Arc<Plan> {
             .collect(),
         required_oneofs: desc.oneofs().filter(|o| flag(&o.options(), &ext.oneof_required)).collect(),
     });
-    plans.write().unwrap_or_else(|e| e.into_inner()).insert(desc.full_name().to_owned(), plan.clone());
+    crate::sync::write(plans).insert(desc.full_name().to_owned(), plan.clone());
     plan
 }
 

@@ -550,12 +550,12 @@ fn is_uuid(s: &str) -> bool {
 fn pattern_matches(pattern: &str, s: &str) -> bool {
     static CACHE: OnceLock<RwLock<HashMap<String, Option<regex::Regex>>>> = OnceLock::new();
     let cache = CACHE.get_or_init(Default::default);
-    if let Some(re) = cache.read().unwrap_or_else(|e| e.into_inner()).get(pattern) {
+    if let Some(re) = crate::sync::read(cache).get(pattern) {
         return re.as_ref().is_none_or(|re| re.is_match(s));
     }
     let re = regex::Regex::new(pattern).ok();
     let ok = re.as_ref().is_none_or(|re| re.is_match(s));
-    cache.write().unwrap_or_else(|e| e.into_inner()).insert(pattern.to_owned(), re);
+    crate::sync::write(cache).insert(pattern.to_owned(), re);
     ok
 }
 

@@ -61,7 +61,7 @@ pub(crate) struct Checker {
 
 impl Checker {
     pub fn start(containment: &Containment) -> Checker {
-        let mut state = containment.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut state = crate::sync::lock(&containment.state);
         Checker {
             previous: std::mem::take(&mut state.verdicts),
             current: HashMap::new(),
@@ -72,7 +72,7 @@ impl Checker {
 
     /// Hands what this build learned back to `containment`, for the next build.
     pub fn finish(self, containment: &Containment, model: &Index) -> CheckStats {
-        let mut state = containment.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut state = crate::sync::lock(&containment.state);
         state.verdicts = self.current;
         state.last_good = self.last_good;
         state.last_good.retain(|key, _| model.virtual_services.contains_key(key));

@@ -402,7 +402,7 @@ impl MeshConfig {
     /// Route configurations for proxies in `namespace` (explicit and per-port),
     /// assembled from the virtual hosts encoded once per build.
     pub fn routes_for(&self, namespace: &str) -> Arc<ResourceSet> {
-        let mut cache = self.routes_by_namespace.lock().unwrap_or_else(|e| e.into_inner());
+        let mut cache = crate::sync::lock(&self.routes_by_namespace);
         if let Some(set) = cache.get(namespace) {
             return set.clone();
         }

@@ -90,11 +90,11 @@ impl DiffCache {
 
     pub(super) fn get_or_compute(&self, key: DiffKey, compute: impl FnOnce() -> Diff) -> Arc<Diff> {
         let addresses = key.addresses();
-        if let Some((_, d)) = self.entries.lock().unwrap_or_else(|e| e.into_inner()).get(&addresses) {
+        if let Some((_, d)) = crate::sync::lock(&self.entries).get(&addresses) {
             return d.clone();
         }
         let d = Arc::new(compute());
-        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let mut entries = crate::sync::lock(&self.entries);
         if entries.len() >= Self::MAX_ENTRIES {
             entries.clear();
         }

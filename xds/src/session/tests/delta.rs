@@ -145,7 +145,7 @@ fn proxies_in_the_same_position_share_one_diff() {
     let rb = one(b.on_snapshot(snap2.clone()));
     assert_eq!(delta_names(&ra), ["x"]);
     assert_eq!(delta(&ra).resources, delta(&rb).resources);
-    let cached = a.registry.diff_cache().entries.lock().unwrap().len();
+    let cached = crate::sync::lock(&a.registry.diff_cache().entries).len();
     assert_eq!(cached, 1, "one diff computed for both proxies");
 }
 

@@ -8,6 +8,8 @@ use std::net::IpAddr;
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::google::protobuf::{value::Kind as ValueKind, Struct};
 
+use injector::node_metadata as keys;
+
 use crate::model::Labels;
 use crate::translate::{InterceptionMode, ProxyClass};
 
@@ -48,15 +50,15 @@ impl Proxy {
             .ok_or_else(|| ProxyError::BadId(node.id.clone()))?;
         let empty = Struct::default();
         let meta = node.metadata.as_ref().unwrap_or(&empty);
-        let namespace = string_field(meta, "NAMESPACE")?.unwrap_or_else(|| id_namespace.to_owned());
+        let namespace = string_field(meta, keys::NAMESPACE)?.unwrap_or_else(|| id_namespace.to_owned());
         if namespace != id_namespace {
             return Err(ProxyError::BadMetadata {
-                field: "NAMESPACE",
+                field: keys::NAMESPACE,
                 message: format!("{namespace:?} differs from the namespace in node.id {:?}", node.id),
             });
         }
         let mut labels = BTreeMap::new();
-        match meta.fields.get("LABELS").and_then(|v| v.kind.as_ref()) {
+        match meta.fields.get(keys::LABELS).and_then(|v| v.kind.as_ref()) {
             None | Some(ValueKind::NullValue(_)) => {}
             Some(ValueKind::StructValue(s)) => {
                 for (k, v) in &s.fields {
@@ -66,7 +68,7 @@ impl Proxy {
                         }
                         _ => {
                             return Err(ProxyError::BadMetadata {
-                                field: "LABELS",
+                                field: keys::LABELS,
                                 message: format!("label {k:?} must be a string"),
                             })
                         }
@@ -74,10 +76,10 @@ impl Proxy {
                 }
             }
             Some(_) => {
-                return Err(ProxyError::BadMetadata { field: "LABELS", message: "must be a map of strings".into() })
+                return Err(ProxyError::BadMetadata { field: keys::LABELS, message: "must be a map of strings".into() })
             }
         }
-        let ips = match string_field(meta, "INSTANCE_IPS")? {
+        let ips = match string_field(meta, keys::INSTANCE_IPS)? {
             None => Vec::new(),
             Some(list) => list
                 .split(',')
@@ -85,7 +87,7 @@ impl Proxy {
                 .filter(|s| !s.is_empty())
                 .map(|s| {
                     s.parse::<IpAddr>().map_err(|_| ProxyError::BadMetadata {
-                        field: "INSTANCE_IPS",
+                        field: keys::INSTANCE_IPS,
                         message: format!("{s:?} is not an IP address"),
                     })
                 })
@@ -93,19 +95,16 @@ impl Proxy {
         };
         if ips.is_empty() {
             return Err(ProxyError::BadMetadata {
-                field: "INSTANCE_IPS",
+                field: keys::INSTANCE_IPS,
                 message: "at least one IP is required".into(),
             });
         }
-        let mode = match string_field(meta, "INTERCEPTION_MODE")?.as_deref() {
-            None | Some("REDIRECT") => InterceptionMode::Redirect,
-            Some("NONE") => InterceptionMode::None,
-            Some(other) => {
-                return Err(ProxyError::BadMetadata {
-                    field: "INTERCEPTION_MODE",
-                    message: format!("{other:?} is not REDIRECT or NONE"),
-                })
-            }
+        let mode = match string_field(meta, keys::INTERCEPTION_MODE)?.as_deref() {
+            None => InterceptionMode::Redirect,
+            Some(value) => InterceptionMode::from_metadata_value(value).ok_or_else(|| ProxyError::BadMetadata {
+                field: keys::INTERCEPTION_MODE,
+                message: format!("{value:?} is not REDIRECT or NONE"),
+            })?,
         };
         Ok(Proxy {
             id: node.id.clone(),
@@ -113,7 +112,7 @@ impl Proxy {
             namespace,
             labels,
             ips,
-            service_account: string_field(meta, "SERVICE_ACCOUNT")?.unwrap_or_else(|| "default".into()),
+            service_account: string_field(meta, keys::SERVICE_ACCOUNT)?.unwrap_or_else(|| "default".into()),
             mode,
         })
     }
@@ -124,7 +123,7 @@ impl Proxy {
         [
             ("instance_ips", ips.join(",")),
             ("namespace", self.namespace.clone()),
-            ("interception_mode", if self.mode == InterceptionMode::None { "NONE" } else { "REDIRECT" }.to_owned()),
+            ("interception_mode", self.mode.metadata_value().to_owned()),
             ("service_account", self.service_account.clone()),
         ]
         .into_iter()

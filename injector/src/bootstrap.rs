@@ -279,33 +279,8 @@ impl FromStr for ProxyIdentity {
 // Modes
 // ---------------------------------------------------------------------------
 
-/// How application traffic reaches the sidecar (`node.metadata.INTERCEPTION_MODE`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub enum InterceptionMode {
-    /// "transparent": iptables capture (`REDIRECT`). The default in Kubernetes.
-    #[default]
-    Redirect,
-    /// "explicit": the application uses the sidecar as an HTTP proxy (`NONE`).
-    None,
-}
-
-impl InterceptionMode {
-    /// The value Envoy sees in `node.metadata.INTERCEPTION_MODE`.
-    pub fn metadata_value(self) -> &'static str {
-        match self {
-            InterceptionMode::Redirect => "REDIRECT",
-            InterceptionMode::None => "NONE",
-        }
-    }
-
-    /// The user-facing name (`transparent` / `explicit`).
-    pub fn name(self) -> &'static str {
-        match self {
-            InterceptionMode::Redirect => "transparent",
-            InterceptionMode::None => "explicit",
-        }
-    }
-}
+use crate::node_metadata as metadata;
+pub use crate::node_metadata::InterceptionMode;
 
 impl fmt::Display for InterceptionMode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -721,11 +696,11 @@ pub fn render(config: &BootstrapConfig) -> Value {
             "id": node.node_id(),
             "cluster": config.service_cluster(),
             "metadata": {
-                "NAMESPACE": node.namespace,
-                "LABELS": config.labels(),
-                "INSTANCE_IPS": instance_ips,
-                "SERVICE_ACCOUNT": config.service_account(),
-                "INTERCEPTION_MODE": config.mode().metadata_value(),
+                metadata::NAMESPACE: node.namespace,
+                metadata::LABELS: config.labels(),
+                metadata::INSTANCE_IPS: instance_ips,
+                metadata::SERVICE_ACCOUNT: config.service_account(),
+                metadata::INTERCEPTION_MODE: config.mode().metadata_value(),
             },
         },
         "dynamic_resources": {

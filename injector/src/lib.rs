@@ -10,3 +10,4 @@
 #![forbid(unsafe_code)]
 
 pub mod bootstrap;
+pub mod node_metadata;

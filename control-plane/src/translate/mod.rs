@@ -42,14 +42,8 @@ pub fn cluster_name(port: u16, subset: Option<&str>, host: &str) -> String {
     format!("outbound|{port}|{}|{host}", subset.unwrap_or(""))
 }
 
-/// How the sidecar gets traffic (MISSION §4).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
-pub enum InterceptionMode {
-    /// iptables capture: outbound to 15001 (original destination), inbound to 15006.
-    Redirect,
-    /// Explicit HTTP proxy on `<ip>:15001`; no capture.
-    None,
-}
+/// How the sidecar gets traffic (MISSION §4); its home is the bootstrap's contract.
+pub use injector::node_metadata::InterceptionMode;
 
 /// What the translator needs to know of a proxy. Proxies with equal `ProxyClass`
 /// get the same snapshot.

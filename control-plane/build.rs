@@ -1,6 +1,7 @@
 //! Build script: compiles the Envoy `.proto` sources shipped inside the
-//! `envoy-types` crate into a `FileDescriptorSet` (`$OUT_DIR/envoy_descriptors.bin`)
-//! that `src/envoy_json.rs` uses for canonical proto3 JSON.
+//! `envoy-types` crate into a `FileDescriptorSet` (`$OUT_DIR/envoy_descriptors.bin`),
+//! loaded once by `src/envoy_json.rs`: canonical proto3 JSON, the check of everything
+//! meshd sends against Envoy's `validate.rules`, and canonical resource versions.
 //!
 //! The proto root is `$AMIME_ENVOY_TYPES_PROTO` if set, otherwise the
 //! `envoy-types-<version>/proto` directory in the cargo registry, with the version

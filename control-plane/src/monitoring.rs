@@ -215,16 +215,7 @@ mod tests {
     use super::*;
 
     fn unreadable(file: &str, message: &str) -> ObjectError {
-        ObjectError {
-            severity: Severity::Error,
-            file: Some(file.into()),
-            document: None,
-            kind: None,
-            namespace: None,
-            name: None,
-            field: String::new(),
-            message: message.into(),
-        }
+        ObjectError::at_path(Severity::Error, std::path::Path::new(file), message)
     }
 
     #[test]

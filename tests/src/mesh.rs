@@ -61,6 +61,31 @@ pub const APP_PORT: u16 = 9080;
 /// VirtualService.
 pub const EXAMPLE_RULES_FILE: &str = "reviews-rules.yaml";
 
+/// A `ratings` Service (cluster IP `10.96.10.3`, port 9080, no rules) for the example
+/// block; add its pods with [`example_pod`] and move both with [`IpBlock::render`].
+pub const RATINGS_SERVICE: &str = r#"apiVersion: v1
+kind: Service
+metadata:
+  name: ratings
+  namespace: bookinfo
+spec:
+  clusterIP: 10.96.10.3
+  selector:
+    app: ratings
+  ports:
+  - name: http
+    port: 9080
+    targetPort: 9080
+"#;
+
+/// A Pod `<app>-<version>` of namespace bookinfo on `127.0.10.<host>` (example block),
+/// serving [`APP_PORT`].
+pub fn example_pod(app: &str, version: &str, host: u8) -> String {
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {app}-{version}\n  namespace: bookinfo\n  labels:\n    app: {app}\n    version: {version}\nspec:\n  containers:\n  - name: {app}\n    image: example/{app}:{version}\n    ports:\n    - containerPort: {APP_PORT}\nstatus:\n  podIP: 127.0.10.{host}\n"
+    )
+}
+
 /// The example's mesh (Namespace, Services, Pods), moved into `block`.
 pub fn bookinfo_mesh_yaml(block: IpBlock) -> Result<String> {
     let path = paths::bookinfo_example_dir().join("mesh.yaml");

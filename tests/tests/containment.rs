@@ -14,7 +14,7 @@
 
 use std::time::Duration;
 
-use amime_e2e::mesh::{self, APP_PORT};
+use amime_e2e::mesh::{self, example_pod, APP_PORT, RATINGS_SERVICE};
 use amime_e2e::rules::{documents, reviews_vs_jason_v2_else_split, REVIEWS_DESTINATION_RULE};
 use amime_e2e::{
     await_condition, hosts, run_test, sidecar, Bookinfo, BookinfoOptions, ConfigError, IpBlock, MeshDir, Sidecar,
@@ -28,55 +28,13 @@ const RATINGS: &str = "http://ratings:9080/";
 const JASON: &[(&str, &str)] = &[("end-user", "jason")];
 
 /// A second service (ratings, one pod) and the pod of the sidecar started later (details).
-const RATINGS_AND_DETAILS: &str = r#"
-apiVersion: v1
-kind: Service
-metadata:
-  name: ratings
-  namespace: bookinfo
-spec:
-  clusterIP: 10.96.10.3
-  selector:
-    app: ratings
-  ports:
-  - name: http
-    port: 9080
-    targetPort: 9080
----
-apiVersion: v1
-kind: Pod
-metadata:
-  name: ratings-v1
-  namespace: bookinfo
-  labels:
-    app: ratings
-    version: v1
-spec:
-  containers:
-  - name: ratings
-    image: example/ratings:v1
-    ports:
-    - containerPort: 9080
-status:
-  podIP: 127.0.10.21
----
-apiVersion: v1
-kind: Pod
-metadata:
-  name: details-v1
-  namespace: bookinfo
-  labels:
-    app: details
-    version: v1
-spec:
-  containers:
-  - name: details
-    image: example/details:v1
-    ports:
-    - containerPort: 9080
-status:
-  podIP: 127.0.10.22
-"#;
+fn ratings_and_details() -> String {
+    documents(&[
+        RATINGS_SERVICE,
+        &example_pod("ratings", "v1", hosts::EXTRA_1),
+        &example_pod("details", "v1", hosts::EXTRA_2),
+    ])
+}
 
 /// The example's reviews rule (jason → v2, others 50/50 v1/v3) broken in one place.
 fn broken_rule(from: &str, to: &str) -> String {
@@ -101,7 +59,7 @@ fn weights_over_u32() -> String {
 async fn broken_rule_is_contained(ctx: TestContext, block: IpBlock, broken: String, field: &str) -> Result<()> {
     let dir = MeshDir::new(&ctx)?;
     dir.write("mesh.yaml", &mesh::bookinfo_mesh_yaml(block)?)?;
-    dir.write("more.yaml", &block.render(RATINGS_AND_DETAILS))?;
+    dir.write("more.yaml", &block.render(&ratings_and_details()))?;
     let good = documents(&[REVIEWS_DESTINATION_RULE, &reviews_vs_jason_v2_else_split(50, 50)]);
     dir.write(RULES_FILE, &good)?;
     let _ratings = Upstream::start(block.addr(hosts::EXTRA_1, APP_PORT), "ratings", "v1", "ratings-v1").await?;

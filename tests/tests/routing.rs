@@ -7,8 +7,8 @@
 
 use std::time::{Duration, Instant};
 
-use amime_e2e::mesh::{self, APP_PORT};
-use amime_e2e::rules::{reviews_vs_jason_v2_else_split, REVIEWS_DESTINATION_RULE, REVIEWS_VS_ALL_V3};
+use amime_e2e::mesh::{self, example_pod, APP_PORT, RATINGS_SERVICE};
+use amime_e2e::rules::{documents, reviews_vs_jason_v2_else_split, REVIEWS_DESTINATION_RULE, REVIEWS_VS_ALL_V3};
 use amime_e2e::{
     await_condition, hosts, run_test, Bookinfo, BookinfoOptions, ConfigError, IpBlock, MeshDir, TestContext, Upstream,
     XdsApi,
@@ -309,55 +309,13 @@ async fn sotw_header_routing_split_and_edit() {
 }
 
 /// A service with two pods and no rules at all, written for block 10 and moved into the test's.
-const RATINGS: &str = r#"
-apiVersion: v1
-kind: Service
-metadata:
-  name: ratings
-  namespace: bookinfo
-spec:
-  clusterIP: 10.96.10.3
-  selector:
-    app: ratings
-  ports:
-  - name: http
-    port: 9080
-    targetPort: 9080
----
-apiVersion: v1
-kind: Pod
-metadata:
-  name: ratings-v1
-  namespace: bookinfo
-  labels:
-    app: ratings
-    version: v1
-spec:
-  containers:
-  - name: ratings
-    image: example/ratings:v1
-    ports:
-    - containerPort: 9080
-status:
-  podIP: 127.0.10.21
----
-apiVersion: v1
-kind: Pod
-metadata:
-  name: ratings-v2
-  namespace: bookinfo
-  labels:
-    app: ratings
-    version: v2
-spec:
-  containers:
-  - name: ratings
-    image: example/ratings:v2
-    ports:
-    - containerPort: 9080
-status:
-  podIP: 127.0.10.22
-"#;
+fn ratings() -> String {
+    documents(&[
+        RATINGS_SERVICE,
+        &example_pod("ratings", "v1", hosts::EXTRA_1),
+        &example_pod("ratings", "v2", hosts::EXTRA_2),
+    ])
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn services_without_rules_round_robin() {
@@ -366,7 +324,7 @@ async fn services_without_rules_round_robin() {
         let dir = MeshDir::new(&ctx)?;
         // No DestinationRule, no VirtualService at all.
         dir.write("mesh.yaml", &mesh::bookinfo_mesh_yaml(block)?)?;
-        dir.write("ratings.yaml", &block.render(RATINGS))?;
+        dir.write("ratings.yaml", &block.render(&ratings()))?;
         let _ratings = [
             Upstream::start(block.addr(hosts::EXTRA_1, APP_PORT), "ratings", "v1", "ratings-v1").await?,
             Upstream::start(block.addr(hosts::EXTRA_2, APP_PORT), "ratings", "v2", "ratings-v2").await?,

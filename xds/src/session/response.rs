@@ -9,7 +9,6 @@ use bytes::{BufMut, Bytes, BytesMut};
 use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryResponse, DiscoveryResponse};
 use prost::Message;
 
-use crate::resource::ResourceType;
 use crate::status::XdsApi;
 
 /// Field number of `nonce` in both `DiscoveryResponse` and `DeltaDiscoveryResponse`.
@@ -19,7 +18,6 @@ const NONCE_FIELD: u32 = 5;
 #[derive(Clone, Debug)]
 pub struct Response {
     api: XdsApi,
-    ty: Option<ResourceType>,
     type_url: Box<str>,
     nonce: String,
     /// The encoded message without its nonce (shared).
@@ -52,7 +50,7 @@ impl Decoded {
 impl Response {
     /// `body` is the encoded message with an empty nonce.
     pub(crate) fn new(api: XdsApi, type_url: &str, nonce: String, body: Bytes) -> Response {
-        Response { api, ty: ResourceType::from_type_url(type_url), type_url: type_url.into(), nonce, body }
+        Response { api, type_url: type_url.into(), nonce, body }
     }
 
     /// Encodes `message` (its nonce must be empty) as the shared body of responses.
@@ -64,16 +62,8 @@ impl Response {
         &self.type_url
     }
 
-    pub fn resource_type(&self) -> Option<ResourceType> {
-        self.ty
-    }
-
     pub fn nonce(&self) -> &str {
         &self.nonce
-    }
-
-    pub fn api(&self) -> XdsApi {
-        self.api
     }
 
     /// The encoded length of the whole message.
@@ -122,6 +112,7 @@ impl Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::resource::ResourceType;
     use envoy_types::pb::google::protobuf::Any;
 
     #[test]

@@ -120,14 +120,11 @@ async fn endpoint_slices_follow_ready_pods_and_scaling() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn apiserver_restart_keeps_objects_and_compaction_expires_watches() {
+async fn apiserver_restart_keeps_objects_and_expires_old_watches() {
     run_test("kube-restart", |ctx| async move {
         let mut cluster = start_timed(&ctx, IpBlock(162)).await?;
         let config_maps: Api<ConfigMap> = Api::namespaced(cluster.client(), "default");
-        let cm: ConfigMap =
-            serde_json::from_value(serde_json::json!({"metadata": {"name": "kept"}, "data": {"a": "1"}}))?;
-        let created = config_maps.create(&PostParams::default(), &cm).await?;
-        let old_version = created.metadata.resource_version.clone().context("resourceVersion of kept")?;
+        let old_version = create_and_update(&config_maps).await?;
 
         let stopped = Instant::now();
         cluster.stop_apiserver().await?;
@@ -135,19 +132,27 @@ async fn apiserver_restart_keeps_objects_and_compaction_expires_watches() {
         cluster.start_apiserver().await?;
         println!("kube-apiserver restarted in {:.2?}", stopped.elapsed());
         let kept = config_maps.get("kept").await.context("ConfigMap kept after the restart")?;
-        ensure!(kept.data.and_then(|d| d.get("a").cloned()).as_deref() == Some("1"), "ConfigMap kept lost its data");
+        ensure!(kept.data.and_then(|d| d.get("a").cloned()).as_deref() == Some("4"), "ConfigMap kept lost its data");
+        // The restarted kube-apiserver has a fresh watch cache: resuming from before the restart is 410.
+        let status = first_watch_status(&config_maps, &old_version).await?;
+        ensure!(status == 410, "watch from resourceVersion {old_version} after a restart: status {status}, want 410");
+        Ok(())
+    })
+    .await;
+}
 
-        // Writes after the old version, then compaction: a watch from the old version gets 410 Gone.
-        for n in 2..5 {
-            let patch = serde_json::json!({"data": {"a": n.to_string()}});
-            config_maps.patch("kept", &Default::default(), &kube::api::Patch::Merge(patch)).await?;
-        }
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_compaction_expires_watches_without_watch_cache() {
+    run_test("kube-compact", |ctx| async move {
+        let started = Instant::now();
+        let cluster = KubeCluster::start_with_apiserver_args(&ctx, IpBlock(163), &["--watch-cache=false"]).await?;
+        println!("cluster on block 163 (no watch cache) started in {:.2?}", started.elapsed());
+        let config_maps: Api<ConfigMap> = Api::namespaced(cluster.client(), "default");
+        let old_version = create_and_update(&config_maps).await?;
+        let status = first_watch_status(&config_maps, &old_version).await?;
+        ensure!(status == 200, "watch from resourceVersion {old_version} before compaction: status {status}");
         let revision = cluster.compact_etcd().await?;
         println!("etcd compacted to revision {revision}");
-        // kube-apiserver's watch cache serves old versions from its own window; a restart drops
-        // it, so the watch goes to the compacted etcd.
-        cluster.stop_apiserver().await?;
-        cluster.start_apiserver().await?;
         let status = first_watch_status(&config_maps, &old_version).await?;
         ensure!(status == 410, "watch from compacted resourceVersion {old_version}: status {status}, want 410");
         Ok(())
@@ -155,9 +160,22 @@ async fn apiserver_restart_keeps_objects_and_compaction_expires_watches() {
     .await;
 }
 
+/// Create ConfigMap `kept` (data a=1) and update it three times; returns the version it was
+/// created at.
+async fn create_and_update(config_maps: &Api<ConfigMap>) -> Result<String> {
+    let cm: ConfigMap = serde_json::from_value(serde_json::json!({"metadata": {"name": "kept"}, "data": {"a": "1"}}))?;
+    let created = config_maps.create(&PostParams::default(), &cm).await?;
+    let version = created.metadata.resource_version.context("resourceVersion of kept")?;
+    for n in 2..5 {
+        let patch = serde_json::json!({"data": {"a": n.to_string()}});
+        config_maps.patch("kept", &Default::default(), &kube::api::Patch::Merge(patch)).await?;
+    }
+    Ok(version)
+}
+
 /// The HTTP status a watch from `version` ends with (200 when it delivers an object first).
 async fn first_watch_status(config_maps: &Api<ConfigMap>, version: &str) -> Result<u16> {
-    await_condition(&format!("a watch from resourceVersion {version} to fail with 410"), SLICE_TIMEOUT, || async {
+    await_condition(&format!("a watch from resourceVersion {version}"), SLICE_TIMEOUT, || async {
         let params = WatchParams::default().timeout(5);
         let mut stream = match config_maps.watch(&params, version).await {
             Ok(stream) => stream.boxed(),
@@ -165,8 +183,8 @@ async fn first_watch_status(config_maps: &Api<ConfigMap>, version: &str) -> Resu
             Err(e) => return Err(e.into()),
         };
         match stream.next().await {
-            Some(Ok(WatchEvent::Error(e))) if e.code == 410 => Ok(410),
-            Some(Ok(event)) => bail!("first event {event:?}"),
+            Some(Ok(WatchEvent::Error(e))) => Ok(e.code),
+            Some(Ok(_)) => Ok(200),
             Some(Err(kube::Error::Api(e))) => Ok(e.code),
             Some(Err(e)) => Err(e.into()),
             None => bail!("watch ended without an event"),

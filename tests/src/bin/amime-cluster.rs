@@ -41,6 +41,7 @@ fn layout(dir: &Path) -> Layout {
         etcd_peer: (ip, 12380).into(),
         apiserver: (ip, 6443).into(),
         controller_manager: (ip, 10257).into(),
+        extra_apiserver_args: Vec::new(),
     }
 }
 

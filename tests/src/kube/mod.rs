@@ -54,12 +54,19 @@ impl KubeCluster {
     /// [`hosts::KUBE_APISERVER`]:6443, kube-controller-manager on [`hosts::KUBE_CONTROLLER_MANAGER`])
     /// with its data under the test's directory.
     pub async fn start(ctx: &TestContext, block: IpBlock) -> Result<KubeCluster> {
+        Self::start_with_apiserver_args(ctx, block, &[]).await
+    }
+
+    /// [`start`](Self::start) with extra kube-apiserver flags, e.g. `--watch-cache=false` so that
+    /// watches read etcd directly and [`compact_etcd`](Self::compact_etcd) alone expires them.
+    pub async fn start_with_apiserver_args(ctx: &TestContext, block: IpBlock, args: &[&str]) -> Result<KubeCluster> {
         let layout = Layout {
             dir: ctx.dir().join("kube"),
             etcd_client: block.addr(hosts::ETCD, 2379),
             etcd_peer: block.addr(hosts::ETCD, 2380),
             apiserver: block.addr(hosts::KUBE_APISERVER, 6443),
             controller_manager: block.addr(hosts::KUBE_CONTROLLER_MANAGER, 10257),
+            extra_apiserver_args: args.iter().map(ToString::to_string).collect(),
         };
         Self::start_with(Launcher::Test(ctx.clone()), layout).await
     }
@@ -255,8 +262,13 @@ impl KubeCluster {
         Ok(())
     }
 
-    /// Compact etcd to its current revision (physically), so that watches from older resource
-    /// versions get `410 Gone`. Returns the revision compacted to.
+    /// Compact etcd to its current revision (physically). Returns the revision compacted to.
+    ///
+    /// Watches and lists from older resource versions that reach etcd then get `410 Gone`. By
+    /// default kube-apiserver serves watches from its watch cache (its own window, unaffected by
+    /// compaction; a kube-apiserver restart starts a fresh cache, so a watch resuming from a
+    /// version before the restart gets 410 anyway). Start the cluster with `--watch-cache=false`
+    /// ([`start_with_apiserver_args`](Self::start_with_apiserver_args)) for watches to hit etcd.
     pub async fn compact_etcd(&self) -> Result<i64> {
         etcd::compact(self.layout.etcd_client).await
     }

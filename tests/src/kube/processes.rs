@@ -21,6 +21,8 @@ pub struct Layout {
     pub etcd_peer: SocketAddr,
     pub apiserver: SocketAddr,
     pub controller_manager: SocketAddr,
+    /// Appended to kube-apiserver's flags (e.g. `--watch-cache=false`).
+    pub extra_apiserver_args: Vec<String>,
 }
 
 impl Layout {
@@ -74,6 +76,9 @@ impl Layout {
             // No kubelet, no aggregated APIs: skip what only slows the start.
             "--enable-priority-and-fairness=false".into(),
         ]
+        .into_iter()
+        .chain(self.extra_apiserver_args.iter().cloned())
+        .collect()
     }
 
     pub fn controller_manager_args(&self, pki: &Pki) -> Vec<String> {
@@ -107,7 +112,7 @@ pub enum Launcher {
 
 /// A started control-plane process.
 pub enum Proc {
-    Managed(ManagedProcess),
+    Managed(Box<ManagedProcess>),
     Detached { label: String, pid: u32, stderr_log: PathBuf },
 }
 
@@ -148,7 +153,7 @@ pub fn pid_alive(pid: u32) -> bool {
 impl Launcher {
     pub fn spawn(&self, layout: &Layout, label: &str, program: &Path, args: &[String]) -> Result<Proc> {
         match self {
-            Launcher::Test(ctx) => Ok(Proc::Managed(ManagedProcess::spawn(ctx, label, program, args)?)),
+            Launcher::Test(ctx) => Ok(Proc::Managed(Box::new(ManagedProcess::spawn(ctx, label, program, args)?))),
             Launcher::Detached => spawn_detached(layout, label, program, args),
         }
     }

@@ -10,7 +10,7 @@ use amime_e2e::kube::KubeCluster;
 use amime_e2e::{await_condition, run_test, IpBlock, TestContext};
 use anyhow::{bail, ensure, Context as _, Result};
 use futures::StreamExt as _;
-use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, ListParams, PostParams, WatchEvent, WatchParams};
 
@@ -112,8 +112,15 @@ async fn endpoint_slices_follow_ready_pods_and_scaling() {
         let all: Vec<IpAddr> = kubelet.assigned().iter().map(|(_, ip)| *ip).collect();
         await_ready_addresses(&cluster, "api", "api", &all).await?;
         cluster.kubectl(&["-n", "api", "scale", "deployment/api", "--replicas=0"]).await?;
-        // No kubelet confirms the deletion: the pods stay Terminating, and leave the slice at once.
         await_ready_addresses(&cluster, "api", "api", &[]).await?;
+        // The background kubelet finishes the deletion kube-controller-manager started.
+        let pods: Api<Pod> = Api::namespaced(cluster.client(), "api");
+        await_condition("api pods gone", SLICE_TIMEOUT, || async {
+            let left = pods.list(&ListParams::default()).await?.items.len();
+            ensure!(left == 0, "{left} pods left");
+            Ok(())
+        })
+        .await?;
         Ok(())
     })
     .await;

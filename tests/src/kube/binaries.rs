@@ -1,6 +1,6 @@
 //! Where the Kubernetes control-plane binaries are (built and cached by `scripts/k8s-binaries.sh`).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{bail, Result};
 
@@ -28,9 +28,4 @@ pub fn bin_dir() -> Result<PathBuf> {
         );
     }
     Ok(dir)
-}
-
-/// Path of one binary in `dir`.
-pub fn binary(dir: &Path, name: &str) -> PathBuf {
-    dir.join(name)
 }

@@ -8,8 +8,8 @@ use std::collections::VecDeque;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
-use ::kube::api::{Api, Patch, PatchParams, PostParams};
-use ::kube::runtime::watcher;
+use ::kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use ::kube::runtime::{watcher, WatchStreamExt as _};
 use anyhow::{Context as _, Result};
 use futures::StreamExt as _;
 use k8s_openapi::api::core::v1::{Node, Pod};
@@ -76,7 +76,8 @@ pub fn ready_status(ip: IpAddr) -> serde_json::Value {
 }
 
 /// A background kubelet for one namespace: every pod that appears without a `status.podIP` is
-/// made Ready with the next address of its list. Stops when dropped.
+/// made Ready with the next address of its list, and every pod being deleted is removed at once
+/// (what a kubelet does once the containers stopped). Stops when dropped.
 pub struct AutoKubelet {
     task: tokio::task::JoinHandle<()>,
     assigned: Arc<Mutex<Vec<(String, IpAddr)>>>,
@@ -108,21 +109,28 @@ async fn run(
     assigned: Arc<Mutex<Vec<(String, IpAddr)>>>,
 ) {
     let pods: Api<Pod> = Api::namespaced(client.clone(), &namespace);
-    let mut events = watcher(pods, watcher::Config::default()).boxed();
+    let mut events = watcher(pods.clone(), watcher::Config::default()).default_backoff().boxed();
     while let Some(event) = events.next().await {
         let pod = match event {
             Ok(watcher::Event::Apply(pod) | watcher::Event::InitApply(pod)) => pod,
             Ok(_) => continue,
             Err(e) => {
                 eprintln!("[kubelet {namespace}] watch error (retrying): {e}");
-                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
                 continue;
             }
         };
         let Some(name) = pod.metadata.name.clone() else { continue };
+        if pod.metadata.deletion_timestamp.is_some() {
+            match pods.delete(&name, &DeleteParams::default().grace_period(0)).await {
+                Ok(_) => {}
+                Err(::kube::Error::Api(e)) if e.code == 404 => {}
+                Err(e) => eprintln!("[kubelet {namespace}] remove deleted pod {name}: {e}"),
+            }
+            continue;
+        }
         let has_ip = pod.status.as_ref().and_then(|s| s.pod_ip.as_deref()).is_some_and(|ip| !ip.is_empty());
         let known = assigned.lock().unwrap().iter().any(|(n, _)| *n == name);
-        if has_ip || known || pod.metadata.deletion_timestamp.is_some() {
+        if has_ip || known {
             continue;
         }
         let Some(ip) = ips.pop_front() else {

@@ -4,7 +4,6 @@
 //! No kubelet runs: [`kubelet`] plays it (binds pods to a Node object and sets their status), so
 //! that kube-controller-manager's EndpointSlice controller publishes Ready endpoints.
 
-pub mod binaries;
 pub mod certs;
 pub mod etcd;
 pub mod kubelet;
@@ -75,7 +74,7 @@ impl KubeCluster {
     /// `layout.dir` already has them, so a restarted local cluster keeps its kubeconfig).
     pub async fn start_with(launcher: Launcher, layout: Layout) -> Result<KubeCluster> {
         let started = Instant::now();
-        let bin = binaries::bin_dir()?;
+        let bin = crate::paths::kubernetes_bin_dir()?;
         std::fs::create_dir_all(&layout.dir).with_context(|| format!("create {}", layout.dir.display()))?;
         let pki = Pki::at(&layout.dir);
         let pki = if pki.exists() {
@@ -90,11 +89,16 @@ impl KubeCluster {
         let client = client_for(&pki.kubeconfig).await?;
         processes::wait_etcd(&layout, &etcd, ETCD_TIMEOUT).await?;
         processes::wait_apiserver(&client, &apiserver, APISERVER_TIMEOUT).await?;
+        let apiserver_ready = started.elapsed();
         let kcm_args = layout.controller_manager_args(&pki);
         let controller_manager =
             launcher.spawn(&layout, "kube-controller-manager", &bin.join("kube-controller-manager"), &kcm_args)?;
         processes::wait_controller_manager(&layout, &controller_manager, KCM_TIMEOUT).await?;
-        eprintln!("[kube] control plane at {} ready in {:.2?}", layout.server_url(), started.elapsed());
+        eprintln!(
+            "[kube] control plane at {} ready in {:.2?} (kube-apiserver ready after {apiserver_ready:.2?})",
+            layout.server_url(),
+            started.elapsed()
+        );
         Ok(KubeCluster {
             layout,
             bin,

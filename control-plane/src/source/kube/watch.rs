@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use kube::api::{ApiResource, DynamicObject};
-use kube::runtime::watcher::{self, watcher, Event};
 use kube::runtime::utils::Backoff;
+use kube::runtime::watcher::{self, watcher, Event};
 use kube::runtime::WatchStreamExt;
 use kube::{Api, Client};
 use serde_json::Value;

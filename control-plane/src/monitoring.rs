@@ -20,6 +20,8 @@ pub struct Monitored {
     pub state: Arc<MeshState>,
     pub distributor: Arc<Distributor>,
     pub registry: ConnectionRegistry,
+    /// The Kubernetes source's counters, when it runs.
+    pub kube: Option<Arc<crate::source::kube::stats::KubeStats>>,
 }
 
 impl Monitored {
@@ -52,7 +54,12 @@ pub fn router(m: Monitored) -> Router {
 async fn readyz(State(m): State<Monitored>) -> impl IntoResponse {
     let ready = m.ready();
     let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    (status, readiness_text(ready, &m.state.unreadable(), m.config_errors().len()))
+    let mut text = readiness_text(ready, &m.state.unreadable(), m.config_errors().len());
+    let waiting = m.state.waiting_for();
+    if !ready && !waiting.is_empty() {
+        text.push_str(&format!("waiting for the initial list of: {}\n", waiting.join(", ")));
+    }
+    (status, text)
 }
 
 /// The body of `/readyz`. Once the initial sync is done meshd stays ready (200) while
@@ -197,6 +204,9 @@ pub fn render_metrics(m: &Monitored) -> String {
         "1 once the initial config sync is done and translated.",
         u8::from(m.ready()),
     );
+    if let Some(kube) = &m.kube {
+        kube.render(&mut out);
+    }
     out
 }
 

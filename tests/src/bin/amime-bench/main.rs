@@ -11,10 +11,15 @@
 //! The addresses in the generated YAML (10.0.0.0/8 for services and pods, 127.x for the
 //! proxies' INSTANCE_IPS) are data only: nothing ever connects to them.
 //!
+//! With `--source kube` the mesh is created through a real kube-apiserver instead (the
+//! harness's etcd, kube-apiserver and kube-controller-manager on loopback block `--block`;
+//! the harness plays kubelet) and meshd runs with `--kubeconfig`: see `kube_run`.
+//!
 //! ```text
 //! cargo build --release -p amime-control-plane --bin meshd -p amime-e2e --bin amime-bench
 //! ulimit -n 65536   # K clients here and K streams in meshd (checked at start)
 //! target/release/amime-bench --services 1000 --endpoints 5 --proxies 1000
+//! target/release/amime-bench --source kube --mode transparent
 //! ```
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -46,7 +51,10 @@ use tokio::sync::{mpsc, Semaphore};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 
+mod apiserver;
 mod engine;
+mod kube_mesh;
+mod kube_run;
 mod mesh;
 mod meshd;
 mod observe;
@@ -98,6 +106,15 @@ impl Mode {
     }
 }
 
+/// Where meshd reads the mesh from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Source {
+    /// A generated directory of YAML (`meshd --config-dir`).
+    Dir,
+    /// Objects created through a real kube-apiserver (`meshd --kubeconfig`).
+    Kube,
+}
+
 /// Scale benchmark for meshd: translation time, push latency to K proxies, memory and
 /// bytes per proxy.
 #[derive(Debug, Parser)]
@@ -144,6 +161,15 @@ pub(crate) struct Args {
     /// profiler to meshd, whose pid is printed).
     #[arg(long, default_value_t = 0, value_name = "SECS")]
     pub(crate) pause_before_pushes: u64,
+    /// Where the mesh lives: a YAML directory, or a real Kubernetes API server.
+    #[arg(long, value_enum, default_value_t = Source::Dir)]
+    pub(crate) source: Source,
+    /// `--source kube`: the loopback block of the cluster (127.0.N.x; N not used by a test).
+    #[arg(long, default_value_t = 231)]
+    pub(crate) block: u8,
+    /// `--source kube`: API requests in flight while creating the objects.
+    #[arg(long, default_value_t = 32)]
+    pub(crate) create_concurrency: usize,
     /// Deadline of each phase, in seconds.
     #[arg(long, default_value_t = 300)]
     pub(crate) timeout: u64,
@@ -187,6 +213,9 @@ pub(crate) fn run(args: Args) -> Result<()> {
         xds::set_descriptor_pool(control_plane::envoy_json::descriptor_pool().clone());
     }
     let meshd_bin = locate_meshd(args.meshd.as_deref())?;
+    if args.source == Source::Kube {
+        return kube_run::run_kube(&args, &meshd_bin);
+    }
 
     // Work directory: config/ and meshd's logs.
     let work = WorkDir::new(args.keep.clone())?;

@@ -9,6 +9,9 @@ pub(crate) struct Meshd {
     pub(crate) xds: SocketAddr,
     pub(crate) monitoring: SocketAddr,
     pub(crate) stderr_log: PathBuf,
+    /// When the process was spawned.
+    pub(crate) started: Instant,
+    pub(crate) started_wall: std::time::SystemTime,
 }
 
 pub(crate) fn free_port() -> Result<SocketAddr> {
@@ -18,21 +21,27 @@ pub(crate) fn free_port() -> Result<SocketAddr> {
 
 impl Meshd {
     pub(crate) fn start(bin: &Path, config_dir: &Path, log_dir: &Path) -> Result<Meshd> {
+        let source = ["--config-dir".as_ref(), config_dir.as_os_str()];
+        Self::start_with(bin, &source, &["--debounce-quiet", "10", "--debounce-max", "100"], log_dir)
+    }
+
+    /// meshd with `source` flags (`--config-dir DIR` or `--kubeconfig PATH`) and `extra` flags.
+    pub(crate) fn start_with(bin: &Path, source: &[&std::ffi::OsStr], extra: &[&str], log_dir: &Path) -> Result<Meshd> {
         let xds = free_port()?;
         let monitoring = free_port()?;
         let stdout_log = log_dir.join("meshd.stdout.log");
         let stderr_log = log_dir.join("meshd.stderr.log");
         let child = Command::new(bin)
-            .arg("--config-dir")
-            .arg(config_dir)
+            .args(source)
             .args(["--xds-addr", &xds.to_string(), "--monitoring-addr", &monitoring.to_string()])
-            .args(["--debounce-quiet", "10", "--debounce-max", "100"])
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(&stdout_log)?)
             .stderr(std::fs::File::create(&stderr_log)?)
             .spawn()
             .with_context(|| format!("starting {}", bin.display()))?;
-        Ok(Meshd { pid: child.id(), child, xds, monitoring, stderr_log })
+        let (started, started_wall) = (Instant::now(), std::time::SystemTime::now());
+        Ok(Meshd { pid: child.id(), child, xds, monitoring, stderr_log, started, started_wall })
     }
 
     pub(crate) fn log_tail(&self) -> String {
@@ -68,14 +77,15 @@ impl Meshd {
         cpu_seconds(&format!("/proc/{}/stat", self.pid))
     }
 
-    pub(crate) async fn wait_ready(&mut self, timeout: Duration) -> Result<()> {
+    /// Waits for `/readyz` to answer 200 (polled every 20 ms); returns when it first did.
+    pub(crate) async fn wait_ready(&mut self, timeout: Duration) -> Result<Instant> {
         let deadline = Instant::now() + timeout;
         let mut tick = tokio::time::interval(Duration::from_millis(20));
         loop {
             tick.tick().await;
             self.check_alive()?;
             if let Ok((200, _)) = http_get(self.monitoring, "/readyz").await {
-                return Ok(());
+                return Ok(Instant::now());
             }
             if Instant::now() > deadline {
                 bail!("meshd not ready after {timeout:?}; last log lines:{}", self.log_tail());

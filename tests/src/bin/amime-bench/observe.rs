@@ -80,13 +80,13 @@ impl Tracker {
 /// a dead meshd.
 pub(crate) async fn wait_for(
     what: &str,
-    events: &mut mpsc::UnboundedReceiver<Event>,
-    tracker: &mut Tracker,
+    clients: &mut Clients,
     meshd: &mut Meshd,
     timeout: Duration,
     done: impl Fn(&Tracker) -> bool,
     status: impl Fn(&Tracker) -> String,
 ) -> Result<()> {
+    let Clients { events, tracker } = clients;
     let deadline = Instant::now() + timeout;
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     while !done(tracker) {
@@ -180,29 +180,27 @@ impl Meter {
     }
 }
 
-pub(crate) async fn bench_xds(args: &Args, mode: Mode, mesh: &SyntheticMesh, meshd: &mut Meshd) -> Result<XdsResult> {
-    let timeout = Duration::from_secs(args.timeout);
-    meshd.wait_ready(Duration::from_secs(120)).await?;
-    let rss_idle = meshd.rss()?;
-    let meshd_translate_ms =
-        meshd.metrics().await.get("amime_translation_last_duration_seconds").copied().unwrap_or(f64::NAN) * 1e3;
-    progress(format!(
-        "meshd ready: RSS {:.1} MB idle; connecting {} proxies ({:?})",
-        mb(rss_idle),
-        args.proxies,
-        args.api
-    ));
+/// The connected clients: their events and what they ACKed.
+pub(crate) struct Clients {
+    pub(crate) events: mpsc::UnboundedReceiver<Event>,
+    pub(crate) tracker: Tracker,
+}
 
+/// Connects `args.proxies` simulated proxies to `meshd` and waits until every one has ACKed
+/// CDS, EDS, LDS and RDS. Proxy i is pod `i % M` of service `i / M`, with that pod's labels
+/// and IP (transparent) or a loopback IP of its own to listen on (explicit).
+pub(crate) async fn connect_all(
+    args: &Args,
+    mode: Mode,
+    mesh: &SyntheticMesh,
+    meshd: &mut Meshd,
+) -> Result<(Clients, Phase)> {
     let k = args.proxies;
-    let (tx, mut events) = mpsc::unbounded_channel();
+    let (tx, events) = mpsc::unbounded_channel();
     let gate = Arc::new(Semaphore::new(args.connect_concurrency.max(1)));
-    let mut tracker = Tracker::new(k);
-
-    // Initial config.
+    let mut clients = Clients { events, tracker: Tracker::new(k) };
     let meter = Meter::start(meshd).await;
     for i in 0..k {
-        // Proxy i is pod `replica` of `service`, with that pod's labels and IP (transparent)
-        // or a loopback IP of its own to listen on (explicit).
         let (service, replica) = ((i / mesh.endpoints) % mesh.services, i % mesh.endpoints);
         let namespace = mesh.namespace_of(service).to_owned();
         let n = i as u32 + 1;
@@ -225,15 +223,31 @@ pub(crate) async fn bench_xds(args: &Args, mode: Mode, mesh: &SyntheticMesh, mes
     drop(tx);
     wait_for(
         "the initial config to be ACKed by every proxy",
-        &mut events,
-        &mut tracker,
+        &mut clients,
         meshd,
-        timeout,
+        Duration::from_secs(args.timeout),
         |t| t.initialized_count == t.k,
         |t| format!("{}/{} proxies have ACKed CDS, EDS, LDS and RDS", t.initialized_count, t.k),
     )
     .await?;
-    let initial = meter.finish(meshd, &tracker, k).await;
+    let initial = meter.finish(meshd, &clients.tracker, k).await;
+    Ok((clients, initial))
+}
+
+pub(crate) async fn bench_xds(args: &Args, mode: Mode, mesh: &SyntheticMesh, meshd: &mut Meshd) -> Result<XdsResult> {
+    let timeout = Duration::from_secs(args.timeout);
+    meshd.wait_ready(Duration::from_secs(120)).await?;
+    let rss_idle = meshd.rss()?;
+    let meshd_translate_ms =
+        meshd.metrics().await.get("amime_translation_last_duration_seconds").copied().unwrap_or(f64::NAN) * 1e3;
+    progress(format!(
+        "meshd ready: RSS {:.1} MB idle; connecting {} proxies ({:?})",
+        mb(rss_idle),
+        args.proxies,
+        args.api
+    ));
+    let k = args.proxies;
+    let (mut clients, initial) = connect_all(args, mode, mesh, meshd).await?;
     let rss_connected = meshd.rss()?;
     let proxy_classes = meshd.metrics().await.get("amime_proxy_classes").copied().unwrap_or(f64::NAN);
     progress(format!("initial config ACKed by all {k} in {:.2} s; RSS {:.1} MB", initial.seconds, mb(rss_connected)));
@@ -244,32 +258,16 @@ pub(crate) async fn bench_xds(args: &Args, mode: Mode, mesh: &SyntheticMesh, mes
     }
 
     // Full push: a route change every namespace sees.
-    let route_push = push(
-        "the route change to be ACKed by every proxy",
-        Ty::Rds,
-        &mesh.rules_path(0),
-        &mesh.rules_yaml(0, 70),
-        &mut events,
-        &mut tracker,
-        meshd,
-        timeout,
-    )
-    .await?;
+    let (path, text) = (mesh.rules_path(0), mesh.rules_yaml(0, 70));
+    let write = async move { replace_file(&path, &text) };
+    let route_push = push("the route change", Ty::Rds, write, &mut clients, meshd, timeout).await?;
     progress(format!("route push ACKed by all in {:.3} s", route_push.seconds));
 
     // One pod moves: one EDS resource changes.
     let s = 1 % mesh.services;
-    let endpoint_push = push(
-        "the endpoint change to be ACKed by every proxy",
-        Ty::Eds,
-        &mesh.service_path(s),
-        &mesh.service_yaml(s, Some("10.127.255.1")),
-        &mut events,
-        &mut tracker,
-        meshd,
-        timeout,
-    )
-    .await?;
+    let (path, text) = (mesh.service_path(s), mesh.service_yaml(s, Some("10.127.255.1")));
+    let write = async move { replace_file(&path, &text) };
+    let endpoint_push = push("the endpoint change", Ty::Eds, write, &mut clients, meshd, timeout).await?;
     progress(format!("endpoint push ACKed by all in {:.3} s", endpoint_push.seconds));
     let rss_after_pushes = meshd.rss()?;
 
@@ -285,33 +283,31 @@ pub(crate) async fn bench_xds(args: &Args, mode: Mode, mesh: &SyntheticMesh, mes
     })
 }
 
-#[allow(clippy::too_many_arguments)]
+/// Makes a change (`write`, run after the meter started) and waits until every proxy has
+/// ACKed a new version of `ty`.
 pub(crate) async fn push(
     what: &str,
     ty: Ty,
-    path: &Path,
-    text: &str,
-    events: &mut mpsc::UnboundedReceiver<Event>,
-    tracker: &mut Tracker,
+    write: impl std::future::Future<Output = Result<()>>,
+    clients: &mut Clients,
     meshd: &mut Meshd,
     timeout: Duration,
 ) -> Result<Phase> {
     // Anything still queued belongs to the previous phase.
-    while let Ok(event) = events.try_recv() {
-        tracker.apply(event)?;
+    while let Ok(event) = clients.events.try_recv() {
+        clients.tracker.apply(event)?;
     }
-    tracker.start_goal(ty);
+    clients.tracker.start_goal(ty);
     let meter = Meter::start(meshd).await;
-    replace_file(path, text)?;
+    write.await.with_context(|| format!("making {what}"))?;
     wait_for(
-        what,
-        events,
-        tracker,
+        &format!("{what} to be ACKed by every proxy"),
+        clients,
         meshd,
         timeout,
         |t| t.reached_count == t.k,
         move |t| format!("{}/{} proxies have ACKed a new {ty:?} version", t.reached_count, t.k),
     )
     .await?;
-    Ok(meter.finish(meshd, tracker, tracker.k).await)
+    Ok(meter.finish(meshd, &clients.tracker, clients.tracker.k).await)
 }

@@ -170,6 +170,10 @@ pub(crate) struct Args {
     /// `--source kube`: API requests in flight while creating the objects.
     #[arg(long, default_value_t = 32)]
     pub(crate) create_concurrency: usize,
+    /// `--source kube`: seconds in which kube-apiserver's requests are counted before meshd
+    /// starts (what kube-controller-manager does meanwhile: the noise in meshd's figures).
+    #[arg(long, default_value_t = 5, value_name = "SECS")]
+    pub(crate) idle_window: u64,
     /// Deadline of each phase, in seconds.
     #[arg(long, default_value_t = 300)]
     pub(crate) timeout: u64,

@@ -162,9 +162,28 @@ async fn etcd_compaction_expires_watches_without_watch_cache() {
         println!("etcd compacted to revision {revision}");
         let status = first_watch_status(&config_maps, &old_version).await?;
         ensure!(status == 410, "watch from compacted resourceVersion {old_version}: status {status}, want 410");
-        Ok(())
+
+        let metrics = cluster.apiserver_metrics().await?;
+        ensure!(
+            metrics.contains("apiserver_request_total{"),
+            "kube-apiserver /metrics without apiserver_request_total"
+        );
+        service_account_tokens_carry_rbac(&cluster).await
     })
     .await;
+}
+
+/// A ServiceAccount's token (TokenRequest) authenticates as that account: no rights by default.
+async fn service_account_tokens_carry_rbac(cluster: &KubeCluster) -> Result<()> {
+    let sa = "apiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: reader\n  namespace: default\n";
+    cluster.apply(sa).await?;
+    let token = cluster.token_for_service_account("default", "reader").await?;
+    let kubeconfig = cluster.kubeconfig_for_token("reader", &token)?;
+    let client = amime_e2e::kube::client_for(&kubeconfig).await?;
+    match Api::<ConfigMap>::namespaced(client, "default").list(&ListParams::default()).await {
+        Err(kube::Error::Api(e)) if e.code == 403 => Ok(()),
+        other => bail!("list ConfigMaps as default/reader without a role: {other:?}, want 403"),
+    }
 }
 
 /// Create ConfigMap `kept` (data a=1) and update it three times; returns the version it was

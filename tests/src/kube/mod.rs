@@ -7,6 +7,7 @@
 pub mod certs;
 pub mod etcd;
 pub mod kubelet;
+pub mod pod_network;
 pub mod processes;
 
 use std::net::{IpAddr, SocketAddr};
@@ -27,6 +28,7 @@ use crate::process::run_to_completion;
 use crate::wait::await_condition;
 pub use certs::Pki;
 pub use kubelet::{AutoKubelet, NODE_NAME};
+pub use pod_network::PodNetwork;
 pub use processes::{Launcher, Layout, Proc};
 
 const ETCD_TIMEOUT: Duration = Duration::from_secs(30);
@@ -94,6 +96,7 @@ impl KubeCluster {
         let controller_manager =
             launcher.spawn(&layout, "kube-controller-manager", &bin.join("kube-controller-manager"), &kcm_args)?;
         processes::wait_controller_manager(&layout, &controller_manager, KCM_TIMEOUT).await?;
+        ensure_default_service_account(&client, "default").await?;
         eprintln!(
             "[kube] control plane at {} ready in {:.2?} (kube-apiserver ready after {apiserver_ready:.2?})",
             layout.server_url(),
@@ -182,17 +185,12 @@ impl KubeCluster {
         Ok(file)
     }
 
-    /// Create namespace `name` and wait for its `default` ServiceAccount (pods are rejected
-    /// until kube-controller-manager made it).
+    /// Create namespace `name` and its `default` ServiceAccount (pods are rejected until it exists).
     pub async fn create_namespace(&self, name: &str) -> Result<()> {
         let namespaces: Api<Namespace> = Api::all(self.client());
         let ns: Namespace = serde_json::from_value(serde_json::json!({"metadata": {"name": name}}))?;
         namespaces.create(&PostParams::default(), &ns).await.with_context(|| format!("create namespace {name}"))?;
-        let accounts: Api<ServiceAccount> = Api::namespaced(self.client(), name);
-        await_condition(&format!("ServiceAccount {name}/default"), KCM_TIMEOUT, || async {
-            accounts.get("default").await.map(drop).map_err(Into::into)
-        })
-        .await
+        ensure_default_service_account(&self.client, name).await
     }
 
     /// Play kubelet for pod `namespace/name`: bind it to the Node [`NODE_NAME`] and make it
@@ -284,6 +282,18 @@ impl KubeCluster {
             apiserver.ensure_running()?;
         }
         self.controller_manager.ensure_running()
+    }
+}
+
+/// Create ServiceAccount `namespace/default` unless it exists (kube-controller-manager would make it
+/// too, but only seconds after start; pods are rejected until it exists).
+async fn ensure_default_service_account(client: &::kube::Client, namespace: &str) -> Result<()> {
+    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), namespace);
+    let account: ServiceAccount = serde_json::from_value(serde_json::json!({"metadata": {"name": "default"}}))?;
+    match accounts.create(&PostParams::default(), &account).await {
+        Ok(_) => Ok(()),
+        Err(::kube::Error::Api(e)) if e.code == 409 => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("create ServiceAccount {namespace}/default")),
     }
 }
 

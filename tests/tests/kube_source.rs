@@ -4,10 +4,9 @@
 //!
 //! Loopback blocks 181..=189 belong to this file.
 
-use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-use amime_e2e::kube::KubeCluster;
+use amime_e2e::kube::{KubeCluster, PodNetwork};
 use amime_e2e::mesh::{self, APP_PORT};
 use amime_e2e::rules::{reviews_vs_jason_v2_else_split, REVIEWS_DESTINATION_RULE, REVIEWS_VS_ALL_V3};
 use amime_e2e::sidecar::SidecarSpec;
@@ -64,38 +63,6 @@ fn mesh_yaml(block: IpBlock) -> Result<String> {
     Ok(format!("{}\n---\n{}\n", accounts.join("---\n"), without_status.join("\n---\n")))
 }
 
-/// A pod's address: `10.244.<block>.<host>`, added to `lo` for the test. kube-apiserver refuses
-/// loopback (127.0.0.0/8) addresses in EndpointSlices, so the example's 127.0.N.x cannot be
-/// used where kube-controller-manager publishes endpoints.
-fn pod_ip(block: IpBlock, host: u8) -> Ipv4Addr {
-    Ipv4Addr::new(10, 244, block.0, host)
-}
-
-/// Addresses added to `lo` (as root) for one test; removed on drop.
-struct LocalAddrs(Vec<Ipv4Addr>);
-
-impl LocalAddrs {
-    fn add(ips: impl IntoIterator<Item = Ipv4Addr>) -> Result<LocalAddrs> {
-        let mut added = LocalAddrs(Vec::new());
-        for ip in ips {
-            let cidr = format!("{ip}/32");
-            let _ = std::process::Command::new("ip").args(["addr", "del", &cidr, "dev", "lo"]).output();
-            let out = std::process::Command::new("ip").args(["addr", "add", &cidr, "dev", "lo"]).output()?;
-            ensure!(out.status.success(), "ip addr add {cidr} dev lo: {}", String::from_utf8_lossy(&out.stderr));
-            added.0.push(ip);
-        }
-        Ok(added)
-    }
-}
-
-impl Drop for LocalAddrs {
-    fn drop(&mut self) {
-        for ip in &self.0 {
-            let _ = std::process::Command::new("ip").args(["addr", "del", &format!("{ip}/32"), "dev", "lo"]).output();
-        }
-    }
-}
-
 const PODS: [(&str, u8); 4] = [
     ("productpage-v1", hosts::PRODUCTPAGE),
     ("reviews-v1", hosts::REVIEWS_V1),
@@ -128,18 +95,19 @@ async fn apply(cluster: &KubeCluster, yaml: &str) -> Result<Instant> {
 struct KubeBookinfo {
     bookinfo: Bookinfo,
     cluster: KubeCluster,
-    _addrs: LocalAddrs,
+    /// Pod addresses `10.244.<block>.x` (kube-apiserver refuses loopback ones in EndpointSlices).
+    pods: PodNetwork,
 }
 
 async fn start(ctx: &TestContext, block: IpBlock, istio_crds: bool, rules: &[&str]) -> Result<KubeBookinfo> {
-    let addrs = LocalAddrs::add(PODS.map(|(_, host)| pod_ip(block, host)))?;
+    let pods = PodNetwork::claim(block)?;
     let cluster = KubeCluster::start(ctx, block).await?;
     apply(&cluster, &crds(istio_crds)).await?;
     kubectl_ok(&cluster, &["wait", "--for=condition=established", "--timeout=30s", "crd", "--all"]).await?;
     cluster.create_namespace("bookinfo").await?;
     apply(&cluster, &mesh_yaml(block)?).await?;
     for (pod, host) in PODS {
-        cluster.make_pod_ready("bookinfo", pod, pod_ip(block, host).into()).await?;
+        cluster.make_pod_ready("bookinfo", pod, pods.ip(host).into()).await?;
     }
     apply(&cluster, &rules.join("---\n")).await?;
     let meshd =
@@ -147,7 +115,7 @@ async fn start(ctx: &TestContext, block: IpBlock, istio_crds: bool, rules: &[&st
     let mut reviews = Vec::new();
     for (host, version) in [(hosts::REVIEWS_V1, "v1"), (hosts::REVIEWS_V2, "v2"), (hosts::REVIEWS_V3, "v3")] {
         reviews.push(
-            Upstream::start((pod_ip(block, host), APP_PORT).into(), "reviews", version, &format!("reviews-{version}"))
+            Upstream::start((pods.ip(host), APP_PORT).into(), "reviews", version, &format!("reviews-{version}"))
                 .await?,
         );
     }
@@ -157,7 +125,7 @@ async fn start(ctx: &TestContext, block: IpBlock, istio_crds: bool, rules: &[&st
     let productpage = Sidecar::start(ctx, &spec, meshd.xds_addr()).await?;
     let bookinfo = Bookinfo { productpage, meshd, reviews, dir: MeshDir::new(ctx)?, block };
     bookinfo.await_answer(REVIEWS, Duration::from_secs(20)).await?;
-    Ok(KubeBookinfo { bookinfo, cluster, _addrs: addrs })
+    Ok(KubeBookinfo { bookinfo, cluster, pods })
 }
 
 /// Wait until `n` requests without the header reach exactly the versions `want` (each at
@@ -209,7 +177,7 @@ fn metric_of(text: &str, name: &str) -> f64 {
 async fn rules_from_the_api_server_route_envoy() {
     run_test("kube_rules_route_envoy", |ctx| async move {
         let vs = reviews_vs_jason_v2_else_split(50, 50);
-        let KubeBookinfo { bookinfo: b, cluster, _addrs } =
+        let KubeBookinfo { bookinfo: b, cluster, pods } =
             start(&ctx, IpBlock(181), false, &[REVIEWS_DESTINATION_RULE, &vs]).await?;
         // Header rule and weighted split, from objects read through the API server.
         let jason = b.productpage.tally(20, REVIEWS, JASON).await;
@@ -240,7 +208,7 @@ async fn rules_from_the_api_server_route_envoy() {
             .context("reviews-v2 in the mesh")?
             .to_owned();
         apply(&cluster, &pod).await?;
-        cluster.make_pod_ready("bookinfo", "reviews-v2", pod_ip(b.block, hosts::REVIEWS_V2).into()).await?;
+        cluster.make_pod_ready("bookinfo", "reviews-v2", pods.ip(hosts::REVIEWS_V2).into()).await?;
         await_versions(&b, &["v1", "v2", "v3"], Duration::from_secs(10)).await?;
 
         let metrics = b.meshd.metrics().await?;
@@ -279,7 +247,7 @@ spec:
 async fn an_invalid_virtual_service_is_refused_in_its_status_and_the_rest_keeps_working() {
     run_test("kube_invalid_vs_status", |ctx| async move {
         let vs = reviews_vs_jason_v2_else_split(50, 50);
-        let KubeBookinfo { bookinfo: b, cluster, _addrs } =
+        let KubeBookinfo { bookinfo: b, cluster, pods: _pods } =
             start(&ctx, IpBlock(182), false, &[REVIEWS_DESTINATION_RULE, &vs]).await?;
         await_accepted(&cluster, "virtualservices.networking.amime.dev/reviews", "True", "Accepted", "").await?;
         apply(&cluster, VS_NEGATIVE_WEIGHT).await?;
@@ -320,7 +288,7 @@ async fn an_istio_group_virtual_service_routes_the_same() {
     run_test("kube_istio_group", |ctx| async move {
         let to_istio = |yaml: &str| yaml.replace("networking.amime.dev/v1", "networking.istio.io/v1");
         let (dr, vs) = (to_istio(REVIEWS_DESTINATION_RULE), to_istio(&reviews_vs_jason_v2_else_split(50, 50)));
-        let KubeBookinfo { bookinfo: b, cluster, _addrs } = start(&ctx, IpBlock(183), true, &[&dr, &vs]).await?;
+        let KubeBookinfo { bookinfo: b, cluster, pods: _pods } = start(&ctx, IpBlock(183), true, &[&dr, &vs]).await?;
         let jason = b.productpage.tally(20, REVIEWS, JASON).await;
         ensure!(jason.all("v2"), "end-user: jason should always reach v2; got {jason}");
         await_accepted(&cluster, "virtualservices.networking.istio.io/reviews", "True", "Accepted", "").await?;
@@ -347,7 +315,7 @@ async fn an_istio_group_virtual_service_routes_the_same() {
 async fn an_api_server_outage_loses_no_request_and_the_relist_pushes_nothing() {
     run_test("kube_apiserver_outage", |ctx| async move {
         let vs = reviews_vs_jason_v2_else_split(50, 50);
-        let KubeBookinfo { bookinfo: b, mut cluster, _addrs } =
+        let KubeBookinfo { bookinfo: b, mut cluster, pods: _pods } =
             start(&ctx, IpBlock(184), false, &[REVIEWS_DESTINATION_RULE, &vs]).await?;
         await_accepted(&cluster, "virtualservices.networking.amime.dev/reviews", "True", "Accepted", "").await?;
         let before = b.meshd.metrics().await?;

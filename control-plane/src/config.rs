@@ -160,6 +160,16 @@ mod tests {
     }
 
     #[test]
+    fn the_kubernetes_source_flags() {
+        let c = parse(&["--kubeconfig", "/k/config", "--namespace", "mesh", "--identity", "meshd-0"]);
+        assert_eq!(c.kubeconfig.as_deref(), Some(std::path::Path::new("/k/config")));
+        assert_eq!((c.namespace.as_str(), c.identity().as_str()), ("mesh", "meshd-0"));
+        assert!(!parse(&[]).identity().is_empty(), "falls back to the host name");
+        let both = MeshdConfig::try_parse_from(["meshd", "--config-dir", "/d", "--kubeconfig", "/k"]).unwrap_err();
+        assert!(both.to_string().contains("cannot be used with"), "{both}");
+    }
+
+    #[test]
     fn config_dir_says_what_is_wrong_with_it() {
         let base = std::env::temp_dir().join(format!("amime-config-{}", std::process::id()));
         std::fs::create_dir_all(&base).unwrap();

@@ -110,8 +110,8 @@ async fn start(ctx: &TestContext, block: IpBlock, istio_crds: bool, rules: &[&st
         cluster.make_pod_ready("bookinfo", pod, pods.ip(host).into()).await?;
     }
     apply(&cluster, &rules.join("---\n")).await?;
-    let meshd =
-        Meshd::start_kube(ctx, cluster.kubeconfig(), block.ip(hosts::MESHD), &["--namespace", "default"]).await?;
+    let args = ["--namespace", "default", "--identity", "replica-1"];
+    let meshd = Meshd::start_kube(ctx, cluster.kubeconfig(), block.ip(hosts::MESHD), &args).await?;
     let mut reviews = Vec::new();
     for (host, version) in [(hosts::REVIEWS_V1, "v1"), (hosts::REVIEWS_V2, "v2"), (hosts::REVIEWS_V3, "v3")] {
         reviews.push(
@@ -275,9 +275,18 @@ async fn an_invalid_virtual_service_is_refused_in_its_status_and_the_rest_keeps_
         let since = apply(&cluster, REVIEWS_VS_ALL_V3).await?;
         b.await_all_to("v3", JASON, since, CONVERGENCE).await?;
         await_accepted(&cluster, "virtualservices.networking.amime.dev/reviews", "True", "Accepted", "").await?;
-        // A restart of meshd writes no status (every object already carries its verdict).
-        let writes = metric_of(&b.meshd.metrics().await?, "amime_kube_status_writes_total");
-        ensure!(writes >= 3.0, "status writes: {writes}");
+        let metrics = b.meshd.metrics().await?;
+        let writes = metric_of(&metrics, "amime_kube_status_writes_total");
+        ensure!(writes >= 3.0 && metric_of(&metrics, "amime_kube_leader") == 1.0, "status writes: {writes}");
+        // A second replica serves xDS, but only the Lease holder writes status: it writes
+        // nothing (and, had it the Lease, nothing either: every object carries its verdict).
+        let args = ["--namespace", "default", "--identity", "replica-2"];
+        let second = Meshd::start_kube(&ctx, cluster.kubeconfig(), b.block.ip(hosts::EXTRA_1), &args).await?;
+        let metrics = second.metrics().await?;
+        ensure!(metric_of(&metrics, "amime_kube_leader") == 0.0, "the second replica must not hold the Lease");
+        ensure!(metric_of(&metrics, "amime_kube_status_writes_total") == 0.0, "the second replica wrote status");
+        let proxies = metric_of(&metrics, "amime_ready");
+        ensure!(proxies == 1.0, "the second replica should be ready to serve xDS");
         b.check_no_nacks().await
     })
     .await;

@@ -365,3 +365,47 @@ async fn an_api_server_outage_loses_no_request_and_the_relist_pushes_nothing() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_pod_changes_is_translated_a_few_times_not_once_per_event() {
+    run_test("kube_pod_burst", |ctx| async move {
+        let vs = reviews_vs_jason_v2_else_split(50, 50);
+        let KubeBookinfo { bookinfo: b, cluster, pods: _pods } =
+            start(&ctx, IpBlock(185), false, &[REVIEWS_DESTINATION_RULE, &vs]).await?;
+        let pod_events = "amime_kube_watch_events_total{resource=\"Pod\"}";
+        let before = b.meshd.metrics().await?;
+        let (translations, events) = (metric_of(&before, "amime_translations_total"), metric_of(&before, pod_events));
+        const N: usize = 300;
+        let items: Vec<serde_json::Value> = (0..N)
+            .map(|i| {
+                serde_json::json!({"apiVersion": "v1", "kind": "Pod",
+                    "metadata": {"name": format!("burst-{i}"), "namespace": "bookinfo", "labels": {"app": "burst"}},
+                    "spec": {"containers": [{"name": "c", "image": "example/burst"}]}})
+            })
+            .collect();
+        let list = serde_json::json!({"apiVersion": "v1", "kind": "List", "items": items}).to_string();
+        let started = Instant::now();
+        apply(&cluster, &list).await?;
+        println!("{N} pods created in {:?}", started.elapsed());
+        await_condition(&format!("meshd to see {N} more Pod events"), Duration::from_secs(20), || async {
+            let seen = metric_of(&b.meshd.metrics().await?, pod_events) - events;
+            ensure!(seen >= N as f64, "{seen} Pod events");
+            Ok(())
+        })
+        .await?;
+        // Let the last debounce window close, then count.
+        await_condition("the push loop to settle", Duration::from_secs(5), || async {
+            let m = b.meshd.metrics().await?;
+            let last = metric_of(&m, "amime_last_publish_timestamp_seconds");
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs_f64();
+            ensure!(now - last > 1.5, "published {:.1}s ago", now - last);
+            Ok(())
+        })
+        .await?;
+        let after = metric_of(&b.meshd.metrics().await?, "amime_translations_total") - translations;
+        println!("{N} pod events → {after} translations");
+        ensure!(after <= 8.0, "{N} pod events caused {after} translations: the burst was not coalesced");
+        b.check_no_nacks().await
+    })
+    .await;
+}

@@ -102,7 +102,13 @@ fn to_istio(mut crd: CustomResourceDefinition) -> CustomResourceDefinition {
         _ => "se",
     };
     crd.spec.names.short_names = Some(vec![short.to_owned()]);
-    let v1 = crd.spec.versions.remove(0);
+    let mut v1 = crd.spec.versions.remove(0);
+    if let Some(schema) = v1.schema.as_mut().and_then(|s| s.open_api_v3_schema.as_mut()) {
+        let kind = &crd.spec.names.kind;
+        schema.description = Some(format!(
+            "{kind} of networking.istio.io, generated from Amime's types: a stand-in for Istio's CRD in tests."
+        ));
+    }
     let version =
         |name: &str, storage: bool| CustomResourceDefinitionVersion { name: name.to_owned(), storage, ..v1.clone() };
     crd.spec.versions = vec![version("v1", true), version("v1beta1", false), version("v1alpha3", false)];

@@ -10,8 +10,10 @@ use serde::{Deserialize, Serialize};
 pub struct MeshStatus {
     /// Conditions meshd reports. `Accepted` is `True` when the object is in effect
     /// (possibly with warnings in its message) and `False` when meshd refused it; the
-    /// message then names the offending field.
+    /// message then names the offending field. One entry per `type` (a map list, so
+    /// server-side apply merges by `type`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
     /// The `metadata.generation` of the object when meshd last wrote this status.
     #[serde(default, skip_serializing_if = "Option::is_none")]

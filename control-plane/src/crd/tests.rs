@@ -96,3 +96,32 @@ fn every_schema_field_is_described() {
     }
     assert!(missing.is_empty(), "fields without a description: {missing:#?}");
 }
+
+#[test]
+fn amime_crds_have_status_columns_and_no_short_names_of_istio() {
+    for crd in crds() {
+        let kind = &crd.spec.names.kind;
+        assert_eq!(crd.spec.group, super::GROUP);
+        assert_eq!(crd.spec.scope, "Namespaced", "{kind}");
+        assert_eq!(crd.spec.names.short_names, None, "{kind}: vs/dr/gw/se are Istio's; both may be installed");
+        assert_eq!(crd.spec.names.categories, Some(vec!["amime".to_owned()]), "{kind}");
+        let [version] = crd.spec.versions.as_slice() else { panic!("{kind}: one version") };
+        assert!(version.served && version.storage, "{kind}");
+        assert!(version.subresources.as_ref().is_some_and(|s| s.status.is_some()), "{kind}: status subresource");
+        let columns: Vec<&str> = version.additional_printer_columns.iter().flatten().map(|c| c.name.as_str()).collect();
+        assert_eq!(columns.first(), Some(&"Accepted"), "{kind}");
+        assert_eq!(columns.last(), Some(&"Age"), "{kind}");
+    }
+}
+
+#[test]
+fn istio_stand_in_serves_three_versions_with_one_schema() {
+    for crd in super::istio_crds() {
+        let kind = &crd.spec.names.kind;
+        assert_eq!(crd.spec.group, super::ISTIO_GROUP);
+        assert_eq!(crd.metadata.name, Some(format!("{}.{}", crd.spec.names.plural, super::ISTIO_GROUP)));
+        let names: Vec<(&str, bool)> = crd.spec.versions.iter().map(|v| (v.name.as_str(), v.storage)).collect();
+        assert_eq!(names, [("v1", true), ("v1beta1", false), ("v1alpha3", false)], "{kind}");
+        assert!(crd.spec.versions.iter().all(|v| v.served && v.schema == crd.spec.versions[0].schema), "{kind}");
+    }
+}

@@ -59,9 +59,10 @@ pub struct Port {
     /// The port number (1-65535). Required.
     #[schemars(range(max = 65535))]
     pub number: u32,
-    /// `HTTP`, `HTTPS`, `GRPC`, `GRPC-WEB`, `HTTP2`, `MONGO`, `TCP` or `TLS`. Required.
-    pub protocol: String,
-    /// A name for the port. Required by Istio's schema.
+    /// `HTTP`, `HTTPS`, `GRPC`, `GRPC-WEB`, `HTTP2`, `MONGO`, `TCP` or `TLS`. Required on
+    /// a Gateway's port; on a ServiceEntry's, Istio guesses it from the name.
+    pub protocol: Option<String>,
+    /// A name for the port (e.g. `http`, `https-web`).
     pub name: Option<String>,
     /// The port the workload listens on, if it differs from `number`.
     #[schemars(range(max = 65535))]

@@ -37,7 +37,7 @@ pub use traffic_policy::*;
 pub use virtual_service::*;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
-    CustomResourceDefinition, CustomResourceDefinitionVersion,
+    CustomResourceDefinition, CustomResourceDefinitionVersion, JSONSchemaProps,
 };
 use kube::CustomResourceExt;
 use serde_json::Value;
@@ -108,6 +108,16 @@ fn to_istio(mut crd: CustomResourceDefinition) -> CustomResourceDefinition {
         schema.description = Some(format!(
             "{kind} of networking.istio.io, generated from Amime's types: a stand-in for Istio's CRD in tests."
         ));
+        // Istio's own CRDs leave `status` free-form (istiod writes `validationMessages`
+        // and more there); so does the stand-in, so that objects copied from a cluster
+        // with Istio apply as they would there.
+        if let Some(status) = schema.properties.as_mut().and_then(|p| p.get_mut("status")) {
+            *status = JSONSchemaProps {
+                type_: Some("object".to_owned()),
+                x_kubernetes_preserve_unknown_fields: Some(true),
+                ..JSONSchemaProps::default()
+            };
+        }
     }
     let version =
         |name: &str, storage: bool| CustomResourceDefinitionVersion { name: name.to_owned(), storage, ..v1.clone() };

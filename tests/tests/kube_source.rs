@@ -18,38 +18,19 @@ const CONVERGENCE: Duration = Duration::from_secs(2);
 const REVIEWS: &str = Bookinfo::REVIEWS_URL;
 const JASON: &[(&str, &str)] = &[("end-user", "jason")];
 
-/// A minimal structural CRD (spec and status kept as given) with the status subresource, as
-/// a stand-in for the generated ones: meshd's own validation is what is tested here.
-fn crd(group: &str, kind: &str, versions: &[&str]) -> String {
-    let plural = format!("{}s", kind.to_lowercase());
-    let mut out = format!(
-        "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata:\n  name: {plural}.{group}\n\
-         spec:\n  group: {group}\n  scope: Namespaced\n  names: {{kind: {kind}, plural: {plural}, singular: {}, \
-         listKind: {kind}List}}\n  versions:\n",
-        kind.to_lowercase()
-    );
-    for (i, version) in versions.iter().enumerate() {
-        out.push_str(&format!(
-            "  - name: {version}\n    served: true\n    storage: {}\n    subresources: {{status: {{}}}}\n    schema:\n      \
-             openAPIV3Schema:\n        type: object\n        properties:\n          spec: {{type: object, \
-             x-kubernetes-preserve-unknown-fields: true}}\n          status: {{type: object, \
-             x-kubernetes-preserve-unknown-fields: true}}\n",
-            i == 0
-        ));
-    }
-    out
-}
-
-fn crds(istio: bool) -> String {
-    let mut docs = vec![
-        crd("networking.amime.dev", "VirtualService", &["v1"]),
-        crd("networking.amime.dev", "DestinationRule", &["v1"]),
-    ];
+/// The generated CRDs of `networking.amime.dev` (and, with `istio`, the Istio-group fixture).
+fn crds(istio: bool) -> Result<String> {
+    let root = amime_e2e::paths::workspace_root();
+    let mut files = vec![root.join("manifests/crds/networking.amime.dev.yaml")];
     if istio {
-        docs.push(crd("networking.istio.io", "VirtualService", &["v1", "v1beta1", "v1alpha3"]));
-        docs.push(crd("networking.istio.io", "DestinationRule", &["v1", "v1beta1", "v1alpha3"]));
+        files.push(root.join("tests/fixtures/istio-networking-crds.yaml"));
     }
-    docs.join("---\n")
+    let mut out = String::new();
+    for file in files {
+        out.push_str(&std::fs::read_to_string(&file).with_context(|| format!("read {}", file.display()))?);
+        out.push_str("\n---\n");
+    }
+    Ok(out)
 }
 
 /// The example mesh for the API server: no pod status (the harness sets it), and the
@@ -102,7 +83,7 @@ struct KubeBookinfo {
 async fn start(ctx: &TestContext, block: IpBlock, istio_crds: bool, rules: &[&str]) -> Result<KubeBookinfo> {
     let pods = PodNetwork::claim(block)?;
     let cluster = KubeCluster::start(ctx, block).await?;
-    apply(&cluster, &crds(istio_crds)).await?;
+    apply(&cluster, &crds(istio_crds)?).await?;
     kubectl_ok(&cluster, &["wait", "--for=condition=established", "--timeout=30s", "crd", "--all"]).await?;
     cluster.create_namespace("bookinfo").await?;
     apply(&cluster, &mesh_yaml(block)?).await?;
@@ -222,7 +203,7 @@ async fn rules_from_the_api_server_route_envoy() {
     .await;
 }
 
-/// Invalid: a negative weight (the CRD schema here lets it through; meshd must not).
+/// Invalid: a negative weight (the CRD schema lets it through; meshd must not).
 const VS_NEGATIVE_WEIGHT: &str = r#"apiVersion: networking.amime.dev/v1
 kind: VirtualService
 metadata:

@@ -296,6 +296,15 @@ async fn an_istio_group_virtual_service_routes_the_same() {
         // Gone from the amime group: the Istio one is back in force.
         kubectl_ok(&cluster, &["-n", "bookinfo", "delete", "virtualservices.networking.amime.dev", "reviews"]).await?;
         b.await_all_to("v2", JASON, Instant::now(), CONVERGENCE).await?;
+        // The Istio CRD deleted: its watch stops and its objects leave the mesh (no rule left:
+        // round robin over every endpoint, for jason too).
+        kubectl_ok(&cluster, &["delete", "crd", "virtualservices.networking.istio.io"]).await?;
+        await_condition("jason to reach every version once the rule is gone", Duration::from_secs(10), || async {
+            let tally = b.productpage.tally(60, REVIEWS, JASON).await;
+            ensure!(["v1", "v2", "v3"].iter().map(|v| tally.get(v)).all(|n| n > 0), "{tally}");
+            Ok(())
+        })
+        .await?;
         b.check_no_nacks().await
     })
     .await;

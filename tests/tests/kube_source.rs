@@ -319,7 +319,16 @@ async fn an_api_server_outage_loses_no_request_and_the_relist_pushes_nothing() {
         await_accepted(&cluster, "virtualservices.networking.amime.dev/reviews", "True", "Accepted", "").await?;
         let before = b.meshd.metrics().await?;
         let translations = metric_of(&before, "amime_translations_total");
-        let relists = metric_of(&before, "amime_kube_relists_total{resource=\"Pod\"}");
+        const WATCHED: [&str; 5] = [
+            "Pod",
+            "Service",
+            "EndpointSlice.discovery.k8s.io",
+            "VirtualService.networking.amime.dev",
+            "DestinationRule.networking.amime.dev",
+        ];
+        let relists_of =
+            |m: &str| WATCHED.map(|r| metric_of(m, &format!("amime_kube_relists_total{{resource=\"{r}\"}}")));
+        let relists = relists_of(&before);
 
         cluster.stop_apiserver().await?;
         let down = Instant::now();
@@ -334,10 +343,9 @@ async fn an_api_server_outage_loses_no_request_and_the_relist_pushes_nothing() {
         cluster.start_apiserver().await?;
         let up = Instant::now();
         // The restarted kube-apiserver has a fresh watch cache: resuming is 410, so meshd relists.
-        await_condition("meshd to relist Pods", Duration::from_secs(30), || async {
-            let m = b.meshd.metrics().await?;
-            let now = metric_of(&m, "amime_kube_relists_total{resource=\"Pod\"}");
-            ensure!(now > relists, "Pod relists {now}");
+        await_condition("meshd to relist every watched resource", Duration::from_secs(30), || async {
+            let now = relists_of(&b.meshd.metrics().await?);
+            ensure!(now.iter().zip(&relists).all(|(n, r)| n > r), "relists of {WATCHED:?}: {now:?}");
             Ok(())
         })
         .await?;

@@ -37,7 +37,7 @@ pub struct MeshdConfig {
     pub namespace: String,
 
     /// This replica's identity in the leader-election Lease (default: POD_NAME, else the
-    /// host name).
+    /// host name and process id, so two meshd on one machine differ).
     #[arg(long, env = "POD_NAME", value_name = "NAME")]
     pub identity: Option<String>,
 
@@ -118,16 +118,14 @@ impl MeshdConfig {
         Ok(())
     }
 
-    /// This replica's identity for leader election: --identity (POD_NAME), else the host name.
+    /// This replica's identity for leader election: --identity (POD_NAME), else
+    /// `<host name>_<pid>`.
     pub fn identity(&self) -> String {
         if let Some(id) = self.identity.as_ref().filter(|s| !s.is_empty()) {
             return id.clone();
         }
-        std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .ok()
-            .map(|s| s.trim().to_owned())
-            .filter(|s| !s.is_empty())
-            .unwrap_or_else(|| format!("meshd-{}", std::process::id()))
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_owned());
+        format!("{}_{}", host.as_deref().unwrap_or("meshd"), std::process::id())
     }
 
     /// The config directory, checked to be an existing directory.
@@ -157,6 +155,16 @@ mod tests {
         assert!(err.to_string().contains("--debounce-max (200 ms) is below --debounce-quiet (500 ms)"), "{err}");
         assert!(parse(&["--debounce-quiet", "200", "--debounce-max", "200"]).validate().is_ok());
         assert!(parse(&[]).validate().is_ok(), "defaults are consistent");
+    }
+
+    #[test]
+    fn the_kubernetes_source_flags() {
+        let c = parse(&["--kubeconfig", "/k/config", "--namespace", "mesh", "--identity", "meshd-0"]);
+        assert_eq!(c.kubeconfig.as_deref(), Some(std::path::Path::new("/k/config")));
+        assert_eq!((c.namespace.as_str(), c.identity().as_str()), ("mesh", "meshd-0"));
+        assert!(!parse(&[]).identity().is_empty(), "falls back to the host name");
+        let both = MeshdConfig::try_parse_from(["meshd", "--config-dir", "/d", "--kubeconfig", "/k"]).unwrap_err();
+        assert!(both.to_string().contains("cannot be used with"), "{both}");
     }
 
     #[test]

@@ -4,10 +4,9 @@
 //!
 //! Loopback blocks 181..=189 belong to this file.
 
-use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-use amime_e2e::kube::KubeCluster;
+use amime_e2e::kube::{KubeCluster, PodNetwork};
 use amime_e2e::mesh::{self, APP_PORT};
 use amime_e2e::rules::{reviews_vs_jason_v2_else_split, REVIEWS_DESTINATION_RULE, REVIEWS_VS_ALL_V3};
 use amime_e2e::sidecar::SidecarSpec;
@@ -19,38 +18,19 @@ const CONVERGENCE: Duration = Duration::from_secs(2);
 const REVIEWS: &str = Bookinfo::REVIEWS_URL;
 const JASON: &[(&str, &str)] = &[("end-user", "jason")];
 
-/// A minimal structural CRD (spec and status kept as given) with the status subresource, as
-/// a stand-in for the generated ones: meshd's own validation is what is tested here.
-fn crd(group: &str, kind: &str, versions: &[&str]) -> String {
-    let plural = format!("{}s", kind.to_lowercase());
-    let mut out = format!(
-        "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata:\n  name: {plural}.{group}\n\
-         spec:\n  group: {group}\n  scope: Namespaced\n  names: {{kind: {kind}, plural: {plural}, singular: {}, \
-         listKind: {kind}List}}\n  versions:\n",
-        kind.to_lowercase()
-    );
-    for (i, version) in versions.iter().enumerate() {
-        out.push_str(&format!(
-            "  - name: {version}\n    served: true\n    storage: {}\n    subresources: {{status: {{}}}}\n    schema:\n      \
-             openAPIV3Schema:\n        type: object\n        properties:\n          spec: {{type: object, \
-             x-kubernetes-preserve-unknown-fields: true}}\n          status: {{type: object, \
-             x-kubernetes-preserve-unknown-fields: true}}\n",
-            i == 0
-        ));
-    }
-    out
-}
-
-fn crds(istio: bool) -> String {
-    let mut docs = vec![
-        crd("networking.amime.dev", "VirtualService", &["v1"]),
-        crd("networking.amime.dev", "DestinationRule", &["v1"]),
-    ];
+/// The generated CRDs of `networking.amime.dev` (and, with `istio`, the Istio-group fixture).
+fn crds(istio: bool) -> Result<String> {
+    let root = amime_e2e::paths::workspace_root();
+    let mut files = vec![root.join("manifests/crds/networking.amime.dev.yaml")];
     if istio {
-        docs.push(crd("networking.istio.io", "VirtualService", &["v1", "v1beta1", "v1alpha3"]));
-        docs.push(crd("networking.istio.io", "DestinationRule", &["v1", "v1beta1", "v1alpha3"]));
+        files.push(root.join("tests/fixtures/istio-networking-crds.yaml"));
     }
-    docs.join("---\n")
+    let mut out = String::new();
+    for file in files {
+        out.push_str(&std::fs::read_to_string(&file).with_context(|| format!("read {}", file.display()))?);
+        out.push_str("\n---\n");
+    }
+    Ok(out)
 }
 
 /// The example mesh for the API server: no pod status (the harness sets it), and the
@@ -62,38 +42,6 @@ fn mesh_yaml(block: IpBlock) -> Result<String> {
     let accounts = ["bookinfo-productpage", "bookinfo-reviews"]
         .map(|sa| format!("apiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: {sa}\n  namespace: bookinfo\n"));
     Ok(format!("{}\n---\n{}\n", accounts.join("---\n"), without_status.join("\n---\n")))
-}
-
-/// A pod's address: `10.244.<block>.<host>`, added to `lo` for the test. kube-apiserver refuses
-/// loopback (127.0.0.0/8) addresses in EndpointSlices, so the example's 127.0.N.x cannot be
-/// used where kube-controller-manager publishes endpoints.
-fn pod_ip(block: IpBlock, host: u8) -> Ipv4Addr {
-    Ipv4Addr::new(10, 244, block.0, host)
-}
-
-/// Addresses added to `lo` (as root) for one test; removed on drop.
-struct LocalAddrs(Vec<Ipv4Addr>);
-
-impl LocalAddrs {
-    fn add(ips: impl IntoIterator<Item = Ipv4Addr>) -> Result<LocalAddrs> {
-        let mut added = LocalAddrs(Vec::new());
-        for ip in ips {
-            let cidr = format!("{ip}/32");
-            let _ = std::process::Command::new("ip").args(["addr", "del", &cidr, "dev", "lo"]).output();
-            let out = std::process::Command::new("ip").args(["addr", "add", &cidr, "dev", "lo"]).output()?;
-            ensure!(out.status.success(), "ip addr add {cidr} dev lo: {}", String::from_utf8_lossy(&out.stderr));
-            added.0.push(ip);
-        }
-        Ok(added)
-    }
-}
-
-impl Drop for LocalAddrs {
-    fn drop(&mut self) {
-        for ip in &self.0 {
-            let _ = std::process::Command::new("ip").args(["addr", "del", &format!("{ip}/32"), "dev", "lo"]).output();
-        }
-    }
 }
 
 const PODS: [(&str, u8); 4] = [
@@ -128,26 +76,27 @@ async fn apply(cluster: &KubeCluster, yaml: &str) -> Result<Instant> {
 struct KubeBookinfo {
     bookinfo: Bookinfo,
     cluster: KubeCluster,
-    _addrs: LocalAddrs,
+    /// Pod addresses `10.244.<block>.x` (kube-apiserver refuses loopback ones in EndpointSlices).
+    pods: PodNetwork,
 }
 
 async fn start(ctx: &TestContext, block: IpBlock, istio_crds: bool, rules: &[&str]) -> Result<KubeBookinfo> {
-    let addrs = LocalAddrs::add(PODS.map(|(_, host)| pod_ip(block, host)))?;
+    let pods = PodNetwork::claim(block)?;
     let cluster = KubeCluster::start(ctx, block).await?;
-    apply(&cluster, &crds(istio_crds)).await?;
+    apply(&cluster, &crds(istio_crds)?).await?;
     kubectl_ok(&cluster, &["wait", "--for=condition=established", "--timeout=30s", "crd", "--all"]).await?;
     cluster.create_namespace("bookinfo").await?;
     apply(&cluster, &mesh_yaml(block)?).await?;
     for (pod, host) in PODS {
-        cluster.make_pod_ready("bookinfo", pod, pod_ip(block, host).into()).await?;
+        cluster.make_pod_ready("bookinfo", pod, pods.ip(host).into()).await?;
     }
     apply(&cluster, &rules.join("---\n")).await?;
-    let meshd =
-        Meshd::start_kube(ctx, cluster.kubeconfig(), block.ip(hosts::MESHD), &["--namespace", "default"]).await?;
+    let args = ["--namespace", "default", "--identity", "replica-1"];
+    let meshd = Meshd::start_kube(ctx, cluster.kubeconfig(), block.ip(hosts::MESHD), &args).await?;
     let mut reviews = Vec::new();
     for (host, version) in [(hosts::REVIEWS_V1, "v1"), (hosts::REVIEWS_V2, "v2"), (hosts::REVIEWS_V3, "v3")] {
         reviews.push(
-            Upstream::start((pod_ip(block, host), APP_PORT).into(), "reviews", version, &format!("reviews-{version}"))
+            Upstream::start((pods.ip(host), APP_PORT).into(), "reviews", version, &format!("reviews-{version}"))
                 .await?,
         );
     }
@@ -157,7 +106,7 @@ async fn start(ctx: &TestContext, block: IpBlock, istio_crds: bool, rules: &[&st
     let productpage = Sidecar::start(ctx, &spec, meshd.xds_addr()).await?;
     let bookinfo = Bookinfo { productpage, meshd, reviews, dir: MeshDir::new(ctx)?, block };
     bookinfo.await_answer(REVIEWS, Duration::from_secs(20)).await?;
-    Ok(KubeBookinfo { bookinfo, cluster, _addrs: addrs })
+    Ok(KubeBookinfo { bookinfo, cluster, pods })
 }
 
 /// Wait until `n` requests without the header reach exactly the versions `want` (each at
@@ -209,7 +158,7 @@ fn metric_of(text: &str, name: &str) -> f64 {
 async fn rules_from_the_api_server_route_envoy() {
     run_test("kube_rules_route_envoy", |ctx| async move {
         let vs = reviews_vs_jason_v2_else_split(50, 50);
-        let KubeBookinfo { bookinfo: b, cluster, _addrs } =
+        let KubeBookinfo { bookinfo: b, cluster, pods } =
             start(&ctx, IpBlock(181), false, &[REVIEWS_DESTINATION_RULE, &vs]).await?;
         // Header rule and weighted split, from objects read through the API server.
         let jason = b.productpage.tally(20, REVIEWS, JASON).await;
@@ -240,7 +189,7 @@ async fn rules_from_the_api_server_route_envoy() {
             .context("reviews-v2 in the mesh")?
             .to_owned();
         apply(&cluster, &pod).await?;
-        cluster.make_pod_ready("bookinfo", "reviews-v2", pod_ip(b.block, hosts::REVIEWS_V2).into()).await?;
+        cluster.make_pod_ready("bookinfo", "reviews-v2", pods.ip(hosts::REVIEWS_V2).into()).await?;
         await_versions(&b, &["v1", "v2", "v3"], Duration::from_secs(10)).await?;
 
         let metrics = b.meshd.metrics().await?;
@@ -254,7 +203,7 @@ async fn rules_from_the_api_server_route_envoy() {
     .await;
 }
 
-/// Invalid: a negative weight (the CRD schema here lets it through; meshd must not).
+/// Invalid: a negative weight (the CRD schema lets it through; meshd must not).
 const VS_NEGATIVE_WEIGHT: &str = r#"apiVersion: networking.amime.dev/v1
 kind: VirtualService
 metadata:
@@ -279,7 +228,7 @@ spec:
 async fn an_invalid_virtual_service_is_refused_in_its_status_and_the_rest_keeps_working() {
     run_test("kube_invalid_vs_status", |ctx| async move {
         let vs = reviews_vs_jason_v2_else_split(50, 50);
-        let KubeBookinfo { bookinfo: b, cluster, _addrs } =
+        let KubeBookinfo { bookinfo: b, cluster, pods: _pods } =
             start(&ctx, IpBlock(182), false, &[REVIEWS_DESTINATION_RULE, &vs]).await?;
         await_accepted(&cluster, "virtualservices.networking.amime.dev/reviews", "True", "Accepted", "").await?;
         apply(&cluster, VS_NEGATIVE_WEIGHT).await?;
@@ -307,9 +256,18 @@ async fn an_invalid_virtual_service_is_refused_in_its_status_and_the_rest_keeps_
         let since = apply(&cluster, REVIEWS_VS_ALL_V3).await?;
         b.await_all_to("v3", JASON, since, CONVERGENCE).await?;
         await_accepted(&cluster, "virtualservices.networking.amime.dev/reviews", "True", "Accepted", "").await?;
-        // A restart of meshd writes no status (every object already carries its verdict).
-        let writes = metric_of(&b.meshd.metrics().await?, "amime_kube_status_writes_total");
-        ensure!(writes >= 3.0, "status writes: {writes}");
+        let metrics = b.meshd.metrics().await?;
+        let writes = metric_of(&metrics, "amime_kube_status_writes_total");
+        ensure!(writes >= 3.0 && metric_of(&metrics, "amime_kube_leader") == 1.0, "status writes: {writes}");
+        // A second replica serves xDS, but only the Lease holder writes status: it writes
+        // nothing (and, had it the Lease, nothing either: every object carries its verdict).
+        let args = ["--namespace", "default", "--identity", "replica-2"];
+        let second = Meshd::start_kube(&ctx, cluster.kubeconfig(), b.block.ip(hosts::EXTRA_1), &args).await?;
+        let metrics = second.metrics().await?;
+        ensure!(metric_of(&metrics, "amime_kube_leader") == 0.0, "the second replica must not hold the Lease");
+        ensure!(metric_of(&metrics, "amime_kube_status_writes_total") == 0.0, "the second replica wrote status");
+        let proxies = metric_of(&metrics, "amime_ready");
+        ensure!(proxies == 1.0, "the second replica should be ready to serve xDS");
         b.check_no_nacks().await
     })
     .await;
@@ -320,7 +278,7 @@ async fn an_istio_group_virtual_service_routes_the_same() {
     run_test("kube_istio_group", |ctx| async move {
         let to_istio = |yaml: &str| yaml.replace("networking.amime.dev/v1", "networking.istio.io/v1");
         let (dr, vs) = (to_istio(REVIEWS_DESTINATION_RULE), to_istio(&reviews_vs_jason_v2_else_split(50, 50)));
-        let KubeBookinfo { bookinfo: b, cluster, _addrs } = start(&ctx, IpBlock(183), true, &[&dr, &vs]).await?;
+        let KubeBookinfo { bookinfo: b, cluster, pods: _pods } = start(&ctx, IpBlock(183), true, &[&dr, &vs]).await?;
         let jason = b.productpage.tally(20, REVIEWS, JASON).await;
         ensure!(jason.all("v2"), "end-user: jason should always reach v2; got {jason}");
         await_accepted(&cluster, "virtualservices.networking.istio.io/reviews", "True", "Accepted", "").await?;
@@ -338,6 +296,15 @@ async fn an_istio_group_virtual_service_routes_the_same() {
         // Gone from the amime group: the Istio one is back in force.
         kubectl_ok(&cluster, &["-n", "bookinfo", "delete", "virtualservices.networking.amime.dev", "reviews"]).await?;
         b.await_all_to("v2", JASON, Instant::now(), CONVERGENCE).await?;
+        // The Istio CRD deleted: its watch stops and its objects leave the mesh (no rule left:
+        // round robin over every endpoint, for jason too).
+        kubectl_ok(&cluster, &["delete", "crd", "virtualservices.networking.istio.io"]).await?;
+        await_condition("jason to reach every version once the rule is gone", Duration::from_secs(10), || async {
+            let tally = b.productpage.tally(60, REVIEWS, JASON).await;
+            ensure!(["v1", "v2", "v3"].iter().map(|v| tally.get(v)).all(|n| n > 0), "{tally}");
+            Ok(())
+        })
+        .await?;
         b.check_no_nacks().await
     })
     .await;
@@ -347,12 +314,21 @@ async fn an_istio_group_virtual_service_routes_the_same() {
 async fn an_api_server_outage_loses_no_request_and_the_relist_pushes_nothing() {
     run_test("kube_apiserver_outage", |ctx| async move {
         let vs = reviews_vs_jason_v2_else_split(50, 50);
-        let KubeBookinfo { bookinfo: b, mut cluster, _addrs } =
+        let KubeBookinfo { bookinfo: b, mut cluster, pods: _pods } =
             start(&ctx, IpBlock(184), false, &[REVIEWS_DESTINATION_RULE, &vs]).await?;
         await_accepted(&cluster, "virtualservices.networking.amime.dev/reviews", "True", "Accepted", "").await?;
         let before = b.meshd.metrics().await?;
         let translations = metric_of(&before, "amime_translations_total");
-        let relists = metric_of(&before, "amime_kube_relists_total{resource=\"Pod\"}");
+        const WATCHED: [&str; 5] = [
+            "Pod",
+            "Service",
+            "EndpointSlice.discovery.k8s.io",
+            "VirtualService.networking.amime.dev",
+            "DestinationRule.networking.amime.dev",
+        ];
+        let relists_of =
+            |m: &str| WATCHED.map(|r| metric_of(m, &format!("amime_kube_relists_total{{resource=\"{r}\"}}")));
+        let relists = relists_of(&before);
 
         cluster.stop_apiserver().await?;
         let down = Instant::now();
@@ -367,10 +343,9 @@ async fn an_api_server_outage_loses_no_request_and_the_relist_pushes_nothing() {
         cluster.start_apiserver().await?;
         let up = Instant::now();
         // The restarted kube-apiserver has a fresh watch cache: resuming is 410, so meshd relists.
-        await_condition("meshd to relist Pods", Duration::from_secs(30), || async {
-            let m = b.meshd.metrics().await?;
-            let now = metric_of(&m, "amime_kube_relists_total{resource=\"Pod\"}");
-            ensure!(now > relists, "Pod relists {now}");
+        await_condition("meshd to relist every watched resource", Duration::from_secs(30), || async {
+            let now = relists_of(&b.meshd.metrics().await?);
+            ensure!(now.iter().zip(&relists).all(|(n, r)| n > r), "relists of {WATCHED:?}: {now:?}");
             Ok(())
         })
         .await?;
@@ -384,6 +359,50 @@ async fn an_api_server_outage_loses_no_request_and_the_relist_pushes_nothing() {
         if took > CONVERGENCE {
             bail!("change after the outage took {took:?}");
         }
+        b.check_no_nacks().await
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_pod_changes_is_translated_a_few_times_not_once_per_event() {
+    run_test("kube_pod_burst", |ctx| async move {
+        let vs = reviews_vs_jason_v2_else_split(50, 50);
+        let KubeBookinfo { bookinfo: b, cluster, pods: _pods } =
+            start(&ctx, IpBlock(185), false, &[REVIEWS_DESTINATION_RULE, &vs]).await?;
+        let pod_events = "amime_kube_watch_events_total{resource=\"Pod\"}";
+        let before = b.meshd.metrics().await?;
+        let (translations, events) = (metric_of(&before, "amime_translations_total"), metric_of(&before, pod_events));
+        const N: usize = 300;
+        let items: Vec<serde_json::Value> = (0..N)
+            .map(|i| {
+                serde_json::json!({"apiVersion": "v1", "kind": "Pod",
+                    "metadata": {"name": format!("burst-{i}"), "namespace": "bookinfo", "labels": {"app": "burst"}},
+                    "spec": {"containers": [{"name": "c", "image": "example/burst"}]}})
+            })
+            .collect();
+        let list = serde_json::json!({"apiVersion": "v1", "kind": "List", "items": items}).to_string();
+        let started = Instant::now();
+        apply(&cluster, &list).await?;
+        println!("{N} pods created in {:?}", started.elapsed());
+        await_condition(&format!("meshd to see {N} more Pod events"), Duration::from_secs(20), || async {
+            let seen = metric_of(&b.meshd.metrics().await?, pod_events) - events;
+            ensure!(seen >= N as f64, "{seen} Pod events");
+            Ok(())
+        })
+        .await?;
+        // Let the last debounce window close, then count.
+        await_condition("the push loop to settle", Duration::from_secs(5), || async {
+            let m = b.meshd.metrics().await?;
+            let last = metric_of(&m, "amime_last_publish_timestamp_seconds");
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs_f64();
+            ensure!(now - last > 1.5, "published {:.1}s ago", now - last);
+            Ok(())
+        })
+        .await?;
+        let after = metric_of(&b.meshd.metrics().await?, "amime_translations_total") - translations;
+        println!("{N} pod events → {after} translations");
+        ensure!(after <= 8.0, "{N} pod events caused {after} translations: the burst was not coalesced");
         b.check_no_nacks().await
     })
     .await;

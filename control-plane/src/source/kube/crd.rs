@@ -179,7 +179,8 @@ mod tests {
 
     #[test]
     fn the_preferred_served_version_is_watched() {
-        let cases: [(&[(&str, bool)], Option<&str>); 5] = [
+        type Case = (&'static [(&'static str, bool)], Option<&'static str>);
+        let cases: [Case; 5] = [
             (&[("v1alpha3", true), ("v1beta1", true), ("v1", true)], Some("v1")),
             (&[("v1alpha3", true), ("v1beta1", true), ("v1", false)], Some("v1beta1")),
             (&[("v1alpha3", true)], Some("v1alpha3")),

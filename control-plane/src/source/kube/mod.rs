@@ -309,3 +309,30 @@ pub async fn run(client: Client, state: Arc<MeshState>, shared: Arc<Shared>) {
         source.publish(out, &mut reported);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn startup_errors_say_what_was_tried() {
+        let dir = std::env::temp_dir().join(format!("amime-kube-connect-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let missing = dir.join("missing");
+        let err = connect(Some(&missing)).await.map(drop).unwrap_err().to_string();
+        assert!(err.starts_with(&format!("--kubeconfig {}: ", missing.display())), "{err}");
+        // A cluster nobody serves: the URL and the kubeconfig are named.
+        let config = dir.join("config");
+        std::fs::write(
+            &config,
+            "apiVersion: v1\nkind: Config\nclusters: [{name: c, cluster: {server: \"https://127.0.0.1:1\"}}]\n\
+             users: [{name: u, user: {token: t}}]\ncontexts: [{name: c, context: {cluster: c, user: u}}]\n\
+             current-context: c\n",
+        )
+        .unwrap();
+        let err = connect(Some(&config)).await.map(drop).unwrap_err().to_string();
+        assert!(err.starts_with("cannot reach the Kubernetes API at https://127.0.0.1:1/"), "{err}");
+        assert!(err.contains(&format!("--kubeconfig {}", config.display())), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

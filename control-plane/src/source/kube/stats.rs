@@ -14,6 +14,9 @@ pub struct WatchCounters {
     pub relists: u64,
 }
 
+/// Name, help and value of one counter family.
+type Family = (&'static str, &'static str, fn(&WatchCounters) -> u64);
+
 #[derive(Debug, Default)]
 pub struct KubeStats {
     watches: Mutex<BTreeMap<String, WatchCounters>>,
@@ -38,7 +41,7 @@ impl KubeStats {
     /// Appends the Prometheus text of these counters to `out`.
     pub fn render(&self, out: &mut String) {
         let watches = crate::sync::lock(&self.watches).clone();
-        let families: [(&str, &str, fn(&WatchCounters) -> u64); 3] = [
+        let families: [Family; 3] = [
             ("amime_kube_watch_events_total", "Watch events received, by resource.", |c| c.events),
             ("amime_kube_watch_errors_total", "Watch errors (retried with backoff), by resource.", |c| c.errors),
             ("amime_kube_relists_total", "Relists after the initial list, by resource.", |c| c.relists),

@@ -27,7 +27,9 @@ pub const ACCEPTED: &str = "Accepted";
 /// Longest condition message written (the rest is cut, saying so).
 const MAX_MESSAGE: usize = 1024;
 
-/// A status condition as Kubernetes writes them (`metav1.Condition`).
+/// A status condition as read from an object (`metav1.Condition`; Istio's objects may carry
+/// `observedGeneration` as a string, so reading is lenient). Written as
+/// [`crate::crd::status::Condition`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Condition {
@@ -167,14 +169,22 @@ pub fn carries(tracked: &Tracked, wanted: &Condition) -> bool {
     tracked.accepted.as_ref().is_some_and(same) && tracked.observed_generation == wanted.observed_generation
 }
 
-/// The merge patch for `/status` setting `condition`.
+/// The merge patch for `/status` setting `condition`, in the shape of the CRDs' status
+/// ([`crate::crd::status::MeshStatus`]).
 pub fn patch_body(condition: &Condition) -> Value {
-    serde_json::json!({
-        "status": {
-            "conditions": [condition],
-            "observedGeneration": condition.observed_generation,
-        }
-    })
+    use crate::crd::status as crd;
+    let status = crd::MeshStatus {
+        conditions: vec![crd::Condition {
+            type_: condition.type_.clone(),
+            status: condition.status.clone(),
+            reason: condition.reason.clone(),
+            message: condition.message.clone(),
+            observed_generation: condition.observed_generation,
+            last_transition_time: condition.last_transition_time.clone().unwrap_or_default(),
+        }],
+        observed_generation: condition.observed_generation,
+    };
+    serde_json::json!({ "status": status })
 }
 
 /// One status write to make.

@@ -16,7 +16,8 @@ fn verdicts() {
     let err2 = d(Severity::Error, "spec.hosts", "required");
     let warn = d(Severity::Warning, "spec.http[0].retries", "not implemented yet; ignored");
     let refused = d(Severity::Error, "spec.http[0].match[0].uri.regex", "Envoy refuses this regex");
-    let cases: Vec<(Vec<Diagnostic>, Vec<&Diagnostic>, Option<Group>, (bool, &str, &str))> = vec![
+    type Case<'a> = (Vec<Diagnostic>, Vec<&'a Diagnostic>, Option<Group>, (bool, &'a str, &'a str));
+    let cases: Vec<Case> = vec![
         (vec![], vec![], None, (true, "Accepted", "accepted")),
         (
             vec![warn.clone()],

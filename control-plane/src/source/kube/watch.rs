@@ -77,7 +77,7 @@ pub async fn run(client: Client, spec: WatchSpec, origin: Origin, tx: mpsc::Send
     }
 }
 
-/// Retry delays after watch errors: 0.5 s doubling to at most 8 s (kube's default goes to
+/// Retry delays after watch errors: 0.5 s doubling to at most 4 s (kube's default goes to
 /// 30 s; after an API-server outage meshd should be back within seconds), ±20 % jitter so
 /// replicas spread out; back to the start after any success.
 #[derive(Clone, Debug)]
@@ -86,7 +86,7 @@ pub struct WatchBackoff {
 }
 
 const BACKOFF_MIN: Duration = Duration::from_millis(500);
-const BACKOFF_MAX: Duration = Duration::from_secs(8);
+const BACKOFF_MAX: Duration = Duration::from_secs(4);
 
 impl Default for WatchBackoff {
     fn default() -> Self {

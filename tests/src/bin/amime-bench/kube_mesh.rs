@@ -51,30 +51,10 @@ fn resource(kind: &str, plural: &str) -> ApiResource {
     }
 }
 
-/// A minimal structural CRD (spec and status kept as given) with the status subresource:
-/// used unless the workspace has the generated ones (`manifests/crds/networking.amime.dev.yaml`).
-fn minimal_crd(kind: &str) -> String {
-    let plural = format!("{}s", kind.to_lowercase());
-    format!(
-        "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata:\n  name: {plural}.networking.amime.dev\n\
-         spec:\n  group: networking.amime.dev\n  scope: Namespaced\n  names: {{kind: {kind}, plural: {plural}, singular: {}, \
-         listKind: {kind}List}}\n  versions:\n  - name: v1\n    served: true\n    storage: true\n    subresources: {{status: {{}}}}\n    \
-         schema:\n      openAPIV3Schema:\n        type: object\n        properties:\n          spec: {{type: object, \
-         x-kubernetes-preserve-unknown-fields: true}}\n          status: {{type: object, \
-         x-kubernetes-preserve-unknown-fields: true}}\n",
-        kind.to_lowercase()
-    )
-}
-
-/// The CRDs to install and where they come from.
-fn crds() -> (String, &'static str) {
-    let generated = amime_e2e::paths::workspace_root().join("manifests/crds/networking.amime.dev.yaml");
-    match std::fs::read_to_string(&generated) {
-        Ok(text) => (text, "manifests/crds/networking.amime.dev.yaml"),
-        Err(_) => {
-            (format!("{}---\n{}", minimal_crd("VirtualService"), minimal_crd("DestinationRule")), "minimal stand-ins")
-        }
-    }
+/// The generated CRDs of our kinds.
+fn crds() -> Result<String> {
+    let path = amime_e2e::paths::workspace_root().join("manifests/crds/networking.amime.dev.yaml");
+    std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))
 }
 
 impl KubeMesh {
@@ -98,12 +78,11 @@ impl KubeMesh {
             concurrency: args.create_concurrency.max(1),
             _ctx: ctx,
         };
-        let (crds, from) = crds();
-        let out = km.cluster.apply(&crds).await?;
+        let out = km.cluster.apply(&crds()?).await?;
         ensure!(out.status.success(), "kubectl apply of the CRDs: {}", String::from_utf8_lossy(&out.stderr));
         let out = km.cluster.kubectl(&["wait", "--for=condition=established", "--timeout=60s", "crd", "--all"]).await?;
         ensure!(out.status.success(), "waiting for the CRDs: {}", String::from_utf8_lossy(&out.stderr));
-        progress(format!("CRDs installed ({from})"));
+        progress("CRDs installed (manifests/crds/networking.amime.dev.yaml)");
         for ns in km.mesh.namespaces.iter().map(String::as_str).chain([MESHD_NAMESPACE]) {
             km.cluster.create_namespace(ns).await?;
         }

@@ -150,9 +150,15 @@ async fn translations_since(meshd: &Meshd, before: f64) -> f64 {
     }
 }
 
-async fn bench_kube(args: &Args, mode: Mode, km: &KubeMesh, bin: &Path, work: &Path) -> Result<KubeRun> {
-    let timeout = Duration::from_secs(args.timeout);
-    let m0 = scrape(km).await?;
+/// Starts meshd on the cluster; returns it with its start -> `/readyz` 200 and start -> first
+/// publish times.
+async fn start_meshd(
+    km: &KubeMesh,
+    mode: Mode,
+    bin: &Path,
+    work: &Path,
+    timeout: Duration,
+) -> Result<(Meshd, f64, f64)> {
     let source = ["--kubeconfig".as_ref(), km.cluster.kubeconfig().as_os_str()];
     // One identity for every run: a later meshd takes over its predecessor's Lease at once.
     let extra = ["--namespace", MESHD_NAMESPACE, "--identity", "amime-bench"];
@@ -167,7 +173,13 @@ async fn bench_kube(args: &Args, mode: Mode, km: &KubeMesh, bin: &Path, work: &P
     let to_ready = ready_at.duration_since(meshd.started).as_secs_f64();
     let published = until_metric(&mut meshd, "amime_last_publish_timestamp_seconds", timeout, |v| v > 0.0).await?;
     let started_unix = meshd.started_wall.duration_since(std::time::UNIX_EPOCH)?.as_secs_f64();
-    let to_publish = published - started_unix;
+    Ok((meshd, to_ready, published - started_unix))
+}
+
+async fn bench_kube(args: &Args, mode: Mode, km: &KubeMesh, bin: &Path, work: &Path) -> Result<KubeRun> {
+    let timeout = Duration::from_secs(args.timeout);
+    let m0 = scrape(km).await?;
+    let (mut meshd, to_ready, to_publish) = start_meshd(km, mode, bin, work, timeout).await?;
     let rss_ready = meshd.rss()?;
     progress(format!(
         "[{}] meshd ready {to_ready:.2} s, first publish {to_publish:.2} s after start; RSS {:.1} MB; connecting {} proxies",

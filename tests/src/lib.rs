@@ -25,6 +25,7 @@ pub mod meshd;
 pub mod netns;
 pub mod paths;
 pub mod process;
+pub mod rbac;
 pub mod rules;
 pub mod sidecar;
 pub mod upstream;

@@ -1,0 +1,256 @@
+//! The install manifests (`manifests/install/`) against a real kube-apiserver: they pass the
+//! server's validation and admission (`kubectl apply --dry-run=server`) and apply; meshd's
+//! ServiceAccount may do exactly what meshd needs and nothing more (the API server's own RBAC
+//! authorizer answers a table of allowed and denied requests); and meshd, running with that
+//! ServiceAccount's token, syncs, serves config and writes status without one `forbidden`.
+//!
+//! Without a cluster: the ClusterRole grants exactly what meshd's Kubernetes source reads and
+//! writes, and the Deployment keeps the hardening the issue asks for.
+//!
+//! Every test owns one loopback block (`127.0.N.x`, blocks 191..=199 belong to this file).
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+
+use amime_e2e::kube::KubeCluster;
+use amime_e2e::rbac::{self, Access, MESHD_NAMESPACE, MESHD_SERVICE_ACCOUNT, STATUS_LEASE};
+use amime_e2e::{paths, run_test, IpBlock};
+use anyhow::{ensure, Context as _, Result};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::authorization::v1::{ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec};
+use k8s_openapi::api::core::v1::{Probe, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::api::{Api, PostParams};
+
+const READ: &[&str] = &["get", "list", "watch"];
+const WRITE_STATUS: &[&str] = &["get", "patch", "update"];
+const RULE_GROUPS: &[&str] = &["networking.amime.dev", "networking.istio.io"];
+const RULE_KINDS: &[&str] = &["virtualservices", "destinationrules", "gateways", "serviceentries"];
+
+/// What meshd's Kubernetes source does cluster-wide: it watches the workloads and the
+/// routing rules (reflectors: list + watch; get for single reads), discovers which rule CRDs
+/// are installed, and writes the `Accepted` condition through the status subresource.
+fn meshd_needs() -> BTreeSet<(String, String, String)> {
+    let mut needs = BTreeSet::new();
+    let mut add = |group: &str, resource: &str, verbs: &[&str]| {
+        for verb in verbs {
+            needs.insert((group.to_string(), resource.to_string(), verb.to_string()));
+        }
+    };
+    for resource in ["namespaces", "services", "pods"] {
+        add("", resource, READ);
+    }
+    add("discovery.k8s.io", "endpointslices", READ);
+    add("apiextensions.k8s.io", "customresourcedefinitions", READ);
+    for group in RULE_GROUPS {
+        for kind in RULE_KINDS {
+            add(group, kind, READ);
+            add(group, &format!("{kind}/status"), WRITE_STATUS);
+        }
+    }
+    needs
+}
+
+/// Requests meshd's ServiceAccount must be allowed (`true`) or denied (`false`).
+fn access_table() -> Vec<(Access, bool)> {
+    let vs = Access::new("get", "networking.amime.dev", "virtualservices");
+    let istio_dr = Access::new("get", "networking.istio.io", "destinationrules");
+    let lease = Access::new("get", "coordination.k8s.io", "leases").namespace(MESHD_NAMESPACE);
+    let pods = Access::new("get", "", "pods");
+    vec![
+        // What it reads, cluster-wide and in one namespace.
+        (Access { verb: "list", ..pods }, true),
+        (Access { verb: "watch", ..pods }, true),
+        (pods.namespace("bookinfo").name("reviews-v1"), true),
+        (Access::new("watch", "", "services"), true),
+        (Access::new("list", "", "namespaces"), true),
+        (Access::new("watch", "discovery.k8s.io", "endpointslices"), true),
+        (Access::new("watch", "apiextensions.k8s.io", "customresourcedefinitions"), true),
+        (Access { verb: "watch", ..vs }, true),
+        (Access { verb: "list", ..istio_dr }, true),
+        (Access::new("watch", "networking.istio.io", "serviceentries"), true),
+        // Status of the rules, and only status.
+        (Access { verb: "patch", ..vs }.status().namespace("bookinfo").name("reviews"), true),
+        (Access { verb: "update", ..istio_dr }.status().namespace("bookinfo").name("reviews"), true),
+        (Access { verb: "update", ..vs }.namespace("bookinfo").name("reviews"), false),
+        (Access { verb: "patch", ..vs }.namespace("bookinfo").name("reviews"), false),
+        (Access { verb: "create", ..vs }.namespace("bookinfo"), false),
+        (Access { verb: "delete", ..istio_dr }.namespace("bookinfo").name("reviews"), false),
+        // Its own Lease in its own namespace.
+        (Access { verb: "create", ..lease }, true),
+        (lease.name(STATUS_LEASE), true),
+        (Access { verb: "update", ..lease }.name(STATUS_LEASE), true),
+        (Access { verb: "update", ..lease }.name("kube-controller-manager"), false),
+        (Access { verb: "delete", ..lease }.name(STATUS_LEASE), false),
+        (Access { verb: "list", ..lease }, false),
+        (Access { verb: "create", ..lease }.namespace("default"), false),
+        (Access { verb: "update", ..lease }.namespace("kube-system").name(STATUS_LEASE), false),
+        // Nothing else.
+        (Access::new("get", "", "secrets").namespace(MESHD_NAMESPACE), false),
+        (Access::new("list", "", "secrets"), false),
+        (Access::new("get", "", "configmaps").namespace("bookinfo"), false),
+        (Access { verb: "delete", ..pods }.namespace("bookinfo").name("reviews-v1"), false),
+        (Access { verb: "create", ..pods }.namespace("bookinfo"), false),
+        (Access { verb: "patch", ..pods }.status().namespace("bookinfo").name("reviews-v1"), false),
+        (Access::new("update", "", "services").namespace("bookinfo").name("reviews"), false),
+        (Access::new("create", "", "serviceaccounts").subresource("token").namespace(MESHD_NAMESPACE), false),
+        (Access::new("patch", "apiextensions.k8s.io", "customresourcedefinitions"), false),
+        (Access::new("create", "security.amime.dev", "authorizationpolicies").namespace("bookinfo"), false),
+        (Access::new("impersonate", "", "users"), false),
+        (Access::new("create", "rbac.authorization.k8s.io", "clusterrolebindings"), false),
+    ]
+}
+
+#[test]
+fn cluster_role_grants_exactly_what_meshd_uses() {
+    let role = rbac::meshd_cluster_role().unwrap();
+    let rules = role.rules.unwrap_or_default();
+    let mut granted = BTreeSet::new();
+    for (group, resource, verb, names) in rbac::grants(&rules) {
+        assert!(
+            names.is_empty(),
+            "20-clusterrole.yaml: {resource} is limited by name; the ClusterRole never needs that"
+        );
+        for part in [&group, &resource, &verb] {
+            assert!(!part.contains('*'), "20-clusterrole.yaml: wildcard {part:?} in a rule for {resource}");
+        }
+        granted.insert((group, resource, verb));
+    }
+    let needs = meshd_needs();
+    let missing: Vec<_> = needs.difference(&granted).collect();
+    let extra: Vec<_> = granted.difference(&needs).collect();
+    assert!(missing.is_empty(), "20-clusterrole.yaml lacks (group, resource, verb) meshd uses: {missing:?}");
+    assert!(extra.is_empty(), "20-clusterrole.yaml grants (group, resource, verb) meshd does not use: {extra:?}");
+}
+
+#[test]
+fn manifests_answer_the_access_table() {
+    let cluster_role = rbac::meshd_cluster_role().unwrap();
+    let lease_role = rbac::meshd_lease_role().unwrap();
+    for (access, want) in access_table() {
+        let got = rbac::meshd_allows(&cluster_role, &lease_role, &access);
+        assert_eq!(got, want, "manifests/install/ {} {access}", if got { "allows" } else { "denies" });
+    }
+}
+
+fn load<T: serde::de::DeserializeOwned>(name: &str) -> T {
+    let path = rbac::install_dir().join(name);
+    serde_yaml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+#[test]
+fn deployment_is_hardened_and_probed_on_monitoring() {
+    let deployment: Deployment = load("40-deployment.yaml");
+    let spec = deployment.spec;
+    assert_eq!(spec.replicas, Some(2));
+    let pod = spec.template.spec.unwrap();
+    assert_eq!(pod.service_account_name.as_deref(), Some(MESHD_SERVICE_ACCOUNT));
+    let pod_security = pod.security_context.unwrap();
+    assert_eq!(pod_security.run_as_non_root, Some(true));
+    assert_eq!(pod_security.seccomp_profile.unwrap().type_, "RuntimeDefault");
+    assert!(pod.affinity.unwrap().pod_anti_affinity.is_some(), "replicas are spread");
+    let [meshd] = pod.containers.as_slice() else { panic!("one container") };
+    let security = meshd.security_context.clone().unwrap();
+    assert_eq!(security.allow_privilege_escalation, Some(false));
+    assert_eq!(security.read_only_root_filesystem, Some(true));
+    assert_eq!(security.capabilities.unwrap().drop, Some(vec!["ALL".to_string()]));
+    // (path, container port) of an HTTP probe that names its port.
+    let probe_path = |probe: Option<&Probe>| {
+        let get = probe.and_then(|p| p.http_get.clone()).expect("an HTTP probe");
+        let IntOrString::String(port) = get.port else { panic!("probes name their port") };
+        let port = meshd.ports.iter().flatten().find(|p| p.name.as_ref() == Some(&port)).map(|p| p.container_port);
+        (get.path.unwrap_or_default(), port)
+    };
+    assert_eq!(probe_path(meshd.liveness_probe.as_ref()), ("/healthz".into(), Some(15014)));
+    assert_eq!(probe_path(meshd.readiness_probe.as_ref()), ("/readyz".into(), Some(15014)));
+    let env: BTreeSet<_> =
+        meshd.env.iter().flatten().filter(|e| e.value_from.is_some()).map(|e| e.name.as_str()).collect();
+    assert_eq!(env, BTreeSet::from(["POD_NAME", "POD_NAMESPACE"]));
+    let resources = meshd.resources.clone().unwrap();
+    assert!(resources.requests.is_some_and(|r| r.contains_key("cpu") && r.contains_key("memory")));
+    assert!(resources.limits.is_some_and(|l| l.contains_key("memory")));
+
+    let pdb: PodDisruptionBudget = load("41-poddisruptionbudget.yaml");
+    assert_eq!(pdb.spec.unwrap().min_available, Some(IntOrString::Int(1)));
+    let service: Service = load("50-service.yaml");
+    let ports: Vec<_> =
+        service.spec.unwrap().ports.unwrap().into_iter().map(|p| (p.name.unwrap_or_default(), p.port)).collect();
+    let want = [("grpc-xds", 15010), ("grpc-xds-tls", 15012), ("http-monitoring", 15014), ("https-webhook", 15017)];
+    assert_eq!(ports, want.map(|(n, p)| (n.to_string(), p)));
+}
+
+fn manifests(dir: &str) -> PathBuf {
+    paths::workspace_root().join("manifests").join(dir)
+}
+
+/// The API server's verdict on `access` for meshd's ServiceAccount, with the groups its token
+/// carries.
+async fn api_server_allows(client: &kube::Client, access: &Access) -> Result<bool> {
+    let user = format!("system:serviceaccount:{MESHD_NAMESPACE}:{MESHD_SERVICE_ACCOUNT}");
+    let groups =
+        ["system:serviceaccounts", &format!("system:serviceaccounts:{MESHD_NAMESPACE}"), "system:authenticated"];
+    let review = SubjectAccessReview {
+        spec: SubjectAccessReviewSpec {
+            user: Some(user),
+            groups: Some(groups.iter().map(|g| g.to_string()).collect()),
+            resource_attributes: Some(ResourceAttributes {
+                verb: Some(access.verb.into()),
+                group: Some(access.group.into()),
+                resource: Some(access.resource.into()),
+                subresource: Some(access.subresource.into()),
+                namespace: access.namespace.map(Into::into),
+                name: access.name.map(Into::into),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let reviews: Api<SubjectAccessReview> = Api::all(client.clone());
+    let answer = reviews.create(&PostParams::default(), &review).await.with_context(|| format!("review {access}"))?;
+    Ok(answer.status.is_some_and(|s| s.allowed))
+}
+
+/// `kubectl apply --dry-run=server` accepts the CRDs and every install manifest (once the
+/// namespace exists: a dry run creates nothing, so the namespaced objects need it first), the
+/// real apply of both directories works on a fresh cluster in one command, and the API
+/// server's RBAC authorizer answers the access table as the manifests say.
+#[tokio::test(flavor = "multi_thread")]
+async fn install_manifests_apply_and_grant_exactly_the_table() {
+    run_test("install_manifests_apply_and_grant_exactly_the_table", |ctx| async move {
+        let cluster = KubeCluster::start(&ctx, IpBlock(191)).await?;
+        let (crds, install) = (manifests("crds"), manifests("install"));
+        let (crds, install) = (crds.to_str().unwrap(), install.to_str().unwrap());
+        let namespace = rbac::install_dir().join("00-namespace.yaml");
+        cluster.kubectl(&["apply", "-f", namespace.to_str().unwrap()]).await?;
+        let dry_run = cluster.kubectl(&["apply", "--dry-run=server", "-f", crds, "-f", install]).await?;
+        let dry_run = String::from_utf8_lossy(&dry_run.stdout);
+        for object in [
+            "serviceaccount/meshd",
+            "clusterrole.rbac.authorization.k8s.io/amime-meshd",
+            "role.rbac.authorization.k8s.io/amime-meshd-leader-election",
+            "deployment.apps/meshd",
+            "poddisruptionbudget.policy/meshd",
+            "service/meshd",
+            "customresourcedefinition.apiextensions.k8s.io/virtualservices.networking.amime.dev",
+        ] {
+            ensure!(
+                dry_run.lines().any(|l| l.starts_with(object) && l.ends_with("(server dry run)")),
+                "the server dry run does not list {object}:\n{dry_run}"
+            );
+        }
+        cluster.kubectl(&["apply", "-f", crds, "-f", install]).await?;
+
+        let client = cluster.client();
+        let mut wrong = Vec::new();
+        for (access, want) in access_table() {
+            if api_server_allows(&client, &access).await? != want {
+                wrong.push(format!("{access}: want {}", if want { "allowed" } else { "denied" }));
+            }
+        }
+        ensure!(wrong.is_empty(), "the API server disagrees with the access table:\n{}", wrong.join("\n"));
+        Ok(())
+    })
+    .await;
+}

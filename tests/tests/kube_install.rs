@@ -23,30 +23,35 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::{Api, PostParams};
 
-const READ: &[&str] = &["get", "list", "watch"];
-const WRITE_STATUS: &[&str] = &["get", "patch", "update"];
+const WATCH: &[&str] = &["list", "watch"];
 const RULE_GROUPS: &[&str] = &["networking.amime.dev", "networking.istio.io"];
 const RULE_KINDS: &[&str] = &["virtualservices", "destinationrules", "gateways", "serviceentries"];
 
-/// What meshd's Kubernetes source does cluster-wide: it watches the workloads and the
-/// routing rules (reflectors: list + watch; get for single reads), discovers which rule CRDs
-/// are installed, and writes the `Accepted` condition through the status subresource.
-fn meshd_needs() -> BTreeSet<(String, String, String)> {
+/// A (group, resource, verb, resource names) meshd's ClusterRole grants.
+type Grant = (String, String, String, Vec<String>);
+
+/// What meshd's Kubernetes source (control-plane/src/source/kube/) does cluster-wide: its
+/// watchers list and watch the workloads and the routing rules, watch each rule CRD by name
+/// (a `metadata.name` field selector, so RBAC can limit them by name) to learn whether it is
+/// installed, and write the `Accepted` condition as a merge patch of the status subresource.
+fn meshd_needs() -> BTreeSet<Grant> {
     let mut needs = BTreeSet::new();
-    let mut add = |group: &str, resource: &str, verbs: &[&str]| {
+    let mut add = |group: &str, resource: &str, verbs: &[&str], names: &[String]| {
         for verb in verbs {
-            needs.insert((group.to_string(), resource.to_string(), verb.to_string()));
+            needs.insert((group.to_string(), resource.to_string(), verb.to_string(), names.to_vec()));
         }
     };
     for resource in ["namespaces", "services", "pods"] {
-        add("", resource, READ);
+        add("", resource, WATCH, &[]);
     }
-    add("discovery.k8s.io", "endpointslices", READ);
-    add("apiextensions.k8s.io", "customresourcedefinitions", READ);
+    add("discovery.k8s.io", "endpointslices", WATCH, &[]);
+    let crds: Vec<String> =
+        RULE_GROUPS.iter().flat_map(|g| RULE_KINDS.iter().map(move |k| format!("{k}.{g}"))).collect();
+    add("apiextensions.k8s.io", "customresourcedefinitions", WATCH, &crds);
     for group in RULE_GROUPS {
         for kind in RULE_KINDS {
-            add(group, kind, READ);
-            add(group, &format!("{kind}/status"), WRITE_STATUS);
+            add(group, kind, WATCH, &[]);
+            add(group, &format!("{kind}/status"), &["patch"], &[]);
         }
     }
     needs
@@ -58,21 +63,27 @@ fn access_table() -> Vec<(Access, bool)> {
     let istio_dr = Access::new("get", "networking.istio.io", "destinationrules");
     let lease = Access::new("get", "coordination.k8s.io", "leases").namespace(MESHD_NAMESPACE);
     let pods = Access::new("get", "", "pods");
+    let crds = Access::new("watch", "apiextensions.k8s.io", "customresourcedefinitions");
     vec![
-        // What it reads, cluster-wide and in one namespace.
+        // What it watches, cluster-wide and in one namespace.
         (Access { verb: "list", ..pods }, true),
         (Access { verb: "watch", ..pods }, true),
-        (pods.namespace("bookinfo").name("reviews-v1"), true),
+        (Access { verb: "list", ..pods }.namespace("bookinfo"), true),
         (Access::new("watch", "", "services"), true),
         (Access::new("list", "", "namespaces"), true),
         (Access::new("watch", "discovery.k8s.io", "endpointslices"), true),
-        (Access::new("watch", "apiextensions.k8s.io", "customresourcedefinitions"), true),
         (Access { verb: "watch", ..vs }, true),
         (Access { verb: "list", ..istio_dr }, true),
         (Access::new("watch", "networking.istio.io", "serviceentries"), true),
+        // Only the rule CRDs, by name.
+        (crds.name("virtualservices.networking.amime.dev"), true),
+        (Access { verb: "list", ..crds }.name("serviceentries.networking.istio.io"), true),
+        (crds, false),
+        (crds.name("certificates.cert-manager.io"), false),
+        (Access { verb: "patch", ..crds }.name("virtualservices.networking.amime.dev"), false),
         // Status of the rules, and only status.
         (Access { verb: "patch", ..vs }.status().namespace("bookinfo").name("reviews"), true),
-        (Access { verb: "update", ..istio_dr }.status().namespace("bookinfo").name("reviews"), true),
+        (Access { verb: "patch", ..istio_dr }.status().namespace("bookinfo").name("reviews"), true),
         (Access { verb: "update", ..vs }.namespace("bookinfo").name("reviews"), false),
         (Access { verb: "patch", ..vs }.namespace("bookinfo").name("reviews"), false),
         (Access { verb: "create", ..vs }.namespace("bookinfo"), false),
@@ -82,20 +93,21 @@ fn access_table() -> Vec<(Access, bool)> {
         (lease.name(STATUS_LEASE), true),
         (Access { verb: "update", ..lease }.name(STATUS_LEASE), true),
         (Access { verb: "update", ..lease }.name("kube-controller-manager"), false),
+        (lease.name("other"), false),
         (Access { verb: "delete", ..lease }.name(STATUS_LEASE), false),
         (Access { verb: "list", ..lease }, false),
         (Access { verb: "create", ..lease }.namespace("default"), false),
         (Access { verb: "update", ..lease }.namespace("kube-system").name(STATUS_LEASE), false),
-        // Nothing else.
+        // Nothing else: no secrets, no writes to workloads, no way to more rights.
         (Access::new("get", "", "secrets").namespace(MESHD_NAMESPACE), false),
         (Access::new("list", "", "secrets"), false),
         (Access::new("get", "", "configmaps").namespace("bookinfo"), false),
+        (pods.namespace("bookinfo").name("reviews-v1"), false),
         (Access { verb: "delete", ..pods }.namespace("bookinfo").name("reviews-v1"), false),
         (Access { verb: "create", ..pods }.namespace("bookinfo"), false),
         (Access { verb: "patch", ..pods }.status().namespace("bookinfo").name("reviews-v1"), false),
         (Access::new("update", "", "services").namespace("bookinfo").name("reviews"), false),
         (Access::new("create", "", "serviceaccounts").subresource("token").namespace(MESHD_NAMESPACE), false),
-        (Access::new("patch", "apiextensions.k8s.io", "customresourcedefinitions"), false),
         (Access::new("create", "security.amime.dev", "authorizationpolicies").namespace("bookinfo"), false),
         (Access::new("impersonate", "", "users"), false),
         (Access::new("create", "rbac.authorization.k8s.io", "clusterrolebindings"), false),
@@ -105,23 +117,25 @@ fn access_table() -> Vec<(Access, bool)> {
 #[test]
 fn cluster_role_grants_exactly_what_meshd_uses() {
     let role = rbac::meshd_cluster_role().unwrap();
-    let rules = role.rules.unwrap_or_default();
     let mut granted = BTreeSet::new();
-    for (group, resource, verb, names) in rbac::grants(&rules) {
-        assert!(
-            names.is_empty(),
-            "20-clusterrole.yaml: {resource} is limited by name; the ClusterRole never needs that"
-        );
+    for (group, resource, verb, mut names) in rbac::grants(&role.rules.unwrap_or_default()) {
         for part in [&group, &resource, &verb] {
             assert!(!part.contains('*'), "20-clusterrole.yaml: wildcard {part:?} in a rule for {resource}");
         }
-        granted.insert((group, resource, verb));
+        names.sort();
+        granted.insert((group, resource, verb, names));
     }
-    let needs = meshd_needs();
+    let needs: BTreeSet<Grant> = meshd_needs()
+        .into_iter()
+        .map(|(g, r, v, mut names)| {
+            names.sort();
+            (g, r, v, names)
+        })
+        .collect();
     let missing: Vec<_> = needs.difference(&granted).collect();
     let extra: Vec<_> = granted.difference(&needs).collect();
-    assert!(missing.is_empty(), "20-clusterrole.yaml lacks (group, resource, verb) meshd uses: {missing:?}");
-    assert!(extra.is_empty(), "20-clusterrole.yaml grants (group, resource, verb) meshd does not use: {extra:?}");
+    assert!(missing.is_empty(), "20-clusterrole.yaml lacks what meshd uses: {missing:#?}");
+    assert!(extra.is_empty(), "20-clusterrole.yaml grants what meshd does not use: {extra:#?}");
 }
 
 #[test]

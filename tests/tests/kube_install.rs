@@ -10,18 +10,25 @@
 //! Every test owns one loopback block (`127.0.N.x`, blocks 191..=199 belong to this file).
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use amime_e2e::kube::KubeCluster;
 use amime_e2e::rbac::{self, Access, MESHD_NAMESPACE, MESHD_SERVICE_ACCOUNT, STATUS_LEASE};
-use amime_e2e::{paths, run_test, IpBlock};
+use amime_e2e::mesh::APP_PORT;
+use amime_e2e::process::ManagedProcess;
+use amime_e2e::{
+    await_condition, hosts, paths, run_test, Bookinfo, IpBlock, MeshDir, SidecarSpec, Sidecar, TestContext, Upstream,
+};
 use anyhow::{ensure, Context as _, Result};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::authorization::v1::{ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec};
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Probe, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use kube::api::{Api, PostParams};
+use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, PostParams};
 
 const WATCH: &[&str] = &["list", "watch"];
 const RULE_GROUPS: &[&str] = &["networking.amime.dev", "networking.istio.io"];
@@ -264,6 +271,122 @@ async fn install_manifests_apply_and_grant_exactly_the_table() {
             }
         }
         ensure!(wrong.is_empty(), "the API server disagrees with the access table:\n{}", wrong.join("\n"));
+        Ok(())
+    })
+    .await;
+}
+
+/// This replica's identity in the status Lease.
+const IDENTITY: &str = "meshd-install-test";
+
+/// meshd on `block` (xDS on `.2:15010`, monitoring on `.2:15014`) with `kubeconfig`, its
+/// Lease in amime-system; waits for `/readyz`.
+async fn start_meshd(ctx: &TestContext, kubeconfig: &Path, block: IpBlock) -> Result<(ManagedProcess, SocketAddr)> {
+    let xds = block.addr(hosts::MESHD, 15010);
+    let monitoring = block.addr(hosts::MESHD, 15014);
+    let kubeconfig = kubeconfig.display().to_string();
+    let args = [
+        "--kubeconfig", &kubeconfig, "--namespace", MESHD_NAMESPACE, "--identity", IDENTITY,
+        "--xds-addr", &xds.to_string(), "--monitoring-addr", &monitoring.to_string(),
+    ];
+    let meshd = ManagedProcess::spawn(ctx, "meshd", &paths::binary("meshd")?, args)?;
+    await_condition("meshd /readyz to answer 200", Duration::from_secs(30), || async {
+        meshd.ensure_running()?;
+        let response = amime_e2e::http::get(monitoring, "/readyz").await?;
+        ensure!(response.status == 200, "/readyz: {}", response.summary());
+        Ok(())
+    })
+    .await?;
+    Ok((meshd, xds))
+}
+
+/// The `Accepted` condition of VirtualService bookinfo/reviews once it is True for the
+/// object's current generation.
+async fn await_accepted(client: &kube::Client) -> Result<serde_json::Value> {
+    let resource = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("networking.amime.dev", "v1", "VirtualService"),
+        "virtualservices",
+    );
+    let rules: Api<DynamicObject> = Api::namespaced_with(client.clone(), "bookinfo", &resource);
+    await_condition("VirtualService bookinfo/reviews to be Accepted", Duration::from_secs(20), || async {
+        let vs = rules.get("reviews").await?;
+        let generation = vs.metadata.generation.context("no metadata.generation")?;
+        let conditions = vs.data.pointer("/status/conditions").and_then(|c| c.as_array()).cloned().unwrap_or_default();
+        let accepted = conditions.iter().find(|c| c["type"] == "Accepted").cloned();
+        match accepted {
+            Some(c) if c["status"] == "True" && c["observedGeneration"] == generation => Ok(c),
+            other => anyhow::bail!("generation {generation}, Accepted condition {other:?}"),
+        }
+    })
+    .await
+}
+
+/// Lines of meshd's logs that say the API server refused it something.
+fn refusals(meshd: &ManagedProcess) -> Result<Vec<String>> {
+    let mut lines = Vec::new();
+    for log in [meshd.stderr_log(), meshd.stdout_log()] {
+        let text = std::fs::read_to_string(log).with_context(|| format!("read {}", log.display()))?;
+        let refused = |l: &&str| l.to_lowercase().contains("forbidden") || l.contains(" 403");
+        lines.extend(text.lines().filter(refused).map(String::from));
+    }
+    Ok(lines)
+}
+
+/// meshd with nothing but its ServiceAccount's token, on a cluster set up as the README says
+/// (CRDs, install manifests, the bookinfo example with its pods' status reported as a
+/// kubelet would): it becomes ready, holds the status Lease, routes a real Envoy by the
+/// example's rules and marks the VirtualService Accepted, and the API server refused it
+/// nothing on the way: the role is enough.
+#[tokio::test(flavor = "multi_thread")]
+async fn meshd_runs_under_its_service_account() {
+    run_test("meshd_runs_under_its_service_account", |ctx| async move {
+        let block = IpBlock(192);
+        let cluster = KubeCluster::start(&ctx, block).await?;
+        let istio_crds = paths::workspace_root().join("tests/fixtures/istio-networking-crds.yaml");
+        let (crds, install, accounts) = (manifests("crds"), manifests("install"), manifests("examples/bookinfo-cluster"));
+        for dir in [&crds, &istio_crds, &install] {
+            cluster.kubectl(&["apply", "-f", dir.to_str().unwrap()]).await?;
+        }
+        let token = cluster.token_for_service_account(MESHD_NAMESPACE, MESHD_SERVICE_ACCOUNT).await?;
+        let kubeconfig = cluster.kubeconfig_for_token("meshd", &token)?;
+        let (meshd, xds) = start_meshd(&ctx, &kubeconfig, block).await?;
+
+        // The example, moved into this test's block, and its pods' status from the file.
+        let example = MeshDir::new(&ctx)?;
+        example.copy_bookinfo_example(block)?;
+        let (accounts, example) = (accounts.to_str().unwrap(), example.path().to_str().unwrap());
+        cluster.kubectl(&["apply", "-f", accounts, "-f", example]).await?;
+        let mesh = format!("{example}/mesh.yaml");
+        cluster.kubectl(&["apply", "--server-side", "--subresource=status", "-f", &mesh]).await?;
+
+        let mut reviews = Vec::new();
+        for (host, version) in [(hosts::REVIEWS_V1, "v1"), (hosts::REVIEWS_V2, "v2"), (hosts::REVIEWS_V3, "v3")] {
+            let pod = format!("reviews-{version}");
+            reviews.push(Upstream::start(block.addr(host, APP_PORT), "reviews", version, &pod).await?);
+        }
+        let spec = SidecarSpec::new("productpage-v1", "bookinfo", block.ip(hosts::PRODUCTPAGE))
+            .label("app", "productpage")
+            .label("version", "v1");
+        let productpage = Sidecar::start(&ctx, &spec, xds).await?;
+        let jason = [("end-user", "jason")];
+        await_condition("jason's requests to reach reviews v2", Duration::from_secs(20), || async {
+            meshd.ensure_running()?;
+            let tally = productpage.tally(20, Bookinfo::REVIEWS_URL, &jason).await;
+            ensure!(tally.all("v2"), "{tally}");
+            Ok(())
+        })
+        .await?;
+        let tally = productpage.tally(40, Bookinfo::REVIEWS_URL, &[]).await;
+        ensure!(tally.get("v1") + tally.get("v3") == 40, "everyone else goes to v1 or v3: {tally}");
+
+        let client = cluster.client();
+        let accepted = await_accepted(&client).await?;
+        ensure!(accepted["reason"] == "Accepted", "{accepted}");
+        let leases: Api<Lease> = Api::namespaced(client.clone(), MESHD_NAMESPACE);
+        let holder = leases.get(STATUS_LEASE).await?.spec.and_then(|s| s.holder_identity);
+        ensure!(holder.as_deref() == Some(IDENTITY), "Lease {STATUS_LEASE} is held by {holder:?}");
+        let refused = refusals(&meshd)?;
+        ensure!(refused.is_empty(), "the API server refused meshd:\n{}", refused.join("\n"));
         Ok(())
     })
     .await;

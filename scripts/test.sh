@@ -9,6 +9,11 @@ cd "${repo_root}"
 
 scripts/install-envoy.sh
 
+# The real Kubernetes control plane the Kubernetes tests run (tests/src/kube): built once from
+# the Go module proxy (~15 min on 2 cores), then reused from .k8s/ or the machine cache.
+AMIME_K8S_BIN="$(scripts/k8s-binaries.sh)"
+export AMIME_K8S_BIN
+
 # The transparent-mode tests (tests/tests/transparent.rs) install iptables capture rules inside
 # their own network namespaces; they need the iptables tool (they skip only when not root).
 if [[ "$(id -u)" == 0 ]] && ! command -v iptables >/dev/null 2>&1; then

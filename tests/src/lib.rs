@@ -13,6 +13,8 @@
 //! - [`meshd::Meshd`]: the control-plane process and its monitoring endpoints.
 //! - [`sidecar::Sidecar`]: an Envoy sidecar (bootstrap from `meshctl bootstrap`) and its admin API.
 //! - [`mesh`]: loopback IP blocks, the YAML config directory and the bookinfo fixture.
+//! - [`kube`]: a real Kubernetes control plane (etcd, kube-apiserver, kube-controller-manager)
+//!   on the test's loopback block, and the harness playing kubelet.
 //! - [`rules`]: the reviews DestinationRule and VirtualServices the tests and the demo use.
 //!
 //! Tests run in parallel: each test picks its own loopback block `127.0.N.0/24` ([`mesh::IpBlock`])
@@ -20,6 +22,7 @@
 
 pub mod context;
 pub mod http;
+pub mod kube;
 pub mod mesh;
 pub mod meshd;
 pub mod netns;

@@ -44,6 +44,12 @@ pub mod hosts {
     pub const PRODUCTPAGE: u8 = 1;
     /// meshd (xDS `:15010`, monitoring `:15014`).
     pub const MESHD: u8 = 2;
+    /// etcd of a [`KubeCluster`](crate::kube::KubeCluster) (client :2379, peer :2380).
+    pub const ETCD: u8 = 3;
+    /// kube-apiserver of a [`KubeCluster`](crate::kube::KubeCluster) (:6443).
+    pub const KUBE_APISERVER: u8 = 4;
+    /// kube-controller-manager of a [`KubeCluster`](crate::kube::KubeCluster) (:10257).
+    pub const KUBE_CONTROLLER_MANAGER: u8 = 5;
     pub const REVIEWS_V1: u8 = 11;
     pub const REVIEWS_V2: u8 = 12;
     pub const REVIEWS_V3: u8 = 13;

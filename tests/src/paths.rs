@@ -1,4 +1,4 @@
-//! Locations of the workspace, the Amime binaries and Envoy.
+//! Locations of the workspace, the Amime binaries, Envoy and the Kubernetes control-plane binaries.
 
 use std::path::{Path, PathBuf};
 
@@ -70,4 +70,29 @@ pub fn envoy() -> Result<PathBuf> {
         bail!("Envoy not found at {}; run scripts/install-envoy.sh (or set AMIME_ENVOY)", path.display());
     }
     Ok(path)
+}
+
+/// The Kubernetes version the harness runs (the cache directory is keyed by it; the same as
+/// `K8S_VERSION` in `scripts/k8s-binaries.sh`).
+pub const KUBERNETES_VERSION: &str = "v1.37.2";
+
+/// The binaries a control plane needs.
+pub const KUBERNETES_BINARIES: [&str; 4] = ["etcd", "kube-apiserver", "kube-controller-manager", "kubectl"];
+
+/// The directory holding etcd, kube-apiserver, kube-controller-manager and kubectl:
+/// `$AMIME_K8S_BIN` if set, else `<workspace>/.k8s/<version>/bin`.
+pub fn kubernetes_bin_dir() -> Result<PathBuf> {
+    let (dir, source) = match std::env::var_os("AMIME_K8S_BIN") {
+        Some(dir) => (PathBuf::from(dir), "AMIME_K8S_BIN"),
+        None => (workspace_root().join(".k8s").join(KUBERNETES_VERSION).join("bin"), "the project cache"),
+    };
+    let missing: Vec<&str> = KUBERNETES_BINARIES.iter().copied().filter(|b| !dir.join(b).is_file()).collect();
+    if !missing.is_empty() {
+        bail!(
+            "Kubernetes binaries {} missing in {} ({source}); run scripts/k8s-binaries.sh",
+            missing.join(", "),
+            dir.display()
+        );
+    }
+    Ok(dir)
 }

@@ -10,16 +10,16 @@
 //! Every test owns one loopback block (`127.0.N.x`, blocks 191..=199 belong to this file).
 
 use std::collections::BTreeSet;
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use amime_e2e::kube::KubeCluster;
-use amime_e2e::rbac::{self, Access, MESHD_NAMESPACE, MESHD_SERVICE_ACCOUNT, STATUS_LEASE};
+use amime_e2e::kube::{KubeCluster, LocalAddrs};
 use amime_e2e::mesh::APP_PORT;
 use amime_e2e::process::ManagedProcess;
+use amime_e2e::rbac::{self, Access, MESHD_NAMESPACE, MESHD_SERVICE_ACCOUNT, STATUS_LEASE};
 use amime_e2e::{
-    await_condition, hosts, paths, run_test, Bookinfo, IpBlock, MeshDir, SidecarSpec, Sidecar, TestContext, Upstream,
+    await_condition, hosts, paths, run_test, Bookinfo, IpBlock, Sidecar, SidecarSpec, TestContext, Upstream,
 };
 use anyhow::{ensure, Context as _, Result};
 use k8s_openapi::api::apps::v1::Deployment;
@@ -276,6 +276,14 @@ async fn install_manifests_apply_and_grant_exactly_the_table() {
     .await;
 }
 
+/// The example's pods (productpage, reviews v1..v3) by host number.
+const EXAMPLE_PODS: [u8; 4] = [hosts::PRODUCTPAGE, hosts::REVIEWS_V1, hosts::REVIEWS_V2, hosts::REVIEWS_V3];
+
+/// A pod's address in `bookinfo-cluster/` moved to `block`: `10.244.<block>.<host>`.
+fn pod_ip(block: IpBlock, host: u8) -> Ipv4Addr {
+    Ipv4Addr::new(10, 244, block.0, host)
+}
+
 /// This replica's identity in the status Lease.
 const IDENTITY: &str = "meshd-install-test";
 
@@ -286,8 +294,16 @@ async fn start_meshd(ctx: &TestContext, kubeconfig: &Path, block: IpBlock) -> Re
     let monitoring = block.addr(hosts::MESHD, 15014);
     let kubeconfig = kubeconfig.display().to_string();
     let args = [
-        "--kubeconfig", &kubeconfig, "--namespace", MESHD_NAMESPACE, "--identity", IDENTITY,
-        "--xds-addr", &xds.to_string(), "--monitoring-addr", &monitoring.to_string(),
+        "--kubeconfig",
+        &kubeconfig,
+        "--namespace",
+        MESHD_NAMESPACE,
+        "--identity",
+        IDENTITY,
+        "--xds-addr",
+        &xds.to_string(),
+        "--monitoring-addr",
+        &monitoring.to_string(),
     ];
     let meshd = ManagedProcess::spawn(ctx, "meshd", &paths::binary("meshd")?, args)?;
     await_condition("meshd /readyz to answer 200", Duration::from_secs(30), || async {
@@ -343,7 +359,7 @@ async fn meshd_runs_under_its_service_account() {
         let block = IpBlock(192);
         let cluster = KubeCluster::start(&ctx, block).await?;
         let istio_crds = paths::workspace_root().join("tests/fixtures/istio-networking-crds.yaml");
-        let (crds, install, accounts) = (manifests("crds"), manifests("install"), manifests("examples/bookinfo-cluster"));
+        let (crds, install) = (manifests("crds"), manifests("install"));
         for dir in [&crds, &istio_crds, &install] {
             cluster.kubectl(&["apply", "-f", dir.to_str().unwrap()]).await?;
         }
@@ -351,18 +367,20 @@ async fn meshd_runs_under_its_service_account() {
         let kubeconfig = cluster.kubeconfig_for_token("meshd", &token)?;
         let (meshd, xds) = start_meshd(&ctx, &kubeconfig, block).await?;
 
-        // The example, moved into this test's block, and its pods' status from the file.
-        let example = MeshDir::new(&ctx)?;
-        example.copy_bookinfo_example(block)?;
-        let (accounts, example) = (accounts.to_str().unwrap(), example.path().to_str().unwrap());
-        cluster.kubectl(&["apply", "-f", accounts, "-f", example]).await?;
-        let mesh = format!("{example}/mesh.yaml");
-        cluster.kubectl(&["apply", "--server-side", "--subresource=status", "-f", &mesh]).await?;
+        // The example for a cluster (bookinfo-cluster/), moved into this test's addresses.
+        let _addrs = LocalAddrs::add(EXAMPLE_PODS.map(|host| pod_ip(block, host)))?;
+        let example = manifests("examples/bookinfo-cluster/mesh.yaml");
+        let text = std::fs::read_to_string(&example).with_context(|| format!("read {}", example.display()))?;
+        let mesh = ctx.dir().join("bookinfo-cluster.yaml");
+        std::fs::write(&mesh, text.replace("10.244.10.", &format!("10.244.{}.", block.0)))?;
+        let (mesh, rules) = (mesh.to_str().unwrap(), manifests("examples/bookinfo/reviews-rules.yaml"));
+        cluster.kubectl(&["apply", "-f", mesh, "-f", rules.to_str().unwrap()]).await?;
+        cluster.kubectl(&["apply", "--server-side", "--subresource=status", "-l", "app", "-f", mesh]).await?;
 
         let mut reviews = Vec::new();
         for (host, version) in [(hosts::REVIEWS_V1, "v1"), (hosts::REVIEWS_V2, "v2"), (hosts::REVIEWS_V3, "v3")] {
             let pod = format!("reviews-{version}");
-            reviews.push(Upstream::start(block.addr(host, APP_PORT), "reviews", version, &pod).await?);
+            reviews.push(Upstream::start((pod_ip(block, host), APP_PORT).into(), "reviews", version, &pod).await?);
         }
         let spec = SidecarSpec::new("productpage-v1", "bookinfo", block.ip(hosts::PRODUCTPAGE))
             .label("app", "productpage")

@@ -11,6 +11,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod config;
+pub mod crd;
 pub mod envoy_json;
 pub mod envoy_validate;
 pub mod logging;

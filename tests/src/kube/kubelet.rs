@@ -6,6 +6,7 @@
 //!
 //! Pod addresses must not be loopback (127.0.0.0/8): EndpointSlice validation rejects them, and
 //! the controller then writes no endpoint of the Service at all (event `FailedToUpdateEndpointSlices`).
+//! Tests that send traffic use [`super::PodNetwork`] addresses (`10.244.N.x`, local to this host).
 
 use std::collections::VecDeque;
 use std::net::IpAddr;

@@ -7,7 +7,7 @@
 pub mod certs;
 pub mod etcd;
 pub mod kubelet;
-pub mod local_addrs;
+pub mod pod_network;
 pub mod processes;
 
 use std::net::{IpAddr, SocketAddr};
@@ -28,7 +28,7 @@ use crate::process::run_to_completion;
 use crate::wait::await_condition;
 pub use certs::Pki;
 pub use kubelet::{AutoKubelet, NODE_NAME};
-pub use local_addrs::LocalAddrs;
+pub use pod_network::PodNetwork;
 pub use processes::{Launcher, Layout, Proc};
 
 const ETCD_TIMEOUT: Duration = Duration::from_secs(30);

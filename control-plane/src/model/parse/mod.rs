@@ -178,6 +178,14 @@ pub enum Parsed {
     Skipped(Diagnostic),
 }
 
+/// The field tables of an Istio networking kind: the object's top level and its
+/// `spec`, for the test that holds the CRD schemas ([`crate::crd`]) to them.
+#[cfg(test)]
+pub(crate) fn istio_field_tables(kind: &str) -> Option<(Vec<&'static str>, Vec<schema::MessageAt>)> {
+    let top = istio_api::OBJECT.fields.iter().map(|f| f.name).collect();
+    Some((top, schema::messages(istio_api::spec_of(kind)?)))
+}
+
 /// Validates `raw` into a [`MeshObject`]. The error names the object and field.
 pub fn parse_object(raw: &RawObject) -> Result<Parsed, Diagnostic> {
     let mut cx = Context { raw, warnings: Vec::new() };

@@ -121,6 +121,38 @@ pub(super) fn check(cx: &mut Context<'_>, value: &Value, message: &Message, path
     Ok(())
 }
 
+/// One message of a field table and where it sits under its root: `http[]` is an
+/// item of the list `http`, `headers{}` a value of the map `headers`.
+#[cfg(test)]
+pub(crate) struct MessageAt {
+    pub path: Vec<String>,
+    /// Each field's name, and whether the table lists its own fields (not a leaf).
+    pub fields: Vec<(&'static str, bool)>,
+}
+
+/// Every message reachable from `root`, depth first, `root` itself first (path empty).
+#[cfg(test)]
+pub(crate) fn messages(root: &'static Message) -> Vec<MessageAt> {
+    fn walk(message: &'static Message, path: Vec<String>, out: &mut Vec<MessageAt>) {
+        let fields = message.fields.iter().map(|f| (f.name, !matches!(f.shape, Shape::Leaf))).collect();
+        out.push(MessageAt { path: path.clone(), fields });
+        for field in message.fields {
+            let (inner, segment) = match field.shape {
+                Shape::Leaf => continue,
+                Shape::Message(m) => (m, field.name.to_owned()),
+                Shape::List(m) => (m, format!("{}[]", field.name)),
+                Shape::Map(m) => (m, format!("{}{{}}", field.name)),
+            };
+            let mut here = path.clone();
+            here.push(segment);
+            walk(inner, here, out);
+        }
+    }
+    let mut out = Vec::new();
+    walk(root, Vec::new(), &mut out);
+    out
+}
+
 /// The candidate closest to `word` if it is close enough to be a likely typo: same
 /// letters ignoring case and `_`, or at most two edits (a swap of neighbours counts one).
 pub(crate) fn suggest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {

@@ -1,0 +1,127 @@
+//! The CRD schemas and the parser's field tables (`model::parse::istio_api`) list the
+//! same fields at the same paths, so neither can drift from the other: a field added
+//! to one home only fails here, naming the path.
+
+use std::collections::BTreeSet;
+
+use serde_json::Value;
+
+use super::crds;
+use crate::model::parse::istio_field_tables;
+
+/// The schema node at `path` under `root` (`http[]`: the list's items, `headers{}`:
+/// the map's values).
+fn node<'a>(root: &'a Value, path: &[String]) -> Result<&'a Value, String> {
+    let mut here = root;
+    for segment in path {
+        let (name, suffix) = match segment.find(['[', '{']) {
+            Some(i) => segment.split_at(i),
+            None => (segment.as_str(), ""),
+        };
+        here = here.pointer(&format!("/properties/{name}")).ok_or_else(|| format!("no property `{name}`"))?;
+        here = match suffix {
+            "[]" => here.get("items").ok_or_else(|| format!("`{name}` is not a list"))?,
+            "{}" => here.get("additionalProperties").ok_or_else(|| format!("`{name}` is not a map"))?,
+            _ => here,
+        };
+    }
+    Ok(here)
+}
+
+fn property_names(schema: &Value) -> BTreeSet<String> {
+    schema.get("properties").and_then(Value::as_object).map(|p| p.keys().cloned().collect()).unwrap_or_default()
+}
+
+#[test]
+fn crd_schemas_and_parser_field_tables_agree() {
+    let mut problems = Vec::new();
+    let mut checked = 0;
+    for crd in crds() {
+        let kind = crd.spec.names.kind.clone();
+        let root = serde_json::to_value(&crd.spec.versions[0].schema.as_ref().unwrap().open_api_v3_schema).unwrap();
+        let (top, messages) = istio_field_tables(&kind).unwrap_or_else(|| panic!("no field table for {kind}"));
+        // apiVersion, kind and metadata are the API server's; the CRD schema has the rest.
+        let top: BTreeSet<String> =
+            top.into_iter().filter(|f| !["apiVersion", "kind", "metadata"].contains(f)).map(str::to_owned).collect();
+        if top != property_names(&root) {
+            problems.push(format!("{kind}: top level: table {top:?}, schema {:?}", property_names(&root)));
+        }
+        let spec = &root["properties"]["spec"];
+        for message in messages {
+            let at =
+                if message.path.is_empty() { "spec".to_owned() } else { format!("spec.{}", message.path.join(".")) };
+            let schema = match node(spec, &message.path) {
+                Ok(schema) => schema,
+                Err(e) => {
+                    problems.push(format!("{kind} {at}: in the field table but not in the schema: {e}"));
+                    continue;
+                }
+            };
+            let table: BTreeSet<String> = message.fields.iter().map(|(f, _)| (*f).to_owned()).collect();
+            let schema_fields = property_names(schema);
+            for missing in table.difference(&schema_fields) {
+                problems.push(format!("{kind} {at}.{missing}: in the field table, not in the CRD schema"));
+            }
+            for extra in schema_fields.difference(&table) {
+                problems.push(format!("{kind} {at}.{extra}: in the CRD schema, not in the field table"));
+            }
+            checked += table.len();
+        }
+    }
+    assert!(problems.is_empty(), "CRD schemas and model::parse::istio_api disagree:\n{}", problems.join("\n"));
+    assert!(checked > 300, "only {checked} fields compared");
+}
+
+#[test]
+fn every_schema_field_is_described() {
+    fn walk(schema: &Value, path: &str, out: &mut Vec<String>) {
+        let Some(properties) = schema.get("properties").and_then(Value::as_object) else { return };
+        for (name, field) in properties {
+            let here = format!("{path}.{name}");
+            if field.get("description").and_then(Value::as_str).is_none_or(str::is_empty) {
+                out.push(here.clone());
+            }
+            walk(field, &here, out);
+            for inner in ["items", "additionalProperties"] {
+                if let Some(inner) = field.get(inner) {
+                    walk(inner, &here, out);
+                }
+            }
+        }
+    }
+    let mut missing = Vec::new();
+    for crd in crds() {
+        let root = serde_json::to_value(&crd.spec.versions[0].schema.as_ref().unwrap().open_api_v3_schema).unwrap();
+        walk(&root["properties"]["spec"], &crd.spec.names.kind, &mut missing);
+    }
+    assert!(missing.is_empty(), "fields without a description: {missing:#?}");
+}
+
+#[test]
+fn amime_crds_have_status_columns_and_no_short_names_of_istio() {
+    for crd in crds() {
+        let kind = &crd.spec.names.kind;
+        assert_eq!(crd.spec.group, super::GROUP);
+        assert_eq!(crd.spec.scope, "Namespaced", "{kind}");
+        assert_eq!(crd.spec.names.short_names, None, "{kind}: vs/dr/gw/se are Istio's; both may be installed");
+        assert_eq!(crd.spec.names.categories, Some(vec!["amime".to_owned()]), "{kind}");
+        let [version] = crd.spec.versions.as_slice() else { panic!("{kind}: one version") };
+        assert!(version.served && version.storage, "{kind}");
+        assert!(version.subresources.as_ref().is_some_and(|s| s.status.is_some()), "{kind}: status subresource");
+        let columns: Vec<&str> = version.additional_printer_columns.iter().flatten().map(|c| c.name.as_str()).collect();
+        assert_eq!(columns.first(), Some(&"Accepted"), "{kind}");
+        assert_eq!(columns.last(), Some(&"Age"), "{kind}");
+    }
+}
+
+#[test]
+fn istio_stand_in_serves_three_versions_with_one_schema() {
+    for crd in super::istio_crds() {
+        let kind = &crd.spec.names.kind;
+        assert_eq!(crd.spec.group, super::ISTIO_GROUP);
+        assert_eq!(crd.metadata.name, Some(format!("{}.{}", crd.spec.names.plural, super::ISTIO_GROUP)));
+        let names: Vec<(&str, bool)> = crd.spec.versions.iter().map(|v| (v.name.as_str(), v.storage)).collect();
+        assert_eq!(names, [("v1", true), ("v1beta1", false), ("v1alpha3", false)], "{kind}");
+        assert!(crd.spec.versions.iter().all(|v| v.served && v.schema == crd.spec.versions[0].schema), "{kind}");
+    }
+}

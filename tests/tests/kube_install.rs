@@ -10,11 +10,11 @@
 //! Every test owns one loopback block (`127.0.N.x`, blocks 191..=199 belong to this file).
 
 use std::collections::BTreeSet;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use amime_e2e::kube::{KubeCluster, LocalAddrs};
+use amime_e2e::kube::{KubeCluster, PodNetwork};
 use amime_e2e::mesh::APP_PORT;
 use amime_e2e::process::ManagedProcess;
 use amime_e2e::rbac::{self, Access, MESHD_NAMESPACE, MESHD_SERVICE_ACCOUNT, STATUS_LEASE};
@@ -276,14 +276,6 @@ async fn install_manifests_apply_and_grant_exactly_the_table() {
     .await;
 }
 
-/// The example's pods (productpage, reviews v1..v3) by host number.
-const EXAMPLE_PODS: [u8; 4] = [hosts::PRODUCTPAGE, hosts::REVIEWS_V1, hosts::REVIEWS_V2, hosts::REVIEWS_V3];
-
-/// A pod's address in `bookinfo-cluster/` moved to `block`: `10.244.<block>.<host>`.
-fn pod_ip(block: IpBlock, host: u8) -> Ipv4Addr {
-    Ipv4Addr::new(10, 244, block.0, host)
-}
-
 /// This replica's identity in the status Lease.
 const IDENTITY: &str = "meshd-install-test";
 
@@ -368,7 +360,7 @@ async fn meshd_runs_under_its_service_account() {
         let (meshd, xds) = start_meshd(&ctx, &kubeconfig, block).await?;
 
         // The example for a cluster (bookinfo-cluster/), moved into this test's addresses.
-        let _addrs = LocalAddrs::add(EXAMPLE_PODS.map(|host| pod_ip(block, host)))?;
+        let network = PodNetwork::claim(block)?;
         let example = manifests("examples/bookinfo-cluster/mesh.yaml");
         let text = std::fs::read_to_string(&example).with_context(|| format!("read {}", example.display()))?;
         let mesh = ctx.dir().join("bookinfo-cluster.yaml");
@@ -380,7 +372,7 @@ async fn meshd_runs_under_its_service_account() {
         let mut reviews = Vec::new();
         for (host, version) in [(hosts::REVIEWS_V1, "v1"), (hosts::REVIEWS_V2, "v2"), (hosts::REVIEWS_V3, "v3")] {
             let pod = format!("reviews-{version}");
-            reviews.push(Upstream::start((pod_ip(block, host), APP_PORT).into(), "reviews", version, &pod).await?);
+            reviews.push(Upstream::start(network.addr(host, APP_PORT), "reviews", version, &pod).await?);
         }
         let spec = SidecarSpec::new("productpage-v1", "bookinfo", block.ip(hosts::PRODUCTPAGE))
             .label("app", "productpage")

@@ -250,7 +250,9 @@ async fn install_manifests_apply_and_grant_exactly_the_table() {
         for object in [
             "serviceaccount/meshd",
             "clusterrole.rbac.authorization.k8s.io/amime-meshd",
+            "clusterrolebinding.rbac.authorization.k8s.io/amime-meshd",
             "role.rbac.authorization.k8s.io/amime-meshd-leader-election",
+            "rolebinding.rbac.authorization.k8s.io/amime-meshd-leader-election",
             "deployment.apps/meshd",
             "poddisruptionbudget.policy/meshd",
             "service/meshd",

@@ -11,8 +11,10 @@ use crate::translate::{MeshSettings, OutboundTrafficPolicy};
 /// meshd: the Amime service-mesh control plane.
 ///
 /// Reads the mesh (Services, Pods, EndpointSlices, VirtualServices, DestinationRules)
-/// from a directory of Kubernetes-style YAML, translates it to Envoy configuration and
-/// serves it to Envoy sidecars over xDS (ADS, state of the world and delta).
+/// from the Kubernetes API (in-cluster, `--kubeconfig`, KUBECONFIG or ~/.kube/config) or,
+/// with `--config-dir`, from a directory of Kubernetes-style YAML; translates it to Envoy
+/// configuration and serves it to Envoy sidecars over xDS (ADS, state of the world and
+/// delta).
 #[derive(Debug, Clone, Parser)]
 #[command(name = "meshd", version)]
 pub struct MeshdConfig {
@@ -20,9 +22,24 @@ pub struct MeshdConfig {
     /// to serve; watched, and changes are pushed live. Hidden files and directories are
     /// skipped; symlinks are followed (a Kubernetes ConfigMap volume works as mounted).
     /// Paths that cannot be read keep what they last held and are reported at /readyz and
-    /// /debug/config_errors. Required until the Kubernetes API source lands.
-    #[arg(long, env = "AMIME_CONFIG_DIR", value_name = "DIR")]
+    /// /debug/config_errors. Without it meshd reads the Kubernetes API.
+    #[arg(long, env = "AMIME_CONFIG_DIR", value_name = "DIR", conflicts_with = "kubeconfig")]
     pub config_dir: Option<PathBuf>,
+
+    /// Kubeconfig file for the Kubernetes API (used when --config-dir is not given).
+    /// Without it: KUBECONFIG, then ~/.kube/config, then the in-cluster service account.
+    #[arg(long, value_name = "PATH")]
+    pub kubeconfig: Option<PathBuf>,
+
+    /// Namespace meshd runs in: where its leader-election Lease lives (only the leader
+    /// writes CRD status; every replica serves xDS).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "amime-system", value_name = "NS")]
+    pub namespace: String,
+
+    /// This replica's identity in the leader-election Lease (default: POD_NAME, else the
+    /// host name and process id, so two meshd on one machine differ).
+    #[arg(long, env = "POD_NAME", value_name = "NAME")]
+    pub identity: Option<String>,
 
     /// Address of the gRPC xDS (ADS) server.
     #[arg(long, env = "AMIME_XDS_ADDR", default_value = "0.0.0.0:15010", value_name = "ADDR")]
@@ -67,7 +84,7 @@ pub struct MeshdConfig {
 pub enum ConfigError {
     #[error("--debounce-max ({max} ms) is below --debounce-quiet ({quiet} ms): a push could never wait for quiet; set --debounce-max to at least {quiet}")]
     DebounceMaxBelowQuiet { quiet: u64, max: u64 },
-    #[error("--config-dir is required: the Kubernetes API source is not available yet")]
+    #[error("--config-dir is not set: meshd reads the Kubernetes API instead")]
     NoConfigDir,
     #[error("--config-dir {0}: does not exist")]
     ConfigDirMissing(PathBuf),
@@ -101,6 +118,16 @@ impl MeshdConfig {
         Ok(())
     }
 
+    /// This replica's identity for leader election: --identity (POD_NAME), else
+    /// `<host name>_<pid>`.
+    pub fn identity(&self) -> String {
+        if let Some(id) = self.identity.as_ref().filter(|s| !s.is_empty()) {
+            return id.clone();
+        }
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_owned());
+        format!("{}_{}", host.as_deref().unwrap_or("meshd"), std::process::id())
+    }
+
     /// The config directory, checked to be an existing directory.
     pub fn checked_config_dir(&self) -> Result<PathBuf, ConfigError> {
         let path = self.config_dir.clone().ok_or(ConfigError::NoConfigDir)?;
@@ -128,6 +155,16 @@ mod tests {
         assert!(err.to_string().contains("--debounce-max (200 ms) is below --debounce-quiet (500 ms)"), "{err}");
         assert!(parse(&["--debounce-quiet", "200", "--debounce-max", "200"]).validate().is_ok());
         assert!(parse(&[]).validate().is_ok(), "defaults are consistent");
+    }
+
+    #[test]
+    fn the_kubernetes_source_flags() {
+        let c = parse(&["--kubeconfig", "/k/config", "--namespace", "mesh", "--identity", "meshd-0"]);
+        assert_eq!(c.kubeconfig.as_deref(), Some(std::path::Path::new("/k/config")));
+        assert_eq!((c.namespace.as_str(), c.identity().as_str()), ("mesh", "meshd-0"));
+        assert!(!parse(&[]).identity().is_empty(), "falls back to the host name");
+        let both = MeshdConfig::try_parse_from(["meshd", "--config-dir", "/d", "--kubeconfig", "/k"]).unwrap_err();
+        assert!(both.to_string().contains("cannot be used with"), "{both}");
     }
 
     #[test]

@@ -20,6 +20,8 @@ pub struct Monitored {
     pub state: Arc<MeshState>,
     pub distributor: Arc<Distributor>,
     pub registry: ConnectionRegistry,
+    /// The Kubernetes source's counters, when it runs.
+    pub kube: Option<Arc<crate::source::kube::stats::KubeStats>>,
 }
 
 impl Monitored {
@@ -52,7 +54,11 @@ pub fn router(m: Monitored) -> Router {
 async fn readyz(State(m): State<Monitored>) -> impl IntoResponse {
     let ready = m.ready();
     let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    (status, readiness_text(ready, &m.state.unreadable(), m.config_errors().len()))
+    let mut text = readiness_text(ready, &m.state.unreadable(), m.config_errors().len());
+    if !ready {
+        text.push_str(&waiting_text(&m.state.waiting_for()));
+    }
+    (status, text)
 }
 
 /// The body of `/readyz`. Once the initial sync is done meshd stays ready (200) while
@@ -76,6 +82,15 @@ pub fn readiness_text(ready: bool, unreadable: &[ObjectError], config_errors: us
     }
     out.push('\n');
     out
+}
+
+/// What the initial sync still waits for (the Kubernetes source's watches), if anything.
+pub fn waiting_text(waiting: &[String]) -> String {
+    if waiting.is_empty() {
+        String::new()
+    } else {
+        format!("waiting for the initial list of: {}\n", waiting.join(", "))
+    }
 }
 
 async fn config_errors(State(m): State<Monitored>) -> Json<Vec<ObjectError>> {
@@ -197,6 +212,9 @@ pub fn render_metrics(m: &Monitored) -> String {
         "1 once the initial config sync is done and translated.",
         u8::from(m.ready()),
     );
+    if let Some(kube) = &m.kube {
+        kube.render(&mut out);
+    }
     out
 }
 
@@ -216,6 +234,16 @@ mod tests {
 
     fn unreadable(file: &str, message: &str) -> ObjectError {
         ObjectError::at_path(Severity::Error, std::path::Path::new(file), message)
+    }
+
+    #[test]
+    fn readiness_names_the_watches_not_yet_listed() {
+        assert_eq!(waiting_text(&[]), "");
+        let waiting = ["Pod".to_owned(), "CustomResourceDefinition virtualservices.networking.istio.io".to_owned()];
+        assert_eq!(
+            waiting_text(&waiting),
+            "waiting for the initial list of: Pod, CustomResourceDefinition virtualservices.networking.istio.io\n"
+        );
     }
 
     #[test]

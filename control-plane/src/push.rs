@@ -30,6 +30,8 @@ pub struct MeshState {
     /// file and document too.
     origins: Mutex<Arc<Origins>>,
     synced: AtomicBool,
+    /// What the initial sync still waits for (e.g. `Pod`, a CRD's watch), for /readyz.
+    waiting_for: Mutex<Vec<String>>,
     pub source_stats: SourceStats,
 }
 
@@ -51,6 +53,7 @@ impl Default for MeshState {
             unreadable: Mutex::new(Vec::new()),
             origins: Mutex::new(Arc::default()),
             synced: AtomicBool::new(false),
+            waiting_for: Mutex::new(Vec::new()),
             source_stats: SourceStats::default(),
         }
     }
@@ -84,6 +87,15 @@ impl MeshState {
 
     pub fn is_synced(&self) -> bool {
         self.synced.load(Ordering::SeqCst)
+    }
+
+    /// A source says what its initial sync still waits for.
+    pub fn set_waiting_for(&self, pending: Vec<String>) {
+        *crate::sync::lock(&self.waiting_for) = pending;
+    }
+
+    pub fn waiting_for(&self) -> Vec<String> {
+        crate::sync::lock(&self.waiting_for).clone()
     }
 
     pub fn set_source_problems(&self, problems: Vec<ObjectError>) {
@@ -165,6 +177,8 @@ pub struct PushStats {
 pub struct Distributor {
     current: ArcSwapOption<MeshConfig>,
     classes: Mutex<HashMap<ProxyClass, ClassEntry>>,
+    /// Bumped after each publish (for those who act on translation results).
+    published: watch::Sender<u64>,
     pub stats: PushStats,
 }
 
@@ -220,6 +234,12 @@ impl Distributor {
                 self.stats.snapshots_published.fetch_add(1, Ordering::Relaxed);
             }
         }
+        self.published.send_modify(|n| *n += 1);
+    }
+
+    /// Changes once per [`Distributor::publish`].
+    pub fn subscribe_published(&self) -> watch::Receiver<u64> {
+        self.published.subscribe()
     }
 
     /// Registers a proxy of `class`; the watch lives while the guard does.

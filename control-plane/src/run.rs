@@ -9,7 +9,13 @@ use xds::{AdsServer, ConnectionRegistry};
 use crate::config::MeshdConfig;
 use crate::monitoring::{self, Monitored};
 use crate::push::{self, Distributor, MeshState, ProxySnapshots};
-use crate::source::dir_watch;
+use crate::source::{dir_watch, kube};
+
+/// Where meshd's objects come from.
+enum Source {
+    Dir(std::path::PathBuf),
+    Kube(::kube::Client),
+}
 
 pub async fn run(config: MeshdConfig) -> anyhow::Result<()> {
     // Resource versions hash content read with Envoy's schemas, so map order never matters.
@@ -18,7 +24,10 @@ pub async fn run(config: MeshdConfig) -> anyhow::Result<()> {
         xds::set_descriptor_pool(crate::envoy_json::descriptor_pool().clone()),
         "internal error: resources were built before the Envoy schemas were set; their versions would not be canonical"
     );
-    let dir = config.checked_config_dir()?;
+    let source = match config.config_dir {
+        Some(_) => Source::Dir(config.checked_config_dir()?),
+        None => Source::Kube(kube::connect(config.kubeconfig.as_deref()).await?),
+    };
 
     let state = MeshState::new();
     let distributor = Distributor::new();
@@ -30,12 +39,16 @@ pub async fn run(config: MeshdConfig) -> anyhow::Result<()> {
     let monitoring_listener = tokio::net::TcpListener::bind(config.monitoring_addr)
         .await
         .with_context(|| format!("binding the monitoring server to {}", config.monitoring_addr))?;
-    let monitoring = monitoring::serve(
-        monitoring_listener,
-        Monitored { state: state.clone(), distributor: distributor.clone(), registry: registry.clone() },
-    );
+    let shared = Arc::new(kube::Shared::default());
+    let monitored = Monitored {
+        state: state.clone(),
+        distributor: distributor.clone(),
+        registry: registry.clone(),
+        kube: matches!(source, Source::Kube(_)).then(|| shared.stats.clone()),
+    };
+    let monitoring = monitoring::serve(monitoring_listener, monitored);
 
-    let source = dir_watch::watch(dir, state.clone(), config.config_settle());
+    let source = run_source(source, &config, state.clone(), distributor.clone(), shared);
     let pusher = push::run(state.clone(), distributor.clone(), config.debounce(), config.mesh_settings());
     let ads = AdsServer::new(Arc::new(ProxySnapshots(distributor.clone())), registry.clone());
     let closer = ads.clone();
@@ -54,11 +67,44 @@ pub async fn run(config: MeshdConfig) -> anyhow::Result<()> {
     tokio::select! {
         r = server => r.context("xDS server")?,
         r = monitoring => r.context("monitoring server")?,
-        r = source => r.context("config directory source")?,
+        r = source => r?,
         () = pusher => {}
     }
     tracing::info!("meshd stopped");
     Ok(())
+}
+
+/// Runs the source (for Kubernetes also leader election and status writing) until it fails.
+async fn run_source(
+    source: Source,
+    config: &MeshdConfig,
+    state: Arc<MeshState>,
+    distributor: Arc<Distributor>,
+    shared: Arc<kube::Shared>,
+) -> anyhow::Result<()> {
+    match source {
+        Source::Dir(dir) => {
+            dir_watch::watch(dir, state, config.config_settle()).await.context("config directory source")
+        }
+        Source::Kube(client) => {
+            let (leader_tx, leader) = tokio::sync::watch::channel(false);
+            let lease = kube::lease::LeaseConfig::new(&config.namespace, &config.identity());
+            let stats = shared.stats.clone();
+            let mut leading = leader.clone();
+            let gauge = async move {
+                while leading.changed().await.is_ok() {
+                    stats.leader.store(*leading.borrow(), std::sync::atomic::Ordering::Relaxed);
+                }
+            };
+            tokio::join!(
+                kube::run(client.clone(), state, shared.clone()),
+                kube::lease::campaign(client.clone(), lease, leader_tx),
+                kube::status_writer::run(client, shared, distributor, leader),
+                gauge,
+            );
+            anyhow::bail!("the Kubernetes source stopped")
+        }
+    }
 }
 
 async fn shutdown_signal() {

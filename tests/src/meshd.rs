@@ -50,7 +50,13 @@ pub struct Meshd {
 impl Meshd {
     /// Start meshd on `ip` (xDS on `ip:15010`, monitoring on `ip:15014`) and wait for `/readyz`.
     pub async fn start(ctx: &TestContext, config_dir: &Path, ip: Ipv4Addr, extra_args: &[&str]) -> Result<Self> {
-        Self::spawn(ctx, config_dir, ip, extra_args, false).await
+        Self::spawn(ctx, ("--config-dir", config_dir), ip, extra_args, false).await
+    }
+
+    /// Start meshd on the Kubernetes API of `kubeconfig` (`--kubeconfig`) on `ip` and wait for
+    /// `/readyz` (every watch listed). [`Meshd::config_dir`] is then the kubeconfig.
+    pub async fn start_kube(ctx: &TestContext, kubeconfig: &Path, ip: Ipv4Addr, extra_args: &[&str]) -> Result<Self> {
+        Self::spawn(ctx, ("--kubeconfig", kubeconfig), ip, extra_args, false).await
     }
 
     /// Like [`Meshd::start`], but meshd runs as user and group `nobody` (65534, through
@@ -61,12 +67,12 @@ impl Meshd {
         ip: Ipv4Addr,
         extra_args: &[&str],
     ) -> Result<Self> {
-        Self::spawn(ctx, config_dir, ip, extra_args, true).await
+        Self::spawn(ctx, ("--config-dir", config_dir), ip, extra_args, true).await
     }
 
     async fn spawn(
         ctx: &TestContext,
-        config_dir: &Path,
+        (source_flag, config_dir): (&str, &Path),
         ip: Ipv4Addr,
         extra_args: &[&str],
         as_nobody: bool,
@@ -83,7 +89,7 @@ impl Meshd {
             meshd
         };
         args.extend([
-            "--config-dir".into(),
+            source_flag.into(),
             config_dir.display().to_string(),
             "--xds-addr".into(),
             xds.to_string(),

@@ -5,3 +5,4 @@ pub mod config_dir;
 pub mod dir_scan;
 pub mod dir_watch;
 pub mod documents;
+pub mod kube;

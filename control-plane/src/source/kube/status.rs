@@ -1,0 +1,217 @@
+//! CRD status, computed: the `Accepted` condition each of our (and Istio's) CRD objects
+//! should carry, and the merge patch for `/status` when it does not carry it yet. Pure;
+//! [`super::status_writer`] sends the patches.
+//!
+//! Verdict per object (first match wins):
+//! - shadowed by the same object in the other group → `Accepted=False`, reason `Conflict`;
+//! - a parse error (the object failed validation; its last good version, if any, stays
+//!   in force) → `False`, `Invalid`, naming the field;
+//! - a translation error (e.g. a rule the Envoy-constraint checker refused) → `False`,
+//!   `Refused`, naming the field;
+//! - warnings only → `True`, `Accepted`, the warnings in the message;
+//! - nothing → `True`, `Accepted`.
+//!
+//! A message names the first error's field and says how many more there are.
+//! `lastTransitionTime` changes only when the condition's status flips.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::model::{Diagnostic, Severity};
+
+use super::feed::{Group, StatusTarget, Tracked};
+
+/// The condition type meshd writes.
+pub const ACCEPTED: &str = "Accepted";
+
+/// Longest condition message written (the rest is cut, saying so).
+const MAX_MESSAGE: usize = 1024;
+
+/// A status condition as read from an object (`metav1.Condition`; Istio's objects may carry
+/// `observedGeneration` as a string, so reading is lenient). Written as
+/// [`crate::crd::status::Condition`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Condition {
+    #[serde(rename = "type")]
+    pub type_: String,
+    pub status: String,
+    #[serde(default)]
+    pub reason: String,
+    #[serde(default)]
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "int_or_string")]
+    pub observed_generation: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_transition_time: Option<String>,
+}
+
+fn int_or_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+    Ok(match Option::<Value>::deserialize(d)? {
+        Some(Value::Number(n)) => n.as_i64(),
+        Some(Value::String(s)) => s.parse().ok(),
+        _ => None,
+    })
+}
+
+/// The `Accepted` condition in a `status` value, if it has one.
+pub fn accepted_condition(status: Option<&Value>) -> Option<Condition> {
+    let conditions = status?.get("conditions")?.as_array()?;
+    conditions
+        .iter()
+        .find(|c| c.get("type").and_then(Value::as_str) == Some(ACCEPTED))
+        .and_then(|c| serde_json::from_value(c.clone()).ok())
+}
+
+/// What meshd thinks of one object.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Verdict {
+    pub accepted: bool,
+    pub reason: &'static str,
+    pub message: String,
+}
+
+fn describe(d: &Diagnostic) -> String {
+    if d.field.is_empty() {
+        d.message.clone()
+    } else {
+        format!("{}: {}", d.field, d.message)
+    }
+}
+
+fn more(n: usize, what: &str) -> String {
+    match n {
+        0 => String::new(),
+        1 => format!(" (and 1 more {what})"),
+        n => format!(" (and {n} more {what}s)"),
+    }
+}
+
+/// The verdict on an object from its parse diagnostics (`source`), the translation's
+/// problems for it (`translation`) and whether a rival object shadows it.
+pub fn verdict(source: &[Diagnostic], translation: &[&Diagnostic], shadowed_by: Option<Group>) -> Verdict {
+    if let Some(group) = shadowed_by {
+        return Verdict {
+            accepted: false,
+            reason: "Conflict",
+            message: format!(
+                "metadata.name: an object of the same kind and name exists in {}, which takes precedence; this one is \
+                 ignored",
+                group.name()
+            ),
+        };
+    }
+    let errors = |list: &mut dyn Iterator<Item = &Diagnostic>| -> Vec<String> {
+        list.filter(|d| d.severity == Severity::Error).map(describe).collect()
+    };
+    let source_errors = errors(&mut source.iter());
+    let translation_errors = errors(&mut translation.iter().copied());
+    let total = source_errors.len() + translation_errors.len();
+    if let Some(first) = source_errors.first() {
+        let message = format!("{first}{}", more(total - 1, "error"));
+        return Verdict { accepted: false, reason: "Invalid", message: cut(message) };
+    }
+    if let Some(first) = translation_errors.first() {
+        let message = format!("{first}{}", more(total - 1, "error"));
+        return Verdict { accepted: false, reason: "Refused", message: cut(message) };
+    }
+    let warnings: Vec<String> = source
+        .iter()
+        .chain(translation.iter().copied())
+        .filter(|d| d.severity == Severity::Warning)
+        .map(describe)
+        .collect();
+    let message = match warnings.len() {
+        0 => "accepted".to_owned(),
+        n => format!("accepted with {n} warning{}: {}", if n == 1 { "" } else { "s" }, warnings.join("; ")),
+    };
+    Verdict { accepted: true, reason: "Accepted", message: cut(message) }
+}
+
+fn cut(mut message: String) -> String {
+    if message.len() > MAX_MESSAGE {
+        let mut end = MAX_MESSAGE;
+        while !message.is_char_boundary(end) {
+            end -= 1;
+        }
+        message.truncate(end);
+        message.push_str(" …(cut; see meshd's /debug/config_errors)");
+    }
+    message
+}
+
+/// The condition `verdict` means for an object at `generation`, keeping the current
+/// condition's transition time unless the status flips (then `now`).
+pub fn condition(verdict: &Verdict, generation: i64, current: Option<&Condition>, now: &str) -> Condition {
+    let status = if verdict.accepted { "True" } else { "False" };
+    let last_transition_time = match current {
+        Some(c) if c.status == status && c.last_transition_time.is_some() => c.last_transition_time.clone(),
+        _ => Some(now.to_owned()),
+    };
+    Condition {
+        type_: ACCEPTED.to_owned(),
+        status: status.to_owned(),
+        reason: verdict.reason.to_owned(),
+        message: verdict.message.clone(),
+        observed_generation: Some(generation),
+        last_transition_time,
+    }
+}
+
+/// Whether `tracked` already says what `wanted` does (transition time aside).
+pub fn carries(tracked: &Tracked, wanted: &Condition) -> bool {
+    let same = |c: &Condition| {
+        c.status == wanted.status
+            && c.reason == wanted.reason
+            && c.message == wanted.message
+            && c.observed_generation == wanted.observed_generation
+    };
+    tracked.accepted.as_ref().is_some_and(same) && tracked.observed_generation == wanted.observed_generation
+}
+
+/// The merge patch for `/status` setting `condition`, in the shape of the CRDs' status
+/// ([`crate::crd::status::MeshStatus`]).
+pub fn patch_body(condition: &Condition) -> Value {
+    use crate::crd::status as crd;
+    let status = crd::MeshStatus {
+        conditions: vec![crd::Condition {
+            type_: condition.type_.clone(),
+            status: condition.status.clone(),
+            reason: condition.reason.clone(),
+            message: condition.message.clone(),
+            observed_generation: condition.observed_generation,
+            last_transition_time: condition.last_transition_time.clone().unwrap_or_default(),
+        }],
+        observed_generation: condition.observed_generation,
+    };
+    serde_json::json!({ "status": status })
+}
+
+/// One status write to make.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StatusWrite {
+    pub target: StatusTarget,
+    pub condition: Condition,
+}
+
+/// The writes that make every target carry its verdict. `translation` gives the
+/// translation problems of an object (kind, namespace, name).
+pub fn writes<'a>(
+    targets: Vec<StatusTarget>,
+    translation: impl Fn(&StatusTarget) -> Vec<&'a Diagnostic>,
+    now: &str,
+) -> Vec<StatusWrite> {
+    targets
+        .into_iter()
+        .filter_map(|target| {
+            let problems = if target.shadowed_by.is_some() { Vec::new() } else { translation(&target) };
+            let verdict = verdict(&target.problems, &problems, target.shadowed_by);
+            let condition = condition(&verdict, target.tracked.generation, target.tracked.accepted.as_ref(), now);
+            (!carries(&target.tracked, &condition)).then_some(StatusWrite { target, condition })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+#[path = "status_tests.rs"]
+mod tests;

@@ -1,0 +1,95 @@
+//! Table tests of the status verdict and of when a write is needed.
+
+use serde_json::json;
+
+use super::*;
+use crate::model::Kind;
+use crate::source::kube::feed::FeedId;
+
+fn d(severity: Severity, field: &str, message: &str) -> Diagnostic {
+    Diagnostic::at_object(severity, "VirtualService", "ns", "r", field, message)
+}
+
+#[test]
+fn verdicts() {
+    let err = d(Severity::Error, "spec.http[0].route[0].weight", "must be at least 0");
+    let err2 = d(Severity::Error, "spec.hosts", "required");
+    let warn = d(Severity::Warning, "spec.http[0].retries", "not implemented yet; ignored");
+    let refused = d(Severity::Error, "spec.http[0].match[0].uri.regex", "Envoy refuses this regex");
+    type Case<'a> = (Vec<Diagnostic>, Vec<&'a Diagnostic>, Option<Group>, (bool, &'a str, &'a str));
+    let cases: Vec<Case> = vec![
+        (vec![], vec![], None, (true, "Accepted", "accepted")),
+        (
+            vec![warn.clone()],
+            vec![],
+            None,
+            (true, "Accepted", "accepted with 1 warning: spec.http[0].retries: not implemented yet; ignored"),
+        ),
+        (
+            vec![err.clone(), err2.clone()],
+            vec![],
+            None,
+            (false, "Invalid", "spec.http[0].route[0].weight: must be at least 0 (and 1 more error)"),
+        ),
+        (
+            vec![warn.clone()],
+            vec![&refused],
+            None,
+            (false, "Refused", "spec.http[0].match[0].uri.regex: Envoy refuses this regex"),
+        ),
+        (vec![err.clone()], vec![&refused, &refused], None, (false, "Invalid", "(and 2 more errors)")),
+        (vec![], vec![], Some(Group::Amime), (false, "Conflict", "networking.amime.dev")),
+    ];
+    for (source, translation, shadowed, (accepted, reason, message)) in cases {
+        let v = verdict(&source, &translation, shadowed);
+        assert_eq!((v.accepted, v.reason), (accepted, reason), "{source:?} {translation:?}");
+        assert!(v.message.contains(message), "{:?} does not contain {message:?}", v.message);
+    }
+    let long = d(Severity::Error, "spec", &"x".repeat(5000));
+    assert!(verdict(&[long], &[], None).message.len() < 1200);
+}
+
+fn target(tracked: Tracked) -> StatusTarget {
+    StatusTarget {
+        feed: FeedId::new(Kind::VirtualService, Group::Amime),
+        version: "v1".into(),
+        plural: "virtualservices".into(),
+        namespace: "ns".into(),
+        name: "r".into(),
+        tracked,
+        problems: vec![],
+        shadowed_by: None,
+    }
+}
+
+#[test]
+fn a_write_happens_only_when_the_object_does_not_carry_the_verdict() {
+    let carried = accepted_condition(Some(&json!({"conditions": [
+        {"type": "Other", "status": "True"},
+        {"type": "Accepted", "status": "True", "reason": "Accepted", "message": "accepted",
+         "observedGeneration": "3", "lastTransitionTime": "2026-01-01T00:00:00Z"}]})));
+    assert_eq!(carried.as_ref().unwrap().observed_generation, Some(3), "int-or-string, as Istio writes it");
+    let now = "2026-12-02T05:00:00Z";
+    let none = |_: &StatusTarget| Vec::new();
+    // Already carried: nothing to write (a restart writes nothing).
+    let same = Tracked { generation: 3, accepted: carried.clone(), observed_generation: Some(3) };
+    assert!(writes(vec![target(same)], none, now).is_empty());
+    // A new generation: written, transition time kept (status did not flip).
+    let newer = Tracked { generation: 4, accepted: carried.clone(), observed_generation: Some(3) };
+    let w = writes(vec![target(newer)], none, now);
+    assert_eq!(w.len(), 1);
+    assert_eq!(w[0].condition.observed_generation, Some(4));
+    assert_eq!(w[0].condition.last_transition_time.as_deref(), Some("2026-01-01T00:00:00Z"));
+    // Flipping to False: a new transition time; the patch names both generations.
+    let mut broken = target(Tracked { generation: 4, accepted: carried, observed_generation: Some(4) });
+    broken.problems = vec![d(Severity::Error, "spec.hosts", "required")];
+    let w = writes(vec![broken], none, now);
+    assert_eq!(w[0].condition.status, "False");
+    assert_eq!(w[0].condition.last_transition_time.as_deref(), Some(now));
+    let body = patch_body(&w[0].condition);
+    assert_eq!(body["status"]["observedGeneration"], 4);
+    assert_eq!(body["status"]["conditions"][0]["type"], "Accepted");
+    assert_eq!(body["status"]["conditions"][0]["message"], "spec.hosts: required");
+    // Never written before: written.
+    assert_eq!(writes(vec![target(Tracked { generation: 1, ..Tracked::default() })], none, now).len(), 1);
+}

@@ -1,0 +1,155 @@
+//! Writes the `Accepted` condition ([`super::status`]) on CRD objects through their
+//! `/status` subresource (a JSON merge patch), only while this replica holds the Lease,
+//! and only where the object does not carry it already (compared with the status the
+//! watch last delivered, so a restart writes nothing new).
+//!
+//! Wakes when the source's objects or the published translation change, or leadership
+//! is gained; waits a moment so a burst is one pass. A write just made is not repeated
+//! while the watch has not yet delivered it back ([`RECENT`]); a failed one is retried.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kube::api::{DynamicObject, Patch, PatchParams};
+use kube::{Api, Client};
+use tokio::sync::watch;
+
+use crate::model::Diagnostic;
+use crate::push::Distributor;
+
+use super::feed::FeedId;
+use super::status::{self, Condition, StatusWrite};
+use super::Shared;
+
+/// A write is not repeated for this long while the watch catches up.
+const RECENT: Duration = Duration::from_secs(10);
+/// Changes within this window are handled in one pass.
+const SETTLE: Duration = Duration::from_millis(200);
+/// After a failed write, look again this much later.
+const RETRY: Duration = Duration::from_secs(5);
+
+type Key = (FeedId, String, String);
+
+/// Writes status while `leader` says so, until the task is dropped.
+pub async fn run(
+    client: Client,
+    shared: Arc<Shared>,
+    distributor: Arc<Distributor>,
+    mut leader: watch::Receiver<bool>,
+) {
+    let mut changed = shared.status_changed.subscribe();
+    let mut published = distributor.subscribe_published();
+    let mut written: HashMap<Key, (Condition, Instant)> = HashMap::new();
+    loop {
+        if leader.wait_for(|l| *l).await.is_err() {
+            return;
+        }
+        tokio::time::sleep(SETTLE).await;
+        changed.borrow_and_update();
+        published.borrow_and_update();
+        let failed = pass(&client, &shared, &distributor, &mut written).await;
+        let retry_at = (failed > 0).then(|| tokio::time::Instant::now() + RETRY);
+        let retry = async {
+            match retry_at {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            r = changed.changed() => if r.is_err() { return },
+            r = published.changed() => if r.is_err() { return },
+            r = leader.changed() => if r.is_err() { return },
+            () = retry => {}
+        }
+    }
+}
+
+/// One pass over every CRD object; returns how many writes failed.
+async fn pass(
+    client: &Client,
+    shared: &Shared,
+    distributor: &Distributor,
+    written: &mut HashMap<Key, (Condition, Instant)>,
+) -> usize {
+    let Some(mesh) = distributor.current() else {
+        return 0; // nothing translated yet: translation problems unknown
+    };
+    let targets = crate::sync::lock(&shared.model).status_targets();
+    let mut by_object: BTreeMap<(&str, &str, &str), Vec<&Diagnostic>> = BTreeMap::new();
+    for p in &mesh.problems {
+        if let (Some(kind), Some(ns), Some(name)) = (&p.kind, &p.namespace, &p.name) {
+            by_object.entry((kind.as_str(), ns.as_str(), name.as_str())).or_default().push(p);
+        }
+    }
+    let kinds: BTreeMap<FeedId, String> = targets.iter().map(|t| (t.feed, t.feed.kind.to_string())).collect();
+    let now = now_rfc3339();
+    let writes = status::writes(
+        targets,
+        |t| {
+            let kind = kinds[&t.feed].as_str();
+            by_object.get(&(kind, t.namespace.as_str(), t.name.as_str())).cloned().unwrap_or_default()
+        },
+        &now,
+    );
+    written.retain(|_, (_, at)| at.elapsed() < RECENT);
+    let mut failed = 0;
+    for write in writes {
+        let key = (write.target.feed, write.target.namespace.clone(), write.target.name.clone());
+        if written.get(&key).is_some_and(|(c, _)| same(c, &write.condition)) {
+            continue;
+        }
+        match send(client, &write).await {
+            Ok(()) => {
+                shared.stats.status_writes.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(
+                    resource = %write.target.feed,
+                    namespace = %write.target.namespace,
+                    name = %write.target.name,
+                    accepted = %write.condition.status,
+                    reason = %write.condition.reason,
+                    "status written"
+                );
+                written.insert(key, (write.condition, Instant::now()));
+            }
+            Err(e) => {
+                failed += 1;
+                shared.stats.status_write_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
+                    resource = %write.target.feed,
+                    namespace = %write.target.namespace,
+                    name = %write.target.name,
+                    error = %e,
+                    "cannot write status (RBAC needs patch on <plural>/status)"
+                );
+            }
+        }
+    }
+    failed
+}
+
+fn same(a: &Condition, b: &Condition) -> bool {
+    (&a.status, &a.reason, &a.message, a.observed_generation)
+        == (&b.status, &b.reason, &b.message, b.observed_generation)
+}
+
+async fn send(client: &Client, write: &StatusWrite) -> kube::Result<()> {
+    let t = &write.target;
+    let resource = kube::api::ApiResource {
+        group: t.feed.group.name().to_owned(),
+        version: t.version.clone(),
+        api_version: format!("{}/{}", t.feed.group.name(), t.version),
+        kind: t.feed.kind.to_string(),
+        plural: t.plural.clone(),
+    };
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &t.namespace, &resource);
+    let body = status::patch_body(&write.condition);
+    api.patch_status(&t.name, &PatchParams::default(), &Patch::Merge(&body)).await.map(|_| ())
+}
+
+/// Now, as Kubernetes writes times (RFC 3339, seconds, UTC).
+fn now_rfc3339() -> String {
+    let now = k8s_openapi::jiff::Timestamp::now();
+    now.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+}

@@ -22,6 +22,10 @@ use amime_e2e::{
     await_condition, hosts, paths, run_test, Bookinfo, IpBlock, Sidecar, SidecarSpec, TestContext, Upstream,
 };
 use anyhow::{ensure, Context as _, Result};
+use control_plane::model::Kind;
+use control_plane::source::kube::crd::crd_names;
+use control_plane::source::kube::feed::{FeedId, CORE_FEEDS};
+use control_plane::source::kube::lease::LeaseConfig;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::authorization::v1::{ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec};
 use k8s_openapi::api::coordination::v1::Lease;
@@ -31,16 +35,26 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, PostParams};
 
 const WATCH: &[&str] = &["list", "watch"];
-const RULE_GROUPS: &[&str] = &["networking.amime.dev", "networking.istio.io"];
-const RULE_KINDS: &[&str] = &["virtualservices", "destinationrules", "gateways", "serviceentries"];
 
 /// A (group, resource, verb, resource names) meshd's ClusterRole grants.
 type Grant = (String, String, String, Vec<String>);
 
-/// What meshd's Kubernetes source (control-plane/src/source/kube/) does cluster-wide: its
-/// watchers list and watch the workloads and the routing rules, watch each rule CRD by name
-/// (a `metadata.name` field selector, so RBAC can limit them by name) to learn whether it is
-/// installed, and write the `Accepted` condition as a merge patch of the status subresource.
+/// The resource (plural) behind each built-in kind the source watches (its `core_spec`).
+fn core_resource(feed: FeedId) -> (&'static str, &'static str) {
+    match feed.kind {
+        Kind::Namespace => ("", "namespaces"),
+        Kind::Service => ("", "services"),
+        Kind::Pod => ("", "pods"),
+        Kind::EndpointSlice => ("discovery.k8s.io", "endpointslices"),
+        other => panic!("the source watches {other:?} (group {:?}): add it to the ClusterRole and here", feed.group),
+    }
+}
+
+/// What meshd's Kubernetes source (control-plane/src/source/kube/) does cluster-wide, read
+/// from its own lists: its watchers list and watch the built-in kinds ([`CORE_FEEDS`]) and
+/// the rule kinds ([`crd_names`]), watch each rule CRD by name (a `metadata.name` field
+/// selector, so RBAC can limit them by name) to learn whether it is installed, and write the
+/// `Accepted` condition as a merge patch of the status subresource.
 fn meshd_needs() -> BTreeSet<Grant> {
     let mut needs = BTreeSet::new();
     let mut add = |group: &str, resource: &str, verbs: &[&str], names: &[String]| {
@@ -48,20 +62,29 @@ fn meshd_needs() -> BTreeSet<Grant> {
             needs.insert((group.to_string(), resource.to_string(), verb.to_string(), names.to_vec()));
         }
     };
-    for resource in ["namespaces", "services", "pods"] {
-        add("", resource, WATCH, &[]);
+    for feed in CORE_FEEDS {
+        let (group, resource) = core_resource(feed);
+        add(group, resource, WATCH, &[]);
     }
-    add("discovery.k8s.io", "endpointslices", WATCH, &[]);
-    let crds: Vec<String> =
-        RULE_GROUPS.iter().flat_map(|g| RULE_KINDS.iter().map(move |k| format!("{k}.{g}"))).collect();
-    add("apiextensions.k8s.io", "customresourcedefinitions", WATCH, &crds);
-    for group in RULE_GROUPS {
-        for kind in RULE_KINDS {
-            add(group, kind, WATCH, &[]);
-            add(group, &format!("{kind}/status"), &["patch"], &[]);
+    let crds = crd_names();
+    let names: Vec<String> = crds.iter().map(|(name, _)| name.clone()).collect();
+    add("apiextensions.k8s.io", "customresourcedefinitions", WATCH, &names);
+    for (name, feed) in &crds {
+        let plural = name.split('.').next().expect("a CRD name is <plural>.<group>");
+        add(feed.group.name(), plural, WATCH, &[]);
+        if feed.has_status() {
+            add(feed.group.name(), &format!("{plural}/status"), &["patch"], &[]);
         }
     }
     needs
+}
+
+#[test]
+fn the_lease_role_names_the_lease_meshd_holds() {
+    assert_eq!(LeaseConfig::new(MESHD_NAMESPACE, "any").name, STATUS_LEASE);
+    let role = rbac::meshd_lease_role().unwrap();
+    let named: Vec<_> = role.rules.iter().flatten().flat_map(|r| r.resource_names.iter().flatten()).collect();
+    assert_eq!(named, [STATUS_LEASE], "30-role-leases.yaml");
 }
 
 /// Requests meshd's ServiceAccount must be allowed (`true`) or denied (`false`).

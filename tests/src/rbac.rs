@@ -1,11 +1,7 @@
-//! The install manifests' RBAC as plain data, and what it allows.
-//!
-//! [`allows`] decides a request against RBAC rules the way the API server's RBAC authorizer
-//! does (`k8s.io/component-helpers/auth/rbac`: verb, API group, `resource/subresource` with
-//! `*`, `*/subresource` and `resource/*`, and `resourceNames` that only bind requests naming
-//! an object). `tests/tests/kube_install.rs` runs the same table of [`Access`] rows through
-//! the real API server (SubjectAccessReview) and through [`allows`], so the two can never
-//! silently disagree, and checks that meshd's ClusterRole grants exactly what meshd uses.
+//! The install manifests' RBAC as plain data: the rules flattened into grants (so a test can
+//! compare them with what meshd's source uses) and [`Access`] rows of requests. Whether a
+//! request is allowed is asked of the real API server (SubjectAccessReview, in
+//! `tests/tests/kube_install.rs`), never decided here.
 
 use std::path::PathBuf;
 
@@ -74,33 +70,6 @@ impl std::fmt::Display for Access {
     }
 }
 
-/// Whether any of `rules` allows `access` (RBAC is a union of grants; nothing denies).
-pub fn allows(rules: &[PolicyRule], access: &Access) -> bool {
-    rules.iter().any(|rule| rule_allows(rule, access))
-}
-
-fn rule_allows(rule: &PolicyRule, access: &Access) -> bool {
-    let verb_ok = rule.verbs.iter().any(|v| v == "*" || v == access.verb);
-    let group_ok = list(&rule.api_groups).iter().any(|g| g == "*" || g == access.group);
-    let resource_ok = list(&rule.resources).iter().any(|r| resource_matches(r, access));
-    let names = list(&rule.resource_names);
-    let name_ok = names.is_empty() || access.name.is_some_and(|n| names.iter().any(|x| x == n));
-    verb_ok && group_ok && resource_ok && name_ok
-}
-
-fn resource_matches(pattern: &str, access: &Access) -> bool {
-    if pattern == "*" {
-        return true;
-    }
-    if access.subresource.is_empty() {
-        return pattern == access.resource;
-    }
-    let combined = format!("{}/{}", access.resource, access.subresource);
-    pattern == combined
-        || pattern.strip_prefix("*/") == Some(access.subresource)
-        || pattern.strip_suffix("/*") == Some(access.resource)
-}
-
 fn list(items: &Option<Vec<String>>) -> &[String] {
     items.as_deref().unwrap_or_default()
 }
@@ -147,14 +116,6 @@ pub fn meshd_lease_role() -> Result<Role> {
     Ok(role)
 }
 
-/// Whether meshd, as installed, may do `access`: the ClusterRole anywhere, the lease Role
-/// only in its own namespace (a RoleBinding grants nothing outside its namespace).
-pub fn meshd_allows(cluster_role: &ClusterRole, lease_role: &Role, access: &Access) -> bool {
-    let cluster_rules = cluster_role.rules.as_deref().unwrap_or_default();
-    let role_rules = lease_role.rules.as_deref().unwrap_or_default();
-    allows(cluster_rules, access) || (access.namespace == Some(MESHD_NAMESPACE) && allows(role_rules, access))
-}
-
 /// The install manifests' file names, in the order `kubectl apply -f` applies them.
 pub fn install_files() -> Result<Vec<PathBuf>> {
     let dir = install_dir();
@@ -170,47 +131,6 @@ pub fn install_files() -> Result<Vec<PathBuf>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn rule(groups: &[&str], resources: &[&str], verbs: &[&str], names: &[&str]) -> PolicyRule {
-        let strings = |xs: &[&str]| xs.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        PolicyRule {
-            api_groups: Some(strings(groups)),
-            resources: Some(strings(resources)),
-            verbs: strings(verbs),
-            resource_names: (!names.is_empty()).then(|| strings(names)),
-            non_resource_urls: None,
-        }
-    }
-
-    #[test]
-    fn rules_match_as_the_rbac_authorizer_does() {
-        let pods = Access::new("get", "", "pods").namespace("a");
-        let vs = Access::new("patch", "networking.amime.dev", "virtualservices");
-        let lease = Access::new("update", "coordination.k8s.io", "leases").namespace("s");
-        let cases: &[(PolicyRule, Access, bool)] = &[
-            (rule(&[""], &["pods"], &["get"], &[]), pods, true),
-            (rule(&[""], &["pods"], &["list"], &[]), pods, false),
-            (rule(&["apps"], &["pods"], &["get"], &[]), pods, false),
-            (rule(&["*"], &["*"], &["*"], &[]), pods, true),
-            (rule(&[""], &["pods"], &["get"], &[]), pods.status(), false),
-            (rule(&[""], &["pods/status"], &["get"], &[]), pods, false),
-            (rule(&["networking.amime.dev"], &["virtualservices/status"], &["patch"], &[]), vs.status(), true),
-            (rule(&["networking.amime.dev"], &["virtualservices/status"], &["patch"], &[]), vs, false),
-            (rule(&["networking.amime.dev"], &["*/status"], &["patch"], &[]), vs.status(), true),
-            (rule(&["networking.amime.dev"], &["virtualservices/*"], &["patch"], &[]), vs.status(), true),
-            (rule(&["networking.amime.dev"], &["virtualservices/*"], &["patch"], &[]), vs, false),
-            (rule(&["coordination.k8s.io"], &["leases"], &["update"], &["x"]), lease.name("x"), true),
-            (rule(&["coordination.k8s.io"], &["leases"], &["update"], &["x"]), lease.name("y"), false),
-            (
-                rule(&["coordination.k8s.io"], &["leases"], &["create"], &["x"]),
-                Access { verb: "create", ..lease },
-                false,
-            ),
-        ];
-        for (rule, access, want) in cases {
-            assert_eq!(allows(std::slice::from_ref(rule), access), *want, "{access} under {rule:?}");
-        }
-    }
 
     #[test]
     fn access_reads_like_kubectl() {

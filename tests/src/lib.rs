@@ -15,6 +15,7 @@
 //! - [`mesh`]: loopback IP blocks, the YAML config directory and the bookinfo fixture.
 //! - [`kube`]: a real Kubernetes control plane (etcd, kube-apiserver, kube-controller-manager)
 //!   on the test's loopback block, and the harness playing kubelet.
+//! - [`rbac`]: the install manifests' RBAC as data, and what it allows (as the RBAC authorizer decides).
 //! - [`rules`]: the reviews DestinationRule and VirtualServices the tests and the demo use.
 //!
 //! Tests run in parallel: each test picks its own loopback block `127.0.N.0/24` ([`mesh::IpBlock`])
@@ -28,6 +29,7 @@ pub mod meshd;
 pub mod netns;
 pub mod paths;
 pub mod process;
+pub mod rbac;
 pub mod rules;
 pub mod sidecar;
 pub mod upstream;

@@ -125,3 +125,38 @@ fn istio_stand_in_serves_three_versions_with_one_schema() {
         assert!(crd.spec.versions.iter().all(|v| v.served && v.schema == crd.spec.versions[0].schema), "{kind}");
     }
 }
+
+/// Leaves whose JSON type is easy to get wrong, with the type Istio's CRDs give them
+/// (`istio.io/api` v1.32 `kubernetes/customresourcedefinitions.gen.yaml`): an object
+/// copied from an Istio cluster must pass our schema.
+#[test]
+fn leaf_types_are_istios() {
+    let cases = [
+        ("Gateway", "servers[].tls.tlsCertificates[].caCertificates", "string"),
+        ("Gateway", "servers[].tls.credentialNames", "array"),
+        ("Gateway", "servers[].port.number", "integer"),
+        ("VirtualService", "http[].route[].weight", "integer"),
+        ("VirtualService", "http[].timeout", "string"),
+        ("VirtualService", "http[].mirrorPercentage.value", "number"),
+        ("VirtualService", "http[].match[].headers{}.exact", "string"),
+        ("VirtualService", "http[].fault.abort.httpStatus", "integer"),
+        ("VirtualService", "http[].corsPolicy.allowCredentials", "boolean"),
+        ("DestinationRule", "trafficPolicy.connectionPool.tcp.maxConnections", "integer"),
+        ("DestinationRule", "trafficPolicy.loadBalancer.warmup.aggression", "number"),
+        ("ServiceEntry", "endpoints[].ports{}", "integer"),
+        ("ServiceEntry", "endpoints[].weight", "integer"),
+    ];
+    let crds = crds();
+    let mut wrong = Vec::new();
+    for (kind, path, want) in cases {
+        let crd = crds.iter().find(|c| c.spec.names.kind == kind).unwrap();
+        let root = serde_json::to_value(&crd.spec.versions[0].schema.as_ref().unwrap().open_api_v3_schema).unwrap();
+        let segments: Vec<String> = path.split('.').map(str::to_owned).collect();
+        match node(&root["properties"]["spec"], &segments) {
+            Ok(schema) if schema["type"] == want => {}
+            Ok(schema) => wrong.push(format!("{kind} spec.{path}: type {}, Istio's is {want}", schema["type"])),
+            Err(e) => wrong.push(format!("{kind} spec.{path}: {e}")),
+        }
+    }
+    assert!(wrong.is_empty(), "{wrong:#?}");
+}

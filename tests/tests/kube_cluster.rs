@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use amime_e2e::kube::KubeCluster;
+use amime_e2e::kube::{AutoKubelet, KubeCluster};
 use amime_e2e::{await_condition, run_test, IpBlock, TestContext};
 use anyhow::{bail, ensure, Context as _, Result};
 use futures::StreamExt as _;
@@ -121,9 +121,32 @@ async fn endpoint_slices_follow_ready_pods_and_scaling() {
             Ok(())
         })
         .await?;
-        Ok(())
+        pod_created_again_is_made_ready_again(&cluster, &kubelet).await
     })
     .await;
+}
+
+/// A pod deleted and created again under the same name is a new pod: the background kubelet
+/// makes it Ready too.
+async fn pod_created_again_is_made_ready_again(cluster: &KubeCluster, kubelet: &AutoKubelet) -> Result<()> {
+    let pods: Api<Pod> = Api::namespaced(cluster.client(), "api");
+    let times_ready = || kubelet.assigned().iter().filter(|(name, _)| name == "solo").count();
+    for round in 1..=2 {
+        cluster.apply(&pod("api", "solo", "solo")).await?;
+        await_condition(&format!("pod solo made Ready (round {round})"), SLICE_TIMEOUT, || async {
+            let ip = pods.get("solo").await?.status.and_then(|s| s.pod_ip);
+            ensure!(times_ready() == round && ip.is_some(), "made Ready {} times, podIP {ip:?}", times_ready());
+            Ok(())
+        })
+        .await?;
+        cluster.delete(&["-n", "api", "pod", "solo"]).await?;
+        await_condition("pod solo gone", SLICE_TIMEOUT, || async {
+            ensure!(pods.get_opt("solo").await?.is_none(), "pod solo still there");
+            Ok(())
+        })
+        .await?;
+    }
+    Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

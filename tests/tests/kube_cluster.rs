@@ -93,7 +93,7 @@ async fn endpoint_slices_follow_ready_pods_and_scaling() {
 
         // A Deployment scaled by kube-controller-manager; the background kubelet makes its pods Ready.
         cluster.create_namespace("api").await?;
-        let pool: Vec<IpAddr> = (1..=10).map(|n| format!("10.244.162.{n}").parse()).collect::<Result<_, _>>()?;
+        let pool: Vec<IpAddr> = (11..=20).map(|n| format!("10.244.161.{n}").parse()).collect::<Result<_, _>>()?;
         let kubelet = cluster.auto_kubelet("api", pool);
         cluster.apply(&format!("{}---\n{}", service("api", "api"), deployment("api", "api", 2))).await?;
         await_condition("2 api pods made Ready", SLICE_TIMEOUT, || async {

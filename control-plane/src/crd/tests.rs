@@ -160,3 +160,19 @@ fn leaf_types_are_istios() {
     }
     assert!(wrong.is_empty(), "{wrong:#?}");
 }
+
+/// Enumerations take every value Istio's CRDs take (values meshd does not implement are
+/// refused by the parser, in the object's status, not by the API server).
+#[test]
+fn enums_take_istios_values() {
+    let crds = crds();
+    let crd = crds.iter().find(|c| c.spec.names.kind == "ServiceEntry").unwrap();
+    let root = serde_json::to_value(&crd.spec.versions[0].schema.as_ref().unwrap().open_api_v3_schema).unwrap();
+    let values = &root["properties"]["spec"]["properties"]["resolution"]["enum"];
+    for istio in ["NONE", "STATIC", "DNS", "DNS_ROUND_ROBIN", "DYNAMIC_DNS"] {
+        assert!(
+            values.as_array().unwrap().contains(&istio.into()),
+            "ServiceEntry spec.resolution lacks {istio}: {values}"
+        );
+    }
+}

@@ -176,3 +176,15 @@ fn enums_take_istios_values() {
         );
     }
 }
+
+/// Lower bounds are no stricter than Istio's: `warmup.aggression` takes anything from 0
+/// (Istio's `+kubebuilder:validation:Minimum=0`), e.g. 0.5.
+#[test]
+fn warmup_aggression_takes_istios_range() {
+    let crds = crds();
+    let crd = crds.iter().find(|c| c.spec.names.kind == "DestinationRule").unwrap();
+    let root = serde_json::to_value(&crd.spec.versions[0].schema.as_ref().unwrap().open_api_v3_schema).unwrap();
+    let path: Vec<String> = ["trafficPolicy", "loadBalancer", "warmup", "aggression"].map(str::to_owned).into();
+    let aggression = node(&root["properties"]["spec"], &path).unwrap();
+    assert_eq!(aggression["minimum"].as_f64(), Some(0.0), "{aggression}");
+}

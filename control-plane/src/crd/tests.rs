@@ -65,6 +65,18 @@ fn crd_schemas_and_parser_field_tables_agree() {
             for extra in schema_fields.difference(&table) {
                 problems.push(format!("{kind} {at}.{extra}: in the CRD schema, not in the field table"));
             }
+            for (name, table_descends) in &message.fields {
+                let Some(field) = schema.pointer(&format!("/properties/{name}")) else { continue };
+                let inner = [field, &field["items"], &field["additionalProperties"]];
+                let schema_descends = inner.iter().any(|s| s.get("properties").is_some());
+                if *table_descends != schema_descends {
+                    problems.push(format!(
+                        "{kind} {at}.{name}: the field table {} its fields, the CRD schema {}",
+                        if *table_descends { "lists" } else { "does not list" },
+                        if schema_descends { "does" } else { "does not" }
+                    ));
+                }
+            }
             checked += table.len();
         }
     }

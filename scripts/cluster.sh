@@ -25,5 +25,6 @@ if [[ "${command}" == up ]]; then
   export AMIME_K8S_BIN
 fi
 # Debug profile: shares the build with the tests (a release build of kube/tokio takes minutes).
-cargo build --quiet -p amime-e2e --bin amime-cluster
-exec target/debug/amime-cluster "${command}" --dir "${repo_root}/.k8s/local"
+# `cargo run` rather than target/debug/...: the target directory may be elsewhere
+# (CARGO_TARGET_DIR, build.target-dir).
+exec cargo run --quiet -p amime-e2e --bin amime-cluster -- "${command}" --dir "${repo_root}/.k8s/local"

@@ -13,7 +13,7 @@
 # Progress goes to stderr; stdout is only the bin directory.
 set -euo pipefail
 
-K8S_VERSION=v1.37.2 # also KUBERNETES_VERSION in tests/src/paths.rs
+K8S_VERSION=v1.37.2 # also KUBERNETES_VERSION in tests/src/paths.rs (a test there holds them equal)
 ETCD_VERSION=v3.7.0
 BINARIES=(etcd kube-apiserver kube-controller-manager kubectl)
 

@@ -96,3 +96,23 @@ pub fn kubernetes_bin_dir() -> Result<PathBuf> {
     }
     Ok(dir)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `scripts/k8s-binaries.sh` builds what this file looks for: the same version (the cache
+    /// directory's name) and the same binaries.
+    #[test]
+    fn kubernetes_version_and_binaries_match_the_build_script() {
+        let script = include_str!("../../scripts/k8s-binaries.sh");
+        let value = |name: &str| {
+            let line = script.lines().find_map(|l| l.strip_prefix(name)).unwrap_or_else(|| panic!("no {name}"));
+            line.split('#').next().unwrap().trim().to_owned()
+        };
+        assert_eq!(value("K8S_VERSION="), KUBERNETES_VERSION, "scripts/k8s-binaries.sh K8S_VERSION");
+        let binaries = value("BINARIES=");
+        let binaries: Vec<&str> = binaries.trim_matches(['(', ')']).split_whitespace().collect();
+        assert_eq!(binaries, KUBERNETES_BINARIES, "scripts/k8s-binaries.sh BINARIES");
+    }
+}

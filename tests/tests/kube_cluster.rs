@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use amime_e2e::kube::KubeCluster;
+use amime_e2e::kube::{AutoKubelet, KubeCluster};
 use amime_e2e::{await_condition, run_test, IpBlock, TestContext};
 use anyhow::{bail, ensure, Context as _, Result};
 use futures::StreamExt as _;
@@ -93,7 +93,7 @@ async fn endpoint_slices_follow_ready_pods_and_scaling() {
 
         // A Deployment scaled by kube-controller-manager; the background kubelet makes its pods Ready.
         cluster.create_namespace("api").await?;
-        let pool: Vec<IpAddr> = (1..=10).map(|n| format!("10.244.162.{n}").parse()).collect::<Result<_, _>>()?;
+        let pool: Vec<IpAddr> = (11..=20).map(|n| format!("10.244.161.{n}").parse()).collect::<Result<_, _>>()?;
         let kubelet = cluster.auto_kubelet("api", pool);
         cluster.apply(&format!("{}---\n{}", service("api", "api"), deployment("api", "api", 2))).await?;
         await_condition("2 api pods made Ready", SLICE_TIMEOUT, || async {
@@ -121,9 +121,32 @@ async fn endpoint_slices_follow_ready_pods_and_scaling() {
             Ok(())
         })
         .await?;
-        Ok(())
+        pod_created_again_is_made_ready_again(&cluster, &kubelet).await
     })
     .await;
+}
+
+/// A pod deleted and created again under the same name is a new pod: the background kubelet
+/// makes it Ready too.
+async fn pod_created_again_is_made_ready_again(cluster: &KubeCluster, kubelet: &AutoKubelet) -> Result<()> {
+    let pods: Api<Pod> = Api::namespaced(cluster.client(), "api");
+    let times_ready = || kubelet.assigned().iter().filter(|(name, _)| name == "solo").count();
+    for round in 1..=2 {
+        cluster.apply(&pod("api", "solo", "solo")).await?;
+        await_condition(&format!("pod solo made Ready (round {round})"), SLICE_TIMEOUT, || async {
+            let ip = pods.get("solo").await?.status.and_then(|s| s.pod_ip);
+            ensure!(times_ready() == round && ip.is_some(), "made Ready {} times, podIP {ip:?}", times_ready());
+            Ok(())
+        })
+        .await?;
+        cluster.delete(&["-n", "api", "pod", "solo"]).await?;
+        await_condition("pod solo gone", SLICE_TIMEOUT, || async {
+            ensure!(pods.get_opt("solo").await?.is_none(), "pod solo still there");
+            Ok(())
+        })
+        .await?;
+    }
+    Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

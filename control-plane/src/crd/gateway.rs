@@ -118,5 +118,5 @@ pub struct TlsCertificate {
     /// Path of the private key file.
     pub private_key: Option<String>,
     /// Path of the CA certificates file.
-    pub ca_certificates: Option<Vec<String>>,
+    pub ca_certificates: Option<String>,
 }

@@ -45,8 +45,10 @@ pub struct ServiceEntrySpec {
     pub location: Option<String>,
     /// How endpoints are found: `NONE` (the address the client asked for), `STATIC`
     /// (`endpoints` or `workloadSelector`), `DNS` or `DNS_ROUND_ROBIN` (resolve the
-    /// hosts or the endpoints' addresses). Default: `NONE`.
-    #[schemars(extend("enum" = ["NONE", "STATIC", "DNS", "DNS_ROUND_ROBIN"]))]
+    /// hosts or the endpoints' addresses). Default: `NONE`. Istio's `DYNAMIC_DNS`
+    /// (resolve each wildcard host on demand) is not supported by meshd yet: the
+    /// object is refused.
+    #[schemars(extend("enum" = ["NONE", "STATIC", "DNS", "DNS_ROUND_ROBIN", "DYNAMIC_DNS"]))]
     pub resolution: Option<String>,
     /// The service's endpoints (not with `workloadSelector`).
     pub endpoints: Option<Vec<WorkloadEntry>>,

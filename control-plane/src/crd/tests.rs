@@ -65,6 +65,18 @@ fn crd_schemas_and_parser_field_tables_agree() {
             for extra in schema_fields.difference(&table) {
                 problems.push(format!("{kind} {at}.{extra}: in the CRD schema, not in the field table"));
             }
+            for (name, table_descends) in &message.fields {
+                let Some(field) = schema.pointer(&format!("/properties/{name}")) else { continue };
+                let inner = [field, &field["items"], &field["additionalProperties"]];
+                let schema_descends = inner.iter().any(|s| s.get("properties").is_some());
+                if *table_descends != schema_descends {
+                    problems.push(format!(
+                        "{kind} {at}.{name}: the field table {} its fields, the CRD schema {}",
+                        if *table_descends { "lists" } else { "does not list" },
+                        if schema_descends { "does" } else { "does not" }
+                    ));
+                }
+            }
             checked += table.len();
         }
     }
@@ -124,4 +136,67 @@ fn istio_stand_in_serves_three_versions_with_one_schema() {
         assert_eq!(names, [("v1", true), ("v1beta1", false), ("v1alpha3", false)], "{kind}");
         assert!(crd.spec.versions.iter().all(|v| v.served && v.schema == crd.spec.versions[0].schema), "{kind}");
     }
+}
+
+/// Leaves whose JSON type is easy to get wrong, with the type Istio's CRDs give them
+/// (`istio.io/api` v1.32 `kubernetes/customresourcedefinitions.gen.yaml`): an object
+/// copied from an Istio cluster must pass our schema.
+#[test]
+fn leaf_types_are_istios() {
+    let cases = [
+        ("Gateway", "servers[].tls.tlsCertificates[].caCertificates", "string"),
+        ("Gateway", "servers[].tls.credentialNames", "array"),
+        ("Gateway", "servers[].port.number", "integer"),
+        ("VirtualService", "http[].route[].weight", "integer"),
+        ("VirtualService", "http[].timeout", "string"),
+        ("VirtualService", "http[].mirrorPercentage.value", "number"),
+        ("VirtualService", "http[].match[].headers{}.exact", "string"),
+        ("VirtualService", "http[].fault.abort.httpStatus", "integer"),
+        ("VirtualService", "http[].corsPolicy.allowCredentials", "boolean"),
+        ("DestinationRule", "trafficPolicy.connectionPool.tcp.maxConnections", "integer"),
+        ("DestinationRule", "trafficPolicy.loadBalancer.warmup.aggression", "number"),
+        ("ServiceEntry", "endpoints[].ports{}", "integer"),
+        ("ServiceEntry", "endpoints[].weight", "integer"),
+    ];
+    let crds = crds();
+    let mut wrong = Vec::new();
+    for (kind, path, want) in cases {
+        let crd = crds.iter().find(|c| c.spec.names.kind == kind).unwrap();
+        let root = serde_json::to_value(&crd.spec.versions[0].schema.as_ref().unwrap().open_api_v3_schema).unwrap();
+        let segments: Vec<String> = path.split('.').map(str::to_owned).collect();
+        match node(&root["properties"]["spec"], &segments) {
+            Ok(schema) if schema["type"] == want => {}
+            Ok(schema) => wrong.push(format!("{kind} spec.{path}: type {}, Istio's is {want}", schema["type"])),
+            Err(e) => wrong.push(format!("{kind} spec.{path}: {e}")),
+        }
+    }
+    assert!(wrong.is_empty(), "{wrong:#?}");
+}
+
+/// Enumerations take every value Istio's CRDs take (values meshd does not implement are
+/// refused by the parser, in the object's status, not by the API server).
+#[test]
+fn enums_take_istios_values() {
+    let crds = crds();
+    let crd = crds.iter().find(|c| c.spec.names.kind == "ServiceEntry").unwrap();
+    let root = serde_json::to_value(&crd.spec.versions[0].schema.as_ref().unwrap().open_api_v3_schema).unwrap();
+    let values = &root["properties"]["spec"]["properties"]["resolution"]["enum"];
+    for istio in ["NONE", "STATIC", "DNS", "DNS_ROUND_ROBIN", "DYNAMIC_DNS"] {
+        assert!(
+            values.as_array().unwrap().contains(&istio.into()),
+            "ServiceEntry spec.resolution lacks {istio}: {values}"
+        );
+    }
+}
+
+/// Lower bounds are no stricter than Istio's: `warmup.aggression` takes anything from 0
+/// (Istio's `+kubebuilder:validation:Minimum=0`), e.g. 0.5.
+#[test]
+fn warmup_aggression_takes_istios_range() {
+    let crds = crds();
+    let crd = crds.iter().find(|c| c.spec.names.kind == "DestinationRule").unwrap();
+    let root = serde_json::to_value(&crd.spec.versions[0].schema.as_ref().unwrap().open_api_v3_schema).unwrap();
+    let path: Vec<String> = ["trafficPolicy", "loadBalancer", "warmup", "aggression"].map(str::to_owned).into();
+    let aggression = node(&root["properties"]["spec"], &path).unwrap();
+    assert_eq!(aggression["minimum"].as_f64(), Some(0.0), "{aggression}");
 }

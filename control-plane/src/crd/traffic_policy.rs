@@ -148,8 +148,9 @@ pub struct WarmupConfiguration {
     /// Share of its full traffic a new endpoint starts with, in percent. Default: 10.
     #[schemars(range(min = 0.0, max = 100.0))]
     pub minimum_percent: Option<f64>,
-    /// How fast traffic grows during the window (1.0 = linear). Default: 1.0.
-    #[schemars(range(min = 1.0))]
+    /// How fast traffic grows during the window (1.0 = linear; larger values ramp up
+    /// faster at first). Default: 1.0.
+    #[schemars(range(min = 0.0))]
     pub aggression: Option<f64>,
 }
 

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use amime_e2e::kube::processes::{kill, pid_alive};
+use amime_e2e::kube::processes::{kill, pid_runs};
 use amime_e2e::kube::{client_for, KubeCluster, Launcher, Layout, Pki};
 use anyhow::{Context as _, Result};
 use clap::{Parser, Subcommand};
@@ -45,7 +45,8 @@ fn layout(dir: &Path) -> Layout {
     }
 }
 
-/// `(label, pid)` of every recorded process.
+/// `(label, pid)` of every recorded process (running or not; the label is also the name of
+/// the program, see [`pid_runs`]).
 fn recorded_pids(dir: &Path) -> Vec<(String, u32)> {
     let Ok(entries) = std::fs::read_dir(dir.join("pids")) else { return Vec::new() };
     let mut pids: Vec<(String, u32)> = entries
@@ -61,7 +62,7 @@ fn recorded_pids(dir: &Path) -> Vec<(String, u32)> {
 }
 
 async fn up(dir: &Path) -> Result<()> {
-    let running: Vec<_> = recorded_pids(dir).into_iter().filter(|(_, pid)| pid_alive(*pid)).collect();
+    let running: Vec<_> = recorded_pids(dir).into_iter().filter(|(label, pid)| pid_runs(*pid, label)).collect();
     if !running.is_empty() {
         println!("already running ({}); `scripts/cluster.sh down` stops it", describe(&running));
         return Ok(());
@@ -81,20 +82,30 @@ async fn up(dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Stop the recorded processes that still run their program (a pid file left by a reboot
+/// may name an unrelated process by now: that one is left alone) and remove the pid files.
 fn down(dir: &Path) -> Result<()> {
-    let pids = recorded_pids(dir);
-    for (_, pid) in &pids {
+    let (running, stale): (Vec<_>, Vec<_>) =
+        recorded_pids(dir).into_iter().partition(|(label, pid)| pid_runs(*pid, label));
+    for (_, pid) in &running {
         kill(*pid, "TERM")?;
     }
     let deadline = Instant::now() + Duration::from_secs(10);
-    while pids.iter().any(|(_, pid)| pid_alive(*pid)) && Instant::now() < deadline {
+    while running.iter().any(|(label, pid)| pid_runs(*pid, label)) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(100));
     }
-    for (label, pid) in &pids {
-        kill(*pid, "KILL")?;
+    for (label, pid) in &running {
+        if pid_runs(*pid, label) {
+            kill(*pid, "KILL")?;
+        }
+        println!("stopped {label} (pid {pid})");
+    }
+    for (label, pid) in &stale {
+        println!("{label} (pid {pid}) was not running");
+    }
+    for (label, _) in running.iter().chain(&stale) {
         let file = dir.join("pids").join(format!("{label}.pid"));
         std::fs::remove_file(&file).with_context(|| format!("remove {}", file.display()))?;
-        println!("stopped {label} (pid {pid})");
     }
     Ok(())
 }
@@ -106,7 +117,10 @@ async fn status(dir: &Path) -> Result<()> {
         return Ok(());
     }
     for (label, pid) in &pids {
-        println!("{label}: pid {pid} {}", if pid_alive(*pid) { "running" } else { "NOT running" });
+        println!("{label}: pid {pid} {}", if pid_runs(*pid, label) { "running" } else { "NOT running" });
+    }
+    if !pids.iter().any(|(label, pid)| pid_runs(*pid, label)) {
+        return Ok(());
     }
     let client = client_for(&Pki::at(dir).kubeconfig).await?;
     let readyz = client.request_text(http::Request::get("/readyz").body(Vec::new())?).await;

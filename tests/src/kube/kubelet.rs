@@ -8,7 +8,7 @@
 //! the controller then writes no endpoint of the Service at all (event `FailedToUpdateEndpointSlices`).
 //! Tests that send traffic use [`super::PodNetwork`] addresses (`10.244.N.x`, local to this host).
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
@@ -94,7 +94,8 @@ impl AutoKubelet {
         AutoKubelet { task, assigned }
     }
 
-    /// `(pod name, ip)` of every pod made Ready so far, in order.
+    /// `(pod name, ip)` of every pod made Ready so far, in order (a name twice when a pod was
+    /// created again under the same name).
     pub fn assigned(&self) -> Vec<(String, IpAddr)> {
         self.assigned.lock().unwrap().clone()
     }
@@ -114,6 +115,8 @@ async fn run(
 ) {
     let pods: Api<Pod> = Api::namespaced(client.clone(), &namespace);
     let mut events = watcher(pods.clone(), watcher::Config::default()).default_backoff().boxed();
+    // By uid, not name: a pod deleted and created again under its name is a new pod.
+    let mut handled: HashSet<String> = HashSet::new();
     while let Some(event) = events.next().await {
         let pod = match event {
             Ok(watcher::Event::Apply(pod) | watcher::Event::InitApply(pod)) => pod,
@@ -133,8 +136,8 @@ async fn run(
             continue;
         }
         let has_ip = pod.status.as_ref().and_then(|s| s.pod_ip.as_deref()).is_some_and(|ip| !ip.is_empty());
-        let known = assigned.lock().unwrap().iter().any(|(n, _)| *n == name);
-        if has_ip || known {
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        if has_ip || handled.contains(&uid) {
             continue;
         }
         let Some(ip) = ips.pop_front() else {
@@ -142,7 +145,10 @@ async fn run(
             continue;
         };
         match make_pod_ready(&client, &namespace, &name, ip).await {
-            Ok(()) => assigned.lock().unwrap().push((name, ip)),
+            Ok(()) => {
+                handled.insert(uid);
+                assigned.lock().unwrap().push((name, ip));
+            }
             Err(e) => {
                 eprintln!("[kubelet {namespace}] {e:#}");
                 ips.push_front(ip);

@@ -150,6 +150,15 @@ pub fn pid_alive(pid: u32) -> bool {
     }
 }
 
+/// True while `pid` is alive and runs the program file `name` (the file name of its
+/// `argv[0]`): a pid recorded before a reboot may belong to an unrelated process by now.
+pub fn pid_runs(pid: u32, name: &str) -> bool {
+    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else { return false };
+    let argv0 = cmdline.split(|b| *b == 0).next().unwrap_or_default();
+    let file = argv0.rsplit(|b| *b == b'/').next().unwrap_or_default();
+    file == name.as_bytes() && pid_alive(pid)
+}
+
 impl Launcher {
     pub fn spawn(&self, layout: &Layout, label: &str, program: &Path, args: &[String]) -> Result<Proc> {
         match self {
@@ -252,4 +261,19 @@ pub fn kill(pid: u32, signal: &str) -> Result<()> {
             .with_context(|| format!("kill -{signal} {pid}"))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pid_runs_checks_the_program_name() {
+        let me = std::process::id();
+        let argv0 = std::env::args_os().next().unwrap();
+        let name = Path::new(&argv0).file_name().unwrap().to_str().unwrap().to_owned();
+        assert!(pid_runs(me, &name), "this test process runs {name}");
+        assert!(!pid_runs(me, "etcd"), "a live pid running another program is not etcd");
+        assert!(!pid_runs(u32::MAX, "etcd"), "no such pid");
+    }
 }

@@ -259,7 +259,9 @@ static CONSISTENT_HASH: Message = Message {
     ],
 };
 
-static HTTP_COOKIE: Message = Message { fields: &[leaf("name"), leaf("path"), leaf("ttl"), leaf("attributes")] };
+static HTTP_COOKIE: Message =
+    Message { fields: &[leaf("name"), leaf("path"), leaf("ttl"), read("attributes", List(&COOKIE_ATTRIBUTE))] };
+static COOKIE_ATTRIBUTE: Message = Message { fields: &[leaf("name"), leaf("value")] };
 static RING_HASH: Message = Message { fields: &[leaf("minimumRingSize")] };
 static MAGLEV: Message = Message { fields: &[leaf("tableSize")] };
 

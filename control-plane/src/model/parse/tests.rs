@@ -113,6 +113,11 @@ fn fields_outside_the_api_are_errors_with_a_suggestion() {
             "did you mean `loadBalancer`?",
         ),
         (dr("subsets: [{name: v1, lables: {v: '1'}}]"), "spec.subsets[0].lables", "did you mean `labels`?"),
+        (
+            dr("trafficPolicy: {loadBalancer: {consistentHash: {httpCookie: {name: c, attributes: [{nmae: a}]}}}}"),
+            "spec.trafficPolicy.loadBalancer.consistentHash.httpCookie.attributes[0].nmae",
+            "did you mean `name`?",
+        ),
         (format!("{svc}}}\nspec: {{selectr: {{app: s}}}}"), "spec.selectr", "did you mean `selector`?"),
         (
             format!("{svc}}}\nspec: {{ports: [{{port: 80, targetport: 8080}}]}}"),

@@ -14,6 +14,12 @@ scripts/install-envoy.sh
 AMIME_K8S_BIN="$(scripts/k8s-binaries.sh)"
 export AMIME_K8S_BIN
 
+# The Kubernetes harness makes its certificates with openssl and routes pod addresses with ip.
+if [[ "$(id -u)" == 0 ]] && ! { command -v openssl && command -v ip; } >/dev/null 2>&1; then
+  echo "==> installing openssl and iproute2"
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssl iproute2; } >/dev/null
+fi
+
 # The transparent-mode tests (tests/tests/transparent.rs) install iptables capture rules inside
 # their own network namespaces; they need the iptables tool (they skip only when not root).
 if [[ "$(id -u)" == 0 ]] && ! command -v iptables >/dev/null 2>&1; then
@@ -36,8 +42,15 @@ cargo build --workspace --all-targets
 
 if cargo nextest --version >/dev/null 2>&1; then
   echo "==> cargo nextest run --workspace"
-  cargo nextest run --workspace "$@"
+  cargo nextest run --workspace --no-fail-fast "$@"
 else
   echo "==> cargo test --workspace (cargo-nextest not installed)"
-  cargo test --workspace "$@"
+  log="$(mktemp)"
+  trap 'rm -f "${log}"' EXIT
+  status=0
+  cargo test --workspace --no-fail-fast "$@" 2>&1 | tee "${log}" || status=$?
+  # One closing line over every test binary's `test result:` line.
+  awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed;?$/) p += $i; if ($(i+1) ~ /^failed;?$/) f += $i } }
+       END { printf "%d passed, %d failed\n", p, f }' "${log}"
+  exit "${status}"
 fi

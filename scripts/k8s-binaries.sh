@@ -20,7 +20,7 @@ BINARIES=(etcd kube-apiserver kube-controller-manager kubectl)
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 project_dir="${repo_root}/.k8s/${K8S_VERSION}"
 project_bin="${project_dir}/bin"
-machine_root="${AMIME_CACHE_DIR:-${HOME}/.cache/amime}/k8s"
+machine_root="${AMIME_CACHE_DIR:-${HOME:-${repo_root}/.k8s}/.cache/amime}/k8s"
 machine_bin="${machine_root}/${K8S_VERSION}/bin"
 
 log() { echo "k8s-binaries: $*" >&2; }

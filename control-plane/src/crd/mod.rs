@@ -125,8 +125,7 @@ fn to_istio(mut crd: CustomResourceDefinition) -> CustomResourceDefinition {
     crd
 }
 
-/// [`crds`] as multi-document YAML (what `manifests/crds/networking.amime.dev.yaml`
-/// holds, and what `meshctl install --crds-only` applies).
+/// [`crds`] as multi-document YAML (what `manifests/crds/networking.amime.dev.yaml` holds).
 pub fn render_crds() -> String {
     render(&crds())
 }

@@ -8,8 +8,13 @@ use std::process::Command;
 
 use anyhow::{bail, Context as _, Result};
 
-/// The bearer token of the `admin` user (group `system:masters`) in the token file.
-pub const ADMIN_TOKEN: &str = "amime-admin-0123456789abcdef";
+/// A fresh bearer token for the `admin` user (group `system:masters`): 128 random bits, so a
+/// local cluster (`scripts/cluster.sh up`) is not open to whoever knows a token in the repo.
+fn admin_token() -> Result<String> {
+    let mut bytes = [0u8; 16];
+    std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom")?, &mut bytes).context("read /dev/urandom")?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
 
 /// Files written by [`write_all`] into `<dir>/pki` (and the kubeconfig into `<dir>`).
 #[derive(Clone, Debug)]
@@ -106,8 +111,9 @@ pub fn write_all(dir: &Path, ip: IpAddr, server_url: &str) -> Result<Pki> {
     ])?;
     openssl(&["ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", s(&paths.sa_key)])?;
     openssl(&["ec", "-in", s(&paths.sa_key), "-pubout", "-out", s(&paths.sa_pub)])?;
-    write(&paths.token_file, &format!("{ADMIN_TOKEN},admin,admin-uid,system:masters\n"))?;
-    write(&paths.kubeconfig, &kubeconfig(server_url, &paths.ca_cert, ADMIN_TOKEN))?;
+    let token = admin_token()?;
+    write(&paths.token_file, &format!("{token},admin,admin-uid,system:masters\n"))?;
+    write(&paths.kubeconfig, &kubeconfig(server_url, &paths.ca_cert, &token))?;
     Ok(paths)
 }
 
@@ -121,8 +127,18 @@ pub fn kubeconfig(server_url: &str, ca_cert: &Path, token: &str) -> String {
     )
 }
 
+/// Writes a file only its owner can read (tokens and the admin kubeconfig are credentials).
 fn write(path: &Path, contents: &str) -> Result<()> {
-    std::fs::write(path, contents).with_context(|| format!("write {}", path.display()))
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("write {}", path.display()))?;
+    file.write_all(contents.as_bytes()).with_context(|| format!("write {}", path.display()))
 }
 
 fn s(path: &Path) -> &str {

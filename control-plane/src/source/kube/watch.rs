@@ -51,7 +51,11 @@ pub async fn run(client: Client, spec: WatchSpec, origin: Origin, tx: mpsc::Send
         let event = match item {
             Ok(event) => event,
             Err(error) => {
-                stats.count(&spec.label, |c| c.errors += 1);
+                let expired = is_gone(&error);
+                stats.count(&spec.label, |c| {
+                    c.errors += 1;
+                    c.expired += u64::from(expired);
+                });
                 tracing::warn!(resource = %spec.label, error = %error, "watch failed; retrying with backoff (served config stays)");
                 continue;
             }
@@ -75,6 +79,11 @@ pub async fn run(client: Client, spec: WatchSpec, origin: Origin, tx: mpsc::Send
             return;
         }
     }
+}
+
+/// `410 Gone`: the watch's resource version is no longer served; the watcher relists.
+fn is_gone(error: &watcher::Error) -> bool {
+    matches!(error, watcher::Error::WatchError(status) if status.code == 410)
 }
 
 /// Retry delays after watch errors: 0.5 s doubling to at most 4 s (kube's default goes to

@@ -1,6 +1,7 @@
 //! The I/O edge of the Kubernetes source: one kube-rs watcher per watched resource
-//! (list, then watch; relist on `410 Gone`; errors retried with [`WatchBackoff`]),
-//! each object turned into JSON and sent to the source loop. No store of objects here.
+//! (list, then watch; relist on `410 Gone` after the shortest delay; other errors retried
+//! with [`WatchBackoff`]), each object turned into JSON and sent to the source loop. No
+//! store of objects here.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,7 +10,6 @@ use futures::StreamExt;
 use kube::api::{ApiResource, DynamicObject};
 use kube::runtime::utils::Backoff;
 use kube::runtime::watcher::{self, watcher, Event};
-use kube::runtime::WatchStreamExt;
 use kube::{Api, Client};
 use serde_json::Value;
 use tokio::sync::mpsc;
@@ -45,11 +45,15 @@ pub struct WatchSpec {
 /// Watches until the receiver goes away (or the task is aborted).
 pub async fn run(client: Client, spec: WatchSpec, origin: Origin, tx: mpsc::Sender<Message>, stats: Arc<KubeStats>) {
     let api: Api<DynamicObject> = Api::all_with(client, &spec.resource);
-    let mut stream = watcher(api, spec.config.clone()).backoff(WatchBackoff::default()).boxed();
+    let mut stream = watcher(api, spec.config.clone()).boxed();
+    let mut backoff = WatchBackoff::default();
     let mut listed = false;
     while let Some(item) = stream.next().await {
         let event = match item {
-            Ok(event) => event,
+            Ok(event) => {
+                backoff.reset();
+                event
+            }
             Err(error) => {
                 let expired = is_gone(&error);
                 stats.count(&spec.label, |c| {
@@ -57,6 +61,13 @@ pub async fn run(client: Client, spec: WatchSpec, origin: Origin, tx: mpsc::Send
                     c.expired += u64::from(expired);
                 });
                 tracing::warn!(resource = %spec.label, error = %error, "watch failed; retrying with backoff (served config stays)");
+                if expired {
+                    // The API server answered (a watch started): relist after the shortest
+                    // delay, not after the backoff an outage built up (a resumed watch
+                    // yields nothing, so nothing reset it).
+                    backoff.reset();
+                }
+                tokio::time::sleep(backoff.next().unwrap_or(BACKOFF_MAX)).await;
                 continue;
             }
         };
@@ -88,7 +99,9 @@ fn is_gone(error: &watcher::Error) -> bool {
 
 /// Retry delays after watch errors: 0.5 s doubling to at most 4 s (kube's default goes to
 /// 30 s; after an API-server outage meshd should be back within seconds), ±20 % jitter so
-/// replicas spread out; back to the start after any success.
+/// replicas spread out; back to the start after any event and after a `410 Gone`. (kube's
+/// `StreamBackoff` resets only on events: a watch resumed after an outage yields none, so
+/// the 410 that follows a restart waited another full step, up to 4.8 s.)
 #[derive(Clone, Debug)]
 pub struct WatchBackoff {
     next: Duration,

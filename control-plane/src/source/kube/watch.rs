@@ -6,11 +6,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
-use kube::api::{ApiResource, DynamicObject};
+use futures::{StreamExt, TryStreamExt};
+use kube::api::{ApiResource, DynamicObject, PartialObjectMeta};
 use kube::runtime::utils::Backoff;
 use kube::runtime::watcher::{self, watcher, Event};
 use kube::{Api, Client};
+use serde::Serialize;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
@@ -40,12 +41,38 @@ pub struct WatchSpec {
     pub config: watcher::Config,
     /// Name for logs and metrics (e.g. `Pod`, `VirtualService.networking.istio.io`).
     pub label: String,
+    /// Only `metadata` is needed: list and watch as `PartialObjectMetadata` (the API server
+    /// leaves out `spec` and `status`).
+    pub metadata_only: bool,
+}
+
+type EventStream = futures::stream::BoxStream<'static, Result<Event<Value>, watcher::Error>>;
+
+/// The watcher of `spec`, its objects as JSON.
+fn events(client: Client, spec: &WatchSpec) -> EventStream {
+    let resource = spec.resource.clone();
+    if spec.metadata_only {
+        let api: Api<PartialObjectMeta<DynamicObject>> = Api::all_with(client, &spec.resource);
+        watcher(api, spec.config.clone()).map_ok(move |e| json_event(e, &resource)).boxed()
+    } else {
+        let api: Api<DynamicObject> = Api::all_with(client, &spec.resource);
+        watcher(api, spec.config.clone()).map_ok(move |e| json_event(e, &resource)).boxed()
+    }
+}
+
+fn json_event<K: Serialize>(event: Event<K>, resource: &ApiResource) -> Event<Value> {
+    match event {
+        Event::Init => Event::Init,
+        Event::InitDone => Event::InitDone,
+        Event::InitApply(o) => Event::InitApply(to_json(o, resource)),
+        Event::Apply(o) => Event::Apply(to_json(o, resource)),
+        Event::Delete(o) => Event::Delete(to_json(o, resource)),
+    }
 }
 
 /// Watches until the receiver goes away (or the task is aborted).
 pub async fn run(client: Client, spec: WatchSpec, origin: Origin, tx: mpsc::Sender<Message>, stats: Arc<KubeStats>) {
-    let api: Api<DynamicObject> = Api::all_with(client, &spec.resource);
-    let mut stream = watcher(api, spec.config.clone()).boxed();
+    let mut stream = events(client, &spec);
     let mut backoff = WatchBackoff::default();
     let mut listed = false;
     while let Some(item) = stream.next().await {
@@ -81,9 +108,9 @@ pub async fn run(client: Client, spec: WatchSpec, origin: Origin, tx: mpsc::Send
                 WatchEvent::Init
             }
             Event::InitDone => WatchEvent::InitDone,
-            Event::InitApply(o) => WatchEvent::InitApply(to_json(o, &spec.resource)),
-            Event::Apply(o) => WatchEvent::Apply(to_json(o, &spec.resource)),
-            Event::Delete(o) => WatchEvent::Delete(to_json(o, &spec.resource)),
+            Event::InitApply(o) => WatchEvent::InitApply(o),
+            Event::Apply(o) => WatchEvent::Apply(o),
+            Event::Delete(o) => WatchEvent::Delete(o),
         };
         stats.count(&spec.label, |c| c.events += 1);
         if tx.send(Message { origin: origin.clone(), event }).await.is_err() {
@@ -136,7 +163,7 @@ impl Backoff for WatchBackoff {
 
 /// The object as JSON with its type set (list items come without it) and the parts
 /// nobody reads dropped before they travel further.
-pub fn to_json(object: DynamicObject, resource: &ApiResource) -> Value {
+pub fn to_json(object: impl Serialize, resource: &ApiResource) -> Value {
     let mut value = serde_json::to_value(object).unwrap_or(Value::Null);
     if let Some(map) = value.as_object_mut() {
         map.insert("apiVersion".into(), Value::String(resource.api_version.clone()));
@@ -149,4 +176,37 @@ pub fn to_json(object: DynamicObject, resource: &ApiResource) -> Value {
         }
     }
     value
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::parse::{parse_object, Parsed, RawObject};
+    use crate::model::MeshObject;
+
+    /// A metadata-only Namespace (as the API server sends `PartialObjectMetadata`) reads as
+    /// the Namespace the parser wants.
+    #[test]
+    fn a_partial_namespace_parses_as_a_namespace() {
+        let resource = ApiResource {
+            group: String::new(),
+            version: "v1".into(),
+            api_version: "v1".into(),
+            kind: "Namespace".into(),
+            plural: "namespaces".into(),
+        };
+        let partial: PartialObjectMeta<DynamicObject> = serde_json::from_value(serde_json::json!({
+            "apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata",
+            "metadata": {"name": "bookinfo", "labels": {"istio-injection": "enabled"},
+                         "managedFields": [{"manager": "kubectl"}], "resourceVersion": "7"}}))
+        .unwrap();
+        let Event::Apply(value) = json_event(Event::Apply(partial), &resource) else { panic!("an Apply") };
+        assert_eq!((value["apiVersion"].as_str(), value["kind"].as_str()), (Some("v1"), Some("Namespace")));
+        assert!(value["metadata"].get("managedFields").is_none(), "{value}");
+        let parsed = parse_object(&RawObject::from_value(value).unwrap()).unwrap();
+        let Parsed::Object(MeshObject::Namespace(ns), warnings) = parsed else { panic!("{parsed:?}") };
+        assert_eq!(ns.name, "bookinfo");
+        assert_eq!(ns.labels.get("istio-injection").map(String::as_str), Some("enabled"));
+        assert!(warnings.is_empty(), "{warnings:?}");
+    }
 }

@@ -342,9 +342,9 @@ async fn an_api_server_outage_loses_no_request_and_the_relist_pushes_nothing() {
         let KubeBookinfo { bookinfo: b, mut cluster, pods: _pods } =
             start(&ctx, IpBlock(184), false, &[REVIEWS_DESTINATION_RULE, &vs]).await?;
         await_accepted(&cluster, "virtualservices.networking.amime.dev/reviews", "True", "Accepted", "").await?;
+        settled(&b, &cluster).await?;
         let before = b.meshd.metrics().await?;
         let translations = metric_of(&before, "amime_translations_total");
-        let relists = per_resource(&before, "amime_kube_relists_total");
 
         cluster.stop_apiserver().await?;
         let down = Instant::now();
@@ -359,12 +359,7 @@ async fn an_api_server_outage_loses_no_request_and_the_relist_pushes_nothing() {
         cluster.start_apiserver().await?;
         let up = Instant::now();
         // The restarted kube-apiserver has a fresh watch cache: resuming is 410, so meshd relists.
-        await_condition("meshd to relist every watched resource", Duration::from_secs(30), || async {
-            let now = per_resource(&b.meshd.metrics().await?, "amime_kube_relists_total");
-            ensure!(now.iter().zip(&relists).all(|(n, r)| n > r), "relists of {WATCHED:?}: {now:?}");
-            Ok(())
-        })
-        .await?;
+        await_relists(&b, &cluster, &before, true).await?;
         println!("relisted {:?} after kube-apiserver came back", up.elapsed());
         let after = metric_of(&b.meshd.metrics().await?, "amime_translations_total");
         ensure!(after == translations, "a relist that finds nothing new must not translate: {translations} → {after}");
@@ -441,6 +436,53 @@ async fn listed_objects(cluster: &KubeCluster) -> Result<[f64; 5]> {
     Ok(counts)
 }
 
+/// Wait until kube-controller-manager wrote the EndpointSlices of productpage and reviews
+/// (it can be slower than meshd's first sync; slices arriving during an outage would be a
+/// real change, rightly pushed) and meshd's push for them is done, so that translations
+/// counted from now on are caused by what the test does.
+async fn settled(b: &Bookinfo, cluster: &KubeCluster) -> Result<()> {
+    await_condition("the EndpointSlices of productpage and reviews", Duration::from_secs(30), || async {
+        let out = kubectl_ok(cluster, &["-n", "bookinfo", "get", "endpointslices", "-o", "name"]).await?;
+        ensure!(out.lines().count() == 2, "EndpointSlices: {out:?}");
+        Ok(())
+    })
+    .await?;
+    await_condition("the push loop to settle", Duration::from_secs(5), || async {
+        let last = metric_of(&b.meshd.metrics().await?, "amime_last_publish_timestamp_seconds");
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs_f64();
+        ensure!(now - last > 1.5, "published {:.1}s ago", now - last);
+        Ok(())
+    })
+    .await
+}
+
+/// Wait until every one of [`WATCHED`] relisted completely since `before` (metrics then):
+/// Init, one event per object listed, InitDone. With `expired`, each relist must follow a 410.
+async fn await_relists(b: &Bookinfo, cluster: &KubeCluster, before: &str, expired: bool) -> Result<()> {
+    let (relists, gone, events) = (
+        per_resource(before, "amime_kube_relists_total"),
+        per_resource(before, "amime_kube_watch_expired_total"),
+        per_resource(before, "amime_kube_watch_events_total"),
+    );
+    let listed = listed_objects(cluster).await?;
+    await_condition("meshd to relist every watched resource", Duration::from_secs(30), || async {
+        let m = b.meshd.metrics().await?;
+        let (r, x, e) = (
+            per_resource(&m, "amime_kube_relists_total"),
+            per_resource(&m, "amime_kube_watch_expired_total"),
+            per_resource(&m, "amime_kube_watch_events_total"),
+        );
+        for i in 0..WATCHED.len() {
+            ensure!(!expired || x[i] > gone[i], "{}: no 410 yet ({} → {})", WATCHED[i], gone[i], x[i]);
+            ensure!(r[i] > relists[i], "{}: no relist yet", WATCHED[i]);
+            let want = events[i] + listed[i] + 2.0;
+            ensure!(e[i] >= want, "{}: relist not done ({} events of {want})", WATCHED[i], e[i]);
+        }
+        Ok(())
+    })
+    .await
+}
+
 /// The translations one rule change causes: apply `yaml`, wait until jason reaches `version`.
 async fn translations_of_change(b: &Bookinfo, cluster: &KubeCluster, yaml: &str, version: &str) -> Result<f64> {
     let before = metric_of(&b.meshd.metrics().await?, "amime_translations_total");
@@ -472,32 +514,12 @@ async fn etcd_compaction_makes_meshd_relist_without_a_push() {
         let KubeBookinfo { bookinfo: b, mut cluster, pods: _pods } =
             start_with(&ctx, IpBlock(186), APISERVER_ARGS, false, &[REVIEWS_DESTINATION_RULE, &vs]).await?;
         await_accepted(&cluster, "virtualservices.networking.amime.dev/reviews", "True", "Accepted", "").await?;
-        // kube-controller-manager's EndpointSlices written (it can be slower than meshd's first
-        // sync; slices arriving during the outage would be a real change, rightly pushed).
-        await_condition("the EndpointSlices of productpage and reviews", Duration::from_secs(30), || async {
-            let out = kubectl_ok(&cluster, &["-n", "bookinfo", "get", "endpointslices", "-o", "name"]).await?;
-            ensure!(out.lines().count() == 2, "EndpointSlices: {out:?}");
-            Ok(())
-        })
-        .await?;
-        // The push for those slices done, so the count below is the relist's.
-        await_condition("the push loop to settle", Duration::from_secs(5), || async {
-            let last = metric_of(&b.meshd.metrics().await?, "amime_last_publish_timestamp_seconds");
-            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs_f64();
-            ensure!(now - last > 1.5, "published {:.1}s ago", now - last);
-            Ok(())
-        })
-        .await?;
+        settled(&b, &cluster).await?;
         // Two writes meshd does not watch: etcd's revision moves past every watched version
         // (a watch from version v starts at v + 1, compacted only when below the revision).
         kubectl_ok(&cluster, &["-n", "default", "create", "configmap", "bump"]).await?;
         kubectl_ok(&cluster, &["-n", "default", "label", "configmap", "bump", "again=yes"]).await?;
         let before = b.meshd.metrics().await?;
-        let (relists, expired) = (
-            per_resource(&before, "amime_kube_relists_total"),
-            per_resource(&before, "amime_kube_watch_expired_total"),
-        );
-        let events = per_resource(&before, "amime_kube_watch_events_total");
         let translations = metric_of(&before, "amime_translations_total");
 
         cluster.stop_apiserver().await?;
@@ -505,24 +527,7 @@ async fn etcd_compaction_makes_meshd_relist_without_a_push() {
         cluster.start_apiserver().await?;
         let up = Instant::now();
         println!("etcd compacted to revision {revision} while kube-apiserver was down");
-        // Each relist: Init, one event per object, InitDone.
-        let listed = listed_objects(&cluster).await?;
-        await_condition("meshd to get 410 and relist every watched resource", Duration::from_secs(30), || async {
-            let m = b.meshd.metrics().await?;
-            let (r, x, e) = (
-                per_resource(&m, "amime_kube_relists_total"),
-                per_resource(&m, "amime_kube_watch_expired_total"),
-                per_resource(&m, "amime_kube_watch_events_total"),
-            );
-            for i in 0..WATCHED.len() {
-                ensure!(x[i] > expired[i], "{}: no 410 yet ({} → {})", WATCHED[i], expired[i], x[i]);
-                ensure!(r[i] > relists[i], "{}: no relist yet", WATCHED[i]);
-                let want = events[i] + listed[i] + 2.0;
-                ensure!(e[i] >= want, "{}: relist not done ({} events of {want})", WATCHED[i], e[i]);
-            }
-            Ok(())
-        })
-        .await?;
+        await_relists(&b, &cluster, &before, true).await?;
         println!("410 and relist of every watched resource {:?} after kube-apiserver came back", up.elapsed());
         let after = metric_of(&b.meshd.metrics().await?, "amime_translations_total");
         ensure!(after == translations, "a relist that finds nothing new must not translate: {translations} → {after}");

@@ -441,16 +441,22 @@ async fn listed_objects(cluster: &KubeCluster) -> Result<[f64; 5]> {
 /// real change, rightly pushed) and meshd's push for them is done, so that translations
 /// counted from now on are caused by what the test does.
 async fn settled(b: &Bookinfo, cluster: &KubeCluster) -> Result<()> {
-    await_condition("the EndpointSlices of productpage and reviews", Duration::from_secs(30), || async {
-        let out = kubectl_ok(cluster, &["-n", "bookinfo", "get", "endpointslices", "-o", "name"]).await?;
-        ensure!(out.lines().count() == 2, "EndpointSlices: {out:?}");
+    let addresses = r#"-o=jsonpath={range .items[*]}{range .endpoints[*]}{.addresses[0]}{"\n"}{end}{end}"#;
+    await_condition("the EndpointSlices to hold the 4 pods", Duration::from_secs(30), || async {
+        let out = kubectl_ok(cluster, &["-n", "bookinfo", "get", "endpointslices", addresses]).await?;
+        ensure!(out.lines().filter(|l| !l.is_empty()).count() == PODS.len(), "EndpointSlice addresses: {out:?}");
         Ok(())
     })
     .await?;
-    await_condition("the push loop to settle", Duration::from_secs(5), || async {
-        let last = metric_of(&b.meshd.metrics().await?, "amime_last_publish_timestamp_seconds");
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs_f64();
-        ensure!(now - last > 1.5, "published {:.1}s ago", now - last);
+    // No translation for 1.5 s (the debounce is at most 1 s).
+    let last = std::sync::Mutex::new((-1.0, Instant::now()));
+    await_condition("the push loop to settle", Duration::from_secs(10), || async {
+        let now = metric_of(&b.meshd.metrics().await?, "amime_translations_total");
+        let mut last = last.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
+        if last.0 != now {
+            *last = (now, Instant::now());
+        }
+        ensure!(last.1.elapsed() > Duration::from_millis(1500), "translated {:?} ago", last.1.elapsed());
         Ok(())
     })
     .await

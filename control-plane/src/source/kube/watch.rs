@@ -124,18 +124,19 @@ fn is_gone(error: &watcher::Error) -> bool {
     matches!(error, watcher::Error::WatchError(status) if status.code == 410)
 }
 
-/// Retry delays after watch errors: 0.5 s doubling to at most 4 s (kube's default goes to
-/// 30 s; after an API-server outage meshd should be back within seconds), ±20 % jitter so
+/// Retry delays after watch errors: 0.5 s doubling to at most 2 s (kube's default goes to
+/// 30 s, for thousands of clients; meshd is a few replicas of ~15 watches, and after an
+/// API-server outage it should be back within about 2 s), ±20 % jitter so
 /// replicas spread out; back to the start after any event and after a `410 Gone`. (kube's
 /// `StreamBackoff` resets only on events: a watch resumed after an outage yields none, so
-/// the 410 that follows a restart waited another full step, up to 4.8 s.)
+/// the 410 that follows a restart waited another full step.)
 #[derive(Clone, Debug)]
 pub struct WatchBackoff {
     next: Duration,
 }
 
 const BACKOFF_MIN: Duration = Duration::from_millis(500);
-const BACKOFF_MAX: Duration = Duration::from_secs(4);
+const BACKOFF_MAX: Duration = Duration::from_secs(2);
 
 impl Default for WatchBackoff {
     fn default() -> Self {

@@ -81,8 +81,19 @@ struct KubeBookinfo {
 }
 
 async fn start(ctx: &TestContext, block: IpBlock, istio_crds: bool, rules: &[&str]) -> Result<KubeBookinfo> {
+    start_with(ctx, block, &[], istio_crds, rules).await
+}
+
+/// [`start`] with extra kube-apiserver flags.
+async fn start_with(
+    ctx: &TestContext,
+    block: IpBlock,
+    apiserver_args: &[&str],
+    istio_crds: bool,
+    rules: &[&str],
+) -> Result<KubeBookinfo> {
     let pods = PodNetwork::claim(block)?;
-    let cluster = KubeCluster::start(ctx, block).await?;
+    let cluster = KubeCluster::start_with_apiserver_args(ctx, block, apiserver_args).await?;
     apply(&cluster, &crds(istio_crds)?).await?;
     kubectl_ok(&cluster, &["wait", "--for=condition=established", "--timeout=30s", "crd", "--all"]).await?;
     cluster.create_namespace("bookinfo").await?;
@@ -152,6 +163,20 @@ async fn await_accepted(
 
 fn metric_of(text: &str, name: &str) -> f64 {
     amime_e2e::meshd::parse_metric(text, name).unwrap_or(0.0)
+}
+
+/// The resources of the bookinfo mesh whose watches see objects.
+const WATCHED: [&str; 5] = [
+    "Pod",
+    "Service",
+    "EndpointSlice.discovery.k8s.io",
+    "VirtualService.networking.amime.dev",
+    "DestinationRule.networking.amime.dev",
+];
+
+/// Counter `name` of each of [`WATCHED`].
+fn per_resource(metrics: &str, name: &str) -> [f64; 5] {
+    WATCHED.map(|r| metric_of(metrics, &format!("{name}{{resource=\"{r}\"}}")))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -317,18 +342,9 @@ async fn an_api_server_outage_loses_no_request_and_the_relist_pushes_nothing() {
         let KubeBookinfo { bookinfo: b, mut cluster, pods: _pods } =
             start(&ctx, IpBlock(184), false, &[REVIEWS_DESTINATION_RULE, &vs]).await?;
         await_accepted(&cluster, "virtualservices.networking.amime.dev/reviews", "True", "Accepted", "").await?;
+        settled(&b, &cluster).await?;
         let before = b.meshd.metrics().await?;
         let translations = metric_of(&before, "amime_translations_total");
-        const WATCHED: [&str; 5] = [
-            "Pod",
-            "Service",
-            "EndpointSlice.discovery.k8s.io",
-            "VirtualService.networking.amime.dev",
-            "DestinationRule.networking.amime.dev",
-        ];
-        let relists_of =
-            |m: &str| WATCHED.map(|r| metric_of(m, &format!("amime_kube_relists_total{{resource=\"{r}\"}}")));
-        let relists = relists_of(&before);
 
         cluster.stop_apiserver().await?;
         let down = Instant::now();
@@ -343,12 +359,7 @@ async fn an_api_server_outage_loses_no_request_and_the_relist_pushes_nothing() {
         cluster.start_apiserver().await?;
         let up = Instant::now();
         // The restarted kube-apiserver has a fresh watch cache: resuming is 410, so meshd relists.
-        await_condition("meshd to relist every watched resource", Duration::from_secs(30), || async {
-            let now = relists_of(&b.meshd.metrics().await?);
-            ensure!(now.iter().zip(&relists).all(|(n, r)| n > r), "relists of {WATCHED:?}: {now:?}");
-            Ok(())
-        })
-        .await?;
+        await_relists(&b, &cluster, &before, true).await?;
         println!("relisted {:?} after kube-apiserver came back", up.elapsed());
         let after = metric_of(&b.meshd.metrics().await?, "amime_translations_total");
         ensure!(after == translations, "a relist that finds nothing new must not translate: {translations} → {after}");
@@ -403,6 +414,133 @@ async fn a_burst_of_pod_changes_is_translated_a_few_times_not_once_per_event() {
         let after = metric_of(&b.meshd.metrics().await?, "amime_translations_total") - translations;
         println!("{N} pod events → {after} translations");
         ensure!(after <= 8.0, "{N} pod events caused {after} translations: the burst was not coalesced");
+        b.check_no_nacks().await
+    })
+    .await;
+}
+
+/// The objects each of [`WATCHED`] lists (with meshd's selectors).
+async fn listed_objects(cluster: &KubeCluster) -> Result<[f64; 5]> {
+    let lists: [&[&str]; 5] = [
+        &["pods", "--field-selector=status.phase!=Succeeded,status.phase!=Failed"],
+        &["services"],
+        &["endpointslices.discovery.k8s.io", "-l", "kubernetes.io/service-name"],
+        &["virtualservices.networking.amime.dev"],
+        &["destinationrules.networking.amime.dev"],
+    ];
+    let mut counts = [0.0; 5];
+    for (count, args) in counts.iter_mut().zip(lists) {
+        let out = kubectl_ok(cluster, &[&["get", "-A", "-o", "name"], args].concat()).await?;
+        *count = out.lines().filter(|l| !l.is_empty()).count() as f64;
+    }
+    Ok(counts)
+}
+
+/// Wait until kube-controller-manager wrote the EndpointSlices of productpage and reviews
+/// (it can be slower than meshd's first sync; slices arriving during an outage would be a
+/// real change, rightly pushed) and meshd's push for them is done, so that translations
+/// counted from now on are caused by what the test does.
+async fn settled(b: &Bookinfo, cluster: &KubeCluster) -> Result<()> {
+    let addresses = r#"-o=jsonpath={range .items[*]}{range .endpoints[*]}{.addresses[0]}{"\n"}{end}{end}"#;
+    await_condition("the EndpointSlices to hold the 4 pods", Duration::from_secs(30), || async {
+        let out = kubectl_ok(cluster, &["-n", "bookinfo", "get", "endpointslices", addresses]).await?;
+        ensure!(out.lines().filter(|l| !l.is_empty()).count() == PODS.len(), "EndpointSlice addresses: {out:?}");
+        Ok(())
+    })
+    .await?;
+    // No translation for 1.5 s (the debounce is at most 1 s).
+    let last = std::sync::Mutex::new((-1.0, Instant::now()));
+    await_condition("the push loop to settle", Duration::from_secs(10), || async {
+        let now = metric_of(&b.meshd.metrics().await?, "amime_translations_total");
+        let mut last = last.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
+        if last.0 != now {
+            *last = (now, Instant::now());
+        }
+        ensure!(last.1.elapsed() > Duration::from_millis(1500), "translated {:?} ago", last.1.elapsed());
+        Ok(())
+    })
+    .await
+}
+
+/// Wait until every one of [`WATCHED`] relisted completely since `before` (metrics then):
+/// Init, one event per object listed, InitDone. With `expired`, each relist must follow a 410.
+async fn await_relists(b: &Bookinfo, cluster: &KubeCluster, before: &str, expired: bool) -> Result<()> {
+    let (relists, gone, events) = (
+        per_resource(before, "amime_kube_relists_total"),
+        per_resource(before, "amime_kube_watch_expired_total"),
+        per_resource(before, "amime_kube_watch_events_total"),
+    );
+    let listed = listed_objects(cluster).await?;
+    await_condition("meshd to relist every watched resource", Duration::from_secs(30), || async {
+        let m = b.meshd.metrics().await?;
+        let (r, x, e) = (
+            per_resource(&m, "amime_kube_relists_total"),
+            per_resource(&m, "amime_kube_watch_expired_total"),
+            per_resource(&m, "amime_kube_watch_events_total"),
+        );
+        for i in 0..WATCHED.len() {
+            ensure!(!expired || x[i] > gone[i], "{}: no 410 yet ({} → {})", WATCHED[i], gone[i], x[i]);
+            ensure!(r[i] > relists[i], "{}: no relist yet", WATCHED[i]);
+            let want = events[i] + listed[i] + 2.0;
+            ensure!(e[i] >= want, "{}: relist not done ({} events of {want})", WATCHED[i], e[i]);
+        }
+        Ok(())
+    })
+    .await
+}
+
+/// The translations one rule change causes: apply `yaml`, wait until jason reaches `version`.
+async fn translations_of_change(b: &Bookinfo, cluster: &KubeCluster, yaml: &str, version: &str) -> Result<f64> {
+    let before = metric_of(&b.meshd.metrics().await?, "amime_translations_total");
+    let since = apply(cluster, yaml).await?;
+    let took = b.await_all_to(version, JASON, since, CONVERGENCE).await?;
+    println!("rule change to {version} converged in {took:?}");
+    Ok(metric_of(&b.meshd.metrics().await?, "amime_translations_total") - before)
+}
+
+/// Etcd compaction makes the watches 410 when they resume, meshd relists, and the relist
+/// (finding nothing new) translates nothing.
+///
+/// A live watch never sees compaction: with the watch cache off kube-apiserver runs one
+/// etcd watch per client watch, already past the compacted revision, and etcd only cancels
+/// watches still catching up on history. The 410 comes when a watch resumes from its last
+/// resource version, i.e. when it ends: kube-rs ends one every 290 s (its server-side
+/// timeout), or the connection breaks. The test breaks it by restarting kube-apiserver;
+/// with `--watch-cache=false` a restart alone resumes every watch from etcd without a 410
+/// (there is no fresh watch cache to be too old for, unlike the outage test's), so the
+/// 410s counted here are compaction's.
+/// Watches read etcd; kube-apiserver leaves the `kubernetes` Service's endpoints alone (killed
+/// and restarted it rewrites them, a real change meshd would rightly push).
+const APISERVER_ARGS: &[&str] = &["--watch-cache=false", "--endpoint-reconciler-type=none"];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_compaction_makes_meshd_relist_without_a_push() {
+    run_test("kube_etcd_compaction", |ctx| async move {
+        let vs = reviews_vs_jason_v2_else_split(50, 50);
+        let KubeBookinfo { bookinfo: b, mut cluster, pods: _pods } =
+            start_with(&ctx, IpBlock(186), APISERVER_ARGS, false, &[REVIEWS_DESTINATION_RULE, &vs]).await?;
+        await_accepted(&cluster, "virtualservices.networking.amime.dev/reviews", "True", "Accepted", "").await?;
+        settled(&b, &cluster).await?;
+        // Two writes meshd does not watch: etcd's revision moves past every watched version
+        // (a watch from version v starts at v + 1, compacted only when below the revision).
+        kubectl_ok(&cluster, &["-n", "default", "create", "configmap", "bump"]).await?;
+        kubectl_ok(&cluster, &["-n", "default", "label", "configmap", "bump", "again=yes"]).await?;
+        let before = b.meshd.metrics().await?;
+        let translations = metric_of(&before, "amime_translations_total");
+
+        cluster.stop_apiserver().await?;
+        let revision = cluster.compact_etcd().await?;
+        cluster.start_apiserver().await?;
+        let up = Instant::now();
+        println!("etcd compacted to revision {revision} while kube-apiserver was down");
+        await_relists(&b, &cluster, &before, true).await?;
+        println!("410 and relist of every watched resource {:?} after kube-apiserver came back", up.elapsed());
+        let after = metric_of(&b.meshd.metrics().await?, "amime_translations_total");
+        ensure!(after == translations, "a relist that finds nothing new must not translate: {translations} → {after}");
+        // A change after the relist converges with one translation (a push left pending by the
+        // relist would show as a second: kubectl takes longer than the 100 ms debounce).
+        let per_change = translations_of_change(&b, &cluster, REVIEWS_VS_ALL_V3, "v3").await?;
+        ensure!(per_change == 1.0, "a change after the relist caused {per_change} translations, want 1");
         b.check_no_nacks().await
     })
     .await;

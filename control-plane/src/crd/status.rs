@@ -1,5 +1,10 @@
 //! The `status` of every Amime CRD object: whether meshd accepted it, in the shape of
 //! Kubernetes' `metav1.Condition`, so `kubectl wait --for=condition=Accepted` works.
+//!
+//! One type for writing and reading. Reading is lenient where Istio differs: on Istio-group
+//! objects `observedGeneration` may be a string (Istio's `IntOrString`); the schema stays an
+//! integer. A condition without `reason`, `message` or `lastTransitionTime` does not read
+//! (meshd then writes its own, once).
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -16,7 +21,8 @@ pub struct MeshStatus {
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
     /// The `metadata.generation` of the object when meshd last wrote this status.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "int_or_string")]
+    #[schemars(with = "Option<i64>")]
     pub observed_generation: Option<i64>,
 }
 
@@ -36,7 +42,8 @@ pub struct Condition {
     /// What meshd found, for a person: the field at fault and what is wrong with it.
     pub message: String,
     /// The `metadata.generation` this condition was computed from.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "int_or_string")]
+    #[schemars(with = "Option<i64>")]
     pub observed_generation: Option<i64>,
     /// When `status` last changed (RFC 3339, e.g. `2026-12-02T05:00:00Z`).
     #[schemars(extend("format" = "date-time"))]
@@ -46,4 +53,13 @@ pub struct Condition {
 impl Condition {
     /// The type of the condition meshd writes.
     pub const ACCEPTED: &'static str = "Accepted";
+}
+
+/// An integer, also read from a string (`"3"`); anything else reads as absent.
+fn int_or_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+    Ok(match Option::<serde_json::Value>::deserialize(d)? {
+        Some(serde_json::Value::Number(n)) => n.as_i64(),
+        Some(serde_json::Value::String(s)) => s.parse().ok(),
+        _ => None,
+    })
 }

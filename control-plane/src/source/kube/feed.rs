@@ -317,6 +317,9 @@ impl Model {
         out.problems |= is_new && self.rival_holds(feed, &name);
         out.status |= out.problems;
         out.changed = self.resolve(feed, &name, index) == Change::Changed;
+        if out.changed {
+            tracing::debug!(feed = %feed, namespace = %name.0, name = %name.1, "object changed the model");
+        }
         out
     }
 
@@ -328,6 +331,9 @@ impl Model {
         let mut out = Outcome { status: feed.has_status(), ..Outcome::default() };
         out.problems = self.set_problems(feed, name, Vec::new()) || self.rival_holds(feed, name);
         out.changed = self.resolve(feed, name, index) == Change::Changed;
+        if out.changed {
+            tracing::debug!(feed = %feed, namespace = %name.0, name = %name.1, "object removed from the model");
+        }
         out
     }
 

@@ -7,7 +7,7 @@
 //!   written only by the holder of the [`lease`];
 //! - [`stats`]: counters for `/metrics`.
 //!
-//! Watched: core/v1 Namespaces, Services, Pods (not Succeeded/Failed), discovery.k8s.io/v1
+//! Watched: core/v1 Namespaces (metadata only), Services, Pods (not Succeeded/Failed), discovery.k8s.io/v1
 //! EndpointSlices (those of a Service), and VirtualService, DestinationRule, Gateway,
 //! ServiceEntry of `networking.amime.dev` and `networking.istio.io` while their CRDs exist.
 //! The first push and `/readyz` wait for every watch's initial list (and for the CRD
@@ -119,7 +119,9 @@ fn core_spec(feed: FeedId) -> WatchSpec {
         // Slices of a Service (those the EndpointSlice controller and mirroring write).
         _ => ("v1", "endpointslices", watcher::Config::default().labels("kubernetes.io/service-name")),
     };
-    WatchSpec { resource: api_resource(feed, version, plural), config, label: feed.to_string() }
+    // Namespaces: only name and labels are read.
+    let metadata_only = feed.kind == Kind::Namespace;
+    WatchSpec { resource: api_resource(feed, version, plural), config, label: feed.to_string(), metadata_only }
 }
 
 fn crd_spec(name: &str) -> WatchSpec {
@@ -133,6 +135,7 @@ fn crd_spec(name: &str) -> WatchSpec {
         },
         config: watcher::Config::default().fields(&format!("metadata.name={name}")),
         label: format!("CustomResourceDefinition/{name}"),
+        metadata_only: false,
     }
 }
 
@@ -183,6 +186,7 @@ impl Source {
             resource: api_resource(feed, &served.version, &served.plural),
             config: watcher::Config::default(),
             label: feed.to_string(),
+            metadata_only: false,
         };
         let task = self.spawn(spec, Origin::Feed(feed, epoch));
         self.feeds.insert(feed, (epoch, served, task));

@@ -10,6 +10,9 @@ use std::sync::Mutex;
 pub struct WatchCounters {
     pub events: u64,
     pub errors: u64,
+    /// `410 Gone` on a watch (its resource version compacted away or older than the
+    /// API server's watch cache): the watcher relists.
+    pub expired: u64,
     /// Lists after the first (410 Gone, API-server restarts, watch errors).
     pub relists: u64,
 }
@@ -41,9 +44,12 @@ impl KubeStats {
     /// Appends the Prometheus text of these counters to `out`.
     pub fn render(&self, out: &mut String) {
         let watches = crate::sync::lock(&self.watches).clone();
-        let families: [Family; 3] = [
+        let families: [Family; 4] = [
             ("amime_kube_watch_events_total", "Watch events received, by resource.", |c| c.events),
             ("amime_kube_watch_errors_total", "Watch errors (retried with backoff), by resource.", |c| c.errors),
+            ("amime_kube_watch_expired_total", "Watches ended by 410 Gone (then relisted), by resource.", |c| {
+                c.expired
+            }),
             ("amime_kube_relists_total", "Relists after the initial list, by resource.", |c| c.relists),
         ];
         for (name, help, get) in families {

@@ -14,52 +14,24 @@
 //! A message names the first error's field and says how many more there are.
 //! `lastTransitionTime` changes only when the condition's status flips.
 
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::model::{Diagnostic, Severity};
 
 use super::feed::{Group, StatusTarget, Tracked};
 
-/// The condition type meshd writes.
-pub const ACCEPTED: &str = "Accepted";
-
 /// Longest condition message written (the rest is cut, saying so).
 const MAX_MESSAGE: usize = 1024;
 
-/// A status condition as read from an object (`metav1.Condition`; Istio's objects may carry
-/// `observedGeneration` as a string, so reading is lenient). Written as
-/// [`crate::crd::status::Condition`].
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Condition {
-    #[serde(rename = "type")]
-    pub type_: String,
-    pub status: String,
-    #[serde(default)]
-    pub reason: String,
-    #[serde(default)]
-    pub message: String,
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "int_or_string")]
-    pub observed_generation: Option<i64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_transition_time: Option<String>,
-}
-
-fn int_or_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
-    Ok(match Option::<Value>::deserialize(d)? {
-        Some(Value::Number(n)) => n.as_i64(),
-        Some(Value::String(s)) => s.parse().ok(),
-        _ => None,
-    })
-}
+/// A status condition, read (leniently) and written: the CRDs' type.
+pub use crate::crd::status::Condition;
 
 /// The `Accepted` condition in a `status` value, if it has one.
 pub fn accepted_condition(status: Option<&Value>) -> Option<Condition> {
     let conditions = status?.get("conditions")?.as_array()?;
     conditions
         .iter()
-        .find(|c| c.get("type").and_then(Value::as_str) == Some(ACCEPTED))
+        .find(|c| c.get("type").and_then(Value::as_str) == Some(Condition::ACCEPTED))
         .and_then(|c| serde_json::from_value(c.clone()).ok())
 }
 
@@ -145,11 +117,11 @@ fn cut(mut message: String) -> String {
 pub fn condition(verdict: &Verdict, generation: i64, current: Option<&Condition>, now: &str) -> Condition {
     let status = if verdict.accepted { "True" } else { "False" };
     let last_transition_time = match current {
-        Some(c) if c.status == status && c.last_transition_time.is_some() => c.last_transition_time.clone(),
-        _ => Some(now.to_owned()),
+        Some(c) if c.status == status && !c.last_transition_time.is_empty() => c.last_transition_time.clone(),
+        _ => now.to_owned(),
     };
     Condition {
-        type_: ACCEPTED.to_owned(),
+        type_: Condition::ACCEPTED.to_owned(),
         status: status.to_owned(),
         reason: verdict.reason.to_owned(),
         message: verdict.message.clone(),
@@ -173,17 +145,8 @@ pub fn carries(tracked: &Tracked, wanted: &Condition) -> bool {
 /// ([`crate::crd::status::MeshStatus`]).
 pub fn patch_body(condition: &Condition) -> Value {
     use crate::crd::status as crd;
-    let status = crd::MeshStatus {
-        conditions: vec![crd::Condition {
-            type_: condition.type_.clone(),
-            status: condition.status.clone(),
-            reason: condition.reason.clone(),
-            message: condition.message.clone(),
-            observed_generation: condition.observed_generation,
-            last_transition_time: condition.last_transition_time.clone().unwrap_or_default(),
-        }],
-        observed_generation: condition.observed_generation,
-    };
+    let status =
+        crd::MeshStatus { conditions: vec![condition.clone()], observed_generation: condition.observed_generation };
     serde_json::json!({ "status": status })
 }
 

@@ -69,6 +69,8 @@ fn a_write_happens_only_when_the_object_does_not_carry_the_verdict() {
         {"type": "Accepted", "status": "True", "reason": "Accepted", "message": "accepted",
          "observedGeneration": "3", "lastTransitionTime": "2026-01-01T00:00:00Z"}]})));
     assert_eq!(carried.as_ref().unwrap().observed_generation, Some(3), "int-or-string, as Istio writes it");
+    let bare = accepted_condition(Some(&json!({"conditions": [{"type": "Accepted", "status": "True"}]})));
+    assert_eq!(bare, None, "not metav1.Condition: meshd writes its own");
     let now = "2026-12-02T05:00:00Z";
     let none = |_: &StatusTarget| Vec::new();
     // Already carried: nothing to write (a restart writes nothing).
@@ -79,13 +81,13 @@ fn a_write_happens_only_when_the_object_does_not_carry_the_verdict() {
     let w = writes(vec![target(newer)], none, now);
     assert_eq!(w.len(), 1);
     assert_eq!(w[0].condition.observed_generation, Some(4));
-    assert_eq!(w[0].condition.last_transition_time.as_deref(), Some("2026-01-01T00:00:00Z"));
+    assert_eq!(w[0].condition.last_transition_time, "2026-01-01T00:00:00Z");
     // Flipping to False: a new transition time; the patch names both generations.
     let mut broken = target(Tracked { generation: 4, accepted: carried, observed_generation: Some(4) });
     broken.problems = vec![d(Severity::Error, "spec.hosts", "required")];
     let w = writes(vec![broken], none, now);
     assert_eq!(w[0].condition.status, "False");
-    assert_eq!(w[0].condition.last_transition_time.as_deref(), Some(now));
+    assert_eq!(w[0].condition.last_transition_time, now);
     let body = patch_body(&w[0].condition);
     assert_eq!(body["status"]["observedGeneration"], 4);
     assert_eq!(body["status"]["conditions"][0]["type"], "Accepted");

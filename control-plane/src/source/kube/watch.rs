@@ -1,16 +1,17 @@
 //! The I/O edge of the Kubernetes source: one kube-rs watcher per watched resource
-//! (list, then watch; relist on `410 Gone`; errors retried with [`WatchBackoff`]),
-//! each object turned into JSON and sent to the source loop. No store of objects here.
+//! (list, then watch; relist on `410 Gone` after the shortest delay; other errors retried
+//! with [`WatchBackoff`]), each object turned into JSON and sent to the source loop. No
+//! store of objects here.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
-use kube::api::{ApiResource, DynamicObject};
+use futures::{StreamExt, TryStreamExt};
+use kube::api::{ApiResource, DynamicObject, PartialObjectMeta};
 use kube::runtime::utils::Backoff;
 use kube::runtime::watcher::{self, watcher, Event};
-use kube::runtime::WatchStreamExt;
 use kube::{Api, Client};
+use serde::Serialize;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
@@ -40,19 +41,60 @@ pub struct WatchSpec {
     pub config: watcher::Config,
     /// Name for logs and metrics (e.g. `Pod`, `VirtualService.networking.istio.io`).
     pub label: String,
+    /// Only `metadata` is needed: list and watch as `PartialObjectMetadata` (the API server
+    /// leaves out `spec` and `status`).
+    pub metadata_only: bool,
+}
+
+type EventStream = futures::stream::BoxStream<'static, Result<Event<Value>, watcher::Error>>;
+
+/// The watcher of `spec`, its objects as JSON.
+fn events(client: Client, spec: &WatchSpec) -> EventStream {
+    let resource = spec.resource.clone();
+    if spec.metadata_only {
+        let api: Api<PartialObjectMeta<DynamicObject>> = Api::all_with(client, &spec.resource);
+        watcher(api, spec.config.clone()).map_ok(move |e| json_event(e, &resource)).boxed()
+    } else {
+        let api: Api<DynamicObject> = Api::all_with(client, &spec.resource);
+        watcher(api, spec.config.clone()).map_ok(move |e| json_event(e, &resource)).boxed()
+    }
+}
+
+fn json_event<K: Serialize>(event: Event<K>, resource: &ApiResource) -> Event<Value> {
+    match event {
+        Event::Init => Event::Init,
+        Event::InitDone => Event::InitDone,
+        Event::InitApply(o) => Event::InitApply(to_json(o, resource)),
+        Event::Apply(o) => Event::Apply(to_json(o, resource)),
+        Event::Delete(o) => Event::Delete(to_json(o, resource)),
+    }
 }
 
 /// Watches until the receiver goes away (or the task is aborted).
 pub async fn run(client: Client, spec: WatchSpec, origin: Origin, tx: mpsc::Sender<Message>, stats: Arc<KubeStats>) {
-    let api: Api<DynamicObject> = Api::all_with(client, &spec.resource);
-    let mut stream = watcher(api, spec.config.clone()).backoff(WatchBackoff::default()).boxed();
+    let mut stream = events(client, &spec);
+    let mut backoff = WatchBackoff::default();
     let mut listed = false;
     while let Some(item) = stream.next().await {
         let event = match item {
-            Ok(event) => event,
+            Ok(event) => {
+                backoff.reset();
+                event
+            }
             Err(error) => {
-                stats.count(&spec.label, |c| c.errors += 1);
+                let expired = is_gone(&error);
+                stats.count(&spec.label, |c| {
+                    c.errors += 1;
+                    c.expired += u64::from(expired);
+                });
                 tracing::warn!(resource = %spec.label, error = %error, "watch failed; retrying with backoff (served config stays)");
+                if expired {
+                    // The API server answered (a watch started): relist after the shortest
+                    // delay, not after the backoff an outage built up (a resumed watch
+                    // yields nothing, so nothing reset it).
+                    backoff.reset();
+                }
+                tokio::time::sleep(backoff.next().unwrap_or(BACKOFF_MAX)).await;
                 continue;
             }
         };
@@ -66,9 +108,9 @@ pub async fn run(client: Client, spec: WatchSpec, origin: Origin, tx: mpsc::Send
                 WatchEvent::Init
             }
             Event::InitDone => WatchEvent::InitDone,
-            Event::InitApply(o) => WatchEvent::InitApply(to_json(o, &spec.resource)),
-            Event::Apply(o) => WatchEvent::Apply(to_json(o, &spec.resource)),
-            Event::Delete(o) => WatchEvent::Delete(to_json(o, &spec.resource)),
+            Event::InitApply(o) => WatchEvent::InitApply(o),
+            Event::Apply(o) => WatchEvent::Apply(o),
+            Event::Delete(o) => WatchEvent::Delete(o),
         };
         stats.count(&spec.label, |c| c.events += 1);
         if tx.send(Message { origin: origin.clone(), event }).await.is_err() {
@@ -77,16 +119,24 @@ pub async fn run(client: Client, spec: WatchSpec, origin: Origin, tx: mpsc::Send
     }
 }
 
-/// Retry delays after watch errors: 0.5 s doubling to at most 4 s (kube's default goes to
-/// 30 s; after an API-server outage meshd should be back within seconds), ±20 % jitter so
-/// replicas spread out; back to the start after any success.
+/// `410 Gone`: the watch's resource version is no longer served; the watcher relists.
+fn is_gone(error: &watcher::Error) -> bool {
+    matches!(error, watcher::Error::WatchError(status) if status.code == 410)
+}
+
+/// Retry delays after watch errors: 0.5 s doubling to at most 2 s (kube's default goes to
+/// 30 s, for thousands of clients; meshd is a few replicas of ~15 watches, and after an
+/// API-server outage it should be back within about 2 s), ±20 % jitter so
+/// replicas spread out; back to the start after any event and after a `410 Gone`. (kube's
+/// `StreamBackoff` resets only on events: a watch resumed after an outage yields none, so
+/// the 410 that follows a restart waited another full step.)
 #[derive(Clone, Debug)]
 pub struct WatchBackoff {
     next: Duration,
 }
 
 const BACKOFF_MIN: Duration = Duration::from_millis(500);
-const BACKOFF_MAX: Duration = Duration::from_secs(4);
+const BACKOFF_MAX: Duration = Duration::from_secs(2);
 
 impl Default for WatchBackoff {
     fn default() -> Self {
@@ -114,7 +164,7 @@ impl Backoff for WatchBackoff {
 
 /// The object as JSON with its type set (list items come without it) and the parts
 /// nobody reads dropped before they travel further.
-pub fn to_json(object: DynamicObject, resource: &ApiResource) -> Value {
+pub fn to_json(object: impl Serialize, resource: &ApiResource) -> Value {
     let mut value = serde_json::to_value(object).unwrap_or(Value::Null);
     if let Some(map) = value.as_object_mut() {
         map.insert("apiVersion".into(), Value::String(resource.api_version.clone()));
@@ -127,4 +177,37 @@ pub fn to_json(object: DynamicObject, resource: &ApiResource) -> Value {
         }
     }
     value
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::parse::{parse_object, Parsed, RawObject};
+    use crate::model::MeshObject;
+
+    /// A metadata-only Namespace (as the API server sends `PartialObjectMetadata`) reads as
+    /// the Namespace the parser wants.
+    #[test]
+    fn a_partial_namespace_parses_as_a_namespace() {
+        let resource = ApiResource {
+            group: String::new(),
+            version: "v1".into(),
+            api_version: "v1".into(),
+            kind: "Namespace".into(),
+            plural: "namespaces".into(),
+        };
+        let partial: PartialObjectMeta<DynamicObject> = serde_json::from_value(serde_json::json!({
+            "apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata",
+            "metadata": {"name": "bookinfo", "labels": {"istio-injection": "enabled"},
+                         "managedFields": [{"manager": "kubectl"}], "resourceVersion": "7"}}))
+        .unwrap();
+        let Event::Apply(value) = json_event(Event::Apply(partial), &resource) else { panic!("an Apply") };
+        assert_eq!((value["apiVersion"].as_str(), value["kind"].as_str()), (Some("v1"), Some("Namespace")));
+        assert!(value["metadata"].get("managedFields").is_none(), "{value}");
+        let parsed = parse_object(&RawObject::from_value(value).unwrap()).unwrap();
+        let Parsed::Object(MeshObject::Namespace(ns), warnings) = parsed else { panic!("{parsed:?}") };
+        assert_eq!(ns.name, "bookinfo");
+        assert_eq!(ns.labels.get("istio-injection").map(String::as_str), Some("enabled"));
+        assert!(warnings.is_empty(), "{warnings:?}");
+    }
 }

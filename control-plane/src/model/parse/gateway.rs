@@ -257,6 +257,12 @@ pub(super) fn parse_service_entry(cx: &mut Context<'_>, namespace: String) -> Re
         Some("STATIC") => Resolution::Static,
         Some("DNS") => Resolution::Dns,
         Some("DNS_ROUND_ROBIN") => Resolution::DnsRoundRobin,
+        Some("DYNAMIC_DNS") => {
+            return Err(cx.error(
+                "spec.resolution",
+                "DYNAMIC_DNS (resolving each wildcard host on demand) is not supported by meshd yet",
+            ))
+        }
         Some(other) => {
             return Err(
                 cx.error("spec.resolution", format!("{other:?} is not one of NONE, STATIC, DNS, DNS_ROUND_ROBIN"))

@@ -372,6 +372,11 @@ fn gateways_and_service_entries_are_read_and_not_yet_in_effect() {
         (s("{hosts: [a.com], addresses: [10.0.0.0/33]}"), "spec.addresses[0]", "CIDR"),
         (s("{hosts: [a.com], ports: [{number: 80, name: a}, {number: 80, name: b}]}"), "spec.ports[1].number", "twice"),
         (s("{hosts: [a.com], resolution: DYNAMIC}"), "spec.resolution", "DYNAMIC"),
+        (
+            s("{hosts: [a.com], resolution: DYNAMIC_DNS}"),
+            "spec.resolution",
+            "DYNAMIC_DNS (resolving each wildcard host on demand) is not supported by meshd yet",
+        ),
         (s("{hosts: [a.com], location: OUTSIDE}"), "spec.location", "OUTSIDE"),
         (
             s("{hosts: [a.com], resolution: STATIC, endpoints: [{address: a.com}]}"),

@@ -130,6 +130,9 @@ pub(super) fn parse_gateway(cx: &mut Context<'_>, namespace: String) -> Result<G
             Some(p) => protocol(cx, &format!("{field}.port.protocol"), p)?,
             None => return Err(cx.error(&format!("{field}.port.protocol"), "required")),
         };
+        if port.name.is_empty() {
+            return Err(cx.error(&format!("{field}.port.name"), "required"));
+        }
         if let Some(t) = port.target_port {
             check_port(cx, &format!("{field}.port.targetPort"), t)?;
         }
@@ -234,6 +237,9 @@ pub(super) fn parse_service_entry(cx: &mut Context<'_>, namespace: String) -> Re
         let number = port_number(cx, &format!("{field}.number"), p.number)?;
         if ports.iter().any(|q| q.number == number) {
             return Err(cx.error(&format!("{field}.number"), format!("port {number} is listed twice")));
+        }
+        if p.name.is_empty() {
+            return Err(cx.error(&format!("{field}.name"), "required"));
         }
         let protocol = match &p.protocol {
             Some(name) => Some(protocol(cx, &format!("{field}.protocol"), name)?),

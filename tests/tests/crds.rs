@@ -114,6 +114,13 @@ async fn api_server_accepts_the_crds_and_validates_objects_by_them() {
         let bad_enum = "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: bad-enum, namespace: bookinfo}\n\
                         spec:\n  host: reviews\n  trafficPolicy: {loadBalancer: {simple: ROUND_ROBINN}}\n";
         rejected(&cluster, bad_enum, &["spec.trafficPolicy.loadBalancer.simple", "ROUND_ROBIN"]).await?;
+        // Fields Istio's CRDs require are required here too.
+        let no_hosts = "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: no-hosts, namespace: bookinfo}\n\
+                        spec:\n  hosts: []\n  ports: [{number: 443, name: tls}]\n";
+        rejected(&cluster, no_hosts, &["spec.hosts"]).await?;
+        let unnamed_port = "apiVersion: networking.amime.dev/v1\nkind: Gateway\nmetadata: {name: unnamed-port, namespace: bookinfo}\n\
+                            spec:\n  servers:\n  - port: {number: 80, protocol: HTTP}\n    hosts: ['*']\n";
+        rejected(&cluster, unnamed_port, &["spec.servers[0].port.name", "Required value"]).await?;
 
         // `kubectl explain` prints the doc comments of the types.
         let explain = cluster

@@ -42,7 +42,7 @@ pub struct Server {
     pub bind: Option<String>,
     /// Hosts served on this port, optionally `namespace/host` to restrict which
     /// VirtualServices may bind (`*` wildcards allowed). Required.
-    pub hosts: Option<Vec<String>>,
+    pub hosts: Vec<String>,
     /// TLS settings (HTTPS and TLS ports; `httpsRedirect` on HTTP ports).
     pub tls: Option<ServerTlsSettings>,
     /// Where traffic goes by default (`127.0.0.1:PORT` or `unix://...`); for sidecar
@@ -52,18 +52,17 @@ pub struct Server {
     pub name: Option<String>,
 }
 
-/// A port and its protocol.
+/// The port a gateway listens on, and its protocol.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Port {
     /// The port number (1-65535). Required.
     #[schemars(range(max = 65535))]
     pub number: u32,
-    /// `HTTP`, `HTTPS`, `GRPC`, `GRPC-WEB`, `HTTP2`, `MONGO`, `TCP` or `TLS`. Required on
-    /// a Gateway's port; on a ServiceEntry's, Istio guesses it from the name.
-    pub protocol: Option<String>,
-    /// A name for the port (e.g. `http`, `https-web`).
-    pub name: Option<String>,
+    /// `HTTP`, `HTTPS`, `GRPC`, `GRPC-WEB`, `HTTP2`, `MONGO`, `TCP` or `TLS`. Required.
+    pub protocol: String,
+    /// A name for the port (e.g. `http`, `https-web`). Required.
+    pub name: String,
     /// The port the workload listens on, if it differs from `number`.
     #[schemars(range(max = 65535))]
     pub target_port: Option<u32>,
@@ -107,6 +106,17 @@ pub struct ServerTlsSettings {
     pub max_protocol_version: Option<String>,
     /// Cipher suites offered (OpenSSL names). Default: Envoy's.
     pub cipher_suites: Option<Vec<String>>,
+    /// Name of the Secret (or ConfigMap) holding only the CA certificates that
+    /// verify clients (`MUTUAL`), when the server certificate is elsewhere.
+    pub ca_cert_credential_name: Option<String>,
+    /// ALPN protocols offered in the handshake (e.g. `h2`, `http/1.1`), replacing
+    /// the defaults.
+    pub alpn_protocols: Option<Vec<String>>,
+    /// ECDH curves accepted (e.g. `X25519`, `P-256`). Default: Envoy's.
+    pub ecdh_curves: Option<Vec<String>>,
+    /// Accept client certificates that fail verification (`MUTUAL`): checked, but
+    /// the connection is not refused.
+    pub insecure_skip_verify: Option<bool>,
 }
 
 /// A server certificate given as file paths.

@@ -15,6 +15,9 @@ use super::common::{at_most_one_of, Destination, Percent, StringMatch};
 pub struct HttpRedirect {
     /// Replace the path with this value in the redirect.
     pub uri: Option<String>,
+    /// Replace the prefix the rule matched with this value in the redirect's path
+    /// (instead of replacing the whole path with `uri`).
+    pub prefix_rewrite: Option<String>,
     /// Replace the authority (host) with this value in the redirect.
     pub authority: Option<String>,
     /// Redirect to this port.

@@ -8,7 +8,6 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::gateway::Port;
 use super::status::MeshStatus;
 
 /// A service added to the mesh's registry: its hosts, ports and endpoints (listed, or
@@ -32,13 +31,14 @@ use super::status::MeshStatus;
 #[serde(rename_all = "camelCase")]
 pub struct ServiceEntrySpec {
     /// The hosts of the service, as clients address them (`api.example.com`,
-    /// `*.example.com`). Required.
+    /// `*.example.com`). Required: at least one.
+    #[schemars(length(min = 1))]
     pub hosts: Vec<String>,
     /// Virtual IP addresses or CIDR ranges of the service, for TCP traffic without a
     /// host name.
     pub addresses: Option<Vec<String>>,
     /// The ports of the service.
-    pub ports: Option<Vec<Port>>,
+    pub ports: Option<Vec<ServicePort>>,
     /// `MESH_EXTERNAL` (outside the mesh: no mTLS) or `MESH_INTERNAL`. Default:
     /// `MESH_EXTERNAL`.
     #[schemars(extend("enum" = ["MESH_EXTERNAL", "MESH_INTERNAL"]))]
@@ -60,6 +60,23 @@ pub struct ServiceEntrySpec {
     pub export_to: Option<Vec<String>>,
     /// Subject alternative names accepted in the endpoints' certificates.
     pub subject_alt_names: Option<Vec<String>>,
+}
+
+/// A port of the service.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ServicePort {
+    /// The port number (1-65535). Required.
+    #[schemars(range(max = 65535))]
+    pub number: u32,
+    /// `HTTP`, `HTTPS`, `GRPC`, `GRPC-WEB`, `HTTP2`, `MONGO`, `TCP` or `TLS`. Default:
+    /// guessed from the name's prefix (`http-web` is HTTP), else TCP.
+    pub protocol: Option<String>,
+    /// A name for the port (e.g. `http`, `https-web`), unique in the entry. Required.
+    pub name: String,
+    /// The port the endpoints listen on, if it differs from `number`.
+    #[schemars(range(max = 65535))]
+    pub target_port: Option<u32>,
 }
 
 /// Workloads selected by label.

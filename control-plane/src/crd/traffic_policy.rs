@@ -11,7 +11,8 @@ use serde_json::json;
 
 use super::common::at_most_one_of;
 
-/// How endpoints are chosen: set `simple` or `consistentHash`.
+/// How endpoints are chosen: set at most one of `simple`, `consistentHash` or
+/// `backendUtilization`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 #[schemars(transform = load_balancer_one_of)]
@@ -33,10 +34,51 @@ pub struct LoadBalancerSettings {
     /// Slow start for new endpoints. Not implemented by meshd yet (ignored with a
     /// warning).
     pub warmup: Option<WarmupConfiguration>,
+    /// Weight endpoints by the utilization they report (ORCA load reports) instead
+    /// of a simple policy. Not implemented by meshd yet (ignored with a warning:
+    /// requests are balanced by the simple policy).
+    pub backend_utilization: Option<BackendUtilizationLbConfig>,
+    /// Zone-aware balancing: prefer endpoints in the client's zone while that zone
+    /// has enough of them. Not implemented by meshd yet (ignored with a warning).
+    pub zone_aware_lb_setting: Option<ZoneAwareLbSetting>,
 }
 
 fn load_balancer_one_of(schema: &mut schemars::Schema) {
-    at_most_one_of(schema, &["simple", "consistentHash"]);
+    at_most_one_of(schema, &["simple", "consistentHash", "backendUtilization"]);
+}
+
+/// Balancing by the utilization endpoints report in ORCA load reports.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackendUtilizationLbConfig {
+    /// Time an endpoint's first reports are held before its weight counts, as a
+    /// duration.
+    pub weight_stabilization_period: Option<String>,
+    /// Time after which an endpoint that stopped reporting goes back to the default
+    /// (equal) weight, as a duration.
+    pub weight_expiration_period: Option<String>,
+    /// How often weights are computed again from the latest reports, as a duration.
+    pub weight_update_period: Option<String>,
+    /// Extra utilization charged for errors, in percent of the error rate per
+    /// request rate.
+    pub error_utilization_penalty_percent: Option<u32>,
+    /// Names of the ORCA metrics that give the utilization (instead of CPU).
+    pub metric_names_for_computing_utilization: Option<Vec<String>>,
+}
+
+/// Zone-aware balancing.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ZoneAwareLbSetting {
+    /// Turn zone-aware balancing on or off here.
+    pub enabled: Option<bool>,
+    /// Where traffic goes when a region's endpoints are unhealthy.
+    pub failover: Option<Vec<LocalityFailover>>,
+    /// Labels ordering failover targets by priority.
+    pub failover_priority: Option<Vec<String>>,
+    /// Endpoints the client's region must have for zone-aware balancing to apply.
+    #[schemars(range(min = 1))]
+    pub min_cluster_size: Option<u32>,
 }
 
 /// Consistent hashing: one hash key (`httpHeaderName`, `httpCookie`, `useSourceIp` or
@@ -211,6 +253,19 @@ pub struct HttpSettings {
     pub use_client_protocol: Option<bool>,
     /// Maximum concurrent streams per HTTP/2 connection.
     pub max_concurrent_streams: Option<i32>,
+    /// HTTP/2 PING frames sent on connections to the host, to detect dead ones.
+    #[serde(rename = "http2KeepAlive")]
+    pub http2_keep_alive: Option<Http2KeepAlive>,
+}
+
+/// HTTP/2 PING frames on connections to the host.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Http2KeepAlive {
+    /// Time between PINGs, as a duration (at least `1ms`).
+    pub interval: Option<String>,
+    /// Time to wait for a PING's answer before closing the connection, as a duration
+    /// (at least `1ms`).
+    pub timeout: Option<String>,
 }
 
 /// Ejection of endpoints that keep failing.
@@ -236,7 +291,18 @@ pub struct OutlierDetection {
     /// Ejection stops while fewer than this percentage of endpoints are healthy.
     /// Default: 0.
     pub min_health_percent: Option<i32>,
+    /// Failure percentage (0-100) above which an endpoint is ejected, judged over
+    /// each interval. Default: off.
+    #[schemars(range(min = 0, max = 100))]
+    pub failure_percentage_threshold: Option<u32>,
+    /// HTTP statuses (100-599) counted as failures. Default: 5xx.
+    pub outlier_detection_http_error_codes: Option<Vec<HttpStatusCode>>,
 }
+
+/// An HTTP status code, 100-599.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(transparent)]
+pub struct HttpStatusCode(#[schemars(range(min = 100, max = 599))] pub u32);
 
 /// TLS from the sidecar to the host.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -254,6 +320,9 @@ pub struct ClientTlsSettings {
     pub ca_certificates: Option<String>,
     /// Name of the Secret holding the client certificate, key and CA.
     pub credential_name: Option<String>,
+    /// Name of the Secret (or ConfigMap) holding only the CA certificates that
+    /// verify the server.
+    pub ca_cert_credential_name: Option<String>,
     /// Subject alternative names the server certificate must carry (one of).
     pub subject_alt_names: Option<Vec<String>>,
     /// SNI sent to the host.
@@ -294,4 +363,7 @@ pub struct RetryBudget {
     pub percent: Option<f64>,
     /// Retries always allowed, whatever the percentage. Default: 3.
     pub min_retry_concurrency: Option<u32>,
+    /// Window over which active requests are counted for the budget, as a
+    /// duration.
+    pub budget_interval: Option<String>,
 }

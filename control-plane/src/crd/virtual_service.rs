@@ -173,7 +173,7 @@ pub struct HttpRouteDestination {
 pub struct TlsRoute {
     /// Match conditions (any one of them). Required.
     #[serde(rename = "match")]
-    pub match_: Option<Vec<TlsMatchAttributes>>,
+    pub match_: Vec<TlsMatchAttributes>,
     /// Destinations, with weights, the connections are sent to.
     pub route: Option<Vec<RouteDestination>>,
 }
@@ -183,7 +183,7 @@ pub struct TlsRoute {
 #[serde(rename_all = "camelCase")]
 pub struct TlsMatchAttributes {
     /// SNI names to match (wildcard prefixes allowed). Required.
-    pub sni_hosts: Option<Vec<String>>,
+    pub sni_hosts: Vec<String>,
     /// Destination IP ranges (`a.b.c.d/xx` or a single address).
     pub destination_subnets: Option<Vec<String>>,
     /// The port the connection was addressed to.

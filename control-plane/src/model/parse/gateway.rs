@@ -130,6 +130,9 @@ pub(super) fn parse_gateway(cx: &mut Context<'_>, namespace: String) -> Result<G
             Some(p) => protocol(cx, &format!("{field}.port.protocol"), p)?,
             None => return Err(cx.error(&format!("{field}.port.protocol"), "required")),
         };
+        if port.name.is_empty() {
+            return Err(cx.error(&format!("{field}.port.name"), "required"));
+        }
         if let Some(t) = port.target_port {
             check_port(cx, &format!("{field}.port.targetPort"), t)?;
         }
@@ -235,6 +238,9 @@ pub(super) fn parse_service_entry(cx: &mut Context<'_>, namespace: String) -> Re
         if ports.iter().any(|q| q.number == number) {
             return Err(cx.error(&format!("{field}.number"), format!("port {number} is listed twice")));
         }
+        if p.name.is_empty() {
+            return Err(cx.error(&format!("{field}.name"), "required"));
+        }
         let protocol = match &p.protocol {
             Some(name) => Some(protocol(cx, &format!("{field}.protocol"), name)?),
             None => None,
@@ -257,6 +263,12 @@ pub(super) fn parse_service_entry(cx: &mut Context<'_>, namespace: String) -> Re
         Some("STATIC") => Resolution::Static,
         Some("DNS") => Resolution::Dns,
         Some("DNS_ROUND_ROBIN") => Resolution::DnsRoundRobin,
+        Some("DYNAMIC_DNS") => {
+            return Err(cx.error(
+                "spec.resolution",
+                "DYNAMIC_DNS (resolving each wildcard host on demand) is not supported by meshd yet",
+            ))
+        }
         Some(other) => {
             return Err(
                 cx.error("spec.resolution", format!("{other:?} is not one of NONE, STATIC, DNS, DNS_ROUND_ROBIN"))

@@ -115,7 +115,15 @@ static HEADERS: Message =
 static HEADER_OPERATIONS: Message = Message { fields: &[leaf("set"), leaf("add"), leaf("remove")] };
 
 static HTTP_REDIRECT: Message = Message {
-    fields: &[leaf("uri"), leaf("authority"), leaf("port"), leaf("derivePort"), leaf("scheme"), leaf("redirectCode")],
+    fields: &[
+        leaf("uri"),
+        leaf("prefixRewrite"),
+        leaf("authority"),
+        leaf("port"),
+        leaf("derivePort"),
+        leaf("scheme"),
+        leaf("redirectCode"),
+    ],
 };
 
 static HTTP_DIRECT_RESPONSE: Message = Message { fields: &[leaf("status"), read("body", msg(&HTTP_BODY))] };
@@ -244,6 +252,27 @@ static LOAD_BALANCER: Message = Message {
         ignored("localityLbSetting", msg(&LOCALITY_LB), "endpoints are balanced without regard to locality"),
         ignored("warmupDurationSecs", Leaf, "new endpoints get their full share at once"),
         ignored("warmup", msg(&WARMUP), "new endpoints get their full share at once"),
+        ignored("backendUtilization", msg(&BACKEND_UTILIZATION), "requests are balanced by the simple policy"),
+        ignored("zoneAwareLbSetting", msg(&ZONE_AWARE_LB), "endpoints are balanced without regard to zones"),
+    ],
+};
+
+static BACKEND_UTILIZATION: Message = Message {
+    fields: &[
+        leaf("weightStabilizationPeriod"),
+        leaf("weightExpirationPeriod"),
+        leaf("weightUpdatePeriod"),
+        leaf("errorUtilizationPenaltyPercent"),
+        leaf("metricNamesForComputingUtilization"),
+    ],
+};
+
+static ZONE_AWARE_LB: Message = Message {
+    fields: &[
+        leaf("enabled"),
+        read("failover", List(&LOCALITY_FROM_TO)),
+        leaf("failoverPriority"),
+        leaf("minClusterSize"),
     ],
 };
 
@@ -301,8 +330,11 @@ static HTTP_POOL: Message = Message {
         leaf("h2UpgradePolicy"),
         leaf("useClientProtocol"),
         leaf("maxConcurrentStreams"),
+        read("http2KeepAlive", msg(&HTTP2_KEEPALIVE)),
     ],
 };
+
+static HTTP2_KEEPALIVE: Message = Message { fields: &[leaf("interval"), leaf("timeout")] };
 
 static OUTLIER_DETECTION: Message = Message {
     fields: &[
@@ -315,6 +347,8 @@ static OUTLIER_DETECTION: Message = Message {
         leaf("baseEjectionTime"),
         leaf("maxEjectionPercent"),
         leaf("minHealthPercent"),
+        leaf("failurePercentageThreshold"),
+        leaf("outlierDetectionHttpErrorCodes"),
     ],
 };
 
@@ -325,6 +359,7 @@ static CLIENT_TLS: Message = Message {
         leaf("privateKey"),
         leaf("caCertificates"),
         leaf("credentialName"),
+        leaf("caCertCredentialName"),
         leaf("subjectAltNames"),
         leaf("sni"),
         leaf("insecureSkipVerify"),
@@ -334,7 +369,8 @@ static CLIENT_TLS: Message = Message {
 
 static TUNNEL: Message = Message { fields: &[leaf("protocol"), leaf("targetHost"), leaf("targetPort")] };
 static PROXY_PROTOCOL: Message = Message { fields: &[leaf("version")] };
-static RETRY_BUDGET: Message = Message { fields: &[leaf("percent"), leaf("minRetryConcurrency")] };
+static RETRY_BUDGET: Message =
+    Message { fields: &[leaf("percent"), leaf("minRetryConcurrency"), leaf("budgetInterval")] };
 
 static SUBSET: Message =
     Message { fields: &[leaf("name"), leaf("labels"), read("trafficPolicy", msg(&TRAFFIC_POLICY))] };
@@ -374,6 +410,10 @@ static SERVER_TLS: Message = Message {
         leaf("minProtocolVersion"),
         leaf("maxProtocolVersion"),
         leaf("cipherSuites"),
+        leaf("caCertCredentialName"),
+        leaf("alpnProtocols"),
+        leaf("ecdhCurves"),
+        leaf("insecureSkipVerify"),
     ],
 };
 

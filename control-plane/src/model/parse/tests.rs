@@ -175,6 +175,7 @@ fn fields_whose_absence_would_misroute_refuse_the_object() {
             "JWT claims",
         ),
         (rule("{redirect: {uri: /v2, authority: b}}"), "spec.http[0].redirect", "not supported by meshd yet"),
+        (rule("{redirect: {prefixRewrite: /v2}}"), "spec.http[0].redirect", "not supported by meshd yet"),
         (rule("{directResponse: {status: 503, body: {string: down}}}"), "spec.http[0].directResponse", "not supported"),
         (rule("{delegate: {name: r2, namespace: ns}}"), "spec.http[0].delegate", "not supported"),
         (rule(&format!("{{rewrite: {{uri: /}}, {ROUTE}}}")), "spec.http[0].rewrite", "original path"),
@@ -263,6 +264,29 @@ fn fields_whose_absence_cannot_misroute_are_warnings() {
             dr("subsets: [{name: v1, trafficPolicy: {proxyProtocol: {version: V1}}}]"),
             "spec.subsets[0].trafficPolicy.proxyProtocol",
         ),
+        // Fields new in Istio 1.32.
+        (
+            dr("trafficPolicy: {loadBalancer: {backendUtilization: {weightUpdatePeriod: 1s, errorUtilizationPenaltyPercent: 10}}}"),
+            "spec.trafficPolicy.loadBalancer.backendUtilization",
+        ),
+        (
+            dr("subsets: [{name: v1, trafficPolicy: {loadBalancer: {simple: RANDOM, zoneAwareLbSetting: {enabled: true, minClusterSize: 3, failover: [{from: a, to: b}]}}}}]"),
+            "spec.subsets[0].trafficPolicy.loadBalancer.zoneAwareLbSetting",
+        ),
+        (
+            dr("trafficPolicy: {portLevelSettings: [{port: {number: 80}, connectionPool: {http: {http2KeepAlive: {interval: 10s, timeout: 1s}}}}]}"),
+            "spec.trafficPolicy.portLevelSettings",
+        ),
+        (
+            dr("trafficPolicy: {connectionPool: {http: {http2KeepAlive: {interval: 10s, timeout: 1s}}}}"),
+            "spec.trafficPolicy.connectionPool",
+        ),
+        (
+            dr("trafficPolicy: {outlierDetection: {failurePercentageThreshold: 50, outlierDetectionHttpErrorCodes: [500, 503]}}"),
+            "spec.trafficPolicy.outlierDetection",
+        ),
+        (dr("trafficPolicy: {tls: {mode: SIMPLE, caCertCredentialName: ca}}"), "spec.trafficPolicy.tls"),
+        (dr("trafficPolicy: {retryBudget: {percent: 20, budgetInterval: 10s}}"), "spec.trafficPolicy.retryBudget"),
     ];
     for (yaml, field) in cases {
         let Ok(Parsed::Object(_, warnings)) = parse_yaml(&yaml) else {
@@ -327,7 +351,7 @@ fn a_virtual_service_without_hosts_is_a_delegate_with_no_effect() {
 
 #[test]
 fn gateways_and_service_entries_are_read_and_not_yet_in_effect() {
-    let gw = "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: g, namespace: ns}\nspec:\n  selector: {istio: ingressgateway}\n  servers:\n  - port: {number: 443, name: https, protocol: HTTPS}\n    hosts: [bookinfo/www.example.com, '*.example.org']\n    tls: {mode: SIMPLE, credentialName: cert}\n  - port: {number: 80, name: http, protocol: http}\n    hosts: ['*']\n    tls: {httpsRedirect: true}\n";
+    let gw = "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: g, namespace: ns}\nspec:\n  selector: {istio: ingressgateway}\n  servers:\n  - port: {number: 443, name: https, protocol: HTTPS}\n    hosts: [bookinfo/www.example.com, '*.example.org']\n    tls: {mode: SIMPLE, credentialName: cert, caCertCredentialName: ca, alpnProtocols: [h2], ecdhCurves: [X25519], insecureSkipVerify: true}\n  - port: {number: 80, name: http, protocol: http}\n    hosts: ['*']\n    tls: {httpsRedirect: true}\n";
     let Ok(Parsed::Object(MeshObject::Gateway(g), warnings)) = parse_yaml(gw) else { panic!("{:?}", parse_yaml(gw)) };
     assert_eq!(g.servers.len(), 2);
     assert_eq!(g.servers[0].tls.as_ref().unwrap().mode, ServerTlsMode::Simple);
@@ -350,21 +374,27 @@ fn gateways_and_service_entries_are_read_and_not_yet_in_effect() {
     };
     refused(&[
         (g("{servers: []}"), "spec.servers", "at least one server"),
-        (g("{servers: [{port: {number: 80, protocol: HTTP}}]}"), "spec.servers[0].hosts", "at least one host"),
+        (g("{servers: [{port: {number: 80, protocol: HTTP, name: h}}]}"), "spec.servers[0].hosts", "at least one host"),
+        (g("{servers: [{port: {number: 80, protocol: HTTP}, hosts: ['*']}]}"), "spec.servers[0].port.name", "required"),
+        (s("{hosts: [a.com], ports: [{number: 80, protocol: HTTP}]}"), "spec.ports[0].name", "required"),
         (g("{servers: [{port: {number: 80, protocol: QUIC}, hosts: ['*']}]}"), "spec.servers[0].port.protocol", "QUIC"),
-        (g("{servers: [{port: {number: 443, protocol: HTTPS}, hosts: ['*']}]}"), "spec.servers[0].tls", "required"),
+        (
+            g("{servers: [{port: {number: 443, protocol: HTTPS, name: s}, hosts: ['*']}]}"),
+            "spec.servers[0].tls",
+            "required",
+        ),
         (
             g("{servers: [{port: {number: 0, protocol: HTTP}, hosts: ['*']}]}"),
             "spec.servers[0].port.number",
             "out of range",
         ),
         (
-            g("{servers: [{port: {number: 80, protocol: HTTP}, hosts: ['a/b/c']}]}"),
+            g("{servers: [{port: {number: 80, protocol: HTTP, name: h}, hosts: ['a/b/c']}]}"),
             "spec.servers[0].hosts[0]",
             "namespace/host",
         ),
         (
-            g("{servers: [{port: {number: 443, protocol: HTTPS}, hosts: ['*'], tls: {mode: STRICT}}]}"),
+            g("{servers: [{port: {number: 443, protocol: HTTPS, name: s}, hosts: ['*'], tls: {mode: STRICT}}]}"),
             "spec.servers[0].tls.mode",
             "STRICT",
         ),
@@ -372,6 +402,11 @@ fn gateways_and_service_entries_are_read_and_not_yet_in_effect() {
         (s("{hosts: [a.com], addresses: [10.0.0.0/33]}"), "spec.addresses[0]", "CIDR"),
         (s("{hosts: [a.com], ports: [{number: 80, name: a}, {number: 80, name: b}]}"), "spec.ports[1].number", "twice"),
         (s("{hosts: [a.com], resolution: DYNAMIC}"), "spec.resolution", "DYNAMIC"),
+        (
+            s("{hosts: [a.com], resolution: DYNAMIC_DNS}"),
+            "spec.resolution",
+            "DYNAMIC_DNS (resolving each wildcard host on demand) is not supported by meshd yet",
+        ),
         (s("{hosts: [a.com], location: OUTSIDE}"), "spec.location", "OUTSIDE"),
         (
             s("{hosts: [a.com], resolution: STATIC, endpoints: [{address: a.com}]}"),

@@ -14,7 +14,8 @@ use crate::source::{dir_watch, kube};
 /// Where meshd's objects come from.
 enum Source {
     Dir(std::path::PathBuf),
-    Kube(::kube::Client),
+    /// The API server, and the Lease electing the replica that writes CRD status.
+    Kube(::kube::Client, kube::lease::LeaseConfig),
 }
 
 pub async fn run(config: MeshdConfig) -> anyhow::Result<()> {
@@ -26,7 +27,10 @@ pub async fn run(config: MeshdConfig) -> anyhow::Result<()> {
     );
     let source = match config.config_dir {
         Some(_) => Source::Dir(config.checked_config_dir()?),
-        None => Source::Kube(kube::connect(config.kubeconfig.as_deref()).await?),
+        None => Source::Kube(
+            kube::connect(config.kubeconfig.as_deref()).await?,
+            kube::lease::LeaseConfig::new(&config.namespace, &config.identity()),
+        ),
     };
 
     let state = MeshState::new();
@@ -44,10 +48,14 @@ pub async fn run(config: MeshdConfig) -> anyhow::Result<()> {
         state: state.clone(),
         distributor: distributor.clone(),
         registry: registry.clone(),
-        kube: matches!(source, Source::Kube(_)).then(|| shared.stats.clone()),
+        kube: matches!(source, Source::Kube(..)).then(|| shared.stats.clone()),
     };
     let monitoring = monitoring::serve(monitoring_listener, monitored);
 
+    let lease = match &source {
+        Source::Kube(client, lease) => Some((client.clone(), lease.clone())),
+        Source::Dir(_) => None,
+    };
     let source = run_source(source, &config, state.clone(), distributor.clone(), shared);
     let pusher = push::run(state.clone(), distributor.clone(), config.debounce(), config.mesh_settings());
     let ads = AdsServer::new(Arc::new(ProxySnapshots(distributor.clone())), registry.clone());
@@ -64,14 +72,29 @@ pub async fn run(config: MeshdConfig) -> anyhow::Result<()> {
         .add_service(ads.into_service())
         .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(xds_listener), shutdown);
 
-    tokio::select! {
-        r = server => r.context("xDS server")?,
-        r = monitoring => r.context("monitoring server")?,
-        r = source => r?,
-        () = pusher => {}
+    let result = tokio::select! {
+        r = server => r.context("xDS server"),
+        r = monitoring => r.context("monitoring server"),
+        r = source => r,
+        () = pusher => Ok(()),
+    };
+    // The source (and its lease campaign) is stopped now: nothing renews the Lease again.
+    if let Some((client, lease)) = lease {
+        release_lease(client, &lease).await;
     }
     tracing::info!("meshd stopped");
-    Ok(())
+    result
+}
+
+/// Hands the status Lease over on the way out, if this replica holds it (a rollout then
+/// does not leave status unwritten until the lease expires).
+async fn release_lease(client: ::kube::Client, lease: &kube::lease::LeaseConfig) {
+    match tokio::time::timeout(Duration::from_secs(2), kube::lease::release(client, lease)).await {
+        Ok(Ok(true)) => tracing::info!(lease = %lease.name, namespace = %lease.namespace, "released the status Lease"),
+        Ok(Ok(false)) => {}
+        Ok(Err(e)) => tracing::warn!(lease = %lease.name, error = %e, "could not release the status Lease"),
+        Err(_) => tracing::warn!(lease = %lease.name, "could not release the status Lease within 2s"),
+    }
 }
 
 /// Runs the source (for Kubernetes also leader election and status writing) until it fails.
@@ -86,9 +109,8 @@ async fn run_source(
         Source::Dir(dir) => {
             dir_watch::watch(dir, state, config.config_settle()).await.context("config directory source")
         }
-        Source::Kube(client) => {
+        Source::Kube(client, lease) => {
             let (leader_tx, leader) = tokio::sync::watch::channel(false);
-            let lease = kube::lease::LeaseConfig::new(&config.namespace, &config.identity());
             let stats = shared.stats.clone();
             let mut leading = leader.clone();
             let gauge = async move {

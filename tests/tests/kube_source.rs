@@ -293,7 +293,19 @@ async fn an_invalid_virtual_service_is_refused_in_its_status_and_the_rest_keeps_
         ensure!(metric_of(&metrics, "amime_kube_status_writes_total") == 0.0, "the second replica wrote status");
         let proxies = metric_of(&metrics, "amime_ready");
         ensure!(proxies == 1.0, "the second replica should be ready to serve xDS");
-        b.check_no_nacks().await
+        b.check_no_nacks().await?;
+        // The leader stopping (a rollout) hands the Lease over: the second replica leads
+        // at its next try (2 s), not once the 15 s lease has expired.
+        b.meshd.signal_and_wait("TERM", Duration::from_secs(5)).await?;
+        let stopped = Instant::now();
+        await_condition("the second replica to take the status Lease", Duration::from_secs(6), || async {
+            let leader = metric_of(&second.metrics().await?, "amime_kube_leader");
+            ensure!(leader == 1.0, "amime_kube_leader {leader}");
+            Ok(())
+        })
+        .await?;
+        println!("the second replica led {:?} after the first stopped", stopped.elapsed());
+        Ok(())
     })
     .await;
 }

@@ -157,6 +157,26 @@ async fn round(api: &Api<Lease>, config: &LeaseConfig, seen: &mut Option<(Record
     }
 }
 
+/// Gives the Lease up if this replica holds it (on shutdown), so that another replica takes
+/// over at its next try (within [`LeaseConfig::retry`]) instead of once the lease expires.
+/// Returns whether it was held. A conflict (someone changed it meanwhile) is not an error.
+pub async fn release(client: Client, config: &LeaseConfig) -> kube::Result<bool> {
+    let api: Api<Lease> = Api::namespaced(client, &config.namespace);
+    let Some(mut lease) = api.get_opt(&config.name).await? else { return Ok(false) };
+    if Record::of(&lease).holder.as_deref() != Some(config.identity.as_str()) {
+        return Ok(false);
+    }
+    let old = lease.spec.take().unwrap_or_default();
+    let now = MicroTime(k8s_openapi::jiff::Timestamp::now());
+    lease.spec =
+        Some(LeaseSpec { holder_identity: None, lease_duration_seconds: Some(1), renew_time: Some(now), ..old });
+    match api.replace(&config.name, &PostParams::default(), &lease).await {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(status)) if status.code == 409 => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -85,13 +85,7 @@ pub async fn campaign(client: Client, config: LeaseConfig, leader: watch::Sender
     let api: Api<Lease> = Api::namespaced(client, &config.namespace);
     let mut seen: Option<(Record, Instant)> = None;
     loop {
-        let held = match round(&api, &config, &mut seen).await {
-            Ok(held) => held,
-            Err(e) => {
-                tracing::warn!(lease = %config.name, namespace = %config.namespace, error = %e, "leader election");
-                false
-            }
-        };
+        let held = look(&api, &config, &mut seen).await;
         leader.send_if_modified(|l| {
             let changed = *l != held;
             if changed {
@@ -101,6 +95,29 @@ pub async fn campaign(client: Client, config: LeaseConfig, leader: watch::Sender
             changed
         });
         tokio::time::sleep(if held { config.renew } else { config.retry }).await;
+    }
+}
+
+/// One round, bounded by [`LeaseConfig::renew`]: whether we hold the Lease afterwards. The
+/// bound matters: the client's own read timeout is minutes, and a leader whose renewal hangs
+/// must stop believing it leads before another replica takes over (after
+/// [`LeaseConfig::duration`] without a renewal), as client-go's renew deadline does.
+async fn look(api: &Api<Lease>, config: &LeaseConfig, seen: &mut Option<(Record, Instant)>) -> bool {
+    match tokio::time::timeout(config.renew, round(api, config, seen)).await {
+        Ok(Ok(held)) => held,
+        Ok(Err(e)) => {
+            tracing::warn!(lease = %config.name, namespace = %config.namespace, error = %e, "leader election");
+            false
+        }
+        Err(_) => {
+            tracing::warn!(
+                lease = %config.name,
+                namespace = %config.namespace,
+                timeout_ms = config.renew.as_millis() as u64,
+                "leader election: no answer from the API server in time; not leading"
+            );
+            false
+        }
     }
 }
 
@@ -198,5 +215,27 @@ mod tests {
         for (record, secs, want) in cases {
             assert_eq!(step("me", record.as_ref(), Duration::from_secs(secs), d), want, "{record:?} after {secs}s");
         }
+    }
+
+    /// An API server that accepts connections and never answers (a partition, a hung
+    /// server): the round gives up within `renew`, so a leader stops believing it leads
+    /// well before another replica may take the Lease over (after `duration`).
+    #[tokio::test]
+    async fn a_round_without_an_answer_ends_within_renew_and_does_not_lead() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let hold = tokio::spawn(async move {
+            let mut open = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                open.push(socket);
+            }
+        });
+        let client = Client::try_from(kube::Config::new(url.parse().unwrap())).unwrap();
+        let api: Api<Lease> = Api::namespaced(client, "mesh");
+        let config = LeaseConfig { renew: Duration::from_millis(200), ..LeaseConfig::new("mesh", "me") };
+        let mut seen = None;
+        let held = tokio::time::timeout(Duration::from_secs(3), look(&api, &config, &mut seen)).await;
+        hold.abort();
+        assert_eq!(held.ok(), Some(false), "a round with no answer must end within renew and not lead");
     }
 }

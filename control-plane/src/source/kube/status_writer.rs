@@ -49,7 +49,7 @@ pub async fn run(
         tokio::time::sleep(SETTLE).await;
         changed.borrow_and_update();
         published.borrow_and_update();
-        let failed = pass(&client, &shared, &distributor, &mut written).await;
+        let failed = pass(&client, &shared, &distributor, &leader, &mut written).await;
         let retry_at = (failed > 0).then(|| tokio::time::Instant::now() + RETRY);
         let retry = async {
             match retry_at {
@@ -71,6 +71,7 @@ async fn pass(
     client: &Client,
     shared: &Shared,
     distributor: &Distributor,
+    leader: &watch::Receiver<bool>,
     written: &mut HashMap<Key, (Condition, Instant)>,
 ) -> usize {
     let Some(mesh) = distributor.current() else {
@@ -99,6 +100,9 @@ async fn pass(
         let key = (write.target.feed, write.target.namespace.clone(), write.target.name.clone());
         if written.get(&key).is_some_and(|(c, _)| same(c, &write.condition)) {
             continue;
+        }
+        if !*leader.borrow() {
+            break; // the Lease is lost: the new leader writes from here on
         }
         match send(client, &write).await {
             Ok(()) => {
@@ -152,4 +156,36 @@ async fn send(client: &Client, write: &StatusWrite) -> kube::Result<()> {
 fn now_rfc3339() -> String {
     let now = k8s_openapi::jiff::Timestamp::now();
     now.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::index::Index;
+    use crate::source::kube::feed::{FeedId, Group, WatchEvent};
+    use crate::translate::{MeshConfig, MeshSettings};
+
+    /// A pass that finds leadership gone makes no more writes (the doc's "stops writing
+    /// status at once"): with thousands of objects a pass outlives a lost Lease.
+    #[tokio::test]
+    async fn a_pass_writes_nothing_once_leadership_is_gone() {
+        // Nobody listens on port 1: every write attempted fails at once and is counted.
+        let client = Client::try_from(kube::Config::new("http://127.0.0.1:1".parse().unwrap())).unwrap();
+        let shared = Shared::default();
+        let feed = FeedId::new(crate::model::Kind::VirtualService, Group::Amime);
+        {
+            let mut model = crate::sync::lock(&shared.model);
+            model.add_feed(feed, "v1", "virtualservices");
+            let body = serde_json::json!({"apiVersion": "networking.amime.dev/v1", "kind": "VirtualService",
+                "metadata": {"name": "r", "namespace": "ns", "generation": 1}, "spec": {"hosts": ["r"]}});
+            model.handle(feed, WatchEvent::InitApply(body), &mut Index::default());
+        }
+        let distributor = Distributor::new();
+        distributor.publish(Arc::new(MeshConfig::build(Arc::new(Index::default()), &MeshSettings::default())));
+        let (tx, leader) = watch::channel(true);
+        let mut written = HashMap::new();
+        assert_eq!(pass(&client, &shared, &distributor, &leader, &mut written).await, 1, "the leader tries");
+        tx.send(false).unwrap();
+        assert_eq!(pass(&client, &shared, &distributor, &leader, &mut written).await, 0, "a follower does not");
+    }
 }

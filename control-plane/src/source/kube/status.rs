@@ -158,8 +158,11 @@ pub struct StatusWrite {
 }
 
 /// The writes that make every target carry its verdict. `translation` gives the
-/// translation problems of an object (kind, namespace, name).
+/// translation problems of an object (kind, namespace, name); `recent` the condition
+/// meshd wrote on it lately that the watch has not delivered back yet, if any (it, not
+/// the stale watched one, decides whether the status flips and so the transition time).
 pub fn writes<'a>(
+    recent: &dyn Fn(&StatusTarget) -> Option<Condition>,
     targets: Vec<StatusTarget>,
     translation: impl Fn(&StatusTarget) -> Vec<&'a Diagnostic>,
     now: &str,
@@ -169,7 +172,8 @@ pub fn writes<'a>(
         .filter_map(|target| {
             let problems = if target.shadowed_by.is_some() { Vec::new() } else { translation(&target) };
             let verdict = verdict(&target.problems, &problems, target.shadowed_by);
-            let condition = condition(&verdict, target.tracked.generation, target.tracked.accepted.as_ref(), now);
+            let current = recent(&target).or_else(|| target.tracked.accepted.clone());
+            let condition = condition(&verdict, target.tracked.generation, current.as_ref(), now);
             (!carries(&target.tracked, &condition)).then_some(StatusWrite { target, condition })
         })
         .collect()

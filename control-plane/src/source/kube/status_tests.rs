@@ -75,17 +75,17 @@ fn a_write_happens_only_when_the_object_does_not_carry_the_verdict() {
     let none = |_: &StatusTarget| Vec::new();
     // Already carried: nothing to write (a restart writes nothing).
     let same = Tracked { generation: 3, accepted: carried.clone(), observed_generation: Some(3) };
-    assert!(writes(vec![target(same)], none, now).is_empty());
+    assert!(writes(&|_| None, vec![target(same)], none, now).is_empty());
     // A new generation: written, transition time kept (status did not flip).
     let newer = Tracked { generation: 4, accepted: carried.clone(), observed_generation: Some(3) };
-    let w = writes(vec![target(newer)], none, now);
+    let w = writes(&|_| None, vec![target(newer)], none, now);
     assert_eq!(w.len(), 1);
     assert_eq!(w[0].condition.observed_generation, Some(4));
     assert_eq!(w[0].condition.last_transition_time, "2026-01-01T00:00:00Z");
     // Flipping to False: a new transition time; the patch names both generations.
     let mut broken = target(Tracked { generation: 4, accepted: carried, observed_generation: Some(4) });
     broken.problems = vec![d(Severity::Error, "spec.hosts", "required")];
-    let w = writes(vec![broken], none, now);
+    let w = writes(&|_| None, vec![broken], none, now);
     assert_eq!(w[0].condition.status, "False");
     assert_eq!(w[0].condition.last_transition_time, now);
     let body = patch_body(&w[0].condition);
@@ -93,5 +93,34 @@ fn a_write_happens_only_when_the_object_does_not_carry_the_verdict() {
     assert_eq!(body["status"]["conditions"][0]["type"], "Accepted");
     assert_eq!(body["status"]["conditions"][0]["message"], "spec.hosts: required");
     // Never written before: written.
-    assert_eq!(writes(vec![target(Tracked { generation: 1, ..Tracked::default() })], none, now).len(), 1);
+    assert_eq!(writes(&|_| None, vec![target(Tracked { generation: 1, ..Tracked::default() })], none, now).len(), 1);
+}
+
+/// A write the watch has not delivered back yet is what the object carries: a second
+/// change before the echo keeps its transition time when the status does not flip, and
+/// takes a new one when it does.
+#[test]
+fn a_recent_write_not_yet_seen_is_the_current_condition() {
+    let none = |_: &StatusTarget| Vec::new();
+    let written = Condition {
+        type_: "Accepted".into(),
+        status: "True".into(),
+        reason: "Accepted".into(),
+        message: "accepted".into(),
+        observed_generation: Some(1),
+        last_transition_time: "2026-12-02T05:00:00Z".into(),
+    };
+    let recent = |_: &StatusTarget| Some(written.clone());
+    let later = "2026-12-02T05:00:01Z";
+    let mut warned = target(Tracked { generation: 1, ..Tracked::default() });
+    warned.problems = vec![d(Severity::Warning, "spec.http[0].retries", "ignored")];
+    let w = writes(&recent, vec![warned], none, later);
+    assert_eq!(
+        (w[0].condition.status.as_str(), w[0].condition.last_transition_time.as_str()),
+        ("True", "2026-12-02T05:00:00Z")
+    );
+    let mut broken = target(Tracked { generation: 1, ..Tracked::default() });
+    broken.problems = vec![d(Severity::Error, "spec.hosts", "required")];
+    let w = writes(&recent, vec![broken], none, later);
+    assert_eq!((w[0].condition.status.as_str(), w[0].condition.last_transition_time.as_str()), ("False", later));
 }

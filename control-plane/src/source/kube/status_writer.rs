@@ -86,7 +86,14 @@ async fn pass(
     }
     let kinds: BTreeMap<FeedId, String> = targets.iter().map(|t| (t.feed, t.feed.kind.to_string())).collect();
     let now = now_rfc3339();
+    written.retain(|_, (_, at)| at.elapsed() < RECENT);
+    let recent = |t: &super::feed::StatusTarget| {
+        let (condition, _) = written.get(&(t.feed, t.namespace.clone(), t.name.clone()))?;
+        // Delivered back already: the watched one is current.
+        (t.tracked.accepted.as_ref() != Some(condition)).then(|| condition.clone())
+    };
     let writes = status::writes(
+        &recent,
         targets,
         |t| {
             let kind = kinds[&t.feed].as_str();
@@ -94,7 +101,6 @@ async fn pass(
         },
         &now,
     );
-    written.retain(|_, (_, at)| at.elapsed() < RECENT);
     let mut failed = 0;
     for write in writes {
         let key = (write.target.feed, write.target.namespace.clone(), write.target.name.clone());

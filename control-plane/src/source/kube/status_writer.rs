@@ -126,17 +126,33 @@ async fn pass(
             Err(e) => {
                 failed += 1;
                 shared.stats.status_write_errors.fetch_add(1, Ordering::Relaxed);
+                let code = match &e {
+                    kube::Error::Api(status) => Some(status.code),
+                    _ => None,
+                };
                 tracing::warn!(
                     resource = %write.target.feed,
                     namespace = %write.target.namespace,
                     name = %write.target.name,
+                    field = "status.conditions",
                     error = %e,
-                    "cannot write status (RBAC needs patch on <plural>/status)"
+                    hint = %failure_hint(code, write.target.feed.group.name(), &write.target.plural),
+                    "cannot write status"
                 );
             }
         }
     }
     failed
+}
+
+/// What a failed status write most likely means, for the log (it used to blame RBAC, with
+/// a literal `<plural>`, whatever the failure).
+fn failure_hint(code: Option<u16>, group: &str, plural: &str) -> String {
+    match code {
+        Some(403) => format!("meshd's ClusterRole needs `patch` on {plural}/status in API group {group}"),
+        Some(404) => format!("the object is gone, or the {plural}.{group} CRD has no status subresource"),
+        _ => format!("retried in {} s", RETRY.as_secs()),
+    }
 }
 
 fn same(a: &Condition, b: &Condition) -> bool {
@@ -170,6 +186,21 @@ mod tests {
     use crate::model::index::Index;
     use crate::source::kube::feed::{FeedId, Group, WatchEvent};
     use crate::translate::{MeshConfig, MeshSettings};
+
+    #[test]
+    fn a_failed_write_says_what_it_most_likely_means() {
+        let g = "networking.istio.io";
+        let cases = [
+            (Some(403), "`patch` on virtualservices/status in API group networking.istio.io"),
+            (Some(404), "virtualservices.networking.istio.io CRD has no status subresource"),
+            (Some(500), "retried in 5 s"),
+            (None, "retried in 5 s"),
+        ];
+        for (code, want) in cases {
+            let hint = failure_hint(code, g, "virtualservices");
+            assert!(hint.contains(want), "{code:?}: {hint}");
+        }
+    }
 
     /// A pass that finds leadership gone makes no more writes (the doc's "stops writing
     /// status at once"): with thousands of objects a pass outlives a lost Lease.

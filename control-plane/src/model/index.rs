@@ -155,7 +155,8 @@ impl Index {
     }
 
     /// Whether the index holds exactly this object.
-    fn holds(&self, object: &MeshObject) -> bool {
+    /// Whether the index holds exactly `object`.
+    pub fn holds(&self, object: &MeshObject) -> bool {
         fn same<T: PartialEq>(map: &BTreeMap<(String, String), Arc<T>>, ns: &str, name: &str, o: &T) -> bool {
             map.get(&(ns.to_owned(), name.to_owned())).is_some_and(|v| **v == *o)
         }

@@ -185,6 +185,8 @@ pub struct StatusTarget {
     pub problems: Vec<Diagnostic>,
     /// Set when the same object in the other group wins: that object's group.
     pub shadowed_by: Option<Group>,
+    /// Its last good version (what the index holds for it unless shadowed).
+    pub good: Option<MeshObject>,
 }
 
 /// Every feed's state.
@@ -411,6 +413,7 @@ impl Model {
                     tracked: entry.tracked.clone().unwrap_or_default(),
                     problems: self.problems.get(&(*id, name.clone())).cloned().unwrap_or_default(),
                     shadowed_by,
+                    good: entry.good.clone(),
                 });
             }
         }

@@ -16,7 +16,7 @@
 
 use serde_json::Value;
 
-use crate::model::{Diagnostic, Severity};
+use crate::model::{Diagnostic, MeshObject, Severity};
 
 use super::feed::{Group, StatusTarget, Tracked};
 
@@ -161,8 +161,15 @@ pub struct StatusWrite {
 /// translation problems of an object (kind, namespace, name); `recent` the condition
 /// meshd wrote on it lately that the watch has not delivered back yet, if any (it, not
 /// the stale watched one, decides whether the status flips and so the transition time).
+///
+/// `translated` says whether the published translation was built from this version of an
+/// object: until it was, its translation problems are the previous version's, so a target
+/// that has no parse error and is not shadowed waits (the next publish wakes the writer).
+/// Otherwise a fixed rule was marked `Refused` at its new generation (or a refused one
+/// `Accepted`, so `kubectl wait --for=condition=Accepted` passed) before the push caught up.
 pub fn writes<'a>(
     recent: &dyn Fn(&StatusTarget) -> Option<Condition>,
+    translated: &dyn Fn(&MeshObject) -> bool,
     targets: Vec<StatusTarget>,
     translation: impl Fn(&StatusTarget) -> Vec<&'a Diagnostic>,
     now: &str,
@@ -170,6 +177,10 @@ pub fn writes<'a>(
     targets
         .into_iter()
         .filter_map(|target| {
+            let invalid = target.problems.iter().any(|d| d.severity == Severity::Error);
+            if target.shadowed_by.is_none() && !invalid && target.good.as_ref().is_some_and(|g| !translated(g)) {
+                return None;
+            }
             let problems = if target.shadowed_by.is_some() { Vec::new() } else { translation(&target) };
             let verdict = verdict(&target.problems, &problems, target.shadowed_by);
             let current = recent(&target).or_else(|| target.tracked.accepted.clone());

@@ -92,8 +92,10 @@ async fn pass(
         // Delivered back already: the watched one is current.
         (t.tracked.accepted.as_ref() != Some(condition)).then(|| condition.clone())
     };
+    let translated = |o: &crate::model::MeshObject| mesh.model().holds(o);
     let writes = status::writes(
         &recent,
+        &translated,
         targets,
         |t| {
             let kind = kinds[&t.feed].as_str();
@@ -210,15 +212,16 @@ mod tests {
         let client = Client::try_from(kube::Config::new("http://127.0.0.1:1".parse().unwrap())).unwrap();
         let shared = Shared::default();
         let feed = FeedId::new(crate::model::Kind::VirtualService, Group::Amime);
+        let mut index = Index::default();
         {
             let mut model = crate::sync::lock(&shared.model);
             model.add_feed(feed, "v1", "virtualservices");
             let body = serde_json::json!({"apiVersion": "networking.amime.dev/v1", "kind": "VirtualService",
                 "metadata": {"name": "r", "namespace": "ns", "generation": 1}, "spec": {"hosts": ["r"]}});
-            model.handle(feed, WatchEvent::InitApply(body), &mut Index::default());
+            model.handle(feed, WatchEvent::InitApply(body), &mut index);
         }
         let distributor = Distributor::new();
-        distributor.publish(Arc::new(MeshConfig::build(Arc::new(Index::default()), &MeshSettings::default())));
+        distributor.publish(Arc::new(MeshConfig::build(Arc::new(index), &MeshSettings::default())));
         let (tx, leader) = watch::channel(true);
         let mut written = HashMap::new();
         assert_eq!(pass(&client, &shared, &distributor, &leader, &mut written).await, 1, "the leader tries");

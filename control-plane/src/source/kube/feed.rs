@@ -104,6 +104,8 @@ pub enum WatchEvent {
 /// What status writing needs of one CRD object: nothing else of it is kept.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Tracked {
+    /// `metadata.uid`: tells an object from one deleted and created again by the same name.
+    pub uid: String,
     pub generation: i64,
     /// `status.conditions[type=Accepted]`, as the object carries it now.
     pub accepted: Option<Condition>,
@@ -115,6 +117,7 @@ impl Tracked {
     fn of(body: &Value) -> Tracked {
         let int = |v: &Value| v.as_i64().or_else(|| v.as_str().and_then(|s| s.parse().ok()));
         Tracked {
+            uid: body.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or_default().to_owned(),
             generation: body.pointer("/metadata/generation").and_then(int).unwrap_or(0),
             accepted: accepted_condition(body.get("status")),
             observed_generation: body.pointer("/status/observedGeneration").and_then(int),

@@ -75,16 +75,18 @@ fn a_write_happens_only_when_the_object_does_not_carry_the_verdict() {
     let now = "2026-12-02T05:00:00Z";
     let none = |_: &StatusTarget| Vec::new();
     // Already carried: nothing to write (a restart writes nothing).
-    let same = Tracked { generation: 3, accepted: carried.clone(), observed_generation: Some(3) };
+    let same = Tracked { generation: 3, accepted: carried.clone(), observed_generation: Some(3), ..Tracked::default() };
     assert!(writes(&|_| None, &|_| true, vec![target(same)], none, now).is_empty());
     // A new generation: written, transition time kept (status did not flip).
-    let newer = Tracked { generation: 4, accepted: carried.clone(), observed_generation: Some(3) };
+    let newer =
+        Tracked { generation: 4, accepted: carried.clone(), observed_generation: Some(3), ..Tracked::default() };
     let w = writes(&|_| None, &|_| true, vec![target(newer)], none, now);
     assert_eq!(w.len(), 1);
     assert_eq!(w[0].condition.observed_generation, Some(4));
     assert_eq!(w[0].condition.last_transition_time, "2026-01-01T00:00:00Z");
     // Flipping to False: a new transition time; the patch names both generations.
-    let mut broken = target(Tracked { generation: 4, accepted: carried, observed_generation: Some(4) });
+    let mut broken =
+        target(Tracked { generation: 4, accepted: carried, observed_generation: Some(4), ..Tracked::default() });
     broken.problems = vec![d(Severity::Error, "spec.hosts", "required")];
     let w = writes(&|_| None, &|_| true, vec![broken], none, now);
     assert_eq!(w[0].condition.status, "False");

@@ -30,7 +30,14 @@ const SETTLE: Duration = Duration::from_millis(200);
 /// After a failed write, look again this much later.
 const RETRY: Duration = Duration::from_secs(5);
 
-type Key = (FeedId, String, String);
+/// (feed, namespace, name, uid): a write on an object deleted since says nothing about the
+/// one created again by the same name.
+type Key = (FeedId, String, String, String);
+
+/// The `written` key of an object.
+fn key_of(t: &super::feed::StatusTarget) -> Key {
+    (t.feed, t.namespace.clone(), t.name.clone(), t.tracked.uid.clone())
+}
 
 /// Writes status while `leader` says so, until the task is dropped.
 pub async fn run(
@@ -88,7 +95,7 @@ async fn pass(
     let now = now_rfc3339();
     written.retain(|_, (_, at)| at.elapsed() < RECENT);
     let recent = |t: &super::feed::StatusTarget| {
-        let (condition, _) = written.get(&(t.feed, t.namespace.clone(), t.name.clone()))?;
+        let (condition, _) = written.get(&key_of(t))?;
         // Delivered back already: the watched one is current.
         (t.tracked.accepted.as_ref() != Some(condition)).then(|| condition.clone())
     };
@@ -105,7 +112,7 @@ async fn pass(
     );
     let mut failed = 0;
     for write in writes {
-        let key = (write.target.feed, write.target.namespace.clone(), write.target.name.clone());
+        let key = key_of(&write.target);
         if written.get(&key).is_some_and(|(c, _)| same(c, &write.condition)) {
             continue;
         }
@@ -188,6 +195,38 @@ mod tests {
     use crate::model::index::Index;
     use crate::source::kube::feed::{FeedId, Group, WatchEvent};
     use crate::translate::{MeshConfig, MeshSettings};
+
+    /// `kubectl delete` then `apply` of the same rule within [`RECENT`]: the new object
+    /// (another uid) gets its status although meshd wrote the same condition on the old one.
+    #[tokio::test]
+    async fn a_recreated_object_gets_status_although_its_predecessor_just_got_the_same() {
+        let client = Client::try_from(kube::Config::new("http://127.0.0.1:1".parse().unwrap())).unwrap();
+        let shared = Shared::default();
+        let feed = FeedId::new(crate::model::Kind::VirtualService, Group::Amime);
+        let body = |uid: &str| {
+            serde_json::json!({"apiVersion": "networking.amime.dev/v1", "kind": "VirtualService",
+                "metadata": {"name": "r", "namespace": "ns", "generation": 1, "uid": uid}, "spec": {"hosts": ["r"]}})
+        };
+        let mut index = Index::default();
+        crate::sync::lock(&shared.model).add_feed(feed, "v1", "virtualservices");
+        crate::sync::lock(&shared.model).handle(feed, WatchEvent::InitApply(body("old")), &mut index);
+        let distributor = Distributor::new();
+        distributor.publish(Arc::new(MeshConfig::build(Arc::new(index.clone()), &MeshSettings::default())));
+        let (_tx, leader) = watch::channel(true);
+        // What a successful write on the old object left in `written`.
+        let old = crate::sync::lock(&shared.model).status_targets().remove(0);
+        let mesh = distributor.current().unwrap();
+        let problems = |_: &super::super::feed::StatusTarget| {
+            mesh.problems.iter().filter(|p| p.name.as_deref() == Some("r")).collect()
+        };
+        let wrote = status::writes(&|_| None, &|_| true, vec![old.clone()], problems, "2026-12-02T05:00:00Z");
+        let mut written = HashMap::from([(key_of(&old), (wrote[0].condition.clone(), Instant::now()))]);
+        assert_eq!(pass(&client, &shared, &distributor, &leader, &mut written).await, 0, "the old one carries it");
+        // Deleted and created again (same spec, new uid) before the pass.
+        crate::sync::lock(&shared.model).handle(feed, WatchEvent::Delete(body("old")), &mut index);
+        crate::sync::lock(&shared.model).handle(feed, WatchEvent::Apply(body("new")), &mut index);
+        assert_eq!(pass(&client, &shared, &distributor, &leader, &mut written).await, 1, "the new one is written");
+    }
 
     #[test]
     fn a_failed_write_says_what_it_most_likely_means() {

@@ -77,6 +77,33 @@ spec:
 }
 
 /// One YAML file holding `docs` in order (`---` between them).
+/// Only the v1/v3 split. Weights are rendered as given, so tests can write invalid ones
+/// (negative, or summing past 100).
+pub fn reviews_vs_split(v1_weight: i64, v3_weight: i64) -> String {
+    format!(
+        r#"apiVersion: networking.amime.dev/v1
+kind: VirtualService
+metadata:
+  name: reviews
+  namespace: bookinfo
+spec:
+  hosts:
+  - reviews
+  http:
+  - name: split-v1-v3
+    route:
+    - destination:
+        host: reviews
+        subset: v1
+      weight: {v1_weight}
+    - destination:
+        host: reviews
+        subset: v3
+      weight: {v3_weight}
+"#
+    )
+}
+
 pub fn documents(docs: &[&str]) -> String {
     docs.join("---\n")
 }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use amime_e2e::kube::{KubeCluster, PodNetwork};
 use amime_e2e::mesh::{self, APP_PORT};
-use amime_e2e::rules::{reviews_vs_jason_v2_else_split, REVIEWS_DESTINATION_RULE, REVIEWS_VS_ALL_V3};
+use amime_e2e::rules::{reviews_vs_jason_v2_else_split, reviews_vs_split, REVIEWS_DESTINATION_RULE, REVIEWS_VS_ALL_V3};
 use amime_e2e::sidecar::SidecarSpec;
 use amime_e2e::{await_condition, hosts, run_test, Bookinfo, IpBlock, MeshDir, Meshd, Sidecar, TestContext, Upstream};
 use anyhow::{bail, ensure, Context as _, Result};
@@ -228,27 +228,6 @@ async fn rules_from_the_api_server_route_envoy() {
     .await;
 }
 
-/// Invalid: a negative weight (the CRD schema lets it through; meshd must not).
-const VS_NEGATIVE_WEIGHT: &str = r#"apiVersion: networking.amime.dev/v1
-kind: VirtualService
-metadata:
-  name: reviews
-  namespace: bookinfo
-spec:
-  hosts:
-  - reviews
-  http:
-  - route:
-    - destination:
-        host: reviews
-        subset: v1
-      weight: -5
-    - destination:
-        host: reviews
-        subset: v3
-      weight: 105
-"#;
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_invalid_virtual_service_is_refused_in_its_status_and_the_rest_keeps_working() {
     run_test("kube_invalid_vs_status", |ctx| async move {
@@ -256,7 +235,8 @@ async fn an_invalid_virtual_service_is_refused_in_its_status_and_the_rest_keeps_
         let KubeBookinfo { bookinfo: b, cluster, pods: _pods } =
             start(&ctx, IpBlock(182), false, &[REVIEWS_DESTINATION_RULE, &vs]).await?;
         await_accepted(&cluster, "virtualservices.networking.amime.dev/reviews", "True", "Accepted", "").await?;
-        apply(&cluster, VS_NEGATIVE_WEIGHT).await?;
+        // Invalid: a negative weight (the CRD schema lets it through; meshd must not).
+        apply(&cluster, &reviews_vs_split(-5, 105)).await?;
         let message = await_accepted(
             &cluster,
             "virtualservices.networking.amime.dev/reviews",

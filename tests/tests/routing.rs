@@ -8,7 +8,9 @@
 use std::time::{Duration, Instant};
 
 use amime_e2e::mesh::{self, example_pod, APP_PORT, RATINGS_SERVICE};
-use amime_e2e::rules::{documents, reviews_vs_jason_v2_else_split, REVIEWS_DESTINATION_RULE, REVIEWS_VS_ALL_V3};
+use amime_e2e::rules::{
+    documents, reviews_vs_jason_v2_else_split, reviews_vs_split, REVIEWS_DESTINATION_RULE, REVIEWS_VS_ALL_V3,
+};
 use amime_e2e::{
     await_condition, hosts, run_test, Bookinfo, BookinfoOptions, ConfigError, IpBlock, MeshDir, TestContext, Upstream,
     XdsApi,
@@ -36,29 +38,6 @@ fn vs_source_labels() -> String {
     let only_ratings_to_v3 = "  http:\n  - match:\n    - sourceLabels:\n        app: ratings\n    route:\n    - destination:\n        host: reviews\n        subset: v3\n";
     reviews_vs_jason_v2_else_split(50, 50).replace("  http:\n", only_ratings_to_v3)
 }
-
-/// Invalid: a negative weight.
-const VS_NEGATIVE_WEIGHT: &str = r#"
-apiVersion: networking.amime.dev/v1
-kind: VirtualService
-metadata:
-  name: reviews
-  namespace: bookinfo
-spec:
-  hosts:
-  - reviews
-  http:
-  - name: split-v1-v3
-    route:
-    - destination:
-        host: reviews
-        subset: v1
-      weight: -5
-    - destination:
-        host: reviews
-        subset: v3
-      weight: 105
-"#;
 
 /// Invalid: a regex that does not compile.
 const VS_BAD_REGEX: &str = r#"
@@ -241,7 +220,7 @@ async fn invalid_edit_keeps_previous_routing(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_weight_is_reported_and_old_routing_kept() {
     run_test("invalid_weight_is_reported_and_old_routing_kept", |ctx| async move {
-        invalid_edit_keeps_previous_routing(ctx, IpBlock(24), VS_NEGATIVE_WEIGHT, "weight").await
+        invalid_edit_keeps_previous_routing(ctx, IpBlock(24), &reviews_vs_split(-5, 105), "weight").await
     })
     .await;
 }

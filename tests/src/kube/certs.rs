@@ -59,39 +59,12 @@ pub fn write_all(dir: &Path, ip: IpAddr, server_url: &str) -> Result<Pki> {
     let pki = dir.join("pki");
     std::fs::create_dir_all(&pki).with_context(|| format!("create {}", pki.display()))?;
     let ca_key = pki.join("ca.key");
-    openssl(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-        "-days",
-        "3650",
-        "-subj",
-        "/CN=amime-test-ca",
-        "-keyout",
-        s(&ca_key),
-        "-out",
-        s(&paths.ca_cert),
-    ])?;
+    ec_certificate("/CN=amime-test-ca", &[], &ca_key, &paths.ca_cert)?;
     let san = format!(
         "subjectAltName=IP:{ip},IP:127.0.0.1,IP:10.96.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,\
          DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
     );
-    openssl(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-        "-days",
-        "3650",
-        "-subj",
-        "/CN=kube-apiserver",
+    let serving_extensions = [
         "-CA",
         s(&paths.ca_cert),
         "-CAkey",
@@ -104,11 +77,8 @@ pub fn write_all(dir: &Path, ip: IpAddr, server_url: &str) -> Result<Pki> {
         "keyUsage=critical,digitalSignature,keyEncipherment",
         "-addext",
         "extendedKeyUsage=serverAuth",
-        "-keyout",
-        s(&paths.serving_key),
-        "-out",
-        s(&paths.serving_cert),
-    ])?;
+    ];
+    ec_certificate("/CN=kube-apiserver", &serving_extensions, &paths.serving_key, &paths.serving_cert)?;
     openssl(&["ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", s(&paths.sa_key)])?;
     openssl(&["ec", "-in", s(&paths.sa_key), "-pubout", "-out", s(&paths.sa_pub)])?;
     let token = admin_token()?;
@@ -139,6 +109,16 @@ fn write(path: &Path, contents: &str) -> Result<()> {
         .open(path)
         .with_context(|| format!("write {}", path.display()))?;
     file.write_all(contents.as_bytes()).with_context(|| format!("write {}", path.display()))
+}
+
+/// A new P-256 key at `key` and a certificate for `subject` at `cert`, valid ten years:
+/// self-signed, or signed by the CA that `extra` names (`-CA`, `-CAkey`, `-addext` ...).
+fn ec_certificate(subject: &str, extra: &[&str], key: &Path, cert: &Path) -> Result<()> {
+    let mut args = vec!["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+    args.extend(["-days", "3650", "-subj", subject]);
+    args.extend_from_slice(extra);
+    args.extend(["-keyout", s(key), "-out", s(cert)]);
+    openssl(&args)
 }
 
 fn s(path: &Path) -> &str {

@@ -15,4 +15,5 @@ pub mod capture;
 pub mod conventions;
 pub mod inject;
 pub mod node_metadata;
+pub mod probes;
 pub mod settings;

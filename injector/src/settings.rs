@@ -33,3 +33,35 @@ impl Default for InjectionSettings {
         }
     }
 }
+
+/// Command-line flags for [`InjectionSettings`], shared by meshd and `meshctl inject`.
+#[cfg(feature = "cli")]
+#[derive(Debug, Clone, clap::Args)]
+pub struct InjectionArgs {
+    /// Image of the injected sidecar and init containers.
+    #[arg(long = "proxy-image", value_name = "IMAGE", default_value = DEFAULT_PROXY_IMAGE)]
+    pub image: String,
+    /// imagePullPolicy of the injected containers.
+    #[arg(long = "proxy-image-pull-policy", value_name = "POLICY", default_value = "IfNotPresent",
+          value_parser = ["Always", "IfNotPresent", "Never"])]
+    pub image_pull_policy: String,
+    /// Uid (and gid) the sidecar runs as; the capture rules skip its traffic.
+    #[arg(long = "proxy-uid", value_name = "UID", default_value_t = DEFAULT_PROXY_UID)]
+    pub proxy_uid: u32,
+    /// meshd's xDS address as injected sidecars dial it, HOST:PORT.
+    #[arg(long = "proxy-xds-address", value_name = "HOST:PORT", default_value = DEFAULT_XDS_ADDRESS)]
+    pub xds_address: String,
+}
+
+#[cfg(feature = "cli")]
+impl InjectionArgs {
+    pub fn settings(&self) -> InjectionSettings {
+        InjectionSettings {
+            image: self.image.clone(),
+            image_pull_policy: self.image_pull_policy.clone(),
+            proxy_uid: self.proxy_uid,
+            xds_address: self.xds_address.clone(),
+            ..InjectionSettings::default()
+        }
+    }
+}

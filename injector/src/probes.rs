@@ -18,7 +18,7 @@ use serde_json::{json, Value};
 pub const APP_HEALTH_PREFIX: &str = "/app-health/";
 
 /// The scheme of the app's own probe.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum ProbeScheme {
     #[default]

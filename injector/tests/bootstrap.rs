@@ -35,7 +35,10 @@ fn app_probes() -> AppProbes {
                 ..probe(9443, "/started", ProbeScheme::Https)
             },
         ),
-        ("/app-health/cache/readyz", AppProbe { host: Some("cache.local".into()), ..probe(6380, "/", ProbeScheme::Http) }),
+        (
+            "/app-health/cache/readyz",
+            AppProbe { host: Some("cache.local".into()), ..probe(6380, "/", ProbeScheme::Http) },
+        ),
     ]
     .into_iter()
     .map(|(path, probe)| (path.to_string(), probe))

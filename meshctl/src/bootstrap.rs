@@ -7,10 +7,10 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
-use injector::probes::AppProbes;
 use injector::bootstrap::{
     render_yaml, BootstrapConfig, InterceptionMode, ProxyIdentity, XdsApi, DEFAULT_SERVICE_ACCOUNT,
 };
+use injector::probes::AppProbes;
 
 #[derive(Debug, Args)]
 #[command(after_help = "Example:\n  meshctl bootstrap --node productpage-v1.bookinfo --ip 127.0.0.2 \

@@ -134,11 +134,8 @@ fn modes_parse() {
 
 #[test]
 fn render_binds_only_to_derived_addresses() {
-    let cfg = base()
-        .admin_address("127.0.0.2:15000".parse().unwrap())
-        .xds_address("meshd.example:15010")
-        .build()
-        .unwrap();
+    let cfg =
+        base().admin_address("127.0.0.2:15000".parse().unwrap()).xds_address("meshd.example:15010").build().unwrap();
     let v = render(&cfg);
     for l in v["static_resources"]["listeners"].as_array().unwrap() {
         assert_eq!(l["address"]["socket_address"]["address"], "127.0.0.2");
@@ -152,7 +149,8 @@ fn render_binds_only_to_derived_addresses() {
 #[test]
 fn app_probe_validation() {
     use crate::probes::{AppProbe, ProbeHeader, ProbeScheme};
-    let probe = || AppProbe { port: 8080, path: "/ready".into(), scheme: ProbeScheme::Http, host: None, headers: vec![] };
+    let probe =
+        || AppProbe { port: 8080, path: "/ready".into(), scheme: ProbeScheme::Http, host: None, headers: vec![] };
     let header = |name: &str, value: &str| ProbeHeader { name: name.into(), value: value.into() };
     let cases = [
         ("/healthz/x", probe(), "must start with \"/app-health/\""),

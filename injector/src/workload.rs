@@ -236,23 +236,13 @@ fn inject_object(
     ctx.object.kind = Some(kind.clone());
     ctx.object.name = metadata["name"].as_str().or(metadata["generateName"].as_str()).map(str::to_string);
     ctx.object.namespace = metadata["namespace"].as_str().or(ctx.namespace).map(str::to_string);
-    let report = |outcome| WorkloadReport { object: ctx.object.clone(), outcome };
     let Some(template_path) = template else {
-        return match inject_pod(&object, ctx, "")? {
-            Ok(pod) => {
-                workloads.push(report(WorkloadOutcome::Injected));
-                Ok(Some(pod))
-            }
-            Err(reason) => {
-                workloads.push(report(WorkloadOutcome::Skipped(reason)));
-                Ok(None)
-            }
-        };
+        let pod = inject_pod(&object, ctx, "")?;
+        return Ok(record(workloads, ctx, pod));
     };
     let prefix = template_path.join(".");
-    let pointer = format!("/{}", template_path.join("/"));
-    let template = match object.pointer(&pointer) {
-        Some(t @ Json::Object(_)) => t,
+    let template = match object.pointer_mut(&format!("/{}", template_path.join("/"))) {
+        Some(Json::Object(template)) => template,
         Some(_) => return Err(ctx.error(prefix, "expected an object (the pod template)")),
         None => return Err(ctx.error(prefix, "missing (the pod template)")),
     };
@@ -262,19 +252,22 @@ fn inject_object(
         "metadata": template.get("metadata").cloned().unwrap_or(Json::Null),
         "spec": template.get("spec").cloned().unwrap_or(Json::Null),
     });
-    match inject_pod(&pod, ctx, &format!("{prefix}."))? {
-        Ok(mut injected) => {
-            let slot = object.pointer_mut(&pointer).and_then(Json::as_object_mut).expect("checked above");
-            slot.insert("metadata".into(), injected["metadata"].take());
-            slot.insert("spec".into(), injected["spec"].take());
-            workloads.push(report(WorkloadOutcome::Injected));
-            Ok(Some(object))
-        }
-        Err(reason) => {
-            workloads.push(report(WorkloadOutcome::Skipped(reason)));
-            Ok(None)
-        }
-    }
+    let Some(mut injected) = record(workloads, ctx, inject_pod(&pod, ctx, &format!("{prefix}."))?) else {
+        return Ok(None);
+    };
+    template.insert("metadata".into(), injected["metadata"].take());
+    template.insert("spec".into(), injected["spec"].take());
+    Ok(Some(object))
+}
+
+/// Reports what happened to the workload in `ctx`; the injected pod, if it was.
+fn record(workloads: &mut Vec<WorkloadReport>, ctx: &Ctx, pod: Result<Json, SkipReason>) -> Option<Json> {
+    let (outcome, pod) = match pod {
+        Ok(pod) => (WorkloadOutcome::Injected, Some(pod)),
+        Err(reason) => (WorkloadOutcome::Skipped(reason), None),
+    };
+    workloads.push(WorkloadReport { object: ctx.object.clone(), outcome });
+    pod
 }
 
 /// Injects `pod`: the injected pod, or why it was left alone. `prefix` goes before field

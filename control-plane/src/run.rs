@@ -6,6 +6,7 @@ use std::time::Duration;
 use anyhow::Context;
 use xds::{AdsServer, ConnectionRegistry};
 
+use crate::admin::{AdminApi, SourceInfo};
 use crate::config::MeshdConfig;
 use crate::monitoring::{self, Monitored};
 use crate::push::{self, Distributor, MeshState, ProxySnapshots};
@@ -50,6 +51,7 @@ pub async fn run(config: MeshdConfig) -> anyhow::Result<()> {
         registry: registry.clone(),
         kube: matches!(source, Source::Kube(..)).then(|| shared.stats.clone()),
     };
+    let admin = AdminApi::new(monitored.clone(), source_info(&source));
     let monitoring = monitoring::serve(monitoring_listener, monitored);
 
     let lease = match &source {
@@ -65,11 +67,12 @@ pub async fn run(config: MeshdConfig) -> anyhow::Result<()> {
         // Proxies keep their config and reconnect (to another replica, or to us later).
         closer.close_streams();
     };
-    tracing::info!(addr = %config.xds_addr, "xDS server listening");
+    tracing::info!(addr = %config.xds_addr, "xDS and admin API server listening");
     let server = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
         .add_service(ads.into_service())
+        .add_service(admin.into_service())
         .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(xds_listener), shutdown);
 
     let result = tokio::select! {
@@ -84,6 +87,13 @@ pub async fn run(config: MeshdConfig) -> anyhow::Result<()> {
     }
     tracing::info!("meshd stopped");
     result
+}
+
+fn source_info(source: &Source) -> SourceInfo {
+    match source {
+        Source::Dir(dir) => SourceInfo { kind: "config-dir", detail: dir.display().to_string() },
+        Source::Kube(..) => SourceInfo { kind: "kubernetes", detail: String::new() },
+    }
 }
 
 /// Hands the status Lease over on the way out, if this replica holds it (a rollout then

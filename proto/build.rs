@@ -104,12 +104,23 @@ fn main() {
 /// Generates the messages, server and client of Amime's own APIs.
 fn compile_amime() -> Result<(), String> {
     let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").ok_or("CARGO_MANIFEST_DIR is not set")?);
-    let fds = protox::compile(AMIME_PROTOS, [&manifest_dir]).map_err(|e| format!("protox: {e:?}"))?;
+    let out_dir = PathBuf::from(env::var_os("OUT_DIR").ok_or("OUT_DIR is not set")?);
+    let mut compiler = protox::Compiler::new([&manifest_dir]).map_err(|e| format!("protox: {e:?}"))?;
+    compiler.include_imports(true).include_source_info(true);
+    for file in AMIME_PROTOS {
+        compiler.open_file(file).map_err(|e| format!("protox: failed to compile {file}: {e:?}"))?;
+    }
+    // Descriptors too, for canonical JSON of the API's messages (`meshctl -o json`).
+    let out = out_dir.join("admin_descriptors.bin");
+    fs::write(&out, compiler.encode_file_descriptor_set())
+        .map_err(|e| format!("cannot write {}: {e}", out.display()))?;
+    let mut config = tonic_prost_build::Config::new();
+    config.enable_type_names();
     tonic_prost_build::configure()
         // Not prost-types' well-known types: envoy-types' own, which the xDS engine uses.
         .compile_well_known_types(true)
         .extern_path(".google.protobuf", "::envoy_types::pb::google::protobuf")
-        .compile_fds(fds)
+        .compile_fds_with_config(compiler.file_descriptor_set(), config)
         .map_err(|e| format!("generating the admin API: {e}"))
 }
 

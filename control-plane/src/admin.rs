@@ -211,3 +211,97 @@ impl Admin for AdminApi {
         }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+    use std::sync::Arc;
+
+    use envoy_types::pb::google::protobuf::Any;
+    use xds::status::Nack;
+    use xds::{ConnectionRegistry, Resource, ResourceSet, Subscribed};
+
+    use super::*;
+
+    fn set(ty: ResourceType, names: &[&str]) -> Arc<ResourceSet> {
+        let body = |n: &str| Any { type_url: ty.type_url().into(), value: n.as_bytes().to_vec() };
+        Arc::new(ResourceSet::new(names.iter().map(|n| Arc::new(Resource::new(*n, body(n))))))
+    }
+
+    fn sent(s: &mut TypeStatus, version: &str, acked: bool) {
+        s.sent_version = Some(version.into());
+        s.sent_nonce = Some("1".into());
+        if acked {
+            s.acked_version = Some(version.into());
+            s.acked_nonce = Some("1".into());
+        }
+    }
+
+    #[test]
+    fn acknowledged_clusters_waiting_for_endpoints_are_warming_not_synced() {
+        let mut status = TypeStatus::default();
+        sent(&mut status, "v", true);
+        assert_eq!(type_state(ResourceType::Cluster, &status, 0), pb::SyncState::Synced);
+        assert_eq!(type_state(ResourceType::Cluster, &status, 2), pb::SyncState::Warming);
+        assert_eq!(type_state(ResourceType::Listener, &status, 2), pb::SyncState::Synced);
+        status.last_nack =
+            Some(Nack { rejected_version: "w".into(), nonce: "2".into(), message: "bad".into(), at_ms: 1 });
+        let wire = type_status(ResourceType::Cluster, &status, 0);
+        assert_eq!(wire.state(), pb::SyncState::Nacked);
+        assert_eq!(wire.nack.map(|n| (n.rejected_version, n.message)), Some(("w".into(), "bad".into())));
+        assert_eq!(type_state(ResourceType::RouteConfiguration, &TypeStatus::default(), 0), pb::SyncState::NotSent);
+    }
+
+    #[test]
+    fn a_proxy_is_as_synced_as_its_worst_type_and_shared_ids_are_flagged() {
+        let registry = ConnectionRegistry::new();
+        let details = [("namespace".to_owned(), "ns".to_owned()), ("interception_mode".to_owned(), "NONE".to_owned())];
+        let conn = registry.register_with("a.ns".into(), XdsApi::Delta, Some("127.0.0.1:9".into()), details.into());
+        conn.status.update(ResourceType::Cluster, |s| sent(s, "c", true));
+        let status = proxy_status(&conn.status, false);
+        assert_eq!(
+            (status.state(), status.namespace.as_str(), status.xds_api()),
+            (pb::SyncState::Synced, "ns", pb::XdsApi::Delta)
+        );
+        conn.status.update(ResourceType::Listener, |s| sent(s, "l", false));
+        assert_eq!(proxy_status(&conn.status, false).state(), pb::SyncState::Stale);
+        conn.status.update(ResourceType::RouteConfiguration, |s| {
+            s.last_nack = Some(Nack { rejected_version: "r".into(), nonce: "1".into(), message: "m".into(), at_ms: 0 })
+        });
+        let status = proxy_status(&conn.status, true);
+        assert_eq!(status.state(), pb::SyncState::Nacked);
+        assert!(status.duplicate_id);
+        let names: Vec<&str> = status.types.iter().map(|t| t.short_name.as_str()).collect();
+        assert_eq!(names, ["CDS", "LDS", "RDS"], "push order");
+    }
+
+    #[test]
+    fn a_config_dump_holds_what_was_sent_and_is_still_subscribed() {
+        let registry = ConnectionRegistry::new();
+        let conn = registry.register("a.ns".into(), XdsApi::StateOfTheWorld, None);
+        let clusters = set(ResourceType::Cluster, &["c1", "c2"]);
+        conn.status.update(ResourceType::Cluster, |s| {
+            sent(s, clusters.version(), true);
+            s.sent_set = Some(clusters.clone());
+            s.subscription = Subscribed { wildcard: true, names: Arc::default() };
+        });
+        let endpoints = set(ResourceType::ClusterLoadAssignment, &["c1", "c2", "other"]);
+        conn.status.update(ResourceType::ClusterLoadAssignment, |s| {
+            sent(s, endpoints.version(), true);
+            s.sent_set = Some(endpoints.clone());
+            s.subscription = Subscribed { wildcard: false, names: Arc::new(BTreeSet::from(["c2".to_owned()])) };
+        });
+        let dump = config_dump(&conn.status, &[]);
+        let summary: Vec<(String, Vec<String>)> = dump
+            .types
+            .iter()
+            .map(|t| (t.short_name.clone(), t.resources.iter().map(|r| r.name.clone()).collect()))
+            .collect();
+        assert_eq!(summary, [("CDS".into(), vec!["c1".into(), "c2".into()]), ("EDS".into(), vec!["c2".into()])]);
+        let c1 = &dump.types[0].resources[0];
+        assert_eq!(c1.resource.as_ref().map(|a| a.value.as_slice()), Some(&b"c1"[..]));
+        assert_eq!(c1.version, clusters.get("c1").unwrap().version());
+        let only_eds = config_dump(&conn.status, &[ResourceType::ClusterLoadAssignment.type_url().to_owned()]);
+        assert_eq!(only_eds.types.len(), 1);
+    }
+}

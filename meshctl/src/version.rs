@@ -44,11 +44,14 @@ pub async fn run(args: VersionArgs) -> anyhow::Result<()> {
                 detail => format!("{} {detail}", info.source_kind),
             };
             text.push_str(&format!(
-                "meshd   {} (at {}; up {}; source {source}; {} proxies connected{})\n",
+                "meshd   {} (at {}; up {}; source {source}; {} connected{})\n",
                 info.version,
                 args.meshd.meshd,
                 uptime_text(uptime),
-                info.proxies_connected,
+                match info.proxies_connected {
+                    1 => "1 proxy".to_owned(),
+                    n => format!("{n} proxies"),
+                },
                 if info.ready { "" } else { "; not ready" },
             ));
         }

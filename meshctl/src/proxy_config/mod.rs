@@ -97,12 +97,15 @@ pub async fn run(args: ProxyConfigArgs) -> anyhow::Result<()> {
     if args.output != OutputFormat::Table {
         return output::print_document(args.output, &resources_json(&dump, args.kind.type_url())?);
     }
-    if let Some(note) = note(&dump, args.kind) {
+    let note = note(&dump, args.kind);
+    if let Some(note) = &note {
         eprintln!("{note}");
     }
     let table = table(&dump, args.kind)?;
     if table.is_empty() {
-        eprintln!("No {} sent to {proxy_id}.", format!("{:?}", args.kind).to_lowercase());
+        if note.is_none() {
+            eprintln!("No {} sent to {proxy_id}.", format!("{:?}", args.kind).to_lowercase());
+        }
         return Ok(());
     }
     output::print_text(&table.render())

@@ -93,6 +93,28 @@ pub async fn list_proxies(
     Ok(response.into_inner().proxies)
 }
 
+/// The streams of the proxy a person named (see [`resolve_proxy`]). The exact id is asked
+/// for first, so a large mesh is listed whole only when the name needs resolving.
+pub async fn find_proxy(
+    args: &MeshdArgs,
+    client: &mut AdminClient<Channel>,
+    name: &str,
+    namespace: Option<&str>,
+) -> anyhow::Result<Vec<ProxyStatus>> {
+    let exact = match namespace {
+        Some(ns) if !name.ends_with(&format!(".{ns}")) => format!("{name}.{ns}"),
+        _ => name.to_owned(),
+    };
+    let request = ListProxiesRequest { namespace: String::new(), proxy_id: exact };
+    let found = client.list_proxies(request).await.map_err(|s| call_error(args, "ListProxies", s))?.into_inner();
+    if !found.proxies.is_empty() {
+        return Ok(found.proxies);
+    }
+    let all = list_proxies(args, client, None).await?;
+    let id = resolve_proxy(name, namespace, &all)?;
+    Ok(all.into_iter().filter(|p| p.id == id).collect())
+}
+
 /// The id of the proxy a person named: its id (`<pod>.<namespace>`), `<pod>` with
 /// `-n NAMESPACE`, or a pod name only one connected proxy has. Otherwise an error that
 /// lists close matches.

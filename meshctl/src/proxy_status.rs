@@ -36,16 +36,11 @@ pub struct ProxyStatusArgs {
 
 pub async fn run(args: ProxyStatusArgs) -> anyhow::Result<()> {
     let mut client = args.meshd.connect().await?;
-    let mut proxies = meshd::list_proxies(&args.meshd, &mut client, args.namespace.as_deref()).await?;
-    if let Some(name) = &args.proxy {
-        // Resolve against every proxy, so a wrong -n still finds close matches.
-        let all = match &args.namespace {
-            Some(_) => meshd::list_proxies(&args.meshd, &mut client, None).await?,
-            None => proxies.clone(),
-        };
-        let id = meshd::resolve_proxy(name, args.namespace.as_deref(), &all)?;
-        proxies = all.into_iter().filter(|p| p.id == id).collect();
-    }
+    let namespace = args.namespace.as_deref();
+    let proxies = match &args.proxy {
+        Some(name) => meshd::find_proxy(&args.meshd, &mut client, name, namespace).await?,
+        None => meshd::list_proxies(&args.meshd, &mut client, namespace).await?,
+    };
     match args.output {
         OutputFormat::Table => {
             if proxies.is_empty() {

@@ -89,8 +89,8 @@ pub struct ProxyConfigArgs {
 
 pub async fn run(args: ProxyConfigArgs) -> anyhow::Result<()> {
     let mut client = args.meshd.connect().await?;
-    let proxies = meshd::list_proxies(&args.meshd, &mut client, None).await?;
-    let proxy_id = meshd::resolve_proxy(&args.proxy, args.namespace.as_deref(), &proxies)?;
+    let proxies = meshd::find_proxy(&args.meshd, &mut client, &args.proxy, args.namespace.as_deref()).await?;
+    let proxy_id = proxies.first().map(|p| p.id.clone()).unwrap_or_else(|| args.proxy.clone());
     let request = GetConfigDumpRequest { proxy_id: proxy_id.clone(), type_urls: args.kind.type_urls(args.output) };
     let dump = client.get_config_dump(request).await.map_err(|s| meshd::call_error(&args.meshd, "GetConfigDump", s))?;
     let dump = dump.into_inner();

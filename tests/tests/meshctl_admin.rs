@@ -1,7 +1,8 @@
 //! `meshctl proxy-status`, `proxy-config` and `version` against a live meshd (config-dir)
-//! over its admin API: with a real Envoy sidecar (every type SYNCED, again SYNCED at the
-//! new version after a rule change; clusters, routes, listeners, endpoints as tables and
-//! JSON), and with a raw ADS client that NACKs (NACKED with Envoy-style error_detail).
+//! over its admin API: with a real Envoy sidecar, delta and state of the world (every type
+//! SYNCED, again SYNCED at the new version after a rule change; clusters, routes,
+//! listeners, endpoints as tables and JSON); with raw ADS clients, one that NACKs (NACKED
+//! with its error_detail) and one that never asks for endpoints (clusters WARMING).
 //!
 //! Loopback blocks 234..=239 belong to this file.
 
@@ -10,7 +11,9 @@ use std::time::Duration;
 
 use amime_e2e::mesh::{self, hosts};
 use amime_e2e::rules::{REVIEWS_DESTINATION_RULE, REVIEWS_VS_ALL_V3};
-use amime_e2e::{await_condition, paths, run_test, Bookinfo, BookinfoOptions, IpBlock, MeshDir, Meshd, XdsApi};
+use amime_e2e::{
+    await_condition, paths, run_test, Bookinfo, BookinfoOptions, IpBlock, MeshDir, Meshd, TestContext, XdsApi,
+};
 use anyhow::{anyhow, ensure, Context, Result};
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
@@ -84,69 +87,78 @@ async fn await_all_synced(meshd: SocketAddr, not_rds_version: Option<&str>) -> R
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn proxy_status_and_config_of_a_real_envoy() {
-    run_test("proxy_status_and_config_of_a_real_envoy", |ctx| async move {
-        let block = IpBlock(234);
-        let dir = MeshDir::new(&ctx)?;
-        dir.write("mesh.yaml", &mesh::bookinfo_mesh_yaml(block)?)?;
-        dir.write("reviews-destinationrule.yaml", REVIEWS_DESTINATION_RULE)?;
-        let options = BookinfoOptions { xds_api: XdsApi::Delta, ..Default::default() };
-        let bookinfo = Bookinfo::start(&ctx, block, dir, options).await?;
-        let meshd = bookinfo.meshd.xds_addr();
-
-        let before = await_all_synced(meshd, None).await?;
-        let table = meshctl(meshd, &["proxy-status"]).await?.ok()?;
-        let rows: Vec<&str> = table.lines().filter(|l| l.starts_with(PROXY)).collect();
-        ensure!(rows.len() == 4 && rows.iter().all(|r| r.contains(" SYNCED ")), "proxy-status table:\n{table}");
-        ensure!(table.starts_with("PROXY "), "a header first:\n{table}");
-
-        // A rule change: RDS is sent again, and acknowledged at the new version.
-        let since = bookinfo.dir.write("reviews-virtualservice.yaml", REVIEWS_VS_ALL_V3)?;
-        bookinfo.await_all_to("v3", &[], since, Duration::from_secs(5)).await?;
-        let after = await_all_synced(meshd, Some(&before)).await?;
-        ensure!(after != before, "the RDS version should change with the rule");
-
-        // proxy-config: tables by default (pod name and -n resolve the proxy).
-        let clusters = meshctl(meshd, &["proxy-config", "clusters", "productpage-v1", "-n", "bookinfo"]).await?.ok()?;
-        let v1 = clusters.lines().find(|l| l.starts_with(V1_CLUSTER)).ok_or_else(|| anyhow!("{clusters}"))?;
-        ensure!(v1.split_whitespace().collect::<Vec<_>>() == [V1_CLUSTER, "EDS", "1", "1"], "row {v1:?}");
-        let routes = meshctl(meshd, &["proxy-config", "routes", PROXY]).await?.ok()?;
-        ensure!(routes.lines().any(|l| l.contains("reviews") && l.ends_with(V3_CLUSTER)), "routes:\n{routes}");
-        let listeners = meshctl(meshd, &["proxy-config", "listeners", PROXY]).await?.ok()?;
-        let proxy_ip = block.ip(hosts::PRODUCTPAGE).to_string();
-        ensure!(listeners.lines().skip(1).any(|l| l.contains(&proxy_ip)), "listeners:\n{listeners}");
-        let endpoints = meshctl(meshd, &["proxy-config", "endpoints", PROXY]).await?.ok()?;
-        let v1_addr = block.addr(hosts::REVIEWS_V1, mesh::APP_PORT).to_string();
-        ensure!(endpoints.lines().any(|l| l.starts_with(V1_CLUSTER) && l.contains(&v1_addr)), "{endpoints}");
-        let secrets = meshctl(meshd, &["proxy-config", "secrets", PROXY]).await?;
-        ensure!(secrets.stderr.contains("until mTLS"), "secrets: {}", secrets.stderr);
-        secrets.ok()?;
-
-        // -o json: the resources whole, in Envoy's canonical JSON.
-        let json = meshctl(meshd, &["proxy-config", "clusters", PROXY, "-o", "json"]).await?.ok()?;
-        let doc: Json = serde_json::from_str(&json).context("proxy-config clusters -o json")?;
-        let v1 = doc.as_array().and_then(|a| a.iter().find(|c| c["name"] == V1_CLUSTER)).cloned();
-        ensure!(v1.as_ref().is_some_and(|c| c["type"] == "EDS" && c["@type"] == CDS), "{json}");
-        let yaml = meshctl(meshd, &["proxy-config", "routes", PROXY, "-o", "yaml"]).await?.ok()?;
-        ensure!(yaml.contains("virtual_hosts:"), "{yaml}");
-
-        // version: both sides.
-        let version = meshctl(meshd, &["version"]).await?.ok()?;
-        ensure!(
-            version.contains("meshctl ") && version.contains("meshd ") && version.contains("config-dir"),
-            "{version}"
-        );
-
-        // An unknown proxy: exit 1, close matches named.
-        let unknown = meshctl(meshd, &["proxy-config", "clusters", "productpage-v2.bookinfo"]).await?;
-        ensure!(
-            unknown.code == Some(1) && unknown.stderr.contains("did you mean: productpage-v1.bookinfo"),
-            "{}",
-            unknown.stderr
-        );
-        bookinfo.check_no_nacks().await
+async fn proxy_status_and_config_of_a_real_envoy_delta() {
+    run_test("proxy_status_and_config_of_a_real_envoy_delta", |ctx| async move {
+        real_envoy(&ctx, IpBlock(234), XdsApi::Delta).await
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_status_and_config_of_a_real_envoy_sotw() {
+    run_test("proxy_status_and_config_of_a_real_envoy_sotw", |ctx| async move {
+        real_envoy(&ctx, IpBlock(237), XdsApi::Sotw).await
+    })
+    .await;
+}
+
+/// The productpage sidecar of bookinfo, as proxy-status and proxy-config see it.
+async fn real_envoy(ctx: &TestContext, block: IpBlock, xds_api: XdsApi) -> Result<()> {
+    let dir = MeshDir::new(ctx)?;
+    dir.write("mesh.yaml", &mesh::bookinfo_mesh_yaml(block)?)?;
+    dir.write("reviews-destinationrule.yaml", REVIEWS_DESTINATION_RULE)?;
+    let options = BookinfoOptions { xds_api, ..Default::default() };
+    let bookinfo = Bookinfo::start(ctx, block, dir, options).await?;
+    let meshd = bookinfo.meshd.xds_addr();
+
+    let before = await_all_synced(meshd, None).await?;
+    let table = meshctl(meshd, &["proxy-status"]).await?.ok()?;
+    let rows: Vec<&str> = table.lines().filter(|l| l.starts_with(PROXY)).collect();
+    ensure!(rows.len() == 4 && rows.iter().all(|r| r.contains(" SYNCED ")), "proxy-status table:\n{table}");
+    ensure!(table.starts_with("PROXY "), "a header first:\n{table}");
+
+    // A rule change: RDS is sent again, and acknowledged at the new version.
+    let since = bookinfo.dir.write("reviews-virtualservice.yaml", REVIEWS_VS_ALL_V3)?;
+    bookinfo.await_all_to("v3", &[], since, Duration::from_secs(5)).await?;
+    let after = await_all_synced(meshd, Some(&before)).await?;
+    ensure!(after != before, "the RDS version should change with the rule");
+
+    // proxy-config: tables by default (pod name and -n resolve the proxy).
+    let clusters = meshctl(meshd, &["proxy-config", "clusters", "productpage-v1", "-n", "bookinfo"]).await?.ok()?;
+    let v1 = clusters.lines().find(|l| l.starts_with(V1_CLUSTER)).ok_or_else(|| anyhow!("{clusters}"))?;
+    ensure!(v1.split_whitespace().collect::<Vec<_>>() == [V1_CLUSTER, "EDS", "1", "1"], "row {v1:?}");
+    let routes = meshctl(meshd, &["proxy-config", "routes", PROXY]).await?.ok()?;
+    ensure!(routes.lines().any(|l| l.contains("reviews") && l.ends_with(V3_CLUSTER)), "routes:\n{routes}");
+    let listeners = meshctl(meshd, &["proxy-config", "listeners", PROXY]).await?.ok()?;
+    let proxy_ip = block.ip(hosts::PRODUCTPAGE).to_string();
+    ensure!(listeners.lines().skip(1).any(|l| l.contains(&proxy_ip)), "listeners:\n{listeners}");
+    let endpoints = meshctl(meshd, &["proxy-config", "endpoints", PROXY]).await?.ok()?;
+    let v1_addr = block.addr(hosts::REVIEWS_V1, mesh::APP_PORT).to_string();
+    ensure!(endpoints.lines().any(|l| l.starts_with(V1_CLUSTER) && l.contains(&v1_addr)), "{endpoints}");
+    let secrets = meshctl(meshd, &["proxy-config", "secrets", PROXY]).await?;
+    ensure!(secrets.stderr.contains("until mTLS"), "secrets: {}", secrets.stderr);
+    secrets.ok()?;
+
+    // -o json: the resources whole, in Envoy's canonical JSON.
+    let json = meshctl(meshd, &["proxy-config", "clusters", PROXY, "-o", "json"]).await?.ok()?;
+    let doc: Json = serde_json::from_str(&json).context("proxy-config clusters -o json")?;
+    let v1 = doc.as_array().and_then(|a| a.iter().find(|c| c["name"] == V1_CLUSTER)).cloned();
+    ensure!(v1.as_ref().is_some_and(|c| c["type"] == "EDS" && c["@type"] == CDS), "{json}");
+    let yaml = meshctl(meshd, &["proxy-config", "routes", PROXY, "-o", "yaml"]).await?.ok()?;
+    ensure!(yaml.contains("virtual_hosts:"), "{yaml}");
+
+    // version: both sides.
+    let version = meshctl(meshd, &["version"]).await?.ok()?;
+    ensure!(version.contains("meshctl ") && version.contains("meshd ") && version.contains("config-dir"), "{version}");
+
+    // An unknown proxy: exit 1, close matches named.
+    let unknown = meshctl(meshd, &["proxy-config", "clusters", "productpage-v2.bookinfo"]).await?;
+    ensure!(
+        unknown.code == Some(1) && unknown.stderr.contains("did you mean: productpage-v1.bookinfo"),
+        "{}",
+        unknown.stderr
+    );
+    bookinfo.check_no_nacks().await
 }
 
 fn node(id: &str, ip: &str) -> Node {
@@ -155,7 +167,7 @@ fn node(id: &str, ip: &str) -> Node {
     Node { id: id.to_owned(), metadata: Some(Struct { fields: fields.into_iter().collect() }), ..Default::default() }
 }
 
-async fn start_meshd(ctx: &amime_e2e::TestContext, block: IpBlock) -> Result<(MeshDir, Meshd)> {
+async fn start_meshd(ctx: &TestContext, block: IpBlock) -> Result<(MeshDir, Meshd)> {
     let dir = MeshDir::new(ctx)?;
     dir.write("mesh.yaml", &mesh::bookinfo_mesh_yaml(block)?)?;
     let meshd = Meshd::start(ctx, dir.path(), block.ip(hosts::MESHD), &[]).await?;
@@ -243,6 +255,53 @@ async fn meshctl_errors_name_meshd_and_the_proxy() {
         let json = meshctl(addr, &["version", "-o", "json"]).await?.ok()?;
         let doc: Json = serde_json::from_str(&json)?;
         ensure!(doc["server"]["source_kind"] == "config-dir" && doc["server"]["ready"] == true, "{doc}");
+        Ok(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clusters_waiting_for_endpoints_are_warming_not_synced() {
+    run_test("clusters_waiting_for_endpoints_are_warming_not_synced", |ctx| async move {
+        let block = IpBlock(238);
+        let (_dir, meshd) = start_meshd(&ctx, block).await?;
+        let addr = meshd.xds_addr();
+
+        // A client that acknowledges the clusters and never asks for their endpoints:
+        // Envoy would keep every EDS cluster warming.
+        let mut ads = AggregatedDiscoveryServiceClient::connect(format!("http://{addr}")).await?;
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let proxy = "lazy.bookinfo";
+        let ask = DiscoveryRequest {
+            node: Some(node(proxy, &block.ip(40).to_string())),
+            type_url: CDS.to_owned(),
+            ..Default::default()
+        };
+        tx.send(ask).await?;
+        let mut responses =
+            ads.stream_aggregated_resources(tokio_stream::wrappers::ReceiverStream::new(rx)).await?.into_inner();
+        let response = tokio::time::timeout(Duration::from_secs(10), responses.message())
+            .await
+            .context("no CDS response within 10s")??
+            .ok_or_else(|| anyhow!("stream ended"))?;
+        let ack = DiscoveryRequest {
+            type_url: CDS.to_owned(),
+            version_info: response.version_info.clone(),
+            response_nonce: response.nonce.clone(),
+            ..Default::default()
+        };
+        tx.send(ack).await?;
+
+        await_condition("proxy-status to show CDS WARMING", Duration::from_secs(10), || async {
+            let types = type_states(addr, proxy).await?;
+            ensure!(types.len() == 1 && types[0].1 == "SYNC_STATE_WARMING", "{types:?}");
+            Ok(())
+        })
+        .await?;
+        let table = meshctl(addr, &["proxy-status", proxy]).await?.ok()?;
+        let row = table.lines().find(|l| l.starts_with(proxy)).ok_or_else(|| anyhow!("{table}"))?;
+        ensure!(row.contains(" WARMING ") && row.contains("wait for endpoints not subscribed"), "row {row:?}");
+        drop(tx);
         Ok(())
     })
     .await;

@@ -16,6 +16,7 @@
 //! - [`kube`]: a real Kubernetes control plane (etcd, kube-apiserver, kube-controller-manager)
 //!   on the test's loopback block, and the harness playing kubelet.
 //! - [`rbac`]: the install manifests' RBAC as data, and what it allows (as the RBAC authorizer decides).
+//! - [`webhook`]: a client of meshd's injection webhook over verified TLS, AdmissionReview bodies.
 //! - [`rules`]: the reviews DestinationRule and VirtualServices the tests and the demo use.
 //!
 //! Tests run in parallel: each test picks its own loopback block `127.0.N.0/24` ([`mesh::IpBlock`])
@@ -34,6 +35,7 @@ pub mod rules;
 pub mod sidecar;
 pub mod upstream;
 pub mod wait;
+pub mod webhook;
 
 pub use context::{run_test, TestContext};
 pub use http::Response;

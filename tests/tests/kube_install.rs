@@ -299,6 +299,7 @@ const IDENTITY: &str = "meshd-install-test";
 async fn start_meshd(ctx: &TestContext, kubeconfig: &Path, block: IpBlock) -> Result<(ManagedProcess, SocketAddr)> {
     let xds = block.addr(hosts::MESHD, 15010);
     let monitoring = block.addr(hosts::MESHD, 15014);
+    let webhook = block.addr(hosts::MESHD, 15017);
     let kubeconfig = kubeconfig.display().to_string();
     let args = [
         "--kubeconfig",
@@ -311,6 +312,8 @@ async fn start_meshd(ctx: &TestContext, kubeconfig: &Path, block: IpBlock) -> Re
         &xds.to_string(),
         "--monitoring-addr",
         &monitoring.to_string(),
+        "--webhook-addr",
+        &webhook.to_string(),
     ];
     let meshd = ManagedProcess::spawn(ctx, "meshd", &paths::binary("meshd")?, args)?;
     await_condition("meshd /readyz to answer 200", Duration::from_secs(30), || async {

@@ -52,9 +52,17 @@ pub async fn send(addr: SocketAddr, ca_pem: &str, method: &str, path: &str, body
             body.len()
         );
         tls.write_all(head.as_bytes()).await.context("write request")?;
-        tls.write_all(body).await.context("write body")?;
-        tls.flush().await?;
-        read_response(&mut tls).await
+        // A server refusing the body (413) answers and closes before reading it all.
+        let wrote = async {
+            tls.write_all(body).await?;
+            tls.flush().await
+        }
+        .await;
+        match (read_response(&mut tls).await, wrote) {
+            (Ok(response), _) => Ok(response),
+            (Err(e), Ok(())) => Err(e),
+            (Err(e), Err(write)) => Err(e.context(format!("after writing the body failed: {write}"))),
+        }
     };
     match tokio::time::timeout(REQUEST_TIMEOUT, exchange).await {
         Ok(result) => result.with_context(|| format!("{method} https://{addr}{path}")),

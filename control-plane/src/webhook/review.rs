@@ -224,9 +224,15 @@ fn allow_with_warning(uid: &str, detail: String) -> Answer {
 }
 
 fn reviewed(r: AdmissionResponse, verdict: Verdict, detail: String) -> Answer {
-    let body = serde_json::to_value(r.into_review()).unwrap_or_else(|e| {
+    // kube serializes the patch bytes as a JSON array of numbers; the API's `[]byte` is
+    // base64, the form every client reads.
+    let patch = r.patch.clone().map(|bytes| serde_json::to_value(k8s_openapi::ByteString(bytes)));
+    let mut body = serde_json::to_value(r.into_review()).unwrap_or_else(|e| {
         serde_json::json!({"apiVersion": API_VERSION, "kind": KIND, "response": {"allowed": true, "warnings": [e.to_string()]}})
     });
+    if let (Some(Ok(patch)), Some(response)) = (patch, body.get_mut("response")) {
+        response["patch"] = patch;
+    }
     Answer { status: 200, body: Body::Review(body), verdict, detail }
 }
 

@@ -166,8 +166,13 @@ fn decisions_are_admission_responses() {
     let response = response_of(&injected);
     assert_eq!((response["uid"].as_str(), response["allowed"].as_bool()), (Some("u-1"), Some(true)));
     assert_eq!(response["patchType"], "JSONPatch");
-    let patch = response["patch"].as_str().expect("a base64 patch");
-    assert!(!patch.is_empty());
+    let patch: k8s_openapi::ByteString = serde_json::from_value(response["patch"].clone()).expect("a base64 patch");
+    let patch: json_patch::Patch = serde_json::from_slice(&patch.0).expect("a JSON patch");
+    let mut patched = review.object.clone();
+    json_patch::patch(&mut patched, &patch).expect("the patch applies");
+    let init: Vec<&str> =
+        patched["spec"]["initContainers"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
+    assert_eq!(init, ["amime-init", "amime-proxy"]);
 
     let skipped = decide(&review, false, &settings);
     assert_eq!((skipped.status, skipped.verdict), (200, Verdict::Skipped));

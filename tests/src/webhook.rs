@@ -130,3 +130,32 @@ pub fn admission_response(response: &Response, uid: &str) -> Result<Value> {
     }
     Ok(answer)
 }
+
+/// Plays kubelet for meshd's Deployment of `manifests/install` (scaled to one replica) with pod
+/// address `ip`: the Service amime-meshd's endpoints become `ip`, where a kube-apiserver
+/// started with `--enable-aggregator-routing=true` dials the webhook. Returns the pod's name.
+pub async fn meshd_pod_at(cluster: &crate::kube::KubeCluster, ip: std::net::IpAddr) -> Result<String> {
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::api::{Api, ListParams};
+
+    let namespace = crate::rbac::MESHD_NAMESPACE;
+    cluster.kubectl(&["scale", "deployment/meshd", "-n", namespace, "--replicas=1"]).await?;
+    let pods: Api<Pod> = Api::namespaced(cluster.client(), namespace);
+    let selector = ListParams::default().labels("app.kubernetes.io/name=meshd");
+    let name = crate::await_condition("one pod of the meshd Deployment", Duration::from_secs(30), || async {
+        let list = pods.list(&selector).await?;
+        let live: Vec<String> = list
+            .items
+            .iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .filter_map(|p| p.metadata.name.clone())
+            .collect();
+        match live.as_slice() {
+            [one] => Ok(one.clone()),
+            other => bail!("pods: {other:?}"),
+        }
+    })
+    .await?;
+    cluster.make_pod_ready(namespace, &name, ip).await?;
+    Ok(name)
+}

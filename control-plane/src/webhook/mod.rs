@@ -63,18 +63,30 @@ pub struct Webhook {
 }
 
 impl Webhook {
-    /// Whether namespace `name` enables injection: from the model, else (Kubernetes source)
-    /// from the API server; `Err` when that cannot be learned now.
+    /// Whether namespace `name` enables injection: from the model; with the Kubernetes
+    /// source, a namespace the model does not have or has without the label is asked of
+    /// the API server (the model may lag a label set just before the pod was created; the
+    /// API server sends mostly pods of labelled namespaces, so this is rare). `Err` when a
+    /// namespace the model does not have cannot be looked up now.
     pub async fn namespace_enabled(&self, name: &str) -> Result<bool, String> {
-        if let Some(labels) = self.state.namespace_labels(name) {
-            return Ok(review::namespace_enabled(labels.iter().map(|(k, v)| (k.as_str(), v.as_str()))));
-        }
-        match &self.client {
+        let enabled = |labels: &crate::model::Labels| {
+            review::namespace_enabled(labels.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        };
+        let known = self.state.namespace_labels(name).map(|labels| enabled(&labels));
+        let Some(client) = &self.client else {
             // The config directory has no such Namespace object: no label.
-            None => Ok(false),
-            Some(client) => Ok(kube::namespace_labels(client, name)
-                .await?
-                .is_some_and(|labels| review::namespace_enabled(labels.iter().map(|(k, v)| (k.as_str(), v.as_str()))))),
+            return Ok(known.unwrap_or(false));
+        };
+        if known == Some(true) {
+            return Ok(true);
+        }
+        match (known, kube::namespace_labels(client, name).await) {
+            (_, Ok(found)) => Ok(found.is_some_and(|labels| enabled(&labels))),
+            (Some(known), Err(e)) => {
+                tracing::debug!(namespace = name, error = %e, "namespace lookup failed; going by the model");
+                Ok(known)
+            }
+            (None, Err(e)) => Err(e),
         }
     }
 }

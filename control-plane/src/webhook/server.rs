@@ -26,8 +26,12 @@ use super::Webhook;
 pub const MAX_BODY: usize = 4 << 20;
 /// How long a client may take to complete the TLS handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long a client may take to send a request's headers.
-pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a client may take to send a request's headers, an idle keep-alive connection
+/// included: longer than the API server's idle timeout (Go's 90 s), so that it always
+/// closes an idle connection first. Were meshd to close it first, a review POSTed on it at
+/// that moment would fail unretried (Go replays no POST), and `failurePolicy: Fail` would
+/// refuse that pod. A client that stalls still holds only its own task.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(100);
 /// How long one request may take, body included (the API server gives up after the
 /// webhook's `timeoutSeconds`, 10 s in the manifest).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);

@@ -17,3 +17,4 @@ pub mod inject;
 pub mod node_metadata;
 pub mod probes;
 pub mod settings;
+pub mod workload;

@@ -3,8 +3,8 @@
 //! ServiceAccount's token fills the caBundle with the CA it keeps in a Secret, and the API
 //! server (with `--enable-aggregator-routing`, so it dials the Service's endpoints: meshd's
 //! pod address on this host) then returns pods injected exactly where the labels say; a
-//! replaced configuration is repaired, and with meshd stopped `failurePolicy: Fail` refuses
-//! pods of meshed namespaces only.
+//! replaced configuration is repaired, with meshd stopped `failurePolicy: Fail` refuses
+//! pods of meshed namespaces only, and a restarted meshd serves the same CA again.
 //!
 //! Blocks 241..=249 belong to the webhook tests (this file: 244).
 
@@ -153,6 +153,18 @@ async fn the_api_server_injects_pods_through_meshd() {
             .apply(&bare_pod("plain", "while-down", "{app: x}"))
             .await
             .context("a pod of an unlabelled namespace")?;
+
+        // meshd back (a restart, or another replica): the same CA from the Secret, pods admitted again.
+        let _meshd = ManagedProcess::spawn(&ctx, "meshd-again", &paths::binary("meshd")?, args)?;
+        let after = await_condition("a meshed pod to be admitted again", Duration::from_secs(20), || async {
+            cluster.apply(&bare_pod("meshed", "after-restart", "{app: back}")).await?;
+            Ok(names(&pod("meshed").get("after-restart").await?))
+        })
+        .await?;
+        ensure!(injected(&after), "not injected after the restart: {after:?}");
+        let kept = secrets.get(TLS_SECRET).await?.data.and_then(|d| d.get("ca.crt").cloned());
+        ensure!(kept.as_ref() == Some(&ca), "the restarted meshd changed the CA in {TLS_SECRET}");
+        await_bundle(&client, &ca.0, "the caBundle to stay meshd's CA").await?;
         Ok(())
     })
     .await;

@@ -82,18 +82,21 @@ pub async fn shared_certs(client: &Client, namespace: &str, service: &str) -> Re
     let at = format!("Secret {namespace}/{TLS_SECRET}");
     for _ in 0..5 {
         let existing = api.get_opt(TLS_SECRET).await.map_err(|e| format!("GET {at}: {e}"))?;
-        let resource_version = match &existing {
-            Some(secret) => match from_secret(secret) {
+        if let Some(secret) = &existing {
+            match from_secret(secret) {
                 Ok(certs) => return Ok(certs),
                 Err(problem) => {
-                    tracing::warn!(secret = %at, %problem, "the webhook certificate Secret is unusable; replacing it");
-                    secret.metadata.resource_version.clone()
+                    tracing::warn!(secret = %at, %problem, "the webhook certificate Secret is unusable; replacing it")
                 }
-            },
-            None => None,
-        };
+            }
+        }
         let certs = certs::generate(service, namespace).map_err(|e| format!("generating certificates: {e}"))?;
-        let secret = to_secret(&certs, namespace, resource_version.clone());
+        let resource_version = existing.as_ref().and_then(|s| s.metadata.resource_version.clone());
+        let mut secret = to_secret(&certs, namespace, resource_version.clone());
+        if let Some(existing) = existing {
+            // A Secret's type cannot change.
+            secret.type_ = existing.type_;
+        }
         let written = match resource_version {
             Some(_) => api.replace(TLS_SECRET, &PostParams::default(), &secret).await,
             None => api.create(&PostParams::default(), &secret).await,

@@ -80,18 +80,29 @@ pub struct PodReview {
     pub object: Value,
 }
 
+fn text(v: Option<&Value>) -> Option<String> {
+    v.and_then(Value::as_str).map(str::to_owned)
+}
+
 /// Reads `body` as an AdmissionReview for a Pod CREATE; anything else is answered now.
 pub fn parse(body: &[u8]) -> Result<PodReview, Answer> {
-    let review: Value =
+    let (uid, request) = envelope(body)?;
+    pod_create(uid, &request).map_err(|detail| allow_with_warning(&review_uid(&request), detail))
+}
+
+fn review_uid(request: &Value) -> String {
+    text(request.get("uid")).unwrap_or_default()
+}
+
+/// The request's uid and the request itself; an HTTP 400 when there is no uid to answer
+/// to, an allowing answer with a warning for a review that is not admission.k8s.io/v1.
+fn envelope(body: &[u8]) -> Result<(String, Value), Answer> {
+    let mut review: Value =
         serde_json::from_slice(body).map_err(|e| Answer::bad_request(format!("request body is not JSON: {e}")))?;
-    let Some(fields) = review.as_object() else {
-        return Err(Answer::bad_request(format!(
-            "request body is not an {KIND} object (a JSON {})",
-            type_name(&review)
-        )));
+    let Some(fields) = review.as_object_mut() else {
+        let detail = format!("request body is not an {KIND} object (a JSON {})", type_name(&review));
+        return Err(Answer::bad_request(detail));
     };
-    let text = |v: Option<&Value>| v.and_then(Value::as_str).map(str::to_owned);
-    let uid = text(review.pointer("/request/uid")).filter(|u| !u.is_empty());
     let mismatch = match (text(fields.get("apiVersion")), text(fields.get("kind"))) {
         (Some(v), Some(k)) if v == API_VERSION && k == KIND => None,
         (v, k) => Some(format!(
@@ -100,45 +111,44 @@ pub fn parse(body: &[u8]) -> Result<PodReview, Answer> {
             k.as_deref().unwrap_or("(none)")
         )),
     };
-    let request = fields.get("request");
-    let Some(uid) = uid else {
-        let detail = match (mismatch, request) {
-            (Some(m), _) => m,
-            (None, None) => format!("request: missing (an {KIND} from the API server carries one)"),
-            (None, Some(_)) => "request.uid: missing or not a non-empty string".to_owned(),
-        };
-        return Err(Answer::bad_request(detail));
-    };
-    let allow = |detail: String| Err(allow_with_warning(&uid, detail));
-    if let Some(m) = mismatch {
-        return allow(m);
+    let request = fields.remove("request");
+    let uid = text(request.as_ref().and_then(|r| r.get("uid"))).filter(|u| !u.is_empty());
+    match (uid, request, mismatch) {
+        (Some(uid), _, Some(m)) => Err(allow_with_warning(&uid, m)),
+        (Some(uid), Some(request), None) => Ok((uid, request)),
+        (None, _, Some(m)) => Err(Answer::bad_request(m)),
+        (None, None, None) | (Some(_), None, None) => {
+            Err(Answer::bad_request(format!("request: missing (an {KIND} from the API server carries one)")))
+        }
+        (None, Some(_), None) => Err(Answer::bad_request("request.uid: missing or not a non-empty string".to_owned())),
     }
-    let request = request.expect("a uid was read from it");
+}
+
+/// The Pod CREATE in `request`, or why this is not one (answered allowed, with a warning).
+fn pod_create(uid: String, request: &Value) -> Result<PodReview, String> {
     let kind = request.get("kind").cloned().unwrap_or(Value::Null);
     let (group, version, kind_name) = (text(kind.get("group")), text(kind.get("version")), text(kind.get("kind")));
     if (group.as_deref(), version.as_deref(), kind_name.as_deref()) != (Some(""), Some("v1"), Some("Pod")) {
-        return allow(format!("request.kind: this webhook injects core/v1 Pods, got {kind}"));
+        return Err(format!("request.kind: this webhook injects core/v1 Pods, got {kind}"));
     }
     if let Some(sub) = text(request.get("subResource")).filter(|s| !s.is_empty()) {
-        return allow(format!("request.subResource: this webhook injects Pods, not pods/{sub}"));
+        return Err(format!("request.subResource: this webhook injects Pods, not pods/{sub}"));
     }
     match text(request.get("operation")).as_deref() {
         Some("CREATE") => {}
         other => {
-            return allow(format!("request.operation: this webhook acts on CREATE, got {}", other.unwrap_or("(none)")))
+            return Err(format!("request.operation: this webhook acts on CREATE, got {}", other.unwrap_or("(none)")))
         }
     }
     let object = match request.get("object") {
         Some(o @ Value::Object(_)) => o.clone(),
-        Some(Value::Null) | None => return allow("request.object: missing".to_owned()),
-        Some(other) => return allow(format!("request.object: expected a Pod object, got a JSON {}", type_name(other))),
+        Some(Value::Null) | None => return Err("request.object: missing".to_owned()),
+        Some(other) => return Err(format!("request.object: expected a Pod object, got a JSON {}", type_name(other))),
     };
     let namespace = text(request.get("namespace"))
         .or_else(|| text(object.pointer("/metadata/namespace")))
-        .filter(|n| !n.is_empty());
-    let Some(namespace) = namespace else {
-        return allow("request.namespace: missing (a Pod is namespaced)".to_owned());
-    };
+        .filter(|n| !n.is_empty())
+        .ok_or("request.namespace: missing (a Pod is namespaced)")?;
     let pod = match (text(object.pointer("/metadata/name")), text(object.pointer("/metadata/generateName"))) {
         (Some(name), _) if !name.is_empty() => name,
         (_, Some(prefix)) => format!("{prefix}*"),

@@ -96,21 +96,16 @@ impl CertFiles {
         let mut seen = self.read().ok();
         loop {
             tokio::time::sleep(interval).await;
-            let now = match self.read() {
-                Ok(pair) => Some(pair),
+            let (cert, key) = match self.read() {
+                Ok(pair) if seen.as_ref() == Some(&pair) => continue,
+                Ok(pair) => seen.insert(pair).clone(),
                 Err(e) => {
-                    if seen.is_some() {
+                    if seen.take().is_some() {
                         tracing::warn!(error = %self.describe(&e), "cannot read the webhook certificate; serving the last good one");
                     }
-                    seen = None;
                     continue;
                 }
             };
-            if now == seen {
-                continue;
-            }
-            let (cert, key) = now.clone().expect("read");
-            seen = now;
             match certified_key(&cert, &key) {
                 Ok(loaded) => {
                     target.set(loaded);

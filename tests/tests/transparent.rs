@@ -15,8 +15,9 @@
 //! Cluster IPs (`10.96.N.x`) exist only in the YAML: no route leads there (the client's
 //! default route points at the server namespace, which drops them), so an answer from a
 //! cluster IP proves the sidecar captured and routed the connection. The client namespace gets
-//! the capture an init container would install: outbound TCP from everyone but uid 1337 (and
-//! not to 127.0.0.1) to 15001, inbound TCP (except to the sidecar's own ports) to 15006.
+//! its capture from the product's init step, the built `amime-agent init` (as an injected
+//! pod's init container runs it): outbound TCP from everyone but uid 1337 (and not to
+//! 127.0.0.1) to 15001, inbound TCP (except to the sidecar's own ports) to 15006.
 //!
 //! The test process itself plays the applications: it opens sockets inside a namespace by
 //! entering it on a short-lived thread, so captured traffic comes from an ordinary (root,
@@ -27,12 +28,13 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use amime_e2e::meshd::{ensure_no_nacks, parse_metric, NACKS_METRIC};
-use amime_e2e::netns::{self, link_veth, Capture, Netns, TcpEcho, PROXY_UID};
+use amime_e2e::netns::{self, link_veth, Netns, TcpEcho, PROXY_UID};
 use amime_e2e::process::{run_to_completion, ManagedProcess};
 use amime_e2e::rules::{self, REVIEWS_DESTINATION_RULE};
 use amime_e2e::sidecar::{ensure_no_rejected_updates, envoy_args, parse_stats};
 use amime_e2e::{await_condition, paths, run_test, MeshDir, Response, Tally, TestContext, Upstream, XdsApi};
 use anyhow::{ensure, Context as _, Result};
+use injector::capture::CaptureSpec;
 use serde_json::Value;
 
 const APP_PORT: u16 = 9080;
@@ -214,7 +216,8 @@ impl TransparentMesh {
             let cidr = format!("{}/24", block.pod(h));
             server.ip(["addr", "add", cidr.as_str(), "dev", "eth0"]).await?;
         }
-        client.install_capture(&Capture::default()).await?;
+        // The product's init step installs the capture, as the injected init container does.
+        client.agent_init(CaptureSpec::default().to_args()).await?;
 
         let dir = MeshDir::new(ctx)?;
         dir.write("mesh.yaml", &block.mesh_yaml())?;

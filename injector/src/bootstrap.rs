@@ -8,7 +8,8 @@
 //!   (without it Envoy speaks HTTP/1.1 to a gRPC server and never gets config);
 //! * cluster `admin`: Envoy's own admin endpoint;
 //! * listener `health` on `<first instance ip>:15021`, answering
-//!   `/healthz/ready` from the admin `/ready` endpoint;
+//!   `/healthz/ready` from the admin `/ready` endpoint, and the app's rewritten HTTP
+//!   probes (`/app-health/...`) from the app itself ([`health`]);
 //! * listener `prometheus` on `<first instance ip>:15090`, serving
 //!   `/stats/prometheus` from the admin endpoint.
 //!
@@ -27,6 +28,10 @@ use std::str::FromStr;
 
 use serde::ser::{Serialize, SerializeMap, SerializeSeq, Serializer};
 use serde_json::{json, Value};
+
+use crate::probes::AppProbes;
+
+pub mod health;
 
 /// Port of the sidecar health listener (see MISSION §2).
 pub const HEALTH_PORT: u16 = 15021;
@@ -103,6 +108,8 @@ pub enum BootstrapError {
     InvalidInterceptionMode { value: String },
     #[error("invalid xDS API {value:?}: expected \"delta\" or \"sotw\"")]
     InvalidXdsApi { value: String },
+    #[error("invalid app probe {path:?}: {reason}")]
+    InvalidAppProbe { path: String, reason: String },
     #[error("cannot serialize bootstrap to YAML: {0}")]
     Yaml(#[from] serde_yaml::Error),
 }
@@ -435,6 +442,7 @@ pub struct BootstrapConfig {
     labels: BTreeMap<String, String>,
     service_account: String,
     admin_address: SocketAddr,
+    app_probes: AppProbes,
 }
 
 impl BootstrapConfig {
@@ -451,6 +459,7 @@ impl BootstrapConfig {
             labels: BTreeMap::new(),
             service_account: DEFAULT_SERVICE_ACCOUNT.to_string(),
             admin_address: DEFAULT_ADMIN_ADDRESS,
+            app_probes: AppProbes::new(),
         }
     }
 
@@ -479,6 +488,10 @@ impl BootstrapConfig {
     pub fn admin_address(&self) -> SocketAddr {
         self.admin_address
     }
+    /// The app's HTTP probes the health listener replays.
+    pub fn app_probes(&self) -> &AppProbes {
+        &self.app_probes
+    }
 
     /// The IP the health and Prometheus listeners bind to.
     pub fn primary_ip(&self) -> IpAddr {
@@ -503,6 +516,7 @@ pub struct BootstrapConfigBuilder {
     labels: BTreeMap<String, String>,
     service_account: String,
     admin_address: SocketAddr,
+    app_probes: AppProbes,
 }
 
 impl BootstrapConfigBuilder {
@@ -546,6 +560,12 @@ impl BootstrapConfigBuilder {
     /// Envoy's admin address; must be a loopback address with a non-zero port.
     pub fn admin_address(mut self, address: SocketAddr) -> Self {
         self.admin_address = address;
+        self
+    }
+    /// The app's rewritten HTTP probes (`AMIME_APP_PROBES`): the health listener gets one
+    /// route per probe, to the app's original port and path on the primary IP.
+    pub fn app_probes(mut self, probes: AppProbes) -> Self {
+        self.app_probes = probes;
         self
     }
 
@@ -596,6 +616,8 @@ impl BootstrapConfigBuilder {
             });
         }
 
+        health::validate(&self.app_probes)?;
+
         Ok(BootstrapConfig {
             node: self.node,
             ips,
@@ -605,6 +627,7 @@ impl BootstrapConfigBuilder {
             labels: self.labels,
             service_account: self.service_account,
             admin_address: admin,
+            app_probes: self.app_probes,
         })
     }
 }
@@ -613,19 +636,20 @@ impl BootstrapConfigBuilder {
 // Rendering
 // ---------------------------------------------------------------------------
 
-fn socket_address(ip: impl fmt::Display, port: u16) -> Value {
+pub(crate) fn socket_address(ip: impl fmt::Display, port: u16) -> Value {
     json!({ "socket_address": { "address": ip.to_string(), "port_value": port } })
 }
 
-fn load_assignment(cluster: &str, address: Value) -> Value {
+pub(crate) fn load_assignment(cluster: &str, address: Value) -> Value {
     json!({
         "cluster_name": cluster,
         "endpoints": [{ "lb_endpoints": [{ "endpoint": { "address": address } }] }],
     })
 }
 
-/// A listener with one HTTP connection manager serving a single route to the admin cluster.
-fn admin_proxy_listener(name: &str, ip: IpAddr, port: u16, route: Value) -> Value {
+/// A listener with one HTTP connection manager serving `routes` (to the admin cluster,
+/// and for health, to the app's probe ports).
+fn admin_proxy_listener(name: &str, ip: IpAddr, port: u16, routes: Vec<Value>) -> Value {
     json!({
         "name": name,
         "address": socket_address(ip, port),
@@ -641,7 +665,7 @@ fn admin_proxy_listener(name: &str, ip: IpAddr, port: u16, route: Value) -> Valu
                         "virtual_hosts": [{
                             "name": name,
                             "domains": ["*"],
-                            "routes": [route],
+                            "routes": routes,
                         }],
                     },
                     "http_filters": [{
@@ -690,6 +714,16 @@ pub fn render(config: &BootstrapConfig) -> Value {
     let instance_ips = config.ips().iter().map(|ip| ip.to_string()).collect::<Vec<_>>().join(",");
     let admin = config.admin_address();
     let ip = config.primary_ip();
+    let mut clusters = vec![
+        xds_cluster(config),
+        json!({
+            "name": ADMIN_CLUSTER,
+            "type": "STATIC",
+            "connect_timeout": "1s",
+            "load_assignment": load_assignment(ADMIN_CLUSTER, socket_address(admin.ip(), admin.port())),
+        }),
+    ];
+    clusters.extend(health::clusters(config));
 
     json!({
         "node": {
@@ -714,28 +748,13 @@ pub fn render(config: &BootstrapConfig) -> Value {
             "lds_config": { "ads": {}, "resource_api_version": "V3" },
         },
         "static_resources": {
-            "clusters": [
-                xds_cluster(config),
-                {
-                    "name": ADMIN_CLUSTER,
-                    "type": "STATIC",
-                    "connect_timeout": "1s",
-                    "load_assignment": load_assignment(
-                        ADMIN_CLUSTER,
-                        socket_address(admin.ip(), admin.port()),
-                    ),
-                },
-            ],
+            "clusters": clusters,
             "listeners": [
-                // Reflects Envoy's own readiness (admin /ready: 200 once initialized).
-                admin_proxy_listener("health", ip, HEALTH_PORT, json!({
-                    "match": { "path": "/healthz/ready" },
-                    "route": { "cluster": ADMIN_CLUSTER, "prefix_rewrite": "/ready" },
-                })),
-                admin_proxy_listener("prometheus", ip, PROMETHEUS_PORT, json!({
+                admin_proxy_listener("health", ip, HEALTH_PORT, health::routes(config)),
+                admin_proxy_listener("prometheus", ip, PROMETHEUS_PORT, vec![json!({
                     "match": { "path": "/stats/prometheus" },
                     "route": { "cluster": ADMIN_CLUSTER },
-                })),
+                })]),
             ],
         },
         "admin": {
@@ -797,153 +816,4 @@ pub fn render_yaml(config: &BootstrapConfig) -> Result<String, BootstrapError> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn node_id_parsing_accepts_good_ids() {
-        let cases = [
-            ("productpage-v1-7d9c.bookinfo", "productpage-v1-7d9c", "bookinfo"),
-            ("a.b", "a", "b"),
-            ("web.0.default", "web.0", "default"),
-            ("my.dotted.pod.kube-system", "my.dotted.pod", "kube-system"),
-            ("0pod9.ns-1", "0pod9", "ns-1"),
-        ];
-        for (input, pod, ns) in cases {
-            let id = ProxyIdentity::parse(input).unwrap_or_else(|e| panic!("{input:?} should parse, got: {e}"));
-            assert_eq!(id.pod_name, pod, "{input}");
-            assert_eq!(id.namespace, ns, "{input}");
-            assert_eq!(id.node_id(), input);
-            assert_eq!(id.to_string(), input);
-        }
-    }
-
-    #[test]
-    fn node_id_parsing_rejects_bad_ids() {
-        let long_ns = format!("pod.{}", "n".repeat(64));
-        let long_pod = format!("{}.ns", "p".repeat(254));
-        // (input, error message must contain)
-        let cases: Vec<(&str, &str)> = vec![
-            ("", "has no '.'"),
-            ("nodots", "has no '.'"),
-            (".default", "pod name \"\" is not a valid DNS subdomain: it is empty"),
-            ("pod.", "namespace \"\" is not a valid DNS label: it is empty"),
-            ("Pod.default", "pod name \"Pod\" is not a valid DNS subdomain: character 'P' at position 1"),
-            ("pod.Default", "namespace \"Default\" is not a valid DNS label: character 'D' at position 1"),
-            ("pod_1.default", "character '_' at position 4"),
-            ("-pod.default", "must start and end with a letter or digit"),
-            ("pod-.default", "must start and end with a letter or digit"),
-            ("pod.-ns", "must start and end with a letter or digit"),
-            ("pod..default", "pod name \"pod.\""),
-            ("a..b.default", "empty dot-separated part"),
-            ("pod.ns x", "character ' ' at position 3"),
-            (&long_ns, "64 characters long, the maximum is 63"),
-            (&long_pod, "254 characters long, the maximum is 253"),
-        ];
-        for (input, want) in cases {
-            let err = ProxyIdentity::parse(input).expect_err(&format!("{input:?} should be rejected")).to_string();
-            assert!(err.contains(want), "{input:?}: error {err:?} should contain {want:?}");
-            assert!(err.contains(&format!("{input:?}")), "{input:?}: error {err:?} should name the input");
-        }
-    }
-
-    fn base() -> BootstrapConfigBuilder {
-        BootstrapConfig::builder(ProxyIdentity::parse("pod.ns").unwrap()).ip("127.0.0.2".parse().unwrap())
-    }
-
-    #[test]
-    fn xds_addresses() {
-        let ok = [
-            ("127.0.0.1:15010", XdsHost::Ip("127.0.0.1".parse().unwrap()), 15010),
-            ("[::1]:15010", XdsHost::Ip("::1".parse().unwrap()), 15010),
-            ("meshd.amime-system.svc:15010", XdsHost::Dns("meshd.amime-system.svc".into()), 15010),
-            ("localhost:1", XdsHost::Dns("localhost".into()), 1),
-            ("MeshD.example.com.:443", XdsHost::Dns("MeshD.example.com.".into()), 443),
-        ];
-        for (input, host, port) in ok {
-            let a: XdsAddress = input.parse().unwrap_or_else(|e| panic!("{input}: {e}"));
-            assert_eq!((a.host(), a.port()), (&host, port), "{input}");
-        }
-        let bad = [
-            ("meshd", "no ':PORT'"),
-            ("meshd:", "port \"\" is not a number"),
-            ("meshd:99999", "not a number between 1 and 65535"),
-            ("meshd:0", "port 0"),
-            ("127.0.0.1:0", "port 0"),
-            ("::1:15010", "in brackets"),
-            ("[::1]", "in brackets"),
-            ("mesh_d:15010", "character '_'"),
-            (":15010", "it is empty"),
-            ("10.0.0:15010", "looks like an IP address"),
-            ("999.1.1.1:15010", "looks like an IP address"),
-        ];
-        for (input, want) in bad {
-            let err = input.parse::<XdsAddress>().expect_err(input).to_string();
-            assert!(err.contains(want), "{input:?}: {err:?} should contain {want:?}");
-            assert!(err.contains(&format!("{input:?}")), "{err:?} should name {input:?}");
-        }
-    }
-
-    #[test]
-    fn builder_validation() {
-        let cases: Vec<(BootstrapConfigBuilder, &str)> = vec![
-            (BootstrapConfig::builder(ProxyIdentity::parse("pod.ns").unwrap()), "at least one instance IP"),
-            (base().ip("0.0.0.0".parse().unwrap()), "invalid instance IP 0.0.0.0"),
-            (base().ip("224.0.0.1".parse().unwrap()), "multicast"),
-            (base().label("app", "-bad"), "invalid value \"-bad\" for label \"app\""),
-            (base().label("", "x"), "invalid label key \"\""),
-            (base().label("bad/prefix/x", "v"), "invalid label key"),
-            (base().label("Example.com/x", "v"), "prefix \"Example.com\""),
-            (base().service_account("Bad"), "invalid service account \"Bad\""),
-            (base().admin_address("10.0.0.1:15000".parse().unwrap()), "loopback"),
-            (base().admin_address("127.0.0.1:0".parse().unwrap()), "port 0"),
-            (base().xds_address("nope"), "invalid xDS address \"nope\""),
-            (
-                BootstrapConfig::builder(ProxyIdentity { pod_name: "p".into(), namespace: "a.b".into() })
-                    .ip("127.0.0.2".parse().unwrap()),
-                "namespace \"a.b\"",
-            ),
-        ];
-        for (builder, want) in cases {
-            let err = builder.build().expect_err(want).to_string();
-            assert!(err.contains(want), "{err:?} should contain {want:?}");
-        }
-        let good = base()
-            .label("app.kubernetes.io/name", "x")
-            .label("empty", "")
-            .label("app", "reviews")
-            .ip("127.0.0.2".parse().unwrap())
-            .ip("::1".parse().unwrap())
-            .build()
-            .unwrap();
-        assert_eq!(good.ips().len(), 2, "duplicates are removed");
-        assert_eq!(good.service_cluster(), "reviews.ns");
-    }
-
-    #[test]
-    fn modes_parse() {
-        assert_eq!("explicit".parse::<InterceptionMode>().unwrap(), InterceptionMode::None);
-        assert_eq!("REDIRECT".parse::<InterceptionMode>().unwrap(), InterceptionMode::Redirect);
-        assert!("tproxy".parse::<InterceptionMode>().is_err());
-        assert_eq!("sotw".parse::<XdsApi>().unwrap(), XdsApi::Sotw);
-        assert_eq!("delta".parse::<XdsApi>().unwrap(), XdsApi::Delta);
-        assert!("rest".parse::<XdsApi>().is_err());
-    }
-
-    #[test]
-    fn render_binds_only_to_derived_addresses() {
-        let cfg = base()
-            .admin_address("127.0.0.2:15000".parse().unwrap())
-            .xds_address("meshd.example:15010")
-            .build()
-            .unwrap();
-        let v = render(&cfg);
-        for l in v["static_resources"]["listeners"].as_array().unwrap() {
-            assert_eq!(l["address"]["socket_address"]["address"], "127.0.0.2");
-        }
-        assert_eq!(v["admin"]["address"]["socket_address"]["address"], "127.0.0.2");
-        assert_eq!(v["node"]["cluster"], "pod.ns");
-        assert_eq!(v["static_resources"]["clusters"][0]["type"], "STRICT_DNS");
-        assert_eq!(render_yaml(&cfg).unwrap(), render_yaml(&cfg.clone()).unwrap());
-    }
-}
+mod tests;

@@ -16,6 +16,34 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use injector::bootstrap::{render_yaml, BootstrapConfig, InterceptionMode, ProxyIdentity, XdsApi};
+use injector::probes::{AppProbe, AppProbes, ProbeHeader, ProbeScheme};
+
+/// Probes as injection collects them: plain HTTP, HTTPS with headers (one of them Host),
+/// a second probe on the same port, and one with a `host`.
+fn app_probes() -> AppProbes {
+    let probe = |port, path: &str, scheme| AppProbe { port, path: path.into(), scheme, host: None, headers: vec![] };
+    [
+        ("/app-health/reviews/livez", probe(9080, "/health", ProbeScheme::Http)),
+        ("/app-health/reviews/readyz", probe(9080, "/ready?full=1", ProbeScheme::Http)),
+        (
+            "/app-health/reviews/startupz",
+            AppProbe {
+                headers: vec![
+                    ProbeHeader { name: "X-Probe".into(), value: "kubelet".into() },
+                    ProbeHeader { name: "Host".into(), value: "reviews.local".into() },
+                ],
+                ..probe(9443, "/started", ProbeScheme::Https)
+            },
+        ),
+        (
+            "/app-health/cache/readyz",
+            AppProbe { host: Some("cache.local".into()), ..probe(6380, "/", ProbeScheme::Http) },
+        ),
+    ]
+    .into_iter()
+    .map(|(path, probe)| (path.to_string(), probe))
+    .collect()
+}
 
 /// (golden file stem, config)
 fn variants() -> Vec<(&'static str, BootstrapConfig)> {
@@ -40,6 +68,7 @@ fn variants() -> Vec<(&'static str, BootstrapConfig)> {
         .xds_api(XdsApi::Sotw)
         .label("version", "v2")
         .label("app.kubernetes.io/part-of", "bookinfo")
+        .app_probes(app_probes())
         .build()
         .unwrap();
 

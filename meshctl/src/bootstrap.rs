@@ -10,6 +10,7 @@ use clap::{Args, ValueEnum};
 use injector::bootstrap::{
     render_yaml, BootstrapConfig, InterceptionMode, ProxyIdentity, XdsApi, DEFAULT_SERVICE_ACCOUNT,
 };
+use injector::probes::AppProbes;
 
 #[derive(Debug, Args)]
 #[command(after_help = "Example:\n  meshctl bootstrap --node productpage-v1.bookinfo --ip 127.0.0.2 \
@@ -49,6 +50,11 @@ pub struct BootstrapArgs {
     #[arg(long = "admin-addr", value_name = "ADDR", default_value = "127.0.0.1:15000")]
     admin_addr: SocketAddr,
 
+    /// The app's HTTP probes the health listener (15021) replays, as JSON (the injected
+    /// sidecar's AMIME_APP_PROBES): {"/app-health/<container>/<kind>": {"port": 8080, "path": "/ready"}}.
+    #[arg(long = "app-probes", value_name = "JSON", value_parser = parse_app_probes)]
+    app_probes: Option<AppProbes>,
+
     /// Write the bootstrap to FILE instead of standard output.
     #[arg(short = 'o', long = "output", value_name = "FILE")]
     output: Option<PathBuf>,
@@ -68,6 +74,10 @@ enum Api {
 
 fn parse_node(s: &str) -> Result<ProxyIdentity, String> {
     ProxyIdentity::parse(s).map_err(|e| e.to_string())
+}
+
+fn parse_app_probes(s: &str) -> Result<AppProbes, String> {
+    serde_json::from_str(s).map_err(|e| format!("not app probes JSON: {e}"))
 }
 
 fn parse_label(s: &str) -> Result<(String, String), String> {
@@ -100,6 +110,7 @@ pub fn run(args: BootstrapArgs) -> anyhow::Result<()> {
         .labels(labels)
         .service_account(args.service_account)
         .admin_address(args.admin_addr)
+        .app_probes(args.app_probes.unwrap_or_default())
         .build()?;
     let yaml = render_yaml(&config)?;
     match args.output {

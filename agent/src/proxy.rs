@@ -94,11 +94,11 @@ pub fn write_bootstrap(vars: &BTreeMap<String, String>) -> Result<PathBuf> {
             conventions::POD_INFO_VOLUME
         )
     })?;
-    let pod = pod_env::pod_sidecar(vars, &labels).map_err(|e| match e {
+    let config = pod_env::bootstrap_config_from_pod(vars, &labels).map_err(|e| match e {
         pod_env::PodEnvError::LabelsFile { .. } => anyhow::anyhow!("{}: {e}", labels_path.display()),
         e => e.into(),
     })?;
-    let yaml = render_yaml(&pod.bootstrap).context("render the Envoy bootstrap")?;
+    let yaml = render_yaml(&config).context("render the Envoy bootstrap")?;
 
     let config_dir = dir_from_env(vars, env::PROXY_CONFIG_DIR, conventions::PROXY_CONFIG_DIR);
     std::fs::create_dir_all(&config_dir).with_context(|| format!("create {}", config_dir.display()))?;
@@ -108,12 +108,13 @@ pub fn write_bootstrap(vars: &BTreeMap<String, String>) -> Result<PathBuf> {
     std::fs::write(&tmp, yaml).with_context(|| format!("write {}", tmp.display()))?;
     std::fs::rename(&tmp, &path).with_context(|| format!("rename {} to {}", tmp.display(), path.display()))?;
     eprintln!(
-        "amime-agent proxy: wrote {} for {} (ips {:?}, xDS {} {})",
+        "amime-agent proxy: wrote {} for {} (ips {:?}, xDS {} {}, {} app probe(s))",
         path.display(),
-        pod.bootstrap.node().node_id(),
-        pod.bootstrap.ips(),
-        pod.bootstrap.xds_address(),
-        pod.bootstrap.xds_api()
+        config.node().node_id(),
+        config.ips(),
+        config.xds_address(),
+        config.xds_api(),
+        config.app_probes().len()
     );
     Ok(path)
 }

@@ -125,7 +125,8 @@ fn proxy_env<'a>(pod: &'a Path, proxy: &'a Path) -> Vec<(&'a str, &'a str)> {
 #[test]
 fn proxy_writes_the_bootstrap_from_the_pod_and_runs_envoy_with_it() {
     let (pod, proxy) = pod_files("proxy-ok", "app=\"reviews\"\nversion=\"v2\"");
-    let env = proxy_env(&pod, &proxy);
+    let mut env = proxy_env(&pod, &proxy);
+    env.push(("AMIME_APP_PROBES", r#"{"/app-health/reviews/readyz":{"port":9080,"path":"/health"}}"#));
     let out = agent(&["proxy", "--dry-run", "--envoy", "/opt/envoy", "--", "--base-id", "7"], &env);
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "{}", text(&out.stderr));
@@ -141,6 +142,7 @@ fn proxy_writes_the_bootstrap_from_the_pod_and_runs_envoy_with_it() {
         "version: v2",
         "api_type: GRPC",
         "address: 10.251.1.254",
+        "/app-health/reviews/readyz",
     ] {
         assert!(yaml.contains(want), "no {want:?} in\n{yaml}");
     }

@@ -35,14 +35,6 @@ pub enum PodEnvError {
     Bootstrap(#[from] BootstrapError),
 }
 
-/// The pod's sidecar inputs, parsed: the bootstrap and the app's probes for the sidecar to
-/// serve on its health port.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PodSidecar {
-    pub bootstrap: BootstrapConfig,
-    pub app_probes: AppProbes,
-}
-
 fn required<'a>(
     env: &'a BTreeMap<String, String>,
     name: &'static str,
@@ -77,7 +69,8 @@ fn parse_instance_ips(value: &str) -> Result<Vec<IpAddr>, PodEnvError> {
     Ok(ips)
 }
 
-/// `AMIME_APP_PROBES`: the app's rewritten probes (absent or empty: none).
+/// `AMIME_APP_PROBES`: the app's rewritten probes (absent or empty: none), which the
+/// sidecar's health listener replays.
 pub fn parse_app_probes(env: &BTreeMap<String, String>) -> Result<AppProbes, PodEnvError> {
     let Some(value) = optional(env, env::APP_PROBES) else {
         return Ok(AppProbes::new());
@@ -85,17 +78,12 @@ pub fn parse_app_probes(env: &BTreeMap<String, String>) -> Result<AppProbes, Pod
     serde_json::from_str(value).map_err(|e| invalid(env::APP_PROBES, value, format!("not a valid probe map: {e}")))
 }
 
-/// Builds the sidecar's bootstrap from the pod's environment and the contents of its
-/// downward-API labels file.
+/// Builds the sidecar's bootstrap (with the app probes its health listener replays) from
+/// the pod's environment and the contents of its downward-API labels file.
 pub fn bootstrap_config_from_pod(
     env: &BTreeMap<String, String>,
     labels_file: &str,
 ) -> Result<BootstrapConfig, PodEnvError> {
-    Ok(pod_sidecar(env, labels_file)?.bootstrap)
-}
-
-/// [`bootstrap_config_from_pod`], with the app probes it carries.
-pub fn pod_sidecar(env: &BTreeMap<String, String>, labels_file: &str) -> Result<PodSidecar, PodEnvError> {
     const DOWNWARD: &str = " from the downward API";
     let pod_name = required(env, env::POD_NAME, DOWNWARD)?;
     let namespace = required(env, env::POD_NAMESPACE, DOWNWARD)?;
@@ -114,14 +102,12 @@ pub fn pod_sidecar(env: &BTreeMap<String, String>, labels_file: &str) -> Result<
         .xds_address(xds_address)
         .xds_api(xds_api)
         .mode(InterceptionMode::Redirect)
-        .labels(labels);
+        .labels(labels)
+        .app_probes(app_probes);
     if let Some(account) = optional(env, env::SERVICE_ACCOUNT) {
         builder = builder.service_account(account);
     }
-    // TODO(h-injcore merge): `builder.app_probes(app_probes.clone())` once
-    // `BootstrapConfigBuilder::app_probes` lands; until then the probes are only validated.
-    let bootstrap = builder.build()?;
-    Ok(PodSidecar { bootstrap, app_probes })
+    Ok(builder.build()?)
 }
 
 /// Parses a downward-API labels (or annotations) file: `key="value"` lines, values quoted
@@ -311,18 +297,18 @@ mod tests {
             (pod_env(&[("AMIME_APP_PROBES", r#"{"/x":{"port":70000,"path":"/"}}"#)]), "AMIME_APP_PROBES", "70000"),
         ];
         for (env, want1, want2) in cases {
-            let got = pod_sidecar(&env, LABELS).unwrap_err().to_string();
+            let got = bootstrap_config_from_pod(&env, LABELS).unwrap_err().to_string();
             assert!(got.contains(want1) && got.contains(want2), "{got:?} should contain {want1:?} and {want2:?}");
         }
-        let bad_label = pod_sidecar(&pod_env(&[]), "app=\"not valid!\"").unwrap_err().to_string();
+        let bad_label = bootstrap_config_from_pod(&pod_env(&[]), "app=\"not valid!\"").unwrap_err().to_string();
         assert!(bad_label.contains("label \"app\""), "{bad_label}");
     }
 
     #[test]
     fn app_probes_are_parsed_when_present() {
         let json = r#"{"/app-health/reviews/readyz":{"port":9080,"path":"/ready","scheme":"HTTP"}}"#;
-        let pod = pod_sidecar(&pod_env(&[("AMIME_APP_PROBES", json)]), LABELS).unwrap();
-        assert_eq!(pod.app_probes["/app-health/reviews/readyz"].port, 9080);
-        assert!(pod_sidecar(&pod_env(&[]), LABELS).unwrap().app_probes.is_empty());
+        let config = bootstrap_config_from_pod(&pod_env(&[("AMIME_APP_PROBES", json)]), LABELS).unwrap();
+        assert_eq!(config.app_probes()["/app-health/reviews/readyz"].port, 9080);
+        assert!(bootstrap_config_from_pod(&pod_env(&[]), LABELS).unwrap().app_probes().is_empty());
     }
 }

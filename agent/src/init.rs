@@ -8,7 +8,10 @@
 //!   filled, and the two jumps are added. A failure leaves the table as it was.
 //! - Idempotent: running it again (a restarted init container) leaves exactly one set of rules.
 //! - Backends: `iptables-save`/`iptables-restore` (nf_tables on current distributions), and the
-//!   `-legacy` pair when the first is missing or does not work. Nothing else is needed.
+//!   `-legacy` pair when the first is missing or does not work; a backend whose tables already
+//!   hold a capture is used first (a rerun replaces it rather than adding a second set in the
+//!   other backend's tables), and `--cleanup` cleans every backend holding one. Nothing else
+//!   is needed.
 //! - Clear failures: no iptables at all names the programs tried and the package the image
 //!   needs; a refusal names the privileges the container needs.
 
@@ -185,7 +188,7 @@ fn run(program: &Path, args: &[&str], stdin: Option<&str>) -> Result<String, Str
     }
 }
 
-/// The outcome of a successful run.
+/// What was done with one backend.
 #[derive(Debug)]
 pub struct Applied {
     pub backend: Backend,
@@ -194,45 +197,76 @@ pub struct Applied {
     pub removed_jumps: usize,
 }
 
-/// Installs or removes the capture with the first backend that works.
-pub fn apply(action: &Action, backends: &[(String, String)], path: &str) -> Result<Applied, InitError> {
+/// True when an `iptables-save -t nat` listing holds (part of) a capture.
+pub fn holds_capture(save: &str) -> bool {
+    !existing_chains(save).is_empty() || !jumps_to_delete(save).is_empty()
+}
+
+/// Which of the working backends (each with its listing) to restore with, in order.
+/// Install: the first that works, but one whose tables already hold a capture goes first, so
+/// a rerun replaces it instead of adding a second set in the other backend's tables.
+/// Cleanup: every backend holding a capture (or the first, to report that there is none).
+pub fn restore_order<T: Clone>(action: &Action, listed: &[(T, String)]) -> Vec<(T, String)> {
+    let (holding, others): (Vec<_>, Vec<_>) = listed.iter().cloned().partition(|(_, save)| holds_capture(save));
+    match action {
+        Action::Install(_) => holding.into_iter().chain(others).collect(),
+        Action::Cleanup if holding.is_empty() => others.into_iter().take(1).collect(),
+        Action::Cleanup => holding,
+    }
+}
+
+/// Installs (with the first backend that works) or removes (from every backend) the capture.
+pub fn apply(action: &Action, backends: &[(String, String)], path: &str) -> Result<Vec<Applied>, InitError> {
+    let refused = |program: &Path, detail: String| InitError::NotPermitted {
+        program: program.display().to_string(),
+        detail,
+        uid: current_uid(),
+    };
     let mut not_found = Vec::new();
     let mut attempts = Vec::new();
+    let mut listed = Vec::new();
     for (save, restore) in backends {
         let found = (find_program(Path::new(save), path), find_program(Path::new(restore), path));
-        let (Some(save_path), Some(restore_path)) = found else {
+        let (Some(save), Some(restore)) = found else {
             not_found.push(format!("{save} and {restore}"));
             continue;
         };
-        let backend = Backend { save: save_path, restore: restore_path };
-        match apply_with(action, &backend) {
-            Ok(applied) => return Ok(applied),
-            Err(failure) if is_permission_failure(&failure.1) => {
-                return Err(InitError::NotPermitted {
-                    program: failure.0.display().to_string(),
-                    detail: failure.1,
-                    uid: current_uid(),
-                })
-            }
-            Err(failure) => attempts.push(failure.1),
+        match run(&save, &["-t", "nat"], None) {
+            Ok(listing) => listed.push((Backend { save, restore }, listing)),
+            Err(e) if is_permission_failure(&e) => return Err(refused(&save, e)),
+            Err(e) => attempts.push(e),
         }
+    }
+    let mut applied = Vec::new();
+    let mut restore_failed = false;
+    for (backend, save) in restore_order(action, &listed) {
+        let input = restore_input(action, &save);
+        if let Some(input) = &input {
+            match run(&backend.restore, &["--noflush", "-w", LOCK_WAIT_SECONDS], Some(input)) {
+                Ok(_) => {}
+                Err(e) if is_permission_failure(&e) => return Err(refused(&backend.restore, e)),
+                Err(e) => {
+                    attempts.push(e);
+                    restore_failed = true;
+                    continue;
+                }
+            }
+        }
+        applied.push(Applied { backend, input, removed_jumps: jumps_to_delete(&save).len() });
+        if matches!(action, Action::Install(_)) {
+            break;
+        }
+    }
+    // An install needs one backend; a cleanup must not leave a capture it found behind.
+    let complete = matches!(action, Action::Install(_)) || !restore_failed;
+    if !applied.is_empty() && complete {
+        return Ok(applied);
     }
     if attempts.is_empty() {
         return Err(InitError::NotFound { tried: not_found, path: path.to_string() });
     }
     attempts.extend(not_found.into_iter().map(|p| format!("{p}: not found on PATH")));
     Err(InitError::Failed { attempts })
-}
-
-/// One backend: list the table, then restore. The error names the program that failed.
-fn apply_with(action: &Action, backend: &Backend) -> Result<Applied, (PathBuf, String)> {
-    let save = run(&backend.save, &["-t", "nat"], None).map_err(|e| (backend.save.clone(), e))?;
-    let input = restore_input(action, &save);
-    if let Some(input) = &input {
-        run(&backend.restore, &["--noflush", "-w", LOCK_WAIT_SECONDS], Some(input))
-            .map_err(|e| (backend.restore.clone(), e))?;
-    }
-    Ok(Applied { backend: backend.clone(), input, removed_jumps: jumps_to_delete(&save).len() })
 }
 
 /// The backends for an optional `--iptables-restore PATH` (then only that one, its `-save`
@@ -314,6 +348,23 @@ COMMIT
         assert!(cleanup.contains("/sbin/iptables-legacy-save//sbin/iptables-legacy-restore"), "{cleanup}");
         assert!(cleanup.contains("-D PREROUTING -p tcp -j AMIME_INBOUND\n"), "{cleanup}");
         assert!(cleanup.contains("-X AMIME_REDIRECT\n"), "{cleanup}");
+    }
+
+    #[test]
+    fn a_backend_holding_the_capture_goes_first() {
+        let empty = "*nat\n:OUTPUT ACCEPT [0:0]\nCOMMIT\n".to_string();
+        let listed = vec![("nft", empty.clone()), ("legacy", SAVE.to_string())];
+        fn names(v: Vec<(&'static str, String)>) -> Vec<&'static str> {
+            v.into_iter().map(|(n, _)| n).collect()
+        }
+        let install = Action::Install(CaptureSpec::default());
+        assert_eq!(names(restore_order(&install, &listed)), ["legacy", "nft"]);
+        assert_eq!(names(restore_order(&Action::Cleanup, &listed)), ["legacy"]);
+        let fresh = vec![("nft", empty.clone()), ("legacy", empty)];
+        assert_eq!(names(restore_order(&install, &fresh)), ["nft", "legacy"]);
+        assert_eq!(names(restore_order(&Action::Cleanup, &fresh)), ["nft"]);
+        let both = vec![("nft", SAVE.to_string()), ("legacy", SAVE.to_string())];
+        assert_eq!(names(restore_order(&Action::Cleanup, &both)), ["nft", "legacy"]);
     }
 
     #[test]

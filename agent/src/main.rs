@@ -103,19 +103,20 @@ fn run_init(args: &InitArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     let path = std::env::var("PATH").unwrap_or_default();
-    let applied = init::apply(&action, &backends, &path)?;
-    let what = match (&action, &applied.input) {
-        (init::Action::Install(_), _) => "installed the capture",
-        (init::Action::Cleanup, Some(_)) => "removed the capture",
-        (init::Action::Cleanup, None) => "found no capture to remove",
-    };
-    eprintln!(
-        "amime-agent init: {what} with {} ({} earlier jump(s) removed)",
-        applied.backend.restore.display(),
-        applied.removed_jumps
-    );
-    if let Some(input) = applied.input {
-        print!("{input}");
+    for applied in init::apply(&action, &backends, &path)? {
+        let what = match (&action, &applied.input) {
+            (init::Action::Install(_), _) => "installed the capture",
+            (init::Action::Cleanup, Some(_)) => "removed the capture",
+            (init::Action::Cleanup, None) => "found no capture to remove",
+        };
+        eprintln!(
+            "amime-agent init: {what} with {} ({} earlier jump(s) removed)",
+            applied.backend.restore.display(),
+            applied.removed_jumps
+        );
+        if let Some(input) = applied.input {
+            print!("{input}");
+        }
     }
     Ok(())
 }

@@ -97,6 +97,34 @@ async fn init_works_with_the_legacy_backend() {
     install_and_remove(&ns, &extra, "iptables-legacy-save").await.unwrap();
 }
 
+/// A capture a legacy-only node left (or an earlier run that fell back to legacy) is
+/// replaced in place by a plain rerun, never doubled by a second set in the nf_tables tables;
+/// a plain `--cleanup` finds and removes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rerun_replaces_the_capture_in_the_backend_that_holds_it() {
+    let name = "a_rerun_replaces_the_capture_in_the_backend_that_holds_it";
+    if let Some(reason) = netns::unsupported_reason() {
+        eprintln!("SKIPPED: {name}: {reason}");
+        return;
+    }
+    let Some(restore) = find_program("iptables-legacy-restore") else {
+        eprintln!("SKIPPED: {name}: iptables-legacy-restore is not installed");
+        return;
+    };
+    let ns = Netns::create("agent-init-mixed").await.unwrap();
+    let spec = spec("5432", "10.9.0.0/16");
+    let mut legacy = spec.to_args();
+    legacy.extend(["--iptables-restore".to_string(), restore]);
+    ns.agent_init(&legacy).await.unwrap();
+    ns.agent_init(spec.to_args()).await.unwrap();
+    let nft = ns.exec("iptables-save", ["-t", "nat"]).await.unwrap();
+    assert!(!nft.contains("AMIME_"), "the rerun added a second capture in nf_tables:\n{nft}");
+    ensure_installed_once(&ns.exec("iptables-legacy-save", ["-t", "nat"]).await.unwrap(), &spec).unwrap();
+    ns.agent_init(["--cleanup"]).await.unwrap();
+    let legacy_after = ns.exec("iptables-legacy-save", ["-t", "nat"]).await.unwrap();
+    assert!(!legacy_after.contains("AMIME_"), "a plain cleanup left the legacy capture:\n{legacy_after}");
+}
+
 fn find_program(program: &str) -> Option<String> {
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path).map(|dir| dir.join(program)).find(|p| p.is_file()).map(|p| p.display().to_string())

@@ -20,7 +20,7 @@
 
 use std::ffi::OsStr;
 use std::fs::File;
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::os::fd::AsRawFd;
 use std::os::raw::c_int;
 use std::path::{Path, PathBuf};
@@ -28,7 +28,7 @@ use std::process::{Command as StdCommand, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use anyhow::{anyhow, bail, Context as _, Result};
+use anyhow::{anyhow, bail, ensure, Context as _, Result};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
@@ -37,7 +37,9 @@ use crate::context::TestContext;
 use crate::http::{self, Response};
 use crate::paths;
 use crate::process::{run_to_completion, ManagedProcess};
+use crate::sidecar::Tally;
 use crate::upstream::Upstream;
+use crate::wait::await_condition;
 
 /// Where `ip netns` keeps its namespace handles.
 pub const NETNS_DIR: &str = "/var/run/netns";
@@ -49,6 +51,8 @@ pub const PROXY_UID: u32 = injector::capture::DEFAULT_PROXY_UID;
 pub const AGENT_BINARY: &str = injector::conventions::AGENT_BINARY;
 /// Timeout for connecting from inside a namespace.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long meshd may take to become ready.
+pub const MESHD_READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// Timeout for short `ip` / `iptables` commands.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -81,6 +85,34 @@ pub fn unsupported_reason() -> Option<String> {
             let _ = StdCommand::new("ip").args(["netns", "del", &probe]).stdin(Stdio::null()).output();
             None
         }
+    }
+}
+
+/// One test's addresses inside its namespaces: pods in `10.<pods>.<n>.0/24`, cluster IPs
+/// (which only the sidecars know) in `10.<vips>.<n>.0/24`. Namespaces isolate tests from one
+/// another; distinct blocks keep their failure output apart.
+#[derive(Clone, Copy, Debug)]
+pub struct AddressBlock {
+    pub pods: u8,
+    pub vips: u8,
+    pub n: u8,
+}
+
+impl AddressBlock {
+    pub fn pod(self, host: u8) -> Ipv4Addr {
+        Ipv4Addr::new(10, self.pods, self.n, host)
+    }
+
+    pub fn pod_addr(self, host: u8, port: u16) -> SocketAddr {
+        SocketAddr::from((self.pod(host), port))
+    }
+
+    pub fn vip(self, host: u8) -> Ipv4Addr {
+        Ipv4Addr::new(10, self.vips, self.n, host)
+    }
+
+    pub fn vip_addr(self, host: u8, port: u16) -> SocketAddr {
+        SocketAddr::from((self.vip(host), port))
     }
 }
 
@@ -181,6 +213,36 @@ impl Netns {
         ];
         all.extend(args.into_iter().map(|a| a.as_ref().to_os_string()));
         self.spawn(ctx, label, Path::new("setpriv"), all)
+    }
+
+    /// Start `meshd --config-dir DIR` inside the namespace (xDS and monitoring on the given
+    /// addresses, then `extra` arguments) and wait until its `/readyz` answers 200.
+    pub async fn start_meshd(
+        &self,
+        ctx: &TestContext,
+        config_dir: &Path,
+        xds: SocketAddr,
+        monitoring: SocketAddr,
+        extra: &[&str],
+    ) -> Result<ManagedProcess> {
+        let mut args = vec![
+            "--config-dir".to_string(),
+            config_dir.display().to_string(),
+            "--xds-addr".into(),
+            xds.to_string(),
+            "--monitoring-addr".into(),
+            monitoring.to_string(),
+        ];
+        args.extend(extra.iter().map(|a| a.to_string()));
+        let meshd = self.spawn(ctx, "meshd", &paths::binary("meshd")?, args)?;
+        await_condition("meshd to answer 200 on /readyz", MESHD_READY_TIMEOUT, || async {
+            meshd.ensure_running()?;
+            let response = self.get(monitoring, "/readyz").await?;
+            ensure!(response.status == 200, "/readyz: {}", response.summary());
+            Ok(())
+        })
+        .await?;
+        Ok(meshd)
     }
 
     /// Run `f` on a fresh thread that has entered this namespace (sockets it creates live
@@ -289,6 +351,35 @@ impl Netns {
                 bail!("no complete response from {addr} within {:?} (namespace {})", http::REQUEST_TIMEOUT, self.name)
             }
         }
+    }
+
+    /// `n` times `GET /` (`Host: host`) to `addr` from inside the namespace, tallied by the
+    /// answering version.
+    pub async fn tally(&self, n: usize, addr: SocketAddr, host: &str, headers: &[(&str, &str)]) -> Tally {
+        let mut tally = Tally::default();
+        for _ in 0..n {
+            tally.record(self.request(addr, "GET", "/", host, headers).await);
+        }
+        tally
+    }
+
+    /// Wait until `GET /` (`Host: host`) to `addr` from inside the namespace answers 200;
+    /// `alive` fails the wait at once when a process the answer needs has died.
+    pub async fn await_ok(
+        &self,
+        addr: SocketAddr,
+        host: &str,
+        timeout: Duration,
+        alive: impl Fn() -> Result<()>,
+    ) -> Result<Response> {
+        let what = format!("GET http://{host}/ via {addr} from namespace {} to answer 200", self.name);
+        await_condition(&what, timeout, || async {
+            alive()?;
+            let response = self.request(addr, "GET", "/", host, &[]).await?;
+            ensure!(response.status == 200, "{}", response.summary());
+            Ok(response)
+        })
+        .await
     }
 
     /// `GET path` to `addr` from inside the namespace (`Host` = `addr`).

@@ -24,11 +24,11 @@ use std::time::Duration;
 
 use amime_e2e::injected::{self, RunningPod};
 use amime_e2e::meshd::{ensure_no_nacks, parse_metric, NACKS_METRIC};
-use amime_e2e::netns::{self, Netns};
+use amime_e2e::netns::{self, AddressBlock, Netns};
 use amime_e2e::process::{run_to_completion, ManagedProcess};
 use amime_e2e::rules::{self, REVIEWS_DESTINATION_RULE};
 use amime_e2e::sidecar::ensure_no_rejected_updates;
-use amime_e2e::{await_condition, paths, run_test, MeshDir, Response, Tally, TestContext, Upstream};
+use amime_e2e::{await_condition, run_test, MeshDir, Response, Tally, TestContext, Upstream};
 use anyhow::{ensure, Context as _, Result};
 use injector::conventions::INIT_CONTAINER;
 use injector::settings::InjectionSettings;
@@ -41,7 +41,6 @@ const EXCLUDED_OUTBOUND_PORT: u16 = 7070;
 const EXCLUDED_INBOUND_PORT: u16 = 9090;
 const XDS_PORT: u16 = 15010;
 const MONITORING_PORT: u16 = 15014;
-const READY_TIMEOUT: Duration = Duration::from_secs(30);
 const ROUTE_TIMEOUT: Duration = Duration::from_secs(15);
 const JASON: &[(&str, &str)] = &[("end-user", "jason")];
 
@@ -60,19 +59,19 @@ mod host {
 
 /// One test's addresses: pods in `10.251.N.0/24`, cluster IPs in `10.97.N.0/24`.
 #[derive(Clone, Copy, Debug)]
-struct Block(u8);
+struct Block(AddressBlock);
 
 impl Block {
+    fn new(n: u8) -> Self {
+        Self(AddressBlock { pods: 251, vips: 97, n })
+    }
+
     fn pod(self, host: u8) -> Ipv4Addr {
-        Ipv4Addr::new(10, 251, self.0, host)
+        self.0.pod(host)
     }
 
     fn addr(self, host: u8, port: u16) -> SocketAddr {
-        SocketAddr::from((self.pod(host), port))
-    }
-
-    fn vip_addr(self, host: u8, port: u16) -> SocketAddr {
-        SocketAddr::from((Ipv4Addr::new(10, 97, self.0, host), port))
+        self.0.pod_addr(host, port)
     }
 
     /// The pods as their owners write them (before injection).
@@ -99,7 +98,7 @@ impl Block {
     }
 
     fn pods(self) -> Vec<(u8, Value)> {
-        let n = self.0;
+        let n = self.0.n;
         vec![
             (
                 host::PRODUCTPAGE,
@@ -128,7 +127,7 @@ impl Block {
 
     /// The Namespace and Services meshd reads (the injected pods are written beside them).
     fn services_yaml(self) -> String {
-        let n = self.0;
+        let n = self.0.n;
         let service = |name: &str, vip: u8| {
             format!(
                 "---\napiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\n  namespace: bookinfo\nspec:\n  \
@@ -190,7 +189,7 @@ async fn plug(node: &Netns, pod: &Netns, peer: &str, ip: Ipv4Addr, node_ip: Ipv4
 
 impl Mesh {
     async fn start(ctx: &TestContext, block: Block) -> Result<Self> {
-        let n = block.0;
+        let n = block.0.n;
         let node_ip = block.pod(host::NODE);
         let node = Netns::create(&format!("i{n}-node")).await?;
         node.ip(["link", "add", "br0", "type", "bridge"]).await?;
@@ -217,26 +216,8 @@ impl Mesh {
             "reviews-rules.yaml",
             &rules::documents(&[REVIEWS_DESTINATION_RULE, &rules::reviews_vs_jason_v2_else_split(100, 0)]),
         )?;
-        let meshd = node.spawn(
-            ctx,
-            "meshd",
-            &paths::binary("meshd")?,
-            [
-                "--config-dir".to_string(),
-                dir.path().display().to_string(),
-                "--xds-addr".into(),
-                SocketAddr::from((node_ip, XDS_PORT)).to_string(),
-                "--monitoring-addr".into(),
-                SocketAddr::from((node_ip, MONITORING_PORT)).to_string(),
-            ],
-        )?;
-        await_condition("meshd to answer 200 on /readyz", READY_TIMEOUT, || async {
-            meshd.ensure_running()?;
-            let response = node.get(SocketAddr::from((node_ip, MONITORING_PORT)), "/readyz").await?;
-            ensure!(response.status == 200, "/readyz: {}", response.summary());
-            Ok(())
-        })
-        .await?;
+        let monitoring = SocketAddr::from((node_ip, MONITORING_PORT));
+        let meshd = node.start_meshd(ctx, dir.path(), SocketAddr::from((node_ip, XDS_PORT)), monitoring, &[]).await?;
 
         // The apps listen before their pods start (kubelet starts app containers after the
         // sidecar, but a listening app changes nothing for the sidecar).
@@ -272,25 +253,11 @@ impl Mesh {
     }
 
     async fn tally(&self, n: usize, addr: SocketAddr, host: &str, headers: &[(&str, &str)]) -> Tally {
-        let mut tally = Tally::default();
-        for _ in 0..n {
-            tally.record(self.call(addr, host, headers).await);
-        }
-        tally
+        self.productpage.netns.tally(n, addr, host, headers).await
     }
 
     async fn await_call(&self, addr: SocketAddr, host: &str) -> Result<Response> {
-        await_condition(
-            &format!("GET http://{host}/ via {addr} from productpage to answer 200"),
-            ROUTE_TIMEOUT,
-            || async {
-                self.ensure_running()?;
-                let response = self.call(addr, host, &[]).await?;
-                ensure!(response.status == 200, "{}", response.summary());
-                Ok(response)
-            },
-        )
-        .await
+        self.productpage.netns.await_ok(addr, host, ROUTE_TIMEOUT, || self.ensure_running()).await
     }
 
     /// Every sidecar accepted listeners and clusters and rejected nothing; meshd counted no NACK.
@@ -357,21 +324,16 @@ async fn await_counters(pod: &RunningPod, what: &str, check: impl Fn(&Counters) 
     .await
 }
 
-fn check_all(tally: &Tally, version: &str, what: &str) -> Result<()> {
-    ensure!(tally.all(version), "{what}: want every answer from {version}; got {tally}");
-    Ok(())
-}
-
 /// (a) productpage → reviews by cluster IP, no proxy settings: captured, routed by the
 /// VirtualService, delivered through the destination's inbound listener.
 async fn captured_and_routed(mesh: &Mesh) -> Result<()> {
-    let vip = mesh.block.vip_addr(host::REVIEWS_VIP, APP_PORT);
+    let vip = mesh.block.0.vip_addr(host::REVIEWS_VIP, APP_PORT);
     mesh.await_call(vip, "reviews:9080").await?;
     let (pp, v1, v2) =
         (counters(&mesh.productpage).await?, counters(&mesh.reviews_v1).await?, counters(&mesh.reviews_v2).await?);
 
-    check_all(&mesh.tally(10, vip, "reviews:9080", &[]).await, "v1", "without end-user")?;
-    check_all(&mesh.tally(10, vip, "reviews:9080", JASON).await, "v2", "end-user: jason")?;
+    mesh.tally(10, vip, "reviews:9080", &[]).await.ensure_all("v1", "without end-user")?;
+    mesh.tally(10, vip, "reviews:9080", JASON).await.ensure_all("v2", "end-user: jason")?;
     let body = mesh.call(vip, "reviews", JASON).await?.json()?;
     ensure!(body["pod"] == "reviews-v2" && body["headers"]["end-user"] == "jason", "answer {body}");
     ensure!(body["headers"].get("x-request-id").is_some(), "no x-request-id: not through Envoy's HTTP chain: {body}");
@@ -463,7 +425,7 @@ async fn exclusions_bypass_the_sidecar(mesh: &Mesh) -> Result<()> {
 /// The pod's init container installed what its annotations asked for; kubelet's rewritten
 /// readiness probe reaches the app through the sidecar.
 async fn injection_took_effect(mesh: &Mesh) -> Result<()> {
-    let n = mesh.block.0;
+    let n = mesh.block.0.n;
     let init = |pod: &RunningPod| pod.init_output.get(INIT_CONTAINER).cloned().unwrap_or_default();
     let pp = init(&mesh.productpage);
     for rule in [
@@ -501,7 +463,7 @@ async fn injected_pods_capture_route_and_bypass() {
         return;
     }
     run_test(name, |ctx| async move {
-        let mesh = Mesh::start(&ctx, Block(1)).await?;
+        let mesh = Mesh::start(&ctx, Block::new(1)).await?;
         injection_took_effect(&mesh).await?;
         captured_and_routed(&mesh).await?;
         exclusions_bypass_the_sidecar(&mesh).await?;

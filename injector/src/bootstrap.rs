@@ -35,6 +35,8 @@ pub mod health;
 
 /// Port of the sidecar health listener (see MISSION §2).
 pub const HEALTH_PORT: u16 = 15021;
+/// The sidecar's readiness path on [`HEALTH_PORT`] (200 once Envoy is initialized).
+pub const READY_PATH: &str = "/healthz/ready";
 /// Port of the sidecar Prometheus stats listener (see MISSION §2).
 pub const PROMETHEUS_PORT: u16 = 15090;
 /// Name of the static cluster that points at meshd.

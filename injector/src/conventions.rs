@@ -35,6 +35,8 @@ pub const POD_INFO_VOLUME: &str = "amime-podinfo";
 pub const POD_INFO_DIR: &str = "/etc/amime/pod";
 /// File in [`POD_INFO_DIR`] with the pod's labels (downward API `metadata.labels`).
 pub const POD_LABELS_FILE: &str = "labels";
+/// File in [`POD_INFO_DIR`] with the pod's annotations (downward API `metadata.annotations`).
+pub const POD_ANNOTATIONS_FILE: &str = "annotations";
 
 /// Sidecar environment, filled by the downward API.
 pub mod env {

@@ -18,3 +18,4 @@ pub mod node_metadata;
 pub mod pod_env;
 pub mod probes;
 pub mod settings;
+pub mod workload;

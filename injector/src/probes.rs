@@ -5,8 +5,8 @@
 //! `AMIME_APP_PROBES` environment variable ([`AppProbes`]).
 //!
 //! Rewritten: each `httpGet` liveness/readiness/startup probe of the app containers and of
-//! the pod's own native sidecars (init containers with `restartPolicy: Always`), its timing
-//! fields kept. Left alone: `tcpSocket`, `grpc` and `exec` probes, and `httpGet` probes whose
+//! the pod's own native sidecars (init containers with `restartPolicy: Always`; not their
+//! startup probes, which must pass before the injected sidecar starts), its timing fields kept. Left alone: `tcpSocket`, `grpc` and `exec` probes, and `httpGet` probes whose
 //! named port the container does not declare (kubelet would fail them anyway).
 
 use std::collections::BTreeMap;
@@ -90,6 +90,11 @@ pub fn rewrite_probes(pod: &Value) -> Vec<ProbeRewrite> {
             }
             let Some(name) = container["name"].as_str() else { continue };
             for (field, kind) in PROBE_KINDS {
+                // The pod's own native sidecars start before ours: a startup probe through
+                // the sidecar could never pass (ours waits for theirs to have started).
+                if list == "initContainers" && field == "startupProbe" {
+                    continue;
+                }
                 let Some(original) = app_probe(container, &container[field]["httpGet"]) else { continue };
                 let sidecar_path = sidecar_path(name, kind);
                 out.push(ProbeRewrite {

@@ -280,7 +280,8 @@ fn http_probes_go_through_the_sidecar() {
         "initContainers": [
             { "name": "setup", "image": "s", "readinessProbe": { "httpGet": { "port": 1 } } },
             { "name": "cache", "image": "c", "restartPolicy": "Always",
-              "startupProbe": { "httpGet": { "port": 6380, "path": "/up" }, "periodSeconds": 2 } },
+              "startupProbe": { "httpGet": { "port": 6380, "path": "/started" } },
+              "readinessProbe": { "httpGet": { "port": 6380, "path": "/up" }, "periodSeconds": 2 } },
         ],
         "containers": [
             {
@@ -318,10 +319,14 @@ fn http_probes_go_through_the_sidecar() {
     assert_eq!(app["startupProbe"], p["spec"]["containers"][0]["startupProbe"], "unresolvable named port: as is");
     assert_eq!(container(&out, "containers", "worker"), &p["spec"]["containers"][1], "non-HTTP probes: as is");
     assert_eq!(container(&out, "initContainers", "setup"), &p["spec"]["initContainers"][0], "plain init container");
+    // The pod's own native sidecar: readiness through ours, but not its startup probe (it
+    // must pass before ours starts).
+    let cache = container(&out, "initContainers", "cache");
     assert_eq!(
-        container(&out, "initContainers", "cache")["startupProbe"],
-        json!({ "httpGet": { "port": 15021, "path": "/app-health/cache/startupz", "scheme": "HTTP" }, "periodSeconds": 2 })
+        cache["readinessProbe"],
+        json!({ "httpGet": { "port": 15021, "path": "/app-health/cache/readyz", "scheme": "HTTP" }, "periodSeconds": 2 })
     );
+    assert_eq!(cache["startupProbe"], p["spec"]["initContainers"][1]["startupProbe"]);
 
     let proxy = container(&out, "initContainers", PROXY_CONTAINER);
     let probes: AppProbes = serde_json::from_str(env(proxy, "AMIME_APP_PROBES")["value"].as_str().unwrap()).unwrap();
@@ -341,7 +346,7 @@ fn http_probes_go_through_the_sidecar() {
             },
         ),
         (
-            "/app-health/cache/startupz",
+            "/app-health/cache/readyz",
             AppProbe { port: 6380, path: "/up".into(), scheme: ProbeScheme::Http, host: None, headers: vec![] },
         ),
     ]
@@ -351,7 +356,7 @@ fn http_probes_go_through_the_sidecar() {
     assert_eq!(probes, want);
     assert_eq!(
         status(&out).rewritten_probes,
-        ["/app-health/app/livez", "/app-health/app/readyz", "/app-health/cache/startupz"]
+        ["/app-health/app/livez", "/app-health/app/readyz", "/app-health/cache/readyz"]
     );
 }
 

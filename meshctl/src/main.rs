@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 mod bootstrap;
+mod inject;
 
 use std::process::ExitCode;
 
@@ -21,6 +22,8 @@ struct Cli {
 enum Command {
     /// Print the Envoy bootstrap for a proxy identity (the same one the injector uses).
     Bootstrap(Box<bootstrap::BootstrapArgs>),
+    /// Inject the sidecar into the Pods and workloads of Kubernetes YAML, offline.
+    Inject(Box<inject::InjectArgs>),
     /// Print the meshctl version.
     Version,
 }
@@ -40,6 +43,7 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Bootstrap(args) => bootstrap::run(*args),
+        Command::Inject(args) => inject::run(*args),
         Command::Version => {
             println!("meshctl {}", env!("CARGO_PKG_VERSION"));
             Ok(())

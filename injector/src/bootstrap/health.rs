@@ -21,7 +21,7 @@ const UPSTREAM_TLS_TYPE: &str = "type.googleapis.com/envoy.extensions.transport_
 pub(super) fn routes(config: &BootstrapConfig) -> Vec<Value> {
     let mut routes = vec![json!({
         // Reflects Envoy's own readiness (admin /ready: 200 once initialized).
-        "match": { "path": "/healthz/ready" },
+        "match": { "path": super::READY_PATH },
         "route": { "cluster": ADMIN_CLUSTER, "prefix_rewrite": "/ready" },
     })];
     routes.extend(config.app_probes().iter().map(|(path, probe)| probe_route(config.primary_ip(), path, probe)));

@@ -6,20 +6,15 @@ use json_patch::{AddOperation, Patch, PatchOperation, ReplaceOperation};
 use serde_json::{json, Map, Value};
 
 use super::{InjectError, InjectionStatus};
-use crate::bootstrap::{HEALTH_PORT, PROMETHEUS_PORT};
+use crate::bootstrap::{HEALTH_PORT, PROMETHEUS_PORT, READY_PATH};
 use crate::capture::{parse_cidrs, parse_ports, CaptureError, CaptureSpec};
 use crate::conventions::{
     env, AGENT_BINARY, EXCLUDE_INBOUND_PORTS_ANNOTATION, EXCLUDE_OUTBOUND_IP_RANGES_ANNOTATION,
-    EXCLUDE_OUTBOUND_PORTS_ANNOTATION, INIT_CONTAINER, POD_INFO_DIR, POD_INFO_VOLUME, POD_LABELS_FILE,
-    PROXY_CONFIG_DIR, PROXY_CONFIG_VOLUME, PROXY_CONTAINER, STATUS_ANNOTATION,
+    EXCLUDE_OUTBOUND_PORTS_ANNOTATION, INIT_CONTAINER, POD_ANNOTATIONS_FILE, POD_INFO_DIR, POD_INFO_VOLUME,
+    POD_LABELS_FILE, PROXY_CONFIG_DIR, PROXY_CONFIG_VOLUME, PROXY_CONTAINER, STATUS_ANNOTATION,
 };
 use crate::probes::{rewrite_probes, AppProbes};
 use crate::settings::InjectionSettings;
-
-/// The downwardAPI file with the pod's annotations (beside [`POD_LABELS_FILE`]).
-pub const POD_ANNOTATIONS_FILE: &str = "annotations";
-/// The sidecar's readiness path on [`HEALTH_PORT`] (Envoy is initialized).
-pub const READY_PATH: &str = "/healthz/ready";
 
 /// The patch for a pod the decision says to inject.
 pub(super) fn patch(pod: &Value, settings: &InjectionSettings) -> Result<Patch, InjectError> {
@@ -63,18 +58,18 @@ pub(super) fn patch(pod: &Value, settings: &InjectionSettings) -> Result<Patch, 
 
 /// The fields the patch relies on have the expected types.
 fn check_shape(pod: &Value) -> Result<(), InjectError> {
-    let expect = |value: &Value, field: &str, object: bool| {
-        let ok = value.is_null() || if object { value.is_object() } else { value.is_array() };
-        match ok {
-            true => Ok(()),
-            false => Err(InjectError::new(field, format!("expected {}", if object { "an object" } else { "a list" }))),
+    let fields: [(&Value, &str, bool); 5] = [
+        (&pod["metadata"], "metadata", true),
+        (&pod["metadata"]["annotations"], "metadata.annotations", true),
+        (&pod["spec"], "spec", true),
+        (&pod["spec"]["initContainers"], "spec.initContainers", false),
+        (&pod["spec"]["volumes"], "spec.volumes", false),
+    ];
+    for (value, field, object) in fields {
+        if !(value.is_null() || if object { value.is_object() } else { value.is_array() }) {
+            return Err(InjectError::new(field, if object { "expected an object" } else { "expected a list" }));
         }
-    };
-    expect(&pod["metadata"], "metadata", true)?;
-    expect(&pod["metadata"]["annotations"], "metadata.annotations", true)?;
-    expect(&pod["spec"], "spec", true)?;
-    expect(&pod["spec"]["initContainers"], "spec.initContainers", false)?;
-    expect(&pod["spec"]["volumes"], "spec.volumes", false)?;
+    }
     match pod["spec"]["containers"].as_array() {
         Some(containers) if !containers.is_empty() => Ok(()),
         _ => Err(InjectError::new("spec.containers", "the pod has no containers")),
@@ -134,11 +129,13 @@ fn field_env(name: &str, path: &str) -> Value {
 /// `amime-proxy`: the native sidecar (`restartPolicy: Always`) running `amime-agent proxy`;
 /// its startup probe holds the app containers back until Envoy has its config.
 fn proxy_container(settings: &InjectionSettings, app_probes: &str) -> Value {
-    let ready = json!({ "httpGet": { "path": READY_PATH, "port": HEALTH_PORT, "scheme": "HTTP" } });
-    let probe = |extra: Value| {
-        let mut probe = ready.clone();
-        probe.as_object_mut().into_iter().for_each(|p| p.extend(extra.as_object().cloned().unwrap_or_default()));
-        probe
+    let probe = |period: u32, failures: u32| {
+        json!({
+            "httpGet": { "path": READY_PATH, "port": HEALTH_PORT, "scheme": "HTTP" },
+            "periodSeconds": period,
+            "timeoutSeconds": 3,
+            "failureThreshold": failures,
+        })
     };
     json!({
         "name": PROXY_CONTAINER,
@@ -164,8 +161,9 @@ fn proxy_container(settings: &InjectionSettings, app_probes: &str) -> Value {
             { "name": PROXY_CONFIG_VOLUME, "mountPath": PROXY_CONFIG_DIR },
             { "name": POD_INFO_VOLUME, "mountPath": POD_INFO_DIR, "readOnly": true },
         ],
-        "startupProbe": probe(json!({ "periodSeconds": 1, "timeoutSeconds": 3, "failureThreshold": 600 })),
-        "readinessProbe": probe(json!({ "periodSeconds": 15, "timeoutSeconds": 3, "failureThreshold": 4 })),
+        // Up to 10 minutes for Envoy's first config; the app containers start after it.
+        "startupProbe": probe(1, 600),
+        "readinessProbe": probe(15, 4),
         "resources": settings.proxy_resources.to_json(),
         "securityContext": {
             "runAsUser": settings.proxy_uid,

@@ -95,9 +95,12 @@ pub fn restore_input(action: &Action, save: &str) -> Option<String> {
     let deletes: String = jumps_to_delete(save).into_iter().map(|d| d + "\n").collect();
     match action {
         Action::Install(spec) => {
+            // The deletions go first, inside the spec's own `*nat` ... `COMMIT`.
             let input = spec.restore_input();
-            let body = input.strip_prefix("*nat\n").expect("CaptureSpec::restore_input starts with *nat");
-            Some(format!("*nat\n{deletes}{body}"))
+            Some(match input.strip_prefix("*nat\n") {
+                Some(body) => format!("*nat\n{deletes}{body}"),
+                None => input,
+            })
         }
         Action::Cleanup => {
             let chains = existing_chains(save);
@@ -129,7 +132,7 @@ pub fn dry_run_text(action: &Action, backends: &[(String, String)]) -> String {
         Action::Cleanup => {
             let example: String = CHAINS.iter().map(|c| format!(":{c}\n")).collect();
             let save = format!("{example}{}", CaptureSpec::default().jump_rules().join("\n"));
-            restore_input(action, &save).expect("cleanup of a table with our chains has work")
+            restore_input(action, &save).unwrap_or_default()
         }
     };
     out.push_str(&input);

@@ -225,7 +225,11 @@ impl RunningPod {
         for (path, contents) in downward_files(&self.pod, conventions::POD_INFO_VOLUME)? {
             std::fs::write(info_dir.join(&path), contents)?;
         }
-        let uid = container["securityContext"]["runAsUser"].as_u64().unwrap_or(0) as u32;
+        // The capture skips exactly this uid: a sidecar without it would capture its own traffic.
+        let uid = container["securityContext"]["runAsUser"]
+            .as_u64()
+            .and_then(|u| u32::try_from(u).ok())
+            .ok_or_else(|| anyhow!("pod {}: sidecar {cname} has no securityContext.runAsUser", self.name))?;
         std::os::unix::fs::chown(&self.proxy_config_dir, Some(uid), Some(uid))
             .with_context(|| format!("chown {} to {uid}", self.proxy_config_dir.display()))?;
         let mut argv = command_line(container)?;

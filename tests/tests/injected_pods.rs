@@ -159,27 +159,10 @@ struct Mesh {
 /// A bridge in the node namespace and a veth from it into `pod` (`eth0`, `ip/24`, default
 /// route via the node).
 async fn plug(node: &Netns, pod: &Netns, peer: &str, ip: Ipv4Addr, node_ip: Ipv4Addr) -> Result<()> {
-    run_to_completion(
-        Path::new("ip"),
-        [
-            "link",
-            "add",
-            "name",
-            "eth0",
-            "netns",
-            pod.name(),
-            "type",
-            "veth",
-            "peer",
-            "name",
-            peer,
-            "netns",
-            node.name(),
-        ],
-        Duration::from_secs(20),
-    )
-    .await
-    .with_context(|| format!("veth {}:eth0 <-> {}:{peer}", pod.name(), node.name()))?;
+    let link = format!("link add name eth0 netns {} type veth peer name {peer} netns {}", pod.name(), node.name());
+    run_to_completion(Path::new("ip"), link.split(' '), Duration::from_secs(20))
+        .await
+        .with_context(|| format!("veth {}:eth0 <-> {}:{peer}", pod.name(), node.name()))?;
     pod.ip(["addr", "add", &format!("{ip}/24"), "dev", "eth0"]).await?;
     pod.ip(["link", "set", "eth0", "up"]).await?;
     pod.ip(["route", "add", "default", "via", &node_ip.to_string()]).await?;

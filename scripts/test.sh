@@ -20,8 +20,9 @@ if [[ "$(id -u)" == 0 ]] && ! { command -v openssl && command -v ip; } >/dev/nul
   { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssl iproute2; } >/dev/null
 fi
 
-# The transparent-mode tests (tests/tests/transparent.rs) install iptables capture rules inside
-# their own network namespaces; they need the iptables tool (they skip only when not root).
+# The network-namespace tests (tests/tests/transparent.rs, injected_pods.rs, agent_init.rs) install
+# iptables capture rules with `amime-agent init` inside their own network namespaces; they need the
+# iptables tool (they skip only when not root).
 if [[ "$(id -u)" == 0 ]] && ! command -v iptables >/dev/null 2>&1; then
   echo "==> installing iptables"
   { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iptables; } >/dev/null

@@ -15,6 +15,7 @@ pub mod capture;
 pub mod conventions;
 pub mod inject;
 pub mod node_metadata;
+pub mod pod_env;
 pub mod probes;
 pub mod settings;
 pub mod workload;

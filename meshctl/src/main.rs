@@ -5,11 +5,13 @@
 #![forbid(unsafe_code)]
 
 mod bootstrap;
+mod cluster;
 mod inject;
 mod meshd;
 mod output;
 mod proxy_config;
 mod proxy_status;
+mod target;
 mod version;
 
 use std::process::ExitCode;
@@ -22,8 +24,10 @@ use clap::{Parser, Subcommand};
     about = "Operator CLI for the Amime service mesh",
     version,
     after_help = "Commands that read meshd's state (proxy-status, proxy-config, version) talk to its admin API on \
-its gRPC port: --meshd HOST:PORT, or AMIME_MESHD, default 127.0.0.1:15010.\n\
-In a cluster: kubectl -n amime-system port-forward deploy/meshd 15010"
+its gRPC port. The first that is set wins: --meshd HOST:PORT; --kubeconfig FILE or --context NAME; \
+AMIME_MESHD=HOST:PORT; KUBECONFIG or ~/.kube/config; in a pod, its ServiceAccount; else 127.0.0.1:15010.\n\
+Through a cluster, meshctl dials a Ready meshd pod (--meshd-namespace, default amime-system) at its pod IP; \
+where pod IPs are not reachable: kubectl -n amime-system port-forward deploy/meshd 15010, and --meshd 127.0.0.1:15010"
 )]
 struct Cli {
     #[command(subcommand)]

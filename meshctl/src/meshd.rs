@@ -1,7 +1,8 @@
-//! Talking to meshd's admin API: where it is (`--meshd`, `AMIME_MESHD`), connecting with
-//! an error that says how to point meshctl at it, and finding a proxy by the name a
-//! person types.
+//! Talking to meshd's admin API: where it is (`--meshd`, `--kubeconfig`, `AMIME_MESHD`, ...;
+//! see [`crate::target`]), connecting with an error that says how to point meshctl at it,
+//! and finding a proxy by the name a person types.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
@@ -10,18 +11,38 @@ use proto::admin::admin_client::AdminClient;
 use proto::admin::{ListProxiesRequest, ProxyStatus};
 use tonic::transport::{Channel, Endpoint};
 
-/// The default admin address: meshd's gRPC port on this machine.
-pub const DEFAULT_MESHD: &str = "127.0.0.1:15010";
+use crate::cluster;
+use crate::target::{self, Sources, Target, DEFAULT_MESHD};
 
 /// How to reach a meshd that is not where meshctl looked.
-const HOW_TO_POINT: &str = "start meshd, or point meshctl at it with --meshd HOST:PORT or AMIME_MESHD=HOST:PORT \
-(in a cluster: kubectl -n amime-system port-forward deploy/meshd 15010)";
+const HOW_TO_POINT: &str = "start meshd, or point meshctl at it with --meshd HOST:PORT or AMIME_MESHD=HOST:PORT, \
+or at its cluster with --kubeconfig FILE";
 
 #[derive(Debug, Clone, Args)]
 pub struct MeshdArgs {
-    /// meshd's gRPC address (ADS and the admin API).
-    #[arg(long = "meshd", value_name = "HOST:PORT", env = "AMIME_MESHD", default_value = DEFAULT_MESHD)]
-    pub meshd: String,
+    /// meshd's gRPC address (ADS and the admin API); env AMIME_MESHD [default: a kubeconfig's cluster if
+    /// there is one, else 127.0.0.1:15010].
+    #[arg(long = "meshd", value_name = "HOST:PORT")]
+    pub meshd: Option<String>,
+
+    /// Find meshd in this kubeconfig's cluster (its Ready pod in --meshd-namespace, dialled at its pod IP);
+    /// else KUBECONFIG, ~/.kube/config, or in a pod its ServiceAccount.
+    #[arg(long = "kubeconfig", value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
+
+    /// The kubeconfig context to use (default: its current context).
+    #[arg(long = "context", value_name = "NAME")]
+    pub context: Option<String>,
+
+    /// The namespace meshd runs in, in a cluster (-n filters proxies, not this).
+    #[arg(long = "meshd-namespace", value_name = "NS", default_value = cluster::DEFAULT_NAMESPACE)]
+    pub meshd_namespace: String,
+}
+
+/// A connected admin client and where it is, as messages name it.
+pub struct Admin {
+    pub client: AdminClient<Channel>,
+    pub at: String,
 }
 
 /// How a command prints what it read.
@@ -35,25 +56,49 @@ pub enum OutputFormat {
     Yaml,
 }
 
-impl MeshdArgs {
-    /// The endpoint for `--meshd`: `HOST:PORT`, or a full `http://` URL.
-    fn endpoint(&self) -> anyhow::Result<Endpoint> {
-        let addr = self.meshd.trim();
-        if addr.is_empty() {
-            bail!("--meshd is empty: give meshd's address as HOST:PORT (default {DEFAULT_MESHD})");
-        }
-        let url = if addr.contains("://") { addr.to_owned() } else { format!("http://{addr}") };
-        let endpoint = Endpoint::from_shared(url)
-            .with_context(|| format!("--meshd {addr:?} is not HOST:PORT (for example {DEFAULT_MESHD})"))?;
-        Ok(endpoint.connect_timeout(Duration::from_secs(3)).timeout(Duration::from_secs(15)))
+/// The endpoint for an address: `HOST:PORT`, or a full `http://` URL.
+fn endpoint(addr: &str, from: &str) -> anyhow::Result<Endpoint> {
+    let addr = addr.trim();
+    if addr.is_empty() {
+        bail!("{from} is empty: give meshd's address as HOST:PORT (default {DEFAULT_MESHD})");
     }
+    let url = if addr.contains("://") { addr.to_owned() } else { format!("http://{addr}") };
+    let endpoint = Endpoint::from_shared(url)
+        .with_context(|| format!("{from} {addr:?} is not HOST:PORT (for example {DEFAULT_MESHD})"))?;
+    Ok(endpoint.connect_timeout(Duration::from_secs(3)).timeout(Duration::from_secs(15)))
+}
 
-    /// A client of meshd's admin API, connected.
-    pub async fn connect(&self) -> anyhow::Result<AdminClient<Channel>> {
-        let endpoint = self.endpoint()?;
-        match endpoint.connect().await {
-            Ok(channel) => Ok(AdminClient::new(channel).max_decoding_message_size(256 * 1024 * 1024)),
-            Err(e) => bail!("cannot reach meshd at {} ({}): {HOW_TO_POINT}", self.meshd, cause(&e)),
+fn admin(channel: Channel, at: String) -> Admin {
+    Admin { client: AdminClient::new(channel).max_decoding_message_size(256 * 1024 * 1024), at }
+}
+
+impl MeshdArgs {
+    /// A client of meshd's admin API, connected: at the address given, or at a Ready pod of
+    /// the cluster a kubeconfig points at.
+    pub async fn connect(&self) -> anyhow::Result<Admin> {
+        let sources = Sources::from_env(self.meshd.clone(), self.kubeconfig.clone(), self.context.clone());
+        match target::choose(&sources)? {
+            Target::Direct { addr, from } => match endpoint(&addr, from)?.connect().await {
+                Ok(channel) => Ok(admin(channel, addr)),
+                Err(e) => bail!("cannot reach meshd at {addr} ({}): {HOW_TO_POINT}", cause(&e)),
+            },
+            Target::Cluster { kubeconfig, context } => {
+                let namespace = &self.meshd_namespace;
+                let cluster = cluster::connect(&kubeconfig, context.as_deref()).await?;
+                let chosen = cluster::find_meshd(&cluster, namespace).await?;
+                let at = format!("{} (pod {namespace}/{})", chosen.addr, chosen.pod);
+                match endpoint(&chosen.addr.to_string(), "the pod address")?.connect().await {
+                    Ok(channel) => Ok(admin(channel, at)),
+                    Err(e) => bail!(
+                        "cannot reach meshd pod {namespace}/{} at {} in {} ({}): {}",
+                        chosen.pod,
+                        chosen.addr,
+                        cluster.name,
+                        cause(&e),
+                        cluster::port_forward_hint(namespace)
+                    ),
+                }
+            }
         }
     }
 }
@@ -68,49 +113,40 @@ fn cause(e: &(dyn std::error::Error + 'static)) -> String {
 }
 
 /// A gRPC error from meshd, as one line naming the call and the address.
-pub fn call_error(args: &MeshdArgs, call: &str, status: tonic::Status) -> anyhow::Error {
+pub fn call_error(at: &str, call: &str, status: tonic::Status) -> anyhow::Error {
     match status.code() {
         tonic::Code::Unimplemented => anyhow::anyhow!(
-            "meshd at {} does not serve the admin API ({call}: {}); is it an older meshd, or another gRPC server?",
-            args.meshd,
+            "meshd at {at} does not serve the admin API ({call}: {}); is it an older meshd, or another gRPC server?",
             status.message()
         ),
         tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Unknown => {
-            anyhow::anyhow!("meshd at {} did not answer {call} ({}): {HOW_TO_POINT}", args.meshd, status.message())
+            anyhow::anyhow!("meshd at {at} did not answer {call} ({}): {HOW_TO_POINT}", status.message())
         }
-        _ => anyhow::anyhow!("meshd at {}: {call}: {}", args.meshd, status.message()),
+        _ => anyhow::anyhow!("meshd at {at}: {call}: {}", status.message()),
     }
 }
 
 /// Every connected proxy, optionally only those of `namespace`.
-pub async fn list_proxies(
-    args: &MeshdArgs,
-    client: &mut AdminClient<Channel>,
-    namespace: Option<&str>,
-) -> anyhow::Result<Vec<ProxyStatus>> {
+pub async fn list_proxies(admin: &mut Admin, namespace: Option<&str>) -> anyhow::Result<Vec<ProxyStatus>> {
     let request = ListProxiesRequest { namespace: namespace.unwrap_or_default().to_owned(), proxy_id: String::new() };
-    let response = client.list_proxies(request).await.map_err(|s| call_error(args, "ListProxies", s))?;
+    let response = admin.client.list_proxies(request).await.map_err(|s| call_error(&admin.at, "ListProxies", s))?;
     Ok(response.into_inner().proxies)
 }
 
 /// The streams of the proxy a person named (see [`resolve_proxy`]). The exact id is asked
 /// for first, so a large mesh is listed whole only when the name needs resolving.
-pub async fn find_proxy(
-    args: &MeshdArgs,
-    client: &mut AdminClient<Channel>,
-    name: &str,
-    namespace: Option<&str>,
-) -> anyhow::Result<Vec<ProxyStatus>> {
+pub async fn find_proxy(admin: &mut Admin, name: &str, namespace: Option<&str>) -> anyhow::Result<Vec<ProxyStatus>> {
     let exact = match namespace {
         Some(ns) if !name.ends_with(&format!(".{ns}")) => format!("{name}.{ns}"),
         _ => name.to_owned(),
     };
     let request = ListProxiesRequest { namespace: String::new(), proxy_id: exact };
-    let found = client.list_proxies(request).await.map_err(|s| call_error(args, "ListProxies", s))?.into_inner();
+    let found = admin.client.list_proxies(request).await.map_err(|s| call_error(&admin.at, "ListProxies", s))?;
+    let found = found.into_inner();
     if !found.proxies.is_empty() {
         return Ok(found.proxies);
     }
-    let all = list_proxies(args, client, None).await?;
+    let all = list_proxies(admin, None).await?;
     let id = resolve_proxy(name, namespace, &all)?;
     Ok(all.into_iter().filter(|p| p.id == id).collect())
 }

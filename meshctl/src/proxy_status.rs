@@ -16,7 +16,7 @@ NACKED    the proxy rejected the latest update (MESSAGE says why); it runs an un
 WARMING   clusters acknowledged, but some wait for endpoints the proxy has not asked for\n  \
 NOT SENT  the proxy asked and meshd has sent nothing yet\n\n\
 Examples:\n  meshctl proxy-status\n  meshctl proxy-status -n bookinfo\n  meshctl proxy-status reviews-v1.bookinfo -o yaml\n  \
-meshctl proxy-status --meshd 10.0.0.5:15010")]
+meshctl proxy-status --meshd 10.0.0.5:15010\n  meshctl proxy-status --kubeconfig ~/.kube/prod --context east")]
 pub struct ProxyStatusArgs {
     /// Only this proxy: `<pod>.<namespace>` (Envoy's node.id), or `<pod>` with -n or when unique.
     #[arg(value_name = "PROXY")]
@@ -35,17 +35,17 @@ pub struct ProxyStatusArgs {
 }
 
 pub async fn run(args: ProxyStatusArgs) -> anyhow::Result<()> {
-    let mut client = args.meshd.connect().await?;
+    let mut admin = args.meshd.connect().await?;
     let namespace = args.namespace.as_deref();
     let proxies = match &args.proxy {
-        Some(name) => meshd::find_proxy(&args.meshd, &mut client, name, namespace).await?,
-        None => meshd::list_proxies(&args.meshd, &mut client, namespace).await?,
+        Some(name) => meshd::find_proxy(&mut admin, name, namespace).await?,
+        None => meshd::list_proxies(&mut admin, namespace).await?,
     };
     match args.output {
         OutputFormat::Table => {
             if proxies.is_empty() {
                 let scope = args.namespace.as_ref().map(|ns| format!(" in namespace {ns}")).unwrap_or_default();
-                eprintln!("No proxies connected to meshd at {}{scope}.", args.meshd.meshd);
+                eprintln!("No proxies connected to meshd at {}{scope}.", admin.at);
                 return Ok(());
             }
             output::print_text(&table(&proxies).render())

@@ -29,7 +29,7 @@ pub async fn run(args: VersionArgs) -> anyhow::Result<()> {
     if args.output != OutputFormat::Table {
         let mut doc = json!({ "client": { "version": CLIENT_VERSION } });
         match server {
-            Some(Ok(info)) => doc["server"] = proto::admin::to_json(&info)?,
+            Some(Ok((info, _))) => doc["server"] = proto::admin::to_json(&info)?,
             Some(Err(e)) => doc["server_error"] = json!(format!("{e:#}")),
             None => {}
         }
@@ -37,7 +37,7 @@ pub async fn run(args: VersionArgs) -> anyhow::Result<()> {
     }
     let mut text = format!("meshctl {CLIENT_VERSION}\n");
     match server {
-        Some(Ok(info)) => {
+        Some(Ok((info, at))) => {
             let uptime = info.uptime.map_or(0, |d| d.seconds.max(0));
             let source = match info.source_detail.as_str() {
                 "" => info.source_kind.clone(),
@@ -46,7 +46,7 @@ pub async fn run(args: VersionArgs) -> anyhow::Result<()> {
             text.push_str(&format!(
                 "meshd   {} (at {}; up {}; source {source}; {} connected{})\n",
                 info.version,
-                args.meshd.meshd,
+                at,
                 uptime_text(uptime),
                 match info.proxies_connected {
                     1 => "1 proxy".to_owned(),
@@ -61,13 +61,15 @@ pub async fn run(args: VersionArgs) -> anyhow::Result<()> {
     output::print_text(&text)
 }
 
-async fn server_info(args: &MeshdArgs) -> anyhow::Result<proto::admin::ServerInfo> {
-    let mut client = args.connect().await?;
-    let info = client
+/// meshd's ServerInfo and where it answered.
+async fn server_info(args: &MeshdArgs) -> anyhow::Result<(proto::admin::ServerInfo, String)> {
+    let mut admin = args.connect().await?;
+    let info = admin
+        .client
         .get_server_info(GetServerInfoRequest {})
         .await
-        .map_err(|s| meshd::call_error(args, "GetServerInfo", s))?;
-    Ok(info.into_inner())
+        .map_err(|s| meshd::call_error(&admin.at, "GetServerInfo", s))?;
+    Ok((info.into_inner(), admin.at))
 }
 
 fn uptime_text(secs: i64) -> String {

@@ -88,11 +88,12 @@ pub struct ProxyConfigArgs {
 }
 
 pub async fn run(args: ProxyConfigArgs) -> anyhow::Result<()> {
-    let mut client = args.meshd.connect().await?;
-    let proxies = meshd::find_proxy(&args.meshd, &mut client, &args.proxy, args.namespace.as_deref()).await?;
+    let mut admin = args.meshd.connect().await?;
+    let proxies = meshd::find_proxy(&mut admin, &args.proxy, args.namespace.as_deref()).await?;
     let proxy_id = proxies.first().map(|p| p.id.clone()).unwrap_or_else(|| args.proxy.clone());
     let request = GetConfigDumpRequest { proxy_id: proxy_id.clone(), type_urls: args.kind.type_urls(args.output) };
-    let dump = client.get_config_dump(request).await.map_err(|s| meshd::call_error(&args.meshd, "GetConfigDump", s))?;
+    let dump = admin.client.get_config_dump(request).await;
+    let dump = dump.map_err(|s| meshd::call_error(&admin.at, "GetConfigDump", s))?;
     let dump = dump.into_inner();
     if args.output != OutputFormat::Table {
         return output::print_document(args.output, &resources_json(&dump, args.kind.type_url())?);

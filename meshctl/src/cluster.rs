@@ -234,7 +234,7 @@ mod tests {
         let deployment: k8s_openapi::api::apps::v1::Deployment = serde_yaml::from_str(text).unwrap();
         assert_eq!(deployment.metadata.name.as_deref(), Some(DEPLOYMENT));
         assert_eq!(deployment.metadata.namespace.as_deref(), Some(DEFAULT_NAMESPACE));
-        let template = deployment.spec.unwrap().template;
+        let template = deployment.spec.template;
         let (key, value) = POD_SELECTOR.split_once('=').unwrap();
         assert_eq!(template.metadata.unwrap().labels.unwrap().get(key).map(String::as_str), Some(value));
         let pod = Pod { spec: template.spec, ..Default::default() };

@@ -27,11 +27,11 @@ pub struct MeshdArgs {
 
     /// Find meshd in this kubeconfig's cluster (its Ready pod in --meshd-namespace, dialled at its pod IP);
     /// else KUBECONFIG, ~/.kube/config, or in a pod its ServiceAccount.
-    #[arg(long = "kubeconfig", value_name = "FILE")]
+    #[arg(long = "kubeconfig", value_name = "FILE", conflicts_with = "meshd")]
     pub kubeconfig: Option<PathBuf>,
 
     /// The kubeconfig context to use (default: its current context).
-    #[arg(long = "context", value_name = "NAME")]
+    #[arg(long = "context", value_name = "NAME", conflicts_with = "meshd")]
     pub context: Option<String>,
 
     /// The namespace meshd runs in, in a cluster (-n filters proxies, not this).

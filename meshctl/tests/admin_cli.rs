@@ -3,6 +3,7 @@
 //! usage errors exit 2, `version` still answers for the client. (Against a live meshd
 //! and a real Envoy: tests/tests/meshctl_admin.rs.)
 
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 /// An address nothing listens on (a port just released).
@@ -13,9 +14,23 @@ fn nowhere() -> String {
     addr.to_string()
 }
 
+/// A home directory of its own (no `~/.kube/config` unless a test writes one).
+fn home(name: &str) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("admin_cli").join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create a home directory");
+    dir
+}
+
 fn meshctl(args: &[&str], meshd_env: Option<&str>) -> Output {
+    meshctl_in(&home("none"), args, meshd_env)
+}
+
+/// meshctl with `home` as HOME and no KUBECONFIG, outside any pod.
+fn meshctl_in(home: &Path, args: &[&str], meshd_env: Option<&str>) -> Output {
     let mut command = Command::new(env!("CARGO_BIN_EXE_meshctl"));
     command.args(args).env_remove("RUST_BACKTRACE").env_remove("AMIME_MESHD");
+    command.env_remove("KUBECONFIG").env_remove("KUBERNETES_SERVICE_HOST").env("HOME", home);
     if let Some(addr) = meshd_env {
         command.env("AMIME_MESHD", addr);
     }
@@ -52,9 +67,70 @@ fn the_meshd_address_comes_from_amime_meshd_and_the_flag_wins() {
     assert!(text(&out.stderr).contains(&format!("cannot reach meshd at {env_addr}")), "{}", text(&out.stderr));
     let out = meshctl(&["proxy-status", "--meshd", &flag_addr], Some(&env_addr));
     assert!(text(&out.stderr).contains(&format!("cannot reach meshd at {flag_addr}")), "{}", text(&out.stderr));
-    // Without either: the default.
-    let out = meshctl(&["proxy-status", "--help"], None);
-    assert!(text(&out.stdout).contains("[default: 127.0.0.1:15010]"), "{}", text(&out.stdout));
+    // Without either (and no kubeconfig): the default.
+    let out = meshctl(&["proxy-status"], None);
+    assert!(text(&out.stderr).contains("cannot reach meshd at 127.0.0.1:15010"), "{}", text(&out.stderr));
+}
+
+/// A kubeconfig whose only cluster is `server`, context `test`.
+fn kubeconfig(path: &Path, server: &str) {
+    let text = format!(
+        "apiVersion: v1\nkind: Config\ncurrent-context: test\nclusters:\n- name: c\n  cluster:\n    server: {server}\n\
+contexts:\n- name: test\n  context:\n    cluster: c\n    user: u\nusers:\n- name: u\n  user:\n    token: t\n"
+    );
+    std::fs::write(path, text).expect("write kubeconfig");
+}
+
+#[test]
+fn a_kubeconfig_is_used_when_no_address_is_given_and_errors_name_the_cluster() {
+    let home = home("kube");
+    std::fs::create_dir_all(home.join(".kube")).unwrap();
+    let server = format!("http://{}", nowhere());
+    kubeconfig(&home.join(".kube/config"), &server);
+    let listing = format!(
+        "listing meshd's pods (app.kubernetes.io/name=meshd) in namespace amime-system of context test ({server}/)"
+    );
+    // ~/.kube/config: used when neither --meshd nor AMIME_MESHD is given.
+    let out = meshctl_in(&home, &["proxy-status"], None);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.starts_with(&format!("error: {listing}")), "{stderr}");
+    // AMIME_MESHD beats ~/.kube/config; --kubeconfig beats AMIME_MESHD.
+    let env_addr = nowhere();
+    let out = meshctl_in(&home, &["proxy-status"], Some(&env_addr));
+    assert!(text(&out.stderr).contains(&format!("cannot reach meshd at {env_addr}")), "{}", text(&out.stderr));
+    let other = home.join("other-kubeconfig");
+    kubeconfig(&other, &server);
+    let out = meshctl_in(
+        &home,
+        &["proxy-status", "--kubeconfig", other.to_str().unwrap(), "--meshd-namespace", "mesh"],
+        Some(&env_addr),
+    );
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("in namespace mesh of context test"), "{stderr}");
+    // version: the client answers, the lookup's error is the server's note.
+    let out = meshctl_in(&home, &["version"], None);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains(&format!("meshd   unknown: {listing}")), "{}", text(&out.stdout));
+}
+
+#[test]
+fn kubeconfig_errors_name_the_file_and_context() {
+    let home = home("kube-errors");
+    let missing = home.join("missing");
+    let out = meshctl_in(&home, &["proxy-status", "--kubeconfig", missing.to_str().unwrap()], None);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.starts_with(&format!("error: reading kubeconfig {}", missing.display())), "{stderr}");
+    let file = home.join("config");
+    kubeconfig(&file, "http://127.0.0.1:1");
+    let out = meshctl_in(&home, &["proxy-status", "--kubeconfig", file.to_str().unwrap(), "--context", "prod"], None);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.starts_with(&format!("error: kubeconfig {}, context prod", file.display())), "{stderr}");
+    let out = meshctl_in(&home, &["proxy-status", "--context", "prod"], None);
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("--context prod: no kubeconfig to read it from"), "{stderr}");
 }
 
 #[test]
@@ -75,6 +151,8 @@ fn usage_errors_exit_2_and_say_what_is_expected() {
         (&["proxy-config"], "<KIND>"),
         (&["version", "-o", "toml"], "possible values"),
         (&["proxy-status", "a", "b"], "unexpected argument"),
+        (&["proxy-status", "--meshd", "a:1", "--kubeconfig", "k"], "cannot be used with"),
+        (&["version", "--context", "c", "--meshd", "a:1"], "cannot be used with"),
     ];
     for (args, want) in cases {
         let out = meshctl(args, None);
@@ -107,7 +185,9 @@ fn version_answers_for_the_client_when_meshd_does_not() {
 fn help_explains_states_and_kinds() {
     let out = meshctl(&["proxy-status", "--help"], None);
     let help = text(&out.stdout);
-    for word in ["SYNCED", "STALE", "NACKED", "WARMING", "NOT SENT", "-n, --namespace", "-o, --output"] {
+    for word in
+        ["SYNCED", "STALE", "NACKED", "WARMING", "NOT SENT", "-n, --namespace", "-o, --output", "--kubeconfig <FILE>"]
+    {
         assert!(help.contains(word), "proxy-status --help lacks {word:?}:\n{help}");
     }
     let out = meshctl(&["proxy-config", "--help"], None);

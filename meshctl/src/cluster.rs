@@ -139,7 +139,11 @@ pub async fn find_meshd(cluster: &Cluster, namespace: &str) -> anyhow::Result<Ch
     let listed = tokio::time::timeout(API_TIMEOUT, pods.list(&ListParams::default().labels(POD_SELECTOR))).await;
     let list = match listed {
         Ok(Ok(list)) => list,
-        Ok(Err(e)) => bail!("listing meshd's pods ({POD_SELECTOR}) in namespace {namespace} of {}: {e}", cluster.name),
+        Ok(Err(e)) => bail!(
+            "listing meshd's pods ({POD_SELECTOR}) in namespace {namespace} of {}: {}{LOCAL}",
+            cluster.name,
+            api_error(&e)
+        ),
         Err(_) => {
             bail!("listing meshd's pods in namespace {namespace} of {}: no answer in {API_TIMEOUT:?}", cluster.name)
         }
@@ -152,6 +156,17 @@ pub async fn find_meshd(cluster: &Cluster, namespace: &str) -> anyhow::Result<Ch
             cluster.name
         )
     })
+}
+
+/// For a person whose kubeconfig was found while meshd runs on this machine.
+const LOCAL: &str = " (for a meshd on this machine: --meshd 127.0.0.1:15010)";
+
+/// An API error's message, or a transport error's innermost cause.
+fn api_error(e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(status) => format!("{} ({})", status.message, status.code),
+        other => format!("{other}: {}", crate::meshd::cause(other)),
+    }
 }
 
 /// What to do when the chosen pod's IP cannot be reached from this machine.

@@ -104,7 +104,7 @@ impl MeshdArgs {
 }
 
 /// The innermost cause of an error (a transport error's own text is only "transport error").
-fn cause(e: &(dyn std::error::Error + 'static)) -> String {
+pub fn cause(e: &(dyn std::error::Error + 'static)) -> String {
     let mut inner = e;
     while let Some(source) = inner.source() {
         inner = source;

@@ -54,7 +54,7 @@ async fn meshctl_finds_meshd_through_the_kubeconfig() {
         }
         let kubeconfig = cluster.kubeconfig().to_str().unwrap().to_owned();
         let with_kubeconfig = |args: &[&str]| -> Vec<String> {
-            ["--kubeconfig", kubeconfig.as_str()].iter().chain(args).map(|s| s.to_string()).collect()
+            args.iter().chain(&["--kubeconfig", kubeconfig.as_str()]).map(|s| s.to_string()).collect()
         };
         let server = cluster.server_url();
 
@@ -109,6 +109,7 @@ async fn meshctl_finds_meshd_through_the_kubeconfig() {
             run.stdout
         );
         ensure!(run.stdout.contains("1 proxy"), "{}", run.stdout);
+        eprintln!("meshctl version --kubeconfig:\n{}", run.stdout);
 
         // The same pod at an address this machine cannot reach (TEST-NET-1): connect timeout.
         let unreachable = Ipv4Addr::new(192, 0, 2, 10);
@@ -122,6 +123,7 @@ async fn meshctl_finds_meshd_through_the_kubeconfig() {
         );
         ensure!(run.stderr.contains(&hint), "{}", run.stderr);
         ensure!(run.stdout.is_empty(), "{}", run.stdout);
+        eprintln!("meshctl proxy-status --kubeconfig, pod IP unreachable:\n{}", run.stderr);
         Ok(())
     })
     .await;

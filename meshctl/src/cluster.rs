@@ -111,7 +111,10 @@ pub async fn connect(kubeconfig: &Kubeconfig, context: Option<&str>) -> anyhow::
         Kubeconfig::Flag(path) | Kubeconfig::Home(path) => {
             Some(KubeconfigFile::read_from(path).with_context(|| format!("reading {what}"))?)
         }
-        Kubeconfig::Env(_) => KubeconfigFile::from_env().with_context(|| format!("reading {what}"))?,
+        Kubeconfig::Env(_) => {
+            let file = KubeconfigFile::from_env().with_context(|| format!("reading {what}"))?;
+            Some(file.with_context(|| format!("{what} names no file"))?)
+        }
         Kubeconfig::InCluster => None,
     };
     let (mut config, context_name) = match file {

@@ -28,12 +28,16 @@ fn meshctl(args: &[&str], meshd_env: Option<&str>) -> Output {
 
 /// meshctl with `home` as HOME and no KUBECONFIG, outside any pod.
 fn meshctl_in(home: &Path, args: &[&str], meshd_env: Option<&str>) -> Output {
+    let env: Vec<(&str, &str)> = meshd_env.map(|addr| ("AMIME_MESHD", addr)).into_iter().collect();
+    meshctl_env(home, args, &env)
+}
+
+/// meshctl with `home` as HOME, outside any pod, and only `env` of AMIME_MESHD and KUBECONFIG.
+fn meshctl_env(home: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut command = Command::new(env!("CARGO_BIN_EXE_meshctl"));
     command.args(args).env_remove("RUST_BACKTRACE").env_remove("AMIME_MESHD");
     command.env_remove("KUBECONFIG").env_remove("KUBERNETES_SERVICE_HOST").env("HOME", home);
-    if let Some(addr) = meshd_env {
-        command.env("AMIME_MESHD", addr);
-    }
+    command.envs(env.iter().copied());
     command.output().expect("run meshctl")
 }
 
@@ -108,6 +112,16 @@ fn a_kubeconfig_is_used_when_no_address_is_given_and_errors_name_the_cluster() {
     );
     let stderr = text(&out.stderr);
     assert!(stderr.contains("in namespace mesh of context test"), "{stderr}");
+    // KUBECONFIG (here a list, the first file's current context wins) beats ~/.kube/config.
+    let prod = home.join("prod-kubeconfig");
+    kubeconfig(&prod, "http://127.0.0.1:1");
+    let list = format!("{}:{}", prod.display(), other.display());
+    let out = meshctl_env(&home, &["proxy-status"], &[("KUBECONFIG", &list)]);
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("of context test (http://127.0.0.1:1/)"), "{stderr}");
+    let out = meshctl_env(&home, &["proxy-status"], &[("KUBECONFIG", ":")]);
+    let stderr = text(&out.stderr);
+    assert_eq!((out.status.code(), stderr.as_str()), (Some(1), "error: KUBECONFIG=: names no file\n"));
     // version: the client answers, the lookup's error is the server's note.
     let out = meshctl_in(&home, &["version"], None);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));

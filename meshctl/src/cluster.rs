@@ -153,9 +153,19 @@ pub async fn find_meshd(cluster: &Cluster, namespace: &str) -> anyhow::Result<Ch
     };
     let views: Vec<PodView> = list.items.iter().map(PodView::of).collect();
     choose_pod(&views).map_err(|why| {
+        // A meshd that is not Ready (still syncing, or stuck) serves its admin API all the same.
+        let live = views.iter().filter(|p| !p.deleting).map(|p| p.name.as_str()).min();
+        let next = match live {
+            Some(pod) => format!(
+                "to ask one that is not Ready: `kubectl -n {namespace} port-forward pod/{pod} 15010` \
+                 and --meshd 127.0.0.1:15010"
+            ),
+            None => {
+                "is Amime installed there (--meshd-namespace NS), or is meshd elsewhere (--meshd HOST:PORT)?".to_owned()
+            }
+        };
         anyhow::anyhow!(
-            "no meshd to talk to in namespace {namespace} of {}: {why} with label {POD_SELECTOR}; \
-             is Amime installed there (--meshd-namespace NS), or is meshd elsewhere (--meshd HOST:PORT)?",
+            "no meshd to talk to in namespace {namespace} of {}: {why} with label {POD_SELECTOR}; {next}",
             cluster.name
         )
     })

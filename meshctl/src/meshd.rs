@@ -14,6 +14,9 @@ use tonic::transport::{Channel, Endpoint};
 use crate::cluster;
 use crate::target::{self, Sources, Target, DEFAULT_MESHD};
 
+/// How long connecting to meshd may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// How to reach a meshd that is not where meshctl looked.
 const HOW_TO_POINT: &str = "start meshd, or point meshctl at it with --meshd HOST:PORT or AMIME_MESHD=HOST:PORT, \
 or at its cluster with --kubeconfig FILE";
@@ -65,7 +68,7 @@ fn endpoint(addr: &str, from: &str) -> anyhow::Result<Endpoint> {
     let url = if addr.contains("://") { addr.to_owned() } else { format!("http://{addr}") };
     let endpoint = Endpoint::from_shared(url)
         .with_context(|| format!("{from} {addr:?} is not HOST:PORT (for example {DEFAULT_MESHD})"))?;
-    Ok(endpoint.connect_timeout(Duration::from_secs(3)).timeout(Duration::from_secs(15)))
+    Ok(endpoint.connect_timeout(CONNECT_TIMEOUT).timeout(Duration::from_secs(15)))
 }
 
 fn admin(channel: Channel, at: String) -> Admin {
@@ -94,7 +97,10 @@ impl MeshdArgs {
                         chosen.pod,
                         chosen.addr,
                         cluster.name,
-                        cause(&e),
+                        match cause(&e).as_str() {
+                            "deadline has elapsed" => format!("no connection within {CONNECT_TIMEOUT:?}"),
+                            other => other.to_owned(),
+                        },
                         cluster::port_forward_hint(namespace)
                     ),
                 }

@@ -66,7 +66,7 @@ async fn meshctl_finds_meshd_through_the_kubeconfig() {
         ensure!(
             run.stderr.starts_with("error: no meshd to talk to in namespace default of context ")
                 && run.stderr.contains(&server)
-                && run.stderr.contains(": no pod with label app.kubernetes.io/name=meshd"),
+                && run.stderr.contains(": no pod with label app.kubernetes.io/name=meshd; is Amime installed there"),
             "{}",
             run.stderr
         );
@@ -79,10 +79,18 @@ async fn meshctl_finds_meshd_through_the_kubeconfig() {
             ensure!(run.code == Some(1), "exit {:?}: {}", run.code, run.stderr);
             let want = format!("error: no meshd to talk to in namespace {MESHD_NAMESPACE} of context ");
             ensure!(run.stderr.starts_with(&want), "{}", run.stderr);
-            ensure!(run.stderr.matches(" not Ready").count() == 2, "two replicas, not Ready: {}", run.stderr);
+            let why = run.stderr.split(" with label ").next().unwrap_or_default();
+            ensure!(why.matches(" not Ready").count() == 2, "two replicas, not Ready: {}", run.stderr);
+            let hint = format!("`kubectl -n {MESHD_NAMESPACE} port-forward pod/meshd-");
+            ensure!(
+                run.stderr.contains(&hint) && run.stderr.contains(" 15010` and --meshd 127.0.0.1:15010"),
+                "{}",
+                run.stderr
+            );
             Ok(())
         })
         .await?;
+        eprintln!("meshctl proxy-status --kubeconfig, no Ready pod:\n{}", meshctl(&home, &proxy_status).await?.stderr);
 
         // One replica made Ready at a pod IP where meshd listens, a real Envoy connected.
         let meshd_ip = network.ip(hosts::MESHD);
@@ -118,6 +126,7 @@ async fn meshctl_finds_meshd_through_the_kubeconfig() {
         ensure!(run.code == Some(1), "exit {:?}: {}", run.code, run.stderr);
         let want = format!("error: cannot reach meshd pod {MESHD_NAMESPACE}/{pod} at {unreachable}:15010 in context ");
         ensure!(run.stderr.starts_with(&want) && run.stderr.contains(&server), "{}", run.stderr);
+        ensure!(run.stderr.contains("(no connection within 3s)"), "{}", run.stderr);
         let hint = format!(
             "kubectl -n {MESHD_NAMESPACE} port-forward deploy/meshd 15010` and give meshctl --meshd 127.0.0.1:15010"
         );

@@ -10,6 +10,7 @@
 // boxing them would only add noise.
 #![allow(clippy::result_large_err)]
 
+pub mod analyze;
 pub mod config;
 pub mod crd;
 pub mod envoy_json;

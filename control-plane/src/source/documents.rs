@@ -44,6 +44,9 @@ pub fn parse_file(
 pub struct FileObjects {
     pub objects: BTreeMap<ObjectKey, MeshObject>,
     pub documents: BTreeMap<ObjectKey, usize>,
+    /// How many objects the documents held (valid or not, of any kind; a `List`'s items
+    /// each count).
+    pub read: usize,
 }
 
 /// [`parse_file`], also saying which document defines each object.
@@ -110,7 +113,7 @@ pub fn parse_file_documents(
             out.parse_one(value, &duplicates, previous, (i, place), with_place);
         }
     }
-    (Some(FileObjects { objects: out.objects, documents: out.documents }), out.problems)
+    (Some(FileObjects { objects: out.objects, documents: out.documents, read: out.read }), out.problems)
 }
 
 /// What one file gave so far.
@@ -122,6 +125,7 @@ struct Collected {
     /// The document each object (or its kept last good state) stands for.
     documents: BTreeMap<ObjectKey, usize>,
     problems: Vec<Diagnostic>,
+    read: usize,
 }
 
 impl Collected {
@@ -133,6 +137,7 @@ impl Collected {
         (document, place): (usize, String),
         with_place: impl Fn(Diagnostic) -> Diagnostic,
     ) {
+        self.read += 1;
         let raw = match RawObject::from_value(value) {
             Ok(raw) => raw,
             Err(e) => {

@@ -49,6 +49,33 @@ pub struct MeshdConfig {
     #[arg(long, env = "AMIME_MONITORING_ADDR", default_value = "0.0.0.0:15014", value_name = "ADDR")]
     pub monitoring_addr: SocketAddr,
 
+    /// Address of the HTTPS sidecar-injection webhook (`POST /inject`, `GET /healthz`), or
+    /// `off`.
+    #[arg(long, env = "AMIME_WEBHOOK_ADDR", default_value = "0.0.0.0:15017", value_name = "ADDR|off")]
+    pub webhook_addr: crate::webhook::WebhookAddr,
+
+    /// PEM certificate (chain) the webhook serves, e.g. from cert-manager; re-read when the
+    /// file changes (a bad new pair is logged and the last good one kept). Without it meshd
+    /// generates a CA and a serving certificate (with the Kubernetes source kept in the
+    /// Secret amime-webhook-tls of --namespace, shared by replicas, and written into the
+    /// MutatingWebhookConfiguration amime-sidecar-injector's caBundle; with --config-dir in
+    /// memory, its CA at the monitoring server's /debug/webhook-ca).
+    #[arg(long, env = "AMIME_WEBHOOK_CERT", value_name = "FILE", requires = "webhook_key")]
+    pub webhook_cert: Option<PathBuf>,
+
+    /// PEM private key of --webhook-cert.
+    #[arg(long, env = "AMIME_WEBHOOK_KEY", value_name = "FILE", requires = "webhook_cert")]
+    pub webhook_key: Option<PathBuf>,
+
+    /// The webhook's Service name: the generated certificate is for <NAME>, <NAME>.<ns>,
+    /// <NAME>.<ns>.svc and <NAME>.<ns>.svc.cluster.local (ns: --namespace), and localhost.
+    #[arg(long, env = "AMIME_WEBHOOK_SERVICE", default_value = "amime-meshd", value_name = "NAME")]
+    pub webhook_service: String,
+
+    /// What the webhook injects into pods.
+    #[command(flatten)]
+    pub injection: injector::settings::InjectionArgs,
+
     /// Push once no change has arrived for this many milliseconds...
     #[arg(long, env = "AMIME_DEBOUNCE_QUIET", default_value_t = 100, value_name = "MS")]
     pub debounce_quiet: u64,
@@ -118,6 +145,20 @@ impl MeshdConfig {
         Ok(())
     }
 
+    /// Where the webhook's serving certificate comes from.
+    pub fn webhook_certs(&self) -> crate::webhook::CertSource {
+        match (&self.webhook_cert, &self.webhook_key) {
+            (Some(cert), Some(key)) => crate::webhook::CertSource::Files(crate::webhook::tls::CertFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+            }),
+            _ => crate::webhook::CertSource::Generated {
+                service: self.webhook_service.clone(),
+                namespace: self.namespace.clone(),
+            },
+        }
+    }
+
     /// This replica's identity for leader election: --identity (POD_NAME), else
     /// `<host name>_<pid>`.
     pub fn identity(&self) -> String {
@@ -165,6 +206,22 @@ mod tests {
         assert!(!parse(&[]).identity().is_empty(), "falls back to the host name");
         let both = MeshdConfig::try_parse_from(["meshd", "--config-dir", "/d", "--kubeconfig", "/k"]).unwrap_err();
         assert!(both.to_string().contains("cannot be used with"), "{both}");
+    }
+
+    #[test]
+    fn the_webhook_flags() {
+        let c = parse(&[]);
+        assert_eq!(c.webhook_addr.0, Some("0.0.0.0:15017".parse().unwrap()));
+        assert!(matches!(c.webhook_certs(), crate::webhook::CertSource::Generated { ref service, ref namespace }
+            if service == "amime-meshd" && namespace == "amime-system"));
+        assert_eq!(parse(&["--webhook-addr", "off"]).webhook_addr.0, None);
+        let files = parse(&["--webhook-cert", "/c.pem", "--webhook-key", "/k.pem"]).webhook_certs();
+        assert!(matches!(files, crate::webhook::CertSource::Files(ref f) if f.cert.to_str() == Some("/c.pem")));
+        let alone = MeshdConfig::try_parse_from(["meshd", "--webhook-cert", "/c.pem"]).unwrap_err();
+        assert!(alone.to_string().contains("--webhook-key"), "{alone}");
+        let bad = MeshdConfig::try_parse_from(["meshd", "--webhook-addr", "15017"]).unwrap_err();
+        assert!(bad.to_string().contains("expected IP:PORT or `off`"), "{bad}");
+        assert_eq!(parse(&["--proxy-image", "img:1"]).injection.settings().image, "img:1");
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //! model index ([`model`]); the push loop ([`push`]) debounces changes, runs the pure
 //! translator ([`translate`]) and hands per-proxy snapshots to the generic xDS engine
 //! (the `xds` crate), which serves them to Envoy. [`monitoring`] exposes health,
-//! readiness, metrics and debug state; [`config`] is meshd's one typed configuration.
+//! readiness, metrics and debug state; [`webhook`] is the sidecar-injection admission
+//! webhook; [`config`] is meshd's one typed configuration.
 #![forbid(unsafe_code)]
 // Validation errors are rich (object, file, field, message) and on the cold path;
 // boxing them would only add noise.
@@ -24,3 +25,4 @@ pub mod run;
 pub mod source;
 mod sync;
 pub mod translate;
+pub mod webhook;

@@ -1,5 +1,5 @@
 //! The monitoring HTTP endpoint (15014): `/healthz`, `/readyz`, Prometheus `/metrics`,
-//! and `/debug/config_errors`, `/debug/proxies` (JSON).
+//! and `/debug/config_errors`, `/debug/proxies` (JSON), `/debug/webhook-ca` (PEM).
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -22,6 +22,8 @@ pub struct Monitored {
     pub registry: ConnectionRegistry,
     /// The Kubernetes source's counters, when it runs.
     pub kube: Option<Arc<crate::source::kube::stats::KubeStats>>,
+    /// The webhook's counters and generated CA, when it runs.
+    pub webhook: Option<Arc<crate::webhook::WebhookShared>>,
 }
 
 impl Monitored {
@@ -48,6 +50,7 @@ pub fn router(m: Monitored) -> Router {
         .route("/metrics", get(metrics))
         .route("/debug/config_errors", get(config_errors))
         .route("/debug/proxies", get(proxies))
+        .route("/debug/webhook-ca", get(webhook_ca))
         .with_state(m)
 }
 
@@ -95,6 +98,22 @@ pub fn waiting_text(waiting: &[String]) -> String {
 
 async fn config_errors(State(m): State<Monitored>) -> Json<Vec<ObjectError>> {
     Json(m.config_errors())
+}
+
+/// The webhook's generated CA (PEM), to verify its TLS with.
+async fn webhook_ca(State(m): State<Monitored>) -> impl IntoResponse {
+    match m.webhook.as_ref().and_then(|w| w.ca_pem.load_full()) {
+        Some(pem) => (StatusCode::OK, [(header::CONTENT_TYPE, "application/x-pem-file")], pem.to_string()),
+        None => {
+            let why = match m.webhook {
+                Some(_) => {
+                    "no generated webhook CA: meshd serves --webhook-cert (or has not made its certificate yet)\n"
+                }
+                None => "the webhook is off (--webhook-addr off)\n",
+            };
+            (StatusCode::NOT_FOUND, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], why.to_owned())
+        }
+    }
 }
 
 async fn proxies(State(m): State<Monitored>) -> Json<Vec<xds::status::ConnectionReport>> {
@@ -214,6 +233,9 @@ pub fn render_metrics(m: &Monitored) -> String {
     );
     if let Some(kube) = &m.kube {
         kube.render(&mut out);
+    }
+    if let Some(webhook) = &m.webhook {
+        webhook.stats.render(&mut out);
     }
     out
 }

@@ -119,6 +119,11 @@ impl MeshState {
         crate::sync::lock(&self.unreadable).clone()
     }
 
+    /// The labels of Namespace `name`, if the source has it.
+    pub fn namespace_labels(&self, name: &str) -> Option<crate::model::Labels> {
+        crate::sync::lock(&self.index).namespaces.get(name).map(|ns| ns.labels.clone())
+    }
+
     fn snapshot(&self) -> Arc<Index> {
         crate::sync::lock(&self.index).snapshot()
     }

@@ -1,4 +1,5 @@
-//! Wires meshd together: source → state → push loop → xDS server, plus monitoring.
+//! Wires meshd together: source → state → push loop → xDS server, plus monitoring and the
+//! injection webhook.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,6 +11,7 @@ use crate::config::MeshdConfig;
 use crate::monitoring::{self, Monitored};
 use crate::push::{self, Distributor, MeshState, ProxySnapshots};
 use crate::source::{dir_watch, kube};
+use crate::webhook::{self, Webhook, WebhookShared};
 
 /// Where meshd's objects come from.
 enum Source {
@@ -43,14 +45,25 @@ pub async fn run(config: MeshdConfig) -> anyhow::Result<()> {
     let monitoring_listener = tokio::net::TcpListener::bind(config.monitoring_addr)
         .await
         .with_context(|| format!("binding the monitoring server to {}", config.monitoring_addr))?;
+    let webhook_listener = match config.webhook_addr.0 {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding the webhook server to {addr}"))?,
+        ),
+        None => None,
+    };
+    let webhook_shared = webhook_listener.as_ref().map(|_| Arc::new(WebhookShared::default()));
     let shared = Arc::new(kube::Shared::default());
     let monitored = Monitored {
         state: state.clone(),
         distributor: distributor.clone(),
         registry: registry.clone(),
         kube: matches!(source, Source::Kube(..)).then(|| shared.stats.clone()),
+        webhook: webhook_shared.clone(),
     };
     let monitoring = monitoring::serve(monitoring_listener, monitored);
+    let webhook = run_webhook(webhook_listener, webhook_shared, &config, client_of(&source), state.clone());
 
     let lease = match &source {
         Source::Kube(client, lease) => Some((client.clone(), lease.clone())),
@@ -76,6 +89,7 @@ pub async fn run(config: MeshdConfig) -> anyhow::Result<()> {
         r = server => r.context("xDS server"),
         r = monitoring => r.context("monitoring server"),
         r = source => r,
+        r = webhook => r.context("webhook server"),
         () = pusher => Ok(()),
     };
     // The source (and its lease campaign) is stopped now: nothing renews the Lease again.
@@ -84,6 +98,28 @@ pub async fn run(config: MeshdConfig) -> anyhow::Result<()> {
     }
     tracing::info!("meshd stopped");
     result
+}
+
+fn client_of(source: &Source) -> Option<::kube::Client> {
+    match source {
+        Source::Kube(client, _) => Some(client.clone()),
+        Source::Dir(_) => None,
+    }
+}
+
+/// The injection webhook, if it is on (else never returns).
+async fn run_webhook(
+    listener: Option<tokio::net::TcpListener>,
+    shared: Option<Arc<WebhookShared>>,
+    config: &MeshdConfig,
+    client: Option<::kube::Client>,
+    state: Arc<MeshState>,
+) -> anyhow::Result<()> {
+    let (Some(listener), Some(shared)) = (listener, shared) else {
+        return std::future::pending().await;
+    };
+    let settings = config.injection.settings();
+    webhook::run(listener, config.webhook_certs(), Webhook { state, client, settings, shared }).await
 }
 
 /// Hands the status Lease over on the way out, if this replica holds it (a rollout then

@@ -17,6 +17,7 @@
 //!   on the test's loopback block, and the harness playing kubelet.
 //! - [`injected`]: injected pods in network namespaces (the harness plays kubelet with the injector's output).
 //! - [`rbac`]: the install manifests' RBAC as data, and what it allows (as the RBAC authorizer decides).
+//! - [`webhook`]: a client of meshd's injection webhook over verified TLS, AdmissionReview bodies.
 //! - [`rules`]: the reviews DestinationRule and VirtualServices the tests and the demo use.
 //!
 //! Tests run in parallel: each test picks its own loopback block `127.0.N.0/24` ([`mesh::IpBlock`])
@@ -36,6 +37,7 @@ pub mod rules;
 pub mod sidecar;
 pub mod upstream;
 pub mod wait;
+pub mod webhook;
 
 pub use context::{run_test, TestContext};
 pub use http::Response;

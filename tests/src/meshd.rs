@@ -17,6 +17,8 @@ use crate::wait::await_condition;
 pub const XDS_PORT: u16 = 15010;
 /// Monitoring HTTP port, as in production.
 pub const MONITORING_PORT: u16 = 15014;
+/// HTTPS injection webhook port, as in production.
+pub const WEBHOOK_PORT: u16 = 15017;
 /// How long meshd may take to become ready.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -44,11 +46,13 @@ pub struct Meshd {
     process: ManagedProcess,
     xds: SocketAddr,
     monitoring: SocketAddr,
+    webhook: SocketAddr,
     config_dir: PathBuf,
 }
 
 impl Meshd {
-    /// Start meshd on `ip` (xDS on `ip:15010`, monitoring on `ip:15014`) and wait for `/readyz`.
+    /// Start meshd on `ip` (xDS on `ip:15010`, monitoring on `ip:15014`, the webhook on
+    /// `ip:15017` unless `extra_args` set `--webhook-addr`) and wait for `/readyz`.
     pub async fn start(ctx: &TestContext, config_dir: &Path, ip: Ipv4Addr, extra_args: &[&str]) -> Result<Self> {
         Self::spawn(ctx, ("--config-dir", config_dir), ip, extra_args, false).await
     }
@@ -79,6 +83,7 @@ impl Meshd {
     ) -> Result<Self> {
         let xds = SocketAddr::from((ip, XDS_PORT));
         let monitoring = SocketAddr::from((ip, MONITORING_PORT));
+        let webhook = SocketAddr::from((ip, WEBHOOK_PORT));
         let meshd = paths::binary("meshd")?;
         let mut args: Vec<String> = Vec::new();
         let program = if as_nobody {
@@ -96,9 +101,12 @@ impl Meshd {
             "--monitoring-addr".into(),
             monitoring.to_string(),
         ]);
+        if !extra_args.iter().any(|a| a.starts_with("--webhook-addr")) {
+            args.extend(["--webhook-addr".into(), webhook.to_string()]);
+        }
         args.extend(extra_args.iter().map(|a| a.to_string()));
         let process = ManagedProcess::spawn(ctx, "meshd", &program, &args)?;
-        let meshd = Self { process, xds, monitoring, config_dir: config_dir.to_path_buf() };
+        let meshd = Self { process, xds, monitoring, webhook, config_dir: config_dir.to_path_buf() };
         meshd.wait_ready(READY_TIMEOUT).await?;
         Ok(meshd)
     }
@@ -153,6 +161,11 @@ impl Meshd {
 
     pub fn monitoring_addr(&self) -> SocketAddr {
         self.monitoring
+    }
+
+    /// The webhook's address (unless `--webhook-addr` was given in the extra arguments).
+    pub fn webhook_addr(&self) -> SocketAddr {
+        self.webhook
     }
 
     pub fn config_dir(&self) -> &Path {

@@ -116,6 +116,16 @@ pub fn meshd_lease_role() -> Result<Role> {
     Ok(role)
 }
 
+/// meshd's rules for the webhook's certificate Secret: the Role of
+/// `manifests/install/32-role-webhook.yaml`.
+pub fn meshd_webhook_role() -> Result<Role> {
+    let role: Role = load("32-role-webhook.yaml")?;
+    if role.metadata.namespace.as_deref() != Some(MESHD_NAMESPACE) {
+        bail!("32-role-webhook.yaml: metadata.namespace is {:?}, not {MESHD_NAMESPACE}", role.metadata.namespace);
+    }
+    Ok(role)
+}
+
 /// The install manifests' file names, in the order `kubectl apply -f` applies them.
 pub fn install_files() -> Result<Vec<PathBuf>> {
     let dir = install_dir();

@@ -26,6 +26,7 @@ use control_plane::model::Kind;
 use control_plane::source::kube::crd::crd_names;
 use control_plane::source::kube::feed::{FeedId, CORE_FEEDS};
 use control_plane::source::kube::lease::LeaseConfig;
+use control_plane::webhook::kube::{TLS_SECRET, WEBHOOK_CONFIGURATION};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::authorization::v1::{ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec};
 use k8s_openapi::api::coordination::v1::Lease;
@@ -76,7 +77,31 @@ fn meshd_needs() -> BTreeSet<Grant> {
             add(feed.group.name(), &format!("{plural}/status"), &["patch"], &[]);
         }
     }
+    // The injection webhook: a namespace not seen yet, and its configuration's caBundle.
+    add("", "namespaces", &["get"], &[]);
+    let webhook_configuration = [WEBHOOK_CONFIGURATION.to_string()];
+    add(
+        "admissionregistration.k8s.io",
+        "mutatingwebhookconfigurations",
+        &["list", "watch", "patch"],
+        &webhook_configuration,
+    );
     needs
+}
+
+#[test]
+fn the_webhook_role_names_the_secret_meshd_keeps() {
+    let role = rbac::meshd_webhook_role().unwrap();
+    let named: Vec<_> = role.rules.iter().flatten().flat_map(|r| r.resource_names.iter().flatten()).collect();
+    assert_eq!(named, [TLS_SECRET], "32-role-webhook.yaml");
+    let grants: BTreeSet<_> = rbac::grants(&role.rules.unwrap()).into_iter().map(|(_, r, v, n)| (r, v, n)).collect();
+    let secret = |verb: &str, names: &[&str]| {
+        ("secrets".to_string(), verb.to_string(), names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+    };
+    assert_eq!(
+        grants,
+        BTreeSet::from([secret("create", &[]), secret("get", &[TLS_SECRET]), secret("update", &[TLS_SECRET])])
+    );
 }
 
 #[test]
@@ -94,6 +119,8 @@ fn access_table() -> Vec<(Access, bool)> {
     let lease = Access::new("get", "coordination.k8s.io", "leases").namespace(MESHD_NAMESPACE);
     let pods = Access::new("get", "", "pods");
     let crds = Access::new("watch", "apiextensions.k8s.io", "customresourcedefinitions");
+    let secret = Access::new("get", "", "secrets").namespace(MESHD_NAMESPACE);
+    let mwc = Access::new("get", "admissionregistration.k8s.io", "mutatingwebhookconfigurations");
     vec![
         // What it watches, cluster-wide and in one namespace.
         (Access { verb: "list", ..pods }, true),
@@ -128,8 +155,26 @@ fn access_table() -> Vec<(Access, bool)> {
         (Access { verb: "list", ..lease }, false),
         (Access { verb: "create", ..lease }.namespace("default"), false),
         (Access { verb: "update", ..lease }.namespace("kube-system").name(STATUS_LEASE), false),
-        // Nothing else: no secrets, no writes to workloads, no way to more rights.
-        (Access::new("get", "", "secrets").namespace(MESHD_NAMESPACE), false),
+        // The webhook's certificate Secret, and no other.
+        (secret.name(TLS_SECRET), true),
+        (Access { verb: "update", ..secret }.name(TLS_SECRET), true),
+        (Access { verb: "create", ..secret }, true),
+        (Access { verb: "delete", ..secret }.name(TLS_SECRET), false),
+        (secret.name("other"), false),
+        (Access { verb: "create", ..secret }.namespace("default"), false),
+        (secret.namespace("kube-system").name(TLS_SECRET), false),
+        // The webhook's configuration (its caBundle), and no other; namespaces by name.
+        (Access { verb: "patch", ..mwc }.name(WEBHOOK_CONFIGURATION), true),
+        (Access { verb: "watch", ..mwc }.name(WEBHOOK_CONFIGURATION), true),
+        (Access { verb: "patch", ..mwc }.name("istio-sidecar-injector"), false),
+        (Access { verb: "delete", ..mwc }.name(WEBHOOK_CONFIGURATION), false),
+        (Access { verb: "create", ..mwc }, false),
+        (Access { verb: "list", ..mwc }, false),
+        (Access::new("patch", "admissionregistration.k8s.io", "validatingwebhookconfigurations").name("x"), false),
+        (Access::new("get", "", "namespaces").name("bookinfo"), true),
+        (Access::new("patch", "", "namespaces").name("bookinfo"), false),
+        // Nothing else: no other secrets, no writes to workloads, no way to more rights.
+        (secret, false),
         (Access::new("list", "", "secrets"), false),
         (Access::new("get", "", "configmaps").namespace("bookinfo"), false),
         (pods.namespace("bookinfo").name("reviews-v1"), false),
@@ -266,9 +311,12 @@ async fn install_manifests_apply_and_grant_exactly_the_table() {
             "clusterrolebinding.rbac.authorization.k8s.io/amime-meshd",
             "role.rbac.authorization.k8s.io/amime-meshd-leader-election",
             "rolebinding.rbac.authorization.k8s.io/amime-meshd-leader-election",
+            "role.rbac.authorization.k8s.io/amime-meshd-webhook",
+            "rolebinding.rbac.authorization.k8s.io/amime-meshd-webhook",
             "deployment.apps/meshd",
             "poddisruptionbudget.policy/meshd",
-            "service/meshd",
+            "service/amime-meshd",
+            "mutatingwebhookconfiguration.admissionregistration.k8s.io/amime-sidecar-injector",
             "customresourcedefinition.apiextensions.k8s.io/virtualservices.networking.amime.dev",
         ] {
             ensure!(
@@ -295,8 +343,13 @@ async fn install_manifests_apply_and_grant_exactly_the_table() {
 const IDENTITY: &str = "meshd-install-test";
 
 /// meshd on `block` (xDS on `.2:15010`, monitoring on `.2:15014`) with `kubeconfig`, its
-/// Lease in amime-system; waits for `/readyz`.
-async fn start_meshd(ctx: &TestContext, kubeconfig: &Path, block: IpBlock) -> Result<(ManagedProcess, SocketAddr)> {
+/// Lease in amime-system, its webhook on `webhook`; waits for `/readyz`.
+async fn start_meshd(
+    ctx: &TestContext,
+    kubeconfig: &Path,
+    block: IpBlock,
+    webhook: SocketAddr,
+) -> Result<(ManagedProcess, SocketAddr)> {
     let xds = block.addr(hosts::MESHD, 15010);
     let monitoring = block.addr(hosts::MESHD, 15014);
     let kubeconfig = kubeconfig.display().to_string();
@@ -311,6 +364,8 @@ async fn start_meshd(ctx: &TestContext, kubeconfig: &Path, block: IpBlock) -> Re
         &xds.to_string(),
         "--monitoring-addr",
         &monitoring.to_string(),
+        "--webhook-addr",
+        &webhook.to_string(),
     ];
     let meshd = ManagedProcess::spawn(ctx, "meshd", &paths::binary("meshd")?, args)?;
     await_condition("meshd /readyz to answer 200", Duration::from_secs(30), || async {
@@ -364,24 +419,32 @@ fn refusals(meshd: &ManagedProcess) -> Result<Vec<String>> {
 async fn meshd_runs_under_its_service_account() {
     run_test("meshd_runs_under_its_service_account", |ctx| async move {
         let block = IpBlock(192);
-        let cluster = KubeCluster::start(&ctx, block).await?;
+        // The API server dials the injection webhook at the Service's endpoints (meshd's pod).
+        let cluster =
+            KubeCluster::start_with_apiserver_args(&ctx, block, &["--enable-aggregator-routing=true"]).await?;
+        let network = PodNetwork::claim(block)?;
         let istio_crds = paths::workspace_root().join("tests/fixtures/istio-networking-crds.yaml");
         let (crds, install) = (manifests("crds"), manifests("install"));
         for dir in [&crds, &istio_crds, &install] {
             cluster.kubectl(&["apply", "-f", dir.to_str().unwrap()]).await?;
         }
+        amime_e2e::webhook::meshd_pod_at(&cluster, network.ip(hosts::MESHD).into()).await?;
         let token = cluster.token_for_service_account(MESHD_NAMESPACE, MESHD_SERVICE_ACCOUNT).await?;
         let kubeconfig = cluster.kubeconfig_for_token("meshd", &token)?;
-        let (meshd, xds) = start_meshd(&ctx, &kubeconfig, block).await?;
+        let (meshd, xds) = start_meshd(&ctx, &kubeconfig, block, network.addr(hosts::MESHD, 15017)).await?;
 
-        // The example for a cluster (bookinfo-cluster/), moved into this test's addresses.
-        let network = PodNetwork::claim(block)?;
+        // The example for a cluster (bookinfo-cluster/), moved into this test's addresses. Its
+        // namespace enables injection: its pods go through meshd's webhook (failurePolicy
+        // Fail), which serves once meshd has written its CA into the webhook configuration.
         let example = manifests("examples/bookinfo-cluster/mesh.yaml");
         let text = std::fs::read_to_string(&example).with_context(|| format!("read {}", example.display()))?;
         let mesh = ctx.dir().join("bookinfo-cluster.yaml");
         std::fs::write(&mesh, text.replace("10.244.10.", &format!("10.244.{}.", block.0)))?;
         let (mesh, rules) = (mesh.to_str().unwrap(), manifests("examples/bookinfo/reviews-rules.yaml"));
-        cluster.kubectl(&["apply", "-f", mesh, "-f", rules.to_str().unwrap()]).await?;
+        await_condition("the example to apply, its pods admitted by the webhook", Duration::from_secs(30), || async {
+            cluster.kubectl(&["apply", "-f", mesh, "-f", rules.to_str().unwrap()]).await.map(drop)
+        })
+        .await?;
         cluster.kubectl(&["apply", "--server-side", "--subresource=status", "-l", "app", "-f", mesh]).await?;
 
         let mut reviews = Vec::new();

@@ -33,7 +33,14 @@ impl Meshd {
         let stderr_log = log_dir.join("meshd.stderr.log");
         let child = Command::new(bin)
             .args(source)
-            .args(["--xds-addr", &xds.to_string(), "--monitoring-addr", &monitoring.to_string()])
+            .args([
+                "--xds-addr",
+                &xds.to_string(),
+                "--monitoring-addr",
+                &monitoring.to_string(),
+                "--webhook-addr",
+                "off",
+            ])
             .args(extra)
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(&stdout_log)?)

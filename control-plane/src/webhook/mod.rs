@@ -1,0 +1,147 @@
+//! The sidecar-injection admission webhook (`POST /inject` over HTTPS, 15017).
+//!
+//! - [`review`]: the decision, pure (AdmissionReview in, answer out);
+//! - [`server`]: the HTTPS server (accept loop, timeouts, body limit, routes);
+//! - [`tls`]: the served certificate, swappable, and `--webhook-cert`/`--webhook-key` reload;
+//! - [`certs`]: a generated CA and serving certificate when no files are given;
+//! - [`kube`]: with the Kubernetes source, those kept in a Secret and the
+//!   MutatingWebhookConfiguration's `caBundle` kept equal to the CA;
+//! - [`stats`]: `/metrics` counters.
+
+pub mod certs;
+pub mod kube;
+pub mod review;
+pub mod server;
+pub mod stats;
+pub mod tls;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use arc_swap::ArcSwapOption;
+use injector::settings::InjectionSettings;
+
+use self::stats::WebhookStats;
+use self::tls::{CertFiles, SwappableCert};
+use crate::push::MeshState;
+
+/// How often `--webhook-cert`/`--webhook-key` are checked for new content.
+pub const CERT_FILES_POLL: Duration = Duration::from_secs(1);
+
+/// `--webhook-addr`: an address, or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WebhookAddr(pub Option<SocketAddr>);
+
+impl std::str::FromStr for WebhookAddr {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s == "off" {
+            return Ok(WebhookAddr(None));
+        }
+        s.parse().map(|a| WebhookAddr(Some(a))).map_err(|e| format!("{e}: expected IP:PORT or `off`"))
+    }
+}
+
+/// What the webhook shares with the monitoring server.
+#[derive(Debug, Default)]
+pub struct WebhookShared {
+    pub stats: WebhookStats,
+    /// The generated CA (PEM), served at `/debug/webhook-ca`; none with `--webhook-cert`.
+    pub ca_pem: ArcSwapOption<String>,
+}
+
+/// The webhook's view of the world.
+pub struct Webhook {
+    pub state: Arc<MeshState>,
+    /// With the Kubernetes source: asked about namespaces the model has not seen yet.
+    pub client: Option<::kube::Client>,
+    pub settings: InjectionSettings,
+    pub shared: Arc<WebhookShared>,
+}
+
+impl Webhook {
+    /// Whether namespace `name` enables injection: from the model; with the Kubernetes
+    /// source, a namespace the model does not have or has without the label is asked of
+    /// the API server (the model may lag a label set just before the pod was created; the
+    /// API server sends mostly pods of labelled namespaces, so this is rare). `Err` when a
+    /// namespace the model does not have cannot be looked up now.
+    pub async fn namespace_enabled(&self, name: &str) -> Result<bool, String> {
+        let enabled = |labels: &crate::model::Labels| {
+            review::namespace_enabled(labels.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        };
+        let known = self.state.namespace_labels(name).map(|labels| enabled(&labels));
+        let Some(client) = &self.client else {
+            // The config directory has no such Namespace object: no label.
+            return Ok(known.unwrap_or(false));
+        };
+        if known == Some(true) {
+            return Ok(true);
+        }
+        match (known, kube::namespace_labels(client, name).await) {
+            (_, Ok(found)) => Ok(found.is_some_and(|labels| enabled(&labels))),
+            (Some(known), Err(e)) => {
+                tracing::debug!(namespace = name, error = %e, "namespace lookup failed; going by the model");
+                Ok(known)
+            }
+            (None, Err(e)) => Err(e),
+        }
+    }
+}
+
+/// Where the serving certificate comes from.
+#[derive(Debug, Clone)]
+pub enum CertSource {
+    Files(CertFiles),
+    /// Generated for Service `service` in `namespace` (kept in a Secret with a client).
+    Generated {
+        service: String,
+        namespace: String,
+    },
+}
+
+/// Serves the webhook on `listener` until dropped (or a startup error: unusable files).
+pub async fn run(listener: tokio::net::TcpListener, certs: CertSource, webhook: Webhook) -> anyhow::Result<()> {
+    let shared = webhook.shared.clone();
+    let (cert, upkeep): (_, futures::future::BoxFuture<'static, ()>) = match certs {
+        CertSource::Files(files) => {
+            let cert = SwappableCert::new(files.load().map_err(anyhow::Error::msg)?);
+            (cert.clone(), Box::pin(files.watch(cert, CERT_FILES_POLL)))
+        }
+        CertSource::Generated { service, namespace } => {
+            let generated = match &webhook.client {
+                Some(client) => shared_certs_retrying(client, &namespace, &service).await,
+                None => certs::generate(&service, &namespace).context("generating the webhook certificates")?,
+            };
+            let key = tls::certified_key(generated.cert_pem.as_bytes(), generated.key_pem.as_bytes())
+                .map_err(|e| anyhow::anyhow!("the generated webhook certificate: {e}"))?;
+            shared.ca_pem.store(Some(Arc::new(generated.ca_pem.clone())));
+            let upkeep: futures::future::BoxFuture<'static, ()> = match webhook.client.clone() {
+                Some(client) => Box::pin(kube::keep_ca_bundle(client, generated.ca_pem)),
+                None => Box::pin(std::future::pending()),
+            };
+            (SwappableCert::new(key), upkeep)
+        }
+    };
+    let acceptor = tls::acceptor(cert).context("webhook TLS configuration")?;
+    tracing::info!(addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "webhook listening");
+    tokio::select! {
+        r = server::serve(listener, acceptor, Arc::new(webhook)) => r,
+        () = upkeep => Ok(()),
+    }
+}
+
+/// [`kube::shared_certs`], retried until it works (the webhook serves nothing before).
+async fn shared_certs_retrying(client: &::kube::Client, namespace: &str, service: &str) -> certs::WebhookCerts {
+    let mut delay = Duration::from_millis(500);
+    loop {
+        match kube::shared_certs(client, namespace, service).await {
+            Ok(certs) => return certs,
+            Err(e) => tracing::warn!(error = %e, retry_in = ?delay, "webhook certificates not available yet"),
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(10));
+    }
+}

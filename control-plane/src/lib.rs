@@ -16,6 +16,7 @@ pub mod config;
 pub mod crd;
 pub mod envoy_json;
 pub mod envoy_validate;
+pub mod install;
 pub mod logging;
 pub mod model;
 pub mod monitoring;

@@ -31,7 +31,7 @@ use crate::translate::{MeshConfig, MeshSettings};
 /// One file's text as read.
 #[derive(Clone, Debug)]
 pub struct SourceFile {
-    /// The path as the user named it (it is what findings show), or `-` for stdin.
+    /// The path as the user named it (it is what findings show), or `<stdin>`.
     pub path: String,
     pub text: String,
     /// Modification time, nanoseconds since the epoch: of two files defining the same
@@ -72,6 +72,19 @@ pub struct Analysis {
 impl Analysis {
     pub fn has_errors(&self) -> bool {
         self.summary.errors > 0
+    }
+
+    /// Keeps the findings `keep` accepts (e.g. one namespace's); the counts follow.
+    pub fn retain(&mut self, keep: impl FnMut(&Diagnostic) -> bool) {
+        self.diagnostics.retain(keep);
+        self.count();
+    }
+
+    fn count(&mut self) {
+        let count = |severity: Severity| self.diagnostics.iter().filter(|p| p.severity == severity).count();
+        self.summary.errors = count(Severity::Error);
+        self.summary.warnings = count(Severity::Warning);
+        self.summary.infos = count(Severity::Info);
     }
 }
 
@@ -122,15 +135,9 @@ fn finish(index: Index, origins: &Origins, mut problems: Vec<Diagnostic>, files:
     problems.extend(locate(origins, mesh.problems.iter().cloned()));
     problems.sort_by(|a, b| place(a).cmp(&place(b)));
     problems.dedup();
-    let count = |severity: Severity| problems.iter().filter(|p| p.severity == severity).count();
-    let summary = Summary {
-        errors: count(Severity::Error),
-        warnings: count(Severity::Warning),
-        infos: count(Severity::Info),
-        files,
-        objects,
-    };
-    Analysis { diagnostics: problems, summary }
+    let mut analysis = Analysis { diagnostics: problems, summary: Summary { files, objects, ..Summary::default() } };
+    analysis.count();
+    analysis
 }
 
 /// The sort key of a finding: where it is first, then what it says.

@@ -4,8 +4,10 @@
 //! lives in its own module and errors are reported through `anyhow` here.
 #![forbid(unsafe_code)]
 
+mod analyze;
 mod bootstrap;
 mod inject;
+mod install;
 
 use std::process::ExitCode;
 
@@ -24,12 +26,20 @@ enum Command {
     Bootstrap(Box<bootstrap::BootstrapArgs>),
     /// Inject the sidecar into the Pods and workloads of Kubernetes YAML, offline.
     Inject(Box<inject::InjectArgs>),
+    /// Validate YAML files, directories or a cluster's routing rules as meshd would.
+    Analyze(Box<analyze::AnalyzeArgs>),
+    /// Print the CRDs and install manifests, for `meshctl install | kubectl apply -f -`.
+    Install(Box<install::InstallArgs>),
     /// Print the meshctl version.
     Version,
 }
 
 fn main() -> ExitCode {
-    match run(Cli::parse()) {
+    let cli = Cli::parse();
+    if let Command::Analyze(args) = cli.command {
+        return analyze::run(*args);
+    }
+    match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             // `{:#}` prints the whole cause chain on one line, without the
@@ -44,6 +54,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Bootstrap(args) => bootstrap::run(*args),
         Command::Inject(args) => inject::run(*args),
+        Command::Install(args) => install::run(*args),
+        Command::Analyze(_) => unreachable!("main runs analyze: it has its own exit codes"),
         Command::Version => {
             println!("meshctl {}", env!("CARGO_PKG_VERSION"));
             Ok(())

@@ -69,7 +69,8 @@ pub fn parse_file_documents(
     let docs = match yaml_documents(text) {
         Ok(docs) => docs,
         Err(e) => {
-            let message = format!("not valid YAML ({}); the objects this file held before stay in force", e.message);
+            let kept = if previous.is_empty() { "" } else { "; the objects this file held before stay in force" };
+            let message = format!("not valid YAML ({}){kept}", e.message);
             return (None, vec![file_error(Some(e.document), "", message)]);
         }
     };

@@ -299,6 +299,26 @@ mod tests {
         );
     }
 
+    /// The flags set on meshd are meshd's, and sidecars get the address of the Service the
+    /// manifests define, in the namespace asked for.
+    #[test]
+    fn meshd_reads_the_flags_it_is_given() {
+        use clap::Parser;
+        let options =
+            InstallOptions { namespace: "mesh".into(), proxy_image: Some("p:1".into()), ..Default::default() };
+        let docs = documents(&render(&options).unwrap());
+        let deployment = docs.iter().find(|d| d["kind"].as_str() == Some("Deployment")).unwrap();
+        let args = deployment["spec"]["template"]["spec"]["containers"][0]["args"].as_sequence().unwrap();
+        let args = args.iter().map(|a| a.as_str().unwrap().to_owned());
+        let config = crate::config::MeshdConfig::try_parse_from(std::iter::once("meshd".to_owned()).chain(args))
+            .unwrap_or_else(|e| panic!("meshd refuses the Deployment's args: {e}"));
+        let settings = config.injection.settings();
+        assert_eq!(settings.image, "p:1");
+        let service = docs.iter().find(|d| d["kind"].as_str() == Some("Service")).unwrap();
+        let name = service["metadata"]["name"].as_str().unwrap();
+        assert_eq!(settings.xds_address, format!("{name}.mesh.svc:15010"));
+    }
+
     #[test]
     fn bad_flags_are_refused() {
         let bad = |options: InstallOptions| render(&options).unwrap_err().to_string();

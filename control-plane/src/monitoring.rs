@@ -38,7 +38,7 @@ impl Monitored {
         all
     }
 
-    fn ready(&self) -> bool {
+    pub fn ready(&self) -> bool {
         self.state.is_synced() && self.distributor.current().is_some()
     }
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use xds::{AdsServer, ConnectionRegistry};
 
+use crate::admin::{AdminApi, SourceInfo};
 use crate::config::MeshdConfig;
 use crate::monitoring::{self, Monitored};
 use crate::push::{self, Distributor, MeshState, ProxySnapshots};
@@ -62,6 +63,7 @@ pub async fn run(config: MeshdConfig) -> anyhow::Result<()> {
         kube: matches!(source, Source::Kube(..)).then(|| shared.stats.clone()),
         webhook: webhook_shared.clone(),
     };
+    let admin = AdminApi::new(monitored.clone(), source_info(&source));
     let monitoring = monitoring::serve(monitoring_listener, monitored);
     let webhook = run_webhook(webhook_listener, webhook_shared, &config, client_of(&source), state.clone());
 
@@ -78,11 +80,12 @@ pub async fn run(config: MeshdConfig) -> anyhow::Result<()> {
         // Proxies keep their config and reconnect (to another replica, or to us later).
         closer.close_streams();
     };
-    tracing::info!(addr = %config.xds_addr, "xDS server listening");
+    tracing::info!(addr = %config.xds_addr, "xDS and admin API server listening");
     let server = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
         .add_service(ads.into_service())
+        .add_service(admin.into_service())
         .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(xds_listener), shutdown);
 
     let result = tokio::select! {
@@ -98,6 +101,13 @@ pub async fn run(config: MeshdConfig) -> anyhow::Result<()> {
     }
     tracing::info!("meshd stopped");
     result
+}
+
+fn source_info(source: &Source) -> SourceInfo {
+    match source {
+        Source::Dir(dir) => SourceInfo { kind: "config-dir", detail: dir.display().to_string() },
+        Source::Kube(..) => SourceInfo { kind: "kubernetes", detail: String::new() },
+    }
 }
 
 fn client_of(source: &Source) -> Option<::kube::Client> {

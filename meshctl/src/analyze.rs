@@ -6,15 +6,18 @@
 //! 2 when the input cannot be read (a missing path, an unreadable file, no cluster) or
 //! the command line is wrong.
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::{Args, ValueEnum};
+use clap::Args;
 use control_plane::analyze::{analyze_files, analyze_listed, cluster, Analysis, SourceFile};
 use control_plane::model::{Diagnostic, Severity};
 use control_plane::source::dir_scan::{self, Probe, ReadError, Scan};
 use control_plane::source::kube::KubeSourceError;
+
+use crate::meshd::OutputFormat;
+use crate::output::{print_text, Table};
 
 #[derive(Debug, Args)]
 #[command(after_help = "With -f, files are read as `meshd --config-dir` reads them: a directory recursively \
@@ -39,20 +42,14 @@ pub struct AnalyzeArgs {
     #[arg(short = 'n', long = "namespace", value_name = "NS")]
     namespace: Option<String>,
 
-    /// Output format.
-    #[arg(short = 'o', long = "output", value_enum, default_value_t = Format::Table)]
-    output: Format,
+    /// Output format: table (aligned columns and a closing count), json or yaml (the findings with every
+    /// field, and the counts).
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = OutputFormat::Table, hide_possible_values = true)]
+    output: OutputFormat,
 
     /// Also list notes (objects of kinds meshd does not read, such as Deployments).
     #[arg(long)]
     show_info: bool,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum Format {
-    Table,
-    Json,
-    Yaml,
 }
 
 /// Exit status when the input cannot be read.
@@ -170,26 +167,19 @@ fn read_listed(path: &Path, stamp: &dir_scan::Stamp) -> Result<String, String> {
     }
 }
 
-fn print(analysis: &Analysis, format: Format, place: &str) -> anyhow::Result<()> {
+fn print(analysis: &Analysis, format: OutputFormat, place: &str) -> anyhow::Result<()> {
     let text = match format {
-        Format::Json => serde_json::to_string_pretty(analysis)? + "\n",
-        Format::Yaml => serde_yaml::to_string(analysis)?,
-        Format::Table => {
+        OutputFormat::Json => serde_json::to_string_pretty(analysis)? + "\n",
+        OutputFormat::Yaml => serde_yaml::to_string(analysis)?,
+        OutputFormat::Table => {
             let s = &analysis.summary;
             let mut text = table(&analysis.diagnostics);
-            let objects = count(s.objects, "object");
-            text.push_str(&format!(
-                "{}, {} in {place} ({objects})\n",
-                count(s.errors, "error"),
-                count(s.warnings, "warning")
-            ));
+            let (errors, warnings) = (count(s.errors, "error"), count(s.warnings, "warning"));
+            text.push_str(&format!("{errors}, {warnings} in {place} ({})\n", count(s.objects, "object")));
             text
         }
     };
-    let mut stdout = std::io::stdout().lock();
-    stdout.write_all(text.as_bytes())?;
-    stdout.flush()?;
-    Ok(())
+    print_text(&text)
 }
 
 fn count(n: usize, what: &str) -> String {
@@ -200,17 +190,19 @@ fn count(n: usize, what: &str) -> String {
     }
 }
 
-/// One row per finding, columns aligned (two spaces apart, the message last and unpadded);
-/// the FILE and DOC columns only when some finding has a file.
+/// One row per finding (the message last); the FILE and DOC columns only when some
+/// finding has a file.
 fn table(diagnostics: &[Diagnostic]) -> String {
     if diagnostics.is_empty() {
         return String::new();
     }
     let with_files = diagnostics.iter().any(|d| d.file.is_some());
+    let mut table = if with_files {
+        Table::new(&["SEVERITY", "FILE", "DOC", "OBJECT", "FIELD", "MESSAGE"])
+    } else {
+        Table::new(&["SEVERITY", "OBJECT", "FIELD", "MESSAGE"])
+    };
     let dash = |s: &str| if s.is_empty() { "-".to_owned() } else { s.to_owned() };
-    let mut rows: Vec<Vec<String>> = Vec::new();
-    let header = ["SEVERITY", "FILE", "DOC", "OBJECT", "FIELD", "MESSAGE"];
-    rows.push(header.iter().map(|h| (*h).to_owned()).collect());
     for d in diagnostics {
         let severity = match d.severity {
             Severity::Error => "error",
@@ -223,33 +215,13 @@ fn table(diagnostics: &[Diagnostic]) -> String {
             (Some(kind), _, None) => kind.clone(),
             _ => String::new(),
         };
-        rows.push(vec![
-            severity.to_owned(),
-            dash(d.file.as_deref().unwrap_or_default()),
-            d.document.map_or_else(|| "-".to_owned(), |n| n.to_string()),
-            dash(&object),
-            dash(&d.field),
-            d.message.clone(),
-        ]);
-    }
-    if !with_files {
-        rows.iter_mut().for_each(|row| drop(row.drain(1..3)));
-    }
-    let columns = rows[0].len();
-    let widths: Vec<usize> =
-        (0..columns).map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0)).collect();
-    let mut out = String::new();
-    for row in rows {
-        let mut line = String::new();
-        for (c, cell) in row.iter().enumerate() {
-            if c + 1 == columns {
-                line.push_str(cell);
-            } else {
-                line.push_str(&format!("{cell:<w$}  ", w = widths[c]));
-            }
+        let mut row = vec![severity.to_owned()];
+        if with_files {
+            row.push(dash(d.file.as_deref().unwrap_or_default()));
+            row.push(d.document.map_or_else(|| "-".to_owned(), |n| n.to_string()));
         }
-        out.push_str(line.trim_end());
-        out.push('\n');
+        row.extend([dash(&object), dash(&d.field), d.message.clone()]);
+        table.row(row);
     }
-    out
+    table.render()
 }

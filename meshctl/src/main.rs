@@ -8,13 +8,25 @@ mod analyze;
 mod bootstrap;
 mod inject;
 mod install;
+mod meshd;
+mod output;
+mod proxy_config;
+mod proxy_status;
+mod version;
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "meshctl", about = "Operator CLI for the Amime service mesh", version)]
+#[command(
+    name = "meshctl",
+    about = "Operator CLI for the Amime service mesh",
+    version,
+    after_help = "Commands that read meshd's state (proxy-status, proxy-config, version) talk to its admin API on \
+its gRPC port: --meshd HOST:PORT, or AMIME_MESHD, default 127.0.0.1:15010.\n\
+In a cluster: kubectl -n amime-system port-forward deploy/meshd 15010"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -30,8 +42,12 @@ enum Command {
     Analyze(Box<analyze::AnalyzeArgs>),
     /// Print the CRDs and install manifests, for `meshctl install | kubectl apply -f -`.
     Install(Box<install::InstallArgs>),
-    /// Print the meshctl version.
-    Version,
+    /// Per proxy and xDS type: SYNCED, STALE, NACKED (with Envoy's message), WARMING or NOT SENT.
+    ProxyStatus(proxy_status::ProxyStatusArgs),
+    /// What meshd last sent one proxy: its clusters, listeners, routes, endpoints or secrets.
+    ProxyConfig(proxy_config::ProxyConfigArgs),
+    /// Print meshctl's version and, when meshd answers, meshd's.
+    Version(version::VersionArgs),
 }
 
 fn main() -> ExitCode {
@@ -56,9 +72,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Inject(args) => inject::run(*args),
         Command::Install(args) => install::run(*args),
         Command::Analyze(_) => unreachable!("main runs analyze: it has its own exit codes"),
-        Command::Version => {
-            println!("meshctl {}", env!("CARGO_PKG_VERSION"));
-            Ok(())
-        }
+        Command::ProxyStatus(args) => block_on(proxy_status::run(args)),
+        Command::ProxyConfig(args) => block_on(proxy_config::run(args)),
+        Command::Version(args) => block_on(version::run(args)),
     }
+}
+
+/// Runs one command that talks to meshd on a small single-threaded runtime.
+fn block_on(command: impl std::future::Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting tokio")?;
+    runtime.block_on(command)
 }

@@ -79,7 +79,7 @@ fn bootstrap_rejects_bad_input() {
 
 #[test]
 fn version_prints_version() {
-    let out = meshctl(&["version"]);
+    let out = meshctl(&["version", "--client"]);
     assert!(out.status.success());
     assert_eq!(text(&out.stdout).trim(), format!("meshctl {}", env!("CARGO_PKG_VERSION")));
 }

@@ -13,7 +13,7 @@ use std::time::Duration;
 use amime_e2e::kube::{KubeCluster, PodNetwork};
 use amime_e2e::process::ManagedProcess;
 use amime_e2e::rbac::{MESHD_NAMESPACE, MESHD_SERVICE_ACCOUNT};
-use amime_e2e::{await_condition, hosts, paths, run_test, IpBlock};
+use amime_e2e::{await_condition, hosts, paths, run_test, IpBlock, TestContext};
 use anyhow::{bail, ensure, Context as _, Result};
 use control_plane::webhook::kube::{TLS_SECRET, WEBHOOK_CONFIGURATION};
 use injector::conventions::{INIT_CONTAINER, PROXY_CONTAINER};
@@ -75,95 +75,106 @@ async fn await_bundle(client: &kube::Client, ca: &[u8], what: &str) -> Result<()
     .await
 }
 
+/// A cluster with the CRDs and install manifests applied, meshd's Deployment pod at the pod
+/// address `.2`, and the flags of a meshd running with its ServiceAccount's token there.
+async fn install(ctx: &TestContext, block: IpBlock) -> Result<(KubeCluster, PodNetwork, Vec<String>)> {
+    let cluster = KubeCluster::start_with_apiserver_args(ctx, block, &["--enable-aggregator-routing=true"]).await?;
+    let network = PodNetwork::claim(block)?;
+    let (crds, install) = (manifests("crds"), manifests("install"));
+    cluster.kubectl(&["apply", "-f", crds.to_str().unwrap(), "-f", install.to_str().unwrap()]).await?;
+    amime_e2e::webhook::meshd_pod_at(&cluster, network.ip(hosts::MESHD).into()).await?;
+    let token = cluster.token_for_service_account(MESHD_NAMESPACE, MESHD_SERVICE_ACCOUNT).await?;
+    let kubeconfig = cluster.kubeconfig_for_token("meshd", &token)?;
+    let args = [
+        ("--kubeconfig", kubeconfig.display().to_string()),
+        ("--namespace", MESHD_NAMESPACE.to_string()),
+        ("--xds-addr", block.addr(hosts::MESHD, 15010).to_string()),
+        ("--monitoring-addr", block.addr(hosts::MESHD, 15014).to_string()),
+        ("--webhook-addr", network.addr(hosts::MESHD, 15017).to_string()),
+    ];
+    let args = args.into_iter().flat_map(|(flag, value)| [flag.to_string(), value]).collect();
+    Ok((cluster, network, args))
+}
+
+fn manifests(dir: &str) -> std::path::PathBuf {
+    paths::workspace_root().join("manifests").join(dir)
+}
+
+fn pods(client: &kube::Client, namespace: &str) -> Api<Pod> {
+    Api::namespaced(client.clone(), namespace)
+}
+
+/// Deployments and pods in a labelled and an unlabelled namespace come back from the API
+/// server injected exactly where the labels say.
+async fn pods_are_injected_where_the_labels_say(cluster: &KubeCluster) -> Result<()> {
+    cluster.create_namespace("meshed").await?;
+    cluster.kubectl(&["label", "namespace", "meshed", "amime-injection=enabled"]).await?;
+    cluster.create_namespace("plain").await?;
+    for yaml in [
+        deployment("meshed", "reviews"),
+        deployment("plain", "ratings"),
+        bare_pod("meshed", "opted-out", "{sidecar.amime.dev/inject: \"false\"}"),
+        bare_pod("plain", "opted-in", "{sidecar.amime.dev/inject: \"true\"}"),
+    ] {
+        cluster.apply(&yaml).await?;
+    }
+    let client = cluster.client();
+    let reviews = containers_of(&client, "meshed", "reviews").await?;
+    ensure!(injected(&reviews), "the pod of a labelled namespace is not injected: {reviews:?}");
+    let ratings = containers_of(&client, "plain", "ratings").await?;
+    ensure!(ratings == ["ratings"], "the pod of an unlabelled namespace changed: {ratings:?}");
+    let opted_out = names(&pods(&client, "meshed").get("opted-out").await?);
+    ensure!(opted_out == ["app"], "a pod labelled inject=false was injected: {opted_out:?}");
+    let opted_in = names(&pods(&client, "plain").get("opted-in").await?);
+    ensure!(injected(&opted_in), "a pod labelled inject=true was not injected: {opted_in:?}");
+    Ok(())
+}
+
+/// With meshd down, `failurePolicy: Fail` refuses pods of meshed namespaces, and only those.
+async fn meshed_pods_are_refused_while_meshd_is_down(cluster: &KubeCluster) -> Result<()> {
+    let refused = cluster.apply(&bare_pod("meshed", "while-down", "{app: x}")).await;
+    let Err(refused) = refused else { bail!("a pod of a meshed namespace was admitted with meshd down") };
+    ensure!(format!("{refused:#}").contains("failed calling webhook"), "refused for another reason: {refused:#}");
+    cluster.apply(&bare_pod("plain", "while-down", "{app: x}")).await.context("a pod of an unlabelled namespace")?;
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_api_server_injects_pods_through_meshd() {
     run_test("the_api_server_injects_pods_through_meshd", |ctx| async move {
-        let block = IpBlock(244);
-        let cluster =
-            KubeCluster::start_with_apiserver_args(&ctx, block, &["--enable-aggregator-routing=true"]).await?;
-        let network = PodNetwork::claim(block)?;
-        let (crds, install) =
-            (paths::workspace_root().join("manifests/crds"), paths::workspace_root().join("manifests/install"));
-        cluster.kubectl(&["apply", "-f", crds.to_str().unwrap(), "-f", install.to_str().unwrap()]).await?;
-        amime_e2e::webhook::meshd_pod_at(&cluster, network.ip(hosts::MESHD).into()).await?;
-
-        let token = cluster.token_for_service_account(MESHD_NAMESPACE, MESHD_SERVICE_ACCOUNT).await?;
-        let kubeconfig = cluster.kubeconfig_for_token("meshd", &token)?.display().to_string();
-        let (xds, monitoring) =
-            (block.addr(hosts::MESHD, 15010).to_string(), block.addr(hosts::MESHD, 15014).to_string());
-        let webhook = network.addr(hosts::MESHD, 15017).to_string();
-        let args = [
-            "--kubeconfig",
-            &kubeconfig,
-            "--namespace",
-            MESHD_NAMESPACE,
-            "--xds-addr",
-            &xds,
-            "--monitoring-addr",
-            &monitoring,
-            "--webhook-addr",
-            &webhook,
-        ];
-        let meshd = ManagedProcess::spawn(&ctx, "meshd", &paths::binary("meshd")?, args)?;
+        let (cluster, _network, args) = install(&ctx, IpBlock(244)).await?;
+        let meshd = ManagedProcess::spawn(&ctx, "meshd", &paths::binary("meshd")?, &args)?;
 
         // meshd keeps its CA in the Secret and writes it into both webhooks.
         let client = cluster.client();
         let secrets: Api<Secret> = Api::namespaced(client.clone(), MESHD_NAMESPACE);
+        let ca_of = || async { anyhow::Ok(secrets.get(TLS_SECRET).await?.data.and_then(|d| d.get("ca.crt").cloned())) };
         let ca = await_condition("meshd to store its webhook certificates", Duration::from_secs(20), || async {
             meshd.ensure_running()?;
-            let secret = secrets.get(TLS_SECRET).await?;
-            secret.data.and_then(|d| d.get("ca.crt").cloned()).context("no ca.crt")
+            ca_of().await?.context("no ca.crt")
         })
         .await?;
         await_bundle(&client, &ca.0, "meshd to write its CA into the webhooks' caBundle").await?;
 
-        cluster.create_namespace("meshed").await?;
-        cluster.kubectl(&["label", "namespace", "meshed", "amime-injection=enabled"]).await?;
-        cluster.create_namespace("plain").await?;
-        for yaml in [
-            deployment("meshed", "reviews"),
-            deployment("plain", "ratings"),
-            bare_pod("meshed", "opted-out", "{sidecar.amime.dev/inject: \"false\"}"),
-            bare_pod("plain", "opted-in", "{sidecar.amime.dev/inject: \"true\"}"),
-        ] {
-            cluster.apply(&yaml).await?;
-        }
-
-        let reviews = containers_of(&client, "meshed", "reviews").await?;
-        ensure!(injected(&reviews), "the pod of a labelled namespace is not injected: {reviews:?}");
-        let ratings = containers_of(&client, "plain", "ratings").await?;
-        ensure!(ratings == ["ratings"], "the pod of an unlabelled namespace changed: {ratings:?}");
-        let pod = |ns: &str| Api::<Pod>::namespaced(client.clone(), ns);
-        let opted_out = names(&pod("meshed").get("opted-out").await?);
-        ensure!(opted_out == ["app"], "a pod labelled inject=false was injected: {opted_out:?}");
-        let opted_in = names(&pod("plain").get("opted-in").await?);
-        ensure!(injected(&opted_in), "a pod labelled inject=true was not injected: {opted_in:?}");
+        pods_are_injected_where_the_labels_say(&cluster).await?;
 
         // `kubectl replace` of the manifest empties the caBundle: meshd puts it back.
-        let manifest = install.join("60-mutatingwebhookconfiguration.yaml");
+        let manifest = manifests("install").join("60-mutatingwebhookconfiguration.yaml");
         cluster.kubectl(&["replace", "-f", manifest.to_str().unwrap()]).await?;
         await_bundle(&client, &ca.0, "meshd to repair the replaced webhook configuration").await?;
 
-        // meshd gone: failurePolicy Fail refuses meshed pods, and only those.
         drop(meshd);
-        let refused = cluster.apply(&bare_pod("meshed", "while-down", "{app: x}")).await;
-        let Err(refused) = refused else { bail!("a pod of a meshed namespace was admitted with meshd down") };
-        ensure!(format!("{refused:#}").contains("failed calling webhook"), "refused for another reason: {refused:#}");
-        cluster
-            .apply(&bare_pod("plain", "while-down", "{app: x}"))
-            .await
-            .context("a pod of an unlabelled namespace")?;
+        meshed_pods_are_refused_while_meshd_is_down(&cluster).await?;
 
         // meshd back (a restart, or another replica): the same CA from the Secret, pods admitted again.
-        let _meshd = ManagedProcess::spawn(&ctx, "meshd-again", &paths::binary("meshd")?, args)?;
+        let _meshd = ManagedProcess::spawn(&ctx, "meshd-again", &paths::binary("meshd")?, &args)?;
         let after = await_condition("a meshed pod to be admitted again", Duration::from_secs(20), || async {
             cluster.apply(&bare_pod("meshed", "after-restart", "{app: back}")).await?;
-            Ok(names(&pod("meshed").get("after-restart").await?))
+            Ok(names(&pods(&client, "meshed").get("after-restart").await?))
         })
         .await?;
         ensure!(injected(&after), "not injected after the restart: {after:?}");
-        let kept = secrets.get(TLS_SECRET).await?.data.and_then(|d| d.get("ca.crt").cloned());
-        ensure!(kept.as_ref() == Some(&ca), "the restarted meshd changed the CA in {TLS_SECRET}");
+        ensure!(ca_of().await?.as_ref() == Some(&ca), "the restarted meshd changed the CA in {TLS_SECRET}");
         await_bundle(&client, &ca.0, "the caBundle to stay meshd's CA").await?;
         Ok(())
     })

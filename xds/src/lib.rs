@@ -29,7 +29,9 @@ pub use canonical::set_descriptor_pool;
 pub use resource::{Resource, ResourceSet, ResourceType, Snapshot};
 pub use server::AdsServer;
 pub use source::{SnapshotSource, SnapshotWatch, WatchError};
-pub use status::{ConnectionRegistry, ConnectionStatus, ProxyState, SyncState, XdsApi, XdsStats};
+pub use status::{
+    ConnectionRegistry, ConnectionStatus, ProxyState, Subscribed, SyncState, TypeStatus, XdsApi, XdsStats,
+};
 
 /// Re-export of the Envoy protobuf types this crate speaks, so users need not depend
 /// on a second copy.

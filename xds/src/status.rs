@@ -8,7 +8,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
-use crate::resource::ResourceType;
+use crate::resource::{Resource, ResourceSet, ResourceType};
 
 /// Which ADS flavour a connection speaks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -53,6 +53,27 @@ pub struct TypeStatus {
     pub last_nack: Option<Nack>,
     /// Version of the snapshot the control plane wants the proxy to have.
     pub desired_version: Option<String>,
+    /// The set the last response brought the proxy to, shared with every proxy that
+    /// holds it (the proxy has the part its subscription covers): what a config dump
+    /// shows, at the cost of a pointer.
+    #[serde(skip)]
+    pub sent_set: Option<Arc<ResourceSet>>,
+    /// What the proxy subscribes to (the name set is shared between proxies).
+    #[serde(skip)]
+    pub subscription: Subscribed,
+}
+
+/// What a proxy subscribes to of one type: everything, named resources, or both.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Subscribed {
+    pub wildcard: bool,
+    pub names: Arc<BTreeSet<String>>,
+}
+
+impl Subscribed {
+    pub fn contains(&self, name: &str) -> bool {
+        self.wildcard || self.names.contains(name)
+    }
 }
 
 /// Where one type stands on one connection: the proxy-status vocabulary.
@@ -89,6 +110,12 @@ pub enum ProxyState {
 }
 
 impl TypeStatus {
+    /// The resources the proxy was last sent and still subscribes to, ordered by name
+    /// (after a NACK: what was sent, not what Envoy kept).
+    pub fn sent_resources(&self) -> impl Iterator<Item = &Arc<Resource>> {
+        self.sent_set.iter().flat_map(|set| set.iter()).filter(|r| self.subscription.contains(r.name()))
+    }
+
     pub fn sync_state(&self) -> SyncState {
         if self.last_nack.is_some() {
             SyncState::Nacked

@@ -48,7 +48,7 @@ use envoy_types::pb::envoy::service::discovery::v3::{
 };
 
 use crate::resource::{Resource, ResourceSet, ResourceType, Snapshot};
-use crate::status::{now_millis, ConnectionRegistry, ConnectionStatus, Nack, XdsApi, XdsStats};
+use crate::status::{now_millis, ConnectionRegistry, ConnectionStatus, Nack, Subscribed, XdsApi, XdsStats};
 pub(crate) use push::DiffCache;
 use push::{diff, in_sync, shared_diff_key, Diff};
 pub use response::{Decoded, Response};
@@ -168,6 +168,8 @@ impl Session {
         if first || !std::ptr::eq(names_before, Arc::as_ptr(&state.subscription.names)) {
             state.subscription.names = self.registry.intern_names(state.subscription.names.clone());
         }
+        let subscribed = Subscribed { wildcard: state.subscription.wildcard, names: state.subscription.names.clone() };
+        self.status.update(ty, |s| s.subscription = subscribed);
         if ty == ResourceType::ClusterLoadAssignment {
             let subscription = state.subscription.clone();
             self.status.update_endpoints(|e| {
@@ -301,6 +303,7 @@ impl Session {
             self.status.update(ty, |s| {
                 if s.sent_version.is_some() {
                     s.desired_version = s.sent_version.clone();
+                    s.sent_set = Some(set.clone());
                 }
             });
             if ty == ResourceType::Cluster {
@@ -393,6 +396,7 @@ impl Session {
             s.sent_at_ms = Some(now_millis());
             s.resource_count = count;
             s.desired_version = Some(desired);
+            s.sent_set = Some(sent_set);
         });
         Some(response)
     }

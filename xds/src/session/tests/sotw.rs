@@ -381,3 +381,23 @@ fn batch_is_ordered_sds_cds_eds_lds_rds() {
         assert_eq!(nonces.len(), 5, "every response has its own nonce");
     }
 }
+
+#[test]
+fn sotw_status_holds_the_shared_set_sent_and_the_subscribed_part() {
+    let mut h = Harness::new(XdsApi::StateOfTheWorld);
+    let snap = mk_snapshot(&[(EDS, &[("a", "1"), ("b", "1"), ("c", "1")])]);
+    h.snapshot(&snap);
+    let r = one(h.sotw(sotw_req(EDS, &["a", "b"], "", "")));
+    h.sotw_ack(&r, &["a", "b"]);
+    let status = h.status(EDS);
+    assert!(Arc::ptr_eq(status.sent_set.as_ref().unwrap(), snap.set(EDS)), "the snapshot's set, not a copy");
+    let names = |s: &TypeStatus| s.sent_resources().map(|r| r.name().to_owned()).collect::<Vec<_>>();
+    assert_eq!(names(&status), ["a", "b"]);
+    // Dropping a name: the proxy no longer holds it, whether or not anything is sent.
+    h.sotw(sotw_req(EDS, &["a"], &version(&snap, EDS), r.nonce()));
+    assert_eq!(names(&h.status(EDS)), ["a"]);
+    // A new set that changes nothing the proxy subscribes to: the new set is what it holds.
+    let next = mk_snapshot(&[(EDS, &[("a", "1"), ("c", "2")])]);
+    assert!(h.snapshot(&next).is_empty());
+    assert!(Arc::ptr_eq(h.status(EDS).sent_set.as_ref().unwrap(), next.set(EDS)));
+}

@@ -1,0 +1,243 @@
+//! Talking to meshd's admin API: where it is (`--meshd`, `AMIME_MESHD`), connecting with
+//! an error that says how to point meshctl at it, and finding a proxy by the name a
+//! person types.
+
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::{Args, ValueEnum};
+use proto::admin::admin_client::AdminClient;
+use proto::admin::{ListProxiesRequest, ProxyStatus};
+use tonic::transport::{Channel, Endpoint};
+
+/// The default admin address: meshd's gRPC port on this machine.
+pub const DEFAULT_MESHD: &str = "127.0.0.1:15010";
+
+/// How to reach a meshd that is not where meshctl looked.
+const HOW_TO_POINT: &str = "start meshd, or point meshctl at it with --meshd HOST:PORT or AMIME_MESHD=HOST:PORT \
+(in a cluster: kubectl -n amime-system port-forward deploy/meshd 15010)";
+
+#[derive(Debug, Clone, Args)]
+pub struct MeshdArgs {
+    /// meshd's gRPC address (ADS and the admin API).
+    #[arg(long = "meshd", value_name = "HOST:PORT", env = "AMIME_MESHD", default_value = DEFAULT_MESHD)]
+    pub meshd: String,
+}
+
+/// How a command prints what it read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    /// Aligned columns for people.
+    Table,
+    /// Canonical proto3 JSON (proto field names, as Envoy's config_dump).
+    Json,
+    /// The same document as YAML.
+    Yaml,
+}
+
+impl MeshdArgs {
+    /// The endpoint for `--meshd`: `HOST:PORT`, or a full `http://` URL.
+    fn endpoint(&self) -> anyhow::Result<Endpoint> {
+        let addr = self.meshd.trim();
+        if addr.is_empty() {
+            bail!("--meshd is empty: give meshd's address as HOST:PORT (default {DEFAULT_MESHD})");
+        }
+        let url = if addr.contains("://") { addr.to_owned() } else { format!("http://{addr}") };
+        let endpoint = Endpoint::from_shared(url)
+            .with_context(|| format!("--meshd {addr:?} is not HOST:PORT (for example {DEFAULT_MESHD})"))?;
+        Ok(endpoint.connect_timeout(Duration::from_secs(3)).timeout(Duration::from_secs(15)))
+    }
+
+    /// A client of meshd's admin API, connected.
+    pub async fn connect(&self) -> anyhow::Result<AdminClient<Channel>> {
+        let endpoint = self.endpoint()?;
+        match endpoint.connect().await {
+            Ok(channel) => Ok(AdminClient::new(channel).max_decoding_message_size(256 * 1024 * 1024)),
+            Err(e) => bail!("cannot reach meshd at {} ({}): {HOW_TO_POINT}", self.meshd, cause(&e)),
+        }
+    }
+}
+
+/// The innermost cause of an error (a transport error's own text is only "transport error").
+fn cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut inner = e;
+    while let Some(source) = inner.source() {
+        inner = source;
+    }
+    inner.to_string()
+}
+
+/// A gRPC error from meshd, as one line naming the call and the address.
+pub fn call_error(args: &MeshdArgs, call: &str, status: tonic::Status) -> anyhow::Error {
+    match status.code() {
+        tonic::Code::Unimplemented => anyhow::anyhow!(
+            "meshd at {} does not serve the admin API ({call}: {}); is it an older meshd, or another gRPC server?",
+            args.meshd,
+            status.message()
+        ),
+        tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Unknown => {
+            anyhow::anyhow!("meshd at {} did not answer {call} ({}): {HOW_TO_POINT}", args.meshd, status.message())
+        }
+        _ => anyhow::anyhow!("meshd at {}: {call}: {}", args.meshd, status.message()),
+    }
+}
+
+/// Every connected proxy, optionally only those of `namespace`.
+pub async fn list_proxies(
+    args: &MeshdArgs,
+    client: &mut AdminClient<Channel>,
+    namespace: Option<&str>,
+) -> anyhow::Result<Vec<ProxyStatus>> {
+    let request = ListProxiesRequest { namespace: namespace.unwrap_or_default().to_owned(), proxy_id: String::new() };
+    let response = client.list_proxies(request).await.map_err(|s| call_error(args, "ListProxies", s))?;
+    Ok(response.into_inner().proxies)
+}
+
+/// The streams of the proxy a person named (see [`resolve_proxy`]). The exact id is asked
+/// for first, so a large mesh is listed whole only when the name needs resolving.
+pub async fn find_proxy(
+    args: &MeshdArgs,
+    client: &mut AdminClient<Channel>,
+    name: &str,
+    namespace: Option<&str>,
+) -> anyhow::Result<Vec<ProxyStatus>> {
+    let exact = match namespace {
+        Some(ns) if !name.ends_with(&format!(".{ns}")) => format!("{name}.{ns}"),
+        _ => name.to_owned(),
+    };
+    let request = ListProxiesRequest { namespace: String::new(), proxy_id: exact };
+    let found = client.list_proxies(request).await.map_err(|s| call_error(args, "ListProxies", s))?.into_inner();
+    if !found.proxies.is_empty() {
+        return Ok(found.proxies);
+    }
+    let all = list_proxies(args, client, None).await?;
+    let id = resolve_proxy(name, namespace, &all)?;
+    Ok(all.into_iter().filter(|p| p.id == id).collect())
+}
+
+/// The id of the proxy a person named: its id (`<pod>.<namespace>`), `<pod>` with
+/// `-n NAMESPACE`, or a pod name only one connected proxy has. Otherwise an error that
+/// lists close matches.
+pub fn resolve_proxy(name: &str, namespace: Option<&str>, proxies: &[ProxyStatus]) -> anyhow::Result<String> {
+    let ids: Vec<&str> = proxies.iter().map(|p| p.id.as_str()).collect();
+    if let Some(ns) = namespace {
+        let qualified = format!("{name}.{ns}");
+        if ids.contains(&qualified.as_str()) {
+            return Ok(qualified);
+        }
+    }
+    if ids.contains(&name) && namespace.is_none_or(|ns| proxies.iter().any(|p| p.id == name && p.namespace == ns)) {
+        return Ok(name.to_owned());
+    }
+    if namespace.is_none() {
+        let by_pod: Vec<&str> =
+            ids.iter().copied().filter(|id| id.rsplit_once('.').is_some_and(|(pod, _)| pod == name)).collect();
+        match by_pod.as_slice() {
+            [one] => return Ok((*one).to_owned()),
+            [] => {}
+            many => bail!("proxy {name:?} is ambiguous: {}; give <pod>.<namespace> or -n NAMESPACE", many.join(", ")),
+        }
+    }
+    let wanted = match namespace {
+        Some(ns) => format!("{name}.{ns}"),
+        None => name.to_owned(),
+    };
+    let close = close_matches(&wanted, &ids);
+    let hint = if ids.is_empty() {
+        "no proxy is connected to this meshd".to_owned()
+    } else if close.is_empty() {
+        format!("{} proxies are connected; `meshctl proxy-status` lists them", ids.len())
+    } else {
+        format!("did you mean: {}?", close.join(", "))
+    };
+    bail!("no proxy {wanted:?} is connected: {hint}")
+}
+
+/// Up to five ids closest to `wanted`: those containing it (or contained in it), the
+/// same pod in another namespace, then those within a third of its length in edit
+/// distance.
+pub fn close_matches<'a>(wanted: &str, ids: &[&'a str]) -> Vec<&'a str> {
+    let limit = (wanted.chars().count() / 3).max(2);
+    let mut scored: Vec<(usize, &str)> = ids
+        .iter()
+        .filter_map(|id| {
+            if id.contains(wanted) || wanted.contains(id) {
+                return Some((0, *id));
+            }
+            // The same pod name in another namespace.
+            let pod = |s: &'a str| s.rsplit_once('.').map_or(s, |(pod, _)| pod);
+            if pod(id) == wanted.rsplit_once('.').map_or(wanted, |(pod, _)| pod) {
+                return Some((1, *id));
+            }
+            let d = edit_distance(wanted, id);
+            (d <= limit).then_some((d, *id))
+        })
+        .collect();
+    scored.sort();
+    scored.into_iter().take(5).map(|(_, id)| id).collect()
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let above = row[j + 1];
+            row[j + 1] = (diagonal + usize::from(ca != *cb)).min(above + 1).min(row[j] + 1);
+            diagonal = above;
+        }
+    }
+    row[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn proxy(id: &str) -> ProxyStatus {
+        ProxyStatus {
+            id: id.into(),
+            namespace: id.rsplit_once('.').map(|(_, ns)| ns.to_owned()).unwrap_or_default(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn proxies_resolve_by_id_pod_or_pod_and_namespace() {
+        let proxies: Vec<ProxyStatus> =
+            ["reviews-v1.bookinfo", "reviews-v2.bookinfo", "web.default", "web.shop"].map(proxy).into();
+        let ok = |name: &str, ns: Option<&str>| resolve_proxy(name, ns, &proxies).unwrap();
+        assert_eq!(ok("reviews-v1.bookinfo", None), "reviews-v1.bookinfo");
+        assert_eq!(ok("reviews-v1", None), "reviews-v1.bookinfo");
+        assert_eq!(ok("web", Some("shop")), "web.shop");
+        assert_eq!(ok("web.default", Some("default")), "web.default");
+        let err = |name: &str, ns: Option<&str>| resolve_proxy(name, ns, &proxies).unwrap_err().to_string();
+        assert_eq!(
+            err("web", None),
+            "proxy \"web\" is ambiguous: web.default, web.shop; give <pod>.<namespace> or -n NAMESPACE"
+        );
+        assert_eq!(
+            err("reviews-v3.bookinfo", None),
+            "no proxy \"reviews-v3.bookinfo\" is connected: did you mean: reviews-v1.bookinfo, reviews-v2.bookinfo?"
+        );
+        assert_eq!(
+            err("web", Some("prod")),
+            "no proxy \"web.prod\" is connected: did you mean: web.default, web.shop?"
+        );
+        assert_eq!(
+            err("zzzzzzzzzzzz", None),
+            "no proxy \"zzzzzzzzzzzz\" is connected: 4 proxies are connected; `meshctl proxy-status` lists them"
+        );
+        assert!(resolve_proxy("x", None, &[]).unwrap_err().to_string().contains("no proxy is connected"));
+    }
+
+    #[test]
+    fn edit_distance_counts_single_character_edits() {
+        for (a, b, d) in [("", "", 0), ("abc", "abc", 0), ("abc", "abd", 1), ("abc", "ab", 1), ("kitten", "sitting", 3)]
+        {
+            assert_eq!(edit_distance(a, b), d, "{a} {b}");
+        }
+    }
+}

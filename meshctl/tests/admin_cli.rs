@@ -1,0 +1,118 @@
+//! Runs the built `meshctl` for the commands that talk to meshd's admin API, where no
+//! meshd answers: every error names the address and says how to point meshctl at meshd,
+//! usage errors exit 2, `version` still answers for the client. (Against a live meshd
+//! and a real Envoy: tests/tests/meshctl_admin.rs.)
+
+use std::process::{Command, Output};
+
+/// An address nothing listens on (a port just released).
+fn nowhere() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("local addr");
+    drop(listener);
+    addr.to_string()
+}
+
+fn meshctl(args: &[&str], meshd_env: Option<&str>) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_meshctl"));
+    command.args(args).env_remove("RUST_BACKTRACE").env_remove("AMIME_MESHD");
+    if let Some(addr) = meshd_env {
+        command.env("AMIME_MESHD", addr);
+    }
+    command.output().expect("run meshctl")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn unreachable_meshd_is_named_with_how_to_point_meshctl_at_it() {
+    let addr = nowhere();
+    let cases: &[&[&str]] = &[
+        &["proxy-status", "--meshd", &addr],
+        &["proxy-status", "web.default", "-n", "default", "-o", "json", "--meshd", &addr],
+        &["proxy-config", "clusters", "web.default", "--meshd", &addr],
+        &["proxy-config", "routes", "web", "-n", "default", "-o", "yaml", "--meshd", &addr],
+    ];
+    for args in cases {
+        let out = meshctl(args, None);
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(stderr.starts_with(&format!("error: cannot reach meshd at {addr} (")), "{args:?}: {stderr}");
+        assert!(stderr.contains("--meshd HOST:PORT or AMIME_MESHD"), "{args:?}: {stderr}");
+        assert!(out.stdout.is_empty(), "{args:?}");
+    }
+}
+
+#[test]
+fn the_meshd_address_comes_from_amime_meshd_and_the_flag_wins() {
+    let (env_addr, flag_addr) = (nowhere(), nowhere());
+    let out = meshctl(&["proxy-status"], Some(&env_addr));
+    assert!(text(&out.stderr).contains(&format!("cannot reach meshd at {env_addr}")), "{}", text(&out.stderr));
+    let out = meshctl(&["proxy-status", "--meshd", &flag_addr], Some(&env_addr));
+    assert!(text(&out.stderr).contains(&format!("cannot reach meshd at {flag_addr}")), "{}", text(&out.stderr));
+    // Without either: the default.
+    let out = meshctl(&["proxy-status", "--help"], None);
+    assert!(text(&out.stdout).contains("[default: 127.0.0.1:15010]"), "{}", text(&out.stdout));
+}
+
+#[test]
+fn a_malformed_meshd_address_is_an_error_naming_it() {
+    for (addr, want) in [("", "--meshd is empty"), ("not an address", "--meshd \"not an address\" is not HOST:PORT")] {
+        let out = meshctl(&["proxy-status", "--meshd", addr], None);
+        assert_eq!(out.status.code(), Some(1), "{addr:?}");
+        assert!(text(&out.stderr).contains(want), "{addr:?}: {}", text(&out.stderr));
+    }
+}
+
+#[test]
+fn usage_errors_exit_2_and_say_what_is_expected() {
+    let cases: &[(&[&str], &str)] = &[
+        (&["proxy-status", "-o", "xml"], "possible values: table, json, yaml"),
+        (&["proxy-config", "clusters"], "<PROXY>"),
+        (&["proxy-config", "widgets", "a.b"], "possible values: clusters, listeners, routes, endpoints, secrets"),
+        (&["proxy-config"], "<KIND>"),
+        (&["version", "-o", "toml"], "possible values"),
+        (&["proxy-status", "a", "b"], "unexpected argument"),
+    ];
+    for (args, want) in cases {
+        let out = meshctl(args, None);
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(want), "{args:?}: missing {want:?} in {stderr}");
+    }
+}
+
+#[test]
+fn version_answers_for_the_client_when_meshd_does_not() {
+    let addr = nowhere();
+    let out = meshctl(&["version", "--meshd", &addr], None);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(stdout.starts_with(&format!("meshctl {}\n", env!("CARGO_PKG_VERSION"))), "{stdout}");
+    assert!(stdout.contains(&format!("meshd   unknown: cannot reach meshd at {addr}")), "{stdout}");
+
+    let out = meshctl(&["version", "--client"], None);
+    assert_eq!((out.status.code(), text(&out.stdout)), (Some(0), format!("meshctl {}\n", env!("CARGO_PKG_VERSION"))));
+
+    let out = meshctl(&["version", "-o", "json", "--meshd", &addr], None);
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("version -o json is JSON");
+    assert_eq!(doc["client"]["version"], env!("CARGO_PKG_VERSION"));
+    assert!(doc["server_error"].as_str().is_some_and(|e| e.contains(&addr)), "{doc}");
+    assert!(doc.get("server").is_none(), "{doc}");
+}
+
+#[test]
+fn help_explains_states_and_kinds() {
+    let out = meshctl(&["proxy-status", "--help"], None);
+    let help = text(&out.stdout);
+    for word in ["SYNCED", "STALE", "NACKED", "WARMING", "NOT SENT", "-n, --namespace", "-o, --output"] {
+        assert!(help.contains(word), "proxy-status --help lacks {word:?}:\n{help}");
+    }
+    let out = meshctl(&["proxy-config", "--help"], None);
+    let help = text(&out.stdout);
+    for word in ["clusters", "listeners", "routes", "endpoints", "secrets", "<pod>.<namespace>"] {
+        assert!(help.contains(word), "proxy-config --help lacks {word:?}:\n{help}");
+    }
+}

@@ -126,3 +126,18 @@ fn namespace_and_notes() {
     assert_eq!(other.status.code(), Some(1), "a file that is no YAML belongs to every namespace");
     assert_eq!(text(&other.stdout).lines().count(), 3, "{}", text(&other.stdout));
 }
+
+#[test]
+fn an_unreadable_entry_in_a_directory_is_exit_2_after_the_findings_of_the_rest() {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("meshctl-analyze-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(fixtures().join("mesh/rules/productpage.yaml"), dir.join("productpage.yaml")).unwrap();
+    std::os::unix::fs::symlink(dir.join("gone.yaml"), dir.join("dangling.yaml")).unwrap();
+    let out = meshctl(&["analyze", "-f", dir.to_str().unwrap()], "");
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stdout).ends_with("0 errors, 1 warning in 1 file (1 object)\n"), "{}", text(&out.stdout));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("dangling.yaml: dangling symlink (to "), "{stderr}");
+}

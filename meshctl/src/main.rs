@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 mod bootstrap;
+mod demo;
 mod inject;
 
 use std::process::ExitCode;
@@ -24,6 +25,9 @@ enum Command {
     Bootstrap(Box<bootstrap::BootstrapArgs>),
     /// Inject the sidecar into the Pods and workloads of Kubernetes YAML, offline.
     Inject(Box<inject::InjectArgs>),
+    /// Run the example mesh locally (meshd, a real Envoy sidecar, reviews v1/v2/v3) and walk
+    /// through routing rules applied live: all to v1, header routing, a 50:50 split, faults.
+    Demo(Box<demo::DemoArgs>),
     /// Print the meshctl version.
     Version,
 }
@@ -44,6 +48,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Bootstrap(args) => bootstrap::run(*args),
         Command::Inject(args) => inject::run(*args),
+        Command::Demo(args) => demo::run(*args),
         Command::Version => {
             println!("meshctl {}", env!("CARGO_PKG_VERSION"));
             Ok(())

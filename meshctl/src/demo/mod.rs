@@ -183,15 +183,12 @@ impl Demo<'_> {
         let (_apps, load) = self.start().await?;
         let results = if interactive { self.live(&load).await? } else { self.batch(&load).await? };
         drop(load);
-        if !interactive {
-            println!();
-        }
         let failed: Vec<&StepResult> = results.iter().filter(|r| r.verdict == Verdict::NotShown).collect();
         if interactive {
             results.iter().for_each(|r| print_result(r, true));
         }
         let shown = results.iter().filter(|r| r.verdict == Verdict::Shown).count();
-        println!("{shown} of {} steps showed their effect.", STEPS.len());
+        println!("\n{shown} of {} steps showed their effect.", STEPS.len());
         for r in results.iter().filter(|r| matches!(r.verdict, Verdict::NotSupported(_))) {
             println!("Step {} ({}) is not shown: meshd does not implement it yet.", r.index + 1, r.step.title);
         }

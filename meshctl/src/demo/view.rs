@@ -43,8 +43,11 @@ const ROW_FIXED: usize = 3 + 7 + 1 + 8 + 8 + 9 + 9;
 /// The view for a `width` × `height` terminal.
 pub fn render(f: &Frame<'_>, width: usize, height: usize) -> Vec<Line> {
     let mut lines: Vec<Line> = Vec::new();
-    let title = format!(" Amime demo · meshd + Envoy sidecar + reviews v1/v2/v3 on 127.0.{}.x", f.block);
     let right = format!("step {}/{} · {:>3} s ", f.index + 1, f.steps, f.elapsed.as_secs());
+    let mut title = format!(" Amime demo · meshd + Envoy sidecar + reviews v1/v2/v3 on 127.0.{}.x", f.block);
+    if title.chars().count() + right.chars().count() + 1 > width {
+        title = format!(" Amime demo on 127.0.{}.x", f.block);
+    }
     let gap = width.saturating_sub(title.chars().count() + right.chars().count()).max(1);
     lines.push(vec![(title, Style::Bold), (" ".repeat(gap), Style::Plain), (right, Style::Dim)]);
     lines.push(vec![("─".repeat(width), Style::Dim)]);
@@ -219,6 +222,9 @@ mod tests {
                 assert!(line_width(line) <= width, "{width}x{height}: {:?}", text(std::slice::from_ref(line)));
             }
             let all = text(&lines);
+            if width >= 80 {
+                assert!(all.starts_with(" Amime demo") && all.contains("step 2/4 ·  12 s"), "{all}");
+            }
             if height >= 24 {
                 for want in ["Step 2: Header-based routing", "v1 ", "v2 ", "v3 ", "errors", "p99", "next step"] {
                     assert!(all.contains(want), "{width}x{height} lacks {want:?}:\n{all}");

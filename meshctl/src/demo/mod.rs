@@ -359,8 +359,14 @@ impl Demo<'_> {
                 break term::Key::Next;
             }
             let summary = Summary::of(&load.recorder.samples(), slow_threshold(step));
-            let check = (summary.total >= steps::MIN_SAMPLES).then(|| steps::check(step, &summary));
-            self.draw(screen, index, step, status.clone(), &summary, check.as_ref(), &notes, started.elapsed())?;
+            let check = steps::check(step, &summary);
+            let mark = match verdict(step, applied.as_ref(), &summary, &check) {
+                Verdict::TooFew => None,
+                Verdict::Shown => Some((view::Mark::Shown, check.seen.as_str())),
+                Verdict::NotShown => Some((view::Mark::NotShown, check.seen.as_str())),
+                Verdict::NotSupported(_) => Some((view::Mark::Ignored, check.seen.as_str())),
+            };
+            self.draw(screen, index, step, status.clone(), &summary, mark, &notes, started.elapsed())?;
         };
         Ok((key, measure(index, step, applied, &load.recorder.samples())))
     }
@@ -373,7 +379,7 @@ impl Demo<'_> {
         step: &Step,
         status: (String, Style),
         summary: &Summary,
-        check: Option<&Check>,
+        check: Option<(view::Mark, &str)>,
         notes: &[String],
         elapsed: Duration,
     ) -> Result<()> {

@@ -149,8 +149,9 @@ fn check_fault(s: &Summary) -> Check {
     let aborted = s.failures.get(&format!("HTTP {FAULT_ABORT_STATUS}")).copied().unwrap_or(0);
     let abort_share = percent(aborted, s.total);
     let slow_share = percent(s.slow, s.total);
-    let abort_ok = within_tolerance(aborted, s.total, FAULT_ABORT_PERCENT);
-    let delay_ok = within_tolerance(s.slow, s.total, FAULT_DELAY_PERCENT);
+    // Both faults must show at all, and at about their rate.
+    let abort_ok = aborted > 0 && within_tolerance(aborted, s.total, FAULT_ABORT_PERCENT);
+    let delay_ok = s.slow > 0 && within_tolerance(s.slow, s.total, FAULT_DELAY_PERCENT);
     let rest_on_v1 = s.count("v1") + aborted == s.total;
     let seen = format!(
         "HTTP {FAULT_ABORT_STATUS} {abort_share:.0}% ({aborted} of {}), >= {} ms {slow_share:.0}%, p50 {} p99 {}, \
@@ -198,7 +199,10 @@ mod tests {
     use super::super::stats::{Answer, Sample};
     use super::*;
 
-    fn samples(spec: &[(User, &str, u64, usize)]) -> Vec<Sample> {
+    /// Requests: who, answered by (a version or a failure), latency in ms, how many.
+    type Spec<'a> = (User, &'a str, u64, usize);
+
+    fn samples(spec: &[Spec<'_>]) -> Vec<Sample> {
         let mut out = Vec::new();
         for (user, answer, ms, n) in spec {
             for _ in 0..*n {
@@ -213,7 +217,7 @@ mod tests {
         out
     }
 
-    fn run(kind: Kind, spec: &[(User, &str, u64, usize)]) -> Check {
+    fn run(kind: Kind, spec: &[Spec<'_>]) -> Check {
         let step = STEPS.iter().find(|s| s.kind == kind).unwrap();
         check(step, &Summary::of(&samples(spec), Some(FAULT_DELAY)))
     }
@@ -222,7 +226,7 @@ mod tests {
 
     #[test]
     fn table_of_effects() {
-        let cases: Vec<(Kind, Vec<(User, &str, u64, usize)>, bool)> = vec![
+        let cases: Vec<(Kind, Vec<Spec<'_>>, bool)> = vec![
             (Kind::AllToV1, vec![(Jason, "v1", 5, 50), (Other, "v1", 5, 50)], true),
             (Kind::AllToV1, vec![(Jason, "v1", 5, 50), (Other, "v3", 5, 1)], false),
             (Kind::AllToV1, vec![(Other, "v1", 5, 10)], false), // too few requests

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use super::stats::{format_latency, Summary, User, ERRORS};
-use super::steps::{Check, Step};
+use super::steps::Step;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Style {
@@ -16,6 +16,15 @@ pub enum Style {
     Good,
     Bad,
     Note,
+}
+
+/// How what was seen compares with what is expected.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mark {
+    Shown,
+    NotShown,
+    /// meshd says it ignores what the step needs.
+    Ignored,
 }
 
 /// One line: text segments, each with a style.
@@ -30,7 +39,8 @@ pub struct Frame<'a> {
     /// How the rule got to the sidecar (or that it is on its way).
     pub status: (String, Style),
     pub summary: &'a Summary,
-    pub check: Option<&'a Check>,
+    /// The step's check, once enough requests were measured.
+    pub check: Option<(Mark, &'a str)>,
     pub notes: &'a [String],
     pub elapsed: Duration,
     pub footer: String,
@@ -107,8 +117,9 @@ pub fn bar(fraction: f64, width: usize) -> String {
     const PARTS: [char; 8] = [' ', '▏', '▎', '▍', '▌', '▋', '▊', '▉'];
     let eighths = (fraction.clamp(0.0, 1.0) * width as f64 * 8.0).round() as usize;
     let mut out = "█".repeat(eighths / 8);
-    if eighths % 8 > 0 {
-        out.push(PARTS[eighths % 8]);
+    let rest = eighths % 8;
+    if rest > 0 {
+        out.push(PARTS[rest]);
     }
     out
 }
@@ -141,8 +152,18 @@ fn details(f: &Frame<'_>) -> Vec<Line> {
     lines.push(vec![(format!("   expected: {}", f.step.expect), Style::Plain)]);
     lines.push(match f.check {
         None => vec![("   seen:     measuring…".to_string(), Style::Dim)],
-        Some(c) if c.passed => vec![("   seen:     ✓ ".to_string(), Style::Good), (c.seen.clone(), Style::Plain)],
-        Some(c) => vec![("   seen:     ✗ ".to_string(), Style::Bad), (c.seen.clone(), Style::Plain)],
+        Some((Mark::Shown, seen)) => {
+            vec![("   seen:     ✓ ".to_string(), Style::Good), (seen.to_string(), Style::Plain)]
+        }
+        Some((Mark::NotShown, seen)) => {
+            vec![("   seen:     ✗ ".to_string(), Style::Bad), (seen.to_string(), Style::Plain)]
+        }
+        Some((Mark::Ignored, seen)) => {
+            vec![
+                ("   seen:     - not shown, meshd ignores it: ".to_string(), Style::Note),
+                (seen.to_string(), Style::Plain),
+            ]
+        }
     });
     lines
 }
@@ -210,7 +231,7 @@ mod tests {
                 step,
                 status: ("✓ the sidecar has the rule, 184 ms after the file was saved".into(), Style::Good),
                 summary: &s,
-                check: Some(&c),
+                check: Some((Mark::Shown, &c.seen)),
                 notes: &notes,
                 elapsed: Duration::from_secs(12),
                 footer: "[Enter/space] next step   [q] quit".into(),

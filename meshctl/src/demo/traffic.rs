@@ -161,35 +161,26 @@ pub struct Load {
 impl Load {
     pub fn start(proxy: SocketAddr, rate: u32, workers: usize) -> Load {
         let recorder = Arc::new(Recorder::default());
-        let (tickets, receiver) = tokio::sync::mpsc::channel::<()>(1);
-        let receiver = Arc::new(tokio::sync::Mutex::new(receiver));
-        let mut tasks = JoinSet::new();
-        tasks.spawn(async move {
-            let mut interval = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(rate.max(1))));
-            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                interval.tick().await;
-                if tickets.send(()).await.is_err() {
-                    return;
-                }
-            }
-        });
+        let workers = workers.max(1);
+        // Each worker sends one request per period, staggered; a slow answer delays only its worker.
+        let period = Duration::from_secs_f64(workers as f64 / f64::from(rate.max(1)));
         let sequence = Arc::new(AtomicU64::new(0));
-        for _ in 0..workers.max(1) {
-            let (receiver, recorder, sequence) = (receiver.clone(), recorder.clone(), sequence.clone());
+        let mut tasks = JoinSet::new();
+        for i in 0..workers {
+            let (recorder, sequence) = (recorder.clone(), sequence.clone());
+            let offset = period.mul_f64(i as f64 / workers as f64);
             tasks.spawn(async move {
+                let mut interval = tokio::time::interval_at(tokio::time::Instant::now() + offset, period);
+                interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 loop {
-                    if receiver.lock().await.recv().await.is_none() {
-                        return;
-                    }
+                    interval.tick().await;
                     let user =
                         if sequence.fetch_add(1, Ordering::Relaxed) % 2 == 0 { User::Jason } else { User::Other };
                     let headers: &[(&str, &str)] = if user == User::Jason { &[("end-user", "jason")] } else { &[] };
                     let epoch = recorder.epoch();
                     let started = Instant::now();
                     let result = http_get(proxy, REVIEWS_URL, "reviews:9080", headers).await;
-                    let sample = Sample { user, answer: classify(&result), latency: started.elapsed() };
-                    recorder.record(epoch, sample);
+                    recorder.record(epoch, Sample { user, answer: classify(&result), latency: started.elapsed() });
                 }
             });
         }

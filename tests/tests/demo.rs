@@ -1,5 +1,5 @@
 //! `meshctl demo` end to end: the measured run (exit codes), the live view in a real terminal
-//! (tmux at 80×24 and 200×50), and that quitting, Ctrl-C and SIGTERM leave no meshd or Envoy
+//! (tmux at 80×24 and 200×50), and that quitting, Ctrl-C, SIGTERM and a closed terminal leave no meshd or Envoy
 //! running. Loopback blocks 210..=219 belong to this file.
 
 use std::path::{Path, PathBuf};
@@ -203,8 +203,10 @@ impl Tmux {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
+    /// The pane's text; `-J` joins lines the terminal wrapped, so a line printed wider than the
+    /// pane shows as one long line.
     fn capture(&self) -> Result<String> {
-        self.run(&["capture-pane", "-p", "-t", "demo"])
+        self.run(&["capture-pane", "-p", "-J", "-t", "demo"])
     }
 
     fn send(&self, key: &str) -> Result<()> {
@@ -277,6 +279,22 @@ async fn live_view_uses_a_wide_terminal_and_ctrl_c_stops_everything() {
         ensure!(longest_bar > 120, "a 200-column terminal gets long bars (longest {longest_bar}):\n{screen}");
         ensure!(screen.contains("the rule (VirtualService reviews):") && screen.contains("subset: v1"), "{screen}");
         Ok(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closing_the_terminal_stops_everything() {
+    run_test("demo_sighup", |ctx| async move {
+        let block = 216;
+        let meshctl = paths::binary("meshctl")?;
+        let command = format!("exec {} {}", meshctl.display(), demo_args(block, &[])?.join(" "));
+        let tmux = Tmux::start(&ctx, 80, 24, &command)?;
+        await_screen(&tmux, 80, &["Step 1: All traffic to v1", "seen:     ✓"]).await?;
+        ensure_mesh_running(block)?;
+        // The terminal goes away: SIGHUP to the demo (and its process group).
+        drop(tmux);
+        await_nothing_left(block).await
     })
     .await;
 }

@@ -6,7 +6,16 @@
 //! On a terminal it is a live view (a bar per version, redrawn in place; Enter/space for the
 //! next step, q to quit; `--auto N` advances by itself). Otherwise, or with
 //! `--non-interactive`, it measures every step, prints what it saw, and exits 0 only if every
-//! step showed its effect. Ctrl-C and SIGTERM stop meshd and Envoy (see [`mesh::Children`]).
+//! step showed its effect. Ctrl-C, SIGTERM and SIGHUP stop meshd and Envoy (see [`mesh::Children`]).
+
+/// `println!` that ignores a closed stdout (`meshctl demo | head`): the demo still stops
+/// its processes and exits with its own code.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
 
 mod mesh;
 mod stats;
@@ -128,10 +137,13 @@ async fn run_until_signal(args: DemoArgs) -> Result<()> {
     let demo = Demo { args: &args, block, binaries, dir: Workdir::create(block)?, children: &children };
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
+    // A closed terminal (SIGHUP) stops the demo the same way.
+    let mut sighup = signal(SignalKind::hangup())?;
     let result = tokio::select! {
         result = demo.run(interactive) => result,
         _ = sigint.recv() => Err(Stopped("SIGINT", 130).into()),
         _ = sigterm.recv() => Err(Stopped("SIGTERM", 143).into()),
+        _ = sighup.recv() => Err(Stopped("SIGHUP", 129).into()),
     };
     children.shutdown().await;
     result
@@ -191,9 +203,9 @@ impl Demo<'_> {
             results.iter().for_each(|r| print_result(r, true));
         }
         let shown = results.iter().filter(|r| r.verdict == Verdict::Shown).count();
-        println!("\n{shown} of {} steps showed their effect.", STEPS.len());
+        say!("\n{shown} of {} steps showed their effect.", STEPS.len());
         for r in results.iter().filter(|r| matches!(r.verdict, Verdict::NotSupported(_))) {
-            println!("Step {} ({}) is not shown: meshd does not implement it yet.", r.index + 1, r.step.title);
+            say!("Step {} ({}) is not shown: meshd does not implement it yet.", r.index + 1, r.step.title);
         }
         if !failed.is_empty() {
             let what: Vec<String> = failed
@@ -220,7 +232,7 @@ impl Demo<'_> {
     /// the load.
     async fn start(&self) -> Result<(Apps, Load)> {
         let (block, children) = (self.block, self.children);
-        println!("Amime demo: meshd, productpage's Envoy sidecar and reviews v1/v2/v3 on 127.0.{}.x", block.0);
+        say!("Amime demo on 127.0.{}.x: meshd, an Envoy sidecar, reviews v1/v2/v3", block.0);
         let started = Instant::now();
         let latency = |i: usize| Duration::from_millis(self.args.app_latency_ms.get(i).copied().unwrap_or(0));
         let apps: Vec<(SocketAddr, &str, Duration)> = hosts::REVIEWS
@@ -249,13 +261,14 @@ impl Demo<'_> {
             }
         })
         .await?;
-        println!("  started in {:.1} s", started.elapsed().as_secs_f64());
-        println!("  meshd   pid {meshd:<8} xDS {}  http://{monitoring}/debug/proxies", block.addr(hosts::MESHD, 15010));
-        println!(
-            "  Envoy   pid {envoy:<8} proxy http://{proxy}  admin http://{admin}  ({})",
-            self.binaries.envoy.display()
-        );
-        println!("  rules   {}  (each step rewrites it; meshd applies it live)", self.dir.rules_path().display());
+        // Lines that fit 80 columns (the live view's terminal shows them first).
+        say!("  started in {:.1} s", started.elapsed().as_secs_f64());
+        say!("  meshd  pid {meshd:<7} xDS {}", block.addr(hosts::MESHD, 15010));
+        say!("                        http://{monitoring}/debug/proxies");
+        say!("  Envoy  pid {envoy:<7} proxy http://{proxy}");
+        say!("                        admin http://{admin}");
+        say!("         {}", self.binaries.envoy.display());
+        say!("  rules  {}", self.dir.rules_path().display());
         Ok((apps, Load::start(proxy, self.args.rate, 8)))
     }
 
@@ -299,11 +312,11 @@ impl Demo<'_> {
 
     async fn keep_running(&self) -> Result<()> {
         let pp = self.block.ip(hosts::PRODUCTPAGE);
-        println!("\nThe mesh keeps running until Ctrl-C. Try:");
-        println!("  curl -x http://{pp}:15001 http://reviews:9080/");
-        println!("  curl -x http://{pp}:15001 -H 'end-user: jason' http://reviews:9080/");
-        println!("  edit {}  (applied live)", self.dir.rules_path().display());
-        println!("  curl http://{}/debug/config_errors", self.block.addr(hosts::MESHD, 15014));
+        say!("\nThe mesh keeps running until Ctrl-C. Try:");
+        say!("  curl -x http://{pp}:15001 http://reviews:9080/");
+        say!("  curl -x http://{pp}:15001 -H 'end-user: jason' http://reviews:9080/");
+        say!("  edit {}  (applied live)", self.dir.rules_path().display());
+        say!("  curl http://{}/debug/config_errors", self.block.addr(hosts::MESHD, 15014));
         loop {
             self.children.ensure_running()?;
             tokio::time::sleep(Duration::from_millis(500)).await;
@@ -424,17 +437,17 @@ fn measure(index: usize, step: &'static Step, applied: Option<Applied>, samples:
 
 fn print_result(r: &StepResult, after_live_view: bool) {
     let s = &r.summary;
-    println!("\nStep {}: {}", r.index + 1, r.step.title);
+    say!("\nStep {}: {}", r.index + 1, r.step.title);
     match &r.applied {
-        Some(a) => println!(
+        Some(a) => say!(
             "  rule applied: the sidecar had it {} after the file was saved (meshd: {})",
             format_latency(Some(a.took)),
             a.state
         ),
-        None => println!("  rule NOT applied (--skip-apply)"),
+        None => say!("  rule NOT applied (--skip-apply)"),
     }
     for note in r.applied.iter().flat_map(|a| &a.notes) {
-        println!("  meshd says: {note}");
+        say!("  meshd says: {note}");
     }
     let rows: Vec<String> = s
         .rows
@@ -450,12 +463,12 @@ fn print_result(r: &StepResult, after_live_view: bool) {
             ),
         })
         .collect();
-    println!("  {} requests: {}", s.total, rows.join(" · "));
-    println!("  by user: jason → {} | others → {}", s.user_line(User::Jason), s.user_line(User::Other));
+    say!("  {} requests: {}", s.total, rows.join(" · "));
+    say!("  by user: jason → {} | others → {}", s.user_line(User::Jason), s.user_line(User::Other));
     if s.count(ERRORS) > 0 {
-        println!("  errors: {}", s.failure_line());
+        say!("  errors: {}", s.failure_line());
     }
-    println!("  expected: {}", r.step.expect);
+    say!("  expected: {}", r.step.expect);
     let verdict = match &r.verdict {
         Verdict::Shown => "OK".to_string(),
         Verdict::NotShown => "NOT SEEN".to_string(),
@@ -463,5 +476,5 @@ fn print_result(r: &StepResult, after_live_view: bool) {
         Verdict::TooFew if after_live_view => "not measured (left early)".to_string(),
         Verdict::TooFew => "not measured".to_string(),
     };
-    println!("  seen: {} — {verdict}", r.check.seen);
+    say!("  seen: {} — {verdict}", r.check.seen);
 }

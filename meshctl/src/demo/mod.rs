@@ -330,7 +330,22 @@ impl Demo<'_> {
         for (index, step) in STEPS.iter().enumerate() {
             let status =
                 (format!("… applying: rewriting {} and waiting for the sidecar", mesh::RULES_FILE), Style::Dim);
-            self.draw(&mut screen, index, step, status, &Summary::default(), None, &[], Duration::ZERO)?;
+            let yaml = steps::virtual_service(step);
+            let frame = Frame {
+                block: self.block.0,
+                index,
+                steps: STEPS.len(),
+                step,
+                status,
+                summary: &Summary::default(),
+                check: None,
+                notes: &[],
+                elapsed: Duration::ZERO,
+                recorded: 0,
+                footer: self.footer(index, Duration::ZERO),
+                rules_yaml: &yaml,
+            };
+            draw(&mut screen, &frame)?;
             let applied = self.apply(index, step).await?;
             load.recorder.reset();
             let (key, result) = self.show(&mut screen, load, index, step, applied).await?;
@@ -364,6 +379,7 @@ impl Demo<'_> {
             None => ("✗ rule not applied (--skip-apply)".to_string(), Style::Bad),
         };
         let notes = applied.as_ref().map(|a| a.notes.clone()).unwrap_or_default();
+        let yaml = steps::virtual_service(step);
         let mut tick = tokio::time::interval(Duration::from_millis(250));
         let key = loop {
             tokio::select! {
@@ -382,50 +398,44 @@ impl Demo<'_> {
                 Verdict::NotShown => Some((view::Mark::NotShown, check.seen.as_str())),
                 Verdict::NotSupported(_) => Some((view::Mark::Ignored, check.seen.as_str())),
             };
-            self.draw(screen, index, step, status.clone(), &summary, mark, &notes, started.elapsed())?;
+            let elapsed = started.elapsed();
+            let frame = Frame {
+                block: self.block.0,
+                index,
+                steps: STEPS.len(),
+                step,
+                status: status.clone(),
+                summary: &summary,
+                check: mark,
+                notes: &notes,
+                elapsed,
+                recorded: load.recorder.recorded(),
+                footer: self.footer(index, elapsed),
+                rules_yaml: &yaml,
+            };
+            draw(screen, &frame)?;
         };
         Ok((key, measure(index, step, applied, &load.recorder.samples())))
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn draw(
-        &self,
-        screen: &mut term::Screen,
-        index: usize,
-        step: &Step,
-        status: (String, Style),
-        summary: &Summary,
-        check: Option<(view::Mark, &str)>,
-        notes: &[String],
-        elapsed: Duration,
-    ) -> Result<()> {
+    /// The key help (and the `--auto` countdown) under step `index`.
+    fn footer(&self, index: usize, elapsed: Duration) -> String {
         let last = index + 1 == STEPS.len();
         let keys = if last { "[Enter/q] finish" } else { "[Enter/space] next step   [q] quit" };
-        let footer = match self.args.auto {
+        match self.args.auto {
             Some(s) => format!(
                 "{keys}   (auto: {} in {} s)",
                 if last { "finish" } else { "next" },
                 s.saturating_sub(elapsed.as_secs())
             ),
             None => format!("{keys}   rules: {}", self.dir.rules_path().display()),
-        };
-        let rules_yaml = steps::virtual_service(step);
-        let frame = Frame {
-            block: self.block.0,
-            index,
-            steps: STEPS.len(),
-            step,
-            status,
-            summary,
-            check,
-            notes,
-            elapsed,
-            footer,
-            rules_yaml: &rules_yaml,
-        };
-        let (width, height) = term::Screen::size();
-        screen.draw(&view::render(&frame, width, height))
+        }
     }
+}
+
+fn draw(screen: &mut term::Screen, frame: &Frame<'_>) -> Result<()> {
+    let (width, height) = term::Screen::size();
+    screen.draw(&view::render(frame, width, height))
 }
 
 fn measure(index: usize, step: &'static Step, applied: Option<Applied>, samples: &[stats::Sample]) -> StepResult {

@@ -32,6 +32,10 @@ impl Screen {
         let mut out = std::io::stdout();
         queue!(out, terminal::EnterAlternateScreen, cursor::Hide)?;
         out.flush()?;
+        // Keys typed while the mesh was starting are not meant for the first step.
+        while event::poll(Duration::ZERO).unwrap_or(false) {
+            let _ = event::read();
+        }
         let stop = Arc::new(AtomicBool::new(false));
         let (sender, keys) = tokio::sync::mpsc::channel(16);
         let thread_stop = stop.clone();

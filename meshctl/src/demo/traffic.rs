@@ -113,41 +113,65 @@ pub fn classify(result: &Result<(u16, String)>) -> Answer {
     }
 }
 
+/// The most samples a step keeps (about 4 minutes at 80 requests/s).
+pub const MAX_SAMPLES: usize = 20_000;
+
 /// The samples of the current step, shared by the workers and the view.
 #[derive(Default)]
 pub struct Recorder {
-    inner: Mutex<(u64, Vec<Sample>)>,
+    inner: Mutex<Recorded>,
+}
+
+#[derive(Default)]
+struct Recorded {
+    /// Bumped by every reset; a request records only into the epoch it started in.
+    epoch: u64,
+    samples: Vec<Sample>,
+    /// Requests recorded in this epoch (also those [`MAX_SAMPLES`] let go).
+    count: usize,
 }
 
 impl Recorder {
-    fn lock(&self) -> MutexGuard<'_, (u64, Vec<Sample>)> {
+    fn lock(&self) -> MutexGuard<'_, Recorded> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Forget every sample; requests sent before this call are not recorded when they end.
     pub fn reset(&self) {
         let mut inner = self.lock();
-        inner.0 += 1;
-        inner.1.clear();
+        inner.epoch += 1;
+        inner.samples.clear();
+        inner.count = 0;
     }
 
     pub fn epoch(&self) -> u64 {
-        self.lock().0
+        self.lock().epoch
     }
 
     fn record(&self, epoch: u64, sample: Sample) {
         let mut inner = self.lock();
-        if inner.0 == epoch {
-            inner.1.push(sample);
+        if inner.epoch == epoch {
+            // A step left on screen for long keeps its most recent requests only.
+            if inner.samples.len() >= MAX_SAMPLES {
+                inner.samples.drain(..MAX_SAMPLES / 2);
+            }
+            inner.samples.push(sample);
+            inner.count += 1;
         }
     }
 
     pub fn samples(&self) -> Vec<Sample> {
-        self.lock().1.clone()
+        self.lock().samples.clone()
     }
 
+    /// Samples held (at most [`MAX_SAMPLES`]).
     pub fn len(&self) -> usize {
-        self.lock().1.len()
+        self.lock().samples.len()
+    }
+
+    /// Requests recorded since the last reset.
+    pub fn recorded(&self) -> usize {
+        self.lock().count
     }
 }
 
@@ -206,6 +230,21 @@ mod tests {
         assert_eq!(classify(&Ok((503, "fault filter abort".into()))), Answer::Failed("HTTP 503".into()));
         assert_eq!(classify(&Err(anyhow::anyhow!("timeout"))), Answer::Failed("timeout".into()));
         assert_eq!(classify(&Err(anyhow::anyhow!("connect"))), Answer::Failed("connection error".into()));
+    }
+
+    #[test]
+    fn recorder_keeps_the_current_step_and_its_latest_requests() {
+        let r = Recorder::default();
+        let sample = || Sample { user: User::Other, answer: Answer::Version("v1".into()), latency: Duration::ZERO };
+        let before = r.epoch();
+        r.record(before, sample());
+        r.reset();
+        r.record(before, sample()); // started before the reset: not this step's
+        assert_eq!((r.len(), r.recorded()), (0, 0));
+        for _ in 0..MAX_SAMPLES + 1 {
+            r.record(r.epoch(), sample());
+        }
+        assert_eq!((r.len(), r.recorded()), (MAX_SAMPLES / 2 + 1, MAX_SAMPLES + 1));
     }
 
     #[test]

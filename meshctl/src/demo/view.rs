@@ -43,6 +43,8 @@ pub struct Frame<'a> {
     pub check: Option<(Mark, &'a str)>,
     pub notes: &'a [String],
     pub elapsed: Duration,
+    /// Requests recorded in this step (the summary holds the latest of them).
+    pub recorded: usize,
     pub footer: String,
     pub rules_yaml: &'a str,
 }
@@ -126,11 +128,12 @@ pub fn bar(fraction: f64, width: usize) -> String {
 
 fn details(f: &Frame<'_>) -> Vec<Line> {
     let s = f.summary;
-    let rate = if f.elapsed.as_secs_f64() > 0.5 { s.total as f64 / f.elapsed.as_secs_f64() } else { 0.0 };
+    let rate = f.recorded as f64 / f.elapsed.as_secs_f64().max(0.25);
     let mut lines = vec![vec![(
         format!(
-            "   {} requests · {rate:.0}/s · p50 {} · p99 {}",
-            s.total,
+            "   {} requests{} · {rate:.0}/s · p50 {} · p99 {}",
+            f.recorded.max(s.total),
+            if f.recorded > s.total { format!(" (shown: the latest {})", s.total) } else { String::new() },
             format_latency(s.p50),
             format_latency(s.p99)
         ),
@@ -234,6 +237,7 @@ mod tests {
                 check: Some((Mark::Shown, &c.seen)),
                 notes: &notes,
                 elapsed: Duration::from_secs(12),
+                recorded: 960,
                 footer: "[Enter/space] next step   [q] quit".into(),
                 rules_yaml: &yaml,
             };

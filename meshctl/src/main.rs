@@ -6,6 +6,7 @@
 
 mod analyze;
 mod bootstrap;
+mod demo;
 mod inject;
 mod install;
 mod meshd;
@@ -38,6 +39,9 @@ enum Command {
     Bootstrap(Box<bootstrap::BootstrapArgs>),
     /// Inject the sidecar into the Pods and workloads of Kubernetes YAML, offline.
     Inject(Box<inject::InjectArgs>),
+    /// Run the example mesh locally (meshd, a real Envoy sidecar, reviews v1/v2/v3) and walk
+    /// through routing rules applied live: all to v1, header routing, a 50:50 split, faults.
+    Demo(Box<demo::DemoArgs>),
     /// Validate YAML files, directories or a cluster's routing rules as meshd would.
     Analyze(Box<analyze::AnalyzeArgs>),
     /// Print the CRDs and install manifests, for `meshctl install | kubectl apply -f -`.
@@ -75,6 +79,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::ProxyStatus(args) => block_on(proxy_status::run(args)),
         Command::ProxyConfig(args) => block_on(proxy_config::run(args)),
         Command::Version(args) => block_on(version::run(args)),
+        Command::Demo(args) => demo::run(*args),
     }
 }
 

@@ -259,6 +259,10 @@ pub fn start_meshd(children: &Children, bin: &Binaries, dir: &Workdir, block: Bl
         block.addr(hosts::MESHD, 15010).to_string(),
         "--monitoring-addr".into(),
         block.addr(hosts::MESHD, 15014).to_string(),
+        // No pods to inject here; the default 0.0.0.0:15017 would also collide with any other
+        // meshd on the machine (another demo, a local cluster's).
+        "--webhook-addr".into(),
+        "off".into(),
     ];
     children.spawn("meshd", &bin.meshd, &args, dir.log("meshd"))
 }

@@ -215,6 +215,8 @@ fn inject_document(
     // kubectl reads YAML 1.1: a plain `0644` is a number and a plain `yes` a bool.
     yaml11::read_as_kubectl(body, &mut yaml)
         .map_err(|e| ctx.error("<document>", format!("cannot read it as kubectl does: {e}")))?;
+    // and merges `<<: *anchor` keys.
+    yaml.apply_merge().map_err(|e| ctx.error("<document>", format!("cannot merge its `<<` keys: {e}")))?;
     let json: Json =
         serde_json::to_value(&yaml).map_err(|e| ctx.error("<document>", format!("not a Kubernetes object: {e}")))?;
     let changed = match inject_object(json, ctx, workloads)? {

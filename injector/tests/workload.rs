@@ -241,3 +241,33 @@ spec:
         assert!(out.contains(want), "no {want:?} in\n{out}");
     }
 }
+
+/// kubectl applies YAML merge keys (`<<: *anchor`); an injected document must not carry a
+/// literal `<<` field the API server rejects.
+#[test]
+fn merge_keys_are_merged_as_kubectl_does() {
+    let input = "\
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+  labels: &labels {app: web, tier: \"on\"}
+spec:
+  selector: {matchLabels: *labels}
+  template:
+    metadata:
+      labels:
+        <<: *labels
+        version: v1
+    spec:
+      containers: [{name: app, image: web:1}]
+";
+    let out = run(input).output;
+    assert!(!out.contains("<<"), "{out}");
+    let doc = &docs(&out)[0];
+    assert_eq!(
+        doc["spec"]["template"]["metadata"]["labels"],
+        serde_json::json!({"app": "web", "tier": "on", "version": "v1"})
+    );
+    assert_eq!(init_names(&doc["spec"]["template"]), ["amime-init", "amime-proxy"]);
+}

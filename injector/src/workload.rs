@@ -96,6 +96,8 @@ pub fn inject_stream(
     namespace: Option<&str>,
     settings: &InjectionSettings,
 ) -> Result<InjectedStream, Vec<WorkloadError>> {
+    // kubectl reads files that start with a UTF-8 byte order mark; the YAML library does not.
+    let input = input.strip_prefix('\u{feff}').unwrap_or(input);
     let mut output = String::with_capacity(input.len() * 2);
     let mut workloads = Vec::new();
     let mut errors = Vec::new();

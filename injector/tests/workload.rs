@@ -271,3 +271,11 @@ spec:
     );
     assert_eq!(init_names(&doc["spec"]["template"]), ["amime-init", "amime-proxy"]);
 }
+
+/// Files saved by Windows editors start with a UTF-8 byte order mark, which kubectl accepts.
+#[test]
+fn a_byte_order_mark_is_not_a_document() {
+    let out = run("\u{feff}apiVersion: v1\r\nkind: Pod\r\nmetadata: {name: web}\r\nspec:\r\n  containers: [{name: app, image: web:1}]\r\n");
+    assert_eq!(out.workloads.len(), 1, "{out:?}");
+    assert_eq!(out.workloads[0].outcome, WorkloadOutcome::Injected);
+}

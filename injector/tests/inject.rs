@@ -433,3 +433,27 @@ fn golden_reviews_v1() {
         .unwrap_or_else(|e| panic!("cannot read {}: {e} (run with UPDATE_GOLDEN=1 to create it)", path.display()));
     assert!(got == want, "{} differs (run with UPDATE_GOLDEN=1 to update):\n{got}", path.display());
 }
+
+/// Dual-stack users list both families in `excludeOutboundIPRanges`. The capture is IPv4
+/// only, so IPv6 traffic is never captured and an IPv6 range is excluded already: the pod is
+/// injected with its IPv4 ranges (a malformed IPv6 range is still an error).
+#[test]
+fn ipv6_exclusion_ranges_are_excluded_already() {
+    let annotated = |ranges: &str| {
+        let mut p = pod(json!({ "containers": [app()] }));
+        p["metadata"]["annotations"] = json!({ "traffic.amime.dev/excludeOutboundIPRanges": ranges });
+        p
+    };
+    let out = injected(&annotated("10.0.0.0/8, fd00::/8, 2001:db8::1"));
+    let args = container(&out, "initContainers", INIT_CONTAINER)["args"].clone();
+    let args: Vec<&str> = args.as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
+    assert!(args.windows(2).any(|w| w == ["--exclude-outbound-ip-ranges", "10.0.0.0/8"]), "{args:?}");
+    assert!(!args.iter().any(|a| a.contains(':')), "{args:?}");
+    let only_v6 = injected(&annotated("fd00::/8"));
+    let args = container(&only_v6, "initContainers", INIT_CONTAINER)["args"].to_string();
+    assert!(!args.contains("--exclude-outbound-ip-ranges"), "{args}");
+    for bad in ["fd00::zz/8", "fd00::/129", "fd00::/x"] {
+        let err = run(&annotated(bad), true).expect_err(bad).to_string();
+        assert!(err.contains("excludeOutboundIPRanges") && err.contains(bad), "{err}");
+    }
+}

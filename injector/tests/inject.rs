@@ -457,3 +457,36 @@ fn ipv6_exclusion_ranges_are_excluded_already() {
         assert!(err.contains("excludeOutboundIPRanges") && err.contains(bad), "{err}");
     }
 }
+
+/// Every probe injection rewrites, the sidecar can replay: probes the API server accepts but
+/// the sidecar's bootstrap would refuse (a path with a space, a header value with a control
+/// character) are left as they are, instead of a sidecar that never starts.
+#[test]
+fn the_sidecar_accepts_every_rewritten_probe() {
+    let mut app = app();
+    app["readinessProbe"] = json!({ "httpGet": { "port": 8080, "path": "/ready now" } });
+    app["livenessProbe"] = json!({ "httpGet": { "port": 8080, "path": "/live",
+        "httpHeaders": [{ "name": "X-Probe", "value": "a\u{7}b" }] } });
+    app["startupProbe"] = json!({ "httpGet": { "port": 8080, "path": "/started" } });
+    let original = pod(json!({ "containers": [app.clone()] }));
+    let out = injected(&original);
+    let proxy = container(&out, "initContainers", PROXY_CONTAINER);
+    let probes = env(proxy, "AMIME_APP_PROBES")["value"].as_str().unwrap().to_string();
+    let vars: std::collections::BTreeMap<String, String> = [
+        ("POD_NAME", "web-1"),
+        ("POD_NAMESPACE", "shop"),
+        ("INSTANCE_IPS", "10.1.2.3"),
+        ("AMIME_XDS_ADDRESS", "meshd:15010"),
+        ("AMIME_APP_PROBES", probes.as_str()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let config = injector::pod_env::bootstrap_config_from_pod(&vars, "")
+        .unwrap_or_else(|e| panic!("the sidecar would not start: {e}"));
+    assert_eq!(config.app_probes().keys().collect::<Vec<_>>(), ["/app-health/app/startupz"]);
+    let app_out = container(&out, "containers", "app");
+    assert_eq!(app_out["readinessProbe"], app["readinessProbe"], "left alone");
+    assert_eq!(app_out["livenessProbe"], app["livenessProbe"], "left alone");
+    assert_eq!(app_out["startupProbe"]["httpGet"]["port"], 15021);
+}

@@ -105,6 +105,12 @@ pub fn check_quantity(value: &str) -> Result<String, String> {
     }
 }
 
+/// Checks an xDS address as the sidecar's bootstrap will (`HOST:PORT`); every injected
+/// sidecar refuses to start with one that fails.
+pub fn check_xds_address(value: &str) -> Result<String, String> {
+    value.parse::<crate::bootstrap::XdsAddress>().map(|_| value.to_string()).map_err(|e| e.to_string())
+}
+
 impl Default for InjectionSettings {
     fn default() -> Self {
         Self {
@@ -134,7 +140,8 @@ pub struct InjectionArgs {
     #[arg(long = "proxy-uid", value_name = "UID", default_value_t = DEFAULT_PROXY_UID)]
     pub proxy_uid: u32,
     /// meshd's xDS address as injected sidecars dial it, HOST:PORT.
-    #[arg(long = "proxy-xds-address", value_name = "HOST:PORT", default_value = DEFAULT_XDS_ADDRESS)]
+    #[arg(long = "proxy-xds-address", value_name = "HOST:PORT", default_value = DEFAULT_XDS_ADDRESS,
+          value_parser = check_xds_address)]
     pub xds_address: String,
     /// The sidecar's CPU request (empty: none).
     #[arg(long, value_name = "QUANTITY", default_value = DEFAULT_PROXY_RESOURCES[0], value_parser = check_quantity)]
@@ -189,5 +196,29 @@ mod tests {
         let json = Resources::new(["100m", "", "", "1Gi"]).to_json();
         assert_eq!(json, serde_json::json!({"requests": {"cpu": "100m"}, "limits": {"memory": "1Gi"}}));
         assert_eq!(Resources::new(["", "", "", ""]).to_json(), serde_json::json!({}));
+    }
+}
+
+#[cfg(all(test, feature = "cli"))]
+mod cli_tests {
+    use super::*;
+    use clap::Parser as _;
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        injection: InjectionArgs,
+    }
+
+    /// Every injected sidecar dials this address and refuses to start without a valid one:
+    /// a bad value is refused where it is given, not in every pod.
+    #[test]
+    fn a_bad_xds_address_is_refused_at_the_flag() {
+        for bad in ["meshd", "meshd:0", "meshd:http", "bad_host!:15010"] {
+            let err = Cli::try_parse_from(["x", "--proxy-xds-address", bad]).err().map(|e| e.to_string());
+            assert!(err.as_deref().is_some_and(|e| e.contains("--proxy-xds-address")), "{bad}: {err:?}");
+        }
+        let ok = Cli::try_parse_from(["x", "--proxy-xds-address", "10.0.0.1:15010"]).unwrap();
+        assert_eq!(ok.injection.settings().xds_address, "10.0.0.1:15010");
     }
 }

@@ -105,6 +105,16 @@ pub fn check_quantity(value: &str) -> Result<String, String> {
     }
 }
 
+/// The sidecar's uid: not root (the sidecar runs with `runAsNonRoot: true`, and the capture
+/// would let every root process's traffic through).
+pub fn check_proxy_uid(value: &str) -> Result<u32, String> {
+    match value.parse::<u32>() {
+        Ok(0) => Err("the sidecar cannot run as root (uid 0): kubelet refuses runAsNonRoot with uid 0".into()),
+        Ok(uid) => Ok(uid),
+        Err(_) => Err(format!("{value:?} is not a uid")),
+    }
+}
+
 /// Checks an xDS address as the sidecar's bootstrap will (`HOST:PORT`); every injected
 /// sidecar refuses to start with one that fails.
 pub fn check_xds_address(value: &str) -> Result<String, String> {
@@ -137,7 +147,7 @@ pub struct InjectionArgs {
           value_parser = ["Always", "IfNotPresent", "Never"])]
     pub image_pull_policy: String,
     /// Uid (and gid) the sidecar runs as; the capture rules skip its traffic.
-    #[arg(long = "proxy-uid", value_name = "UID", default_value_t = DEFAULT_PROXY_UID)]
+    #[arg(long = "proxy-uid", value_name = "UID", default_value_t = DEFAULT_PROXY_UID, value_parser = check_proxy_uid)]
     pub proxy_uid: u32,
     /// meshd's xDS address as injected sidecars dial it, HOST:PORT.
     #[arg(long = "proxy-xds-address", value_name = "HOST:PORT", default_value = DEFAULT_XDS_ADDRESS,
@@ -218,6 +228,9 @@ mod cli_tests {
             let err = Cli::try_parse_from(["x", "--proxy-xds-address", bad]).err().map(|e| e.to_string());
             assert!(err.as_deref().is_some_and(|e| e.contains("--proxy-xds-address")), "{bad}: {err:?}");
         }
+        // The sidecar runs with runAsNonRoot: kubelet would refuse uid 0 in every pod.
+        let err = Cli::try_parse_from(["x", "--proxy-uid", "0"]).err().map(|e| e.to_string());
+        assert!(err.as_deref().is_some_and(|e| e.contains("--proxy-uid") && e.contains("root")), "{err:?}");
         let ok = Cli::try_parse_from(["x", "--proxy-xds-address", "10.0.0.1:15010"]).unwrap();
         assert_eq!(ok.injection.settings().xds_address, "10.0.0.1:15010");
     }

@@ -136,6 +136,15 @@ async fn meshed_pods_are_refused_while_meshd_is_down(cluster: &KubeCluster) -> R
     let Err(refused) = refused else { bail!("a pod of a meshed namespace was admitted with meshd down") };
     ensure!(format!("{refused:#}").contains("failed calling webhook"), "refused for another reason: {refused:#}");
     cluster.apply(&bare_pod("plain", "while-down", "{app: x}")).await.context("a pod of an unlabelled namespace")?;
+    // The control plane's and Kubernetes' own namespaces never wait for the webhook, even
+    // labelled: meshd's own pods could not start without meshd (nor run with a sidecar that
+    // waits for meshd's config).
+    for namespace in [MESHD_NAMESPACE, "kube-system"] {
+        cluster.kubectl(&["label", "namespace", namespace, "amime-injection=enabled"]).await?;
+        let admitted = cluster.apply(&bare_pod(namespace, "while-down", "{app: x}")).await;
+        cluster.kubectl(&["label", "namespace", namespace, "amime-injection-"]).await?;
+        admitted.with_context(|| format!("a pod of {namespace} labelled amime-injection=enabled, meshd down"))?;
+    }
     Ok(())
 }
 

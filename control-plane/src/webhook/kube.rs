@@ -78,6 +78,17 @@ fn to_secret(certs: &WebhookCerts, namespace: &str, resource_version: Option<Str
 /// (when two replicas race to create it, the loser reads the winner's). A Secret that does
 /// not hold a usable set is replaced.
 pub async fn shared_certs(client: &Client, namespace: &str, service: &str) -> Result<WebhookCerts, String> {
+    shared_certs_or(client, namespace, service, None).await
+}
+
+/// [`shared_certs`], storing `ours` (the set this replica serves) rather than new ones when
+/// the Secret is missing or unusable.
+async fn shared_certs_or(
+    client: &Client,
+    namespace: &str,
+    service: &str,
+    ours: Option<&WebhookCerts>,
+) -> Result<WebhookCerts, String> {
     let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
     let at = format!("Secret {namespace}/{TLS_SECRET}");
     for _ in 0..5 {
@@ -90,7 +101,10 @@ pub async fn shared_certs(client: &Client, namespace: &str, service: &str) -> Re
                 }
             }
         }
-        let certs = certs::generate(service, namespace).map_err(|e| format!("generating certificates: {e}"))?;
+        let certs = match ours {
+            Some(ours) => ours.clone(),
+            None => certs::generate(service, namespace).map_err(|e| format!("generating certificates: {e}"))?,
+        };
         let resource_version = existing.as_ref().and_then(|s| s.metadata.resource_version.clone());
         let mut secret = to_secret(&certs, namespace, resource_version.clone());
         if let Some(existing) = existing {
@@ -133,10 +147,22 @@ pub fn bundle_patch(config: &MutatingWebhookConfiguration, ca_pem: &str) -> Opti
 }
 
 /// Watches the MutatingWebhookConfiguration [`WEBHOOK_CONFIGURATION`] and patches its
-/// `caBundle`s whenever they differ from `ca_pem` (after an install, or a `kubectl apply`
-/// of the manifest that emptied them). Runs until dropped.
-pub async fn keep_ca_bundle(client: Client, ca_pem: String) {
-    let api: Api<MutatingWebhookConfiguration> = Api::all(client);
+/// `caBundle`s whenever they differ from the CA of `ours` (after an install, or a
+/// `kubectl apply` of the manifest that emptied them). Runs until dropped.
+///
+/// Before patching, the Secret [`TLS_SECRET`] in `namespace` is read again: when it holds
+/// another set (it was deleted or replaced and a restarted replica stored new certificates),
+/// this replica `adopt`s that set rather than patching its own CA back. Otherwise two
+/// replicas with different CAs would patch the bundle back and forth without end, and the
+/// API server would trust only one of them at a time.
+pub async fn keep_ca_bundle(
+    client: Client,
+    namespace: String,
+    service: String,
+    mut ours: WebhookCerts,
+    adopt: impl Fn(&WebhookCerts),
+) {
+    let api: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
     let selector = format!("metadata.name={WEBHOOK_CONFIGURATION}");
     let mut events = watcher(api.clone(), watcher::Config::default().fields(&selector)).default_backoff().boxed();
     while let Some(event) = events.next().await {
@@ -148,7 +174,19 @@ pub async fn keep_ca_bundle(client: Client, ca_pem: String) {
                 continue;
             }
         };
-        let Some(patch) = bundle_patch(&config, &ca_pem) else { continue };
+        if bundle_patch(&config, &ours.ca_pem).is_none() {
+            continue;
+        }
+        match shared_certs_or(&client, &namespace, &service, Some(&ours)).await {
+            Ok(shared) if shared != ours => {
+                tracing::info!(secret = TLS_SECRET, "the webhook certificate Secret holds another CA; serving it");
+                adopt(&shared);
+                ours = shared;
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(secret = TLS_SECRET, error = %e, "cannot check the webhook certificate Secret"),
+        }
+        let Some(patch) = bundle_patch(&config, &ours.ca_pem) else { continue };
         let patch: json_patch::Patch = match serde_json::from_value(patch) {
             Ok(p) => p,
             Err(e) => return tracing::error!(error = %e, "internal error: the caBundle patch is not a JSON patch"),

@@ -118,11 +118,16 @@ pub async fn run(listener: tokio::net::TcpListener, certs: CertSource, webhook: 
             let key = tls::certified_key(generated.cert_pem.as_bytes(), generated.key_pem.as_bytes())
                 .map_err(|e| anyhow::anyhow!("the generated webhook certificate: {e}"))?;
             shared.ca_pem.store(Some(Arc::new(generated.ca_pem.clone())));
+            let cert = SwappableCert::new(key);
             let upkeep: futures::future::BoxFuture<'static, ()> = match webhook.client.clone() {
-                Some(client) => Box::pin(kube::keep_ca_bundle(client, generated.ca_pem)),
+                Some(client) => {
+                    let (serving, shared) = (cert.clone(), shared.clone());
+                    let adopt = move |certs: &certs::WebhookCerts| adopt(&serving, &shared, certs);
+                    Box::pin(kube::keep_ca_bundle(client, namespace, service, generated, adopt))
+                }
                 None => Box::pin(std::future::pending()),
             };
-            (SwappableCert::new(key), upkeep)
+            (cert, upkeep)
         }
     };
     let acceptor = tls::acceptor(cert).context("webhook TLS configuration")?;
@@ -130,6 +135,17 @@ pub async fn run(listener: tokio::net::TcpListener, certs: CertSource, webhook: 
     tokio::select! {
         r = server::serve(listener, acceptor, Arc::new(webhook)) => r,
         () = upkeep => Ok(()),
+    }
+}
+
+/// Serves `certs` from now on (the shared Secret changed under this replica).
+fn adopt(serving: &SwappableCert, shared: &WebhookShared, certs: &certs::WebhookCerts) {
+    match tls::certified_key(certs.cert_pem.as_bytes(), certs.key_pem.as_bytes()) {
+        Ok(key) => {
+            serving.set(key);
+            shared.ca_pem.store(Some(Arc::new(certs.ca_pem.clone())));
+        }
+        Err(e) => tracing::warn!(error = %e, "the shared webhook certificate does not load; keeping ours"),
     }
 }
 

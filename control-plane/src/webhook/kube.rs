@@ -39,8 +39,10 @@ pub async fn namespace_labels(client: &Client, name: &str) -> Result<Option<BTre
     }
 }
 
-/// The certificates in `secret`, if it holds a usable set.
-pub fn from_secret(secret: &Secret) -> Result<WebhookCerts, String> {
+/// The certificates in `secret`, if it holds a usable set for Service `service` in
+/// `namespace`: a key pair, and a serving certificate its `ca.crt` verifies, valid now for
+/// the name the API server dials (`service.namespace.svc`).
+pub fn from_secret(secret: &Secret, service: &str, namespace: &str) -> Result<WebhookCerts, String> {
     let data = secret.data.clone().unwrap_or_default();
     let field = |key: &str| {
         let bytes = data.get(key).map(|b| b.0.clone()).ok_or_else(|| format!("data.{key}: missing"))?;
@@ -52,6 +54,9 @@ pub fn from_secret(secret: &Secret) -> Result<WebhookCerts, String> {
     }
     tls::certified_key(certs.cert_pem.as_bytes(), certs.key_pem.as_bytes())
         .map_err(|e| format!("data.{CERT_KEY}/data.{KEY_KEY}: {e}"))?;
+    let dialed = format!("{service}.{namespace}.svc");
+    tls::verify_for(certs.ca_pem.as_bytes(), certs.cert_pem.as_bytes(), &dialed)
+        .map_err(|e| format!("data.{CERT_KEY}: not valid for {dialed} with data.{CA_KEY} as the CA: {e}"))?;
     Ok(certs)
 }
 
@@ -94,7 +99,7 @@ async fn shared_certs_or(
     for _ in 0..5 {
         let existing = api.get_opt(TLS_SECRET).await.map_err(|e| format!("GET {at}: {e}"))?;
         if let Some(secret) = &existing {
-            match from_secret(secret) {
+            match from_secret(secret, service, namespace) {
                 Ok(certs) => return Ok(certs),
                 Err(problem) => {
                     tracing::warn!(secret = %at, %problem, "the webhook certificate Secret is unusable; replacing it")
@@ -246,14 +251,32 @@ mod tests {
     fn a_secret_is_read_back_or_says_what_is_wrong() {
         let certs = certs::generate("amime-meshd", "amime-system").unwrap();
         let secret = to_secret(&certs, "amime-system", None);
-        assert_eq!(from_secret(&secret).unwrap(), certs);
+        assert_eq!(from_secret(&secret, "amime-meshd", "amime-system").unwrap(), certs);
         let mut broken = secret.clone();
         broken.data.as_mut().unwrap().remove("tls.key");
-        assert_eq!(from_secret(&broken).unwrap_err(), "data.tls.key: missing");
+        assert_eq!(from_secret(&broken, "amime-meshd", "amime-system").unwrap_err(), "data.tls.key: missing");
         let other = certs::generate("amime-meshd", "amime-system").unwrap();
         let mut mismatched = secret;
         mismatched.data.as_mut().unwrap().insert("tls.key".into(), ByteString(other.key_pem.into_bytes()));
-        let err = from_secret(&mismatched).unwrap_err();
+        let err = from_secret(&mismatched, "amime-meshd", "amime-system").unwrap_err();
         assert!(err.starts_with("data.tls.crt/data.tls.key: the key does not match"), "{err}");
+    }
+
+    #[test]
+    fn a_secret_for_another_service_or_ca_is_not_used() {
+        // Certificates for another Service name (--webhook-service changed, or another install's).
+        let other_name = certs::generate("injector", "amime-system").unwrap();
+        let err =
+            from_secret(&to_secret(&other_name, "amime-system", None), "amime-meshd", "amime-system").unwrap_err();
+        assert!(err.starts_with("data.tls.crt: not valid for amime-meshd.amime-system.svc"), "{err}");
+        // ca.crt of another CA than the one that signed tls.crt: the caBundle would not verify it.
+        let (a, b) = (
+            certs::generate("amime-meshd", "amime-system").unwrap(),
+            certs::generate("amime-meshd", "amime-system").unwrap(),
+        );
+        let crossed = WebhookCerts { ca_pem: b.ca_pem, ..a };
+        let err = from_secret(&to_secret(&crossed, "amime-system", None), "amime-meshd", "amime-system").unwrap_err();
+        assert!(err.starts_with("data.tls.crt: not valid for amime-meshd.amime-system.svc"), "{err}");
+        assert!(err.contains("data.ca.crt"), "{err}");
     }
 }

@@ -133,7 +133,7 @@ async fn answer(webhook: &Webhook, request: Request) -> Answer {
     };
     let answer = match webhook.namespace_enabled(&review.namespace).await {
         Ok(enabled) => review::decide(&review, enabled, &webhook.settings),
-        Err(why) => review::namespace_unknown(&review, &why),
+        Err(why) => review::decide_unknown(&review, &why, &webhook.settings),
     };
     let (uid, namespace, pod) = (&review.uid, &review.namespace, &review.pod);
     match answer.verdict {

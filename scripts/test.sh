@@ -28,6 +28,12 @@ if [[ "$(id -u)" == 0 ]] && ! command -v iptables >/dev/null 2>&1; then
   { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iptables; } >/dev/null
 fi
 
+# The live view of `meshctl demo` is checked in a real terminal (tests/tests/demo.rs runs tmux).
+if [[ "$(id -u)" == 0 ]] && ! command -v tmux >/dev/null 2>&1; then
+  echo "==> installing tmux"
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq tmux; } >/dev/null
+fi
+
 if cargo fmt --version >/dev/null 2>&1; then
   echo "==> cargo fmt --all --check"
   cargo fmt --all --check

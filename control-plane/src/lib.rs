@@ -12,10 +12,12 @@
 #![allow(clippy::result_large_err)]
 
 pub mod admin;
+pub mod analyze;
 pub mod config;
 pub mod crd;
 pub use proto::envoy_json;
 pub mod envoy_validate;
+pub mod install;
 pub mod logging;
 pub mod model;
 pub mod monitoring;

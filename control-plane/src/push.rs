@@ -12,7 +12,7 @@ use tokio::sync::watch;
 use xds::{Snapshot, SnapshotSource, SnapshotWatch, WatchError};
 
 use crate::model::index::{Change, Index};
-use crate::model::{Kind, ObjectError, ObjectKey, Origin, Origins};
+use crate::model::{ObjectError, Origins};
 use crate::proxy::Proxy;
 use crate::translate::{MeshConfig, MeshSettings, ProxyClass};
 
@@ -57,12 +57,6 @@ impl Default for MeshState {
             source_stats: SourceStats::default(),
         }
     }
-}
-
-fn origin_of<'a>(origins: &'a Origins, p: &ObjectError) -> Option<&'a Origin> {
-    let kind = Kind::from_name(p.kind.as_deref()?)?;
-    let namespace = if kind == Kind::Namespace { String::new() } else { p.namespace.clone().unwrap_or_default() };
-    origins.get(&ObjectKey { kind, namespace, name: p.name.clone()? })
 }
 
 impl MeshState {
@@ -114,18 +108,7 @@ impl MeshState {
     /// knows them (the translator sees objects, not files).
     pub fn locate(&self, problems: impl IntoIterator<Item = ObjectError>) -> Vec<ObjectError> {
         let origins = crate::sync::lock(&self.origins).clone();
-        problems
-            .into_iter()
-            .map(|mut p| {
-                if p.file.is_none() {
-                    if let Some(origin) = origin_of(&origins, &p) {
-                        p.file = Some(origin.file.to_string());
-                        p.document = Some(origin.document);
-                    }
-                }
-                p
-            })
-            .collect()
+        crate::model::locate(&origins, problems)
     }
 
     pub fn set_unreadable(&self, problems: Vec<ObjectError>) {

@@ -124,6 +124,26 @@ pub fn parse_cidrs(list: &str) -> Result<BTreeSet<Ipv4Cidr>, CaptureError> {
     list.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::parse).collect()
 }
 
+/// The IPv4 ranges of a comma-separated list that may also hold IPv6 ranges (a dual-stack
+/// pod's `excludeOutboundIPRanges`). IPv6 ranges are checked, then left out: the capture is
+/// IPv4 only, so IPv6 traffic is never captured and they are excluded already.
+pub fn parse_ipv4_cidrs_of_dual_stack(list: &str) -> Result<BTreeSet<Ipv4Cidr>, CaptureError> {
+    let mut ipv4 = Vec::new();
+    for item in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let (addr, prefix) = item.split_once('/').map_or((item, None), |(a, p)| (a, Some(p)));
+        if !addr.contains(':') {
+            ipv4.push(item);
+            continue;
+        }
+        let bad = |reason: &str| CaptureError::InvalidCidr { value: item.to_string(), reason: reason.to_string() };
+        addr.parse::<std::net::Ipv6Addr>().map_err(|_| bad("not an IPv6 address"))?;
+        if prefix.is_some_and(|p| p.parse::<u8>().map_or(true, |p| p > 128)) {
+            return Err(bad("the prefix length of an IPv6 range must be a number from 0 to 128"));
+        }
+    }
+    parse_cidrs(&ipv4.join(","))
+}
+
 /// What the init step captures in one pod.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CaptureSpec {

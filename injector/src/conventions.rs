@@ -15,7 +15,8 @@ pub const STATUS_ANNOTATION: &str = "sidecar.amime.dev/status";
 pub const EXCLUDE_OUTBOUND_PORTS_ANNOTATION: &str = "traffic.amime.dev/excludeOutboundPorts";
 /// Pod annotation: inbound ports (comma-separated) that bypass the sidecar.
 pub const EXCLUDE_INBOUND_PORTS_ANNOTATION: &str = "traffic.amime.dev/excludeInboundPorts";
-/// Pod annotation: outbound IPv4 CIDRs (comma-separated) that bypass the sidecar.
+/// Pod annotation: outbound CIDRs (comma-separated) that bypass the sidecar (IPv6 ones are
+/// accepted and left out: the capture is IPv4 only, so IPv6 traffic bypasses it anyway).
 pub const EXCLUDE_OUTBOUND_IP_RANGES_ANNOTATION: &str = "traffic.amime.dev/excludeOutboundIPRanges";
 
 /// The injected sidecar container (Envoy started by `amime-agent proxy`).

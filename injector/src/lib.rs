@@ -19,3 +19,4 @@ pub mod pod_env;
 pub mod probes;
 pub mod settings;
 pub mod workload;
+pub mod yaml11;

@@ -6,8 +6,9 @@
 //!
 //! Rewritten: each `httpGet` liveness/readiness/startup probe of the app containers and of
 //! the pod's own native sidecars (init containers with `restartPolicy: Always`; not their
-//! startup probes, which must pass before the injected sidecar starts), its timing fields kept. Left alone: `tcpSocket`, `grpc` and `exec` probes, and `httpGet` probes whose
-//! named port the container does not declare (kubelet would fail them anyway).
+//! startup probes, which must pass before the injected sidecar starts), its timing fields kept. Left alone: `tcpSocket`, `grpc` and `exec` probes, `httpGet` probes whose
+//! named port the container does not declare (kubelet would fail them anyway), and those the
+//! sidecar could not replay (a path with a space, a control character in a header).
 
 use std::collections::BTreeMap;
 
@@ -97,6 +98,12 @@ pub fn rewrite_probes(pod: &Value) -> Vec<ProbeRewrite> {
                 }
                 let Some(original) = app_probe(container, &container[field]["httpGet"]) else { continue };
                 let sidecar_path = sidecar_path(name, kind);
+                // One the sidecar's bootstrap would refuse stays as it is: kubelet can still
+                // run it, a sidecar that refuses its bootstrap never starts.
+                let single = AppProbes::from([(sidecar_path.clone(), original.clone())]);
+                if crate::bootstrap::health::validate(&single).is_err() {
+                    continue;
+                }
                 out.push(ProbeRewrite {
                     http_get: json!({ "path": sidecar_path, "port": crate::bootstrap::HEALTH_PORT, "scheme": "HTTP" }),
                     sidecar_path,

@@ -105,6 +105,22 @@ pub fn check_quantity(value: &str) -> Result<String, String> {
     }
 }
 
+/// The sidecar's uid: not root (the sidecar runs with `runAsNonRoot: true`, and the capture
+/// would let every root process's traffic through).
+pub fn check_proxy_uid(value: &str) -> Result<u32, String> {
+    match value.parse::<u32>() {
+        Ok(0) => Err("the sidecar cannot run as root (uid 0): kubelet refuses runAsNonRoot with uid 0".into()),
+        Ok(uid) => Ok(uid),
+        Err(_) => Err(format!("{value:?} is not a uid")),
+    }
+}
+
+/// Checks an xDS address as the sidecar's bootstrap will (`HOST:PORT`); every injected
+/// sidecar refuses to start with one that fails.
+pub fn check_xds_address(value: &str) -> Result<String, String> {
+    value.parse::<crate::bootstrap::XdsAddress>().map(|_| value.to_string()).map_err(|e| e.to_string())
+}
+
 impl Default for InjectionSettings {
     fn default() -> Self {
         Self {
@@ -131,10 +147,11 @@ pub struct InjectionArgs {
           value_parser = ["Always", "IfNotPresent", "Never"])]
     pub image_pull_policy: String,
     /// Uid (and gid) the sidecar runs as; the capture rules skip its traffic.
-    #[arg(long = "proxy-uid", value_name = "UID", default_value_t = DEFAULT_PROXY_UID)]
+    #[arg(long = "proxy-uid", value_name = "UID", default_value_t = DEFAULT_PROXY_UID, value_parser = check_proxy_uid)]
     pub proxy_uid: u32,
     /// meshd's xDS address as injected sidecars dial it, HOST:PORT.
-    #[arg(long = "proxy-xds-address", value_name = "HOST:PORT", default_value = DEFAULT_XDS_ADDRESS)]
+    #[arg(long = "proxy-xds-address", value_name = "HOST:PORT", default_value = DEFAULT_XDS_ADDRESS,
+          value_parser = check_xds_address)]
     pub xds_address: String,
     /// The sidecar's CPU request (empty: none).
     #[arg(long, value_name = "QUANTITY", default_value = DEFAULT_PROXY_RESOURCES[0], value_parser = check_quantity)]
@@ -189,5 +206,32 @@ mod tests {
         let json = Resources::new(["100m", "", "", "1Gi"]).to_json();
         assert_eq!(json, serde_json::json!({"requests": {"cpu": "100m"}, "limits": {"memory": "1Gi"}}));
         assert_eq!(Resources::new(["", "", "", ""]).to_json(), serde_json::json!({}));
+    }
+}
+
+#[cfg(all(test, feature = "cli"))]
+mod cli_tests {
+    use super::*;
+    use clap::Parser as _;
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        injection: InjectionArgs,
+    }
+
+    /// Every injected sidecar dials this address and refuses to start without a valid one:
+    /// a bad value is refused where it is given, not in every pod.
+    #[test]
+    fn a_bad_xds_address_is_refused_at_the_flag() {
+        for bad in ["meshd", "meshd:0", "meshd:http", "bad_host!:15010"] {
+            let err = Cli::try_parse_from(["x", "--proxy-xds-address", bad]).err().map(|e| e.to_string());
+            assert!(err.as_deref().is_some_and(|e| e.contains("--proxy-xds-address")), "{bad}: {err:?}");
+        }
+        // The sidecar runs with runAsNonRoot: kubelet would refuse uid 0 in every pod.
+        let err = Cli::try_parse_from(["x", "--proxy-uid", "0"]).err().map(|e| e.to_string());
+        assert!(err.as_deref().is_some_and(|e| e.contains("--proxy-uid") && e.contains("root")), "{err:?}");
+        let ok = Cli::try_parse_from(["x", "--proxy-xds-address", "10.0.0.1:15010"]).unwrap();
+        assert_eq!(ok.injection.settings().xds_address, "10.0.0.1:15010");
     }
 }

@@ -15,6 +15,7 @@ use serde_yaml::Value as Yaml;
 
 use crate::inject::{inject, InjectError, Outcome, SkipReason};
 use crate::settings::InjectionSettings;
+use crate::yaml11;
 
 /// Where the pod template is in each workload kind (`None` for a Pod: the object itself).
 pub const WORKLOAD_KINDS: [(&str, Option<&[&str]>); 7] = [
@@ -95,6 +96,8 @@ pub fn inject_stream(
     namespace: Option<&str>,
     settings: &InjectionSettings,
 ) -> Result<InjectedStream, Vec<WorkloadError>> {
+    // kubectl reads files that start with a UTF-8 byte order mark; the YAML library does not.
+    let input = input.strip_prefix('\u{feff}').unwrap_or(input);
     let mut output = String::with_capacity(input.len() * 2);
     let mut workloads = Vec::new();
     let mut errors = Vec::new();
@@ -204,21 +207,57 @@ fn inject_document(
     if !has_content(body) {
         return Ok(None);
     }
-    let yaml: Yaml = serde_yaml::from_str(body).map_err(|_| {
+    let mut yaml: Yaml = serde_yaml::from_str(body).map_err(|_| {
         // Parse again with the lines before the document blanked so that the error's line
         // numbers are the input's.
         let padded = format!("{}{body}", "\n".repeat(ctx.first_line - 1));
         let e = serde_yaml::from_str::<Yaml>(&padded).err().map(|e| e.to_string()).unwrap_or_default();
         ctx.error("<document>", format!("not valid YAML: {e}"))
     })?;
+    // kubectl reads YAML 1.1: a plain `0644` is a number and a plain `yes` a bool.
+    yaml11::read_as_kubectl(body, &mut yaml)
+        .map_err(|e| ctx.error("<document>", format!("cannot read it as kubectl does: {e}")))?;
+    // and merges `<<: *anchor` keys.
+    yaml.apply_merge().map_err(|e| ctx.error("<document>", format!("cannot merge its `<<` keys: {e}")))?;
     let json: Json =
         serde_json::to_value(&yaml).map_err(|e| ctx.error("<document>", format!("not a Kubernetes object: {e}")))?;
     let changed = match inject_object(json, ctx, workloads)? {
         Some(json) => json,
         None => return Ok(None),
     };
-    let ordered = ordered_like(&changed, Some(&yaml));
-    serde_yaml::to_string(&ordered).map(Some).map_err(|e| ctx.error("<document>", format!("cannot write YAML: {e}")))
+    let mut quoted = Quoted::new(body);
+    let ordered = ordered_like(&changed, Some(&yaml), &mut quoted);
+    let text =
+        serde_yaml::to_string(&ordered).map_err(|e| ctx.error("<document>", format!("cannot write YAML: {e}")))?;
+    Ok(Some(quoted.restore(text)))
+}
+
+/// Strings kubectl would read as a bool or number if written plain (`yes`, `on`, `0644`,
+/// `1_000`), which the YAML library writes plain: they go into the document as unique
+/// placeholders and come out single-quoted.
+struct Quoted {
+    prefix: String,
+    strings: Vec<String>,
+}
+
+impl Quoted {
+    /// Placeholders that do not occur in `body` (nor in what injection adds).
+    fn new(body: &str) -> Self {
+        let prefix = (0..).map(|n| format!("amimeQuoted{n}x")).find(|p| !body.contains(p.as_str())).unwrap_or_default();
+        Self { prefix, strings: Vec::new() }
+    }
+
+    fn placeholder(&mut self, s: &str) -> Yaml {
+        self.strings.push(s.to_string());
+        Yaml::String(format!("{}{}z", self.prefix, self.strings.len() - 1))
+    }
+
+    fn restore(&self, mut text: String) -> String {
+        for (i, s) in self.strings.iter().enumerate() {
+            text = text.replace(&format!("{}{i}z", self.prefix), &format!("'{}'", s.replace('\'', "''")));
+        }
+        text
+    }
 }
 
 /// The object with its pod template injected, `None` when unchanged.
@@ -312,7 +351,7 @@ fn inject_list(
 
 /// `value` as YAML with the keys of `original` in their original order first, then the
 /// new keys (sorted).
-fn ordered_like(value: &Json, original: Option<&Yaml>) -> Yaml {
+fn ordered_like(value: &Json, original: Option<&Yaml>, quoted: &mut Quoted) -> Yaml {
     match value {
         Json::Object(map) => {
             let original = original.and_then(Yaml::as_mapping);
@@ -320,23 +359,28 @@ fn ordered_like(value: &Json, original: Option<&Yaml>) -> Yaml {
             if let Some(original) = original {
                 for (key, old) in original {
                     if let Some(new) = key.as_str().and_then(|k| map.get(k)) {
-                        out.insert(key.clone(), ordered_like(new, Some(old)));
+                        out.insert(key.clone(), ordered_like(new, Some(old), quoted));
                     }
                 }
             }
             let mut rest: Vec<_> = map.iter().filter(|(k, _)| !out.contains_key(k.as_str())).collect();
             rest.sort_by(|a, b| a.0.cmp(b.0));
             for (key, new) in rest {
-                out.insert(Yaml::String(key.clone()), ordered_like(new, None));
+                out.insert(Yaml::String(key.clone()), ordered_like(new, None, quoted));
             }
             Yaml::Mapping(out)
         }
         Json::Array(items) => {
             let original = original.and_then(Yaml::as_sequence);
             Yaml::Sequence(
-                items.iter().enumerate().map(|(i, item)| ordered_like(item, original.and_then(|o| o.get(i)))).collect(),
+                items
+                    .iter()
+                    .enumerate()
+                    .map(|(i, item)| ordered_like(item, original.and_then(|o| o.get(i)), quoted))
+                    .collect(),
             )
         }
+        Json::String(s) if yaml11::kubectl_plain_scalar(s).is_some() => quoted.placeholder(s),
         // Numbers, strings, booleans, null: the value itself.
         other => serde_yaml::to_value(other).unwrap_or(Yaml::Null),
     }

@@ -433,3 +433,60 @@ fn golden_reviews_v1() {
         .unwrap_or_else(|e| panic!("cannot read {}: {e} (run with UPDATE_GOLDEN=1 to create it)", path.display()));
     assert!(got == want, "{} differs (run with UPDATE_GOLDEN=1 to update):\n{got}", path.display());
 }
+
+/// Dual-stack users list both families in `excludeOutboundIPRanges`. The capture is IPv4
+/// only, so IPv6 traffic is never captured and an IPv6 range is excluded already: the pod is
+/// injected with its IPv4 ranges (a malformed IPv6 range is still an error).
+#[test]
+fn ipv6_exclusion_ranges_are_excluded_already() {
+    let annotated = |ranges: &str| {
+        let mut p = pod(json!({ "containers": [app()] }));
+        p["metadata"]["annotations"] = json!({ "traffic.amime.dev/excludeOutboundIPRanges": ranges });
+        p
+    };
+    let out = injected(&annotated("10.0.0.0/8, fd00::/8, 2001:db8::1"));
+    let args = container(&out, "initContainers", INIT_CONTAINER)["args"].clone();
+    let args: Vec<&str> = args.as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
+    assert!(args.windows(2).any(|w| w == ["--exclude-outbound-ip-ranges", "10.0.0.0/8"]), "{args:?}");
+    assert!(!args.iter().any(|a| a.contains(':')), "{args:?}");
+    let only_v6 = injected(&annotated("fd00::/8"));
+    let args = container(&only_v6, "initContainers", INIT_CONTAINER)["args"].to_string();
+    assert!(!args.contains("--exclude-outbound-ip-ranges"), "{args}");
+    for bad in ["fd00::zz/8", "fd00::/129", "fd00::/x"] {
+        let err = run(&annotated(bad), true).expect_err(bad).to_string();
+        assert!(err.contains("excludeOutboundIPRanges") && err.contains(bad), "{err}");
+    }
+}
+
+/// Every probe injection rewrites, the sidecar can replay: probes the API server accepts but
+/// the sidecar's bootstrap would refuse (a path with a space, a header value with a control
+/// character) are left as they are, instead of a sidecar that never starts.
+#[test]
+fn the_sidecar_accepts_every_rewritten_probe() {
+    let mut app = app();
+    app["readinessProbe"] = json!({ "httpGet": { "port": 8080, "path": "/ready now" } });
+    app["livenessProbe"] = json!({ "httpGet": { "port": 8080, "path": "/live",
+        "httpHeaders": [{ "name": "X-Probe", "value": "a\u{7}b" }] } });
+    app["startupProbe"] = json!({ "httpGet": { "port": 8080, "path": "/started" } });
+    let original = pod(json!({ "containers": [app.clone()] }));
+    let out = injected(&original);
+    let proxy = container(&out, "initContainers", PROXY_CONTAINER);
+    let probes = env(proxy, "AMIME_APP_PROBES")["value"].as_str().unwrap().to_string();
+    let vars: std::collections::BTreeMap<String, String> = [
+        ("POD_NAME", "web-1"),
+        ("POD_NAMESPACE", "shop"),
+        ("INSTANCE_IPS", "10.1.2.3"),
+        ("AMIME_XDS_ADDRESS", "meshd:15010"),
+        ("AMIME_APP_PROBES", probes.as_str()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let config = injector::pod_env::bootstrap_config_from_pod(&vars, "")
+        .unwrap_or_else(|e| panic!("the sidecar would not start: {e}"));
+    assert_eq!(config.app_probes().keys().collect::<Vec<_>>(), ["/app-health/app/startupz"]);
+    let app_out = container(&out, "containers", "app");
+    assert_eq!(app_out["readinessProbe"], app["readinessProbe"], "left alone");
+    assert_eq!(app_out["livenessProbe"], app["livenessProbe"], "left alone");
+    assert_eq!(app_out["startupProbe"]["httpGet"]["port"], 15021);
+}

@@ -191,3 +191,91 @@ metadata: {name: fine}
         ]
     );
 }
+
+/// kubectl reads YAML as YAML 1.1 (sigs.k8s.io/yaml): a plain `0644` is the octal number
+/// 420 and a plain `yes`/`on`/`y`/`off` is a bool, where the YAML 1.2 library reads
+/// strings. An injected document must mean to kubectl what its input meant to kubectl.
+#[test]
+fn changed_documents_mean_to_kubectl_what_they_meant_before() {
+    let input = "\
+apiVersion: v1
+kind: Pod
+metadata:
+  name: web
+  labels: {enabled: \"on\", tier: \"y\", count: \"1_000\", mode: \"0644\"}
+spec:
+  containers:
+  - name: app
+    image: web:1
+    args: [\"--verbose\", \"yes\", \"Off\", \"NO\", \"0b101\", \"010\"]
+    env:
+    - {name: FEATURE, value: \"yes\"}
+    - {name: PLAIN_STRING, value: hello}
+  volumes:
+  - name: secret
+    secret:
+      secretName: web
+      defaultMode: 0644
+      items: [{key: k, path: k, mode: 0400}]
+  - name: config
+    configMap: {name: web, defaultMode: 0o600}
+";
+    let out = run(input).output;
+    // What kubectl (YAML 1.1) reads: the numbers as numbers, the strings as strings.
+    for want in [
+        "defaultMode: 420\n",
+        "mode: 256\n",
+        "defaultMode: 384\n",
+        "enabled: 'on'\n",
+        "tier: 'y'\n",
+        "count: '1_000'\n",
+        "mode: '0644'\n",
+        "- 'yes'\n",
+        "- 'Off'\n",
+        "- 'NO'\n",
+        "- '0b101'\n",
+        "- '010'\n",
+        "value: 'yes'\n",
+        "value: hello\n",
+    ] {
+        assert!(out.contains(want), "no {want:?} in\n{out}");
+    }
+}
+
+/// kubectl applies YAML merge keys (`<<: *anchor`); an injected document must not carry a
+/// literal `<<` field the API server rejects.
+#[test]
+fn merge_keys_are_merged_as_kubectl_does() {
+    let input = "\
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+  labels: &labels {app: web, tier: \"on\"}
+spec:
+  selector: {matchLabels: *labels}
+  template:
+    metadata:
+      labels:
+        <<: *labels
+        version: v1
+    spec:
+      containers: [{name: app, image: web:1}]
+";
+    let out = run(input).output;
+    assert!(!out.contains("<<"), "{out}");
+    let doc = &docs(&out)[0];
+    assert_eq!(
+        doc["spec"]["template"]["metadata"]["labels"],
+        serde_json::json!({"app": "web", "tier": "on", "version": "v1"})
+    );
+    assert_eq!(init_names(&doc["spec"]["template"]), ["amime-init", "amime-proxy"]);
+}
+
+/// Files saved by Windows editors start with a UTF-8 byte order mark, which kubectl accepts.
+#[test]
+fn a_byte_order_mark_is_not_a_document() {
+    let out = run("\u{feff}apiVersion: v1\r\nkind: Pod\r\nmetadata: {name: web}\r\nspec:\r\n  containers: [{name: app, image: web:1}]\r\n");
+    assert_eq!(out.workloads.len(), 1, "{out:?}");
+    assert_eq!(out.workloads[0].outcome, WorkloadOutcome::Injected);
+}

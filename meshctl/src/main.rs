@@ -4,9 +4,12 @@
 //! lives in its own module and errors are reported through `anyhow` here.
 #![forbid(unsafe_code)]
 
+mod analyze;
 mod bootstrap;
 mod cluster;
+mod demo;
 mod inject;
+mod install;
 mod meshd;
 mod output;
 mod proxy_config;
@@ -40,6 +43,13 @@ enum Command {
     Bootstrap(Box<bootstrap::BootstrapArgs>),
     /// Inject the sidecar into the Pods and workloads of Kubernetes YAML, offline.
     Inject(Box<inject::InjectArgs>),
+    /// Run the example mesh locally (meshd, a real Envoy sidecar, reviews v1/v2/v3) and walk
+    /// through routing rules applied live: all to v1, header routing, a 50:50 split, faults.
+    Demo(Box<demo::DemoArgs>),
+    /// Validate YAML files, directories or a cluster's routing rules as meshd would.
+    Analyze(Box<analyze::AnalyzeArgs>),
+    /// Print the CRDs and install manifests, for `meshctl install | kubectl apply -f -`.
+    Install(Box<install::InstallArgs>),
     /// Per proxy and xDS type: SYNCED, STALE, NACKED (with Envoy's message), WARMING or NOT SENT.
     ProxyStatus(proxy_status::ProxyStatusArgs),
     /// What meshd last sent one proxy: its clusters, listeners, routes, endpoints or secrets.
@@ -49,7 +59,11 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    match run(Cli::parse()) {
+    let cli = Cli::parse();
+    if let Command::Analyze(args) = cli.command {
+        return analyze::run(*args);
+    }
+    match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             // `{:#}` prints the whole cause chain on one line, without the
@@ -64,9 +78,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Bootstrap(args) => bootstrap::run(*args),
         Command::Inject(args) => inject::run(*args),
+        Command::Install(args) => install::run(*args),
+        Command::Analyze(_) => unreachable!("main runs analyze: it has its own exit codes"),
         Command::ProxyStatus(args) => block_on(proxy_status::run(args)),
         Command::ProxyConfig(args) => block_on(proxy_config::run(args)),
         Command::Version(args) => block_on(version::run(args)),
+        Command::Demo(args) => demo::run(*args),
     }
 }
 

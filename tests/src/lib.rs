@@ -18,7 +18,7 @@
 //! - [`injected`]: injected pods in network namespaces (the harness plays kubelet with the injector's output).
 //! - [`rbac`]: the install manifests' RBAC as data, and what it allows (as the RBAC authorizer decides).
 //! - [`webhook`]: a client of meshd's injection webhook over verified TLS, AdmissionReview bodies.
-//! - [`rules`]: the reviews DestinationRule and VirtualServices the tests and the demo use.
+//! - [`rules`]: the reviews DestinationRule and VirtualServices the tests use.
 //!
 //! Tests run in parallel: each test picks its own loopback block `127.0.N.0/24` ([`mesh::IpBlock`])
 //! so that ports never collide between tests.

@@ -1,5 +1,5 @@
-//! Routing rules for the reviews service of the `bookinfo` namespace, shared by the tests and
-//! the demo. Each text is one YAML document ending in a newline; put several in one file with
+//! Routing rules for the reviews service of the `bookinfo` namespace, shared by the tests. Each
+//! text is one YAML document ending in a newline; put several in one file with
 //! [`documents`].
 
 /// Subsets v1/v2/v3 of reviews, by the `version` label.

@@ -21,6 +21,7 @@ kind: Pod
 metadata:
   name: web-0
   namespace: shop
+  labels: {canary: \"y\"}
   annotations:
     traffic.amime.dev/excludeOutboundPorts: \"5432\"
 spec:
@@ -33,6 +34,11 @@ spec:
     ports: [{name: http, containerPort: 8080}]
     readinessProbe: {httpGet: {port: http, path: /ready}, periodSeconds: 5}
     livenessProbe: {httpGet: {port: 8443, path: /live, scheme: HTTPS, httpHeaders: [{name: X-Probe, value: k}]}}
+    env: [{name: VERBOSE, value: \"on\"}]
+    volumeMounts: [{name: tls, mountPath: /tls}]
+  volumes:
+  # kubectl reads YAML 1.1: 0644 is octal (420), and \"on\"/\"y\" must stay strings.
+  - {name: tls, secret: {secretName: web-tls, defaultMode: 0644}}
 ---
 apiVersion: apps/v1
 kind: Deployment
@@ -100,6 +106,13 @@ async fn injected_workloads_pass_api_server_validation() {
         let pods: Api<Pod> = Api::namespaced(cluster.client(), NAMESPACE);
         let web = pods.get("web-0").await?;
         ensure!(init_names(&web) == ["migrate", "amime-init", "amime-proxy"], "web-0: {:?}", init_names(&web));
+        let spec = web.spec.as_ref().context("web-0 has no spec")?;
+        let mode = spec.volumes.iter().flatten().find_map(|v| v.secret.as_ref()?.default_mode);
+        ensure!(mode == Some(0o644), "web-0: the tls volume's defaultMode is {mode:?}, not 0644");
+        let verbose = spec.containers[0].env.iter().flatten().find(|e| e.name == "VERBOSE");
+        ensure!(verbose.and_then(|e| e.value.as_deref()) == Some("on"), "web-0: env VERBOSE is {verbose:?}");
+        let canary = web.metadata.labels.as_ref().and_then(|l| l.get("canary"));
+        ensure!(canary.map(String::as_str) == Some("y"), "web-0: label canary is {canary:?}");
 
         // kube-controller-manager creates the Deployment's pod from the injected template.
         let api_pod = await_condition("the api Deployment's pod", Duration::from_secs(30), || async {

@@ -438,6 +438,49 @@ async fn injection_took_effect(mesh: &Mesh) -> Result<()> {
     Ok(())
 }
 
+/// A connection straight to a sidecar's own capture ports (15006 from the node, 15001 from
+/// the node or from the app itself) is not passed on to its original destination, which is
+/// the same listener: that would make Envoy connect to itself without end.
+async fn capture_ports_do_not_loop(mesh: &Mesh) -> Result<()> {
+    let cx = |stats: &std::collections::BTreeMap<String, u64>, port: u16| {
+        stats.get(&format!("listener.0.0.0.0_{port}.downstream_cx_total")).copied().unwrap_or(0)
+    };
+    let pp = &mesh.productpage;
+    let v1 = &mesh.reviews_v1;
+    let request = b"GET / HTTP/1.1\r\nHost: loop\r\n\r\n";
+    for (from, pod, addr, port) in [
+        (&mesh.node, v1, SocketAddr::from((v1.ip, 15006)), 15006),
+        (&mesh.node, v1, SocketAddr::from((v1.ip, 15001)), 15001),
+        (&pp.netns, pp, SocketAddr::from((Ipv4Addr::LOCALHOST, 15001)), 15001),
+        (&pp.netns, pp, SocketAddr::from((pp.ip, 15006)), 15006),
+    ] {
+        let before = cx(&pod.stats().await?, port);
+        let answer = from.tcp_exchange(addr, request).await;
+        let after = cx(&pod.stats().await?, port);
+        ensure!(
+            after <= before + 2,
+            "pod {}: one connection to {addr} from {} made its Envoy accept {} connections on {port} \
+             (a loop; the exchange: {answer:?})",
+            pod.name,
+            from.name(),
+            after - before
+        );
+        // Dropped: closed or reset, with no answer, and at once.
+        match answer {
+            Ok(answer) => {
+                ensure!(answer.is_empty(), "pod {}: {addr} answered {:?}", pod.name, String::from_utf8_lossy(&answer))
+            }
+            Err(e) => ensure!(
+                !format!("{e:#}").contains("did not finish"),
+                "pod {}: {addr} kept the connection: {e:#}",
+                pod.name
+            ),
+        }
+    }
+    pp.ensure_running()?;
+    v1.ensure_running()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn injected_pods_capture_route_and_bypass() {
     let name = "injected_pods_capture_route_and_bypass";
@@ -450,6 +493,7 @@ async fn injected_pods_capture_route_and_bypass() {
         injection_took_effect(&mesh).await?;
         captured_and_routed(&mesh).await?;
         exclusions_bypass_the_sidecar(&mesh).await?;
+        capture_ports_do_not_loop(&mesh).await?;
         let served: u64 = mesh.upstreams.iter().map(Upstream::hits).sum();
         ensure!(served >= 21, "the reviews apps served {served} requests");
         mesh.check_no_nacks().await

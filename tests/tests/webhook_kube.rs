@@ -6,7 +6,7 @@
 //! replaced configuration is repaired, with meshd stopped `failurePolicy: Fail` refuses
 //! pods of meshed namespaces only, and a restarted meshd serves the same CA again.
 //!
-//! Blocks 241..=249 belong to the webhook tests (this file: 244).
+//! Blocks 241..=249 belong to the webhook tests (this file: 244, 245).
 
 use std::time::Duration;
 
@@ -136,6 +136,15 @@ async fn meshed_pods_are_refused_while_meshd_is_down(cluster: &KubeCluster) -> R
     let Err(refused) = refused else { bail!("a pod of a meshed namespace was admitted with meshd down") };
     ensure!(format!("{refused:#}").contains("failed calling webhook"), "refused for another reason: {refused:#}");
     cluster.apply(&bare_pod("plain", "while-down", "{app: x}")).await.context("a pod of an unlabelled namespace")?;
+    // The control plane's and Kubernetes' own namespaces never wait for the webhook, even
+    // labelled: meshd's own pods could not start without meshd (nor run with a sidecar that
+    // waits for meshd's config).
+    for namespace in [MESHD_NAMESPACE, "kube-system"] {
+        cluster.kubectl(&["label", "namespace", namespace, "amime-injection=enabled"]).await?;
+        let admitted = cluster.apply(&bare_pod(namespace, "while-down", "{app: x}")).await;
+        cluster.kubectl(&["label", "namespace", namespace, "amime-injection-"]).await?;
+        admitted.with_context(|| format!("a pod of {namespace} labelled amime-injection=enabled, meshd down"))?;
+    }
     Ok(())
 }
 
@@ -176,6 +185,75 @@ async fn the_api_server_injects_pods_through_meshd() {
         ensure!(injected(&after), "not injected after the restart: {after:?}");
         ensure!(ca_of().await?.as_ref() == Some(&ca), "the restarted meshd changed the CA in {TLS_SECRET}");
         await_bundle(&client, &ca.0, "the caBundle to stay meshd's CA").await?;
+        Ok(())
+    })
+    .await;
+}
+
+/// Whether meshd's webhook at `addr` serves a certificate of `ca` (PEM).
+async fn serves_ca(addr: std::net::SocketAddr, ca: &[u8]) -> Result<()> {
+    let response = amime_e2e::webhook::send(addr, std::str::from_utf8(ca)?, "GET", "/healthz", b"").await?;
+    ensure!(response.status == 200, "{}", response.summary());
+    Ok(())
+}
+
+/// The certificate Secret deleted, then a replica restarted (it stores a new CA): the replica
+/// still running adopts the Secret's CA instead of patching its own back, so the caBundle
+/// settles on one CA that every replica serves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_converge_on_the_secret_after_it_changes() {
+    run_test("replicas_converge_on_the_secret_after_it_changes", |ctx| async move {
+        let block = IpBlock(245);
+        let (cluster, network, args) = install(&ctx, block).await?;
+        let first = ManagedProcess::spawn(&ctx, "meshd", &paths::binary("meshd")?, &args)?;
+        let client = cluster.client();
+        let secrets: Api<Secret> = Api::namespaced(client.clone(), MESHD_NAMESPACE);
+        let ca_of =
+            || async { anyhow::Ok(secrets.get_opt(TLS_SECRET).await?.and_then(|s| s.data?.get("ca.crt").cloned())) };
+        let old = await_condition("meshd to store its webhook certificates", Duration::from_secs(20), || async {
+            first.ensure_running()?;
+            ca_of().await?.context("no ca.crt")
+        })
+        .await?;
+        await_bundle(&client, &old.0, "meshd to write its CA into the caBundle").await?;
+
+        // Another replica starts after the Secret is gone: it stores a new CA and patches it in.
+        cluster.kubectl(&["delete", "secret", TLS_SECRET, "-n", MESHD_NAMESPACE]).await?;
+        let mut second_args = args.clone();
+        for (flag, port) in [("--xds-addr", 15010), ("--monitoring-addr", 15014), ("--webhook-addr", 15017)] {
+            let at = second_args.iter().position(|a| a == flag).context(flag)? + 1;
+            second_args[at] = network.addr(hosts::EXTRA_1, port).to_string();
+        }
+        let second = ManagedProcess::spawn(&ctx, "meshd-second", &paths::binary("meshd")?, &second_args)?;
+        let new = await_condition("the second meshd to store a new CA", Duration::from_secs(20), || async {
+            second.ensure_running()?;
+            ca_of().await?.filter(|ca| *ca != old).context("not yet")
+        })
+        .await?;
+
+        // Both serve the Secret's CA, and the bundle is it.
+        let (first_addr, second_addr) = (network.addr(hosts::MESHD, 15017), network.addr(hosts::EXTRA_1, 15017));
+        await_condition("the first meshd to serve the new CA", Duration::from_secs(20), || {
+            serves_ca(first_addr, &new.0)
+        })
+        .await?;
+        serves_ca(second_addr, &new.0).await?;
+        await_bundle(&client, &new.0, "the caBundle to be the Secret's CA").await?;
+        let after = await_condition("a meshed pod to be admitted", Duration::from_secs(20), || async {
+            cluster.apply(&bare_pod("default", "after-rotation", "{sidecar.amime.dev/inject: \"true\"}")).await?;
+            Ok(names(&pods(&client, "default").get("after-rotation").await?))
+        })
+        .await?;
+        ensure!(injected(&after), "not injected: {after:?}");
+
+        // And it stays: no replica patches its own CA back (a patch storm would move it).
+        let configs: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
+        let version = configs.get(WEBHOOK_CONFIGURATION).await?.metadata.resource_version;
+        tokio::time::sleep(Duration::from_secs(3)).await; // an observation window, not a wait
+        let now = configs.get(WEBHOOK_CONFIGURATION).await?.metadata.resource_version;
+        ensure!(now == version, "the webhook configuration keeps changing ({version:?} -> {now:?})");
+        ensure!(ca_of().await?.as_ref() == Some(&new), "the Secret's CA changed again");
+        first.ensure_running()?;
         Ok(())
     })
     .await;

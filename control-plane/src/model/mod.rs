@@ -72,6 +72,28 @@ pub struct Origin {
 /// Each object's [`Origin`], for diagnostics found after parsing (while translating).
 pub type Origins = BTreeMap<ObjectKey, Origin>;
 
+/// `problems` with the file and document of their object filled in where `origins`
+/// knows them (the translator sees objects, not files).
+pub fn locate(origins: &Origins, problems: impl IntoIterator<Item = Diagnostic>) -> Vec<Diagnostic> {
+    let origin_of = |p: &Diagnostic| {
+        let kind = Kind::from_name(p.kind.as_deref()?)?;
+        let namespace = if kind == Kind::Namespace { String::new() } else { p.namespace.clone().unwrap_or_default() };
+        origins.get(&ObjectKey { kind, namespace, name: p.name.clone()? })
+    };
+    problems
+        .into_iter()
+        .map(|mut p| {
+            if p.file.is_none() {
+                if let Some(origin) = origin_of(&p) {
+                    p.file = Some(origin.file.to_string());
+                    p.document = Some(origin.document);
+                }
+            }
+            p
+        })
+        .collect()
+}
+
 impl fmt::Display for ObjectKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.namespace.is_empty() {

@@ -179,7 +179,7 @@ impl ConfigDir {
         let display = path.display().to_string();
         let (parsed, problems) = parse_file_documents(&display, text, &previous.objects);
         let (objects, documents) = match parsed {
-            Some(FileObjects { objects, documents }) => (objects, documents),
+            Some(FileObjects { objects, documents, .. }) => (objects, documents),
             None => (previous.objects, previous.documents),
         };
         let state =
@@ -246,37 +246,65 @@ impl ConfigDir {
 
     /// [`ConfigDir::objects`], with the file and document each object was taken from.
     pub fn objects_with_origins(&self) -> (Vec<&MeshObject>, Origins, Vec<ObjectError>) {
-        /// One definition of an object: its file's modification time, path (and its
-        /// display form, shared by the file's objects), the object and its document.
-        type Definition<'a> = (i128, &'a Path, usize, &'a MeshObject, Option<usize>);
-        let files: Vec<Arc<str>> = self.files.keys().map(|p| Arc::from(p.display().to_string())).collect();
-        let mut origins = Origins::new();
-        let mut defined: BTreeMap<&ObjectKey, Vec<Definition<'_>>> = BTreeMap::new();
-        let mut problems: Vec<ObjectError> = Vec::new();
-        for (file, (path, state)) in self.files.iter().enumerate() {
-            problems.extend(state.problems.iter().cloned());
-            let mtime = state.stamp.map_or(0, |s| s.mtime_ns);
-            for (key, object) in &state.objects {
-                let document = state.documents.get(key).copied();
-                defined.entry(key).or_default().push((mtime, path, file, object, document));
-            }
-        }
-        let mut objects = Vec::with_capacity(defined.len());
-        for (key, mut sources) in defined {
-            sources.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
-            let (winner_mtime, winner, file, object, document) = sources.pop().expect("at least one definition");
-            objects.push(object);
-            if let Some(document) = document {
-                origins.insert(key.clone(), Origin { file: files[file].clone(), document });
-            }
-            for (mtime, path, _, _, document) in sources {
-                let mut problem = duplicate_problem(key, path, winner, mtime == winner_mtime);
-                problem.document = document;
-                problems.push(problem);
-            }
-        }
-        (objects, origins, problems)
+        merge_files(self.files.iter().map(|(path, state)| FileDefinitions {
+            path,
+            mtime_ns: state.stamp.map_or(0, |s| s.mtime_ns),
+            objects: &state.objects,
+            documents: &state.documents,
+            problems: &state.problems,
+        }))
     }
+}
+
+/// What one file defines, for [`merge_files`].
+#[derive(Clone, Copy, Debug)]
+pub struct FileDefinitions<'a> {
+    pub path: &'a Path,
+    /// Modification time, nanoseconds since the epoch: of two definitions of one object,
+    /// the file written last wins (then the later path), as `kubectl apply` would leave it.
+    pub mtime_ns: i128,
+    pub objects: &'a BTreeMap<ObjectKey, MeshObject>,
+    /// The YAML document (from 0) that defines each object.
+    pub documents: &'a BTreeMap<ObjectKey, usize>,
+    /// The problems of the file's content.
+    pub problems: &'a [ObjectError],
+}
+
+/// The objects of several files, each key taken from the file written last; the file and
+/// document each was taken from; the files' problems, and one error per definition that
+/// lost to another file's. Pure: the config-directory source and `meshctl analyze` share it.
+pub fn merge_files<'a>(
+    files: impl IntoIterator<Item = FileDefinitions<'a>>,
+) -> (Vec<&'a MeshObject>, Origins, Vec<ObjectError>) {
+    /// One definition of an object: its file's modification time, path (and its display
+    /// form, shared by the file's objects), the object and its document.
+    type Definition<'a> = (i128, &'a Path, Arc<str>, &'a MeshObject, Option<usize>);
+    let mut origins = Origins::new();
+    let mut defined: BTreeMap<&ObjectKey, Vec<Definition<'_>>> = BTreeMap::new();
+    let mut problems: Vec<ObjectError> = Vec::new();
+    for file in files {
+        let display: Arc<str> = Arc::from(file.path.display().to_string());
+        problems.extend(file.problems.iter().cloned());
+        for (key, object) in file.objects {
+            let document = file.documents.get(key).copied();
+            defined.entry(key).or_default().push((file.mtime_ns, file.path, display.clone(), object, document));
+        }
+    }
+    let mut objects = Vec::with_capacity(defined.len());
+    for (key, mut sources) in defined {
+        sources.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+        let (winner_mtime, winner, display, object, document) = sources.pop().expect("at least one definition");
+        objects.push(object);
+        if let Some(document) = document {
+            origins.insert(key.clone(), Origin { file: display, document });
+        }
+        for (mtime, path, _, _, document) in sources {
+            let mut problem = duplicate_problem(key, path, winner, mtime == winner_mtime);
+            problem.document = document;
+            problems.push(problem);
+        }
+    }
+    (objects, origins, problems)
 }
 
 /// The diagnostic for the definition of `key` in `loser`, overridden by `winner`.

@@ -44,6 +44,9 @@ pub fn parse_file(
 pub struct FileObjects {
     pub objects: BTreeMap<ObjectKey, MeshObject>,
     pub documents: BTreeMap<ObjectKey, usize>,
+    /// How many objects the documents held (valid or not, of any kind; a `List`'s items
+    /// each count).
+    pub read: usize,
 }
 
 /// [`parse_file`], also saying which document defines each object.
@@ -66,7 +69,8 @@ pub fn parse_file_documents(
     let docs = match yaml_documents(text) {
         Ok(docs) => docs,
         Err(e) => {
-            let message = format!("not valid YAML ({}); the objects this file held before stay in force", e.message);
+            let kept = if previous.is_empty() { "" } else { "; the objects this file held before stay in force" };
+            let message = format!("not valid YAML ({}){kept}", e.message);
             return (None, vec![file_error(Some(e.document), "", message)]);
         }
     };
@@ -110,7 +114,7 @@ pub fn parse_file_documents(
             out.parse_one(value, &duplicates, previous, (i, place), with_place);
         }
     }
-    (Some(FileObjects { objects: out.objects, documents: out.documents }), out.problems)
+    (Some(FileObjects { objects: out.objects, documents: out.documents, read: out.read }), out.problems)
 }
 
 /// What one file gave so far.
@@ -122,6 +126,7 @@ struct Collected {
     /// The document each object (or its kept last good state) stands for.
     documents: BTreeMap<ObjectKey, usize>,
     problems: Vec<Diagnostic>,
+    read: usize,
 }
 
 impl Collected {
@@ -133,6 +138,7 @@ impl Collected {
         (document, place): (usize, String),
         with_place: impl Fn(Diagnostic) -> Diagnostic,
     ) {
+        self.read += 1;
         let raw = match RawObject::from_value(value) {
             Ok(raw) => raw,
             Err(e) => {

@@ -16,7 +16,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 
 use envoy_types::pb::envoy::config::cluster::v3::cluster::LbPolicy;
-use envoy_types::pb::envoy::config::listener::v3::{FilterChainMatch, Listener};
+use envoy_types::pb::envoy::config::listener::v3::{FilterChain, FilterChainMatch, Listener};
 use envoy_types::pb::envoy::config::route::v3::{Route, RouteConfiguration, VirtualHost};
 use envoy_types::pb::google::protobuf::{Any, BoolValue, UInt32Value};
 use prost::Message;
@@ -498,29 +498,33 @@ impl MeshConfig {
                 }
             }
         }
-        let filter_chains = ports
-            .into_iter()
-            .map(|port| {
-                let rc = RouteConfiguration {
+        // 15006 is the blackhole's (below), never a service port's.
+        ports.remove(&INBOUND_PORT);
+        let hand_offs = ports.into_iter().map(|port| {
+            let rc = RouteConfiguration {
+                name: format!("inbound|{port}"),
+                virtual_hosts: vec![VirtualHost {
                     name: format!("inbound|{port}"),
-                    virtual_hosts: vec![VirtualHost {
-                        name: format!("inbound|{port}"),
-                        domains: vec!["*".to_owned()],
-                        routes: vec![routes::default_route(INBOUND_PASSTHROUGH_CLUSTER)],
-                        ..Default::default()
-                    }],
+                    domains: vec!["*".to_owned()],
+                    routes: vec![routes::default_route(INBOUND_PASSTHROUGH_CLUSTER)],
                     ..Default::default()
-                };
-                let mut chain = filter_chain(
-                    &format!("inbound|{port}"),
-                    http_connection_manager(&format!("inbound_{port}"), RouteSource::Inline(Box::new(rc)), false),
-                );
-                chain.filter_chain_match = Some(FilterChainMatch {
-                    destination_port: Some(UInt32Value { value: u32::from(port) }),
-                    ..Default::default()
-                });
-                chain
-            })
+                }],
+                ..Default::default()
+            };
+            let mut chain = filter_chain(
+                &format!("inbound|{port}"),
+                http_connection_manager(&format!("inbound_{port}"), RouteSource::Inline(Box::new(rc)), false),
+            );
+            chain.filter_chain_match = Some(FilterChainMatch {
+                destination_port: Some(UInt32Value { value: u32::from(port) }),
+                ..Default::default()
+            });
+            chain
+        });
+        // A connection whose destination is 15006 itself (straight to the pod's 15006, which
+        // the capture leaves alone) would be passed through to 15006 again, without end.
+        let filter_chains = std::iter::once(capture_port_blackhole("virtualInbound-blackhole", INBOUND_PORT))
+            .chain(hand_offs)
             .collect();
         Listener {
             name: "virtualInbound".to_owned(),
@@ -727,6 +731,16 @@ fn service_hosts(
     (virtual_hosts, http_ports, capture_listeners)
 }
 
+/// A filter chain that drops connections whose (original) destination port is `port`, a
+/// capture listener's own: passing them through would connect the listener to itself, again
+/// and again (Istio's `virtualInbound-blackhole` / `virtualOutbound-blackhole`).
+fn capture_port_blackhole(name: &str, port: u16) -> FilterChain {
+    let mut chain = filter_chain(name, tcp_proxy_filter(BLACKHOLE_CLUSTER, BLACKHOLE_CLUSTER));
+    chain.filter_chain_match =
+        Some(FilterChainMatch { destination_port: Some(UInt32Value { value: u32::from(port) }), ..Default::default() });
+    chain
+}
+
 /// The capture listeners every transparent proxy shares: virtualOutbound (its default
 /// chain per the outbound traffic policy) and one hand-off target per HTTP port.
 fn outbound_capture_listeners(settings: &MeshSettings, http_ports: BTreeSet<u16>) -> Vec<Arc<Resource>> {
@@ -736,6 +750,9 @@ fn outbound_capture_listeners(settings: &MeshSettings, http_ports: BTreeSet<u16>
         address: Some(socket_address(IpAddr::V4(Ipv4Addr::UNSPECIFIED), OUTBOUND_PORT)),
         use_original_dst: Some(BoolValue { value: true }),
         listener_filters: vec![original_dst_listener_filter()],
+        // A connection whose destination is 15001 itself (the pod's own 15001, or
+        // 127.0.0.1:15001, neither captured) would be passed through to 15001 again.
+        filter_chains: vec![capture_port_blackhole("virtualOutbound-blackhole", OUTBOUND_PORT)],
         default_filter_chain: Some(match settings.outbound_traffic_policy {
             OutboundTrafficPolicy::AllowAny => {
                 filter_chain("PassthroughFilterChain", tcp_proxy_filter(PASSTHROUGH_CLUSTER, PASSTHROUGH_CLUSTER))

@@ -39,8 +39,10 @@ pub async fn namespace_labels(client: &Client, name: &str) -> Result<Option<BTre
     }
 }
 
-/// The certificates in `secret`, if it holds a usable set.
-pub fn from_secret(secret: &Secret) -> Result<WebhookCerts, String> {
+/// The certificates in `secret`, if it holds a usable set for Service `service` in
+/// `namespace`: a key pair, and a serving certificate its `ca.crt` verifies, valid now for
+/// the name the API server dials (`service.namespace.svc`).
+pub fn from_secret(secret: &Secret, service: &str, namespace: &str) -> Result<WebhookCerts, String> {
     let data = secret.data.clone().unwrap_or_default();
     let field = |key: &str| {
         let bytes = data.get(key).map(|b| b.0.clone()).ok_or_else(|| format!("data.{key}: missing"))?;
@@ -52,6 +54,9 @@ pub fn from_secret(secret: &Secret) -> Result<WebhookCerts, String> {
     }
     tls::certified_key(certs.cert_pem.as_bytes(), certs.key_pem.as_bytes())
         .map_err(|e| format!("data.{CERT_KEY}/data.{KEY_KEY}: {e}"))?;
+    let dialed = format!("{service}.{namespace}.svc");
+    tls::verify_for(certs.ca_pem.as_bytes(), certs.cert_pem.as_bytes(), &dialed)
+        .map_err(|e| format!("data.{CERT_KEY}: not valid for {dialed} with data.{CA_KEY} as the CA: {e}"))?;
     Ok(certs)
 }
 
@@ -78,19 +83,33 @@ fn to_secret(certs: &WebhookCerts, namespace: &str, resource_version: Option<Str
 /// (when two replicas race to create it, the loser reads the winner's). A Secret that does
 /// not hold a usable set is replaced.
 pub async fn shared_certs(client: &Client, namespace: &str, service: &str) -> Result<WebhookCerts, String> {
+    shared_certs_or(client, namespace, service, None).await
+}
+
+/// [`shared_certs`], storing `ours` (the set this replica serves) rather than new ones when
+/// the Secret is missing or unusable.
+async fn shared_certs_or(
+    client: &Client,
+    namespace: &str,
+    service: &str,
+    ours: Option<&WebhookCerts>,
+) -> Result<WebhookCerts, String> {
     let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
     let at = format!("Secret {namespace}/{TLS_SECRET}");
     for _ in 0..5 {
         let existing = api.get_opt(TLS_SECRET).await.map_err(|e| format!("GET {at}: {e}"))?;
         if let Some(secret) = &existing {
-            match from_secret(secret) {
+            match from_secret(secret, service, namespace) {
                 Ok(certs) => return Ok(certs),
                 Err(problem) => {
                     tracing::warn!(secret = %at, %problem, "the webhook certificate Secret is unusable; replacing it")
                 }
             }
         }
-        let certs = certs::generate(service, namespace).map_err(|e| format!("generating certificates: {e}"))?;
+        let certs = match ours {
+            Some(ours) => ours.clone(),
+            None => certs::generate(service, namespace).map_err(|e| format!("generating certificates: {e}"))?,
+        };
         let resource_version = existing.as_ref().and_then(|s| s.metadata.resource_version.clone());
         let mut secret = to_secret(&certs, namespace, resource_version.clone());
         if let Some(existing) = existing {
@@ -133,10 +152,22 @@ pub fn bundle_patch(config: &MutatingWebhookConfiguration, ca_pem: &str) -> Opti
 }
 
 /// Watches the MutatingWebhookConfiguration [`WEBHOOK_CONFIGURATION`] and patches its
-/// `caBundle`s whenever they differ from `ca_pem` (after an install, or a `kubectl apply`
-/// of the manifest that emptied them). Runs until dropped.
-pub async fn keep_ca_bundle(client: Client, ca_pem: String) {
-    let api: Api<MutatingWebhookConfiguration> = Api::all(client);
+/// `caBundle`s whenever they differ from the CA of `ours` (after an install, or a
+/// `kubectl apply` of the manifest that emptied them). Runs until dropped.
+///
+/// Before patching, the Secret [`TLS_SECRET`] in `namespace` is read again: when it holds
+/// another set (it was deleted or replaced and a restarted replica stored new certificates),
+/// this replica `adopt`s that set rather than patching its own CA back. Otherwise two
+/// replicas with different CAs would patch the bundle back and forth without end, and the
+/// API server would trust only one of them at a time.
+pub async fn keep_ca_bundle(
+    client: Client,
+    namespace: String,
+    service: String,
+    mut ours: WebhookCerts,
+    adopt: impl Fn(&WebhookCerts),
+) {
+    let api: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
     let selector = format!("metadata.name={WEBHOOK_CONFIGURATION}");
     let mut events = watcher(api.clone(), watcher::Config::default().fields(&selector)).default_backoff().boxed();
     while let Some(event) = events.next().await {
@@ -148,7 +179,19 @@ pub async fn keep_ca_bundle(client: Client, ca_pem: String) {
                 continue;
             }
         };
-        let Some(patch) = bundle_patch(&config, &ca_pem) else { continue };
+        if bundle_patch(&config, &ours.ca_pem).is_none() {
+            continue;
+        }
+        match shared_certs_or(&client, &namespace, &service, Some(&ours)).await {
+            Ok(shared) if shared != ours => {
+                tracing::info!(secret = TLS_SECRET, "the webhook certificate Secret holds another CA; serving it");
+                adopt(&shared);
+                ours = shared;
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(secret = TLS_SECRET, error = %e, "cannot check the webhook certificate Secret"),
+        }
+        let Some(patch) = bundle_patch(&config, &ours.ca_pem) else { continue };
         let patch: json_patch::Patch = match serde_json::from_value(patch) {
             Ok(p) => p,
             Err(e) => return tracing::error!(error = %e, "internal error: the caBundle patch is not a JSON patch"),
@@ -208,14 +251,32 @@ mod tests {
     fn a_secret_is_read_back_or_says_what_is_wrong() {
         let certs = certs::generate("amime-meshd", "amime-system").unwrap();
         let secret = to_secret(&certs, "amime-system", None);
-        assert_eq!(from_secret(&secret).unwrap(), certs);
+        assert_eq!(from_secret(&secret, "amime-meshd", "amime-system").unwrap(), certs);
         let mut broken = secret.clone();
         broken.data.as_mut().unwrap().remove("tls.key");
-        assert_eq!(from_secret(&broken).unwrap_err(), "data.tls.key: missing");
+        assert_eq!(from_secret(&broken, "amime-meshd", "amime-system").unwrap_err(), "data.tls.key: missing");
         let other = certs::generate("amime-meshd", "amime-system").unwrap();
         let mut mismatched = secret;
         mismatched.data.as_mut().unwrap().insert("tls.key".into(), ByteString(other.key_pem.into_bytes()));
-        let err = from_secret(&mismatched).unwrap_err();
+        let err = from_secret(&mismatched, "amime-meshd", "amime-system").unwrap_err();
         assert!(err.starts_with("data.tls.crt/data.tls.key: the key does not match"), "{err}");
+    }
+
+    #[test]
+    fn a_secret_for_another_service_or_ca_is_not_used() {
+        // Certificates for another Service name (--webhook-service changed, or another install's).
+        let other_name = certs::generate("injector", "amime-system").unwrap();
+        let err =
+            from_secret(&to_secret(&other_name, "amime-system", None), "amime-meshd", "amime-system").unwrap_err();
+        assert!(err.starts_with("data.tls.crt: not valid for amime-meshd.amime-system.svc"), "{err}");
+        // ca.crt of another CA than the one that signed tls.crt: the caBundle would not verify it.
+        let (a, b) = (
+            certs::generate("amime-meshd", "amime-system").unwrap(),
+            certs::generate("amime-meshd", "amime-system").unwrap(),
+        );
+        let crossed = WebhookCerts { ca_pem: b.ca_pem, ..a };
+        let err = from_secret(&to_secret(&crossed, "amime-system", None), "amime-meshd", "amime-system").unwrap_err();
+        assert!(err.starts_with("data.tls.crt: not valid for amime-meshd.amime-system.svc"), "{err}");
+        assert!(err.contains("data.ca.crt"), "{err}");
     }
 }

@@ -66,8 +66,9 @@ impl Webhook {
     /// Whether namespace `name` enables injection: from the model; with the Kubernetes
     /// source, a namespace the model does not have or has without the label is asked of
     /// the API server (the model may lag a label set just before the pod was created; the
-    /// API server sends mostly pods of labelled namespaces, so this is rare). `Err` when a
-    /// namespace the model does not have cannot be looked up now.
+    /// API server sends mostly pods of labelled namespaces, so this is rare). `Err` when
+    /// that cannot be looked up now: the model's "no label" is then no answer, since the
+    /// API server sends a pod that does not opt in only when its namespace has the label.
     pub async fn namespace_enabled(&self, name: &str) -> Result<bool, String> {
         let enabled = |labels: &crate::model::Labels| {
             review::namespace_enabled(labels.iter().map(|(k, v)| (k.as_str(), v.as_str())))
@@ -80,14 +81,7 @@ impl Webhook {
         if known == Some(true) {
             return Ok(true);
         }
-        match (known, kube::namespace_labels(client, name).await) {
-            (_, Ok(found)) => Ok(found.is_some_and(|labels| enabled(&labels))),
-            (Some(known), Err(e)) => {
-                tracing::debug!(namespace = name, error = %e, "namespace lookup failed; going by the model");
-                Ok(known)
-            }
-            (None, Err(e)) => Err(e),
-        }
+        kube::namespace_labels(client, name).await.map(|found| found.is_some_and(|labels| enabled(&labels)))
     }
 }
 
@@ -118,11 +112,16 @@ pub async fn run(listener: tokio::net::TcpListener, certs: CertSource, webhook: 
             let key = tls::certified_key(generated.cert_pem.as_bytes(), generated.key_pem.as_bytes())
                 .map_err(|e| anyhow::anyhow!("the generated webhook certificate: {e}"))?;
             shared.ca_pem.store(Some(Arc::new(generated.ca_pem.clone())));
+            let cert = SwappableCert::new(key);
             let upkeep: futures::future::BoxFuture<'static, ()> = match webhook.client.clone() {
-                Some(client) => Box::pin(kube::keep_ca_bundle(client, generated.ca_pem)),
+                Some(client) => {
+                    let (serving, shared) = (cert.clone(), shared.clone());
+                    let adopt = move |certs: &certs::WebhookCerts| adopt(&serving, &shared, certs);
+                    Box::pin(kube::keep_ca_bundle(client, namespace, service, generated, adopt))
+                }
                 None => Box::pin(std::future::pending()),
             };
-            (SwappableCert::new(key), upkeep)
+            (cert, upkeep)
         }
     };
     let acceptor = tls::acceptor(cert).context("webhook TLS configuration")?;
@@ -130,6 +129,17 @@ pub async fn run(listener: tokio::net::TcpListener, certs: CertSource, webhook: 
     tokio::select! {
         r = server::serve(listener, acceptor, Arc::new(webhook)) => r,
         () = upkeep => Ok(()),
+    }
+}
+
+/// Serves `certs` from now on (the shared Secret changed under this replica).
+fn adopt(serving: &SwappableCert, shared: &WebhookShared, certs: &certs::WebhookCerts) {
+    match tls::certified_key(certs.cert_pem.as_bytes(), certs.key_pem.as_bytes()) {
+        Ok(key) => {
+            serving.set(key);
+            shared.ca_pem.store(Some(Arc::new(certs.ca_pem.clone())));
+        }
+        Err(e) => tracing::warn!(error = %e, "the shared webhook certificate does not load; keeping ours"),
     }
 }
 
@@ -143,5 +153,33 @@ async fn shared_certs_retrying(client: &::kube::Client, namespace: &str, service
         }
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(Duration::from_secs(10));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Labels, MeshObject, Namespace};
+
+    /// A webhook whose model has namespace `plain` without the label, and whose API server
+    /// cannot be reached.
+    fn webhook_with_dead_api_server() -> Webhook {
+        let state = MeshState::new();
+        state.update(|index| {
+            index.apply(MeshObject::Namespace(Namespace { name: "plain".into(), labels: Labels::new() }))
+        });
+        let config = ::kube::Config::new("http://127.0.0.1:1".parse().unwrap());
+        let client = ::kube::Client::try_from(config).unwrap();
+        Webhook { state, client: Some(client), settings: InjectionSettings::default(), shared: Default::default() }
+    }
+
+    #[tokio::test]
+    async fn a_namespace_the_api_server_cannot_confirm_is_unknown_not_unlabelled() {
+        let webhook = webhook_with_dead_api_server();
+        // The API server sends a pod that does not opt in only for a labelled namespace: the
+        // model's "no label" may just lag behind, so it must not admit the pod unmeshed.
+        let enabled = webhook.namespace_enabled("plain").await;
+        assert!(enabled.as_ref().is_err_and(|e| e.starts_with("GET namespaces/plain")), "{enabled:?}");
+        assert!(webhook.namespace_enabled("nowhere").await.is_err());
     }
 }

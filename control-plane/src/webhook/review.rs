@@ -198,6 +198,17 @@ pub fn namespace_unknown(review: &PodReview, why: &str) -> Answer {
     reviewed(denied, Verdict::Error, message)
 }
 
+/// The answer when the namespace's setting cannot be learned: the pod's own say decides
+/// when the namespace does not matter (it opts in or out, or is already injected);
+/// otherwise refused for now, as [`namespace_unknown`].
+pub fn decide_unknown(review: &PodReview, why: &str, settings: &InjectionSettings) -> Answer {
+    let unlabelled = decide(review, false, settings);
+    if unlabelled == decide(review, true, settings) {
+        return unlabelled;
+    }
+    namespace_unknown(review, why)
+}
+
 pub fn skip_text(reason: &SkipReason) -> &'static str {
     match reason {
         SkipReason::NotEnabled => "injection not enabled for the namespace or the pod",

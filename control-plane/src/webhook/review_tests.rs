@@ -206,3 +206,16 @@ fn an_unknown_namespace_refuses_for_now() {
          GET namespaces/bookinfo: timed out after 2s; retry shortly"
     );
 }
+
+#[test]
+fn an_unknown_namespace_decides_only_what_it_must() {
+    let settings = InjectionSettings::default();
+    let why = "GET namespaces/bookinfo: no answer within 3s";
+    let answer = |labels: Value| decide_unknown(&parse(&review_of(pod_request(pod(labels)))).unwrap(), why, &settings);
+    // The pod says nothing: the namespace decides, and cannot be learned now.
+    let unknown = answer(json!({}));
+    assert_eq!(response_of(&unknown)["status"]["code"], 503, "{unknown:?}");
+    // The pod's own label decides, whatever the namespace says.
+    assert_eq!(answer(json!({"sidecar.amime.dev/inject": "true"})).verdict, Verdict::Injected);
+    assert_eq!(answer(json!({"sidecar.amime.dev/inject": "false"})).verdict, Verdict::Skipped);
+}

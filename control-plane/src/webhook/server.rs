@@ -1,5 +1,6 @@
-//! The HTTPS server: an accept loop with a task per connection, the TLS handshake under a
-//! timeout (a silent client holds only its own task), HTTP/1.1 with a header-read timeout,
+//! The HTTPS server: an accept loop with a task per connection (at most
+//! [`MAX_CONNECTIONS`]), the TLS handshake under a timeout (a silent client holds only its
+//! own task), HTTP/1.1 with a header-read timeout and a bounded head buffer,
 //! and the routes `POST /inject` and `GET /healthz`. Each request's body is limited and its
 //! handling timed out.
 
@@ -35,6 +36,14 @@ pub const HEADER_TIMEOUT: Duration = Duration::from_secs(100);
 /// How long one request may take, body included (the API server gives up after the
 /// webhook's `timeoutSeconds`, 10 s in the manifest).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Most connections served at once (the API server keeps a few); more wait in the listen
+/// backlog. With [`MAX_HEADER_BUFFER`] this bounds the memory clients can make meshd hold
+/// (each about 100 KiB at most: the HTTP buffer and rustls's), so a flood of connections
+/// from inside the cluster cannot take meshd, and xDS with it, past its memory limit.
+pub const MAX_CONNECTIONS: usize = 512;
+/// Largest request head (request line and headers) buffered per connection; a bigger one is
+/// answered 431. An AdmissionReview's head is a few hundred bytes.
+pub const MAX_HEADER_BUFFER: usize = 64 << 10;
 
 pub fn router(webhook: Arc<Webhook>) -> Router {
     Router::new()
@@ -47,8 +56,22 @@ pub fn router(webhook: Arc<Webhook>) -> Router {
 /// Serves until the task is dropped; accept errors (e.g. out of file descriptors) are
 /// logged and retried.
 pub async fn serve(listener: TcpListener, acceptor: TlsAcceptor, webhook: Arc<Webhook>) -> anyhow::Result<()> {
-    let app = router(webhook);
+    serve_app(listener, acceptor, router(webhook), MAX_CONNECTIONS).await
+}
+
+/// [`serve`] for any `app`, with at most `max_connections` open at once.
+pub async fn serve_app(
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    app: Router,
+    max_connections: usize,
+) -> anyhow::Result<()> {
+    let open = Arc::new(tokio::sync::Semaphore::new(max_connections));
     loop {
+        if open.available_permits() == 0 {
+            tracing::warn!(max_connections, "webhook: at its connection limit; new connections wait until one closes");
+        }
+        let Ok(permit) = open.clone().acquire_owned().await else { anyhow::bail!("connection limit closed") };
         let (tcp, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
             Err(e) => {
@@ -59,6 +82,7 @@ pub async fn serve(listener: TcpListener, acceptor: TlsAcceptor, webhook: Arc<We
         };
         let (acceptor, app) = (acceptor.clone(), app.clone());
         tokio::spawn(async move {
+            let _open = permit;
             let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                 Ok(Ok(tls)) => tls,
                 Ok(Err(e)) => return tracing::debug!(%peer, error = %e, "webhook: TLS handshake failed"),
@@ -67,6 +91,8 @@ pub async fn serve(listener: TcpListener, acceptor: TlsAcceptor, webhook: Arc<We
             let served = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(HEADER_TIMEOUT)
+                .max_buf_size(MAX_HEADER_BUFFER)
+                .max_header_size(MAX_HEADER_BUFFER)
                 .serve_connection(TokioIo::new(tls), TowerToHyperService::new(app))
                 .await;
             if let Err(e) = served {
@@ -107,7 +133,7 @@ async fn answer(webhook: &Webhook, request: Request) -> Answer {
     };
     let answer = match webhook.namespace_enabled(&review.namespace).await {
         Ok(enabled) => review::decide(&review, enabled, &webhook.settings),
-        Err(why) => review::namespace_unknown(&review, &why),
+        Err(why) => review::decide_unknown(&review, &why, &webhook.settings),
     };
     let (uid, namespace, pod) = (&review.uid, &review.namespace, &review.pod);
     match answer.verdict {
@@ -128,3 +154,7 @@ fn respond(answer: Answer) -> Response {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "server_tests.rs"]
+mod tests;

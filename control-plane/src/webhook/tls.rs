@@ -67,6 +67,30 @@ pub fn certified_key(cert_pem: &[u8], key_pem: &[u8]) -> Result<Arc<CertifiedKey
     }
 }
 
+/// Whether `ca_pem` verifies the serving certificate (chain) `cert_pem` for `dns_name` now,
+/// as the API server will with that CA as the webhook's `caBundle`.
+pub fn verify_for(ca_pem: &[u8], cert_pem: &[u8], dns_name: &str) -> Result<(), String> {
+    use tokio_rustls::rustls::client::danger::ServerCertVerifier;
+    use tokio_rustls::rustls::client::WebPkiServerVerifier;
+    use tokio_rustls::rustls::pki_types::{ServerName, UnixTime};
+    use tokio_rustls::rustls::RootCertStore;
+
+    let mut roots = RootCertStore::empty();
+    for ca in CertificateDer::pem_slice_iter(ca_pem) {
+        let ca = ca.map_err(|e| format!("CA: not PEM: {e}"))?;
+        roots.add(ca).map_err(|e| format!("CA: {e}"))?;
+    }
+    let verifier = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), Arc::new(default_provider()))
+        .build()
+        .map_err(|e| format!("CA: {e}"))?;
+    let chain = CertificateDer::pem_slice_iter(cert_pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("certificate: not PEM: {e}"))?;
+    let (leaf, intermediates) = chain.split_first().ok_or("certificate: no CERTIFICATE block in the PEM")?;
+    let name = ServerName::try_from(dns_name).map_err(|e| format!("{dns_name}: {e}"))?;
+    verifier.verify_server_cert(leaf, intermediates, &name, &[], UnixTime::now()).map(|_| ()).map_err(|e| e.to_string())
+}
+
 /// `--webhook-cert` and `--webhook-key`.
 #[derive(Debug, Clone)]
 pub struct CertFiles {

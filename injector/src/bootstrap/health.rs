@@ -97,7 +97,7 @@ fn probe_route(ip: IpAddr, sidecar_path: &str, probe: &AppProbe) -> Value {
 
 /// Checks the probes a bootstrap replays: sidecar paths under `/app-health/`, absolute
 /// original paths, non-zero ports, header names and values Envoy accepts.
-pub(super) fn validate(probes: &AppProbes) -> Result<(), BootstrapError> {
+pub(crate) fn validate(probes: &AppProbes) -> Result<(), BootstrapError> {
     for (path, probe) in probes {
         let bad = |reason: String| Err(BootstrapError::InvalidAppProbe { path: path.clone(), reason });
         let printable = |s: &str| s.chars().all(|c| !c.is_control());

@@ -7,7 +7,7 @@ use serde_json::{json, Map, Value};
 
 use super::{InjectError, InjectionStatus};
 use crate::bootstrap::{HEALTH_PORT, PROMETHEUS_PORT, READY_PATH};
-use crate::capture::{parse_cidrs, parse_ports, CaptureError, CaptureSpec};
+use crate::capture::{parse_ipv4_cidrs_of_dual_stack, parse_ports, CaptureError, CaptureSpec};
 use crate::conventions::{
     env, AGENT_BINARY, EXCLUDE_INBOUND_PORTS_ANNOTATION, EXCLUDE_OUTBOUND_IP_RANGES_ANNOTATION,
     EXCLUDE_OUTBOUND_PORTS_ANNOTATION, INIT_CONTAINER, POD_ANNOTATIONS_FILE, POD_INFO_DIR, POD_INFO_VOLUME,
@@ -82,7 +82,11 @@ fn capture_spec(pod: &Value, settings: &InjectionSettings) -> Result<CaptureSpec
         proxy_uid: settings.proxy_uid,
         exclude_inbound_ports: annotation_list(pod, EXCLUDE_INBOUND_PORTS_ANNOTATION, parse_ports)?,
         exclude_outbound_ports: annotation_list(pod, EXCLUDE_OUTBOUND_PORTS_ANNOTATION, parse_ports)?,
-        exclude_outbound_cidrs: annotation_list(pod, EXCLUDE_OUTBOUND_IP_RANGES_ANNOTATION, parse_cidrs)?,
+        exclude_outbound_cidrs: annotation_list(
+            pod,
+            EXCLUDE_OUTBOUND_IP_RANGES_ANNOTATION,
+            parse_ipv4_cidrs_of_dual_stack,
+        )?,
         ..CaptureSpec::default()
     })
 }

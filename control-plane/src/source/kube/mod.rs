@@ -98,7 +98,7 @@ pub struct Shared {
     pub stats: Arc<KubeStats>,
 }
 
-fn api_resource(feed: FeedId, version: &str, plural: &str) -> ApiResource {
+pub(crate) fn api_resource(feed: FeedId, version: &str, plural: &str) -> ApiResource {
     let group = feed.group.name();
     ApiResource {
         group: group.to_owned(),

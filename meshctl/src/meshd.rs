@@ -4,11 +4,13 @@
 
 use std::time::Duration;
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use clap::{Args, ValueEnum};
 use proto::admin::admin_client::AdminClient;
 use proto::admin::{ListProxiesRequest, ProxyStatus};
 use tonic::transport::{Channel, Endpoint};
+
+use crate::UsageError;
 
 /// The default admin address: meshd's gRPC port on this machine.
 pub const DEFAULT_MESHD: &str = "127.0.0.1:15010";
@@ -40,11 +42,13 @@ impl MeshdArgs {
     fn endpoint(&self) -> anyhow::Result<Endpoint> {
         let addr = self.meshd.trim();
         if addr.is_empty() {
-            bail!("--meshd is empty: give meshd's address as HOST:PORT (default {DEFAULT_MESHD})");
+            let message = format!("--meshd is empty: give meshd's address as HOST:PORT (default {DEFAULT_MESHD})");
+            return Err(UsageError(message).into());
         }
         let url = if addr.contains("://") { addr.to_owned() } else { format!("http://{addr}") };
-        let endpoint = Endpoint::from_shared(url)
-            .with_context(|| format!("--meshd {addr:?} is not HOST:PORT (for example {DEFAULT_MESHD})"))?;
+        let endpoint = Endpoint::from_shared(url).map_err(|e| {
+            UsageError(format!("--meshd {addr:?} is not HOST:PORT (for example {DEFAULT_MESHD}): {}", cause(&e)))
+        })?;
         Ok(endpoint.connect_timeout(Duration::from_secs(3)).timeout(Duration::from_secs(15)))
     }
 

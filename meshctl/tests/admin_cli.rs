@@ -57,11 +57,13 @@ fn the_meshd_address_comes_from_amime_meshd_and_the_flag_wins() {
     assert!(text(&out.stdout).contains("[default: 127.0.0.1:15010]"), "{}", text(&out.stdout));
 }
 
+/// A malformed address is a usage error (exit 2, as clap's own and analyze's); an
+/// unreachable one is a failure (exit 1).
 #[test]
 fn a_malformed_meshd_address_is_an_error_naming_it() {
     for (addr, want) in [("", "--meshd is empty"), ("not an address", "--meshd \"not an address\" is not HOST:PORT")] {
         let out = meshctl(&["proxy-status", "--meshd", addr], None);
-        assert_eq!(out.status.code(), Some(1), "{addr:?}");
+        assert_eq!(out.status.code(), Some(2), "{addr:?}: a bad flag value is a usage error");
         assert!(text(&out.stderr).contains(want), "{addr:?}: {}", text(&out.stderr));
     }
 }

@@ -14,6 +14,8 @@ use crate::UsageError;
 
 /// The default admin address: meshd's gRPC port on this machine.
 pub const DEFAULT_MESHD: &str = "127.0.0.1:15010";
+/// meshd's gRPC port (MISSION §2), for an address given without one.
+const MESHD_PORT: u16 = 15010;
 
 /// How to reach a meshd that is not where meshctl looked.
 const HOW_TO_POINT: &str = "start meshd, or point meshctl at it with --meshd HOST:PORT or AMIME_MESHD=HOST:PORT \
@@ -21,7 +23,7 @@ const HOW_TO_POINT: &str = "start meshd, or point meshctl at it with --meshd HOS
 
 #[derive(Debug, Clone, Args)]
 pub struct MeshdArgs {
-    /// meshd's gRPC address (ADS and the admin API).
+    /// meshd's gRPC address (ADS and the admin API); HOST alone means port 15010.
     #[arg(long = "meshd", value_name = "HOST:PORT", env = "AMIME_MESHD", default_value = DEFAULT_MESHD)]
     pub meshd: String,
 }
@@ -45,7 +47,14 @@ impl MeshdArgs {
             let message = format!("--meshd is empty: give meshd's address as HOST:PORT (default {DEFAULT_MESHD})");
             return Err(UsageError(message).into());
         }
-        let url = if addr.contains("://") { addr.to_owned() } else { format!("http://{addr}") };
+        let mut url = if addr.contains("://") { addr.to_owned() } else { format!("http://{addr}") };
+        // HOST alone means meshd's port there, not HTTP's 80.
+        if let Ok(uri) = url.parse::<tonic::codegen::http::Uri>() {
+            if let (Some(authority), None) = (uri.authority(), uri.port()) {
+                let with_port = format!("{}:{MESHD_PORT}", authority.as_str());
+                url = url.replacen(authority.as_str(), &with_port, 1);
+            }
+        }
         let endpoint = Endpoint::from_shared(url).map_err(|e| {
             UsageError(format!("--meshd {addr:?} is not HOST:PORT (for example {DEFAULT_MESHD}): {}", cause(&e)))
         })?;
@@ -235,6 +244,18 @@ mod tests {
             "no proxy \"zzzzzzzzzzzz\" is connected: 4 proxies are connected; `meshctl proxy-status` lists them"
         );
         assert!(resolve_proxy("x", None, &[]).unwrap_err().to_string().contains("no proxy is connected"));
+    }
+
+    /// `--meshd HOST` means meshd's port there, not HTTP's port 80.
+    #[test]
+    fn an_address_without_a_port_gets_meshds() {
+        let port = |addr: &str| MeshdArgs { meshd: addr.into() }.endpoint().unwrap().uri().port_u16();
+        assert_eq!(port("10.0.0.5"), Some(15010));
+        assert_eq!(port("meshd.example"), Some(15010));
+        assert_eq!(port("[::1]"), Some(15010));
+        assert_eq!(port("10.0.0.5:9000"), Some(9000));
+        assert_eq!(port("http://meshd.example"), Some(15010));
+        assert_eq!(port("http://meshd.example:9000"), Some(9000));
     }
 
     #[test]

@@ -91,14 +91,14 @@ pub fn render(options: &InstallOptions) -> Result<String, InstallError> {
             let mut value: Value = serde_yaml::from_str(source).map_err(|e| fail(format!("not valid YAML: {e}")))?;
             if edit(&mut value, options) {
                 if options.namespace != DEFAULT_NAMESPACE {
-                    if let Some(path) = find_string(&value, "", DEFAULT_NAMESPACE) {
+                    if let Some(path) = find_name(&value, "", DEFAULT_NAMESPACE) {
                         return Err(fail(format!("{path} still names {DEFAULT_NAMESPACE} after the namespace edit")));
                     }
                 }
                 out.push_str(&serde_yaml::to_string(&value).map_err(|e| fail(e.to_string()))?);
             } else {
                 if options.namespace != DEFAULT_NAMESPACE {
-                    if let Some(path) = find_string(&value, "", DEFAULT_NAMESPACE) {
+                    if let Some(path) = find_name(&value, "", DEFAULT_NAMESPACE) {
                         return Err(fail(format!("{path} names {DEFAULT_NAMESPACE}, which no edit follows")));
                     }
                 }
@@ -231,19 +231,25 @@ fn items<'a>(value: &'a mut Value, path: &[&str]) -> impl Iterator<Item = &'a mu
     at(value, path).and_then(Value::as_sequence_mut).into_iter().flatten()
 }
 
-/// The path of the first string in `value` that contains `needle`.
-fn find_string(value: &Value, path: &str, needle: &str) -> Option<String> {
+/// Whether `text` names `name` as a whole: not as part of a longer name (`amime-system`
+/// is in `amime-meshd.amime-system.svc`, not in `amime-system-dev`).
+fn names(text: &str, name: &str) -> bool {
+    let part_of_name = |c: char| c.is_ascii_alphanumeric() || c == '-';
+    text.match_indices(name)
+        .any(|(at, _)| !text[..at].ends_with(part_of_name) && !text[at + name.len()..].starts_with(part_of_name))
+}
+
+/// The path of the first string in `value` that names `needle` (see [`names`]).
+fn find_name(value: &Value, path: &str, needle: &str) -> Option<String> {
     match value {
-        Value::String(s) if s.contains(needle) => Some(path.to_owned()),
-        Value::Sequence(seq) => {
-            seq.iter().enumerate().find_map(|(i, v)| find_string(v, &format!("{path}[{i}]"), needle))
-        }
+        Value::String(s) if names(s, needle) => Some(path.to_owned()),
+        Value::Sequence(seq) => seq.iter().enumerate().find_map(|(i, v)| find_name(v, &format!("{path}[{i}]"), needle)),
         Value::Mapping(map) => map.iter().find_map(|(k, v)| {
             let key = k.as_str().map_or_else(|| format!("{k:?}"), str::to_owned);
             let path = if path.is_empty() { key } else { format!("{path}.{key}") };
-            find_string(v, &path, needle)
+            find_name(v, &path, needle)
         }),
-        Value::Tagged(tagged) => find_string(&tagged.value, path, needle),
+        Value::Tagged(tagged) => find_name(&tagged.value, path, needle),
         _ => None,
     }
 }
@@ -297,6 +303,30 @@ mod tests {
         assert!(
             out.contains("values:\n      - kube-system\n      - kube-public\n      - kube-node-lease\n      - mesh\n")
         );
+    }
+
+    /// A namespace whose name contains the default one (`amime-system-dev`) is another
+    /// name, not a leftover reference to `amime-system`.
+    #[test]
+    fn a_namespace_named_like_the_default_is_not_a_leftover() {
+        for ns in ["amime-system-dev", "x-amime-system", "amime-systems"] {
+            let out = render(&InstallOptions { namespace: ns.into(), ..Default::default() })
+                .unwrap_or_else(|e| panic!("--namespace {ns}: {e}"));
+            let docs = documents(&out);
+            let namespace = docs.iter().find(|d| d["kind"].as_str() == Some("Namespace")).unwrap();
+            assert_eq!(namespace["metadata"]["name"].as_str(), Some(ns));
+            assert!(out.contains(&format!("--proxy-xds-address=amime-meshd.{ns}.svc:15010")), "{ns}");
+        }
+    }
+
+    /// The default namespace as a name inside a longer string (a DNS name) is still found.
+    #[test]
+    fn leftovers_are_found_as_names_not_as_substrings() {
+        let doc: Value =
+            serde_yaml::from_str("a: [x, 'amime-meshd.amime-system.svc:15010']\nb: amime-system-dev\n").unwrap();
+        assert_eq!(find_name(&doc, "", DEFAULT_NAMESPACE).as_deref(), Some("a[1]"));
+        let other: Value = serde_yaml::from_str("b: amime-system-dev\nc: my-amime-system.svc\n").unwrap();
+        assert_eq!(find_name(&other, "", DEFAULT_NAMESPACE), None);
     }
 
     /// The flags set on meshd are meshd's, and sidecars get the address of the Service the

@@ -108,16 +108,26 @@ fn analyze_cluster(kubeconfig: Option<&Path>) -> anyhow::Result<Analysis> {
 }
 
 /// The files named on the command line (directories listed as meshd lists its
-/// --config-dir), and what could not be read.
+/// --config-dir), and what could not be read. A file that two inputs both name (`-f dir
+/// -f ./dir/a.yaml`, a relative and an absolute path) is read once, under the first
+/// name; within one directory every listed entry counts, as meshd counts them.
 fn read_inputs(inputs: &[String]) -> (Vec<SourceFile>, Vec<String>) {
     let mut files: Vec<SourceFile> = Vec::new();
+    // The input each file came from, and the file it is on disk.
+    let mut seen: Vec<(usize, Option<PathBuf>)> = Vec::new();
     let mut unreadable = Vec::new();
-    let mut add = |file: SourceFile| {
-        if !files.iter().any(|f| f.path == file.path) {
+    let mut add = |input: usize, file: SourceFile| {
+        let real = std::fs::canonicalize(&file.path).ok();
+        let same = |(i, f): (&(usize, Option<PathBuf>), &SourceFile)| {
+            f.path == file.path || (i.0 != input && real.is_some() && i.1 == real)
+        };
+        if !seen.iter().zip(&files).any(same) {
+            seen.push((input, real));
             files.push(file);
         }
     };
-    for input in inputs {
+    for (at, input) in inputs.iter().enumerate() {
+        let mut add = |file: SourceFile| add(at, file);
         if input == "-" {
             let mut text = String::new();
             match std::io::stdin().read_to_string(&mut text) {

@@ -5,7 +5,9 @@ use std::io::Write;
 
 use anyhow::Context;
 use clap::Args;
-use control_plane::install::{render, InstallOptions, DEFAULT_NAMESPACE};
+use control_plane::install::{render, InstallError, InstallOptions, DEFAULT_NAMESPACE};
+
+use crate::UsageError;
 
 #[derive(Debug, Args)]
 #[command(after_help = "Prints the CRDs (networking.amime.dev) and meshd's install manifests (namespace, \
@@ -40,7 +42,10 @@ pub fn run(args: InstallArgs) -> anyhow::Result<()> {
         image: args.image,
         proxy_image: args.proxy_image,
     };
-    let text = render(&options)?;
+    let text = render(&options).map_err(|e| match e {
+        InstallError::Namespace(_) | InstallError::Empty { .. } => anyhow::Error::new(UsageError(e.to_string())),
+        InstallError::Manifest { .. } => e.into(),
+    })?;
     let mut stdout = std::io::stdout().lock();
     stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()).context("cannot write to standard output")
 }

@@ -69,10 +69,28 @@ fn main() -> ExitCode {
             // `{:#}` prints the whole cause chain on one line, without the
             // backtrace `anyhow` would add when RUST_BACKTRACE is set.
             eprintln!("error: {err:#}");
-            ExitCode::FAILURE
+            if err.downcast_ref::<UsageError>().is_some() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }
+
+/// A flag value meshctl refuses after clap parsed it (a malformed --meshd, an invalid
+/// --namespace): exit 2, as clap's own usage errors and analyze's; 1 stays for a
+/// command that could not do its work.
+#[derive(Debug)]
+pub struct UsageError(pub String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {

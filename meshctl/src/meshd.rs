@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use clap::{Args, ValueEnum};
 use proto::admin::admin_client::AdminClient;
 use proto::admin::{ListProxiesRequest, ProxyStatus};
@@ -16,6 +16,10 @@ use crate::target::{self, Sources, Target, DEFAULT_MESHD};
 
 /// How long connecting to meshd may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+use crate::UsageError;
+
+/// meshd's gRPC port (MISSION §2), for an address given without one.
+const MESHD_PORT: u16 = 15010;
 
 /// How to reach a meshd that is not where meshctl looked.
 const HOW_TO_POINT: &str = "start meshd, or point meshctl at it with --meshd HOST:PORT or AMIME_MESHD=HOST:PORT, \
@@ -59,15 +63,24 @@ pub enum OutputFormat {
     Yaml,
 }
 
-/// The endpoint for an address: `HOST:PORT`, or a full `http://` URL.
+/// The endpoint for an address: `HOST:PORT` (HOST alone means port 15010), or a full `http://` URL.
 fn endpoint(addr: &str, from: &str) -> anyhow::Result<Endpoint> {
     let addr = addr.trim();
     if addr.is_empty() {
-        bail!("{from} is empty: give meshd's address as HOST:PORT (default {DEFAULT_MESHD})");
+        let message = format!("{from} is empty: give meshd's address as HOST:PORT (default {DEFAULT_MESHD})");
+        return Err(UsageError(message).into());
     }
-    let url = if addr.contains("://") { addr.to_owned() } else { format!("http://{addr}") };
-    let endpoint = Endpoint::from_shared(url)
-        .with_context(|| format!("{from} {addr:?} is not HOST:PORT (for example {DEFAULT_MESHD})"))?;
+    let mut url = if addr.contains("://") { addr.to_owned() } else { format!("http://{addr}") };
+    // HOST alone means meshd's port there, not HTTP's 80.
+    if let Ok(uri) = url.parse::<tonic::codegen::http::Uri>() {
+        if let (Some(authority), None) = (uri.authority(), uri.port()) {
+            let with_port = format!("{}:{MESHD_PORT}", authority.as_str());
+            url = url.replacen(authority.as_str(), &with_port, 1);
+        }
+    }
+    let endpoint = Endpoint::from_shared(url).map_err(|e| {
+        UsageError(format!("{from} {addr:?} is not HOST:PORT (for example {DEFAULT_MESHD}): {}", cause(&e)))
+    })?;
     Ok(endpoint.connect_timeout(CONNECT_TIMEOUT).timeout(Duration::from_secs(15)))
 }
 
@@ -273,6 +286,18 @@ mod tests {
             "no proxy \"zzzzzzzzzzzz\" is connected: 4 proxies are connected; `meshctl proxy-status` lists them"
         );
         assert!(resolve_proxy("x", None, &[]).unwrap_err().to_string().contains("no proxy is connected"));
+    }
+
+    /// `--meshd HOST` means meshd's port there, not HTTP's port 80.
+    #[test]
+    fn an_address_without_a_port_gets_meshds() {
+        let port = |addr: &str| endpoint(addr, "--meshd").unwrap().uri().port_u16();
+        assert_eq!(port("10.0.0.5"), Some(15010));
+        assert_eq!(port("meshd.example"), Some(15010));
+        assert_eq!(port("[::1]"), Some(15010));
+        assert_eq!(port("10.0.0.5:9000"), Some(9000));
+        assert_eq!(port("http://meshd.example"), Some(15010));
+        assert_eq!(port("http://meshd.example:9000"), Some(9000));
     }
 
     #[test]

@@ -147,11 +147,13 @@ fn kubeconfig_errors_name_the_file_and_context() {
     assert!(stderr.contains("--context prod: no kubeconfig to read it from"), "{stderr}");
 }
 
+/// A malformed address is a usage error (exit 2, as clap's own and analyze's); an
+/// unreachable one is a failure (exit 1).
 #[test]
 fn a_malformed_meshd_address_is_an_error_naming_it() {
     for (addr, want) in [("", "--meshd is empty"), ("not an address", "--meshd \"not an address\" is not HOST:PORT")] {
         let out = meshctl(&["proxy-status", "--meshd", addr], None);
-        assert_eq!(out.status.code(), Some(1), "{addr:?}");
+        assert_eq!(out.status.code(), Some(2), "{addr:?}: a bad flag value is a usage error");
         assert!(text(&out.stderr).contains(want), "{addr:?}: {}", text(&out.stderr));
     }
 }

@@ -62,6 +62,17 @@ fn a_directory_with_known_errors_prints_exactly_those_findings() {
 }
 
 #[test]
+fn a_file_named_two_ways_is_read_once() {
+    let once = meshctl(&["analyze", "-f", "mesh"], "");
+    let absolute = fixtures().join("mesh/services.yaml");
+    for other in ["./mesh/services.yaml", "./mesh", absolute.to_str().unwrap()] {
+        let twice = meshctl(&["analyze", "-f", "mesh", "-f", other], "");
+        assert_eq!(text(&twice.stdout), text(&once.stdout), "-f mesh -f {other}");
+        assert_eq!(twice.status.code(), Some(1));
+    }
+}
+
+#[test]
 fn json_and_yaml_carry_every_finding_and_the_summary() {
     let out = meshctl(&["analyze", "-f", "mesh", "-o", "json"], "");
     assert_eq!(out.status.code(), Some(1));

@@ -54,7 +54,7 @@ fn overrides_and_bad_flags() {
         assert!(got.contains(want), "{want:?} missing");
     }
     let bad = meshctl(&["install", "--namespace", "Bad_NS"]);
-    assert_eq!(bad.status.code(), Some(1));
+    assert_eq!(bad.status.code(), Some(2), "a bad flag value is a usage error, as clap's own");
     assert!(text(&bad.stderr).starts_with("error: --namespace \"Bad_NS\" is not a valid namespace name"));
     assert!(bad.stdout.is_empty());
 }

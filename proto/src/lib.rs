@@ -32,14 +32,35 @@ pub mod admin {
     }
 
     /// A message of this API as canonical proto3 JSON, with proto field names (as
-    /// Envoy's config dumps); fields at their defaults are left out. Fails for an `Any`
+    /// Envoy's config dumps). Every field is there even at its default (an empty list is
+    /// `[]`, nothing acknowledged is `""`), so scripts read fixed paths; only an unset
+    /// message field (a `nack` of a type not NACKED) is left out. Fails for an `Any`
     /// holding an Envoy type (a [`ConfigDump`]'s resources: see [`crate::envoy_json`]).
     pub fn to_json<M: prost::Message + prost::Name>(m: &M) -> Result<serde_json::Value, serde_json::Error> {
         let desc = descriptor_pool()
             .get_message_by_name(&M::full_name())
             .expect("every admin message is in the admin descriptor set");
         let dynamic = DynamicMessage::decode(desc, m.encode_to_vec().as_slice()).expect("a message decodes as itself");
-        let options = SerializeOptions::new().use_proto_field_name(true).skip_default_fields(true);
+        let options = SerializeOptions::new().use_proto_field_name(true).skip_default_fields(false);
         dynamic.serialize_with_options(serde_json::value::Serializer, &options)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::admin::{to_json, ListProxiesResponse, ProxyStatus, TypeStatus};
+
+    /// Scripts read `-o json` with fixed paths: an empty list is `[]`, not a missing key,
+    /// and a field at its default (nothing acknowledged yet, no duplicate) is still there.
+    #[test]
+    fn admin_json_keeps_every_field_whatever_its_value() {
+        assert_eq!(to_json(&ListProxiesResponse::default()).unwrap(), serde_json::json!({ "proxies": [] }));
+        let proxy = ProxyStatus { id: "a.ns".into(), types: vec![TypeStatus::default()], ..Default::default() };
+        let json = to_json(&ListProxiesResponse { proxies: vec![proxy] }).unwrap();
+        let p = &json["proxies"][0];
+        assert_eq!((p["duplicate_id"].as_bool(), p["endpoints_not_subscribed"].as_str()), (Some(false), Some("0")));
+        let t = &p["types"][0];
+        assert_eq!((t["acked_version"].as_str(), t["resource_count"].as_str()), (Some(""), Some("0")), "{t}");
+        assert!(t.get("nack").is_none(), "an absent message stays absent: {t}");
     }
 }

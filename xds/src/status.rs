@@ -116,6 +116,17 @@ impl TypeStatus {
         self.sent_set.iter().flat_map(|set| set.iter()).filter(|r| self.subscription.contains(r.name()))
     }
 
+    /// How many of [`TypeStatus::sent_resources`] there are, without walking a wildcard
+    /// set: O(names subscribed).
+    pub fn held_count(&self) -> usize {
+        let Some(set) = &self.sent_set else { return 0 };
+        if self.subscription.wildcard {
+            set.len()
+        } else {
+            self.subscription.names.iter().filter(|n| set.get(n).is_some()).count()
+        }
+    }
+
     pub fn sync_state(&self) -> SyncState {
         if self.last_nack.is_some() {
             SyncState::Nacked

@@ -9,7 +9,7 @@ use anyhow::Context;
 use clap::{Args, ValueEnum};
 use envoy_types::pb::google::protobuf::Any;
 use prost::{Message, Name};
-use proto::admin::{ConfigDump, GetConfigDumpRequest, SyncState};
+use proto::admin::{ConfigDump, GetConfigDumpRequest, ProxyStatus, SyncState};
 
 use crate::meshd::{self, MeshdArgs, OutputFormat};
 use crate::output::{self, Table};
@@ -95,6 +95,9 @@ pub async fn run(args: ProxyConfigArgs) -> anyhow::Result<()> {
     let dump = admin.client.get_config_dump(request).await;
     let dump = dump.map_err(|s| meshd::call_error(&admin.at, "GetConfigDump", s))?;
     let dump = dump.into_inner();
+    if let Some(note) = streams_note(&proxies, &dump) {
+        eprintln!("{note}");
+    }
     if args.output != OutputFormat::Table {
         return output::print_document(args.output, &resources_json(&dump, args.kind.type_url())?);
     }
@@ -145,6 +148,26 @@ fn resources_json(dump: &ConfigDump, type_url: &str) -> anyhow::Result<serde_jso
     Ok(serde_json::Value::Array(all.context("converting meshd's resources to JSON")?))
 }
 
+/// Two live streams claim the proxy's id (a copied bootstrap, a pod replaced while the
+/// old one lingers): meshd answers for one of them; say which, on every output format.
+fn streams_note(proxies: &[ProxyStatus], dump: &ConfigDump) -> Option<String> {
+    if proxies.len() < 2 && !proxies.iter().any(|p| p.duplicate_id) {
+        return None;
+    }
+    let stream = |p: &ProxyStatus| format!("{} from {}", p.connection_id, p.peer_address);
+    let all: Vec<String> = proxies.iter().map(stream).collect();
+    let shown = proxies
+        .iter()
+        .find(|p| p.connection_id == dump.connection_id)
+        .map_or_else(|| dump.connection_id.to_string(), stream);
+    Some(format!(
+        "warning: {} streams claim {} (connections {}): this is what connection {shown} was sent",
+        all.len().max(2),
+        dump.proxy_id,
+        all.join(", ")
+    ))
+}
+
 /// What to tell a person before the table: the type was never asked for, or what the
 /// proxy holds differs from what was sent.
 fn note(dump: &ConfigDump, kind: Kind) -> Option<String> {
@@ -166,5 +189,32 @@ fn note(dump: &ConfigDump, kind: Kind) -> Option<String> {
             Some(format!("note: {} has not acknowledged this {} version yet.", dump.proxy_id, t.short_name))
         }
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn two_streams_with_one_id_say_which_one_is_shown() {
+        let stream = |connection_id: u64, peer: &str| ProxyStatus {
+            id: "web.default".into(),
+            connection_id,
+            peer_address: peer.into(),
+            duplicate_id: true,
+            ..Default::default()
+        };
+        let dump = ConfigDump { proxy_id: "web.default".into(), connection_id: 7, types: vec![] };
+        let both = [stream(3, "10.0.0.1:4000"), stream(7, "10.0.0.2:5000")];
+        assert_eq!(
+            streams_note(&both, &dump).as_deref(),
+            Some(
+                "warning: 2 streams claim web.default (connections 3 from 10.0.0.1:4000, 7 from 10.0.0.2:5000): \
+                 this is what connection 7 from 10.0.0.2:5000 was sent"
+            )
+        );
+        let one = [ProxyStatus { duplicate_id: false, ..stream(7, "10.0.0.2:5000") }];
+        assert_eq!(streams_note(&one, &dump), None);
     }
 }

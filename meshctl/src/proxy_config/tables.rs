@@ -8,12 +8,15 @@ use envoy_types::pb::envoy::config::cluster::v3::{cluster, Cluster};
 use envoy_types::pb::envoy::config::core::v3::{address, socket_address, Address, HealthStatus};
 use envoy_types::pb::envoy::config::endpoint::v3::{lb_endpoint, ClusterLoadAssignment, LbEndpoint};
 use envoy_types::pb::envoy::config::listener::v3::{filter, FilterChain, FilterChainMatch, Listener};
-use envoy_types::pb::envoy::config::route::v3::{route, route_action, route_match, Route, RouteConfiguration};
+use envoy_types::pb::envoy::config::route::v3::{
+    header_matcher, route, route_action, route_match, HeaderMatcher, Route, RouteConfiguration,
+};
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
     http_connection_manager, HttpConnectionManager,
 };
 use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{tcp_proxy, TcpProxy};
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{secret, Secret};
+use envoy_types::pb::envoy::r#type::matcher::v3::{string_matcher, StringMatcher};
 use envoy_types::pb::google::protobuf::Any;
 use prost::{Message, Name};
 
@@ -189,13 +192,35 @@ fn route_match(r: &Route) -> String {
         Some(_) => "other".to_owned(),
         None => "*".to_owned(),
     }];
-    for h in &m.headers {
-        parts.push(format!("header {}", h.name));
-    }
+    parts.extend(m.headers.iter().map(header_match));
     for q in &m.query_parameters {
         parts.push(format!("query {}", q.name));
     }
     parts.join(" ")
+}
+
+/// One header condition: `header NAME=value` (exact), `=value*` (prefix), `~regex`,
+/// `present`; `not ` before an inverted one. Two routes on one header differ by value.
+fn header_match(h: &HeaderMatcher) -> String {
+    use header_matcher::HeaderMatchSpecifier as Spec;
+    use string_matcher::MatchPattern;
+    let condition = match &h.header_match_specifier {
+        Some(Spec::StringMatch(StringMatcher { match_pattern: Some(pattern), .. })) => match pattern {
+            MatchPattern::Exact(v) => format!("={v}"),
+            MatchPattern::Prefix(v) => format!("={v}*"),
+            MatchPattern::Suffix(v) => format!("=*{v}"),
+            MatchPattern::Contains(v) => format!("=*{v}*"),
+            MatchPattern::SafeRegex(re) => format!("~{}", re.regex),
+            MatchPattern::Custom(c) => format!(" {}", c.name),
+        },
+        Some(Spec::PresentMatch(true)) => " present".to_owned(),
+        Some(Spec::PresentMatch(false)) => " absent".to_owned(),
+        Some(Spec::RangeMatch(r)) => format!(" in [{}, {})", r.start, r.end),
+        // The deprecated forms meshd never sends: the name alone.
+        _ => String::new(),
+    };
+    let not = if h.invert_match { "not " } else { "" };
+    format!("{not}header {}{condition}", h.name)
 }
 
 fn route_destination(r: &Route) -> String {

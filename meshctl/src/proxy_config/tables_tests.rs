@@ -178,3 +178,41 @@ fn unpack_checks_the_type_url() {
     assert_eq!(unpack::<TcpProxy>(&pack(&tcp)), Some(tcp.clone()));
     assert_eq!(unpack::<HttpConnectionManager>(&pack(&tcp)), None);
 }
+
+#[test]
+fn header_matches_show_their_values() {
+    use envoy_types::pb::envoy::config::route::v3::header_matcher::HeaderMatchSpecifier;
+    use envoy_types::pb::envoy::r#type::matcher::v3::{string_matcher::MatchPattern, RegexMatcher, StringMatcher};
+    let string = |p: MatchPattern| {
+        HeaderMatchSpecifier::StringMatch(StringMatcher { match_pattern: Some(p), ..Default::default() })
+    };
+    let header = |spec: HeaderMatchSpecifier, invert: bool| HeaderMatcher {
+        name: "end-user".into(),
+        header_match_specifier: Some(spec),
+        invert_match: invert,
+        ..Default::default()
+    };
+    let route = |h: HeaderMatcher| Route {
+        r#match: Some(RouteMatch {
+            path_specifier: Some(route_match::PathSpecifier::Prefix("/".into())),
+            headers: vec![h],
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let cases = [
+        (header(string(MatchPattern::Exact("jason".into())), false), "/* header end-user=jason"),
+        (header(string(MatchPattern::Exact("bob".into())), false), "/* header end-user=bob"),
+        (header(string(MatchPattern::Prefix("ja".into())), false), "/* header end-user=ja*"),
+        (
+            header(string(MatchPattern::SafeRegex(RegexMatcher { regex: "j.*".into(), ..Default::default() })), false),
+            "/* header end-user~j.*",
+        ),
+        (header(HeaderMatchSpecifier::PresentMatch(true), false), "/* header end-user present"),
+        (header(HeaderMatchSpecifier::PresentMatch(true), true), "/* not header end-user present"),
+        (header(string(MatchPattern::Exact("jason".into())), true), "/* not header end-user=jason"),
+    ];
+    for (h, want) in cases {
+        assert_eq!(route_match(&route(h)), want);
+    }
+}

@@ -163,13 +163,22 @@ impl Session {
         // the same: the version is that of its last accepted response, and it may hold
         // more (Envoy keeps the valid part of an update it NACKs) or, for named types,
         // ask for names never sent under it.
-        let names_before = Arc::as_ptr(&state.subscription.names);
+        let (names_before, wildcard_before) = (Arc::as_ptr(&state.subscription.names), state.subscription.wildcard);
         state.subscribe(ty, first, &mut req);
-        if first || !std::ptr::eq(names_before, Arc::as_ptr(&state.subscription.names)) {
+        let names_changed = first || !std::ptr::eq(names_before, Arc::as_ptr(&state.subscription.names));
+        if names_changed {
             state.subscription.names = self.registry.intern_names(state.subscription.names.clone());
         }
         let subscribed = Subscribed { wildcard: state.subscription.wildcard, names: state.subscription.names.clone() };
-        self.status.update(ty, |s| s.subscription = subscribed);
+        let recount = names_changed || wildcard_before != subscribed.wildcard;
+        self.status.update(ty, |s| {
+            s.subscription = subscribed;
+            // A name dropped leaves the proxy's holdings at once, whether or not
+            // anything is sent: the count follows what a config dump lists.
+            if recount && s.sent_set.is_some() {
+                s.resource_count = s.held_count();
+            }
+        });
         if ty == ResourceType::ClusterLoadAssignment {
             let subscription = state.subscription.clone();
             self.status.update_endpoints(|e| {

@@ -325,3 +325,19 @@ fn acks_of_unknown_types_beyond_those_remembered_are_not_answered_again() {
         assert!(h.sotw(req).is_empty(), "unknown type {i}: its ACK was answered again");
     }
 }
+
+/// proxy-status's RESOURCES column and proxy-config's rows describe the same thing: a
+/// name the proxy unsubscribes from is neither listed nor counted.
+#[test]
+fn delta_resource_count_follows_an_unsubscribe() {
+    let mut h = Harness::new(XdsApi::Delta);
+    let snap = mk_snapshot(&[(EDS, &[("a", "1"), ("b", "1"), ("c", "1")])]);
+    h.snapshot(&snap);
+    let r = one(h.delta(delta_req(EDS, &["a", "b"], &[], "")));
+    h.delta_ack(&r);
+    assert_eq!(h.status(EDS).resource_count, 2);
+    h.delta(delta_req(EDS, &[], &["b"], ""));
+    let status = h.status(EDS);
+    assert_eq!(status.sent_resources().count(), 1);
+    assert_eq!(status.resource_count, 1, "counted as listed");
+}

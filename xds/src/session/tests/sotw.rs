@@ -401,3 +401,17 @@ fn sotw_status_holds_the_shared_set_sent_and_the_subscribed_part() {
     assert!(h.snapshot(&next).is_empty());
     assert!(Arc::ptr_eq(h.status(EDS).sent_set.as_ref().unwrap(), next.set(EDS)));
 }
+
+#[test]
+fn sotw_resource_count_follows_a_dropped_name() {
+    let mut h = Harness::new(XdsApi::StateOfTheWorld);
+    let snap = mk_snapshot(&[(EDS, &[("a", "1"), ("b", "1"), ("c", "1")])]);
+    h.snapshot(&snap);
+    let r = one(h.sotw(sotw_req(EDS, &["a", "b"], "", "")));
+    h.sotw_ack(&r, &["a", "b"]);
+    assert_eq!(h.status(EDS).resource_count, 2);
+    h.sotw(sotw_req(EDS, &["a"], &version(&snap, EDS), r.nonce()));
+    let status = h.status(EDS);
+    assert_eq!(status.sent_resources().count(), 1);
+    assert_eq!(status.resource_count, 1, "counted as listed");
+}

@@ -56,7 +56,7 @@ fn istio_samples_meshd_cannot_honour_are_refused_as_unsupported() {
             refused += 1;
         }
     }
-    assert_eq!(refused, 14);
+    assert_eq!(refused, 15);
 }
 
 #[test]

@@ -77,12 +77,35 @@ pub struct OutlierDetection {
     pub min_health_percent: Option<u32>,
 }
 
+/// TLS from the sidecar to the destination (Istio's `tls`). Certificates are files on
+/// the proxy's filesystem, as in Istio's `caCertificates`/`clientCertificate`/`privateKey`.
+#[derive(Clone, Debug, PartialEq)]
+pub enum UpstreamTls {
+    /// `DISABLE`, and `ISTIO_MUTUAL` until mesh mTLS lands: plaintext.
+    Disable,
+    /// `SIMPLE` (no client certificate) or `MUTUAL` (with one).
+    Originate(TlsOrigination),
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct TlsOrigination {
+    /// `(certificate chain, private key)` files, for `MUTUAL`.
+    pub client_certificate: Option<(String, String)>,
+    /// CA bundle file; `None`: the system bundle, `/etc/ssl/certs/ca-certificates.crt`.
+    pub ca_certificates: Option<String>,
+    /// `None`: from each request's host (Envoy's auto SNI) on HTTP ports.
+    pub sni: Option<String>,
+    pub subject_alt_names: Vec<String>,
+    pub insecure_skip_verify: bool,
+}
+
 /// The parts of a policy that replace each other whole when policies merge.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct PolicySections {
     pub load_balancer: Option<LoadBalancer>,
     pub connection_pool: Option<ConnectionPool>,
     pub outlier_detection: Option<OutlierDetection>,
+    pub tls: Option<UpstreamTls>,
 }
 
 impl PolicySections {
@@ -92,6 +115,7 @@ impl PolicySections {
             load_balancer: over.load_balancer.clone().or_else(|| self.load_balancer.clone()),
             connection_pool: over.connection_pool.clone().or_else(|| self.connection_pool.clone()),
             outlier_detection: over.outlier_detection.clone().or_else(|| self.outlier_detection.clone()),
+            tls: over.tls.clone().or_else(|| self.tls.clone()),
         }
     }
 }
@@ -146,6 +170,7 @@ mod tests {
                 load_balancer: Some(LoadBalancer::Random),
                 connection_pool: Some(pool(10)),
                 outlier_detection: None,
+                tls: None,
             },
             port_level: [(8080, lb(LoadBalancer::LeastRequest))].into_iter().collect(),
         };
@@ -165,6 +190,7 @@ mod tests {
                     load_balancer: Some(LoadBalancer::Random),
                     connection_pool: Some(pool(1)),
                     outlier_detection: None,
+                    tls: None,
                 },
             ),
             (
@@ -174,6 +200,7 @@ mod tests {
                     load_balancer: Some(LoadBalancer::LeastRequest),
                     connection_pool: Some(pool(1)),
                     outlier_detection: None,
+                    tls: None,
                 },
             ),
             // The subset's port-level settings replace everything.

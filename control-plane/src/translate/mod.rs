@@ -567,7 +567,7 @@ fn clusters_and_endpoints(
             let all = service_endpoints(model, lookup, service, sp.port);
             let mut add = |name: String, policy: PolicySections, eps: Vec<SocketAddr>| {
                 let mut cluster = eds_cluster(&name, Default::default(), http2);
-                policy::apply(&mut cluster, &policy, http2);
+                policy::apply(&mut cluster, &policy, sp.protocol);
                 if let Some(hash) = policy::hash_policy(policy.load_balancer.as_ref()) {
                     hash_policies.insert(name.clone(), hash);
                 }

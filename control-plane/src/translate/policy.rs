@@ -16,15 +16,82 @@ use envoy_types::pb::envoy::config::cluster::v3::cluster::{
 use envoy_types::pb::envoy::config::cluster::v3::{
     circuit_breakers, CircuitBreakers, Cluster, OutlierDetection as PbOutlier, UpstreamConnectionOptions,
 };
-use envoy_types::pb::envoy::config::core::v3::{HttpProtocolOptions as CommonHttpOptions, TcpKeepalive as PbKeepalive};
+use envoy_types::pb::envoy::config::core::v3::{
+    HttpProtocolOptions as CommonHttpOptions, TcpKeepalive as PbKeepalive, UpstreamHttpProtocolOptions,
+};
 use envoy_types::pb::envoy::config::route::v3::route_action::{hash_policy, HashPolicy};
 use envoy_types::pb::envoy::config::route::v3::{route, route_action, Route};
 use envoy_types::pb::envoy::r#type::v3::Percent;
 use envoy_types::pb::google::protobuf::{Duration as PbDuration, UInt32Value, UInt64Value};
 
-use crate::model::{ConnectionPool, HashKey, HashRing, LoadBalancer, OutlierDetection, PolicySections};
+use crate::model::{
+    ConnectionPool, HashKey, HashRing, LoadBalancer, OutlierDetection, PolicySections, Protocol, UpstreamTls,
+};
 
 use super::envoy::{seconds, upstream_http_options};
+
+mod tls {
+    use envoy_types::pb::envoy::config::core::v3::{data_source, transport_socket, DataSource, TransportSocket};
+    use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
+        common_tls_context, subject_alt_name_matcher::SanType, CertificateValidationContext, CommonTlsContext,
+        SubjectAltNameMatcher, TlsCertificate, UpstreamTlsContext,
+    };
+    use envoy_types::pb::envoy::r#type::matcher::v3::{string_matcher, StringMatcher};
+
+    use crate::model::TlsOrigination;
+    use crate::translate::envoy::any;
+
+    /// The system's CA bundle, trusted when a rule names no `caCertificates` (Istio's
+    /// first choice too). Envoy refuses SAN checks against its `system_root_certs`.
+    pub const SYSTEM_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+    fn file(path: &str) -> Option<DataSource> {
+        Some(DataSource { specifier: Some(data_source::Specifier::Filename(path.to_owned())), ..Default::default() })
+    }
+
+    /// A subject alt name to accept: a URI (`spiffe://...`) or a DNS name.
+    fn san(name: &str) -> SubjectAltNameMatcher {
+        SubjectAltNameMatcher {
+            san_type: if name.contains("://") { SanType::Uri } else { SanType::Dns } as i32,
+            matcher: Some(StringMatcher {
+                match_pattern: Some(string_matcher::MatchPattern::Exact(name.to_owned())),
+                ignore_case: false,
+            }),
+            oid: String::new(),
+        }
+    }
+
+    /// Envoy's TLS transport socket for `t`: the CA file (or the system's roots), the
+    /// accepted SANs, the client certificate for MUTUAL, the SNI.
+    pub fn transport_socket(t: &TlsOrigination) -> TransportSocket {
+        let validation = (!t.insecure_skip_verify).then(|| CertificateValidationContext {
+            trusted_ca: file(t.ca_certificates.as_deref().unwrap_or(SYSTEM_CA_BUNDLE)),
+            match_typed_subject_alt_names: t.subject_alt_names.iter().map(|s| san(s)).collect(),
+            ..Default::default()
+        });
+        let context = UpstreamTlsContext {
+            common_tls_context: Some(CommonTlsContext {
+                tls_certificates: t
+                    .client_certificate
+                    .iter()
+                    .map(|(cert, key)| TlsCertificate {
+                        certificate_chain: file(cert),
+                        private_key: file(key),
+                        ..Default::default()
+                    })
+                    .collect(),
+                validation_context_type: validation.map(common_tls_context::ValidationContextType::ValidationContext),
+                ..Default::default()
+            }),
+            sni: t.sni.clone().unwrap_or_default(),
+            ..Default::default()
+        };
+        TransportSocket {
+            name: "envoy.transport_sockets.tls".to_owned(),
+            config_type: Some(transport_socket::ConfigType::TypedConfig(any(context))),
+        }
+    }
+}
 
 /// Istio's default for every circuit-breaker threshold: effectively none.
 const NO_LIMIT: u32 = u32::MAX;
@@ -37,14 +104,37 @@ fn u32_value(value: u32) -> Option<UInt32Value> {
     Some(UInt32Value { value })
 }
 
-/// Applies `policy` to `cluster` (an EDS cluster of a service port; `http2` when the
-/// port speaks HTTP/2 to its endpoints).
-pub fn apply(cluster: &mut Cluster, policy: &PolicySections, http2: bool) {
+/// Applies `policy` to `cluster` (an EDS cluster of a service port speaking `protocol`).
+pub fn apply(cluster: &mut Cluster, policy: &PolicySections, protocol: Protocol) {
     apply_load_balancer(cluster, policy.load_balancer.as_ref());
     let pool = policy.connection_pool.clone().unwrap_or_default();
-    apply_connection_pool(cluster, &pool, http2);
+    apply_connection_pool(cluster, &pool);
     if let Some(outlier) = &policy.outlier_detection {
         apply_outlier_detection(cluster, outlier);
+    }
+    let tls = match &policy.tls {
+        Some(UpstreamTls::Originate(t)) => Some(t),
+        _ => None,
+    };
+    if let Some(t) = tls {
+        cluster.transport_socket = Some(tls::transport_socket(t));
+    }
+    // Upstream HTTP options: idle timeout and requests per connection from the pool; SNI
+    // (and SAN check) from each request's host when TLS names no SNI, as Istio does.
+    let common =
+        (pool.idle_timeout.is_some() || pool.max_requests_per_connection.is_some()).then(|| CommonHttpOptions {
+            idle_timeout: pool.idle_timeout.map(duration),
+            max_requests_per_connection: pool.max_requests_per_connection.and_then(u32_value),
+            ..Default::default()
+        });
+    let upstream = tls.filter(|t| t.sni.is_none() && protocol != Protocol::Tcp).map(|t| UpstreamHttpProtocolOptions {
+        auto_sni: true,
+        auto_san_validation: t.subject_alt_names.is_empty() && !t.insecure_skip_verify,
+        ..Default::default()
+    });
+    if common.is_some() || upstream.is_some() {
+        let (key, options) = upstream_http_options(protocol == Protocol::Http2, common, upstream);
+        cluster.typed_extension_protocol_options.insert(key, options);
     }
 }
 
@@ -74,7 +164,7 @@ fn apply_load_balancer(cluster: &mut Cluster, lb: Option<&LoadBalancer>) {
     cluster.lb_policy = policy as i32;
 }
 
-fn apply_connection_pool(cluster: &mut Cluster, pool: &ConnectionPool, http2: bool) {
+fn apply_connection_pool(cluster: &mut Cluster, pool: &ConnectionPool) {
     let limit = |v: Option<u32>| u32_value(v.unwrap_or(NO_LIMIT));
     cluster.circuit_breakers = Some(CircuitBreakers {
         thresholds: vec![circuit_breakers::Thresholds {
@@ -98,15 +188,6 @@ fn apply_connection_pool(cluster: &mut Cluster, pool: &ConnectionPool, http2: bo
             }),
             ..Default::default()
         });
-    }
-    if pool.idle_timeout.is_some() || pool.max_requests_per_connection.is_some() {
-        let common = CommonHttpOptions {
-            idle_timeout: pool.idle_timeout.map(duration),
-            max_requests_per_connection: pool.max_requests_per_connection.and_then(u32_value),
-            ..Default::default()
-        };
-        let (key, options) = upstream_http_options(http2, Some(common));
-        cluster.typed_extension_protocol_options.insert(key, options);
     }
 }
 

@@ -221,14 +221,15 @@ pub(super) static DESTINATION_RULE: Message = Message {
 static WORKLOAD_SELECTOR: Message = Message { fields: &[leaf("matchLabels")] };
 
 const BALANCING: &str = "connections use meshd's defaults";
-const NO_TLS: &str = "connections to this host are not wrapped in TLS by the sidecar";
+const NEEDS_SDS: &str = "needs certificates from Kubernetes secrets (SDS), which meshd does not serve yet; \
+    name files on the proxy with caCertificates, clientCertificate and privateKey";
 
 static TRAFFIC_POLICY: Message = Message {
     fields: &[
         read("loadBalancer", msg(&LOAD_BALANCER)),
         read("connectionPool", msg(&CONNECTION_POOL)),
         read("outlierDetection", msg(&OUTLIER_DETECTION)),
-        ignored("tls", msg(&CLIENT_TLS), NO_TLS),
+        read("tls", msg(&CLIENT_TLS)),
         read("portLevelSettings", List(&PORT_TRAFFIC_POLICY)),
         unsupported("tunnel", msg(&TUNNEL), "would connect straight to the destination instead of through the tunnel"),
         ignored("proxyProtocol", msg(&PROXY_PROTOCOL), "no PROXY protocol header is sent"),
@@ -242,7 +243,7 @@ static PORT_TRAFFIC_POLICY: Message = Message {
         read("loadBalancer", msg(&LOAD_BALANCER)),
         read("connectionPool", msg(&CONNECTION_POOL)),
         read("outlierDetection", msg(&OUTLIER_DETECTION)),
-        ignored("tls", msg(&CLIENT_TLS), NO_TLS),
+        read("tls", msg(&CLIENT_TLS)),
     ],
 };
 
@@ -368,12 +369,12 @@ static CLIENT_TLS: Message = Message {
         leaf("clientCertificate"),
         leaf("privateKey"),
         leaf("caCertificates"),
-        leaf("credentialName"),
-        leaf("caCertCredentialName"),
+        unsupported("credentialName", Leaf, NEEDS_SDS),
+        unsupported("caCertCredentialName", Leaf, NEEDS_SDS),
         leaf("subjectAltNames"),
         leaf("sni"),
         leaf("insecureSkipVerify"),
-        leaf("caCrl"),
+        ignored("caCrl", Leaf, "revoked certificates are accepted"),
     ],
 };
 

@@ -239,7 +239,7 @@ fn fields_whose_absence_cannot_misroute_are_warnings() {
             rule(&format!("{{match: [{{uri: {{prefix: /}}, statPrefix: s}}], {ROUTE}}}")),
             "spec.http[0].match[0].statPrefix",
         ),
-        (dr("trafficPolicy: {tls: {mode: ISTIO_MUTUAL}}"), "spec.trafficPolicy.tls"),
+        (dr("trafficPolicy: {tls: {mode: ISTIO_MUTUAL}}"), "spec.trafficPolicy.tls.mode"),
         (
             dr("trafficPolicy: {loadBalancer: {consistentHash: {httpCookie: {name: u, ttl: 0s, attributes: [{name: SameSite, value: Strict}]}}}}"),
             "spec.trafficPolicy.loadBalancer.consistentHash.httpCookie.attributes",
@@ -273,7 +273,7 @@ fn fields_whose_absence_cannot_misroute_are_warnings() {
             dr("trafficPolicy: {outlierDetection: {failurePercentageThreshold: 50}}"),
             "spec.trafficPolicy.outlierDetection.failurePercentageThreshold",
         ),
-        (dr("trafficPolicy: {tls: {mode: SIMPLE, caCertCredentialName: ca}}"), "spec.trafficPolicy.tls"),
+        (dr("trafficPolicy: {tls: {mode: SIMPLE, caCrl: /etc/crl.pem}}"), "spec.trafficPolicy.tls.caCrl"),
         (dr("trafficPolicy: {retryBudget: {percent: 20, budgetInterval: 10s}}"), "spec.trafficPolicy.retryBudget"),
     ];
     for (yaml, field) in cases {
@@ -395,6 +395,23 @@ fn traffic_policies_are_read_and_bad_values_name_the_field() {
             dr("subsets: [{name: v1, trafficPolicy: {outlierDetection: {minHealthPercent: 200}}}]"),
             "spec.subsets[0].trafficPolicy.outlierDetection.minHealthPercent",
             "out of range",
+        ),
+        (
+            dr("trafficPolicy: {tls: {mode: MUTUAL, caCertificates: /ca.pem}}"),
+            "spec.trafficPolicy.tls.clientCertificate",
+            "required with mode MUTUAL",
+        ),
+        (
+            dr("trafficPolicy: {tls: {mode: MUTUAL, clientCertificate: /c.pem}}"),
+            "spec.trafficPolicy.tls.privateKey",
+            "required with mode MUTUAL",
+        ),
+        (dr("trafficPolicy: {tls: {mode: SIMPLE, sni: ''}}"), "spec.trafficPolicy.tls.sni", "must not be empty"),
+        (dr("trafficPolicy: {tls: {mode: PERMISSIVE}}"), "spec.trafficPolicy.tls.mode", "not one of"),
+        (
+            dr("trafficPolicy: {portLevelSettings: [{port: {number: 443}, tls: {mode: SIMPLE, credentialName: c}}]}"),
+            "spec.trafficPolicy.portLevelSettings[0].tls.credentialName",
+            "SDS",
         ),
     ]);
 }

@@ -408,6 +408,17 @@ fn traffic_policies_are_read_and_bad_values_name_the_field() {
         ),
         (dr("trafficPolicy: {tls: {mode: SIMPLE, sni: ''}}"), "spec.trafficPolicy.tls.sni", "must not be empty"),
         (dr("trafficPolicy: {tls: {mode: PERMISSIVE}}"), "spec.trafficPolicy.tls.mode", "not one of"),
+        (dr("trafficPolicy: {tls: {mode: SIMPLE, sni: \"a\\0b\"}}"), "spec.trafficPolicy.tls.sni", "not a server name"),
+        (
+            dr("trafficPolicy: {tls: {mode: SIMPLE, caCertificates: certs/ca.pem}}"),
+            "spec.trafficPolicy.tls.caCertificates",
+            "absolute",
+        ),
+        (
+            dr("trafficPolicy: {tls: {mode: SIMPLE, subjectAltNames: [a, '']}}"),
+            "spec.trafficPolicy.tls.subjectAltNames[1]",
+            "not a name",
+        ),
         (
             dr("trafficPolicy: {portLevelSettings: [{port: {number: 443}, tls: {mode: SIMPLE, credentialName: c}}]}"),
             "spec.trafficPolicy.portLevelSettings[0].tls.credentialName",

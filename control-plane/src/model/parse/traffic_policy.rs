@@ -281,10 +281,28 @@ fn parse_tls(cx: &mut Context<'_>, field: &str, spec: &TlsSpec) -> Result<Upstre
             other => Ok(other.clone()),
         }
     };
-    let client_certificate = non_empty("clientCertificate", &spec.client_certificate)?;
-    let private_key = non_empty("privateKey", &spec.private_key)?;
-    let ca_certificates = non_empty("caCertificates", &spec.ca_certificates)?;
+    let path = |name: &str, v: &Option<String>| -> Result<Option<String>, Diagnostic> {
+        let v = non_empty(name, v)?;
+        match &v {
+            Some(p) if !p.starts_with('/') || p.len() > 4096 || p.chars().any(char::is_control) => {
+                Err(cx.error(&f(name), format!("{p:?} is not an absolute file path (on the proxy)")))
+            }
+            _ => Ok(v),
+        }
+    };
+    let client_certificate = path("clientCertificate", &spec.client_certificate)?;
+    let private_key = path("privateKey", &spec.private_key)?;
+    let ca_certificates = path("caCertificates", &spec.ca_certificates)?;
     let sni = non_empty("sni", &spec.sni)?;
+    if let Some(name) = sni.as_ref().filter(|s| s.len() > 255 || s.chars().any(|c| c.is_control() || c.is_whitespace()))
+    {
+        return Err(cx.error(&f("sni"), format!("{name:?} is not a server name (at most 255 characters, no spaces)")));
+    }
+    for (i, san) in spec.subject_alt_names.iter().enumerate() {
+        if san.is_empty() || san.chars().any(char::is_control) {
+            return Err(cx.error(&f(&format!("subjectAltNames[{i}]")), format!("{san:?} is not a name")));
+        }
+    }
     let mut origination = TlsOrigination {
         client_certificate: None,
         ca_certificates,

@@ -1,5 +1,5 @@
 //! DestinationRule traffic policies end to end: real meshd, the productpage sidecar
-//! (explicit mode, real Envoy) and in-process upstreams. Blocks 131-135 belong to this
+//! (explicit mode, real Envoy) and in-process upstreams. Blocks 131-136 belong to this
 //! file. Each test ends by checking that Envoy rejected no update and meshd counted no
 //! NACK.
 
@@ -234,13 +234,9 @@ async fn outlier_detection_ejects_the_failing_endpoint() {
     .await;
 }
 
-/// A TLS server (`openssl s_server -WWW`, serving files of its directory) on `addr`, with a
-/// self-signed certificate for `name`; returns it and the certificate's path.
-async fn start_tls_server(ctx: &TestContext, addr: SocketAddr, name: &str) -> Result<(ManagedProcess, String)> {
-    let dir = ctx.unique_path("tls-upstream", "");
-    std::fs::create_dir_all(&dir)?;
-    std::fs::write(dir.join("hello"), "hello over TLS\n")?;
-    let (key, cert) = (dir.join("key.pem"), dir.join("cert.pem"));
+/// Writes a self-signed certificate for `name` as `<stem>.pem` and `<stem>-key.pem` in `dir`.
+async fn self_signed(dir: &std::path::Path, stem: &str, name: &str) -> Result<(String, String)> {
+    let (key, cert) = (dir.join(format!("{stem}-key.pem")), dir.join(format!("{stem}.pem")));
     let mut args: Vec<String> = ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
         .iter()
         .map(|a| a.to_string())
@@ -251,8 +247,25 @@ async fn start_tls_server(ctx: &TestContext, addr: SocketAddr, name: &str) -> Re
     );
     args.extend(["-keyout".into(), key.display().to_string(), "-out".into(), cert.display().to_string()]);
     run_to_completion(std::path::Path::new("openssl"), &args, Duration::from_secs(20)).await.context("openssl req")?;
+    Ok((cert.display().to_string(), key.display().to_string()))
+}
+
+/// A TLS server (`openssl s_server -WWW`, serving files of its directory) on `addr`, with a
+/// self-signed certificate for `name`; with `client_ca`, it demands a client certificate
+/// signed by it. Returns the server and its certificate's path.
+async fn start_tls_server(
+    ctx: &TestContext,
+    addr: SocketAddr,
+    name: &str,
+    client_ca: Option<&str>,
+) -> Result<(ManagedProcess, String)> {
+    let dir = ctx.unique_path("tls-upstream", "");
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(dir.join("hello"), "hello over TLS\n")?;
+    let (cert, _) = self_signed(&dir, "cert", name).await?;
+    let verify = client_ca.map(|ca| format!(" -Verify 1 -CAfile '{ca}'")).unwrap_or_default();
     let script = format!(
-        "cd '{}' && exec openssl s_server -quiet -accept {addr} -cert cert.pem -key key.pem -WWW",
+        "cd '{}' && exec openssl s_server -quiet -accept {addr} -cert cert.pem -key cert-key.pem -WWW{verify}",
         dir.display()
     );
     let process = ManagedProcess::spawn(ctx, "tls-upstream", std::path::Path::new("/bin/sh"), ["-c", &script])?;
@@ -261,14 +274,14 @@ async fn start_tls_server(ctx: &TestContext, addr: SocketAddr, name: &str) -> Re
         tokio::net::TcpStream::connect(addr).await.map(drop).context("connect")
     })
     .await?;
-    Ok((process, cert.display().to_string()))
+    Ok((process, cert))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn simple_tls_reaches_an_upstream_that_speaks_only_tls() {
     run_test("simple_tls_reaches_an_upstream_that_speaks_only_tls", |ctx| async move {
         let block = IpBlock(135);
-        let (_server, cert) = start_tls_server(&ctx, block.addr(hosts::EXTRA_1, APP_PORT), "extra.example").await?;
+        let (_server, cert) = start_tls_server(&ctx, block.addr(hosts::EXTRA_1, APP_PORT), "extra.example", None).await?;
         let rule = |san: &str| {
             destination_rule("extra", &format!("    tls:\n      mode: SIMPLE\n      caCertificates: {cert}\n      sni: extra.example\n      subjectAltNames: [{san}]\n"))
         };
@@ -288,6 +301,36 @@ async fn simple_tls_reaches_an_upstream_that_speaks_only_tls() {
             Ok(())
         })
         .await?;
+        bookinfo.check_no_nacks().await
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutual_tls_presents_the_client_certificate() {
+    run_test("mutual_tls_presents_the_client_certificate", |ctx| async move {
+        let block = IpBlock(136);
+        let dir = ctx.unique_path("client-cert", "");
+        std::fs::create_dir_all(&dir)?;
+        let (client_cert, client_key) = self_signed(&dir, "client", "productpage.example").await?;
+        let addr = block.addr(hosts::EXTRA_1, APP_PORT);
+        let (_server, cert) = start_tls_server(&ctx, addr, "extra.example", Some(&client_cert)).await?;
+        let tls = format!("    tls:\n      mode: MUTUAL\n      caCertificates: {cert}\n      sni: extra.example\n      clientCertificate: {client_cert}\n      privateKey: {client_key}\n");
+        let bookinfo = start(&ctx, block, &extra_service(false), &destination_rule("extra", &tls)).await?;
+        let url = "http://extra:9080/hello";
+        let answer = |want: u16| {
+            let bookinfo = &bookinfo;
+            async move {
+                let r = bookinfo.productpage.request(url, &[]).await?;
+                ensure!(r.status == want && (want != 200 || r.body.contains("hello over TLS")), "{}", r.summary());
+                Ok(())
+            }
+        };
+        await_condition("MUTUAL TLS to the upstream to answer", Duration::from_secs(10), || answer(200)).await?;
+        // Without the client certificate the server ends the handshake.
+        let simple = format!("    tls:\n      mode: SIMPLE\n      caCertificates: {cert}\n      sni: extra.example\n");
+        bookinfo.dir.write(RULE_FILE, &destination_rule("extra", &simple))?;
+        await_condition("SIMPLE TLS (no client certificate) to be refused", Duration::from_secs(10), || answer(503)).await?;
         bookinfo.check_no_nacks().await
     })
     .await;

@@ -107,6 +107,20 @@ fn rich_transparent_sidecar() {
 }
 
 #[test]
+fn tls_origination_explicit_sidecar() {
+    check(
+        "tls",
+        "explicit",
+        ProxyClass {
+            namespace: "shop".into(),
+            mode: InterceptionMode::None,
+            ip: Some(ip("127.0.20.9")),
+            labels: Default::default(),
+        },
+    );
+}
+
+#[test]
 fn adversarial_input_problems_are_reported_by_object_and_field() {
     let mesh = common::mesh_from("adversarial");
     compare("adversarial-problems", &serde_json::to_value(&mesh.problems).unwrap());

@@ -7,12 +7,17 @@
 
 pub mod index;
 pub mod parse;
+pub mod policy;
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::IpAddr;
 
 pub use parse::{parse_object, Diagnostic, ObjectError, RawObject, Severity};
+pub use policy::{
+    effective_policy, ConnectionPool, ConsistentHash, HashKey, HashRing, LoadBalancer, OutlierDetection,
+    PolicySections, TcpKeepalive, TlsOrigination, TrafficPolicy, UpstreamTls,
+};
 
 /// Cluster-local DNS suffix of service hostnames.
 pub const DOMAIN_SUFFIX: &str = "svc.cluster.local";
@@ -298,19 +303,6 @@ pub struct VirtualService {
     pub http: Vec<HttpRoute>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum LoadBalancer {
-    RoundRobin,
-    LeastRequest,
-    Random,
-    Passthrough,
-}
-
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct TrafficPolicy {
-    pub load_balancer: Option<LoadBalancer>,
-}
-
 #[derive(Clone, Debug, PartialEq)]
 pub struct Subset {
     pub name: String,
@@ -323,7 +315,8 @@ pub struct DestinationRule {
     pub namespace: String,
     pub name: String,
     pub host: String,
-    pub traffic_policy: Option<TrafficPolicy>,
+    /// Boxed: it is large and most rules have none.
+    pub traffic_policy: Option<Box<TrafficPolicy>>,
     pub subsets: Vec<Subset>,
 }
 

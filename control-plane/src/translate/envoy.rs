@@ -6,7 +6,8 @@ use std::net::{IpAddr, SocketAddr};
 use envoy_types::pb::envoy::config::cluster::v3::{cluster, Cluster};
 use envoy_types::pb::envoy::config::core::v3::{
     address, config_source, socket_address, Address, AggregatedConfigSource, ApiVersion, BindConfig, ConfigSource,
-    Http2ProtocolOptions, SocketAddress,
+    Http1ProtocolOptions, Http2ProtocolOptions, HttpProtocolOptions as CoreHttpProtocolOptions, SocketAddress,
+    UpstreamHttpProtocolOptions,
 };
 use envoy_types::pb::envoy::config::core::v3::{
     data_source, substitution_format_string, DataSource, SubstitutionFormatString, TypedExtensionConfig,
@@ -82,23 +83,35 @@ pub fn eds_cluster(name: &str, lb_policy: cluster::LbPolicy, http2: bool) -> Clu
         ..Default::default()
     };
     if http2 {
-        c.typed_extension_protocol_options.insert(
-            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions".to_owned(),
-            any(HttpProtocolOptions {
-                upstream_protocol_options: Some(http_protocol_options::UpstreamProtocolOptions::ExplicitHttpConfig(
-                    http_protocol_options::ExplicitHttpConfig {
-                        protocol_config: Some(
-                            http_protocol_options::explicit_http_config::ProtocolConfig::Http2ProtocolOptions(
-                                Http2ProtocolOptions::default(),
-                            ),
-                        ),
-                    },
-                )),
-                ..Default::default()
-            }),
-        );
+        let (key, options) = upstream_http_options(true, None, None);
+        c.typed_extension_protocol_options.insert(key, options);
     }
     c
+}
+
+/// A cluster's upstream HTTP options (key and value of `typed_extension_protocol_options`):
+/// HTTP/2 or HTTP/1.1 to the endpoints, with `common` options (idle timeout, requests per
+/// connection).
+pub fn upstream_http_options(
+    http2: bool,
+    common: Option<CoreHttpProtocolOptions>,
+    upstream: Option<UpstreamHttpProtocolOptions>,
+) -> (String, Any) {
+    use http_protocol_options::explicit_http_config::ProtocolConfig;
+    let protocol_config = if http2 {
+        ProtocolConfig::Http2ProtocolOptions(Http2ProtocolOptions::default())
+    } else {
+        ProtocolConfig::HttpProtocolOptions(Http1ProtocolOptions::default())
+    };
+    let options = HttpProtocolOptions {
+        common_http_protocol_options: common,
+        upstream_http_protocol_options: upstream,
+        upstream_protocol_options: Some(http_protocol_options::UpstreamProtocolOptions::ExplicitHttpConfig(
+            http_protocol_options::ExplicitHttpConfig { protocol_config: Some(protocol_config) },
+        )),
+        ..Default::default()
+    };
+    ("envoy.extensions.upstreams.http.v3.HttpProtocolOptions".to_owned(), any(options))
 }
 
 /// A cluster that connects to each connection's original destination; with `bind`,

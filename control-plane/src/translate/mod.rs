@@ -9,13 +9,13 @@
 
 pub mod contain;
 pub mod envoy;
+pub mod policy;
 pub mod routes;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 
-use envoy_types::pb::envoy::config::cluster::v3::cluster::LbPolicy;
 use envoy_types::pb::envoy::config::listener::v3::{FilterChain, FilterChainMatch, Listener};
 use envoy_types::pb::envoy::config::route::v3::{Route, RouteConfiguration, VirtualHost};
 use envoy_types::pb::google::protobuf::{Any, BoolValue, UInt32Value};
@@ -24,8 +24,8 @@ use xds::{Resource, ResourceSet, ResourceType, Snapshot};
 
 use crate::model::index::Index;
 use crate::model::{
-    resolve_host, selector_matches, DestinationRule, EndpointSlice, Labels, LoadBalancer, ObjectError, Pod, Protocol,
-    Service, Severity, VirtualService,
+    effective_policy, resolve_host, selector_matches, DestinationRule, EndpointSlice, Labels, ObjectError, Pod,
+    PolicySections, Protocol, Service, Severity, VirtualService,
 };
 use contain::{CheckStats, Checker, Containment};
 use envoy::*;
@@ -140,17 +140,6 @@ pub struct MeshConfig {
     containment: Arc<Containment>,
     /// What checking the pieces against Envoy's constraints cost this build.
     pub checks: CheckStats,
-}
-
-fn lb_policy(lb: Option<LoadBalancer>) -> LbPolicy {
-    match lb {
-        None | Some(LoadBalancer::RoundRobin) => LbPolicy::RoundRobin,
-        Some(LoadBalancer::LeastRequest) => LbPolicy::LeastRequest,
-        Some(LoadBalancer::Random) => LbPolicy::Random,
-        // PASSTHROUGH (connect to the caller's destination) needs an original-dst
-        // cluster per service; until then it balances like ROUND_ROBIN.
-        Some(LoadBalancer::Passthrough) => LbPolicy::RoundRobin,
-    }
 }
 
 /// The DestinationRule that applies to `service`: one in the service's namespace
@@ -332,11 +321,11 @@ impl MeshConfig {
         let mut checker = Checker::start(&containment);
         let mut problems = Problems::default();
         let lookup = ModelLookup::new(&model);
-        let (mut clusters, mut endpoints) = clusters_and_endpoints(&model, &lookup, &mut problems);
+        let (mut clusters, mut endpoints, hash_policies) = clusters_and_endpoints(&model, &lookup, &mut problems);
         let vs_by_host = virtual_services_by_host(&model, &mut problems);
         let mut vs_routes = contain::virtual_service_routes(&model, &lookup, &vs_by_host, &mut checker, &mut problems);
         let (mut virtual_hosts, http_ports, mut capture_listeners) =
-            service_hosts(&model, &mut vs_routes, &mut checker, &mut problems);
+            service_hosts(&model, &mut vs_routes, &hash_policies, &mut checker, &mut problems);
         capture_listeners.extend(outbound_capture_listeners(settings, http_ports));
 
         let refused = contain::keep_accepted(
@@ -550,12 +539,14 @@ impl MeshConfig {
 }
 
 /// The clusters every proxy gets (passthrough, blackhole) and, per service port and
-/// subset, an EDS cluster with its load assignment.
+/// subset, an EDS cluster with its load assignment and traffic policy; and the hash
+/// policy routes to each consistent-hash cluster need.
 fn clusters_and_endpoints(
     model: &Index,
     lookup: &ModelLookup<'_>,
     problems: &mut Problems,
-) -> (Vec<Arc<Resource>>, Vec<Arc<Resource>>) {
+) -> (Vec<Arc<Resource>>, Vec<Arc<Resource>>, HashPolicies) {
+    let mut hash_policies = HashPolicies::new();
     let mut clusters: Vec<Arc<Resource>> = Vec::new();
     let mut endpoints: Vec<Arc<Resource>> = Vec::new();
 
@@ -574,27 +565,35 @@ fn clusters_and_endpoints(
     for service in model.services.values() {
         let host = service.hostname();
         let dr = destination_rule_for(lookup, service, problems);
-        let default_lb = dr.and_then(|d| d.traffic_policy.as_ref()).and_then(|t| t.load_balancer);
+        let rule_policy = dr.and_then(|d| d.traffic_policy.as_deref());
         for sp in &service.ports {
             let http2 = sp.protocol == Protocol::Http2;
             let all = service_endpoints(model, lookup, service, sp.port);
-            let mut add = |name: String, lb: Option<LoadBalancer>, eps: Vec<SocketAddr>| {
-                let cluster = eds_cluster(&name, lb_policy(lb), http2);
+            let mut add = |name: String, policy: PolicySections, eps: Vec<SocketAddr>| {
+                let mut cluster = eds_cluster(&name, Default::default(), http2);
+                policy::apply(&mut cluster, &policy, sp.protocol);
+                if let Some(hash) = policy::hash_policy(policy.load_balancer.as_ref()) {
+                    hash_policies.insert(name.clone(), hash);
+                }
                 clusters.push(Arc::new(Resource::from_message(name.clone(), &cluster)));
                 let cla = load_assignment(&name, &eps);
                 endpoints.push(Arc::new(Resource::from_message(name, &cla)));
             };
-            add(cluster_name(sp.port, None, &host), default_lb, all.iter().map(|(a, _)| *a).collect());
+            let own_policy = effective_policy(rule_policy, None, sp.port);
+            add(cluster_name(sp.port, None, &host), own_policy, all.iter().map(|(a, _)| *a).collect());
             for subset in dr.map(|d| d.subsets.as_slice()).unwrap_or_default() {
-                let lb = subset.traffic_policy.as_ref().and_then(|t| t.load_balancer).or(default_lb);
+                let policy = effective_policy(rule_policy, subset.traffic_policy.as_ref(), sp.port);
                 let eps = all.iter().filter(|(_, l)| selector_matches(&subset.labels, l)).map(|(a, _)| *a).collect();
-                add(cluster_name(sp.port, Some(&subset.name), &host), lb, eps);
+                add(cluster_name(sp.port, Some(&subset.name), &host), policy, eps);
             }
         }
     }
 
-    (clusters, endpoints)
+    (clusters, endpoints, hash_policies)
 }
+
+/// The route hash policy of each consistent-hash cluster, by cluster name.
+type HashPolicies = HashMap<String, envoy_types::pb::envoy::config::route::v3::route_action::HashPolicy>;
 
 /// Which VirtualService governs each host (the first by namespace/name); the others,
 /// and rules for hosts that are no service, are reported.
@@ -638,6 +637,7 @@ fn virtual_services_by_host<'a>(model: &'a Index, problems: &mut Problems) -> BT
 fn service_hosts(
     model: &Index,
     vs_routes: &mut HashMap<(String, u16), Vec<Route>>,
+    hash_policies: &HashPolicies,
     checker: &mut Checker,
     problems: &mut Problems,
 ) -> (Vec<EncodedVirtualHost>, BTreeSet<u16>, Vec<Arc<Resource>>) {
@@ -689,9 +689,10 @@ fn service_hosts(
                     } else {
                         http_ports.insert(sp.port);
                     }
-                    let routes = vs_routes
+                    let mut routes = vs_routes
                         .remove(&(host.clone(), sp.port))
                         .unwrap_or_else(|| vec![routes::default_route(&cluster_name(sp.port, None, &host))]);
+                    policy::add_hash_policies(&mut routes, hash_policies);
                     let vh = |own: bool, bare: bool| {
                         encode_virtual_host(virtual_host(service, sp.port, routes.clone(), own, bare, owns_ip))
                     };

@@ -1,7 +1,8 @@
-//! DestinationRule: subsets and load-balancing policy.
+//! DestinationRule: subsets and traffic policies (see [`super::traffic_policy`]).
 
 use serde::Deserialize;
 
+use super::traffic_policy::{parse_traffic_policy, TrafficPolicySpec};
 use super::*;
 
 #[derive(Deserialize, Default)]
@@ -16,17 +17,6 @@ struct DestinationRuleSpec {
     export_to: Vec<String>,
 }
 
-#[derive(Deserialize, Default)]
-#[serde(rename_all = "camelCase")]
-struct TrafficPolicySpec {
-    load_balancer: Option<LoadBalancerSpec>,
-}
-
-#[derive(Deserialize, Default)]
-struct LoadBalancerSpec {
-    simple: Option<String>,
-}
-
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct SubsetSpec {
@@ -37,23 +27,6 @@ struct SubsetSpec {
     traffic_policy: Option<TrafficPolicySpec>,
 }
 
-fn parse_traffic_policy(cx: &Context<'_>, field: &str, spec: &TrafficPolicySpec) -> Result<TrafficPolicy, Diagnostic> {
-    let load_balancer = match spec.load_balancer.as_ref().and_then(|lb| lb.simple.as_deref()) {
-        None | Some("UNSPECIFIED") => None,
-        Some("ROUND_ROBIN") => Some(LoadBalancer::RoundRobin),
-        Some("LEAST_REQUEST" | "LEAST_CONN") => Some(LoadBalancer::LeastRequest),
-        Some("RANDOM") => Some(LoadBalancer::Random),
-        Some("PASSTHROUGH") => Some(LoadBalancer::Passthrough),
-        Some(other) => {
-            return Err(cx.error(
-                &format!("{field}.loadBalancer.simple"),
-                format!("{other:?} is not one of ROUND_ROBIN, LEAST_REQUEST, LEAST_CONN, RANDOM, PASSTHROUGH"),
-            ))
-        }
-    };
-    Ok(TrafficPolicy { load_balancer })
-}
-
 pub(super) fn parse_destination_rule(cx: &mut Context<'_>, namespace: String) -> Result<DestinationRule, Diagnostic> {
     let spec: DestinationRuleSpec = cx.field("spec")?;
     if spec.host.is_empty() {
@@ -61,7 +34,7 @@ pub(super) fn parse_destination_rule(cx: &mut Context<'_>, namespace: String) ->
     }
     virtual_service::check_export_to(cx, &spec.export_to)?;
     let traffic_policy = match &spec.traffic_policy {
-        Some(tp) => Some(parse_traffic_policy(cx, "spec.trafficPolicy", tp)?),
+        Some(tp) => Some(Box::new(parse_traffic_policy(cx, "spec.trafficPolicy", tp)?)),
         None => None,
     };
     let mut subsets: Vec<Subset> = Vec::new();

@@ -221,14 +221,16 @@ pub(super) static DESTINATION_RULE: Message = Message {
 static WORKLOAD_SELECTOR: Message = Message { fields: &[leaf("matchLabels")] };
 
 const BALANCING: &str = "connections use meshd's defaults";
+const NEEDS_SDS: &str = "needs certificates from Kubernetes secrets (SDS), which meshd does not serve yet; \
+    name files on the proxy with caCertificates, clientCertificate and privateKey";
 
 static TRAFFIC_POLICY: Message = Message {
     fields: &[
         read("loadBalancer", msg(&LOAD_BALANCER)),
-        ignored("connectionPool", msg(&CONNECTION_POOL), BALANCING),
-        ignored("outlierDetection", msg(&OUTLIER_DETECTION), "unhealthy hosts are not ejected"),
-        ignored("tls", msg(&CLIENT_TLS), "connections to this host are not wrapped in TLS by the sidecar"),
-        ignored("portLevelSettings", List(&PORT_TRAFFIC_POLICY), "the host's policy applies to every port"),
+        read("connectionPool", msg(&CONNECTION_POOL)),
+        read("outlierDetection", msg(&OUTLIER_DETECTION)),
+        read("tls", msg(&CLIENT_TLS)),
+        read("portLevelSettings", List(&PORT_TRAFFIC_POLICY)),
         unsupported("tunnel", msg(&TUNNEL), "would connect straight to the destination instead of through the tunnel"),
         ignored("proxyProtocol", msg(&PROXY_PROTOCOL), "no PROXY protocol header is sent"),
         ignored("retryBudget", msg(&RETRY_BUDGET), BALANCING),
@@ -248,7 +250,7 @@ static PORT_TRAFFIC_POLICY: Message = Message {
 static LOAD_BALANCER: Message = Message {
     fields: &[
         leaf("simple"),
-        ignored("consistentHash", msg(&CONSISTENT_HASH), "requests are balanced by the simple policy"),
+        read("consistentHash", msg(&CONSISTENT_HASH)),
         ignored("localityLbSetting", msg(&LOCALITY_LB), "endpoints are balanced without regard to locality"),
         ignored("warmupDurationSecs", Leaf, "new endpoints get their full share at once"),
         ignored("warmup", msg(&WARMUP), "new endpoints get their full share at once"),
@@ -288,8 +290,15 @@ static CONSISTENT_HASH: Message = Message {
     ],
 };
 
-static HTTP_COOKIE: Message =
-    Message { fields: &[leaf("name"), leaf("path"), leaf("ttl"), read("attributes", List(&COOKIE_ATTRIBUTE))] };
+static HTTP_COOKIE: Message = Message {
+    fields: &[
+        leaf("name"),
+        leaf("path"),
+        leaf("ttl"),
+        ignored("attributes", List(&COOKIE_ATTRIBUTE), NO_COOKIE_ATTRIBUTES),
+    ],
+};
+const NO_COOKIE_ATTRIBUTES: &str = "the generated cookie carries only its name, path and TTL";
 static COOKIE_ATTRIBUTE: Message = Message { fields: &[leaf("name"), leaf("value")] };
 static RING_HASH: Message = Message { fields: &[leaf("minimumRingSize")] };
 static MAGLEV: Message = Message { fields: &[leaf("tableSize")] };
@@ -313,8 +322,8 @@ static TCP_POOL: Message = Message {
         leaf("maxConnections"),
         leaf("connectTimeout"),
         read("tcpKeepalive", msg(&TCP_KEEPALIVE)),
-        leaf("maxConnectionDuration"),
-        leaf("idleTimeout"),
+        ignored("maxConnectionDuration", Leaf, "connections are not closed for their age"),
+        ignored("idleTimeout", Leaf, "idle TCP connections are closed after Envoy's default (1h for TCP proxying)"),
     ],
 };
 
@@ -327,28 +336,30 @@ static HTTP_POOL: Message = Message {
         leaf("maxRequestsPerConnection"),
         leaf("maxRetries"),
         leaf("idleTimeout"),
-        leaf("h2UpgradePolicy"),
-        leaf("useClientProtocol"),
-        leaf("maxConcurrentStreams"),
-        read("http2KeepAlive", msg(&HTTP2_KEEPALIVE)),
+        ignored("h2UpgradePolicy", Leaf, "HTTP/1.1 connections are not upgraded to HTTP/2"),
+        ignored("useClientProtocol", Leaf, "the upstream protocol follows the service port's protocol"),
+        ignored("maxConcurrentStreams", Leaf, "Envoy's default HTTP/2 stream limit applies"),
+        ignored("http2KeepAlive", msg(&HTTP2_KEEPALIVE), "no HTTP/2 PING keepalive is sent"),
     ],
 };
 
 static HTTP2_KEEPALIVE: Message = Message { fields: &[leaf("interval"), leaf("timeout")] };
 
+const LOCAL_ORIGIN: &str = "connection failures count as 5xx errors (Envoy's default)";
+
 static OUTLIER_DETECTION: Message = Message {
     fields: &[
-        leaf("splitExternalLocalOriginErrors"),
-        leaf("consecutiveLocalOriginFailures"),
+        ignored("splitExternalLocalOriginErrors", Leaf, LOCAL_ORIGIN),
+        ignored("consecutiveLocalOriginFailures", Leaf, LOCAL_ORIGIN),
         leaf("consecutiveGatewayErrors"),
         leaf("consecutive5xxErrors"),
-        leaf("consecutiveErrors"),
+        ignored("consecutiveErrors", Leaf, "deprecated in Istio; use consecutive5xxErrors"),
         leaf("interval"),
         leaf("baseEjectionTime"),
         leaf("maxEjectionPercent"),
         leaf("minHealthPercent"),
-        leaf("failurePercentageThreshold"),
-        leaf("outlierDetectionHttpErrorCodes"),
+        ignored("failurePercentageThreshold", Leaf, "hosts are not ejected by failure percentage"),
+        ignored("outlierDetectionHttpErrorCodes", Leaf, "5xx answers count as errors, other codes do not"),
     ],
 };
 
@@ -358,12 +369,12 @@ static CLIENT_TLS: Message = Message {
         leaf("clientCertificate"),
         leaf("privateKey"),
         leaf("caCertificates"),
-        leaf("credentialName"),
-        leaf("caCertCredentialName"),
+        unsupported("credentialName", Leaf, NEEDS_SDS),
+        unsupported("caCertCredentialName", Leaf, NEEDS_SDS),
         leaf("subjectAltNames"),
         leaf("sni"),
         leaf("insecureSkipVerify"),
-        leaf("caCrl"),
+        ignored("caCrl", Leaf, "revoked certificates are accepted"),
     ],
 };
 

@@ -25,6 +25,7 @@ mod kube_api;
 mod schema;
 #[cfg(test)]
 mod tests;
+mod traffic_policy;
 mod virtual_service;
 
 /// How bad a reported problem is.

@@ -239,22 +239,10 @@ fn fields_whose_absence_cannot_misroute_are_warnings() {
             rule(&format!("{{match: [{{uri: {{prefix: /}}, statPrefix: s}}], {ROUTE}}}")),
             "spec.http[0].match[0].statPrefix",
         ),
+        (dr("trafficPolicy: {tls: {mode: ISTIO_MUTUAL}}"), "spec.trafficPolicy.tls.mode"),
         (
-            dr("trafficPolicy: {connectionPool: {tcp: {maxConnections: 10}, http: {http1MaxPendingRequests: 1}}}"),
-            "spec.trafficPolicy.connectionPool",
-        ),
-        (
-            dr("trafficPolicy: {outlierDetection: {consecutive5xxErrors: 7, interval: 5m, baseEjectionTime: 15m}}"),
-            "spec.trafficPolicy.outlierDetection",
-        ),
-        (dr("trafficPolicy: {tls: {mode: ISTIO_MUTUAL}}"), "spec.trafficPolicy.tls"),
-        (
-            dr("trafficPolicy: {portLevelSettings: [{port: {number: 80}, loadBalancer: {simple: RANDOM}}]}"),
-            "spec.trafficPolicy.portLevelSettings",
-        ),
-        (
-            dr("trafficPolicy: {loadBalancer: {consistentHash: {httpCookie: {name: u, ttl: 0s}}}}"),
-            "spec.trafficPolicy.loadBalancer.consistentHash",
+            dr("trafficPolicy: {loadBalancer: {consistentHash: {httpCookie: {name: u, ttl: 0s, attributes: [{name: SameSite, value: Strict}]}}}}"),
+            "spec.trafficPolicy.loadBalancer.consistentHash.httpCookie.attributes",
         ),
         (
             dr("trafficPolicy: {loadBalancer: {simple: ROUND_ROBIN, localityLbSetting: {enabled: true}}}"),
@@ -275,17 +263,17 @@ fn fields_whose_absence_cannot_misroute_are_warnings() {
         ),
         (
             dr("trafficPolicy: {portLevelSettings: [{port: {number: 80}, connectionPool: {http: {http2KeepAlive: {interval: 10s, timeout: 1s}}}}]}"),
-            "spec.trafficPolicy.portLevelSettings",
+            "spec.trafficPolicy.portLevelSettings[0].connectionPool.http.http2KeepAlive",
         ),
         (
             dr("trafficPolicy: {connectionPool: {http: {http2KeepAlive: {interval: 10s, timeout: 1s}}}}"),
-            "spec.trafficPolicy.connectionPool",
+            "spec.trafficPolicy.connectionPool.http.http2KeepAlive",
         ),
         (
-            dr("trafficPolicy: {outlierDetection: {failurePercentageThreshold: 50, outlierDetectionHttpErrorCodes: [500, 503]}}"),
-            "spec.trafficPolicy.outlierDetection",
+            dr("trafficPolicy: {outlierDetection: {failurePercentageThreshold: 50}}"),
+            "spec.trafficPolicy.outlierDetection.failurePercentageThreshold",
         ),
-        (dr("trafficPolicy: {tls: {mode: SIMPLE, caCertCredentialName: ca}}"), "spec.trafficPolicy.tls"),
+        (dr("trafficPolicy: {tls: {mode: SIMPLE, caCrl: /etc/crl.pem}}"), "spec.trafficPolicy.tls.caCrl"),
         (dr("trafficPolicy: {retryBudget: {percent: 20, budgetInterval: 10s}}"), "spec.trafficPolicy.retryBudget"),
     ];
     for (yaml, field) in cases {
@@ -298,6 +286,145 @@ fn fields_whose_absence_cannot_misroute_are_warnings() {
         assert_eq!(fields[0], (Severity::Warning, field), "{yaml}");
         assert!(warnings[0].message.contains("not implemented by meshd yet"), "{}", warnings[0]);
     }
+}
+
+/// Traffic policies: read into the model; a bad value is refused naming its field.
+#[test]
+fn traffic_policies_are_read_and_bad_values_name_the_field() {
+    use std::time::Duration;
+    let y = dr("trafficPolicy: {loadBalancer: {consistentHash: {httpHeaderName: X-User, ringHash: {minimumRingSize: 64}}}, connectionPool: {tcp: {maxConnections: 1, connectTimeout: 250ms}, http: {http1MaxPendingRequests: 0, maxRetries: 2}}, outlierDetection: {consecutive5xxErrors: 1, interval: 1s, baseEjectionTime: 3m, maxEjectionPercent: 100}, portLevelSettings: [{port: {number: 9090}, loadBalancer: {simple: RANDOM}}]}, subsets: [{name: v1, trafficPolicy: {loadBalancer: {simple: LEAST_REQUEST}}}]");
+    let Ok(Parsed::Object(MeshObject::DestinationRule(rule), warnings)) = parse_yaml(&y) else {
+        panic!("{:?}", parse_yaml(&y))
+    };
+    assert!(warnings.is_empty(), "{warnings:?}");
+    let tp = rule.traffic_policy.expect("policy");
+    assert_eq!(
+        tp.sections.load_balancer,
+        Some(LoadBalancer::ConsistentHash(ConsistentHash {
+            key: HashKey::Header("x-user".into()),
+            ring: HashRing::RingHash { minimum_ring_size: Some(64) }
+        }))
+    );
+    let pool = tp.sections.connection_pool.expect("pool");
+    assert_eq!((pool.max_connections, pool.connect_timeout), (Some(1), Some(Duration::from_millis(250))));
+    // 0 means Istio's default, as in Istio.
+    assert_eq!((pool.http1_max_pending_requests, pool.max_retries), (None, Some(2)));
+    let outlier = tp.sections.outlier_detection.expect("outlier");
+    assert_eq!(outlier.base_ejection_time, Some(Duration::from_secs(180)));
+    assert_eq!(tp.port_level[&9090].load_balancer, Some(LoadBalancer::Random));
+    let subset = rule.subsets[0].traffic_policy.as_ref().expect("subset policy");
+    assert_eq!(subset.sections.load_balancer, Some(LoadBalancer::LeastRequest));
+
+    refused(&[
+        (
+            dr("trafficPolicy: {loadBalancer: {simple: RANDOM, consistentHash: {useSourceIp: true}}}"),
+            "spec.trafficPolicy.loadBalancer",
+            "both set",
+        ),
+        (
+            dr("trafficPolicy: {loadBalancer: {simple: PASSTHROUGH}}"),
+            "spec.trafficPolicy.loadBalancer.simple",
+            "not supported",
+        ),
+        (
+            dr("trafficPolicy: {loadBalancer: {consistentHash: {}}}"),
+            "spec.trafficPolicy.loadBalancer.consistentHash",
+            "name what to hash",
+        ),
+        (
+            dr("trafficPolicy: {loadBalancer: {consistentHash: {useSourceIp: true, httpHeaderName: x}}}"),
+            "spec.trafficPolicy.loadBalancer.consistentHash",
+            "one key",
+        ),
+        (
+            dr("trafficPolicy: {loadBalancer: {consistentHash: {httpCookie: {ttl: 1s}}}}"),
+            "spec.trafficPolicy.loadBalancer.consistentHash.httpCookie.name",
+            "required",
+        ),
+        (
+            dr("trafficPolicy: {loadBalancer: {consistentHash: {useSourceIp: true, maglev: {tableSize: 1000}}}}"),
+            "spec.trafficPolicy.loadBalancer.consistentHash.maglev.tableSize",
+            "prime",
+        ),
+        (
+            dr("trafficPolicy: {loadBalancer: {consistentHash: {useSourceIp: true, minimumRingSize: 99999999}}}"),
+            "spec.trafficPolicy.loadBalancer.consistentHash.minimumRingSize",
+            "out of range",
+        ),
+        (
+            dr("trafficPolicy: {connectionPool: {tcp: {maxConnections: -1}}}"),
+            "spec.trafficPolicy.connectionPool.tcp.maxConnections",
+            "out of range",
+        ),
+        (
+            dr("trafficPolicy: {connectionPool: {tcp: {connectTimeout: '10'}}}"),
+            "spec.trafficPolicy.connectionPool.tcp.connectTimeout",
+            "not a duration",
+        ),
+        (
+            dr("trafficPolicy: {connectionPool: {tcp: {connectTimeout: 0s}}}"),
+            "spec.trafficPolicy.connectionPool.tcp.connectTimeout",
+            "shorter than the minimum",
+        ),
+        (
+            dr("trafficPolicy: {connectionPool: {http: {idleTimeout: soon}}}"),
+            "spec.trafficPolicy.connectionPool.http.idleTimeout",
+            "not a duration",
+        ),
+        (
+            dr("trafficPolicy: {outlierDetection: {maxEjectionPercent: 101}}"),
+            "spec.trafficPolicy.outlierDetection.maxEjectionPercent",
+            "out of range 0-100",
+        ),
+        (
+            dr("trafficPolicy: {outlierDetection: {consecutive5xxErrors: -3}}"),
+            "spec.trafficPolicy.outlierDetection.consecutive5xxErrors",
+            "out of range",
+        ),
+        (
+            dr("trafficPolicy: {outlierDetection: {baseEjectionTime: 1d}}"),
+            "spec.trafficPolicy.outlierDetection.baseEjectionTime",
+            "not a duration",
+        ),
+        (
+            dr("trafficPolicy: {portLevelSettings: [{loadBalancer: {simple: RANDOM}}]}"),
+            "spec.trafficPolicy.portLevelSettings[0].port.number",
+            "required",
+        ),
+        (
+            dr("subsets: [{name: v1, trafficPolicy: {outlierDetection: {minHealthPercent: 200}}}]"),
+            "spec.subsets[0].trafficPolicy.outlierDetection.minHealthPercent",
+            "out of range",
+        ),
+        (
+            dr("trafficPolicy: {tls: {mode: MUTUAL, caCertificates: /ca.pem}}"),
+            "spec.trafficPolicy.tls.clientCertificate",
+            "required with mode MUTUAL",
+        ),
+        (
+            dr("trafficPolicy: {tls: {mode: MUTUAL, clientCertificate: /c.pem}}"),
+            "spec.trafficPolicy.tls.privateKey",
+            "required with mode MUTUAL",
+        ),
+        (dr("trafficPolicy: {tls: {mode: SIMPLE, sni: ''}}"), "spec.trafficPolicy.tls.sni", "must not be empty"),
+        (dr("trafficPolicy: {tls: {mode: PERMISSIVE}}"), "spec.trafficPolicy.tls.mode", "not one of"),
+        (dr("trafficPolicy: {tls: {mode: SIMPLE, sni: \"a\\0b\"}}"), "spec.trafficPolicy.tls.sni", "not a server name"),
+        (
+            dr("trafficPolicy: {tls: {mode: SIMPLE, caCertificates: certs/ca.pem}}"),
+            "spec.trafficPolicy.tls.caCertificates",
+            "absolute",
+        ),
+        (
+            dr("trafficPolicy: {tls: {mode: SIMPLE, subjectAltNames: [a, '']}}"),
+            "spec.trafficPolicy.tls.subjectAltNames[1]",
+            "not a name",
+        ),
+        (
+            dr("trafficPolicy: {portLevelSettings: [{port: {number: 443}, tls: {mode: SIMPLE, credentialName: c}}]}"),
+            "spec.trafficPolicy.portLevelSettings[0].tls.credentialName",
+            "SDS",
+        ),
+    ]);
 }
 
 #[test]

@@ -14,6 +14,11 @@ fn envoy_accepts_every_proxy_class_of_the_rich_fixture() {
 }
 
 #[test]
+fn envoy_accepts_the_route_actions() {
+    validate_fixture("actions", "bookinfo", "other", "ratings");
+}
+
+#[test]
 fn envoy_accepts_what_meshd_makes_of_adversarial_input() {
     let mesh = common::mesh_from("adversarial");
     assert!(mesh.problems.len() >= 6, "the awkward parts are reported: {:#?}", mesh.problems);

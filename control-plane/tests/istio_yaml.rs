@@ -61,8 +61,9 @@ fn istio_samples_meshd_cannot_honour_are_refused_as_unsupported() {
 
 #[test]
 fn the_shipped_examples_load_without_errors() {
-    let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../manifests/examples/bookinfo");
-    for entry in std::fs::read_dir(&dir).unwrap() {
+    let examples = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../manifests/examples");
+    let files = ["bookinfo", "traffic"].into_iter().flat_map(|d| std::fs::read_dir(examples.join(d)).unwrap());
+    for entry in files {
         let path = entry.unwrap().path();
         let text = std::fs::read_to_string(&path).unwrap();
         let (objects, problems) = parse_file(&path.display().to_string(), &text, &BTreeMap::new());

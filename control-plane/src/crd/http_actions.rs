@@ -97,18 +97,22 @@ pub struct RegexRewrite {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct HttpRetry {
-    /// Number of retries (not counting the first attempt). Default: 2.
+    /// Number of retries (not counting the first attempt). 0 (the default when
+    /// `retries` is given) turns retries off; without `retries` the route gets 2.
     pub attempts: Option<i32>,
-    /// Timeout of each attempt, as a duration (`2s`). Default: the route's timeout.
+    /// Timeout of each attempt, as a duration (`2s`, at least 1ms). Default: the
+    /// route's timeout.
     pub per_try_timeout: Option<String>,
     /// Comma-separated conditions that trigger a retry (Envoy's `x-envoy-retry-on`
-    /// values, e.g. `connect-failure,refused-stream,503`).
+    /// and `x-envoy-retry-grpc-on` values, and HTTP status codes, e.g.
+    /// `connect-failure,refused-stream,503`). An unknown condition refuses the object.
+    /// Default: Istio's (see `attempts`), with status 503.
     pub retry_on: Option<String>,
     /// Retry on endpoints in other localities. Default: false.
     pub retry_remote_localities: Option<bool>,
-    /// Avoid endpoints already tried.
+    /// Avoid endpoints already tried. Default: true.
     pub retry_ignore_previous_hosts: Option<bool>,
-    /// Base interval between retries, as a duration (`25ms`).
+    /// Base interval between retries, as a duration. Default: Envoy's 25ms.
     pub backoff: Option<String>,
 }
 

@@ -78,10 +78,12 @@ pub struct HttpRoute {
     /// Rewrite the path or authority before forwarding. Not supported by meshd yet:
     /// the object is refused.
     pub rewrite: Option<HttpRewrite>,
-    /// Timeout for the whole request, as a duration (`5s`, `250ms`). Default: none.
-    /// Not implemented by meshd yet (ignored with a warning).
+    /// Timeout for the whole request, as a duration (`5s`, `250ms`). Default: none
+    /// (Envoy's own 15s default is turned off, as Istio does).
     pub timeout: Option<String>,
-    /// Retry policy. Not implemented by meshd yet (ignored with a warning).
+    /// Retry policy. Default (unset): Istio's, 2 retries on
+    /// `connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes`
+    /// (status 503), each to another host; `attempts: 0` turns retries off.
     pub retries: Option<HttpRetry>,
     /// Fault injection (delays and aborts). Not implemented by meshd yet (ignored with
     /// a warning).

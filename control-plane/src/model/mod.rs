@@ -286,6 +286,39 @@ pub struct HttpRoute {
     pub name: Option<String>,
     pub matches: Vec<HttpMatch>,
     pub route: Vec<RouteDestination>,
+    /// What the rule does with the requests besides choosing a destination.
+    pub actions: RouteActions,
+}
+
+/// The actions of an HTTP rule (Istio's `HTTPRoute` fields other than `match` and
+/// `route`), as the user wrote them; the translator applies Istio's defaults.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RouteActions {
+    /// `timeout`: None when unset (no timeout, as in Istio); zero also means none.
+    pub timeout: Option<std::time::Duration>,
+    /// `retries`: None when unset (Istio's default retry policy applies).
+    pub retries: Option<Retries>,
+}
+
+/// Istio's `HTTPRetry`. `attempts: 0` turns retries off.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Retries {
+    pub attempts: u32,
+    pub per_try_timeout: Option<std::time::Duration>,
+    /// `retryOn`, split: None when unset (Istio's default conditions apply).
+    pub retry_on: Option<RetryOn>,
+    pub retry_remote_localities: bool,
+    /// `retryIgnorePreviousHosts`, default true.
+    pub ignore_previous_hosts: bool,
+    /// `backoff`: the base interval between retries (Envoy's default 25ms when unset).
+    pub backoff: Option<std::time::Duration>,
+}
+
+/// `retryOn` split as Istio does: condition names, and HTTP status codes.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RetryOn {
+    pub conditions: Vec<String>,
+    pub status_codes: Vec<u32>,
 }
 
 #[derive(Clone, Debug, PartialEq)]

@@ -7,6 +7,7 @@
 //! namespace share one set of clusters, endpoints and routes. Output is deterministic
 //! (ordered maps; content-derived versions).
 
+pub mod actions;
 pub mod contain;
 pub mod envoy;
 pub mod routes;
@@ -687,7 +688,7 @@ fn service_hosts(
                     }
                     let routes = vs_routes
                         .remove(&(host.clone(), sp.port))
-                        .unwrap_or_else(|| vec![routes::default_route(&cluster_name(sp.port, None, &host))]);
+                        .unwrap_or_else(|| vec![routes::service_default_route(&cluster_name(sp.port, None, &host))]);
                     let vh = |own: bool, bare: bool| {
                         encode_virtual_host(virtual_host(service, sp.port, routes.clone(), own, bare, owns_ip))
                     };

@@ -28,6 +28,16 @@ pub fn default_route(cluster: &str) -> Route {
     }
 }
 
+/// The route of a service without VirtualService: everything to its cluster, with no
+/// timeout and Istio's default retry policy.
+pub fn service_default_route(cluster: &str) -> Route {
+    let mut route = default_route(cluster);
+    if let Some(route::Action::Route(action)) = &mut route.action {
+        action.retry_policy = Some(super::actions::default_retry_policy());
+    }
+    route
+}
+
 fn string_matcher(m: &StringMatch, ignore_case: bool) -> StringMatcher {
     let pattern = match m {
         StringMatch::Exact(v) => string_matcher::MatchPattern::Exact(v.clone()),
@@ -206,11 +216,9 @@ pub(crate) fn virtual_service_routes_traced(
                 ..Default::default()
             })
         };
-        let action = route::Action::Route(RouteAction {
-            cluster_specifier: Some(cluster_specifier),
-            timeout: Some(seconds(0)),
-            ..Default::default()
-        });
+        let mut action = RouteAction { cluster_specifier: Some(cluster_specifier), ..Default::default() };
+        super::actions::apply(&mut action, &http.actions);
+        let action = route::Action::Route(action);
         let name = http.name.clone().unwrap_or_else(|| format!("{}.{}.{i}", vs.namespace, vs.name));
         let origin = RouteOrigin { http: i, destinations, ..Default::default() };
         if http.matches.is_empty() {

@@ -3,7 +3,7 @@
 //!
 //! Decisions for fields meshd does not implement yet (see [`super::schema`]):
 //! ignoring is a warning when the field only shapes how traffic that already goes to
-//! a destination is handled (timeouts, retries, faults, mirroring, CORS, header edits,
+//! a destination is handled (faults, mirroring, CORS, header edits,
 //! connection pools, outlier detection, upstream TLS, hashing, statistics). It is an
 //! error when ignoring would change which requests a rule takes or where they go:
 //! match conditions meshd cannot evaluate (`sourceLabels`, `sourceNamespace`,
@@ -47,8 +47,6 @@ pub(super) static VIRTUAL_SERVICE: Message = Message {
     ],
 };
 
-const HANDLING: &str = "requests are routed without it";
-
 static HTTP_ROUTE: Message = Message {
     fields: &[
         leaf("name"),
@@ -62,8 +60,8 @@ static HTTP_ROUTE: Message = Message {
         ),
         unsupported("delegate", msg(&DELEGATE), "would leave the requests this rule delegates to the next rules"),
         unsupported("rewrite", msg(&HTTP_REWRITE), "would ask the destination for the original path and authority"),
-        ignored("timeout", Leaf, HANDLING),
-        ignored("retries", msg(&HTTP_RETRY), HANDLING),
+        leaf("timeout"),
+        read("retries", msg(&HTTP_RETRY)),
         ignored("fault", msg(&HTTP_FAULT), "no fault is injected"),
         ignored("mirror", msg(&DESTINATION), "requests are not mirrored"),
         ignored("mirrors", List(&HTTP_MIRROR_POLICY), "requests are not mirrored"),

@@ -209,11 +209,6 @@ fn fields_whose_absence_would_misroute_refuse_the_object() {
 #[test]
 fn fields_whose_absence_cannot_misroute_are_warnings() {
     let cases = [
-        (rule(&format!("{{timeout: 2s, {ROUTE}}}")), "spec.http[0].timeout"),
-        (
-            rule(&format!("{{retries: {{attempts: 3, perTryTimeout: 1s, retryOn: 5xx}}, {ROUTE}}}")),
-            "spec.http[0].retries",
-        ),
         (
             rule(&format!("{{fault: {{delay: {{fixedDelay: 5s, percentage: {{value: 10}}}}}}, {ROUTE}}}")),
             "spec.http[0].fault",

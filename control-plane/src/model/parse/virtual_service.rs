@@ -27,6 +27,8 @@ struct HttpRouteSpec {
     matches: Vec<HttpMatchSpec>,
     #[serde(default)]
     route: Vec<RouteDestinationSpec>,
+    timeout: Option<String>,
+    retries: Option<route_actions::RetrySpec>,
 }
 
 #[derive(Deserialize, Default)]
@@ -284,7 +286,9 @@ pub(super) fn parse_virtual_service(cx: &mut Context<'_>, namespace: String) -> 
             }
             route.into_iter().map(|(destination, w)| RouteDestination { destination, weight: w.unwrap_or(0) }).collect()
         };
-        http.push(HttpRoute { name: r.name.clone(), matches, route });
+        let specs = route_actions::ActionSpecs { timeout: r.timeout.as_deref(), retries: r.retries.as_ref() };
+        let actions = route_actions::parse_actions(cx, &field, specs)?;
+        http.push(HttpRoute { name: r.name.clone(), matches, route, actions });
     }
     Ok(VirtualService { namespace, name: cx.raw.name.clone(), hosts: spec.hosts, gateways: spec.gateways, http })
 }

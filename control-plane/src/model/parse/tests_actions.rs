@@ -1,0 +1,77 @@
+//! Table tests of the route actions (`timeout`, `retries`, ...): what is read, and
+//! each invalid value refused with its field named.
+
+use std::time::Duration;
+
+use super::*;
+
+fn parse_rule(rule: &str) -> Result<Parsed, Diagnostic> {
+    let yaml = format!(
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: r, namespace: ns}}\n\
+         spec:\n  hosts: [r]\n  http: [{{{rule}, route: [{{destination: {{host: r}}}}]}}]\n"
+    );
+    let value: Value = serde_yaml::from_str(&yaml).expect("test YAML parses");
+    parse_object(&RawObject::from_value(value)?)
+}
+
+fn actions(rule: &str) -> RouteActions {
+    match parse_rule(rule) {
+        Ok(Parsed::Object(MeshObject::VirtualService(vs), warnings)) => {
+            assert!(warnings.is_empty(), "{rule}: {warnings:?}");
+            vs.http[0].actions.clone()
+        }
+        other => panic!("{rule}: {other:?}"),
+    }
+}
+
+#[test]
+fn timeouts_and_retries_are_read() {
+    assert_eq!(actions("name: a").timeout, None);
+    assert_eq!(actions("timeout: 1.5s").timeout, Some(Duration::from_millis(1500)));
+    assert_eq!(actions("timeout: 250ms").timeout, Some(Duration::from_millis(250)));
+    assert_eq!(actions("timeout: 0s").timeout, Some(Duration::ZERO));
+    assert_eq!(actions("name: a").retries, None);
+    let r = actions("retries: {attempts: 3, perTryTimeout: 2s, retryOn: 'gateway-error, 503,connect-failure'}")
+        .retries
+        .unwrap();
+    assert_eq!(r.attempts, 3);
+    assert_eq!(r.per_try_timeout, Some(Duration::from_secs(2)));
+    let on = r.retry_on.unwrap();
+    assert_eq!(on.conditions, ["gateway-error", "connect-failure", "retriable-status-codes"]);
+    assert_eq!(on.status_codes, [503]);
+    assert!(r.ignore_previous_hosts);
+    let r = actions("retries: {attempts: 0}").retries.unwrap();
+    assert_eq!(r.attempts, 0);
+    let r = actions("retries: {attempts: 2, retryIgnorePreviousHosts: false, backoff: 100ms}").retries.unwrap();
+    assert!(!r.ignore_previous_hosts);
+    assert_eq!(r.backoff, Some(Duration::from_millis(100)));
+}
+
+#[test]
+fn invalid_actions_name_the_field() {
+    let cases = [
+        ("timeout: -1s", "spec.http[0].timeout", "negative"),
+        ("timeout: '5'", "spec.http[0].timeout", "unit is missing"),
+        ("timeout: 5", "spec.http[0].timeout", "expected a string"),
+        ("timeout: 5 sec", "spec.http[0].timeout", "unknown unit"),
+        ("timeout: 1.0005s", "spec.http[0].timeout", "millisecond precision"),
+        ("retries: {attempts: -1}", "spec.http[0].retries.attempts", "between 0"),
+        ("retries: {attempts: 2, perTryTimeout: 0s}", "spec.http[0].retries.perTryTimeout", "at least 1ms"),
+        ("retries: {attempts: 2, perTryTimeout: soon}", "spec.http[0].retries.perTryTimeout", "not a duration"),
+        ("retries: {attempts: 2, retryOn: '5xx,conect-failure'}", "spec.http[0].retries.retryOn", "connect-failure"),
+        ("retries: {attempts: 2, retryOn: 'on-error'}", "spec.http[0].retries.retryOn", "not a retry condition"),
+        ("retries: {attempts: 2, retryOn: '5xx,,reset'}", "spec.http[0].retries.retryOn", "empty entry"),
+        ("retries: {attempts: 2, retryOn: '700'}", "spec.http[0].retries.retryOn", "status code"),
+        ("retries: {attempts: 2, backoff: -5ms}", "spec.http[0].retries.backoff", "negative"),
+        ("retries: {attempts: 2, retryOn: 5xx, tries: 3}", "spec.http[0].retries.tries", "unknown field"),
+    ];
+    for (rule, field, message) in cases {
+        match parse_rule(rule) {
+            Err(e) => {
+                assert_eq!(e.field, field, "field for {rule}: {e}");
+                assert!(e.message.contains(message), "message for {rule}: {e}");
+            }
+            Ok(p) => panic!("accepted {rule}: {p:?}"),
+        }
+    }
+}

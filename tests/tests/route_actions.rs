@@ -147,3 +147,72 @@ async fn route_timeout_fires_and_no_timeout_by_default() {
     })
     .await;
 }
+
+/// With probability `p` per request, `n` requests give a count within `sigmas` standard
+/// deviations of `n * p` (binomial); 5 sigmas fail by chance about once in 1.7 million runs.
+fn within_binomial_bounds(count: usize, n: usize, p: f64, sigmas: f64) -> Result<()> {
+    let mean = n as f64 * p;
+    let sd = (n as f64 * p * (1.0 - p)).sqrt();
+    let (low, high) = (mean - sigmas * sd, mean + sigmas * sd);
+    ensure!(
+        (low..=high).contains(&(count as f64)),
+        "{count} of {n} is outside [{low:.0}, {high:.0}] (expected {mean:.0} for p = {p})"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn faults_delay_and_abort_their_share() {
+    run_test("faults_delay_and_abort_their_share", |ctx| async move {
+        let rules = [
+            rule("delay", "    fault:\n      delay:\n        fixedDelay: 400ms\n        percentage:\n          value: 100\n"),
+            rule("abort-all", "    fault:\n      abort:\n        httpStatus: 418\n        percentage:\n          value: 100\n"),
+            rule("abort-half", "    fault:\n      abort:\n        httpStatus: 503\n        percentage:\n          value: 50\n    retries:\n      attempts: 0\n"),
+        ]
+        .concat();
+        let bookinfo = start_with(&ctx, IpBlock(122), &reviews_vs(&rules)).await?;
+        let v1 = &bookinfo.reviews[V1];
+        let url = |key: &str| format!("{}?key={key}", Bookinfo::REVIEWS_URL);
+
+        // Delay: every request takes at least the 400ms, then reaches the upstream.
+        for _ in 0..3 {
+            let started = Instant::now();
+            let r = bookinfo.productpage.request(&url("delayed"), &[("x-test", "delay")]).await?;
+            let took = started.elapsed();
+            ensure!(r.status == 200, "{}", r.summary());
+            // Envoy's timers have a millisecond granularity: allow it below the 400ms.
+            ensure!(
+                took >= Duration::from_millis(390) && took < Duration::from_millis(1400),
+                "a 400ms delay took {took:?}"
+            );
+        }
+        ensure!(v1.hits_for("delayed") == 3, "delayed requests go on to the upstream");
+        // Without the header, no delay.
+        let started = Instant::now();
+        let r = bookinfo.productpage.request(&url("fast"), &[]).await?;
+        ensure!(r.status == 200 && started.elapsed() < Duration::from_millis(300), "{}", r.summary());
+
+        // Abort 100%: every request answered 418 by the sidecar, none reaches the upstream.
+        let tally = bookinfo.productpage.tally(20, &url("aborted"), &[("x-test", "abort-all")]).await;
+        ensure!(tally.get("HTTP 418") == 20, "every request should be aborted with 418: {tally}");
+        ensure!(v1.hits_for("aborted") == 0, "aborted requests never reach the upstream");
+
+        // Abort 50%: 400 requests, the aborted count within binomial bounds.
+        let n = 400;
+        let mut aborted = 0;
+        for _ in 0..n {
+            let r = bookinfo.productpage.request(&url("half"), &[("x-test", "abort-half")]).await?;
+            match r.status {
+                503 => aborted += 1,
+                200 => {}
+                other => anyhow::bail!("unexpected status {other}: {}", r.summary()),
+            }
+        }
+        eprintln!("abort 50%: {aborted} of {n} aborted");
+        within_binomial_bounds(aborted, n, 0.5, 5.0)?;
+        ensure!(v1.hits_for("half") == (n - aborted) as u64, "only the requests not aborted reach the upstream");
+
+        bookinfo.check_no_nacks().await
+    })
+    .await;
+}

@@ -132,11 +132,11 @@ pub struct HttpFaultInjection {
 pub struct Delay {
     /// How long to delay, as a duration (`5s`).
     pub fixed_delay: Option<String>,
-    /// Not implemented by Istio either; reserved.
+    /// Not implemented by Istio either: the object is refused.
     pub exponential_delay: Option<String>,
     /// Deprecated: use `percentage`. Percentage (integer) of requests delayed.
     pub percent: Option<i32>,
-    /// Percentage of requests delayed. Default: 100.
+    /// Percentage of requests delayed (0-100). Default: none is delayed, as in Istio.
     pub percentage: Option<Percent>,
 }
 
@@ -149,13 +149,14 @@ fn delay_one_of(schema: &mut schemars::Schema) {
 #[serde(rename_all = "camelCase")]
 #[schemars(transform = abort_one_of)]
 pub struct Abort {
-    /// HTTP status to answer with (e.g. 503).
+    /// HTTP status to answer with (200-599, e.g. 503).
     pub http_status: Option<i32>,
     /// gRPC status to answer with (e.g. `UNAVAILABLE`).
     pub grpc_status: Option<String>,
-    /// HTTP/2 error to reset the stream with.
+    /// HTTP/2 error to reset the stream with. Not implemented by Istio either: the
+    /// object is refused.
     pub http2_error: Option<String>,
-    /// Percentage of requests aborted. Default: 100.
+    /// Percentage of requests aborted (0-100). Default: none is aborted, as in Istio.
     pub percentage: Option<Percent>,
 }
 

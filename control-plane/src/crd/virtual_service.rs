@@ -85,8 +85,7 @@ pub struct HttpRoute {
     /// `connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes`
     /// (status 503), each to another host; `attempts: 0` turns retries off.
     pub retries: Option<HttpRetry>,
-    /// Fault injection (delays and aborts). Not implemented by meshd yet (ignored with
-    /// a warning).
+    /// Fault injection (delays and aborts), each for a percentage of the requests.
     pub fault: Option<HttpFaultInjection>,
     /// Mirror (shadow) the requests to another destination as well. Not implemented by
     /// meshd yet (ignored with a warning).

@@ -298,6 +298,35 @@ pub struct RouteActions {
     pub timeout: Option<std::time::Duration>,
     /// `retries`: None when unset (Istio's default retry policy applies).
     pub retries: Option<Retries>,
+    /// `fault`: delays and aborts injected into a share of the requests.
+    pub fault: Option<Fault>,
+}
+
+/// Istio's `HTTPFaultInjection`. Shares are in millionths (Istio's `percentage.value`
+/// times 10000, as Istio hands them to Envoy).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Fault {
+    pub delay: Option<FaultDelay>,
+    pub abort: Option<FaultAbort>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct FaultDelay {
+    pub fixed: std::time::Duration,
+    pub per_million: u32,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct FaultAbort {
+    pub status: AbortStatus,
+    pub per_million: u32,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum AbortStatus {
+    Http(u32),
+    /// A gRPC status code (Istio's `grpcStatus` names it, e.g. `UNAVAILABLE`).
+    Grpc(u32),
 }
 
 /// Istio's `HTTPRetry`. `attempts: 0` turns retries off.

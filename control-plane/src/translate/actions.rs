@@ -5,16 +5,23 @@
 //!   `connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes`
 //!   with status 503, each retry to another host than the ones tried
 //!   (`previous_hosts`, up to 5 host selections);
-//! - `retries.attempts: 0` (or `retries` without `attempts`): no retries.
+//! - `retries.attempts: 0` (or `retries` without `attempts`): no retries;
+//! - `fault`: the fault filter (in every outbound HTTP chain, before the router) gets
+//!   the rule's delay and abort as per-route config; a share unset is 0%, as in Istio.
+
+use std::collections::HashMap;
 
 use envoy_types::pb::envoy::config::route::v3::{retry_policy, RetryPolicy, RouteAction};
+use envoy_types::pb::envoy::extensions::filters::common::fault::v3::{fault_delay, FaultDelay};
+use envoy_types::pb::envoy::extensions::filters::http::fault::v3::{fault_abort, FaultAbort, HttpFault};
 use envoy_types::pb::envoy::extensions::retry::host::previous_hosts::v3::PreviousHostsPredicate;
 use envoy_types::pb::envoy::extensions::retry::priority::previous_priorities::v3::PreviousPrioritiesConfig;
-use envoy_types::pb::google::protobuf::{Duration, UInt32Value};
+use envoy_types::pb::envoy::r#type::v3::{fractional_percent, FractionalPercent};
+use envoy_types::pb::google::protobuf::{Any, Duration, UInt32Value};
 
-use crate::model::{Retries, RouteActions};
+use crate::model::{AbortStatus, Fault, Retries, RouteActions};
 
-use super::envoy::any;
+use super::envoy::{any, FAULT_FILTER};
 
 /// Istio's default `retryOn`.
 pub const DEFAULT_RETRY_ON: &str = "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes";
@@ -33,6 +40,38 @@ pub fn duration(d: std::time::Duration) -> Duration {
 pub fn apply(action: &mut RouteAction, actions: &RouteActions) {
     action.timeout = Some(duration(actions.timeout.unwrap_or_default()));
     action.retry_policy = retry_policy(actions.retries.as_ref());
+}
+
+/// The per-route configuration of the HTTP filters (by filter name) for `actions`.
+pub fn per_filter_config(actions: &RouteActions) -> HashMap<String, Any> {
+    let mut out = HashMap::new();
+    if let Some(fault) = &actions.fault {
+        out.insert(FAULT_FILTER.to_owned(), any(http_fault(fault)));
+    }
+    out
+}
+
+fn share(per_million: u32) -> Option<FractionalPercent> {
+    Some(FractionalPercent { numerator: per_million, denominator: fractional_percent::DenominatorType::Million as i32 })
+}
+
+/// The fault filter's per-route config, as Istio builds it.
+pub fn http_fault(fault: &Fault) -> HttpFault {
+    HttpFault {
+        delay: fault.delay.as_ref().map(|d| FaultDelay {
+            percentage: share(d.per_million),
+            fault_delay_secifier: Some(fault_delay::FaultDelaySecifier::FixedDelay(duration(d.fixed))),
+        }),
+        abort: fault.abort.as_ref().map(|a| FaultAbort {
+            percentage: share(a.per_million),
+            error_type: Some(match a.status {
+                AbortStatus::Http(code) => fault_abort::ErrorType::HttpStatus(code),
+                AbortStatus::Grpc(code) => fault_abort::ErrorType::GrpcStatus(code),
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
 }
 
 /// Istio's default retry policy (for rules without `retries`, and services without rules).

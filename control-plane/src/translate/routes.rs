@@ -219,6 +219,7 @@ pub(crate) fn virtual_service_routes_traced(
         let mut action = RouteAction { cluster_specifier: Some(cluster_specifier), ..Default::default() };
         super::actions::apply(&mut action, &http.actions);
         let action = route::Action::Route(action);
+        let typed_per_filter_config = super::actions::per_filter_config(&http.actions);
         let name = http.name.clone().unwrap_or_else(|| format!("{}.{}.{i}", vs.namespace, vs.name));
         let origin = RouteOrigin { http: i, destinations, ..Default::default() };
         if http.matches.is_empty() {
@@ -226,6 +227,7 @@ pub(crate) fn virtual_service_routes_traced(
                 name,
                 r#match: Some(route_match(&HttpMatch::default())),
                 action: Some(action),
+                typed_per_filter_config,
                 ..Default::default()
             };
             routes.push((route, origin));
@@ -235,6 +237,7 @@ pub(crate) fn virtual_service_routes_traced(
                     name: name.clone(),
                     r#match: Some(route_match(m)),
                     action: Some(action.clone()),
+                    typed_per_filter_config: typed_per_filter_config.clone(),
                     ..Default::default()
                 };
                 routes.push((route, RouteOrigin { matched: Some(j), ..match_origin(m, origin.clone()) }));

@@ -3,7 +3,7 @@
 //!
 //! Decisions for fields meshd does not implement yet (see [`super::schema`]):
 //! ignoring is a warning when the field only shapes how traffic that already goes to
-//! a destination is handled (faults, mirroring, CORS, header edits,
+//! a destination is handled (mirroring, CORS, header edits,
 //! connection pools, outlier detection, upstream TLS, hashing, statistics). It is an
 //! error when ignoring would change which requests a rule takes or where they go:
 //! match conditions meshd cannot evaluate (`sourceLabels`, `sourceNamespace`,
@@ -62,7 +62,7 @@ static HTTP_ROUTE: Message = Message {
         unsupported("rewrite", msg(&HTTP_REWRITE), "would ask the destination for the original path and authority"),
         leaf("timeout"),
         read("retries", msg(&HTTP_RETRY)),
-        ignored("fault", msg(&HTTP_FAULT), "no fault is injected"),
+        read("fault", msg(&HTTP_FAULT)),
         ignored("mirror", msg(&DESTINATION), "requests are not mirrored"),
         ignored("mirrors", List(&HTTP_MIRROR_POLICY), "requests are not mirrored"),
         // The deprecated `mirror_percent` keeps its proto name in the CRD schema.

@@ -1,4 +1,4 @@
-//! The actions of a VirtualService HTTP rule besides `route`: `timeout` and `retries`.
+//! The actions of a VirtualService HTTP rule besides `route`: `timeout`, `retries`, `fault`.
 //! Values are checked here (every error names its field); Istio's defaults for unset
 //! fields are applied by the translator.
 
@@ -43,9 +43,14 @@ pub(super) struct RetrySpec {
 pub(super) struct ActionSpecs<'a> {
     pub timeout: Option<&'a str>,
     pub retries: Option<&'a RetrySpec>,
+    pub fault: Option<&'a FaultSpec>,
 }
 
-pub(super) fn parse_actions(cx: &Context<'_>, field: &str, spec: ActionSpecs<'_>) -> Result<RouteActions, Diagnostic> {
+pub(super) fn parse_actions(
+    cx: &mut Context<'_>,
+    field: &str,
+    spec: ActionSpecs<'_>,
+) -> Result<RouteActions, Diagnostic> {
     let timeout = match spec.timeout {
         Some(t) => Some(parse_duration(cx, &format!("{field}.timeout"), t, true)?),
         None => None,
@@ -54,7 +59,11 @@ pub(super) fn parse_actions(cx: &Context<'_>, field: &str, spec: ActionSpecs<'_>
         Some(r) => Some(parse_retries(cx, &format!("{field}.retries"), r)?),
         None => None,
     };
-    Ok(RouteActions { timeout, retries })
+    let fault = match spec.fault {
+        Some(f) => Some(parse_fault(cx, &format!("{field}.fault"), f)?),
+        None => None,
+    };
+    Ok(RouteActions { timeout, retries, fault })
 }
 
 fn parse_retries(cx: &Context<'_>, field: &str, spec: &RetrySpec) -> Result<Retries, Diagnostic> {
@@ -115,4 +124,140 @@ fn parse_retry_on(cx: &Context<'_>, field: &str, text: &str) -> Result<RetryOn, 
         out.conditions.push("retriable-status-codes".to_owned());
     }
     Ok(out)
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct FaultSpec {
+    delay: Option<DelaySpec>,
+    abort: Option<AbortSpec>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct DelaySpec {
+    fixed_delay: Option<String>,
+    exponential_delay: Option<String>,
+    percent: Option<i64>,
+    percentage: Option<PercentSpec>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct AbortSpec {
+    http_status: Option<i64>,
+    grpc_status: Option<String>,
+    http2_error: Option<String>,
+    percentage: Option<PercentSpec>,
+}
+
+#[derive(Deserialize, Default)]
+pub(super) struct PercentSpec {
+    value: Option<f64>,
+}
+
+/// gRPC status codes by name, as Istio's `grpcStatus` writes them.
+const GRPC_CODES: &[&str] = &[
+    "OK",
+    "CANCELLED",
+    "UNKNOWN",
+    "INVALID_ARGUMENT",
+    "DEADLINE_EXCEEDED",
+    "NOT_FOUND",
+    "ALREADY_EXISTS",
+    "PERMISSION_DENIED",
+    "RESOURCE_EXHAUSTED",
+    "FAILED_PRECONDITION",
+    "ABORTED",
+    "OUT_OF_RANGE",
+    "UNIMPLEMENTED",
+    "INTERNAL",
+    "UNAVAILABLE",
+    "DATA_LOSS",
+    "UNAUTHENTICATED",
+];
+
+/// A percentage (0-100, fractions allowed) in millionths; None when unset.
+pub(super) fn per_million(
+    cx: &Context<'_>,
+    field: &str,
+    spec: &Option<PercentSpec>,
+) -> Result<Option<u32>, Diagnostic> {
+    let Some(value) = spec.as_ref().map(|p| p.value.unwrap_or(0.0)) else { return Ok(None) };
+    if !(0.0..=100.0).contains(&value) {
+        return Err(cx.error(&format!("{field}.value"), format!("percentage {value} must be between 0 and 100")));
+    }
+    Ok(Some((value * 10_000.0).round() as u32))
+}
+
+pub(super) fn parse_fault(cx: &mut Context<'_>, field: &str, spec: &FaultSpec) -> Result<Fault, Diagnostic> {
+    if spec.delay.is_none() && spec.abort.is_none() {
+        return Err(cx.error(field, "give a delay, an abort or both"));
+    }
+    let delay = match &spec.delay {
+        Some(d) => Some(parse_delay(cx, &format!("{field}.delay"), d)?),
+        None => None,
+    };
+    let abort = match &spec.abort {
+        Some(a) => Some(parse_abort(cx, &format!("{field}.abort"), a)?),
+        None => None,
+    };
+    Ok(Fault { delay, abort })
+}
+
+fn parse_delay(cx: &mut Context<'_>, field: &str, spec: &DelaySpec) -> Result<FaultDelay, Diagnostic> {
+    if spec.exponential_delay.is_some() {
+        return Err(cx.error(
+            &format!("{field}.exponentialDelay"),
+            "exponentialDelay is not supported (by Istio either); use fixedDelay",
+        ));
+    }
+    let text = spec.fixed_delay.as_deref().ok_or_else(|| cx.error(&format!("{field}.fixedDelay"), "required"))?;
+    let fixed = parse_duration(cx, &format!("{field}.fixedDelay"), text, false)?;
+    let per_million = match (per_million(cx, &format!("{field}.percentage"), &spec.percentage)?, spec.percent) {
+        (Some(p), _) => p,
+        (None, Some(p)) if (0..=100).contains(&p) => p as u32 * 10_000,
+        (None, Some(p)) => {
+            return Err(cx.error(&format!("{field}.percent"), format!("percent {p} must be between 0 and 100")))
+        }
+        (None, None) => {
+            cx.warn(&format!("{field}.percentage"), "no percentage: no request is delayed (as in Istio)");
+            0
+        }
+    };
+    Ok(FaultDelay { fixed, per_million })
+}
+
+fn parse_abort(cx: &mut Context<'_>, field: &str, spec: &AbortSpec) -> Result<FaultAbort, Diagnostic> {
+    if spec.http2_error.is_some() {
+        return Err(cx.error(&format!("{field}.http2Error"), "http2Error is not supported (by Istio either)"));
+    }
+    let status = match (spec.http_status, &spec.grpc_status) {
+        (Some(_), Some(_)) => return Err(cx.error(field, "set only one of httpStatus and grpcStatus")),
+        (Some(code), None) if (200..=599).contains(&code) => AbortStatus::Http(code as u32),
+        (Some(code), None) => {
+            return Err(cx.error(&format!("{field}.httpStatus"), format!("{code} is not an HTTP status (200-599)")))
+        }
+        (None, Some(name)) => AbortStatus::Grpc(grpc_code(cx, &format!("{field}.grpcStatus"), name)?),
+        (None, None) => return Err(cx.error(field, "give httpStatus or grpcStatus")),
+    };
+    let per_million = match per_million(cx, &format!("{field}.percentage"), &spec.percentage)? {
+        Some(p) => p,
+        None => {
+            cx.warn(&format!("{field}.percentage"), "no percentage: no request is aborted (as in Istio)");
+            0
+        }
+    };
+    Ok(FaultAbort { status, per_million })
+}
+
+fn grpc_code(cx: &Context<'_>, field: &str, name: &str) -> Result<u32, Diagnostic> {
+    if let Some(i) = GRPC_CODES.iter().position(|c| *c == name) {
+        return Ok(i as u32);
+    }
+    let hint = match schema::suggest(name, GRPC_CODES.iter().copied()) {
+        Some(s) => format!("; did you mean {s:?}?"),
+        None => format!(" (one of {})", GRPC_CODES.join(", ")),
+    };
+    Err(cx.error(field, format!("{name:?} is not a gRPC status{hint}")))
 }

@@ -209,10 +209,6 @@ fn fields_whose_absence_would_misroute_refuse_the_object() {
 #[test]
 fn fields_whose_absence_cannot_misroute_are_warnings() {
     let cases = [
-        (
-            rule(&format!("{{fault: {{delay: {{fixedDelay: 5s, percentage: {{value: 10}}}}}}, {ROUTE}}}")),
-            "spec.http[0].fault",
-        ),
         (rule(&format!("{{mirror: {{host: m}}, mirrorPercentage: {{value: 5}}, {ROUTE}}}")), "spec.http[0].mirror"),
         (
             rule(&format!("{{mirrors: [{{destination: {{host: m}}, percentage: {{value: 5}}}}], {ROUTE}}}")),

@@ -48,6 +48,27 @@ fn timeouts_and_retries_are_read() {
 }
 
 #[test]
+fn faults_are_read() {
+    let f = actions("fault: {delay: {fixedDelay: 5s, percentage: {value: 12.5}}, abort: {httpStatus: 418, percentage: {value: 0.01}}}")
+        .fault
+        .unwrap();
+    assert_eq!(f.delay, Some(FaultDelay { fixed: Duration::from_secs(5), per_million: 125_000 }));
+    assert_eq!(f.abort, Some(FaultAbort { status: AbortStatus::Http(418), per_million: 100 }));
+    let f = actions("fault: {delay: {fixedDelay: 1s, percent: 20}}").fault.unwrap();
+    assert_eq!(f.delay.unwrap().per_million, 200_000);
+    let f = actions("fault: {abort: {grpcStatus: UNAVAILABLE, percentage: {value: 100}}}").fault.unwrap();
+    assert_eq!(f.abort.unwrap().status, AbortStatus::Grpc(14));
+    // No percentage: nothing is injected (as in Istio), with a warning saying so.
+    match parse_rule("fault: {abort: {httpStatus: 500}}") {
+        Ok(Parsed::Object(_, warnings)) => {
+            assert_eq!(warnings.len(), 1, "{warnings:?}");
+            assert_eq!(warnings[0].field, "spec.http[0].fault.abort.percentage");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
 fn invalid_actions_name_the_field() {
     let cases = [
         ("timeout: -1s", "spec.http[0].timeout", "negative"),
@@ -64,6 +85,31 @@ fn invalid_actions_name_the_field() {
         ("retries: {attempts: 2, retryOn: '700'}", "spec.http[0].retries.retryOn", "status code"),
         ("retries: {attempts: 2, backoff: -5ms}", "spec.http[0].retries.backoff", "negative"),
         ("retries: {attempts: 2, retryOn: 5xx, tries: 3}", "spec.http[0].retries.tries", "unknown field"),
+        ("fault: {}", "spec.http[0].fault", "delay, an abort"),
+        ("fault: {delay: {percentage: {value: 5}}}", "spec.http[0].fault.delay.fixedDelay", "required"),
+        (
+            "fault: {delay: {fixedDelay: -2s, percentage: {value: 5}}}",
+            "spec.http[0].fault.delay.fixedDelay",
+            "negative",
+        ),
+        (
+            "fault: {delay: {fixedDelay: 2s, percentage: {value: 101}}}",
+            "spec.http[0].fault.delay.percentage.value",
+            "between 0 and 100",
+        ),
+        (
+            "fault: {delay: {fixedDelay: 2s, percentage: {value: -1}}}",
+            "spec.http[0].fault.delay.percentage.value",
+            "between 0 and 100",
+        ),
+        ("fault: {delay: {fixedDelay: 2s, percent: 150}}", "spec.http[0].fault.delay.percent", "between 0 and 100"),
+        ("fault: {delay: {exponentialDelay: 2s}}", "spec.http[0].fault.delay.exponentialDelay", "not supported"),
+        ("fault: {abort: {httpStatus: 700, percentage: {value: 5}}}", "spec.http[0].fault.abort.httpStatus", "200-599"),
+        ("fault: {abort: {httpStatus: 100, percentage: {value: 5}}}", "spec.http[0].fault.abort.httpStatus", "200-599"),
+        ("fault: {abort: {grpcStatus: UNAVAILIBLE}}", "spec.http[0].fault.abort.grpcStatus", "UNAVAILABLE"),
+        ("fault: {abort: {httpStatus: 503, grpcStatus: INTERNAL}}", "spec.http[0].fault.abort", "only one"),
+        ("fault: {abort: {percentage: {value: 5}}}", "spec.http[0].fault.abort", "httpStatus or grpcStatus"),
+        ("fault: {abort: {http2Error: x}}", "spec.http[0].fault.abort.http2Error", "not supported"),
     ];
     for (rule, field, message) in cases {
         match parse_rule(rule) {

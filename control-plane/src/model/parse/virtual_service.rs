@@ -29,6 +29,7 @@ struct HttpRouteSpec {
     route: Vec<RouteDestinationSpec>,
     timeout: Option<String>,
     retries: Option<route_actions::RetrySpec>,
+    fault: Option<route_actions::FaultSpec>,
 }
 
 #[derive(Deserialize, Default)]
@@ -286,7 +287,11 @@ pub(super) fn parse_virtual_service(cx: &mut Context<'_>, namespace: String) -> 
             }
             route.into_iter().map(|(destination, w)| RouteDestination { destination, weight: w.unwrap_or(0) }).collect()
         };
-        let specs = route_actions::ActionSpecs { timeout: r.timeout.as_deref(), retries: r.retries.as_ref() };
+        let specs = route_actions::ActionSpecs {
+            timeout: r.timeout.as_deref(),
+            retries: r.retries.as_ref(),
+            fault: r.fault.as_ref(),
+        };
         let actions = route_actions::parse_actions(cx, &field, specs)?;
         http.push(HttpRoute { name: r.name.clone(), matches, route, actions });
     }

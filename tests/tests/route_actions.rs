@@ -216,3 +216,38 @@ async fn faults_delay_and_abort_their_share() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn header_edits_reach_the_upstream_and_the_client() {
+    run_test("header_edits_reach_the_upstream_and_the_client", |ctx| async move {
+        let edits = "    headers:\n      request:\n        set:\n          x-route: set\n        add:\n          \
+                     x-trace: route\n        remove:\n        - x-secret\n      response:\n        set:\n          \
+                     cache-control: no-store\n        remove:\n        - x-powered-by\n";
+        let destination_edits = "      headers:\n        request:\n          set:\n            x-subset: v1\n        \
+                                 response:\n          add:\n            x-served-by: reviews-v1\n";
+        let rules = format!(
+            "  - name: edits\n    match:\n    - headers:\n        x-test:\n          exact: edits\n{edits}    route:\n    \
+             - destination:\n        host: reviews\n        subset: v1\n{destination_edits}"
+        );
+        let bookinfo = start_with(&ctx, IpBlock(123), &reviews_vs(&rules)).await?;
+        let sent = [("x-test", "edits"), ("x-route", "client"), ("x-trace", "client"), ("x-secret", "s3cret")];
+        let r = bookinfo.productpage.request(Bookinfo::REVIEWS_URL, &sent).await?;
+        ensure!(r.status == 200, "{}", r.summary());
+        let seen = &r.json()?["headers"];
+        ensure!(seen["x-route"] == "set", "set replaces the client's value: {seen}");
+        ensure!(seen["x-trace"] == "client, route", "add appends to the client's value: {seen}");
+        ensure!(seen.get("x-secret").is_none(), "remove drops the header: {seen}");
+        ensure!(seen["x-subset"] == "v1", "the destination's edit applies too: {seen}");
+        ensure!(r.header("cache-control") == Some("no-store"), "response set: {:?}", r.headers);
+        ensure!(r.header("x-served-by") == Some("reviews-v1"), "destination response add: {:?}", r.headers);
+
+        // Requests the rule does not take are not edited.
+        let r = bookinfo.productpage.request(Bookinfo::REVIEWS_URL, &[("x-secret", "s3cret")]).await?;
+        let seen = &r.json()?["headers"];
+        ensure!(seen["x-secret"] == "s3cret" && seen.get("x-route").is_none(), "{seen}");
+        ensure!(r.header("cache-control").is_none(), "{:?}", r.headers);
+
+        bookinfo.check_no_nacks().await
+    })
+    .await;
+}

@@ -106,8 +106,8 @@ pub struct HttpRoute {
     /// Cross-origin resource sharing (CORS) policy. Not implemented by meshd yet
     /// (ignored with a warning).
     pub cors_policy: Option<CorsPolicy>,
-    /// Header edits for requests and responses of this route. Not implemented by meshd
-    /// yet (ignored with a warning).
+    /// Header edits (`set`, `add`, `remove`) for the requests of this route and their
+    /// responses.
     pub headers: Option<Headers>,
 }
 
@@ -162,8 +162,7 @@ pub struct HttpRouteDestination {
     /// route's destinations should add up to 100. Default: the whole share when the
     /// route has one destination.
     pub weight: Option<i32>,
-    /// Header edits for requests to and responses from this destination. Not
-    /// implemented by meshd yet (ignored with a warning).
+    /// Header edits for requests to and responses from this destination.
     pub headers: Option<Headers>,
 }
 

@@ -279,6 +279,31 @@ pub struct Destination {
 pub struct RouteDestination {
     pub destination: Destination,
     pub weight: u32,
+    /// Header edits for the requests sent to this destination (and their responses).
+    pub headers: Headers,
+}
+
+/// Istio's `Headers`: edits of the request and of the response.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Headers {
+    pub request: HeaderOps,
+    pub response: HeaderOps,
+}
+
+/// Header names in lower case; values as written.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct HeaderOps {
+    /// Replace the header's value (or add it).
+    pub set: BTreeMap<String, String>,
+    /// Add a value to the header.
+    pub add: BTreeMap<String, String>,
+    pub remove: Vec<String>,
+}
+
+impl Headers {
+    pub fn is_empty(&self) -> bool {
+        self.request == HeaderOps::default() && self.response == HeaderOps::default()
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -300,6 +325,8 @@ pub struct RouteActions {
     pub retries: Option<Retries>,
     /// `fault`: delays and aborts injected into a share of the requests.
     pub fault: Option<Fault>,
+    /// `headers`: edits of every request the rule takes (and of its response).
+    pub headers: Headers,
 }
 
 /// Istio's `HTTPFaultInjection`. Shares are in millionths (Istio's `percentage.value`

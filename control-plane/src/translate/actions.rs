@@ -11,7 +11,8 @@
 
 use std::collections::HashMap;
 
-use envoy_types::pb::envoy::config::route::v3::{retry_policy, RetryPolicy, RouteAction};
+use envoy_types::pb::envoy::config::core::v3::{header_value_option, HeaderValue, HeaderValueOption};
+use envoy_types::pb::envoy::config::route::v3::{retry_policy, weighted_cluster, RetryPolicy, Route, RouteAction};
 use envoy_types::pb::envoy::extensions::filters::common::fault::v3::{fault_delay, FaultDelay};
 use envoy_types::pb::envoy::extensions::filters::http::fault::v3::{fault_abort, FaultAbort, HttpFault};
 use envoy_types::pb::envoy::extensions::retry::host::previous_hosts::v3::PreviousHostsPredicate;
@@ -19,7 +20,7 @@ use envoy_types::pb::envoy::extensions::retry::priority::previous_priorities::v3
 use envoy_types::pb::envoy::r#type::v3::{fractional_percent, FractionalPercent};
 use envoy_types::pb::google::protobuf::{Any, Duration, UInt32Value};
 
-use crate::model::{AbortStatus, Fault, Retries, RouteActions};
+use crate::model::{AbortStatus, Fault, HeaderOps, Headers, Retries, RouteActions};
 
 use super::envoy::{any, FAULT_FILTER};
 
@@ -72,6 +73,37 @@ pub fn http_fault(fault: &Fault) -> HttpFault {
         }),
         ..Default::default()
     }
+}
+
+/// Envoy's header options for `ops`: `set` overwrites (or adds), `add` appends.
+fn header_options(ops: &HeaderOps) -> Vec<HeaderValueOption> {
+    use header_value_option::HeaderAppendAction::{AppendIfExistsOrAdd, OverwriteIfExistsOrAdd};
+    let option =
+        |(key, value): (&String, &String), action: header_value_option::HeaderAppendAction| HeaderValueOption {
+            header: Some(HeaderValue { key: key.clone(), value: value.clone(), ..Default::default() }),
+            append_action: action as i32,
+            ..Default::default()
+        };
+    let set = ops.set.iter().map(|kv| option(kv, OverwriteIfExistsOrAdd));
+    set.chain(ops.add.iter().map(|kv| option(kv, AppendIfExistsOrAdd))).collect()
+}
+
+/// Header edits of a route: the rule's, then (with one destination) the destination's.
+pub fn route_headers(route: &mut Route, all: &[&Headers]) {
+    for h in all {
+        route.request_headers_to_add.extend(header_options(&h.request));
+        route.request_headers_to_remove.extend(h.request.remove.iter().cloned());
+        route.response_headers_to_add.extend(header_options(&h.response));
+        route.response_headers_to_remove.extend(h.response.remove.iter().cloned());
+    }
+}
+
+/// Header edits of one destination of a weighted split.
+pub fn cluster_weight_headers(cw: &mut weighted_cluster::ClusterWeight, h: &Headers) {
+    cw.request_headers_to_add = header_options(&h.request);
+    cw.request_headers_to_remove = h.request.remove.clone();
+    cw.response_headers_to_add = header_options(&h.response);
+    cw.response_headers_to_remove = h.response.remove.clone();
 }
 
 /// Istio's default retry policy (for rules without `retries`, and services without rules).

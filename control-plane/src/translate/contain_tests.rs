@@ -31,7 +31,11 @@ fn service(name: &str, ip: &str) -> MeshObject {
 }
 
 fn dest(host: &str, weight: u32) -> RouteDestination {
-    RouteDestination { destination: Destination { host: host.into(), subset: None, port: None }, weight }
+    RouteDestination {
+        destination: Destination { host: host.into(), subset: None, port: None },
+        weight,
+        headers: Default::default(),
+    }
 }
 
 fn vs(http: Vec<HttpRoute>) -> MeshObject {

@@ -3,7 +3,7 @@
 //!
 //! Decisions for fields meshd does not implement yet (see [`super::schema`]):
 //! ignoring is a warning when the field only shapes how traffic that already goes to
-//! a destination is handled (mirroring, CORS, header edits,
+//! a destination is handled (mirroring, CORS,
 //! connection pools, outlier detection, upstream TLS, hashing, statistics). It is an
 //! error when ignoring would change which requests a rule takes or where they go:
 //! match conditions meshd cannot evaluate (`sourceLabels`, `sourceNamespace`,
@@ -70,7 +70,7 @@ static HTTP_ROUTE: Message = Message {
         ignored("mirrorPercent", Leaf, "requests are not mirrored"),
         ignored("mirrorPercentage", msg(&PERCENT), "requests are not mirrored"),
         ignored("corsPolicy", msg(&CORS_POLICY), "no CORS headers are added, so browsers refuse cross-origin calls"),
-        ignored("headers", msg(&HEADERS), "headers are passed unchanged"),
+        read("headers", msg(&HEADERS)),
     ],
 };
 
@@ -95,13 +95,8 @@ static HTTP_MATCH: Message = Message {
 
 static STRING_MATCH: Message = Message { fields: &[leaf("exact"), leaf("prefix"), leaf("regex")] };
 
-static HTTP_ROUTE_DESTINATION: Message = Message {
-    fields: &[
-        read("destination", msg(&DESTINATION)),
-        leaf("weight"),
-        ignored("headers", msg(&HEADERS), "headers are passed unchanged"),
-    ],
-};
+static HTTP_ROUTE_DESTINATION: Message =
+    Message { fields: &[read("destination", msg(&DESTINATION)), leaf("weight"), read("headers", msg(&HEADERS))] };
 
 static DESTINATION: Message = Message { fields: &[leaf("host"), leaf("subset"), read("port", msg(&PORT_SELECTOR))] };
 

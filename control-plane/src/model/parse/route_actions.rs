@@ -1,4 +1,5 @@
-//! The actions of a VirtualService HTTP rule besides `route`: `timeout`, `retries`, `fault`.
+//! The actions of a VirtualService HTTP rule besides `route`: `timeout`, `retries`, `fault`,
+//! `headers` (also on each destination).
 //! Values are checked here (every error names its field); Istio's defaults for unset
 //! fields are applied by the translator.
 
@@ -44,6 +45,7 @@ pub(super) struct ActionSpecs<'a> {
     pub timeout: Option<&'a str>,
     pub retries: Option<&'a RetrySpec>,
     pub fault: Option<&'a FaultSpec>,
+    pub headers: Option<&'a HeadersSpec>,
 }
 
 pub(super) fn parse_actions(
@@ -63,7 +65,8 @@ pub(super) fn parse_actions(
         Some(f) => Some(parse_fault(cx, &format!("{field}.fault"), f)?),
         None => None,
     };
-    Ok(RouteActions { timeout, retries, fault })
+    let headers = parse_headers(cx, &format!("{field}.headers"), spec.headers)?;
+    Ok(RouteActions { timeout, retries, fault, headers })
 }
 
 fn parse_retries(cx: &Context<'_>, field: &str, spec: &RetrySpec) -> Result<Retries, Diagnostic> {
@@ -260,4 +263,77 @@ fn grpc_code(cx: &Context<'_>, field: &str, name: &str) -> Result<u32, Diagnosti
         None => format!(" (one of {})", GRPC_CODES.join(", ")),
     };
     Err(cx.error(field, format!("{name:?} is not a gRPC status{hint}")))
+}
+
+#[derive(Deserialize, Default)]
+pub(super) struct HeadersSpec {
+    request: Option<HeaderOpsSpec>,
+    response: Option<HeaderOpsSpec>,
+}
+
+#[derive(Deserialize, Default)]
+struct HeaderOpsSpec {
+    #[serde(default)]
+    set: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    add: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    remove: Vec<String>,
+}
+
+pub(super) fn parse_headers(cx: &Context<'_>, field: &str, spec: Option<&HeadersSpec>) -> Result<Headers, Diagnostic> {
+    let Some(spec) = spec else { return Ok(Headers::default()) };
+    Ok(Headers {
+        request: parse_header_ops(cx, &format!("{field}.request"), spec.request.as_ref())?,
+        response: parse_header_ops(cx, &format!("{field}.response"), spec.response.as_ref())?,
+    })
+}
+
+fn parse_header_ops(cx: &Context<'_>, field: &str, spec: Option<&HeaderOpsSpec>) -> Result<HeaderOps, Diagnostic> {
+    let Some(spec) = spec else { return Ok(HeaderOps::default()) };
+    let values = |op: &str, map: &std::collections::BTreeMap<String, String>| {
+        let mut out = std::collections::BTreeMap::new();
+        for (name, value) in map {
+            let f = format!("{field}.{op}.{name}");
+            let lower = editable_header(cx, &f, name)?;
+            if value.contains(['\r', '\n', '\0']) {
+                return Err(cx.error(&f, "a header value cannot hold CR, LF or NUL"));
+            }
+            if value.contains('%') {
+                return Err(cx.error(
+                    &f,
+                    "`%` in a header value would be read by Envoy as a variable (%NAME%), which meshd does not \
+                     support yet",
+                ));
+            }
+            if out.insert(lower.clone(), value.clone()).is_some() {
+                return Err(cx.error(&f, format!("header {lower:?} is listed twice (names are case-insensitive)")));
+            }
+        }
+        Ok(out)
+    };
+    let mut remove = Vec::new();
+    for (i, name) in spec.remove.iter().enumerate() {
+        let lower = editable_header(cx, &format!("{field}.remove[{i}]"), name)?;
+        if !remove.contains(&lower) {
+            remove.push(lower);
+        }
+    }
+    Ok(HeaderOps { set: values("set", &spec.set)?, add: values("add", &spec.add)?, remove })
+}
+
+/// A header name Envoy lets routes edit: an RFC 7230 token, not a pseudo-header and not
+/// `host` (Envoy refuses to edit those; Istio's `rewrite.authority` changes the host).
+fn editable_header(cx: &Context<'_>, field: &str, name: &str) -> Result<String, Diagnostic> {
+    let token = !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+    if !token {
+        return Err(cx.error(field, format!("{name:?} is not a header name that can be edited (an RFC 7230 token)")));
+    }
+    let lower = name.to_ascii_lowercase();
+    if lower == "host" {
+        return Err(
+            cx.error(field, "the host header cannot be edited this way (Envoy refuses it); use rewrite.authority")
+        );
+    }
+    Ok(lower)
 }

@@ -219,14 +219,6 @@ fn fields_whose_absence_cannot_misroute_are_warnings() {
             "spec.http[0].corsPolicy",
         ),
         (
-            rule(&format!("{{headers: {{request: {{set: {{x-a: b}}}}, response: {{remove: [x-b]}}}}, {ROUTE}}}")),
-            "spec.http[0].headers",
-        ),
-        (
-            rule("{route: [{destination: {host: r}, headers: {request: {add: {x-a: b}}}}]}"),
-            "spec.http[0].route[0].headers",
-        ),
-        (
             rule(&format!("{{match: [{{uri: {{prefix: /}}, statPrefix: s}}], {ROUTE}}}")),
             "spec.http[0].match[0].statPrefix",
         ),

@@ -69,6 +69,18 @@ fn faults_are_read() {
 }
 
 #[test]
+fn header_edits_are_read_in_lower_case() {
+    let h = actions(
+        "headers: {request: {set: {X-A: '1'}, add: {x-b: two words}, remove: [X-C]}, response: {remove: [server]}}",
+    )
+    .headers;
+    assert_eq!(h.request.set.get("x-a").map(String::as_str), Some("1"));
+    assert_eq!(h.request.add.get("x-b").map(String::as_str), Some("two words"));
+    assert_eq!(h.request.remove, ["x-c"]);
+    assert_eq!(h.response.remove, ["server"]);
+}
+
+#[test]
 fn invalid_actions_name_the_field() {
     let cases = [
         ("timeout: -1s", "spec.http[0].timeout", "negative"),
@@ -110,6 +122,13 @@ fn invalid_actions_name_the_field() {
         ("fault: {abort: {httpStatus: 503, grpcStatus: INTERNAL}}", "spec.http[0].fault.abort", "only one"),
         ("fault: {abort: {percentage: {value: 5}}}", "spec.http[0].fault.abort", "httpStatus or grpcStatus"),
         ("fault: {abort: {http2Error: x}}", "spec.http[0].fault.abort.http2Error", "not supported"),
+        ("headers: {request: {set: {'bad name': x}}}", "spec.http[0].headers.request.set.bad name", "RFC 7230"),
+        ("headers: {request: {set: {':path': /x}}}", "spec.http[0].headers.request.set.:path", "RFC 7230"),
+        ("headers: {request: {set: {Host: x}}}", "spec.http[0].headers.request.set.Host", "rewrite.authority"),
+        ("headers: {request: {remove: [host]}}", "spec.http[0].headers.request.remove[0]", "rewrite.authority"),
+        ("headers: {response: {add: {x-a: '50%'}}}", "spec.http[0].headers.response.add.x-a", "variable"),
+        ("headers: {request: {set: {x-a: '1', X-A: '2'}}}", "spec.http[0].headers.request.set.x-a", "twice"),
+        ("headers: {request: {sett: {x-a: '1'}}}", "spec.http[0].headers.request.sett", "did you mean `set`"),
     ];
     for (rule, field, message) in cases {
         match parse_rule(rule) {

@@ -122,8 +122,9 @@ async fn route_timeout_fires_and_no_timeout_by_default() {
         let r = bookinfo.productpage.request(&url("sleep_ms=3000&key=slow"), &[("x-test", "timeout")]).await?;
         let took = started.elapsed();
         ensure!(r.status == 504, "a 3s answer on a 300ms route should time out: {}", r.summary());
+        // Envoy's timers run on its cached, coarse clock: allow them a few ms early.
         ensure!(
-            took >= Duration::from_millis(300) && took < Duration::from_millis(1500),
+            took >= Duration::from_millis(280) && took < Duration::from_millis(1500),
             "the timeout should fire after 300ms, took {took:?}"
         );
         // A fast answer on the same route is not affected.
@@ -180,9 +181,9 @@ async fn faults_delay_and_abort_their_share() {
             let r = bookinfo.productpage.request(&url("delayed"), &[("x-test", "delay")]).await?;
             let took = started.elapsed();
             ensure!(r.status == 200, "{}", r.summary());
-            // Envoy's timers have a millisecond granularity: allow it below the 400ms.
+            // Envoy's timers run on its cached, coarse clock: allow them a few ms early.
             ensure!(
-                took >= Duration::from_millis(390) && took < Duration::from_millis(1400),
+                took >= Duration::from_millis(380) && took < Duration::from_millis(1400),
                 "a 400ms delay took {took:?}"
             );
         }

@@ -51,6 +51,9 @@ const PROTO_DIRS: &[&str] = &[
     "envoy/extensions/clusters/dynamic_forward_proxy/v3",
     "envoy/extensions/filters/http/dynamic_forward_proxy/v3",
     "envoy/extensions/network/dns_resolver/getaddrinfo/v3",
+    // Istio's retry policy: retry on another host, another priority.
+    "envoy/extensions/retry/host/previous_hosts/v3",
+    "envoy/extensions/retry/priority/previous_priorities/v3",
 ];
 
 /// Individual files (relative to any include root) compiled in addition to `PROTO_DIRS`.

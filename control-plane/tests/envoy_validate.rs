@@ -19,6 +19,11 @@ fn envoy_accepts_tls_origination() {
 }
 
 #[test]
+fn envoy_accepts_the_route_actions() {
+    validate_fixture("actions", "bookinfo", "other", "ratings");
+}
+
+#[test]
 fn envoy_accepts_what_meshd_makes_of_adversarial_input() {
     let mesh = common::mesh_from("adversarial");
     assert!(mesh.problems.len() >= 6, "the awkward parts are reported: {:#?}", mesh.problems);

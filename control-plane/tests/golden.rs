@@ -152,3 +152,22 @@ fn translation_is_deterministic() {
     let b = render(&common::rich_mesh(), &class);
     assert_eq!(a, b);
 }
+
+/// Route actions (timeouts, retries, ...) with Istio's defaults where unset.
+#[test]
+fn actions_explicit_sidecar() {
+    let mesh = common::mesh_from("actions");
+    assert!(mesh.problems.is_empty(), "the actions fixture is clean: {:#?}", mesh.problems);
+    compare(
+        "actions-explicit",
+        &render(
+            &mesh,
+            &ProxyClass {
+                namespace: "bookinfo".into(),
+                mode: InterceptionMode::None,
+                ip: Some(ip("127.0.10.1")),
+                labels: Default::default(),
+            },
+        ),
+    );
+}

@@ -1,5 +1,5 @@
 //! A tiny HTTP/1.1 client on `tokio::net::TcpStream`: one request per connection
-//! (`Connection: close`), read until the server closes.
+//! (`Connection: close`), read until the body is complete or the server closes.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -95,8 +95,21 @@ pub async fn send(
         let mut stream = TcpStream::connect(addr).await.with_context(|| format!("connect to {addr}"))?;
         stream.write_all(request.as_bytes()).await.context("write request")?;
         stream.write_all(body).await.context("write request body")?;
+        // Read until the response is complete by its Content-Length (a server may wait
+        // before closing: Envoy's delayed close after a local reply lasts 1s), else
+        // until the server closes.
         let mut raw = Vec::new();
-        stream.read_to_end(&mut raw).await.context("read response")?;
+        let mut buf = [0u8; 16 * 1024];
+        loop {
+            let n = stream.read(&mut buf).await.context("read response")?;
+            if n == 0 {
+                break;
+            }
+            raw.extend_from_slice(&buf[..n]);
+            if complete_by_length(&raw) {
+                break;
+            }
+        }
         parse_response(&raw)
     };
     match tokio::time::timeout(REQUEST_TIMEOUT, exchange).await {
@@ -141,6 +154,17 @@ pub fn parse_response(raw: &[u8]) -> Result<Response> {
         rest.to_vec()
     };
     Ok(Response { status, headers, body: String::from_utf8_lossy(&body).into_owned() })
+}
+
+/// The response in `raw` has its head and a Content-Length body complete.
+fn complete_by_length(raw: &[u8]) -> bool {
+    let Some(head_end) = find(raw, b"\r\n\r\n") else { return false };
+    let head = String::from_utf8_lossy(&raw[..head_end]);
+    let length = head.split("\r\n").skip(1).find_map(|line| {
+        let (name, value) = line.split_once(':')?;
+        name.trim().eq_ignore_ascii_case("content-length").then(|| value.trim().parse::<usize>().ok()).flatten()
+    });
+    length.is_some_and(|len| raw.len() >= head_end + 4 + len)
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {

@@ -1,11 +1,19 @@
 //! In-process HTTP upstreams that say which instance served a request.
+//!
+//! A request can ask for misbehaviour in its query string (for the resilience tests):
+//! `fail=N` answers the first N requests with the same `key` (default: the path) with
+//! `status` (default 503); `sleep_ms=N` waits that long before answering.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use axum::extract::Request;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Map, Value};
 
@@ -14,6 +22,8 @@ struct Identity {
     version: String,
     pod: String,
     hits: AtomicU64,
+    /// Requests seen per `key` (query parameter, else the path).
+    by_key: Mutex<HashMap<String, u64>>,
 }
 
 /// An HTTP server on `IP:PORT` answering every request with
@@ -35,13 +45,14 @@ impl Upstream {
             version: version.to_string(),
             pod: pod.to_string(),
             hits: AtomicU64::new(0),
+            by_key: Mutex::new(HashMap::new()),
         });
         // The bound address (for port 0, the port the kernel chose).
         let addr = listener.local_addr().with_context(|| format!("address of upstream {pod}"))?;
         let handler_identity = identity.clone();
         let app = axum::Router::new().fallback(move |request: Request| {
             let identity = handler_identity.clone();
-            async move { Json(describe(&identity, &request)) }
+            async move { answer(&identity, request).await }
         });
         let task = tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, app).await {
@@ -69,10 +80,46 @@ impl Upstream {
     }
 }
 
+impl Upstream {
+    /// Requests seen with `key` (the `key` query parameter, else the path).
+    pub fn hits_for(&self, key: &str) -> u64 {
+        self.identity.by_key.lock().expect("upstream lock").get(key).copied().unwrap_or(0)
+    }
+}
+
 impl Drop for Upstream {
     fn drop(&mut self) {
         self.task.abort();
     }
+}
+
+/// The answer to `request`, with the misbehaviour its query asks for.
+async fn answer(identity: &Identity, request: Request) -> Response {
+    let query: HashMap<String, String> = request
+        .uri()
+        .query()
+        .unwrap_or_default()
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+    let number = |name: &str| query.get(name).and_then(|v| v.parse::<u64>().ok());
+    let key = query.get("key").cloned().unwrap_or_else(|| request.uri().path().to_owned());
+    let seen = {
+        let mut by_key = identity.by_key.lock().expect("upstream lock");
+        let n = by_key.entry(key).or_insert(0);
+        *n += 1;
+        *n
+    };
+    if let Some(ms) = number("sleep_ms") {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    let body = describe(identity, &request);
+    if number("fail").is_some_and(|fail| seen <= fail) {
+        let status = number("status").and_then(|s| StatusCode::from_u16(s as u16).ok());
+        return (status.unwrap_or(StatusCode::SERVICE_UNAVAILABLE), Json(body)).into_response();
+    }
+    Json(body).into_response()
 }
 
 fn describe(identity: &Identity, request: &Request) -> Value {

@@ -97,18 +97,22 @@ pub struct RegexRewrite {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct HttpRetry {
-    /// Number of retries (not counting the first attempt). Default: 2.
+    /// Number of retries (not counting the first attempt). 0 (the default when
+    /// `retries` is given) turns retries off; without `retries` the route gets 2.
     pub attempts: Option<i32>,
-    /// Timeout of each attempt, as a duration (`2s`). Default: the route's timeout.
+    /// Timeout of each attempt, as a duration (`2s`, at least 1ms). Default: the
+    /// route's timeout.
     pub per_try_timeout: Option<String>,
     /// Comma-separated conditions that trigger a retry (Envoy's `x-envoy-retry-on`
-    /// values, e.g. `connect-failure,refused-stream,503`).
+    /// and `x-envoy-retry-grpc-on` values, and HTTP status codes, e.g.
+    /// `connect-failure,refused-stream,503`). An unknown condition refuses the object.
+    /// Default: Istio's (see `attempts`), with status 503.
     pub retry_on: Option<String>,
     /// Retry on endpoints in other localities. Default: false.
     pub retry_remote_localities: Option<bool>,
-    /// Avoid endpoints already tried.
+    /// Avoid endpoints already tried. Default: true.
     pub retry_ignore_previous_hosts: Option<bool>,
-    /// Base interval between retries, as a duration (`25ms`).
+    /// Base interval between retries, as a duration. Default: Envoy's 25ms.
     pub backoff: Option<String>,
 }
 
@@ -128,11 +132,11 @@ pub struct HttpFaultInjection {
 pub struct Delay {
     /// How long to delay, as a duration (`5s`).
     pub fixed_delay: Option<String>,
-    /// Not implemented by Istio either; reserved.
+    /// Not implemented by Istio either: the object is refused.
     pub exponential_delay: Option<String>,
     /// Deprecated: use `percentage`. Percentage (integer) of requests delayed.
     pub percent: Option<i32>,
-    /// Percentage of requests delayed. Default: 100.
+    /// Percentage of requests delayed (0-100). Default: none is delayed, as in Istio.
     pub percentage: Option<Percent>,
 }
 
@@ -145,13 +149,14 @@ fn delay_one_of(schema: &mut schemars::Schema) {
 #[serde(rename_all = "camelCase")]
 #[schemars(transform = abort_one_of)]
 pub struct Abort {
-    /// HTTP status to answer with (e.g. 503).
+    /// HTTP status to answer with (200-599, e.g. 503).
     pub http_status: Option<i32>,
     /// gRPC status to answer with (e.g. `UNAVAILABLE`).
     pub grpc_status: Option<String>,
-    /// HTTP/2 error to reset the stream with.
+    /// HTTP/2 error to reset the stream with. Not implemented by Istio either: the
+    /// object is refused.
     pub http2_error: Option<String>,
-    /// Percentage of requests aborted. Default: 100.
+    /// Percentage of requests aborted (0-100). Default: none is aborted, as in Istio.
     pub percentage: Option<Percent>,
 }
 

@@ -78,13 +78,14 @@ pub struct HttpRoute {
     /// Rewrite the path or authority before forwarding. Not supported by meshd yet:
     /// the object is refused.
     pub rewrite: Option<HttpRewrite>,
-    /// Timeout for the whole request, as a duration (`5s`, `250ms`). Default: none.
-    /// Not implemented by meshd yet (ignored with a warning).
+    /// Timeout for the whole request, as a duration (`5s`, `250ms`). Default: none
+    /// (Envoy's own 15s default is turned off, as Istio does).
     pub timeout: Option<String>,
-    /// Retry policy. Not implemented by meshd yet (ignored with a warning).
+    /// Retry policy. Default (unset): Istio's, 2 retries on
+    /// `connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes`
+    /// (status 503), each to another host; `attempts: 0` turns retries off.
     pub retries: Option<HttpRetry>,
-    /// Fault injection (delays and aborts). Not implemented by meshd yet (ignored with
-    /// a warning).
+    /// Fault injection (delays and aborts), each for a percentage of the requests.
     pub fault: Option<HttpFaultInjection>,
     /// Mirror (shadow) the requests to another destination as well. Not implemented by
     /// meshd yet (ignored with a warning).
@@ -105,8 +106,8 @@ pub struct HttpRoute {
     /// Cross-origin resource sharing (CORS) policy. Not implemented by meshd yet
     /// (ignored with a warning).
     pub cors_policy: Option<CorsPolicy>,
-    /// Header edits for requests and responses of this route. Not implemented by meshd
-    /// yet (ignored with a warning).
+    /// Header edits (`set`, `add`, `remove`) for the requests of this route and their
+    /// responses.
     pub headers: Option<Headers>,
 }
 
@@ -161,8 +162,7 @@ pub struct HttpRouteDestination {
     /// route's destinations should add up to 100. Default: the whole share when the
     /// route has one destination.
     pub weight: Option<i32>,
-    /// Header edits for requests to and responses from this destination. Not
-    /// implemented by meshd yet (ignored with a warning).
+    /// Header edits for requests to and responses from this destination.
     pub headers: Option<Headers>,
 }
 

@@ -284,6 +284,31 @@ pub struct Destination {
 pub struct RouteDestination {
     pub destination: Destination,
     pub weight: u32,
+    /// Header edits for the requests sent to this destination (and their responses).
+    pub headers: Headers,
+}
+
+/// Istio's `Headers`: edits of the request and of the response.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Headers {
+    pub request: HeaderOps,
+    pub response: HeaderOps,
+}
+
+/// Header names in lower case; values as written.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct HeaderOps {
+    /// Replace the header's value (or add it).
+    pub set: BTreeMap<String, String>,
+    /// Add a value to the header.
+    pub add: BTreeMap<String, String>,
+    pub remove: Vec<String>,
+}
+
+impl Headers {
+    pub fn is_empty(&self) -> bool {
+        self.request == HeaderOps::default() && self.response == HeaderOps::default()
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -291,6 +316,70 @@ pub struct HttpRoute {
     pub name: Option<String>,
     pub matches: Vec<HttpMatch>,
     pub route: Vec<RouteDestination>,
+    /// What the rule does with the requests besides choosing a destination.
+    pub actions: RouteActions,
+}
+
+/// The actions of an HTTP rule (Istio's `HTTPRoute` fields other than `match` and
+/// `route`), as the user wrote them; the translator applies Istio's defaults.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RouteActions {
+    /// `timeout`: None when unset (no timeout, as in Istio); zero also means none.
+    pub timeout: Option<std::time::Duration>,
+    /// `retries`: None when unset (Istio's default retry policy applies).
+    pub retries: Option<Retries>,
+    /// `fault`: delays and aborts injected into a share of the requests.
+    pub fault: Option<Fault>,
+    /// `headers`: edits of every request the rule takes (and of its response).
+    pub headers: Headers,
+}
+
+/// Istio's `HTTPFaultInjection`. Shares are in millionths (Istio's `percentage.value`
+/// times 10000, as Istio hands them to Envoy).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Fault {
+    pub delay: Option<FaultDelay>,
+    pub abort: Option<FaultAbort>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct FaultDelay {
+    pub fixed: std::time::Duration,
+    pub per_million: u32,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct FaultAbort {
+    pub status: AbortStatus,
+    pub per_million: u32,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum AbortStatus {
+    Http(u32),
+    /// A gRPC status code (Istio's `grpcStatus` names it, e.g. `UNAVAILABLE`).
+    Grpc(u32),
+}
+
+/// Istio's `HTTPRetry`. `attempts: 0` turns retries off.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Retries {
+    pub attempts: u32,
+    pub per_try_timeout: Option<std::time::Duration>,
+    /// `retryOn`, split: None when unset (Istio's default conditions apply).
+    pub retry_on: Option<RetryOn>,
+    pub retry_remote_localities: bool,
+    /// `retryIgnorePreviousHosts`, default true.
+    pub ignore_previous_hosts: bool,
+    /// `backoff`: the base interval between retries (Envoy's default 25ms when unset).
+    pub backoff: Option<std::time::Duration>,
+}
+
+/// `retryOn` split as Istio does: condition names, and HTTP status codes.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RetryOn {
+    pub conditions: Vec<String>,
+    pub status_codes: Vec<u32>,
 }
 
 #[derive(Clone, Debug, PartialEq)]

@@ -31,7 +31,11 @@ fn service(name: &str, ip: &str) -> MeshObject {
 }
 
 fn dest(host: &str, weight: u32) -> RouteDestination {
-    RouteDestination { destination: Destination { host: host.into(), subset: None, port: None }, weight }
+    RouteDestination {
+        destination: Destination { host: host.into(), subset: None, port: None },
+        weight,
+        headers: Default::default(),
+    }
 }
 
 fn vs(http: Vec<HttpRoute>) -> MeshObject {
@@ -45,7 +49,7 @@ fn vs(http: Vec<HttpRoute>) -> MeshObject {
 }
 
 fn rule(matches: Vec<HttpMatch>, route: Vec<RouteDestination>) -> HttpRoute {
-    HttpRoute { name: None, matches, route }
+    HttpRoute { name: None, matches, route, actions: Default::default() }
 }
 
 fn header_match(name: &str, m: StringMatch) -> HttpMatch {

@@ -26,6 +26,7 @@ use envoy_types::pb::envoy::extensions::common::dynamic_forward_proxy::v3::DnsCa
 use envoy_types::pb::envoy::extensions::filters::http::dynamic_forward_proxy::v3::{
     filter_config, FilterConfig as ForwardProxyFilterConfig,
 };
+use envoy_types::pb::envoy::extensions::filters::http::fault::v3::HttpFault;
 use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
 use envoy_types::pb::envoy::extensions::filters::listener::original_dst::v3::OriginalDst;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
@@ -248,6 +249,18 @@ pub fn original_dst_listener_filter() -> ListenerFilter {
     }
 }
 
+/// Name of the fault-injection filter; routes configure it in `typed_per_filter_config`.
+pub const FAULT_FILTER: &str = "envoy.filters.http.fault";
+
+/// The fault filter with no fault of its own: only routes with a `fault` inject any.
+fn fault_filter() -> HttpFilter {
+    HttpFilter {
+        name: FAULT_FILTER.to_owned(),
+        config_type: Some(http_filter::ConfigType::TypedConfig(any(HttpFault::default()))),
+        ..Default::default()
+    }
+}
+
 fn router_filter() -> HttpFilter {
     HttpFilter {
         name: "envoy.filters.http.router".to_owned(),
@@ -265,6 +278,16 @@ pub enum RouteSource {
 /// An HTTP connection manager. With `forward_proxy`, routes to a [`forward_proxy_cluster`]
 /// resolve the request's host (the explicit proxy's passthrough).
 pub fn http_connection_manager(stat_prefix: &str, routes: RouteSource, forward_proxy: bool) -> Filter {
+    // Routes from RDS (outbound, VirtualService rules) may inject faults, before
+    // anything else is done with the request.
+    let mut http_filters = Vec::new();
+    if matches!(routes, RouteSource::Rds(_)) {
+        http_filters.push(fault_filter());
+    }
+    if forward_proxy {
+        http_filters.push(forward_proxy_filter());
+    }
+    http_filters.push(router_filter());
     let route_specifier = match routes {
         RouteSource::Rds(name) => {
             http_connection_manager::RouteSpecifier::Rds(Rds { config_source: Some(ads()), route_config_name: name })
@@ -275,7 +298,7 @@ pub fn http_connection_manager(stat_prefix: &str, routes: RouteSource, forward_p
         stat_prefix: stat_prefix.to_owned(),
         codec_type: http_connection_manager::CodecType::Auto as i32,
         route_specifier: Some(route_specifier),
-        http_filters: if forward_proxy { vec![forward_proxy_filter(), router_filter()] } else { vec![router_filter()] },
+        http_filters,
         ..Default::default()
     };
     Filter {

@@ -7,6 +7,7 @@
 //! namespace share one set of clusters, endpoints and routes. Output is deterministic
 //! (ordered maps; content-derived versions).
 
+pub mod actions;
 pub mod contain;
 pub mod envoy;
 pub mod policy;
@@ -691,7 +692,7 @@ fn service_hosts(
                     }
                     let mut routes = vs_routes
                         .remove(&(host.clone(), sp.port))
-                        .unwrap_or_else(|| vec![routes::default_route(&cluster_name(sp.port, None, &host))]);
+                        .unwrap_or_else(|| vec![routes::service_default_route(&cluster_name(sp.port, None, &host))]);
                     policy::add_hash_policies(&mut routes, hash_policies);
                     let vh = |own: bool, bare: bool| {
                         encode_virtual_host(virtual_host(service, sp.port, routes.clone(), own, bare, owns_ip))

@@ -7,7 +7,7 @@ use envoy_types::pb::envoy::config::route::v3::{
 use envoy_types::pb::envoy::r#type::matcher::v3::{string_matcher, RegexMatcher, StringMatcher};
 use envoy_types::pb::google::protobuf::{BoolValue, UInt32Value};
 
-use crate::model::{index::Index, resolve_host, HeaderMatch, HttpMatch, StringMatch, VirtualService};
+use crate::model::{index::Index, resolve_host, HeaderMatch, Headers, HttpMatch, StringMatch, VirtualService};
 
 use super::{cluster_name, envoy::seconds, ModelLookup, Problems};
 
@@ -26,6 +26,16 @@ pub fn default_route(cluster: &str) -> Route {
         })),
         ..Default::default()
     }
+}
+
+/// The route of a service without VirtualService: everything to its cluster, with no
+/// timeout and Istio's default retry policy.
+pub fn service_default_route(cluster: &str) -> Route {
+    let mut route = default_route(cluster);
+    if let Some(route::Action::Route(action)) = &mut route.action {
+        action.retry_policy = Some(super::actions::default_retry_policy());
+    }
+    route
 }
 
 fn string_matcher(m: &StringMatch, ignore_case: bool) -> StringMatcher {
@@ -137,7 +147,7 @@ pub(crate) fn virtual_service_routes_traced(
     for (i, http) in vs.http.iter().enumerate() {
         let field = format!("spec.http[{i}]");
         // Resolve destinations to clusters.
-        let mut clusters: Vec<(String, u32)> = Vec::new();
+        let mut clusters: Vec<(String, u32, &Headers)> = Vec::new();
         let mut destinations = Vec::new();
         let mut broken = false;
         for (j, d) in http.route.iter().enumerate() {
@@ -184,51 +194,62 @@ pub(crate) fn virtual_service_routes_traced(
                 }
             }
             if d.weight > 0 {
-                clusters.push((cluster_name(dest_port, d.destination.subset.as_deref(), &host), d.weight));
+                clusters.push((cluster_name(dest_port, d.destination.subset.as_deref(), &host), d.weight, &d.headers));
                 destinations.push(j);
             }
         }
         if broken {
             continue;
         }
+        // One destination: its header edits apply to the route, after the rule's.
+        let mut route_headers = vec![&http.actions.headers];
         let cluster_specifier = if clusters.len() == 1 {
-            route_action::ClusterSpecifier::Cluster(clusters.remove(0).0)
+            let (name, _, headers) = clusters.remove(0);
+            route_headers.push(headers);
+            route_action::ClusterSpecifier::Cluster(name)
         } else {
             route_action::ClusterSpecifier::WeightedClusters(WeightedCluster {
                 clusters: clusters
                     .into_iter()
-                    .map(|(name, weight)| weighted_cluster::ClusterWeight {
-                        name,
-                        weight: Some(UInt32Value { value: weight }),
-                        ..Default::default()
+                    .map(|(name, weight, headers)| {
+                        let mut cw = weighted_cluster::ClusterWeight {
+                            name,
+                            weight: Some(UInt32Value { value: weight }),
+                            ..Default::default()
+                        };
+                        super::actions::cluster_weight_headers(&mut cw, headers);
+                        cw
                     })
                     .collect(),
                 ..Default::default()
             })
         };
-        let action = route::Action::Route(RouteAction {
-            cluster_specifier: Some(cluster_specifier),
-            timeout: Some(seconds(0)),
-            ..Default::default()
-        });
+        let mut action = RouteAction { cluster_specifier: Some(cluster_specifier), ..Default::default() };
+        super::actions::apply(&mut action, &http.actions);
+        let action = route::Action::Route(action);
+        let typed_per_filter_config = super::actions::per_filter_config(&http.actions);
         let name = http.name.clone().unwrap_or_else(|| format!("{}.{}.{i}", vs.namespace, vs.name));
         let origin = RouteOrigin { http: i, destinations, ..Default::default() };
         if http.matches.is_empty() {
-            let route = Route {
+            let mut route = Route {
                 name,
                 r#match: Some(route_match(&HttpMatch::default())),
                 action: Some(action),
+                typed_per_filter_config,
                 ..Default::default()
             };
+            super::actions::route_headers(&mut route, &route_headers);
             routes.push((route, origin));
         } else {
             for (j, m) in http.matches.iter().enumerate().filter(|(_, m)| m.port.is_none_or(|p| p == port)) {
-                let route = Route {
+                let mut route = Route {
                     name: name.clone(),
                     r#match: Some(route_match(m)),
                     action: Some(action.clone()),
+                    typed_per_filter_config: typed_per_filter_config.clone(),
                     ..Default::default()
                 };
+                super::actions::route_headers(&mut route, &route_headers);
                 routes.push((route, RouteOrigin { matched: Some(j), ..match_origin(m, origin.clone()) }));
             }
         }

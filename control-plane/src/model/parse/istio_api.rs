@@ -3,7 +3,7 @@
 //!
 //! Decisions for fields meshd does not implement yet (see [`super::schema`]):
 //! ignoring is a warning when the field only shapes how traffic that already goes to
-//! a destination is handled (timeouts, retries, faults, mirroring, CORS, header edits,
+//! a destination is handled (mirroring, CORS,
 //! connection pools, outlier detection, upstream TLS, hashing, statistics). It is an
 //! error when ignoring would change which requests a rule takes or where they go:
 //! match conditions meshd cannot evaluate (`sourceLabels`, `sourceNamespace`,
@@ -47,8 +47,6 @@ pub(super) static VIRTUAL_SERVICE: Message = Message {
     ],
 };
 
-const HANDLING: &str = "requests are routed without it";
-
 static HTTP_ROUTE: Message = Message {
     fields: &[
         leaf("name"),
@@ -62,9 +60,9 @@ static HTTP_ROUTE: Message = Message {
         ),
         unsupported("delegate", msg(&DELEGATE), "would leave the requests this rule delegates to the next rules"),
         unsupported("rewrite", msg(&HTTP_REWRITE), "would ask the destination for the original path and authority"),
-        ignored("timeout", Leaf, HANDLING),
-        ignored("retries", msg(&HTTP_RETRY), HANDLING),
-        ignored("fault", msg(&HTTP_FAULT), "no fault is injected"),
+        leaf("timeout"),
+        read("retries", msg(&HTTP_RETRY)),
+        read("fault", msg(&HTTP_FAULT)),
         ignored("mirror", msg(&DESTINATION), "requests are not mirrored"),
         ignored("mirrors", List(&HTTP_MIRROR_POLICY), "requests are not mirrored"),
         // The deprecated `mirror_percent` keeps its proto name in the CRD schema.
@@ -72,7 +70,7 @@ static HTTP_ROUTE: Message = Message {
         ignored("mirrorPercent", Leaf, "requests are not mirrored"),
         ignored("mirrorPercentage", msg(&PERCENT), "requests are not mirrored"),
         ignored("corsPolicy", msg(&CORS_POLICY), "no CORS headers are added, so browsers refuse cross-origin calls"),
-        ignored("headers", msg(&HEADERS), "headers are passed unchanged"),
+        read("headers", msg(&HEADERS)),
     ],
 };
 
@@ -97,13 +95,8 @@ static HTTP_MATCH: Message = Message {
 
 static STRING_MATCH: Message = Message { fields: &[leaf("exact"), leaf("prefix"), leaf("regex")] };
 
-static HTTP_ROUTE_DESTINATION: Message = Message {
-    fields: &[
-        read("destination", msg(&DESTINATION)),
-        leaf("weight"),
-        ignored("headers", msg(&HEADERS), "headers are passed unchanged"),
-    ],
-};
+static HTTP_ROUTE_DESTINATION: Message =
+    Message { fields: &[read("destination", msg(&DESTINATION)), leaf("weight"), read("headers", msg(&HEADERS))] };
 
 static DESTINATION: Message = Message { fields: &[leaf("host"), leaf("subset"), read("port", msg(&PORT_SELECTOR))] };
 

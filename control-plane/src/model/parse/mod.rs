@@ -17,15 +17,19 @@ use serde_json::Value;
 use super::*;
 
 mod destination_rule;
+mod duration;
 mod gateway;
 mod istio_api;
 mod kinds;
 mod kube;
 mod kube_api;
+mod route_actions;
 mod schema;
 #[cfg(test)]
 mod tests;
 mod traffic_policy;
+#[cfg(test)]
+mod tests_actions;
 mod virtual_service;
 
 /// How bad a reported problem is.

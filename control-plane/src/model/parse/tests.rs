@@ -209,15 +209,6 @@ fn fields_whose_absence_would_misroute_refuse_the_object() {
 #[test]
 fn fields_whose_absence_cannot_misroute_are_warnings() {
     let cases = [
-        (rule(&format!("{{timeout: 2s, {ROUTE}}}")), "spec.http[0].timeout"),
-        (
-            rule(&format!("{{retries: {{attempts: 3, perTryTimeout: 1s, retryOn: 5xx}}, {ROUTE}}}")),
-            "spec.http[0].retries",
-        ),
-        (
-            rule(&format!("{{fault: {{delay: {{fixedDelay: 5s, percentage: {{value: 10}}}}}}, {ROUTE}}}")),
-            "spec.http[0].fault",
-        ),
         (rule(&format!("{{mirror: {{host: m}}, mirrorPercentage: {{value: 5}}, {ROUTE}}}")), "spec.http[0].mirror"),
         (
             rule(&format!("{{mirrors: [{{destination: {{host: m}}, percentage: {{value: 5}}}}], {ROUTE}}}")),
@@ -226,14 +217,6 @@ fn fields_whose_absence_cannot_misroute_are_warnings() {
         (
             rule(&format!("{{corsPolicy: {{allowOrigins: [{{exact: 'https://a'}}], allowMethods: [GET]}}, {ROUTE}}}")),
             "spec.http[0].corsPolicy",
-        ),
-        (
-            rule(&format!("{{headers: {{request: {{set: {{x-a: b}}}}, response: {{remove: [x-b]}}}}, {ROUTE}}}")),
-            "spec.http[0].headers",
-        ),
-        (
-            rule("{route: [{destination: {host: r}, headers: {request: {add: {x-a: b}}}}]}"),
-            "spec.http[0].route[0].headers",
         ),
         (
             rule(&format!("{{match: [{{uri: {{prefix: /}}, statPrefix: s}}], {ROUTE}}}")),

@@ -27,6 +27,10 @@ struct HttpRouteSpec {
     matches: Vec<HttpMatchSpec>,
     #[serde(default)]
     route: Vec<RouteDestinationSpec>,
+    timeout: Option<String>,
+    retries: Option<route_actions::RetrySpec>,
+    fault: Option<route_actions::FaultSpec>,
+    headers: Option<route_actions::HeadersSpec>,
 }
 
 #[derive(Deserialize, Default)]
@@ -60,6 +64,7 @@ struct StringMatchSpec {
 struct RouteDestinationSpec {
     destination: Option<DestinationSpec>,
     weight: Option<i64>,
+    headers: Option<route_actions::HeadersSpec>,
 }
 
 #[derive(Deserialize)]
@@ -271,20 +276,34 @@ pub(super) fn parse_virtual_service(cx: &mut Context<'_>, namespace: String) -> 
                     return Err(cx.error(&format!("{df}.destination.subset"), "must not be empty"));
                 }
             }
-            route.push((Destination { host: dest.host.clone(), subset: dest.subset.clone(), port }, weight));
+            let headers = route_actions::parse_headers(cx, &format!("{df}.headers"), d.headers.as_ref())?;
+            route.push((Destination { host: dest.host.clone(), subset: dest.subset.clone(), port }, weight, headers));
         }
         let route: Vec<RouteDestination> = if route.len() == 1 {
-            route.into_iter().map(|(destination, _)| RouteDestination { destination, weight: 100 }).collect()
+            route
+                .into_iter()
+                .map(|(destination, _, headers)| RouteDestination { destination, weight: 100, headers })
+                .collect()
         } else {
-            if route.iter().all(|(_, w)| w.unwrap_or(0) == 0) {
+            if route.iter().all(|(_, w, _)| w.unwrap_or(0) == 0) {
                 return Err(cx.error(
                     &format!("{field}.route"),
                     "with more than one destination, give weights; they are all 0 or missing",
                 ));
             }
-            route.into_iter().map(|(destination, w)| RouteDestination { destination, weight: w.unwrap_or(0) }).collect()
+            route
+                .into_iter()
+                .map(|(destination, w, headers)| RouteDestination { destination, weight: w.unwrap_or(0), headers })
+                .collect()
         };
-        http.push(HttpRoute { name: r.name.clone(), matches, route });
+        let specs = route_actions::ActionSpecs {
+            timeout: r.timeout.as_deref(),
+            retries: r.retries.as_ref(),
+            fault: r.fault.as_ref(),
+            headers: r.headers.as_ref(),
+        };
+        let actions = route_actions::parse_actions(cx, &field, specs)?;
+        http.push(HttpRoute { name: r.name.clone(), matches, route, actions });
     }
     Ok(VirtualService { namespace, name: cx.raw.name.clone(), hosts: spec.hosts, gateways: spec.gateways, http })
 }

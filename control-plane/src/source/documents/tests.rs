@@ -81,7 +81,7 @@ fn every_diagnostic_names_file_and_document() {
         apiVersion: v1\nkind: Servcie\nmetadata: {name: s}\n---\n\
         apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: deny}\nspec: {action: DENY}\n---\n\
         apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: r}\n\
-        spec: {hosts: [r], http: [{timeout: 1s, route: [{destination: {host: r}}]}]}\n---\n\
+        spec: {hosts: [r], http: [{match: [{statPrefix: s}], route: [{destination: {host: r}}]}]}\n---\n\
         apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: g}\n\
         spec: {servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: ['*']}]}\n---\n\
         [not, an, object]\n";

@@ -94,14 +94,8 @@ async fn non_interactive_runs_every_step_and_exits_0() {
         }
         ensure!(section(&stdout, 1)?.contains("seen: 240 of 240 on v1"), "{stdout}");
         ensure!(section(&stdout, 2)?.contains("seen: jason: v2 100% · others: v1 100%"), "{stdout}");
-        // Fault injection is checked once meshd implements `fault`; until then meshd's own
-        // warning says so and the step is reported as not shown (not failed).
         let fault = section(&stdout, 4)?;
-        ensure!(
-            fault.trim_end().ends_with("— OK")
-                || fault.contains("— not shown: meshd ignores it (spec.http[0].fault: `fault` is not implemented"),
-            "{fault}"
-        );
+        ensure!(fault.trim_end().ends_with("— OK"), "{fault}");
         await_nothing_left(block).await
     })
     .await;

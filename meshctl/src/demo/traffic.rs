@@ -69,8 +69,7 @@ pub async fn http_get(addr: SocketAddr, target: &str, host: &str, headers: &[(&s
     let exchange = async {
         let mut stream = TcpStream::connect(addr).await.with_context(|| format!("connect to {addr}"))?;
         stream.write_all(request.as_bytes()).await.context("write request")?;
-        let mut raw = Vec::new();
-        stream.read_to_end(&mut raw).await.context("read response")?;
+        let raw = read_response(&mut stream).await?;
         let text = String::from_utf8_lossy(&raw);
         let (head, body) = text.split_once("\r\n\r\n").context("incomplete response")?;
         let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).context("no status line")?;
@@ -81,6 +80,37 @@ pub async fn http_get(addr: SocketAddr, target: &str, host: &str, headers: &[(&s
         Ok(result) => result,
         Err(_) => bail!("timeout"),
     }
+}
+
+/// Reads one response: up to its Content-Length or the chunked body's end, else to EOF.
+/// Not waiting for the close matters: Envoy closes a connection it answered itself (a fault
+/// abort) only about a second later, which would show as the abort's latency.
+async fn read_response(stream: &mut TcpStream) -> Result<Vec<u8>> {
+    let mut raw = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = stream.read(&mut chunk).await.context("read response")?;
+        if n == 0 {
+            return Ok(raw);
+        }
+        raw.extend_from_slice(&chunk[..n]);
+        if response_complete(&raw) {
+            return Ok(raw);
+        }
+    }
+}
+
+/// Whether `raw` holds a whole response (its head and the body the head announces).
+fn response_complete(raw: &[u8]) -> bool {
+    let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") else { return false };
+    let head = String::from_utf8_lossy(&raw[..end]).to_ascii_lowercase();
+    let body = &raw[end + 4..];
+    if head.contains("transfer-encoding: chunked") {
+        return body.ends_with(b"0\r\n\r\n");
+    }
+    let length =
+        head.lines().find_map(|l| l.strip_prefix("content-length:").and_then(|v| v.trim().parse::<usize>().ok()));
+    length.is_some_and(|length| body.len() >= length)
 }
 
 /// The data of a chunked body (the demo's bodies are small; good enough for JSON or text).
@@ -265,5 +295,22 @@ mod tests {
         assert!(started.elapsed() >= Duration::from_millis(30));
         assert_eq!(classify(&result), Answer::Version("v3".into()));
         assert!(Apps::start(&[(addr, "v1", Duration::ZERO)]).await.err().unwrap().to_string().contains("v1"));
+    }
+
+    #[test]
+    fn a_response_is_complete_once_its_body_is_in() {
+        let cases: [(&[u8], bool); 7] = [
+            (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n", false),
+            (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\na", false),
+            (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nab", true),
+            (b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 18\r\n\r\nfault filter abort", true),
+            (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nab\r\n", false),
+            (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nab\r\n0\r\n\r\n", true),
+            // No length: only the close ends it.
+            (b"HTTP/1.1 200 OK\r\n\r\nabc", false),
+        ];
+        for (raw, complete) in cases {
+            assert_eq!(response_complete(raw), complete, "{}", String::from_utf8_lossy(raw));
+        }
     }
 }

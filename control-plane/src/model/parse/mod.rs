@@ -27,9 +27,9 @@ mod route_actions;
 mod schema;
 #[cfg(test)]
 mod tests;
-mod traffic_policy;
 #[cfg(test)]
 mod tests_actions;
+mod traffic_policy;
 mod virtual_service;
 
 /// How bad a reported problem is.

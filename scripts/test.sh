@@ -29,9 +29,10 @@ if [[ "$(id -u)" == 0 ]] && ! command -v iptables >/dev/null 2>&1; then
 fi
 
 # The live view of `meshctl demo` is checked in a real terminal (tests/tests/demo.rs runs tmux).
-if [[ "$(id -u)" == 0 ]] && ! command -v tmux >/dev/null 2>&1; then
-  echo "==> installing tmux"
-  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq tmux; } >/dev/null
+# It also checks with pgrep (procps) that the demo leaves no process behind.
+if [[ "$(id -u)" == 0 ]] && ! { command -v tmux && command -v pgrep; } >/dev/null 2>&1; then
+  echo "==> installing tmux and procps"
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq tmux procps; } >/dev/null
 fi
 
 if cargo fmt --version >/dev/null 2>&1; then

@@ -76,7 +76,6 @@ spec:
     )
 }
 
-/// One YAML file holding `docs` in order (`---` between them).
 /// Only the v1/v3 split. Weights are rendered as given, so tests can write invalid ones
 /// (negative, or summing past 100).
 pub fn reviews_vs_split(v1_weight: i64, v3_weight: i64) -> String {
@@ -104,6 +103,7 @@ spec:
     )
 }
 
+/// One YAML file holding `docs` in order (`---` between them).
 pub fn documents(docs: &[&str]) -> String {
     docs.join("---\n")
 }

@@ -27,8 +27,9 @@ pub(super) fn parse_duration(
     Ok(d)
 }
 
-/// `<number><unit>` one or more times; units ns, us, µs, ms, s, m, h; `0` alone.
-fn duration(text: &str) -> Result<Duration, &'static str> {
+/// `<number><unit>` one or more times; units ns, us, µs, ms, s, m, h; `0` alone. The one
+/// reader of Go's duration notation (route actions and traffic policies).
+pub(super) fn duration(text: &str) -> Result<Duration, &'static str> {
     let s = text.trim();
     if s.starts_with('-') {
         return Err("a duration cannot be negative");

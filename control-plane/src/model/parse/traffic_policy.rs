@@ -174,35 +174,10 @@ fn duration(cx: &Context<'_>, field: &str, value: Option<&str>, min: Duration) -
     Ok(Some(d))
 }
 
-/// Parses Go's duration notation: one or more `<number><unit>` with units h, m, s,
-/// ms, us (or µs), ns.
+/// Parses Go's duration notation (`1h`, `30s`, `1.5s`, `100ms`), with the reader route
+/// actions use.
 pub(crate) fn parse_duration(text: &str) -> Option<Duration> {
-    let mut rest = text.trim();
-    if rest.is_empty() {
-        return None;
-    }
-    if rest == "0" {
-        return Some(Duration::ZERO);
-    }
-    let mut total = 0f64;
-    while !rest.is_empty() {
-        let number_end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
-        let number: f64 = rest[..number_end].parse().ok()?;
-        rest = &rest[number_end..];
-        let unit_end = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
-        let seconds_per_unit = match &rest[..unit_end] {
-            "h" => 3600.0,
-            "m" => 60.0,
-            "s" => 1.0,
-            "ms" => 1e-3,
-            "us" | "µs" => 1e-6,
-            "ns" => 1e-9,
-            _ => return None,
-        };
-        total += number * seconds_per_unit;
-        rest = &rest[unit_end..];
-    }
-    Duration::try_from_secs_f64(total).ok()
+    super::duration::duration(text).ok()
 }
 
 fn parse_consistent_hash(

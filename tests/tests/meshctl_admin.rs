@@ -17,10 +17,12 @@ use amime_e2e::{
 use anyhow::{anyhow, ensure, Context, Result};
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
-use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
+use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
 use envoy_types::pb::google::protobuf::{value::Kind, Struct, Value};
 use envoy_types::pb::google::rpc::Status as RpcStatus;
 use serde_json::Value as Json;
+use tokio::sync::mpsc::Sender;
+use tonic::Streaming;
 
 const CDS: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
 const PROXY: &str = "productpage-v1.bookinfo";
@@ -174,6 +176,31 @@ async fn start_meshd(ctx: &TestContext, block: IpBlock) -> Result<(MeshDir, Mesh
     Ok((dir, meshd))
 }
 
+/// A raw state-of-the-world ADS stream for `proxy` that has asked for clusters: the sender
+/// for its next requests, the stream (keep it: dropping it ends the stream) and the first
+/// CDS response.
+async fn first_cds(
+    addr: SocketAddr,
+    proxy: &str,
+    block: IpBlock,
+) -> Result<(Sender<DiscoveryRequest>, Streaming<DiscoveryResponse>, DiscoveryResponse)> {
+    let mut ads = AggregatedDiscoveryServiceClient::connect(format!("http://{addr}")).await?;
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let ask = DiscoveryRequest {
+        node: Some(node(proxy, &block.ip(40).to_string())),
+        type_url: CDS.to_owned(),
+        ..Default::default()
+    };
+    tx.send(ask).await?;
+    let mut responses =
+        ads.stream_aggregated_resources(tokio_stream::wrappers::ReceiverStream::new(rx)).await?.into_inner();
+    let response = tokio::time::timeout(Duration::from_secs(10), responses.message())
+        .await
+        .context("no CDS response within 10s")??
+        .ok_or_else(|| anyhow!("stream ended"))?;
+    Ok((tx, responses, response))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_nack_shows_as_nacked_with_its_message() {
     run_test("a_nack_shows_as_nacked_with_its_message", |ctx| async move {
@@ -182,21 +209,8 @@ async fn a_nack_shows_as_nacked_with_its_message() {
         let addr = meshd.xds_addr();
 
         // A state-of-the-world client that asks for clusters and rejects the answer.
-        let mut ads = AggregatedDiscoveryServiceClient::connect(format!("http://{addr}")).await?;
-        let (tx, rx) = tokio::sync::mpsc::channel(4);
         let proxy = "nacker.bookinfo";
-        let ask = DiscoveryRequest {
-            node: Some(node(proxy, &block.ip(40).to_string())),
-            type_url: CDS.to_owned(),
-            ..Default::default()
-        };
-        tx.send(ask).await?;
-        let mut responses =
-            ads.stream_aggregated_resources(tokio_stream::wrappers::ReceiverStream::new(rx)).await?.into_inner();
-        let response = tokio::time::timeout(Duration::from_secs(10), responses.message())
-            .await
-            .context("no CDS response within 10s")??
-            .ok_or_else(|| anyhow!("stream ended"))?;
+        let (tx, _responses, response) = first_cds(addr, proxy, block).await?;
         let message = "test client: cluster outbound|9080||reviews rejected on purpose";
         tx.send(DiscoveryRequest {
             type_url: CDS.to_owned(),
@@ -269,21 +283,8 @@ async fn clusters_waiting_for_endpoints_are_warming_not_synced() {
 
         // A client that acknowledges the clusters and never asks for their endpoints:
         // Envoy would keep every EDS cluster warming.
-        let mut ads = AggregatedDiscoveryServiceClient::connect(format!("http://{addr}")).await?;
-        let (tx, rx) = tokio::sync::mpsc::channel(4);
         let proxy = "lazy.bookinfo";
-        let ask = DiscoveryRequest {
-            node: Some(node(proxy, &block.ip(40).to_string())),
-            type_url: CDS.to_owned(),
-            ..Default::default()
-        };
-        tx.send(ask).await?;
-        let mut responses =
-            ads.stream_aggregated_resources(tokio_stream::wrappers::ReceiverStream::new(rx)).await?.into_inner();
-        let response = tokio::time::timeout(Duration::from_secs(10), responses.message())
-            .await
-            .context("no CDS response within 10s")??
-            .ok_or_else(|| anyhow!("stream ended"))?;
+        let (tx, _responses, response) = first_cds(addr, proxy, block).await?;
         let ack = DiscoveryRequest {
             type_url: CDS.to_owned(),
             version_info: response.version_info.clone(),

@@ -137,7 +137,7 @@ impl Proxy {
             namespace: self.namespace.clone(),
             mode: self.mode,
             ip: (self.mode == InterceptionMode::None).then_some(self.ips[0]),
-            labels: if self.mode == InterceptionMode::Redirect { self.labels.clone() } else { Labels::new() },
+            labels: self.labels.clone(),
         }
     }
 }

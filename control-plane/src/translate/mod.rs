@@ -56,7 +56,8 @@ pub struct ProxyClass {
     /// there every listener binds the wildcard address inside the pod, so the replicas
     /// of one workload share one class and one snapshot.
     pub ip: Option<IpAddr>,
-    /// Workload labels (used for inbound; left empty in explicit mode).
+    /// Workload labels: inbound listeners, and rules that select workloads (`sourceLabels`,
+    /// `selector`s). Replicas share them, so they still share one class under capture.
     pub labels: Labels,
 }
 

@@ -24,6 +24,11 @@ fn envoy_accepts_the_route_actions() {
 }
 
 #[test]
+fn envoy_accepts_tcp_and_tls_routes() {
+    validate_fixture("tcp-tls", "data", "other", "mongo");
+}
+
+#[test]
 fn envoy_accepts_what_meshd_makes_of_adversarial_input() {
     let mesh = common::mesh_from("adversarial");
     assert!(mesh.problems.len() >= 6, "the awkward parts are reported: {:#?}", mesh.problems);

@@ -171,3 +171,22 @@ fn actions_explicit_sidecar() {
         ),
     );
 }
+
+/// VirtualService tcp and tls rules: the TCP and TLS services' hand-off listeners.
+#[test]
+fn tcp_tls_transparent_sidecar() {
+    let mesh = common::mesh_from("tcp-tls");
+    assert!(mesh.problems.is_empty(), "the tcp-tls fixture is clean: {:#?}", mesh.problems);
+    compare(
+        "tcp-tls-transparent",
+        &render(
+            &mesh,
+            &ProxyClass {
+                namespace: "data".into(),
+                mode: InterceptionMode::Redirect,
+                ip: None,
+                labels: Default::default(),
+            },
+        ),
+    );
+}

@@ -44,10 +44,10 @@ pub struct VirtualServiceSpec {
     /// conditions hold takes the request.
     pub http: Option<Vec<HttpRoute>>,
     /// Ordered routes for TLS traffic passed through without termination (matched by
-    /// SNI). Not supported by meshd yet: an object with `tls` routes is refused.
+    /// SNI), on TLS ports (`tls-*`, `https-*`); sidecars apply them under capture.
     pub tls: Option<Vec<TlsRoute>>,
-    /// Ordered routes for opaque TCP traffic. Not supported by meshd yet: an object
-    /// with `tcp` routes is refused.
+    /// Ordered routes for opaque TCP traffic, on TCP ports (not HTTP or TLS);
+    /// sidecars apply them under capture.
     pub tcp: Option<Vec<TcpRoute>>,
     /// Namespaces that can see these rules: `.` (this namespace), `*` (all) or
     /// namespace names. Default: all.
@@ -166,8 +166,7 @@ pub struct HttpRouteDestination {
     pub headers: Option<Headers>,
 }
 
-/// A route for TLS traffic passed through without termination. Not supported by
-/// meshd yet.
+/// A route for TLS traffic passed through without termination.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TlsRoute {
@@ -189,15 +188,15 @@ pub struct TlsMatchAttributes {
     /// The port the connection was addressed to.
     #[schemars(range(max = 65535))]
     pub port: Option<u32>,
-    /// Labels of the calling workload.
+    /// Labels of the calling workload. Not supported by meshd yet: refused.
     pub source_labels: Option<BTreeMap<String, String>>,
     /// Gateways this condition applies to.
     pub gateways: Option<Vec<String>>,
-    /// Namespace of the calling workload.
+    /// Namespace of the calling workload. Not supported by meshd yet: refused.
     pub source_namespace: Option<String>,
 }
 
-/// A route for opaque TCP traffic. Not supported by meshd yet.
+/// A route for opaque TCP traffic.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TcpRoute {
@@ -217,13 +216,14 @@ pub struct L4MatchAttributes {
     /// The port the connection was addressed to.
     #[schemars(range(max = 65535))]
     pub port: Option<u32>,
-    /// Source IP range (`a.b.c.d/xx` or a single address).
+    /// Source IP range (`a.b.c.d/xx` or a single address). Not evaluated (by Istio
+    /// either): warned about.
     pub source_subnet: Option<String>,
-    /// Labels of the calling workload.
+    /// Labels of the calling workload. Not supported by meshd yet: refused.
     pub source_labels: Option<BTreeMap<String, String>>,
     /// Gateways this condition applies to.
     pub gateways: Option<Vec<String>>,
-    /// Namespace of the calling workload.
+    /// Namespace of the calling workload. Not supported by meshd yet: refused.
     pub source_namespace: Option<String>,
 }
 

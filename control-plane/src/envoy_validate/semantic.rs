@@ -20,6 +20,7 @@ pub(super) fn check(msg: &DynamicMessage, path: &str, out: &mut Vec<Violation>) 
         "envoy.config.route.v3.WeightedCluster.ClusterWeight" => cluster_weight(msg, path, out),
         "envoy.type.matcher.v3.RegexMatcher" => regex_matcher(msg, path, out),
         "envoy.config.route.v3.RouteConfiguration" => unique_domains(msg, path, out),
+        "envoy.config.listener.v3.Listener" => distinct_filter_chain_matches(msg, path, out),
         _ => {}
     }
 }
@@ -74,6 +75,62 @@ fn unique_domains(msg: &DynamicMessage, path: &str, out: &mut Vec<Violation>) {
                     &at(path, &format!("virtual_hosts[{i}].domains[{j}]")),
                     format!("domain {domain:?} appears twice; Envoy allows each domain once per route configuration"),
                 ));
+            }
+        }
+    }
+}
+
+/// Envoy refuses a listener where two filter chains match the same connections: the
+/// same destination port, address range and server name with the same other
+/// conditions ("multiple filter chains with the same matching rules are defined").
+/// Ranges are compared as written (the translator writes them with host bits cleared).
+fn distinct_filter_chain_matches(msg: &DynamicMessage, path: &str, out: &mut Vec<Violation>) {
+    let Some(chains) = msg.get_field_by_name("filter_chains") else { return };
+    let mut seen: std::collections::HashMap<(u32, String, String, Vec<u8>), usize> = Default::default();
+    for (i, chain) in chains.as_list().unwrap_or_default().iter().filter_map(Value::as_message).enumerate() {
+        let Some(m) = chain.get_field_by_name("filter_chain_match") else { continue };
+        let Some(m) = m.as_message() else { continue };
+        let port = m
+            .get_field_by_name("destination_port")
+            .and_then(|p| p.as_message().and_then(|p| p.get_field_by_name("value")?.as_u32()))
+            .unwrap_or(0);
+        let list = |name: &str, item: &dyn Fn(&Value) -> String| -> Vec<String> {
+            let items: Vec<String> = m
+                .get_field_by_name(name)
+                .map(|v| v.as_list().unwrap_or_default().iter().map(item).collect())
+                .unwrap_or_default();
+            if items.is_empty() {
+                vec![String::new()]
+            } else {
+                items
+            }
+        };
+        let prefixes = list("prefix_ranges", &|v| {
+            let Some(r) = v.as_message() else { return String::new() };
+            let text = |f: &str| r.get_field_by_name(f).and_then(|x| x.as_str().map(str::to_owned)).unwrap_or_default();
+            let len = r
+                .get_field_by_name("prefix_len")
+                .and_then(|l| l.as_message().and_then(|l| l.get_field_by_name("value")?.as_u32()));
+            format!("{}/{}", text("address_prefix"), len.map_or("-".to_owned(), |l| l.to_string()))
+        });
+        let names = list("server_names", &|v| v.as_str().unwrap_or_default().to_ascii_lowercase());
+        let mut rest = m.clone();
+        for f in ["destination_port", "prefix_ranges", "server_names"] {
+            rest.clear_field_by_name(f);
+        }
+        let rest = prost::Message::encode_to_vec(&rest);
+        for prefix in &prefixes {
+            for name in &names {
+                if let Some(first) = seen.insert((port, prefix.clone(), name.clone(), rest.clone()), i) {
+                    out.push(violation(
+                        &at(path, &format!("filter_chains[{i}].filter_chain_match")),
+                        format!(
+                            "matches the same connections as filter_chains[{first}] (range {prefix:?}, server name \
+                             {name:?}); Envoy refuses filter chains with the same matching rules"
+                        ),
+                    ));
+                    return;
+                }
             }
         }
     }

@@ -212,3 +212,27 @@ fn numeric_ranges_follow_protoc_gen_validate() {
     assert_eq!(rules::range_for_test(11, Some(0), None, Some(10), None), None);
     assert_eq!(rules::range_for_test(-1, Some(0), None, Some(10), None), None);
 }
+
+#[test]
+fn filter_chains_must_match_different_connections() {
+    use envoy_types::pb::envoy::config::core::v3::CidrRange;
+    use envoy_types::pb::envoy::config::listener::v3::FilterChainMatch;
+    let chain = |names: &[&str], ranges: &[&str]| FilterChain {
+        filter_chain_match: Some(FilterChainMatch {
+            server_names: names.iter().map(|n| n.to_string()).collect(),
+            prefix_ranges: ranges
+                .iter()
+                .map(|r| CidrRange { address_prefix: r.to_string(), prefix_len: Some(UInt32Value { value: 8 }) })
+                .collect(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let listener = |chains: Vec<FilterChain>| Listener { name: "l".into(), filter_chains: chains, ..Default::default() };
+    let distinct = listener(vec![chain(&["a.example"], &[]), chain(&["b.example"], &[]), chain(&[], &["10.0.0.0"])]);
+    assert!(check_message(&distinct).is_empty(), "{:?}", check_message(&distinct));
+    let overlapping = listener(vec![chain(&["a.example", "b.example"], &[]), chain(&["B.example"], &[])]);
+    assert_eq!(paths(&check_message(&overlapping)), ["filter_chains[1].filter_chain_match"]);
+    let same_range = listener(vec![chain(&[], &["10.0.0.0"]), chain(&[], &["10.0.0.0", "11.0.0.0"])]);
+    assert_eq!(paths(&check_message(&same_range)), ["filter_chains[1].filter_chain_match"]);
+}

@@ -6,6 +6,7 @@
 //! validation into [`MeshObject`]s, which it applies to the one [`index::Index`].
 
 pub mod index;
+pub mod l4_route;
 pub mod parse;
 pub mod policy;
 
@@ -13,6 +14,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::net::IpAddr;
 
+pub use l4_route::{Cidr, L4Match, L4Route};
 pub use parse::{parse_object, Diagnostic, ObjectError, RawObject, Severity};
 pub use policy::{
     effective_policy, ConnectionPool, ConsistentHash, HashKey, HashRing, LoadBalancer, OutlierDetection,
@@ -162,7 +164,17 @@ pub struct Namespace {
 pub enum Protocol {
     Http,
     Http2,
+    /// Opaque TCP: `tcp` rules apply.
     Tcp,
+    /// TLS the client speaks end to end (`tls-*`, `https-*`): routed by SNI, `tls` rules apply.
+    Tls,
+}
+
+impl Protocol {
+    /// HTTP/1.1 or HTTP/2: proxied by an HTTP connection manager, `http` rules apply.
+    pub fn is_http(self) -> bool {
+        matches!(self, Protocol::Http | Protocol::Http2)
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -390,6 +402,10 @@ pub struct VirtualService {
     pub hosts: Vec<String>,
     pub gateways: Vec<String>,
     pub http: Vec<HttpRoute>,
+    /// `tcp` rules: opaque TCP ports of the hosts.
+    pub tcp: Vec<L4Route>,
+    /// `tls` rules: TLS ports of the hosts, by SNI.
+    pub tls: Vec<L4Route>,
 }
 
 #[derive(Clone, Debug, PartialEq)]

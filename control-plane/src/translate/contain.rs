@@ -20,7 +20,7 @@ use xds::Resource;
 
 use crate::envoy_validate::{check_encoded, Violation};
 use crate::model::index::Index;
-use crate::model::{ObjectError, Protocol, Severity, VirtualService};
+use crate::model::{ObjectError, Severity, VirtualService};
 
 use super::routes::{self, RouteOrigin};
 use super::{ModelLookup, Problems};
@@ -180,9 +180,13 @@ fn translate_checked(
 ) -> Result<HashMap<(String, u16), Vec<Route>>, Refusals> {
     let mut routes_by_port = HashMap::new();
     let mut refused: Refusals = Vec::new();
+    if vs.http.is_empty() {
+        // Only tcp or tls rules: the HTTP ports of its hosts keep their default routes.
+        return Ok(routes_by_port);
+    }
     for host in hosts {
         let Some(service) = model.service_by_hostname(host) else { continue };
-        for sp in service.ports.iter().filter(|p| p.protocol != Protocol::Tcp) {
+        for sp in service.ports.iter().filter(|p| p.protocol.is_http()) {
             let traced = routes::virtual_service_routes_traced(model, lookup, vs, sp.port, problems);
             let (routes, origins): (Vec<Route>, Vec<RouteOrigin>) = traced.into_iter().unzip();
             // Checked alone, so the verdict is about this rule's routes, not the service's names.

@@ -10,8 +10,8 @@ use xds::ResourceType;
 
 use super::*;
 use crate::model::{
-    Destination, HeaderMatch, HttpMatch, HttpRoute, MeshObject, RouteDestination, Service, ServicePort, StringMatch,
-    TargetPort,
+    Destination, HeaderMatch, HttpMatch, HttpRoute, MeshObject, Protocol, RouteDestination, Service, ServicePort,
+    StringMatch, TargetPort,
 };
 use crate::translate::{InterceptionMode, MeshConfig, MeshSettings, ProxyClass};
 
@@ -45,6 +45,8 @@ fn vs(http: Vec<HttpRoute>) -> MeshObject {
         hosts: vec!["reviews".into()],
         gateways: vec![],
         http,
+        tcp: vec![],
+        tls: vec![],
     })
 }
 

@@ -10,6 +10,7 @@
 pub mod actions;
 pub mod contain;
 pub mod envoy;
+mod l4_routes;
 pub mod policy;
 pub mod routes;
 
@@ -326,8 +327,9 @@ impl MeshConfig {
         let (mut clusters, mut endpoints, hash_policies) = clusters_and_endpoints(&model, &lookup, &mut problems);
         let vs_by_host = virtual_services_by_host(&model, &mut problems);
         let mut vs_routes = contain::virtual_service_routes(&model, &lookup, &vs_by_host, &mut checker, &mut problems);
-        let (mut virtual_hosts, http_ports, mut capture_listeners) =
+        let (mut virtual_hosts, http_ports) =
             service_hosts(&model, &mut vs_routes, &hash_policies, &mut checker, &mut problems);
+        let mut capture_listeners = l4_routes::listeners(&model, &lookup, &vs_by_host, &mut problems);
         capture_listeners.extend(outbound_capture_listeners(settings, http_ports));
 
         let refused = contain::keep_accepted(
@@ -479,7 +481,7 @@ impl MeshConfig {
             if !selector_matches(selector, &class.labels) {
                 continue;
             }
-            for sp in service.ports.iter().filter(|p| p.protocol != Protocol::Tcp) {
+            for sp in service.ports.iter().filter(|p| p.protocol.is_http()) {
                 let target = match &sp.target_port {
                     crate::model::TargetPort::Number(n) => Some(*n),
                     named => workload.iter().find_map(|pod| pod.resolve_port(named)),
@@ -608,6 +610,9 @@ fn virtual_services_by_host<'a>(model: &'a Index, problems: &mut Problems) -> BT
         for (i, h) in vs.hosts.iter().enumerate() {
             let host = resolve_host(h, &vs.namespace);
             if model.service_by_hostname(&host).is_none() {
+                if l4_routes::is_sni_host(vs, h) {
+                    continue;
+                }
                 problems.warn_vs(
                     vs,
                     &format!("spec.hosts[{i}]"),
@@ -635,17 +640,16 @@ fn virtual_services_by_host<'a>(model: &'a Index, problems: &mut Problems) -> BT
 }
 
 /// Every HTTP service port's virtual host (encoded once per build in the shapes route
-/// configurations need), the HTTP ports in use, and the TCP services' hand-off listeners.
+/// configurations need) and the HTTP ports in use.
 fn service_hosts(
     model: &Index,
     vs_routes: &mut HashMap<(String, u16), Vec<Route>>,
     hash_policies: &HashPolicies,
     checker: &mut Checker,
     problems: &mut Problems,
-) -> (Vec<EncodedVirtualHost>, BTreeSet<u16>, Vec<Arc<Resource>>) {
+) -> (Vec<EncodedVirtualHost>, BTreeSet<u16>) {
     let mut virtual_hosts = Vec::new();
     let mut http_ports = BTreeSet::new();
-    let mut capture_listeners = Vec::new();
     // A cluster IP answers for one service only: Envoy rejects a domain twice.
     let mut ip_owners: HashMap<IpAddr, &Service> = HashMap::new();
     for service in model.services.values() {
@@ -715,23 +719,12 @@ fn service_hosts(
                         per_port_foreign: vh(false, true),
                     });
                 }
-                Protocol::Tcp => {
-                    let Some(ip) = service.cluster_ip else { continue };
-                    let name = format!("{ip}_{}", sp.port);
-                    let cluster = cluster_name(sp.port, None, &host);
-                    let listener = Listener {
-                        name: name.clone(),
-                        address: Some(socket_address(ip, sp.port)),
-                        bind_to_port: Some(BoolValue { value: false }),
-                        filter_chains: vec![filter_chain(&name, tcp_proxy_filter(&cluster, &cluster))],
-                        ..Default::default()
-                    };
-                    capture_listeners.push(Arc::new(Resource::from_message(name, &listener)));
-                }
+                // Their hand-off listeners come from l4_routes.
+                Protocol::Tcp | Protocol::Tls => {}
             }
         }
     }
-    (virtual_hosts, http_ports, capture_listeners)
+    (virtual_hosts, http_ports)
 }
 
 /// A filter chain that drops connections whose (original) destination port is `port`, a

@@ -127,7 +127,7 @@ pub fn apply(cluster: &mut Cluster, policy: &PolicySections, protocol: Protocol)
             max_requests_per_connection: pool.max_requests_per_connection.and_then(u32_value),
             ..Default::default()
         });
-    let upstream = tls.filter(|t| t.sni.is_none() && protocol != Protocol::Tcp).map(|t| UpstreamHttpProtocolOptions {
+    let upstream = tls.filter(|t| t.sni.is_none() && protocol.is_http()).map(|t| UpstreamHttpProtocolOptions {
         auto_sni: true,
         auto_san_validation: t.subject_alt_names.is_empty() && !t.insecure_skip_verify,
         ..Default::default()

@@ -7,7 +7,9 @@ use envoy_types::pb::envoy::config::route::v3::{
 use envoy_types::pb::envoy::r#type::matcher::v3::{string_matcher, RegexMatcher, StringMatcher};
 use envoy_types::pb::google::protobuf::{BoolValue, UInt32Value};
 
-use crate::model::{index::Index, resolve_host, HeaderMatch, Headers, HttpMatch, StringMatch, VirtualService};
+use crate::model::{
+    index::Index, resolve_host, Destination, HeaderMatch, Headers, HttpMatch, StringMatch, VirtualService,
+};
 
 use super::{cluster_name, envoy::seconds, ModelLookup, Problems};
 
@@ -152,49 +154,12 @@ pub(crate) fn virtual_service_routes_traced(
         let mut broken = false;
         for (j, d) in http.route.iter().enumerate() {
             let dfield = format!("{field}.route[{j}].destination");
-            let host = resolve_host(&d.destination.host, &vs.namespace);
-            let target = model.service_by_hostname(&host);
-            let dest_port = match (d.destination.port, target) {
-                (Some(p), _) => Some(p),
-                (None, Some(t)) if t.ports.len() == 1 => Some(t.ports[0].port),
-                (None, Some(t)) if t.ports.iter().any(|p| p.port == port) => Some(port),
-                (None, Some(_)) => None,
-                (None, None) => Some(port),
-            };
-            let Some(dest_port) = dest_port else {
-                problems.warn_vs(
-                    vs,
-                    &format!("{dfield}.port"),
-                    format!("service {host} has several ports; name one with port.number"),
-                );
+            let Some(cluster) = destination_cluster(model, lookup, vs, &d.destination, port, &dfield, problems) else {
                 broken = true;
                 break;
             };
-            match target {
-                None => problems.warn_vs(
-                    vs,
-                    &format!("{dfield}.host"),
-                    format!("host {host} is not a known service; requests to it will fail (503)"),
-                ),
-                Some(t) if !t.ports.iter().any(|p| p.port == dest_port) => problems.warn_vs(
-                    vs,
-                    &format!("{dfield}.port"),
-                    format!("service {host} has no port {dest_port}; requests to it will fail (503)"),
-                ),
-                _ => {}
-            }
-            if let Some(subset) = &d.destination.subset {
-                let defined = lookup.subset_defined(&host, subset);
-                if !defined {
-                    problems.warn_vs(
-                        vs,
-                        &format!("{dfield}.subset"),
-                        format!("no DestinationRule defines subset {subset:?} for host {host}; requests to it will fail (503)"),
-                    );
-                }
-            }
             if d.weight > 0 {
-                clusters.push((cluster_name(dest_port, d.destination.subset.as_deref(), &host), d.weight, &d.headers));
+                clusters.push((cluster, d.weight, &d.headers));
                 destinations.push(j);
             }
         }
@@ -255,4 +220,59 @@ pub(crate) fn virtual_service_routes_traced(
         }
     }
     routes
+}
+
+/// The cluster of `dest`, a destination of a rule of `vs` for traffic to service port
+/// `port`: its port is the one named, else the target's only port, else `port`.
+/// Problems are reported under `dfield`; None when the port cannot be chosen.
+pub(crate) fn destination_cluster(
+    model: &Index,
+    lookup: &ModelLookup<'_>,
+    vs: &VirtualService,
+    dest: &Destination,
+    port: u16,
+    dfield: &str,
+    problems: &mut Problems,
+) -> Option<String> {
+    let host = resolve_host(&dest.host, &vs.namespace);
+    let target = model.service_by_hostname(&host);
+    let dest_port = match (dest.port, target) {
+        (Some(p), _) => Some(p),
+        (None, Some(t)) if t.ports.len() == 1 => Some(t.ports[0].port),
+        (None, Some(t)) if t.ports.iter().any(|p| p.port == port) => Some(port),
+        (None, Some(_)) => None,
+        (None, None) => Some(port),
+    };
+    let Some(dest_port) = dest_port else {
+        problems.warn_vs(
+            vs,
+            &format!("{dfield}.port"),
+            format!("service {host} has several ports; name one with port.number"),
+        );
+        return None;
+    };
+    match target {
+        None => problems.warn_vs(
+            vs,
+            &format!("{dfield}.host"),
+            format!("host {host} is not a known service; requests to it will fail (503)"),
+        ),
+        Some(t) if !t.ports.iter().any(|p| p.port == dest_port) => problems.warn_vs(
+            vs,
+            &format!("{dfield}.port"),
+            format!("service {host} has no port {dest_port}; requests to it will fail (503)"),
+        ),
+        _ => {}
+    }
+    if let Some(subset) = &dest.subset {
+        let defined = lookup.subset_defined(&host, subset);
+        if !defined {
+            problems.warn_vs(
+                vs,
+                &format!("{dfield}.subset"),
+                format!("no DestinationRule defines subset {subset:?} for host {host}; requests to it will fail (503)"),
+            );
+        }
+    }
+    Some(cluster_name(dest_port, dest.subset.as_deref(), &host))
 }

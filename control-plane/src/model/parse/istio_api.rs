@@ -9,8 +9,7 @@
 //! match conditions meshd cannot evaluate (`sourceLabels`, `sourceNamespace`,
 //! match-level `gateways`, `scheme`, JWT claims), actions other than `route`
 //! (`redirect`, `directResponse`, `delegate`), `rewrite` (the upstream would be asked
-//! for another path), TLS and TCP routes (that traffic would go to its original
-//! destination), a DestinationRule's `workloadSelector` (the rule would apply to
+//! for another path), a DestinationRule's `workloadSelector` (the rule would apply to
 //! every client) and `tunnel` (traffic would bypass the tunnel).
 
 use super::schema::{ignored, leaf, read, unsupported, Message, Shape};
@@ -34,15 +33,13 @@ pub(super) static OBJECT: Message = Message {
 
 // ---- VirtualService ----------------------------------------------------------------
 
-const TO_ORIGINAL: &str = "would send this traffic to its original destination";
-
 pub(super) static VIRTUAL_SERVICE: Message = Message {
     fields: &[
         leaf("hosts"),
         leaf("gateways"),
         read("http", List(&HTTP_ROUTE)),
-        unsupported("tls", List(&TLS_ROUTE), TO_ORIGINAL),
-        unsupported("tcp", List(&TCP_ROUTE), TO_ORIGINAL),
+        read("tls", List(&TLS_ROUTE)),
+        read("tcp", List(&TCP_ROUTE)),
         leaf("exportTo"),
     ],
 };
@@ -169,6 +166,13 @@ static CORS_POLICY: Message = Message {
     ],
 };
 
+/// Source conditions of tcp/tls matches: the capture listeners are shared by every
+/// capture proxy, so a match on the client would need listeners per proxy class.
+const FROM_EVERY_WORKLOAD: &str = "would match connections from every workload (it needs listeners per client \
+    workload; the capture listeners are shared by all workloads today)";
+const FROM_EVERY_NAMESPACE: &str = "would match connections from every namespace (it needs listeners per client \
+    namespace; the capture listeners are shared by all workloads today)";
+
 static TLS_ROUTE: Message =
     Message { fields: &[read("match", List(&TLS_MATCH)), read("route", List(&ROUTE_DESTINATION))] };
 
@@ -177,9 +181,9 @@ static TLS_MATCH: Message = Message {
         leaf("sniHosts"),
         leaf("destinationSubnets"),
         leaf("port"),
-        leaf("sourceLabels"),
+        unsupported("sourceLabels", Leaf, FROM_EVERY_WORKLOAD),
         leaf("gateways"),
-        leaf("sourceNamespace"),
+        unsupported("sourceNamespace", Leaf, FROM_EVERY_NAMESPACE),
     ],
 };
 
@@ -190,10 +194,10 @@ static L4_MATCH: Message = Message {
     fields: &[
         leaf("destinationSubnets"),
         leaf("port"),
-        leaf("sourceSubnet"),
-        leaf("sourceLabels"),
+        ignored("sourceSubnet", Leaf, "Istio does not evaluate it either; connections from every source match"),
+        unsupported("sourceLabels", Leaf, FROM_EVERY_WORKLOAD),
         leaf("gateways"),
-        leaf("sourceNamespace"),
+        unsupported("sourceNamespace", Leaf, FROM_EVERY_NAMESPACE),
     ],
 };
 

@@ -38,7 +38,8 @@ fn port_protocol(name: &str, app_protocol: Option<&str>) -> Protocol {
     let label = app_protocol.unwrap_or_else(|| name.split('-').next().unwrap_or(""));
     match label.to_ascii_lowercase().as_str() {
         "http2" | "grpc" | "grpc-web" | "h2c" | "kubernetes.io/h2c" => Protocol::Http2,
-        "tcp" | "tls" | "https" | "mongo" | "mysql" | "redis" | "mqtt" | "kafka" | "zookeeper" => Protocol::Tcp,
+        "tls" | "https" => Protocol::Tls,
+        "tcp" | "mongo" | "mysql" | "redis" | "mqtt" | "kafka" | "zookeeper" => Protocol::Tcp,
         _ => Protocol::Http,
     }
 }

@@ -23,12 +23,15 @@ mod istio_api;
 mod kinds;
 mod kube;
 mod kube_api;
+mod l4_routes;
 mod route_actions;
 mod schema;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod tests_actions;
+#[cfg(test)]
+mod tests_l4;
 mod traffic_policy;
 mod virtual_service;
 

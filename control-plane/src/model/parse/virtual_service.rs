@@ -16,6 +16,10 @@ struct VirtualServiceSpec {
     #[serde(default)]
     http: Vec<HttpRouteSpec>,
     #[serde(default)]
+    tcp: Vec<l4_routes::L4RouteSpec>,
+    #[serde(default)]
+    tls: Vec<l4_routes::L4RouteSpec>,
+    #[serde(default)]
     export_to: Vec<String>,
 }
 
@@ -61,7 +65,7 @@ struct StringMatchSpec {
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct RouteDestinationSpec {
+pub(super) struct RouteDestinationSpec {
     destination: Option<DestinationSpec>,
     weight: Option<i64>,
     headers: Option<route_actions::HeadersSpec>,
@@ -181,6 +185,65 @@ pub(super) fn check_export_to(cx: &Context<'_>, export_to: &[String]) -> Result<
     ))
 }
 
+/// A rule's `route`: at least one destination, each with a host; weights as Istio
+/// reads them (one destination takes everything; several need a weight above 0,
+/// and their sum must fit Envoy's 32 bits).
+pub(super) fn route_destinations(
+    cx: &Context<'_>,
+    field: &str,
+    specs: &[RouteDestinationSpec],
+) -> Result<Vec<RouteDestination>, Diagnostic> {
+    if specs.is_empty() {
+        return Err(cx.error(&format!("{field}.route"), "at least one route destination is required"));
+    }
+    let mut route = Vec::new();
+    for (j, d) in specs.iter().enumerate() {
+        let df = format!("{field}.route[{j}]");
+        let dest = d.destination.as_ref().ok_or_else(|| cx.error(&format!("{df}.destination"), "required"))?;
+        if dest.host.is_empty() {
+            return Err(cx.error(&format!("{df}.destination.host"), "required"));
+        }
+        let port = match dest.port.as_ref().and_then(|p| p.number) {
+            Some(n) => Some(check_port(cx, &format!("{df}.destination.port.number"), n)?),
+            None => None,
+        };
+        let weight = match d.weight {
+            None => None,
+            Some(w) if (0..=i64::from(i32::MAX)).contains(&w) => Some(w as u32),
+            Some(w) => {
+                return Err(
+                    cx.error(&format!("{df}.weight"), format!("weight {w} must be between 0 and {}", i32::MAX))
+                )
+            }
+        };
+        if let Some(subset) = &dest.subset {
+            if subset.is_empty() {
+                return Err(cx.error(&format!("{df}.destination.subset"), "must not be empty"));
+            }
+        }
+        let headers = route_actions::parse_headers(cx, &format!("{df}.headers"), d.headers.as_ref())?;
+        route.push((Destination { host: dest.host.clone(), subset: dest.subset.clone(), port }, weight, headers));
+    }
+    if route.len() == 1 {
+        let (destination, _, headers) = route.remove(0);
+        return Ok(vec![RouteDestination { destination, weight: 100, headers }]);
+    }
+    if route.iter().all(|(_, w, _)| w.unwrap_or(0) == 0) {
+        return Err(cx.error(
+            &format!("{field}.route"),
+            "with more than one destination, give weights; they are all 0 or missing",
+        ));
+    }
+    let sum: u64 = route.iter().map(|(_, w, _)| u64::from(w.unwrap_or(0))).sum();
+    if sum > u64::from(u32::MAX) {
+        return Err(cx.error(&format!("{field}.route"), format!("the weights sum to {sum}, above {}", u32::MAX)));
+    }
+    Ok(route
+        .into_iter()
+        .map(|(destination, w, headers)| RouteDestination { destination, weight: w.unwrap_or(0), headers })
+        .collect())
+}
+
 pub(super) fn parse_virtual_service(cx: &mut Context<'_>, namespace: String) -> Result<VirtualService, Diagnostic> {
     let spec: VirtualServiceSpec = cx.field("spec")?;
     if spec.hosts.is_empty() {
@@ -248,54 +311,7 @@ pub(super) fn parse_virtual_service(cx: &mut Context<'_>, namespace: String) -> 
                 ignore_uri_case: m.ignore_uri_case,
             });
         }
-        if r.route.is_empty() {
-            return Err(cx.error(&format!("{field}.route"), "at least one route destination is required"));
-        }
-        let mut route = Vec::new();
-        for (j, d) in r.route.iter().enumerate() {
-            let df = format!("{field}.route[{j}]");
-            let dest = d.destination.as_ref().ok_or_else(|| cx.error(&format!("{df}.destination"), "required"))?;
-            if dest.host.is_empty() {
-                return Err(cx.error(&format!("{df}.destination.host"), "required"));
-            }
-            let port = match dest.port.as_ref().and_then(|p| p.number) {
-                Some(n) => Some(check_port(cx, &format!("{df}.destination.port.number"), n)?),
-                None => None,
-            };
-            let weight = match d.weight {
-                None => None,
-                Some(w) if (0..=i64::from(i32::MAX)).contains(&w) => Some(w as u32),
-                Some(w) => {
-                    return Err(
-                        cx.error(&format!("{df}.weight"), format!("weight {w} must be between 0 and {}", i32::MAX))
-                    )
-                }
-            };
-            if let Some(subset) = &dest.subset {
-                if subset.is_empty() {
-                    return Err(cx.error(&format!("{df}.destination.subset"), "must not be empty"));
-                }
-            }
-            let headers = route_actions::parse_headers(cx, &format!("{df}.headers"), d.headers.as_ref())?;
-            route.push((Destination { host: dest.host.clone(), subset: dest.subset.clone(), port }, weight, headers));
-        }
-        let route: Vec<RouteDestination> = if route.len() == 1 {
-            route
-                .into_iter()
-                .map(|(destination, _, headers)| RouteDestination { destination, weight: 100, headers })
-                .collect()
-        } else {
-            if route.iter().all(|(_, w, _)| w.unwrap_or(0) == 0) {
-                return Err(cx.error(
-                    &format!("{field}.route"),
-                    "with more than one destination, give weights; they are all 0 or missing",
-                ));
-            }
-            route
-                .into_iter()
-                .map(|(destination, w, headers)| RouteDestination { destination, weight: w.unwrap_or(0), headers })
-                .collect()
-        };
+        let route = route_destinations(cx, &field, &r.route)?;
         let specs = route_actions::ActionSpecs {
             timeout: r.timeout.as_deref(),
             retries: r.retries.as_ref(),
@@ -305,5 +321,15 @@ pub(super) fn parse_virtual_service(cx: &mut Context<'_>, namespace: String) -> 
         let actions = route_actions::parse_actions(cx, &field, specs)?;
         http.push(HttpRoute { name: r.name.clone(), matches, route, actions });
     }
-    Ok(VirtualService { namespace, name: cx.raw.name.clone(), hosts: spec.hosts, gateways: spec.gateways, http })
+    let tcp = l4_routes::parse_tcp(cx, &spec.tcp)?;
+    let tls = l4_routes::parse_tls(cx, &spec.tls, &spec.hosts)?;
+    Ok(VirtualService {
+        namespace,
+        name: cx.raw.name.clone(),
+        hosts: spec.hosts,
+        gateways: spec.gateways,
+        http,
+        tcp,
+        tls,
+    })
 }

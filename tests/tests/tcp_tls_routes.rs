@@ -253,17 +253,16 @@ async fn a_weighted_tcp_route_splits_connections() {
             // 80% of 300 is 240; a binomial standard deviation is ~6.9, so ±30 is over 4 of them.
             eprintln!("{CONNECTIONS} connections: v1 {v1}, v2 {v2}");
             ensure!((210..=270).contains(&v1), "v1 got {v1} of {CONNECTIONS} connections, want 240 ± 30 (v2: {v2})");
-            let counted = await_condition("Envoy to count the connections per subset", Duration::from_secs(5), || {
-                async {
+            let counted =
+                await_condition("Envoy to count the connections per subset", Duration::from_secs(5), || async {
                     let (a, b) = (
                         mesh.cluster_stat("27017|v1|mongo", "upstream_cx_total").await?,
                         mesh.cluster_stat("27017|v2|mongo", "upstream_cx_total").await?,
                     );
                     ensure!(a + b >= before + CONNECTIONS as u64, "v1 {a}, v2 {b}");
                     Ok((a, b))
-                }
-            })
-            .await?;
+                })
+                .await?;
             eprintln!("Envoy's subset clusters: {counted:?} connections (before the run: {before} in all)");
             mesh.check_no_nacks().await
         })

@@ -228,7 +228,8 @@ fn filter_chains_must_match_different_connections() {
         }),
         ..Default::default()
     };
-    let listener = |chains: Vec<FilterChain>| Listener { name: "l".into(), filter_chains: chains, ..Default::default() };
+    let listener =
+        |chains: Vec<FilterChain>| Listener { name: "l".into(), filter_chains: chains, ..Default::default() };
     let distinct = listener(vec![chain(&["a.example"], &[]), chain(&["b.example"], &[]), chain(&[], &["10.0.0.0"])]);
     assert!(check_message(&distinct).is_empty(), "{:?}", check_message(&distinct));
     let overlapping = listener(vec![chain(&["a.example", "b.example"], &[]), chain(&["B.example"], &[])]);

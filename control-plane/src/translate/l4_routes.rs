@@ -242,11 +242,17 @@ fn proxy_filter(stat_prefix: &str, cluster_specifier: tcp_proxy::ClusterSpecifie
         cluster_specifier: Some(cluster_specifier),
         ..Default::default()
     };
-    Filter { name: "envoy.filters.network.tcp_proxy".to_owned(), config_type: Some(filter::ConfigType::TypedConfig(any(tcp))) }
+    Filter {
+        name: "envoy.filters.network.tcp_proxy".to_owned(),
+        config_type: Some(filter::ConfigType::TypedConfig(any(tcp))),
+    }
 }
 
 fn cidr_range(c: &Cidr) -> CidrRange {
-    CidrRange { address_prefix: c.address.to_string(), prefix_len: Some(UInt32Value { value: u32::from(c.prefix_len) }) }
+    CidrRange {
+        address_prefix: c.address.to_string(),
+        prefix_len: Some(UInt32Value { value: u32::from(c.prefix_len) }),
+    }
 }
 
 fn tls_inspector() -> ListenerFilter {
@@ -265,11 +271,7 @@ pub(crate) fn is_sni_host(vs: &VirtualService, host: &str) -> bool {
 
 /// Reports tcp and tls rules that no port of their hosts takes: tcp rules apply to
 /// opaque TCP ports, tls rules to TLS ports.
-fn report_rules_without_ports(
-    model: &Index,
-    vs_by_host: &BTreeMap<String, &VirtualService>,
-    problems: &mut Problems,
-) {
+fn report_rules_without_ports(model: &Index, vs_by_host: &BTreeMap<String, &VirtualService>, problems: &mut Problems) {
     for (host, vs) in vs_by_host {
         let Some(service) = model.service_by_hostname(host) else { continue };
         for (kind, rules, protocol) in [("tcp", &vs.tcp, Protocol::Tcp), ("tls", &vs.tls, Protocol::Tls)] {

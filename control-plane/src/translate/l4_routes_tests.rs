@@ -17,7 +17,11 @@ fn tcp_match(port: Option<u16>, nets: &[&str]) -> L4Match {
 }
 
 fn tls_match(sni: &[&str], nets: &[&str]) -> L4Match {
-    L4Match { sni_hosts: sni.iter().map(|s| s.to_string()).collect(), destination_subnets: subnets(nets), ..Default::default() }
+    L4Match {
+        sni_hosts: sni.iter().map(|s| s.to_string()).collect(),
+        destination_subnets: subnets(nets),
+        ..Default::default()
+    }
 }
 
 /// (field, subnets, server names) of each chain; "" is the service's own chain.
@@ -36,7 +40,11 @@ fn row(field: &str, nets: &[&str], names: &[&str]) -> (String, Vec<String>, Vec<
 fn tcp_rules_become_chains_in_istio_order() {
     let cases: Vec<(&str, Vec<L4Route>, Vec<(String, Vec<String>, Vec<String>)>)> = vec![
         ("no rules: the service's own", vec![], vec![row("", &[], &[])]),
-        ("a rule without matches takes everything", vec![rule(vec![]), rule(vec![])], vec![row("spec.tcp[0]", &[], &[])]),
+        (
+            "a rule without matches takes everything",
+            vec![rule(vec![]), rule(vec![])],
+            vec![row("spec.tcp[0]", &[], &[])],
+        ),
         (
             "subnets first, then the service's own",
             vec![rule(vec![tcp_match(None, &["10.0.0.0/8"]), tcp_match(Some(27017), &["192.168.0.0/16"])])],

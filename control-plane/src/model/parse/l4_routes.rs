@@ -112,7 +112,9 @@ fn sni_host(cx: &Context<'_>, field: &str, sni: &str, hosts: &[String]) -> Resul
             && !l.ends_with('-')
     };
     if sni != "*" && (name.len() > 253 || !name.split('.').all(label_ok)) {
-        return Err(cx.error(field, format!("{sni:?} is not a DNS name (a `*.` prefix or a lone `*` may stand for any)")));
+        return Err(
+            cx.error(field, format!("{sni:?} is not a DNS name (a `*.` prefix or a lone `*` may stand for any)"))
+        );
     }
     if hosts.iter().any(|h| crate::model::l4_route::sni_within(sni, h)) {
         return Ok(());

@@ -180,16 +180,14 @@ fn fields_whose_absence_would_misroute_refuse_the_object() {
         (rule("{delegate: {name: r2, namespace: ns}}"), "spec.http[0].delegate", "not supported"),
         (rule(&format!("{{rewrite: {{uri: /}}, {ROUTE}}}")), "spec.http[0].rewrite", "original path"),
         (
-            format!("{VS}  hosts: [r]\n  tcp: [{{route: [{{destination: {{host: r}}}}]}}]\n"),
-            "spec.tcp",
-            "original destination",
+            format!("{VS}  hosts: [r]\n  tcp: [{{match: [{{sourceLabels: {{app: a}}}}], {ROUTE}}}]\n"),
+            "spec.tcp[0].match[0].sourceLabels",
+            "every workload",
         ),
         (
-            format!(
-                "{VS}  hosts: [r]\n  tls: [{{match: [{{sniHosts: [r]}}], route: [{{destination: {{host: r}}}}]}}]\n"
-            ),
-            "spec.tls",
-            "original destination",
+            format!("{VS}  hosts: [r]\n  tls: [{{match: [{{sniHosts: [r], sourceNamespace: a}}], {ROUTE}}}]\n"),
+            "spec.tls[0].match[0].sourceNamespace",
+            "every namespace",
         ),
         (format!("{VS}  hosts: [r]\n  exportTo: ['.']\n"), "spec.exportTo", "every namespace"),
         (dr("exportTo: ['.']"), "spec.exportTo", "every namespace"),

@@ -61,14 +61,18 @@ fn tls_rules_are_read() {
 
 #[test]
 fn invalid_tcp_and_tls_rules_name_the_field() {
-    let two = |w1: &str, w2: &str| {
-        format!("route: [{{destination: {{host: a}}{w1}}}, {{destination: {{host: b}}{w2}}}]")
-    };
+    let two =
+        |w1: &str, w2: &str| format!("route: [{{destination: {{host: a}}{w1}}}, {{destination: {{host: b}}{w2}}}]");
     let cases = [
         ("[db]", "tcp: [{match: [{port: 1}]}]".to_owned(), "spec.tcp[0].route", "at least one"),
         ("[db]", format!("tcp: [{{{}}}]", two("", "")), "spec.tcp[0].route", "all 0 or missing"),
         ("[db]", format!("tcp: [{{{}}}]", two(", weight: 0", ", weight: 0")), "spec.tcp[0].route", "all 0"),
-        ("[db]", format!("tcp: [{{{}}}]", two(", weight: -1", ", weight: 5")), "spec.tcp[0].route[0].weight", "between"),
+        (
+            "[db]",
+            format!("tcp: [{{{}}}]", two(", weight: -1", ", weight: 5")),
+            "spec.tcp[0].route[0].weight",
+            "between",
+        ),
         (
             "[db]",
             "tcp: [{route: [{destination: {host: a}, weight: 2147483647}, {destination: {host: b}, weight: \

@@ -211,9 +211,7 @@ pub(super) fn route_destinations(
             None => None,
             Some(w) if (0..=i64::from(i32::MAX)).contains(&w) => Some(w as u32),
             Some(w) => {
-                return Err(
-                    cx.error(&format!("{df}.weight"), format!("weight {w} must be between 0 and {}", i32::MAX))
-                )
+                return Err(cx.error(&format!("{df}.weight"), format!("weight {w} must be between 0 and {}", i32::MAX)))
             }
         };
         if let Some(subset) = &dest.subset {

@@ -24,21 +24,25 @@ fn tls_match(sni: &[&str], nets: &[&str]) -> L4Match {
     }
 }
 
-/// (field, subnets, server names) of each chain; "" is the service's own chain.
-fn summary(chains: &[Chain<'_>]) -> Vec<(String, Vec<String>, Vec<String>)> {
+/// (field, subnets, server names) of a chain; "" is the service's own chain.
+type Row = (String, Vec<String>, Vec<String>);
+/// What a case is about, its rules, the chains they make.
+type Case = (&'static str, Vec<L4Route>, Vec<Row>);
+
+fn summary(chains: &[Chain<'_>]) -> Vec<Row> {
     chains
         .iter()
         .map(|c| (c.field.clone(), c.subnets.iter().map(ToString::to_string).collect(), c.server_names.clone()))
         .collect()
 }
 
-fn row(field: &str, nets: &[&str], names: &[&str]) -> (String, Vec<String>, Vec<String>) {
+fn row(field: &str, nets: &[&str], names: &[&str]) -> Row {
     (field.into(), nets.iter().map(|s| s.to_string()).collect(), names.iter().map(|s| s.to_string()).collect())
 }
 
 #[test]
 fn tcp_rules_become_chains_in_istio_order() {
-    let cases: Vec<(&str, Vec<L4Route>, Vec<(String, Vec<String>, Vec<String>)>)> = vec![
+    let cases: Vec<Case> = vec![
         ("no rules: the service's own", vec![], vec![row("", &[], &[])]),
         (
             "a rule without matches takes everything",
@@ -82,7 +86,7 @@ fn tcp_rules_become_chains_in_istio_order() {
 
 #[test]
 fn tls_rules_become_chains_by_sni() {
-    let cases: Vec<(&str, Vec<L4Route>, Vec<(String, Vec<String>, Vec<String>)>)> = vec![
+    let cases: Vec<Case> = vec![
         ("no rules: the service's own", vec![], vec![row("", &[], &[])]),
         (
             "one chain per match",

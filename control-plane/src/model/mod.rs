@@ -16,7 +16,7 @@ use std::net::IpAddr;
 pub use parse::{parse_object, Diagnostic, ObjectError, RawObject, Severity};
 pub use policy::{
     effective_policy, ConnectionPool, ConsistentHash, HashKey, HashRing, LoadBalancer, OutlierDetection,
-    PolicySections, TcpKeepalive, TlsOrigination, TrafficPolicy, UpstreamTls,
+    PolicySections, TcpKeepalive, TlsOrigination, TrafficPolicy, UpstreamTls, Warmup,
 };
 
 /// Cluster-local DNS suffix of service hostnames.

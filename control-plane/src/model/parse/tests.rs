@@ -271,6 +271,53 @@ fn fields_whose_absence_cannot_misroute_are_warnings() {
     }
 }
 
+/// `warmup` (and the older `warmupDurationSecs`) with Istio's defaults; left out, with a
+/// warning, for the policies Envoy has no slow start for; merged as part of `loadBalancer`.
+#[test]
+fn warmup_is_read_with_istios_defaults() {
+    use crate::model::{effective_policy, Warmup};
+    use std::time::Duration;
+    let y = dr("trafficPolicy: {loadBalancer: {warmup: {duration: 90s, aggression: 2}}}, subsets: [{name: v1, trafficPolicy: {loadBalancer: {simple: RANDOM, warmupDurationSecs: 10s}}}, {name: v2, trafficPolicy: {connectionPool: {tcp: {maxConnections: 3}}}}]");
+    let Ok(Parsed::Object(MeshObject::DestinationRule(rule), warnings)) = parse_yaml(&y) else {
+        panic!("{:?}", parse_yaml(&y))
+    };
+    let fields: Vec<_> = warnings.iter().map(|w| w.field.as_str()).collect();
+    assert_eq!(fields, ["spec.subsets[0].trafficPolicy.loadBalancer.warmup"], "{warnings:?}");
+    let tp = rule.traffic_policy.as_deref();
+    let want = Warmup { duration: Duration::from_secs(90), minimum_percent: 10.0, aggression: 2.0 };
+    assert_eq!(tp.unwrap().sections.warmup, Some(want.clone()));
+    // v1 replaces the load balancer section (its warmup is dropped with the warning); v2 keeps the rule's.
+    assert_eq!(effective_policy(tp, rule.subsets[0].traffic_policy.as_ref(), 80).warmup, None);
+    assert_eq!(effective_policy(tp, rule.subsets[1].traffic_policy.as_ref(), 80).warmup, Some(want));
+    let old = dr("trafficPolicy: {loadBalancer: {warmupDurationSecs: 60s}}");
+    let Ok(Parsed::Object(MeshObject::DestinationRule(rule), _)) = parse_yaml(&old) else { panic!() };
+    let w = rule.traffic_policy.unwrap().sections.warmup.unwrap();
+    assert_eq!((w.duration, w.minimum_percent, w.aggression), (Duration::from_secs(60), 10.0, 1.0));
+
+    refused(&[
+        (
+            dr("trafficPolicy: {loadBalancer: {warmup: {minimumPercent: 5}}}"),
+            "spec.trafficPolicy.loadBalancer.warmup.duration",
+            "required",
+        ),
+        (
+            dr("trafficPolicy: {loadBalancer: {warmup: {duration: 1m, aggression: 0}}}"),
+            "spec.trafficPolicy.loadBalancer.warmup.aggression",
+            "above 0",
+        ),
+        (
+            dr("trafficPolicy: {loadBalancer: {warmup: {duration: 1m, minimumPercent: 120}}}"),
+            "spec.trafficPolicy.loadBalancer.warmup.minimumPercent",
+            "0-100",
+        ),
+        (
+            dr("trafficPolicy: {loadBalancer: {warmupDurationSecs: soon}}"),
+            "spec.trafficPolicy.loadBalancer.warmupDurationSecs",
+            "not a duration",
+        ),
+    ]);
+}
+
 /// Traffic policies: read into the model; a bad value is refused naming its field.
 #[test]
 fn traffic_policies_are_read_and_bad_values_name_the_field() {

@@ -117,9 +117,11 @@ fn accepted() -> Arc<[Violation]> {
     ACCEPTED.get_or_init(|| Arc::new([])).clone()
 }
 
-/// Routes (each with the source condition it holds for) of one VirtualService for one
-/// (host, port).
-pub(crate) type RoutesByRule = HashMap<(VsKey, String, u16), Vec<(Route, Option<SourceCondition>)>>;
+/// Routes, each with the source condition it holds for (`None`: every caller).
+pub(crate) type SourcedRoutes = Vec<(Route, Option<SourceCondition>)>;
+
+/// The routes of each VirtualService for each (host, port) it may govern.
+pub(crate) type RoutesByRule = HashMap<(VsKey, String, u16), SourcedRoutes>;
 
 /// A VirtualService's namespace and name.
 pub(crate) type VsKey = (String, String);
@@ -194,7 +196,7 @@ fn translate_checked(
     hosts: &[&str],
     checker: &mut Checker,
     problems: &mut Problems,
-) -> Result<HashMap<(String, u16), Vec<(Route, Option<SourceCondition>)>>, Refusals> {
+) -> Result<HashMap<(String, u16), SourcedRoutes>, Refusals> {
     let mut routes_by_port = HashMap::new();
     let mut refused: Refusals = Vec::new();
     for host in hosts {

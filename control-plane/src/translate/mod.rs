@@ -4,7 +4,8 @@
 //! [`MeshConfig::build`] translates everything that does not depend on the proxy
 //! once (clusters, endpoints, per-service routes); [`MeshConfig::proxy_snapshot`]
 //! then assembles one proxy's view from shared pieces, so ten thousand proxies in one
-//! namespace share one set of clusters, endpoints and routes. Output is deterministic
+//! namespace share one set of clusters, endpoints and routes (route sets vary only by
+//! the source conditions a workload meets, see [`scoping`]). Output is deterministic
 //! (ordered maps; content-derived versions).
 
 pub mod actions;

@@ -171,3 +171,20 @@ fn actions_explicit_sidecar() {
         ),
     );
 }
+
+/// Routes by the caller's labels and namespace, and a rule exported to its own
+/// namespace only (tests/fixtures/scoping).
+#[test]
+fn scoping_explicit_sidecars() {
+    let class = |namespace: &str, version: &str| ProxyClass {
+        namespace: namespace.into(),
+        mode: InterceptionMode::None,
+        ip: Some(ip("127.0.10.1")),
+        labels: [("app".to_string(), "productpage".to_string()), ("version".to_string(), version.to_string())]
+            .into_iter()
+            .collect(),
+    };
+    let mesh = common::mesh_from("scoping");
+    compare("scoping-bookinfo-v2", &render(&mesh, &class("bookinfo", "v2")));
+    compare("scoping-front-v1", &render(&mesh, &class("front", "v1")));
+}

@@ -8,6 +8,7 @@
 pub mod index;
 pub mod parse;
 pub mod policy;
+pub mod scope;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -18,6 +19,7 @@ pub use policy::{
     effective_policy, ConnectionPool, ConsistentHash, HashKey, HashRing, LoadBalancer, OutlierDetection,
     PolicySections, TcpKeepalive, TlsOrigination, TrafficPolicy, UpstreamTls, Warmup,
 };
+pub use scope::{ExportTo, SidecarScope, SourceCondition};
 
 /// Cluster-local DNS suffix of service hostnames.
 pub const DOMAIN_SUFFIX: &str = "svc.cluster.local";
@@ -271,6 +273,13 @@ pub struct HttpMatch {
     pub authority: Option<StringMatch>,
     pub port: Option<u16>,
     pub ignore_uri_case: bool,
+    /// `scheme`: matched on `:scheme`.
+    pub scheme: Option<StringMatch>,
+    /// `sourceLabels`, `sourceNamespace`, `gateways`: who the match takes requests
+    /// from (see [`HttpMatch::sidecar_scope`]).
+    pub source_labels: Labels,
+    pub source_namespace: Option<String>,
+    pub gateways: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -390,6 +399,8 @@ pub struct VirtualService {
     pub hosts: Vec<String>,
     pub gateways: Vec<String>,
     pub http: Vec<HttpRoute>,
+    /// Namespaces whose proxies see the rule.
+    pub export_to: ExportTo,
 }
 
 #[derive(Clone, Debug, PartialEq)]

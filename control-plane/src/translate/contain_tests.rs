@@ -45,6 +45,7 @@ fn vs(http: Vec<HttpRoute>) -> MeshObject {
         hosts: vec!["reviews".into()],
         gateways: vec![],
         http,
+        export_to: Default::default(),
     })
 }
 
@@ -204,6 +205,7 @@ fn violation_paths_map_to_user_fields() {
         headers: vec!["headers.x-user".into(), "withoutHeaders.x-debug".into(), "method".into()],
         query_params: vec!["queryParams.q".into()],
         destinations: vec![0, 2],
+        source: None,
     };
     let origins = [RouteOrigin::default(), origin];
     let cases = [

@@ -4,7 +4,8 @@
 //! [`MeshConfig::build`] translates everything that does not depend on the proxy
 //! once (clusters, endpoints, per-service routes); [`MeshConfig::proxy_snapshot`]
 //! then assembles one proxy's view from shared pieces, so ten thousand proxies in one
-//! namespace share one set of clusters, endpoints and routes. Output is deterministic
+//! namespace share one set of clusters, endpoints and routes (route sets vary only by
+//! the source conditions a workload meets, see [`scoping`]). Output is deterministic
 //! (ordered maps; content-derived versions).
 
 pub mod actions;
@@ -12,6 +13,7 @@ pub mod contain;
 pub mod envoy;
 pub mod policy;
 pub mod routes;
+pub mod scoping;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -30,6 +32,7 @@ use crate::model::{
 };
 use contain::{CheckStats, Checker, Containment};
 use envoy::*;
+use scoping::{encode_virtual_host, Caller, Conditions, HostRoutes};
 
 /// Port of the outbound listener (explicit proxy / capture target).
 pub const OUTBOUND_PORT: u16 = 15001;
@@ -130,13 +133,17 @@ pub struct MeshConfig {
     clusters: Arc<ResourceSet>,
     endpoints: Arc<ResourceSet>,
     /// Every HTTP service port's virtual host, encoded once per build in the four
-    /// shapes a route configuration needs; ordered by (hostname, port).
-    virtual_hosts: Vec<EncodedVirtualHost>,
+    /// shapes a route configuration needs (and the variants callers may need, see
+    /// [`scoping`]); ordered by (hostname, port).
+    virtual_hosts: Vec<HostRoutes>,
+    /// The source conditions of the rules' matches (`sourceLabels`, `sourceNamespace`).
+    conditions: Conditions,
     /// Listeners every capture-mode proxy shares: virtualOutbound and its per-port
     /// and per-VIP hand-off targets.
     capture_listeners: Vec<Arc<Resource>>,
-    /// Route configurations per proxy namespace, built on first use.
-    routes_by_namespace: Mutex<BTreeMap<String, Arc<ResourceSet>>>,
+    /// Route configurations per caller (namespace, source conditions met), built on
+    /// first use.
+    routes_by_caller: Mutex<BTreeMap<Caller, Arc<ResourceSet>>>,
     pub problems: Vec<ObjectError>,
     /// Verdicts and last good objects, handed from each build to the next.
     containment: Arc<Containment>,
@@ -261,20 +268,6 @@ fn service_endpoints<'a>(
     out.into_iter().collect()
 }
 
-/// One service port's virtual host, encoded as a `RouteConfiguration.virtual_hosts`
-/// field, ready to concatenate. "own": as seen from the service's namespace (with the
-/// short name); "foreign": from any other namespace.
-#[derive(Debug)]
-struct EncodedVirtualHost {
-    hostname: String,
-    namespace: String,
-    port: u16,
-    explicit_own: Vec<u8>,
-    explicit_foreign: Vec<u8>,
-    per_port_own: Vec<u8>,
-    per_port_foreign: Vec<u8>,
-}
-
 /// The virtual host of `service` on `port`: answers to the FQDN, `name.namespace.svc`,
 /// `name.namespace`, the short name (`own`: from the service's namespace) and the
 /// cluster IP (`with_ip`), each with `:port`, and also bare with `bare`.
@@ -301,15 +294,6 @@ fn virtual_host(service: &Service, port: u16, routes: Vec<Route>, own: bool, bar
     VirtualHost { name: format!("{host}:{port}"), domains, routes, ..Default::default() }
 }
 
-/// Encodes `vh` as field 2 (`virtual_hosts`) of a RouteConfiguration; empty when it
-/// has no domains.
-fn encode_virtual_host(vh: VirtualHost) -> Vec<u8> {
-    if vh.domains.is_empty() {
-        return Vec::new();
-    }
-    RouteConfiguration { virtual_hosts: vec![vh], ..Default::default() }.encode_to_vec()
-}
-
 impl MeshConfig {
     /// Translates `model` with nothing remembered from an earlier build.
     pub fn build(model: Arc<Index>, settings: &MeshSettings) -> MeshConfig {
@@ -326,8 +310,10 @@ impl MeshConfig {
         let (mut clusters, mut endpoints, hash_policies) = clusters_and_endpoints(&model, &lookup, &mut problems);
         let vs_by_host = virtual_services_by_host(&model, &mut problems);
         let mut vs_routes = contain::virtual_service_routes(&model, &lookup, &vs_by_host, &mut checker, &mut problems);
+        let mut conditions = Conditions::default();
+        let rules = HostRules { by_host: &vs_by_host, routes: &mut vs_routes, conditions: &mut conditions };
         let (mut virtual_hosts, http_ports, mut capture_listeners) =
-            service_hosts(&model, &mut vs_routes, &hash_policies, &mut checker, &mut problems);
+            service_hosts(&model, rules, &hash_policies, &mut checker, &mut problems);
         capture_listeners.extend(outbound_capture_listeners(settings, http_ports));
 
         let refused = contain::keep_accepted(
@@ -363,8 +349,9 @@ impl MeshConfig {
             clusters: Arc::new(ResourceSet::new(clusters)),
             endpoints: Arc::new(ResourceSet::new(endpoints)),
             virtual_hosts,
+            conditions,
             capture_listeners,
-            routes_by_namespace: Mutex::new(BTreeMap::new()),
+            routes_by_caller: Mutex::new(BTreeMap::new()),
             problems: problems.list.into_iter().collect(),
             containment,
             checks,
@@ -384,11 +371,13 @@ impl MeshConfig {
         &self.endpoints
     }
 
-    /// Route configurations for proxies in `namespace` (explicit and per-port),
-    /// assembled from the virtual hosts encoded once per build.
-    pub fn routes_for(&self, namespace: &str) -> Arc<ResourceSet> {
-        let mut cache = crate::sync::lock(&self.routes_by_namespace);
-        if let Some(set) = cache.get(namespace) {
+    /// Route configurations (explicit and per-port) for proxies in `namespace` whose
+    /// workloads have `labels`, assembled from the virtual hosts encoded once per build;
+    /// shared by every proxy that meets the same source conditions (see [`scoping`]).
+    pub fn routes_for(&self, namespace: &str, labels: &Labels) -> Arc<ResourceSet> {
+        let caller = self.conditions.caller(namespace, labels);
+        let mut cache = crate::sync::lock(&self.routes_by_caller);
+        if let Some(set) = cache.get(&caller) {
             return set.clone();
         }
         let assemble = |name: &str, port: Option<u16>, passthrough: &str| {
@@ -399,16 +388,10 @@ impl MeshConfig {
             }
             .encode_to_vec();
             for vh in self.virtual_hosts.iter().filter(|vh| port.is_none_or(|p| p == vh.port)) {
-                let own = vh.namespace == namespace;
-                bytes.extend_from_slice(match (port.is_some(), own) {
-                    (false, true) => &vh.explicit_own,
-                    (false, false) => &vh.explicit_foreign,
-                    (true, true) => &vh.per_port_own,
-                    (true, false) => &vh.per_port_foreign,
-                });
+                bytes.extend_from_slice(&vh.encoded_for(&caller, port.is_some()));
             }
             // Everything not in the registry, named as Istio names it.
-            bytes.extend(encode_virtual_host(match self.settings.outbound_traffic_policy {
+            bytes.extend(encode_virtual_host(&match self.settings.outbound_traffic_policy {
                 OutboundTrafficPolicy::AllowAny => VirtualHost {
                     name: "allow_any".to_owned(),
                     domains: vec!["*".to_owned()],
@@ -431,7 +414,7 @@ impl MeshConfig {
             resources.push(assemble(&format!("outbound.{port}"), Some(port), PASSTHROUGH_CLUSTER));
         }
         let set = Arc::new(ResourceSet::new(resources));
-        cache.insert(namespace.to_owned(), set.clone());
+        cache.insert(caller, set.clone());
         set
     }
 
@@ -536,7 +519,7 @@ impl MeshConfig {
             .with(ResourceType::Cluster, self.clusters.clone())
             .with(ResourceType::ClusterLoadAssignment, self.endpoints.clone())
             .with(ResourceType::Listener, self.listeners_for(class))
-            .with(ResourceType::RouteConfiguration, self.routes_for(&class.namespace))
+            .with(ResourceType::RouteConfiguration, self.routes_for(&class.namespace, &class.labels))
     }
 }
 
@@ -597,10 +580,15 @@ fn clusters_and_endpoints(
 /// The route hash policy of each consistent-hash cluster, by cluster name.
 type HashPolicies = HashMap<String, envoy_types::pb::envoy::config::route::v3::route_action::HashPolicy>;
 
-/// Which VirtualService governs each host (the first by namespace/name); the others,
-/// and rules for hosts that are no service, are reported.
-fn virtual_services_by_host<'a>(model: &'a Index, problems: &mut Problems) -> BTreeMap<String, &'a VirtualService> {
-    let mut vs_by_host: BTreeMap<String, &VirtualService> = BTreeMap::new();
+/// The VirtualServices that may govern each host, in precedence order (by
+/// namespace/name): for a proxy, the first exported to its namespace does. A rule that
+/// an earlier one hides from every namespace it is exported to, and rules for hosts
+/// that are no service, are reported.
+fn virtual_services_by_host<'a>(
+    model: &'a Index,
+    problems: &mut Problems,
+) -> BTreeMap<String, Vec<&'a VirtualService>> {
+    let mut vs_by_host: BTreeMap<String, Vec<&VirtualService>> = BTreeMap::new();
     for vs in model.virtual_services.values() {
         if !vs.gateways.is_empty() && !vs.gateways.iter().any(|g| g == "mesh") {
             continue;
@@ -615,18 +603,20 @@ fn virtual_services_by_host<'a>(model: &'a Index, problems: &mut Problems) -> BT
                 );
                 continue;
             }
-            match vs_by_host.get(&host) {
-                Some(first) => problems.warn_vs(
+            let earlier = vs_by_host.entry(host.clone()).or_default();
+            if vs.export_to.shadowed_by(earlier.iter().map(|e| &e.export_to)) {
+                let first = earlier[0];
+                problems.warn_vs(
                     vs,
                     &format!("spec.hosts[{i}]"),
                     format!(
-                        "host {host} is already routed by VirtualService {}/{}; this rule is ignored for it",
+                        "host {host} is already routed by VirtualService {}/{} for every namespace this rule is \
+                         exported to; this rule is ignored for it",
                         first.namespace, first.name
                     ),
-                ),
-                None => {
-                    vs_by_host.insert(host, vs);
-                }
+                );
+            } else {
+                earlier.push(vs);
             }
         }
     }
@@ -634,15 +624,22 @@ fn virtual_services_by_host<'a>(model: &'a Index, problems: &mut Problems) -> BT
     vs_by_host
 }
 
+/// The VirtualServices of each host and their translated routes, for [`service_hosts`].
+struct HostRules<'a, 'm> {
+    by_host: &'a BTreeMap<String, Vec<&'m VirtualService>>,
+    routes: &'a mut contain::RoutesByRule,
+    conditions: &'a mut Conditions,
+}
+
 /// Every HTTP service port's virtual host (encoded once per build in the shapes route
 /// configurations need), the HTTP ports in use, and the TCP services' hand-off listeners.
 fn service_hosts(
     model: &Index,
-    vs_routes: &mut HashMap<(String, u16), Vec<Route>>,
+    rules: HostRules<'_, '_>,
     hash_policies: &HashPolicies,
     checker: &mut Checker,
     problems: &mut Problems,
-) -> (Vec<EncodedVirtualHost>, BTreeSet<u16>, Vec<Arc<Resource>>) {
+) -> (Vec<HostRoutes>, BTreeSet<u16>, Vec<Arc<Resource>>) {
     let mut virtual_hosts = Vec::new();
     let mut http_ports = BTreeSet::new();
     let mut capture_listeners = Vec::new();
@@ -691,29 +688,27 @@ fn service_hosts(
                     } else {
                         http_ports.insert(sp.port);
                     }
-                    let mut routes = vs_routes
-                        .remove(&(host.clone(), sp.port))
-                        .unwrap_or_else(|| vec![routes::service_default_route(&cluster_name(sp.port, None, &host))]);
-                    policy::add_hash_policies(&mut routes, hash_policies);
-                    let vh = |own: bool, bare: bool| {
-                        encode_virtual_host(virtual_host(service, sp.port, routes.clone(), own, bare, owns_ip))
-                    };
-                    // The shape with every domain; the others hold a subset of them.
-                    let per_port_own = vh(true, true);
-                    let refused = checker.check("envoy.config.route.v3.RouteConfiguration", &per_port_own);
-                    if !refused.is_empty() {
-                        contain::report_service(problems, service, port_index, &refused);
-                        continue;
+                    let candidates = rules.by_host.get(&host).map(Vec::as_slice).unwrap_or_default();
+                    let inputs = candidates
+                        .iter()
+                        .map(|vs| {
+                            let key = ((vs.namespace.clone(), vs.name.clone()), host.clone(), sp.port);
+                            (vs.export_to.clone(), rules.routes.remove(&key))
+                        })
+                        .collect();
+                    let built = scoping::host_routes(
+                        service,
+                        sp.port,
+                        owns_ip,
+                        inputs,
+                        hash_policies,
+                        rules.conditions,
+                        checker,
+                    );
+                    match built {
+                        Ok(host_routes) => virtual_hosts.push(host_routes),
+                        Err(refused) => contain::report_service(problems, service, port_index, &refused),
                     }
-                    virtual_hosts.push(EncodedVirtualHost {
-                        hostname: host.clone(),
-                        namespace: service.namespace.clone(),
-                        port: sp.port,
-                        explicit_own: vh(true, sp.port == 80),
-                        explicit_foreign: vh(false, sp.port == 80),
-                        per_port_own,
-                        per_port_foreign: vh(false, true),
-                    });
                 }
                 Protocol::Tcp => {
                     let Some(ip) = service.cluster_ip else { continue };

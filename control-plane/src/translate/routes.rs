@@ -7,7 +7,10 @@ use envoy_types::pb::envoy::config::route::v3::{
 use envoy_types::pb::envoy::r#type::matcher::v3::{string_matcher, RegexMatcher, StringMatcher};
 use envoy_types::pb::google::protobuf::{BoolValue, UInt32Value};
 
-use crate::model::{index::Index, resolve_host, HeaderMatch, Headers, HttpMatch, StringMatch, VirtualService};
+use crate::model::{
+    index::Index, resolve_host, HeaderMatch, Headers, HttpMatch, SidecarScope, SourceCondition, StringMatch,
+    VirtualService,
+};
 
 use super::{cluster_name, envoy::seconds, ModelLookup, Problems};
 
@@ -76,6 +79,8 @@ pub struct RouteOrigin {
     pub query_params: Vec<String>,
     /// Index in `spec.http[..].route` of each weighted cluster.
     pub destinations: Vec<usize>,
+    /// Who the route is for (`sourceLabels`, `sourceNamespace`); `None`: every caller.
+    pub source: Option<SourceCondition>,
 }
 
 fn route_match(m: &HttpMatch) -> RouteMatch {
@@ -99,6 +104,9 @@ fn route_match(m: &HttpMatch) -> RouteMatch {
     }
     if let Some(authority) = &m.authority {
         headers.push(header_matcher(":authority", &HeaderMatch::Value(authority.clone()), false));
+    }
+    if let Some(scheme) = &m.scheme {
+        headers.push(header_matcher(":scheme", &HeaderMatch::Value(scheme.clone()), false));
     }
     let query_parameters = m
         .query_params
@@ -128,6 +136,7 @@ fn match_origin(m: &HttpMatch, mut origin: RouteOrigin) -> RouteOrigin {
         .chain(m.without_headers.keys().map(|n| format!("withoutHeaders.{n}")))
         .chain(m.method.iter().map(|_| "method".to_owned()))
         .chain(m.authority.iter().map(|_| "authority".to_owned()))
+        .chain(m.scheme.iter().map(|_| "scheme".to_owned()))
         .collect();
     origin.query_params = m.query_params.keys().map(|n| format!("queryParams.{n}")).collect();
     origin
@@ -242,6 +251,11 @@ pub(crate) fn virtual_service_routes_traced(
             routes.push((route, origin));
         } else {
             for (j, m) in http.matches.iter().enumerate().filter(|(_, m)| m.port.is_none_or(|p| p == port)) {
+                let source = match m.sidecar_scope() {
+                    SidecarScope::None => continue,
+                    SidecarScope::Every => None,
+                    SidecarScope::If(condition) => Some(condition),
+                };
                 let mut route = Route {
                     name: name.clone(),
                     r#match: Some(route_match(m)),
@@ -250,7 +264,7 @@ pub(crate) fn virtual_service_routes_traced(
                     ..Default::default()
                 };
                 super::actions::route_headers(&mut route, &route_headers);
-                routes.push((route, RouteOrigin { matched: Some(j), ..match_origin(m, origin.clone()) }));
+                routes.push((route, RouteOrigin { matched: Some(j), source, ..match_origin(m, origin.clone()) }));
             }
         }
     }

@@ -6,12 +6,11 @@
 //! a destination is handled (mirroring, CORS,
 //! connection pools, outlier detection, upstream TLS, hashing, statistics). It is an
 //! error when ignoring would change which requests a rule takes or where they go:
-//! match conditions meshd cannot evaluate (`sourceLabels`, `sourceNamespace`,
-//! match-level `gateways`, `scheme`, JWT claims), actions other than `route`
+//! match conditions meshd cannot evaluate (JWT claims), actions other than `route`
 //! (`redirect`, `directResponse`, `delegate`), `rewrite` (the upstream would be asked
 //! for another path), TLS and TCP routes (that traffic would go to its original
-//! destination), a DestinationRule's `workloadSelector` (the rule would apply to
-//! every client) and `tunnel` (traffic would bypass the tunnel).
+//! destination), a DestinationRule's `workloadSelector` and `exportTo` other than `*`
+//! (the rule would apply to every client) and `tunnel` (traffic would bypass the tunnel).
 
 use super::schema::{ignored, leaf, read, unsupported, Message, Shape};
 
@@ -78,17 +77,17 @@ static HTTP_MATCH: Message = Message {
     fields: &[
         leaf("name"),
         read("uri", msg(&STRING_MATCH)),
-        unsupported("scheme", msg(&STRING_MATCH), "would match every scheme"),
+        read("scheme", msg(&STRING_MATCH)),
         read("method", msg(&STRING_MATCH)),
         read("authority", msg(&STRING_MATCH)),
         read("headers", Map(&STRING_MATCH)),
         leaf("port"),
-        unsupported("sourceLabels", Leaf, "would match requests from every workload"),
-        unsupported("gateways", Leaf, "would match requests from every gateway and sidecar"),
+        leaf("sourceLabels"),
+        leaf("gateways"),
         read("queryParams", Map(&STRING_MATCH)),
         leaf("ignoreUriCase"),
         read("withoutHeaders", Map(&STRING_MATCH)),
-        unsupported("sourceNamespace", Leaf, "would match requests from every namespace"),
+        leaf("sourceNamespace"),
         ignored("statPrefix", Leaf, "statistics are not split by it"),
     ],
 };
@@ -207,7 +206,12 @@ pub(super) static DESTINATION_RULE: Message = Message {
         read("trafficPolicy", msg(&TRAFFIC_POLICY)),
         read("subsets", List(&SUBSET)),
         leaf("exportTo"),
-        unsupported("workloadSelector", msg(&WORKLOAD_SELECTOR), "would apply the rule to every client"),
+        unsupported(
+            "workloadSelector",
+            msg(&WORKLOAD_SELECTOR),
+            "would apply the rule to every client (every proxy shares one set of clusters; per-workload cluster sets \
+             are not done yet)",
+        ),
     ],
 };
 

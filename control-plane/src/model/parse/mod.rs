@@ -25,10 +25,13 @@ mod kube;
 mod kube_api;
 mod route_actions;
 mod schema;
+mod scope;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod tests_actions;
+#[cfg(test)]
+mod tests_scope;
 mod traffic_policy;
 mod virtual_service;
 

@@ -49,6 +49,12 @@ struct HttpMatchSpec {
     port: Option<i64>,
     #[serde(default)]
     ignore_uri_case: bool,
+    scheme: Option<StringMatchSpec>,
+    #[serde(default)]
+    source_labels: Labels,
+    source_namespace: Option<String>,
+    #[serde(default)]
+    gateways: Vec<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -167,20 +173,6 @@ fn header_matches(
     Ok(out)
 }
 
-/// `exportTo` limited to some namespaces would make the rule apply to fewer clients
-/// than meshd would apply it to; only a list holding `*` (every namespace, the
-/// default) is honest.
-pub(super) fn check_export_to(cx: &Context<'_>, export_to: &[String]) -> Result<(), Diagnostic> {
-    if export_to.is_empty() || export_to.iter().any(|e| e == "*") {
-        return Ok(());
-    }
-    Err(cx.error(
-        "spec.exportTo",
-        "exportTo other than \"*\" is not supported by meshd yet, and ignoring it would apply the rule to clients \
-         in every namespace; the object is refused",
-    ))
-}
-
 pub(super) fn parse_virtual_service(cx: &mut Context<'_>, namespace: String) -> Result<VirtualService, Diagnostic> {
     let spec: VirtualServiceSpec = cx.field("spec")?;
     if spec.hosts.is_empty() {
@@ -195,7 +187,7 @@ pub(super) fn parse_virtual_service(cx: &mut Context<'_>, namespace: String) -> 
             return Err(cx.error(&format!("spec.hosts[{i}]"), format!("{host:?} is not a valid host name")));
         }
     }
-    check_export_to(cx, &spec.export_to)?;
+    let export_to = scope::parse_export_to(cx, &namespace, &spec.export_to)?;
     if !spec.gateways.is_empty() && !spec.gateways.iter().any(|g| g == "mesh") {
         cx.warn(
             "spec.gateways",
@@ -227,6 +219,14 @@ pub(super) fn parse_virtual_service(cx: &mut Context<'_>, namespace: String) -> 
                 })?;
                 query_params.insert(k.clone(), sm);
             }
+            let (source_labels, source_namespace, gateways) = scope::source_conditions(
+                cx,
+                &mf,
+                &spec.gateways,
+                &m.source_labels,
+                m.source_namespace.as_deref(),
+                &m.gateways,
+            )?;
             matches.push(HttpMatch {
                 name: m.name.clone(),
                 uri: match &m.uri {
@@ -246,6 +246,13 @@ pub(super) fn parse_virtual_service(cx: &mut Context<'_>, namespace: String) -> 
                 },
                 port,
                 ignore_uri_case: m.ignore_uri_case,
+                scheme: match &m.scheme {
+                    Some(s) => string_match(cx, &format!("{mf}.scheme"), s)?,
+                    None => None,
+                },
+                source_labels,
+                source_namespace,
+                gateways,
             });
         }
         if r.route.is_empty() {
@@ -305,5 +312,12 @@ pub(super) fn parse_virtual_service(cx: &mut Context<'_>, namespace: String) -> 
         let actions = route_actions::parse_actions(cx, &field, specs)?;
         http.push(HttpRoute { name: r.name.clone(), matches, route, actions });
     }
-    Ok(VirtualService { namespace, name: cx.raw.name.clone(), hosts: spec.hosts, gateways: spec.gateways, http })
+    Ok(VirtualService {
+        namespace,
+        name: cx.raw.name.clone(),
+        hosts: spec.hosts,
+        gateways: spec.gateways,
+        http,
+        export_to,
+    })
 }

@@ -135,6 +135,9 @@ pub(crate) fn virtual_service_routes(
     for (vs, hosts) in hosts_by_vs.into_values() {
         let key = (vs.namespace.clone(), vs.name.clone());
         let mut found = Problems::default();
+        // Checked (and remembered as last good) with its delegates' rules in place.
+        let expanded = super::delegate::expand(model, vs, &mut found);
+        let vs: &VirtualService = &expanded;
         let refused = match translate_checked(model, lookup, vs, &hosts, checker, &mut found) {
             Ok(routes) => {
                 problems.list.extend(found.list);

@@ -19,6 +19,7 @@ use super::*;
 mod destination_rule;
 mod duration;
 mod gateway;
+mod http_actions;
 mod istio_api;
 mod kinds;
 mod kube;
@@ -29,6 +30,8 @@ mod schema;
 mod tests;
 #[cfg(test)]
 mod tests_actions;
+#[cfg(test)]
+mod tests_http_actions;
 mod traffic_policy;
 mod virtual_service;
 

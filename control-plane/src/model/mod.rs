@@ -5,6 +5,7 @@
 //! reads into [`RawObject`]s and goes through the same [`parse::parse_object`]
 //! validation into [`MeshObject`]s, which it applies to the one [`index::Index`].
 
+pub mod http_actions;
 pub mod index;
 pub mod parse;
 pub mod policy;
@@ -14,6 +15,9 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::net::IpAddr;
 
+pub use http_actions::{
+    CorsPolicy, Delegate, DirectResponse, Mirror, Redirect, RedirectPath, RedirectPort, ResponseBody, Rewrite,
+};
 pub use parse::{parse_object, Diagnostic, ObjectError, RawObject, Severity};
 pub use policy::{
     effective_policy, ConnectionPool, ConsistentHash, HashKey, HashRing, LoadBalancer, OutlierDetection,
@@ -320,13 +324,18 @@ impl Headers {
     }
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct HttpRoute {
     pub name: Option<String>,
     pub matches: Vec<HttpMatch>,
+    /// Empty when the rule redirects, answers or delegates instead.
     pub route: Vec<RouteDestination>,
     /// What the rule does with the requests besides choosing a destination.
     pub actions: RouteActions,
+    /// Instead of `route`: a redirect, a direct response, or another VirtualService's rules.
+    pub redirect: Option<Redirect>,
+    pub direct_response: Option<DirectResponse>,
+    pub delegate: Option<Delegate>,
 }
 
 /// The actions of an HTTP rule (Istio's `HTTPRoute` fields other than `match` and
@@ -341,6 +350,12 @@ pub struct RouteActions {
     pub fault: Option<Fault>,
     /// `headers`: edits of every request the rule takes (and of its response).
     pub headers: Headers,
+    /// `rewrite`: the path and authority the destination is asked for.
+    pub rewrite: Option<Rewrite>,
+    /// `mirror` (with its percentage) and `mirrors`, in that order.
+    pub mirrors: Vec<Mirror>,
+    /// `corsPolicy`.
+    pub cors: Option<CorsPolicy>,
 }
 
 /// Istio's `HTTPFaultInjection`. Shares are in millionths (Istio's `percentage.value`

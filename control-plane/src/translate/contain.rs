@@ -146,6 +146,9 @@ pub(crate) fn virtual_service_routes(
     for (vs, hosts) in hosts_by_vs.into_values() {
         let key = (vs.namespace.clone(), vs.name.clone());
         let mut found = Problems::default();
+        // Checked (and remembered as last good) with its delegates' rules in place.
+        let expanded = super::delegate::expand(model, vs, &mut found);
+        let vs: &VirtualService = &expanded;
         let keyed = |routes: HashMap<(String, u16), _>| {
             routes.into_iter().map(move |((host, port), r)| ((key_of(vs), host, port), r))
         };

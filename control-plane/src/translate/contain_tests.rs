@@ -50,7 +50,7 @@ fn vs(http: Vec<HttpRoute>) -> MeshObject {
 }
 
 fn rule(matches: Vec<HttpMatch>, route: Vec<RouteDestination>) -> HttpRoute {
-    HttpRoute { name: None, matches, route, actions: Default::default() }
+    HttpRoute { matches, route, ..Default::default() }
 }
 
 fn header_match(name: &str, m: StringMatch) -> HttpMatch {

@@ -10,7 +10,9 @@
 
 pub mod actions;
 pub mod contain;
+pub mod delegate;
 pub mod envoy;
+pub mod http_actions;
 pub mod policy;
 pub mod routes;
 pub mod scoping;

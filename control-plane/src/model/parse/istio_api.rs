@@ -3,14 +3,12 @@
 //!
 //! Decisions for fields meshd does not implement yet (see [`super::schema`]):
 //! ignoring is a warning when the field only shapes how traffic that already goes to
-//! a destination is handled (mirroring, CORS,
-//! connection pools, outlier detection, upstream TLS, hashing, statistics). It is an
-//! error when ignoring would change which requests a rule takes or where they go:
-//! match conditions meshd cannot evaluate (JWT claims), actions other than `route`
-//! (`redirect`, `directResponse`, `delegate`), `rewrite` (the upstream would be asked
-//! for another path), TLS and TCP routes (that traffic would go to its original
-//! destination), a DestinationRule's `workloadSelector` and `exportTo` other than `*`
-//! (the rule would apply to every client) and `tunnel` (traffic would bypass the tunnel).
+//! a destination is handled (connection pools, outlier detection, upstream TLS,
+//! hashing, statistics). It is an error when ignoring would change which requests a
+//! rule takes or where they go: match conditions meshd cannot evaluate (JWT claims),
+//! TLS and TCP routes (that traffic would go to its original destination), a
+//! DestinationRule's `workloadSelector` and `exportTo` other than `*` (the rule would
+//! apply to every client) and `tunnel` (traffic would bypass the tunnel).
 
 use super::schema::{ignored, leaf, read, unsupported, Message, Shape};
 
@@ -51,25 +49,23 @@ static HTTP_ROUTE: Message = Message {
         leaf("name"),
         read("match", List(&HTTP_MATCH)),
         read("route", List(&HTTP_ROUTE_DESTINATION)),
-        unsupported("redirect", msg(&HTTP_REDIRECT), "would leave the requests this rule redirects to the next rules"),
-        unsupported(
-            "directResponse",
-            msg(&HTTP_DIRECT_RESPONSE),
-            "would leave the requests this rule answers to the next rules",
-        ),
-        unsupported("delegate", msg(&DELEGATE), "would leave the requests this rule delegates to the next rules"),
-        unsupported("rewrite", msg(&HTTP_REWRITE), "would ask the destination for the original path and authority"),
+        read("redirect", msg(&HTTP_REDIRECT)),
+        read("directResponse", msg(&HTTP_DIRECT_RESPONSE)),
+        read("delegate", msg(&DELEGATE)),
+        read("rewrite", msg(&HTTP_REWRITE)),
         leaf("timeout"),
         read("retries", msg(&HTTP_RETRY)),
         read("fault", msg(&HTTP_FAULT)),
-        ignored("mirror", msg(&DESTINATION), "requests are not mirrored"),
-        ignored("mirrors", List(&HTTP_MIRROR_POLICY), "requests are not mirrored"),
+        read("mirror", msg(&DESTINATION)),
+        read("mirrors", List(&HTTP_MIRROR_POLICY)),
         // The deprecated `mirror_percent` keeps its proto name in the CRD schema.
-        ignored("mirror_percent", Leaf, "requests are not mirrored"),
-        ignored("mirrorPercent", Leaf, "requests are not mirrored"),
-        ignored("mirrorPercentage", msg(&PERCENT), "requests are not mirrored"),
-        ignored("corsPolicy", msg(&CORS_POLICY), "no CORS headers are added, so browsers refuse cross-origin calls"),
+        leaf("mirror_percent"),
+        leaf("mirrorPercent"),
+        read("mirrorPercentage", msg(&PERCENT)),
+        read("corsPolicy", msg(&CORS_POLICY)),
         read("headers", msg(&HEADERS)),
+        // Istio's old field, still in its samples: websockets always work.
+        leaf("websocketUpgrade"),
     ],
 };
 

@@ -19,6 +19,7 @@ use super::*;
 mod destination_rule;
 mod duration;
 mod gateway;
+mod http_actions;
 mod istio_api;
 mod kinds;
 mod kube;
@@ -30,6 +31,8 @@ mod scope;
 mod tests;
 #[cfg(test)]
 mod tests_actions;
+#[cfg(test)]
+mod tests_http_actions;
 #[cfg(test)]
 mod tests_scope;
 mod traffic_policy;

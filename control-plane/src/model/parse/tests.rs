@@ -170,11 +170,6 @@ fn fields_whose_absence_would_misroute_refuse_the_object() {
             "spec.http[0].match[0].withoutHeaders.@request.auth.claims.iss",
             "JWT claims",
         ),
-        (rule("{redirect: {uri: /v2, authority: b}}"), "spec.http[0].redirect", "not supported by meshd yet"),
-        (rule("{redirect: {prefixRewrite: /v2}}"), "spec.http[0].redirect", "not supported by meshd yet"),
-        (rule("{directResponse: {status: 503, body: {string: down}}}"), "spec.http[0].directResponse", "not supported"),
-        (rule("{delegate: {name: r2, namespace: ns}}"), "spec.http[0].delegate", "not supported"),
-        (rule(&format!("{{rewrite: {{uri: /}}, {ROUTE}}}")), "spec.http[0].rewrite", "original path"),
         (
             format!("{VS}  hosts: [r]\n  tcp: [{{route: [{{destination: {{host: r}}}}]}}]\n"),
             "spec.tcp",
@@ -194,7 +189,7 @@ fn fields_whose_absence_would_misroute_refuse_the_object() {
             "spec.trafficPolicy.tunnel",
             "tunnel",
         ),
-        // A typo inside an unsupported field is reported as the typo.
+        // A typo inside an action is reported as the typo.
         (rule("{redirect: {uri: /v2, autority: b}}"), "spec.http[0].redirect.autority", "did you mean `authority`?"),
     ]);
 }
@@ -204,15 +199,6 @@ fn fields_whose_absence_would_misroute_refuse_the_object() {
 #[test]
 fn fields_whose_absence_cannot_misroute_are_warnings() {
     let cases = [
-        (rule(&format!("{{mirror: {{host: m}}, mirrorPercentage: {{value: 5}}, {ROUTE}}}")), "spec.http[0].mirror"),
-        (
-            rule(&format!("{{mirrors: [{{destination: {{host: m}}, percentage: {{value: 5}}}}], {ROUTE}}}")),
-            "spec.http[0].mirrors",
-        ),
-        (
-            rule(&format!("{{corsPolicy: {{allowOrigins: [{{exact: 'https://a'}}], allowMethods: [GET]}}, {ROUTE}}}")),
-            "spec.http[0].corsPolicy",
-        ),
         (
             rule(&format!("{{match: [{{uri: {{prefix: /}}, statPrefix: s}}], {ROUTE}}}")),
             "spec.http[0].match[0].statPrefix",
@@ -259,8 +245,7 @@ fn fields_whose_absence_cannot_misroute_are_warnings() {
             panic!("refused:\n{yaml}\n{:?}", parse_yaml(&yaml))
         };
         let fields: Vec<_> = warnings.iter().map(|w| (w.severity, w.field.as_str())).collect();
-        let extra = usize::from(yaml.contains("mirrorPercentage"));
-        assert_eq!(fields.len(), 1 + extra, "{yaml}\n{warnings:?}");
+        assert_eq!(fields.len(), 1, "{yaml}\n{warnings:?}");
         assert_eq!(fields[0], (Severity::Warning, field), "{yaml}");
         assert!(warnings[0].message.contains("not implemented by meshd yet"), "{}", warnings[0]);
     }
@@ -491,14 +476,14 @@ fn rules_for_gateways_only_are_reported_as_having_no_effect() {
 }
 
 #[test]
-fn a_virtual_service_without_hosts_is_a_delegate_with_no_effect() {
+fn a_virtual_service_without_hosts_is_a_delegate_that_cannot_delegate_again() {
     let y = format!("{VS}  http: [{{{ROUTE}}}]\n");
     let Ok(Parsed::Object(MeshObject::VirtualService(vs), warnings)) = parse_yaml(&y) else {
         panic!("{:?}", parse_yaml(&y))
     };
     assert!(vs.hosts.is_empty());
-    assert_eq!(warnings.len(), 1);
-    assert!(warnings[0].message.contains("delegate"), "{}", warnings[0]);
+    assert!(warnings.is_empty(), "{warnings:?}");
+    refused(&[(format!("{VS}  http: [{{delegate: {{name: d}}}}]\n"), "spec.http[0].delegate", "one level")]);
 }
 
 #[test]

@@ -12,6 +12,7 @@ pub mod contain;
 pub mod envoy;
 pub mod policy;
 pub mod routes;
+pub mod service_entry;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -25,8 +26,8 @@ use xds::{Resource, ResourceSet, ResourceType, Snapshot};
 
 use crate::model::index::Index;
 use crate::model::{
-    effective_policy, resolve_host, selector_matches, DestinationRule, EndpointSlice, Labels, ObjectError, Pod,
-    PolicySections, Protocol, Service, Severity, VirtualService,
+    effective_policy, selector_matches, DestinationRule, EndpointSlice, Labels, ObjectError, Pod, PolicySections,
+    Protocol, Service, ServiceEntry, Severity, VirtualService,
 };
 use contain::{CheckStats, Checker, Containment};
 use envoy::*;
@@ -144,16 +145,17 @@ pub struct MeshConfig {
     pub checks: CheckStats,
 }
 
-/// The DestinationRule that applies to `service`: one in the service's namespace
-/// first, else the first by namespace/name. Others for the same host are reported.
-fn destination_rule_for<'a>(
+/// The DestinationRule that applies to registry `host` of `namespace` (a service's or a
+/// ServiceEntry's): one in that namespace first, else the first by namespace/name.
+/// Others for the same host are reported.
+fn rule_for_host<'a>(
     lookup: &ModelLookup<'a>,
-    service: &Service,
+    host: &str,
+    namespace: &str,
     problems: &mut Problems,
 ) -> Option<&'a DestinationRule> {
-    let host = service.hostname();
-    let mut candidates: Vec<&DestinationRule> = lookup.rules_by_host.get(&host).cloned().unwrap_or_default();
-    candidates.sort_by_key(|d| (d.namespace != service.namespace, d.namespace.clone(), d.name.clone()));
+    let mut candidates: Vec<&DestinationRule> = lookup.rules_by_host.get(host).cloned().unwrap_or_default();
+    candidates.sort_by_key(|d| (d.namespace != namespace, d.namespace.clone(), d.name.clone()));
     let chosen = candidates.first().copied();
     for other in candidates.iter().skip(1) {
         let chosen = chosen.expect("non-empty");
@@ -180,15 +182,22 @@ pub(crate) struct ModelLookup<'a> {
     slices_by_service: HashMap<(&'a str, &'a str), Vec<&'a EndpointSlice>>,
     /// DestinationRules by the hostname they resolve to.
     rules_by_host: HashMap<String, Vec<&'a DestinationRule>>,
+    /// ServiceEntry hosts and the entry that adds each ([`service_entry`]).
+    entries: BTreeMap<String, &'a ServiceEntry>,
+    /// Entry hosts left out (another entry's or a service's), as warnings.
+    entry_problems: Vec<ObjectError>,
 }
 
 impl<'a> ModelLookup<'a> {
     fn new(model: &'a Index) -> ModelLookup<'a> {
+        let (entries, entry_problems) = service_entry::entries_by_host(model);
         let mut lookup = ModelLookup {
             pods_by_label: HashMap::new(),
             pods_by_namespace: HashMap::new(),
             slices_by_service: HashMap::new(),
             rules_by_host: HashMap::new(),
+            entries,
+            entry_problems,
         };
         for pod in model.pods.values() {
             lookup.pods_by_namespace.entry(pod.namespace.as_str()).or_default().push(pod);
@@ -200,7 +209,8 @@ impl<'a> ModelLookup<'a> {
             lookup.slices_by_service.entry((slice.namespace.as_str(), slice.service.as_str())).or_default().push(slice);
         }
         for dr in model.destination_rules.values() {
-            lookup.rules_by_host.entry(resolve_host(&dr.host, &dr.namespace)).or_default().push(dr);
+            let host = lookup.resolve(&dr.host, &dr.namespace);
+            lookup.rules_by_host.entry(host).or_default().push(dr);
         }
         lookup
     }
@@ -291,6 +301,12 @@ fn virtual_host(service: &Service, port: u16, routes: Vec<Route>, own: bool, bar
     if let (true, Some(ip)) = (with_ip, service.cluster_ip) {
         names.push(ip.to_string());
     }
+    VirtualHost { name: format!("{host}:{port}"), domains: domains(names, port, bare), routes, ..Default::default() }
+}
+
+/// Virtual-host domains for `names` (hosts or IPs) on `port`: each with `:port` (IPv6 in
+/// brackets), and also bare with `bare`.
+fn domains(names: Vec<String>, port: u16, bare: bool) -> Vec<String> {
     let mut domains = Vec::with_capacity(names.len() * 2);
     for n in names {
         domains.push(if n.contains(':') { format!("[{n}]:{port}") } else { format!("{n}:{port}") });
@@ -298,7 +314,7 @@ fn virtual_host(service: &Service, port: u16, routes: Vec<Route>, own: bool, bar
             domains.push(n);
         }
     }
-    VirtualHost { name: format!("{host}:{port}"), domains, routes, ..Default::default() }
+    domains
 }
 
 /// Encodes `vh` as field 2 (`virtual_hosts`) of a RouteConfiguration; empty when it
@@ -323,11 +339,21 @@ impl MeshConfig {
         let mut checker = Checker::start(&containment);
         let mut problems = Problems::default();
         let lookup = ModelLookup::new(&model);
-        let (mut clusters, mut endpoints, hash_policies) = clusters_and_endpoints(&model, &lookup, &mut problems);
-        let vs_by_host = virtual_services_by_host(&model, &mut problems);
+        problems.list.extend(lookup.entry_problems.iter().cloned());
+        let (mut clusters, mut endpoints, mut hash_policies) = clusters_and_endpoints(&model, &lookup, &mut problems);
+        let (entry_clusters, entry_endpoints, entry_hashes) = service_entry::clusters(&lookup, &mut problems);
+        clusters.extend(entry_clusters);
+        endpoints.extend(entry_endpoints);
+        hash_policies.extend(entry_hashes);
+        let vs_by_host = virtual_services_by_host(&model, &lookup, &mut problems);
         let mut vs_routes = contain::virtual_service_routes(&model, &lookup, &vs_by_host, &mut checker, &mut problems);
-        let (mut virtual_hosts, http_ports, mut capture_listeners) =
+        let (mut virtual_hosts, mut http_ports, mut capture_listeners) =
             service_hosts(&model, &mut vs_routes, &hash_policies, &mut checker, &mut problems);
+        let entries =
+            service_entry::hosts(&model, &lookup, &mut vs_routes, &hash_policies, &mut checker, &mut problems);
+        virtual_hosts.extend(entries.virtual_hosts);
+        http_ports.extend(entries.http_ports);
+        capture_listeners.extend(entries.listeners);
         capture_listeners.extend(outbound_capture_listeners(settings, http_ports));
 
         let refused = contain::keep_accepted(
@@ -566,7 +592,7 @@ fn clusters_and_endpoints(
 
     for service in model.services.values() {
         let host = service.hostname();
-        let dr = destination_rule_for(lookup, service, problems);
+        let dr = rule_for_host(lookup, &host, &service.namespace, problems);
         let rule_policy = dr.and_then(|d| d.traffic_policy.as_deref());
         for sp in &service.ports {
             let http2 = sp.protocol == Protocol::Http2;
@@ -597,17 +623,21 @@ fn clusters_and_endpoints(
 /// The route hash policy of each consistent-hash cluster, by cluster name.
 type HashPolicies = HashMap<String, envoy_types::pb::envoy::config::route::v3::route_action::HashPolicy>;
 
-/// Which VirtualService governs each host (the first by namespace/name); the others,
-/// and rules for hosts that are no service, are reported.
-fn virtual_services_by_host<'a>(model: &'a Index, problems: &mut Problems) -> BTreeMap<String, &'a VirtualService> {
+/// Which VirtualService governs each registry host (the first by namespace/name); the
+/// others, and rules for hosts that are no service or ServiceEntry host, are reported.
+fn virtual_services_by_host<'a>(
+    model: &'a Index,
+    lookup: &ModelLookup<'_>,
+    problems: &mut Problems,
+) -> BTreeMap<String, &'a VirtualService> {
     let mut vs_by_host: BTreeMap<String, &VirtualService> = BTreeMap::new();
     for vs in model.virtual_services.values() {
         if !vs.gateways.is_empty() && !vs.gateways.iter().any(|g| g == "mesh") {
             continue;
         }
         for (i, h) in vs.hosts.iter().enumerate() {
-            let host = resolve_host(h, &vs.namespace);
-            if model.service_by_hostname(&host).is_none() {
+            let host = lookup.resolve(h, &vs.namespace);
+            if lookup.registry_ports(model, &host).is_none() {
                 problems.warn_vs(
                     vs,
                     &format!("spec.hosts[{i}]"),

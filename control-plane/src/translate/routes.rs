@@ -7,7 +7,7 @@ use envoy_types::pb::envoy::config::route::v3::{
 use envoy_types::pb::envoy::r#type::matcher::v3::{string_matcher, RegexMatcher, StringMatcher};
 use envoy_types::pb::google::protobuf::{BoolValue, UInt32Value};
 
-use crate::model::{index::Index, resolve_host, HeaderMatch, Headers, HttpMatch, StringMatch, VirtualService};
+use crate::model::{index::Index, HeaderMatch, Headers, HttpMatch, StringMatch, VirtualService};
 
 use super::{cluster_name, envoy::seconds, ModelLookup, Problems};
 
@@ -152,12 +152,12 @@ pub(crate) fn virtual_service_routes_traced(
         let mut broken = false;
         for (j, d) in http.route.iter().enumerate() {
             let dfield = format!("{field}.route[{j}].destination");
-            let host = resolve_host(&d.destination.host, &vs.namespace);
-            let target = model.service_by_hostname(&host);
-            let dest_port = match (d.destination.port, target) {
+            let host = lookup.resolve(&d.destination.host, &vs.namespace);
+            let target = lookup.registry_ports(model, &host);
+            let dest_port = match (d.destination.port, &target) {
                 (Some(p), _) => Some(p),
-                (None, Some(t)) if t.ports.len() == 1 => Some(t.ports[0].port),
-                (None, Some(t)) if t.ports.iter().any(|p| p.port == port) => Some(port),
+                (None, Some(t)) if t.len() == 1 => Some(t[0].0),
+                (None, Some(t)) if t.iter().any(|(p, _)| *p == port) => Some(port),
                 (None, Some(_)) => None,
                 (None, None) => Some(port),
             };
@@ -176,7 +176,7 @@ pub(crate) fn virtual_service_routes_traced(
                     &format!("{dfield}.host"),
                     format!("host {host} is not a known service; requests to it will fail (503)"),
                 ),
-                Some(t) if !t.ports.iter().any(|p| p.port == dest_port) => problems.warn_vs(
+                Some(t) if !t.iter().any(|(p, _)| *p == dest_port) => problems.warn_vs(
                     vs,
                     &format!("{dfield}.port"),
                     format!("service {host} has no port {dest_port}; requests to it will fail (503)"),

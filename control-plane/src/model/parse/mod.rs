@@ -25,10 +25,13 @@ mod kube;
 mod kube_api;
 mod route_actions;
 mod schema;
+mod service_entry;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod tests_actions;
+#[cfg(test)]
+mod tests_service_entry;
 mod traffic_policy;
 mod virtual_service;
 
@@ -223,7 +226,7 @@ pub fn parse_object(raw: &RawObject) -> Result<Parsed, Diagnostic> {
                     MeshObject::DestinationRule(destination_rule::parse_destination_rule(&mut cx, namespace)?)
                 }
                 "Gateway" => MeshObject::Gateway(gateway::parse_gateway(&mut cx, namespace)?),
-                _ => MeshObject::ServiceEntry(gateway::parse_service_entry(&mut cx, namespace)?),
+                _ => MeshObject::ServiceEntry(service_entry::parse_service_entry(&mut cx, namespace)?),
             }
         }
     };

@@ -91,9 +91,10 @@ pub struct MeshdConfig {
     #[arg(long, env = "AMIME_CONFIG_SETTLE", default_value_t = 50, value_name = "MS")]
     pub config_settle: u64,
 
-    /// Where traffic to destinations that are not services of the mesh goes, as Istio's
-    /// `meshConfig.outboundTrafficPolicy.mode`: ALLOW_ANY passes it through (by IP, or by
-    /// name in explicit mode); REGISTRY_ONLY blocks it (HTTP answers 502 saying why).
+    /// Where traffic to destinations outside the mesh registry (services and ServiceEntry
+    /// hosts) goes, as Istio's `meshConfig.outboundTrafficPolicy.mode`: ALLOW_ANY passes it
+    /// through (by IP, or by name in explicit mode); REGISTRY_ONLY blocks it (HTTP answers
+    /// 502 saying why).
     #[arg(long, env = "AMIME_OUTBOUND_TRAFFIC_POLICY", default_value = "ALLOW_ANY", value_name = "POLICY")]
     pub outbound_traffic_policy: OutboundTrafficPolicy,
 

@@ -29,6 +29,11 @@ fn envoy_accepts_routes_that_depend_on_the_caller() {
 }
 
 #[test]
+fn envoy_accepts_service_entries() {
+    validate_fixture("entries", "shop", "other", "web");
+}
+
+#[test]
 fn envoy_accepts_what_meshd_makes_of_adversarial_input() {
     let mesh = common::mesh_from("adversarial");
     assert!(mesh.problems.len() >= 6, "the awkward parts are reported: {:#?}", mesh.problems);

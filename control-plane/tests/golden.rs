@@ -188,3 +188,40 @@ fn scoping_explicit_sidecars() {
     compare("scoping-bookinfo-v2", &render(&mesh, &class("bookinfo", "v2")));
     compare("scoping-front-v1", &render(&mesh, &class("front", "v1")));
 }
+
+/// ServiceEntry hosts: every resolution, subsets, a split, addresses, a workloadSelector.
+#[test]
+fn entries_explicit_sidecar() {
+    check(
+        "entries",
+        "explicit",
+        ProxyClass {
+            namespace: "shop".into(),
+            mode: InterceptionMode::None,
+            ip: Some(ip("127.0.20.9")),
+            labels: Default::default(),
+        },
+    );
+}
+
+#[test]
+fn entries_transparent_sidecar() {
+    check(
+        "entries",
+        "transparent",
+        ProxyClass {
+            namespace: "shop".into(),
+            mode: InterceptionMode::Redirect,
+            ip: None,
+            labels: [("app".to_string(), "web".to_string())].into_iter().collect(),
+        },
+    );
+}
+
+/// A host or address claimed twice, an address range, a TCP port without address: each
+/// reported at the entry's field.
+#[test]
+fn entries_problems_are_reported_by_field() {
+    let mesh = common::mesh_from("entries");
+    compare("entries-problems", &serde_json::to_value(&mesh.problems).unwrap());
+}

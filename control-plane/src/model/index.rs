@@ -20,7 +20,7 @@ pub struct Index {
     pub destination_rules: BTreeMap<(String, String), Arc<DestinationRule>>,
     /// Read and checked; not yet used by the translator.
     pub gateways: BTreeMap<(String, String), Arc<Gateway>>,
-    /// Read and checked; not yet used by the translator.
+    /// Their hosts join the registry (see `translate::service_entry`).
     pub service_entries: BTreeMap<(String, String), Arc<ServiceEntry>>,
 }
 

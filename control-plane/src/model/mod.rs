@@ -501,6 +501,9 @@ pub struct ServiceEntryPort {
     pub protocol: Option<PortProtocol>,
     pub name: String,
     pub target_port: Option<u16>,
+    /// How meshd carries the port's traffic: by `protocol` (HTTP; HTTP2 and GRPC as
+    /// HTTP/2; everything else as TCP), else by the name's prefix as for a Service port.
+    pub mesh_protocol: Protocol,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -513,8 +516,8 @@ pub struct ServiceEntryEndpoint {
     pub weight: Option<u32>,
 }
 
-/// Istio's ServiceEntry: read and checked, not yet in effect (its hosts are not yet
-/// added to the mesh).
+/// Istio's ServiceEntry: hosts added to the mesh registry (see
+/// `translate::service_entry`).
 #[derive(Clone, Debug, PartialEq)]
 pub struct ServiceEntry {
     pub namespace: String,

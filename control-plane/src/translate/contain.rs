@@ -203,13 +203,13 @@ fn translate_checked(
     let mut routes_by_port = HashMap::new();
     let mut refused: Refusals = Vec::new();
     for host in hosts {
-        let Some(service) = model.service_by_hostname(host) else { continue };
-        for sp in service.ports.iter().filter(|p| p.protocol != Protocol::Tcp) {
-            let traced = routes::virtual_service_routes_traced(model, lookup, vs, sp.port, problems);
+        let Some(ports) = lookup.registry_ports(model, host) else { continue };
+        for port in ports.into_iter().filter(|(_, protocol)| *protocol != Protocol::Tcp).map(|(port, _)| port) {
+            let traced = routes::virtual_service_routes_traced(model, lookup, vs, port, problems);
             let (routes, origins): (Vec<Route>, Vec<RouteOrigin>) = traced.into_iter().unzip();
             // Checked alone, so the verdict is about this rule's routes, not the service's names.
             let vh = VirtualHost {
-                name: format!("{host}:{}", sp.port),
+                name: format!("{host}:{}", port),
                 domains: vec!["*".to_owned()],
                 routes,
                 ..Default::default()
@@ -222,7 +222,7 @@ fn translate_checked(
                 }
             }
             let sourced = vh.routes.into_iter().zip(origins.into_iter().map(|o| o.source)).collect();
-            routes_by_port.insert(((*host).to_owned(), sp.port), sourced);
+            routes_by_port.insert(((*host).to_owned(), port), sourced);
         }
     }
     if refused.is_empty() {
@@ -370,16 +370,20 @@ pub(crate) fn cluster_origin(
             }
         }
     }
-    let service = model.service_by_hostname(host)?;
+    let Some(service) = model.service_by_hostname(host) else {
+        return super::service_entry::cluster_origin(lookup, host, port);
+    };
     let i = service.ports.iter().position(|p| p.port.to_string() == port).unwrap_or(0);
     Some(("Service", service.namespace.clone(), service.name.clone(), format!("spec.ports[{i}]")))
 }
 
-/// The Service behind a TCP hand-off listener named `<cluster IP>_<port>`.
+/// The Service (or ServiceEntry) behind a TCP hand-off listener named `<IP>_<port>`.
 pub(crate) fn listener_origin(model: &Index, listener: &str) -> Option<(&'static str, String, String, String)> {
     let (ip, port) = listener.rsplit_once('_')?;
     let ip: std::net::IpAddr = ip.parse().ok()?;
-    let service = model.services.values().find(|s| s.cluster_ip == Some(ip))?;
+    let Some(service) = model.services.values().find(|s| s.cluster_ip == Some(ip)) else {
+        return super::service_entry::listener_origin(model, ip, port);
+    };
     let i = service.ports.iter().position(|p| p.port.to_string() == port).unwrap_or(0);
     Some(("Service", service.namespace.clone(), service.name.clone(), format!("spec.ports[{i}]")))
 }

@@ -16,6 +16,7 @@ pub mod http_actions;
 pub mod policy;
 pub mod routes;
 pub mod scoping;
+pub mod service_entry;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -29,8 +30,8 @@ use xds::{Resource, ResourceSet, ResourceType, Snapshot};
 
 use crate::model::index::Index;
 use crate::model::{
-    effective_policy, resolve_host, selector_matches, DestinationRule, EndpointSlice, Labels, ObjectError, Pod,
-    PolicySections, Protocol, Service, Severity, VirtualService,
+    effective_policy, selector_matches, DestinationRule, EndpointSlice, Labels, ObjectError, Pod, PolicySections,
+    Protocol, Service, ServiceEntry, Severity, VirtualService,
 };
 use contain::{CheckStats, Checker, Containment};
 use envoy::*;
@@ -153,16 +154,17 @@ pub struct MeshConfig {
     pub checks: CheckStats,
 }
 
-/// The DestinationRule that applies to `service`: one in the service's namespace
-/// first, else the first by namespace/name. Others for the same host are reported.
-fn destination_rule_for<'a>(
+/// The DestinationRule that applies to registry `host` of `namespace` (a service's or a
+/// ServiceEntry's): one in that namespace first, else the first by namespace/name.
+/// Others for the same host are reported.
+fn rule_for_host<'a>(
     lookup: &ModelLookup<'a>,
-    service: &Service,
+    host: &str,
+    namespace: &str,
     problems: &mut Problems,
 ) -> Option<&'a DestinationRule> {
-    let host = service.hostname();
-    let mut candidates: Vec<&DestinationRule> = lookup.rules_by_host.get(&host).cloned().unwrap_or_default();
-    candidates.sort_by_key(|d| (d.namespace != service.namespace, d.namespace.clone(), d.name.clone()));
+    let mut candidates: Vec<&DestinationRule> = lookup.rules_by_host.get(host).cloned().unwrap_or_default();
+    candidates.sort_by_key(|d| (d.namespace != namespace, d.namespace.clone(), d.name.clone()));
     let chosen = candidates.first().copied();
     for other in candidates.iter().skip(1) {
         let chosen = chosen.expect("non-empty");
@@ -189,15 +191,22 @@ pub(crate) struct ModelLookup<'a> {
     slices_by_service: HashMap<(&'a str, &'a str), Vec<&'a EndpointSlice>>,
     /// DestinationRules by the hostname they resolve to.
     rules_by_host: HashMap<String, Vec<&'a DestinationRule>>,
+    /// ServiceEntry hosts and the entry that adds each ([`service_entry`]).
+    entries: BTreeMap<String, &'a ServiceEntry>,
+    /// Entry hosts left out (another entry's or a service's), as warnings.
+    entry_problems: Vec<ObjectError>,
 }
 
 impl<'a> ModelLookup<'a> {
     fn new(model: &'a Index) -> ModelLookup<'a> {
+        let (entries, entry_problems) = service_entry::entries_by_host(model);
         let mut lookup = ModelLookup {
             pods_by_label: HashMap::new(),
             pods_by_namespace: HashMap::new(),
             slices_by_service: HashMap::new(),
             rules_by_host: HashMap::new(),
+            entries,
+            entry_problems,
         };
         for pod in model.pods.values() {
             lookup.pods_by_namespace.entry(pod.namespace.as_str()).or_default().push(pod);
@@ -209,7 +218,8 @@ impl<'a> ModelLookup<'a> {
             lookup.slices_by_service.entry((slice.namespace.as_str(), slice.service.as_str())).or_default().push(slice);
         }
         for dr in model.destination_rules.values() {
-            lookup.rules_by_host.entry(resolve_host(&dr.host, &dr.namespace)).or_default().push(dr);
+            let host = lookup.resolve(&dr.host, &dr.namespace);
+            lookup.rules_by_host.entry(host).or_default().push(dr);
         }
         lookup
     }
@@ -286,6 +296,12 @@ fn virtual_host(service: &Service, port: u16, routes: Vec<Route>, own: bool, bar
     if let (true, Some(ip)) = (with_ip, service.cluster_ip) {
         names.push(ip.to_string());
     }
+    VirtualHost { name: format!("{host}:{port}"), domains: domains(names, port, bare), routes, ..Default::default() }
+}
+
+/// Virtual-host domains for `names` (hosts or IPs) on `port`: each with `:port` (IPv6 in
+/// brackets), and also bare with `bare`.
+fn domains(names: Vec<String>, port: u16, bare: bool) -> Vec<String> {
     let mut domains = Vec::with_capacity(names.len() * 2);
     for n in names {
         domains.push(if n.contains(':') { format!("[{n}]:{port}") } else { format!("{n}:{port}") });
@@ -293,7 +309,7 @@ fn virtual_host(service: &Service, port: u16, routes: Vec<Route>, own: bool, bar
             domains.push(n);
         }
     }
-    VirtualHost { name: format!("{host}:{port}"), domains, routes, ..Default::default() }
+    domains
 }
 
 impl MeshConfig {
@@ -309,13 +325,22 @@ impl MeshConfig {
         let mut checker = Checker::start(&containment);
         let mut problems = Problems::default();
         let lookup = ModelLookup::new(&model);
-        let (mut clusters, mut endpoints, hash_policies) = clusters_and_endpoints(&model, &lookup, &mut problems);
-        let vs_by_host = virtual_services_by_host(&model, &mut problems);
+        problems.list.extend(lookup.entry_problems.iter().cloned());
+        let (mut clusters, mut endpoints, mut hash_policies) = clusters_and_endpoints(&model, &lookup, &mut problems);
+        let (entry_clusters, entry_endpoints, entry_hashes) = service_entry::clusters(&lookup, &mut problems);
+        clusters.extend(entry_clusters);
+        endpoints.extend(entry_endpoints);
+        hash_policies.extend(entry_hashes);
+        let vs_by_host = virtual_services_by_host(&model, &lookup, &mut problems);
         let mut vs_routes = contain::virtual_service_routes(&model, &lookup, &vs_by_host, &mut checker, &mut problems);
         let mut conditions = Conditions::default();
-        let rules = HostRules { by_host: &vs_by_host, routes: &mut vs_routes, conditions: &mut conditions };
-        let (mut virtual_hosts, http_ports, mut capture_listeners) =
-            service_hosts(&model, rules, &hash_policies, &mut checker, &mut problems);
+        let mut rules = HostRules { by_host: &vs_by_host, routes: &mut vs_routes, conditions: &mut conditions };
+        let (mut virtual_hosts, mut http_ports, mut capture_listeners) =
+            service_hosts(&model, &mut rules, &hash_policies, &mut checker, &mut problems);
+        let entries = service_entry::hosts(&model, &lookup, &mut rules, &hash_policies, &mut checker, &mut problems);
+        virtual_hosts.extend(entries.virtual_hosts);
+        http_ports.extend(entries.http_ports);
+        capture_listeners.extend(entries.listeners);
         capture_listeners.extend(outbound_capture_listeners(settings, http_ports));
 
         let refused = contain::keep_accepted(
@@ -551,7 +576,7 @@ fn clusters_and_endpoints(
 
     for service in model.services.values() {
         let host = service.hostname();
-        let dr = destination_rule_for(lookup, service, problems);
+        let dr = rule_for_host(lookup, &host, &service.namespace, problems);
         let rule_policy = dr.and_then(|d| d.traffic_policy.as_deref());
         for sp in &service.ports {
             let http2 = sp.protocol == Protocol::Http2;
@@ -582,12 +607,13 @@ fn clusters_and_endpoints(
 /// The route hash policy of each consistent-hash cluster, by cluster name.
 type HashPolicies = HashMap<String, envoy_types::pb::envoy::config::route::v3::route_action::HashPolicy>;
 
-/// The VirtualServices that may govern each host, in precedence order (by
-/// namespace/name): for a proxy, the first exported to its namespace does. A rule that
-/// an earlier one hides from every namespace it is exported to, and rules for hosts
-/// that are no service, are reported.
+/// The VirtualServices that may govern each registry host (services and ServiceEntry
+/// hosts), in precedence order (by namespace/name): for a proxy, the first exported to
+/// its namespace does. A rule that an earlier one hides from every namespace it is
+/// exported to, and rules for hosts outside the registry, are reported.
 fn virtual_services_by_host<'a>(
     model: &'a Index,
+    lookup: &ModelLookup<'_>,
     problems: &mut Problems,
 ) -> BTreeMap<String, Vec<&'a VirtualService>> {
     let mut vs_by_host: BTreeMap<String, Vec<&VirtualService>> = BTreeMap::new();
@@ -596,8 +622,8 @@ fn virtual_services_by_host<'a>(
             continue;
         }
         for (i, h) in vs.hosts.iter().enumerate() {
-            let host = resolve_host(h, &vs.namespace);
-            if model.service_by_hostname(&host).is_none() {
+            let host = lookup.resolve(h, &vs.namespace);
+            if lookup.registry_ports(model, &host).is_none() {
                 problems.warn_vs(
                     vs,
                     &format!("spec.hosts[{i}]"),
@@ -637,7 +663,7 @@ struct HostRules<'a, 'm> {
 /// configurations need), the HTTP ports in use, and the TCP services' hand-off listeners.
 fn service_hosts(
     model: &Index,
-    rules: HostRules<'_, '_>,
+    rules: &mut HostRules<'_, '_>,
     hash_policies: &HashPolicies,
     checker: &mut Checker,
     problems: &mut Problems,
@@ -704,7 +730,7 @@ fn service_hosts(
                         owns_ip,
                         inputs,
                         hash_policies,
-                        rules.conditions,
+                        &mut *rules.conditions,
                         checker,
                     );
                     match built {

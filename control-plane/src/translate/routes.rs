@@ -8,8 +8,8 @@ use envoy_types::pb::envoy::r#type::matcher::v3::{string_matcher, RegexMatcher, 
 use envoy_types::pb::google::protobuf::{BoolValue, UInt32Value};
 
 use crate::model::{
-    index::Index, resolve_host, Destination, HeaderMatch, Headers, HttpMatch, HttpRoute, SidecarScope, SourceCondition,
-    StringMatch, VirtualService,
+    index::Index, Destination, HeaderMatch, Headers, HttpMatch, HttpRoute, SidecarScope, SourceCondition, StringMatch,
+    VirtualService,
 };
 
 use super::{cluster_name, envoy::seconds, ModelLookup, Problems};
@@ -153,12 +153,12 @@ fn destination_cluster(
     port: u16,
     problems: &mut Problems,
 ) -> Option<String> {
-    let host = resolve_host(&d.host, &vs.namespace);
-    let target = model.service_by_hostname(&host);
-    let dest_port = match (d.port, target) {
+    let host = lookup.resolve(&d.host, &vs.namespace);
+    let target = lookup.registry_ports(model, &host);
+    let dest_port = match (d.port, &target) {
         (Some(p), _) => Some(p),
-        (None, Some(t)) if t.ports.len() == 1 => Some(t.ports[0].port),
-        (None, Some(t)) if t.ports.iter().any(|p| p.port == port) => Some(port),
+        (None, Some(t)) if t.len() == 1 => Some(t[0].0),
+        (None, Some(t)) if t.iter().any(|(p, _)| *p == port) => Some(port),
         (None, Some(_)) => None,
         (None, None) => Some(port),
     };
@@ -176,7 +176,7 @@ fn destination_cluster(
             &format!("{field}.host"),
             format!("host {host} is not a known service; requests to it will fail (503)"),
         ),
-        Some(t) if !t.ports.iter().any(|p| p.port == dest_port) => problems.warn_vs(
+        Some(t) if !t.iter().any(|(p, _)| *p == dest_port) => problems.warn_vs(
             vs,
             &format!("{field}.port"),
             format!("service {host} has no port {dest_port}; requests to it will fail (503)"),

@@ -1,7 +1,6 @@
-//! Gateway and ServiceEntry: read and checked as Istio checks them, so a user's YAML
-//! loads and its mistakes are reported; reported as not yet in effect.
-
-use std::collections::BTreeMap;
+//! Gateway: read and checked as Istio checks it, so a user's YAML loads and its
+//! mistakes are reported; reported as not yet in effect. Its port and host checks are
+//! shared with ServiceEntry ([`super::service_entry`]).
 
 use serde::Deserialize;
 
@@ -29,12 +28,12 @@ struct ServerSpec {
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct PortSpec {
-    number: Option<i64>,
-    protocol: Option<String>,
+pub(super) struct PortSpec {
+    pub number: Option<i64>,
+    pub protocol: Option<String>,
     #[serde(default)]
-    name: String,
-    target_port: Option<i64>,
+    pub name: String,
+    pub target_port: Option<i64>,
 }
 
 #[derive(Deserialize)]
@@ -48,7 +47,7 @@ struct ServerTlsSpec {
     credential_names: Vec<String>,
 }
 
-fn protocol(cx: &Context<'_>, field: &str, name: &str) -> Result<PortProtocol, Diagnostic> {
+pub(super) fn protocol(cx: &Context<'_>, field: &str, name: &str) -> Result<PortProtocol, Diagnostic> {
     // Istio reads protocol names case-insensitively.
     Ok(match name.to_ascii_uppercase().as_str() {
         "HTTP" => PortProtocol::Http,
@@ -95,7 +94,7 @@ fn check_server_host(cx: &Context<'_>, field: &str, entry: &str) -> Result<(), D
 }
 
 /// A DNS name, optionally starting with a `*` label, or `*` alone.
-fn check_host(host: &str) -> bool {
+pub(super) fn check_host(host: &str) -> bool {
     let rest = host.strip_prefix("*.").unwrap_or(host);
     host == "*"
         || (!rest.is_empty()
@@ -109,7 +108,7 @@ fn check_host(host: &str) -> bool {
             }))
 }
 
-fn port_number(cx: &Context<'_>, field: &str, number: Option<i64>) -> Result<u16, Diagnostic> {
+pub(super) fn port_number(cx: &Context<'_>, field: &str, number: Option<i64>) -> Result<u16, Diagnostic> {
     match number {
         Some(n) => check_port(cx, field, n),
         None => Err(cx.error(field, "required")),
@@ -170,150 +169,4 @@ pub(super) fn parse_gateway(cx: &mut Context<'_>, namespace: String) -> Result<G
     }
     cx.warn("", "Gateway is read and checked, but not in effect yet: meshd does not configure gateways yet");
     Ok(Gateway { namespace, name: cx.raw.name.clone(), selector: spec.selector, servers })
-}
-
-#[derive(Deserialize, Default)]
-#[serde(rename_all = "camelCase")]
-struct ServiceEntrySpec {
-    #[serde(default)]
-    hosts: Vec<String>,
-    #[serde(default)]
-    addresses: Vec<String>,
-    #[serde(default)]
-    ports: Vec<PortSpec>,
-    location: Option<String>,
-    resolution: Option<String>,
-    #[serde(default)]
-    endpoints: Vec<WorkloadEntrySpec>,
-    workload_selector: Option<WorkloadSelectorSpec>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct WorkloadEntrySpec {
-    address: Option<String>,
-    #[serde(default)]
-    ports: BTreeMap<String, i64>,
-    #[serde(default)]
-    labels: Labels,
-    weight: Option<i64>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct WorkloadSelectorSpec {
-    #[serde(default)]
-    labels: Labels,
-}
-
-/// An IP address or a CIDR range.
-fn check_address(cx: &Context<'_>, field: &str, address: &str) -> Result<(), Diagnostic> {
-    let (ip, prefix) = address.split_once('/').unwrap_or((address, ""));
-    let ip = parse_ip(cx, field, ip)?;
-    let max = if ip.is_ipv4() { 32 } else { 128 };
-    if prefix.is_empty() || prefix.parse::<u8>().is_ok_and(|p| p <= max) {
-        Ok(())
-    } else {
-        Err(cx.error(field, format!("{address:?} is not an IP address or CIDR range")))
-    }
-}
-
-pub(super) fn parse_service_entry(cx: &mut Context<'_>, namespace: String) -> Result<ServiceEntry, Diagnostic> {
-    let spec: ServiceEntrySpec = cx.field("spec")?;
-    if spec.hosts.is_empty() {
-        return Err(cx.error("spec.hosts", "at least one host is required"));
-    }
-    for (i, h) in spec.hosts.iter().enumerate() {
-        if !check_host(h) || h == "*" {
-            return Err(cx.error(&format!("spec.hosts[{i}]"), format!("{h:?} is not a DNS host name")));
-        }
-    }
-    for (i, a) in spec.addresses.iter().enumerate() {
-        check_address(cx, &format!("spec.addresses[{i}]"), a)?;
-    }
-    let mut ports: Vec<ServiceEntryPort> = Vec::new();
-    for (i, p) in spec.ports.iter().enumerate() {
-        let field = format!("spec.ports[{i}]");
-        let number = port_number(cx, &format!("{field}.number"), p.number)?;
-        if ports.iter().any(|q| q.number == number) {
-            return Err(cx.error(&format!("{field}.number"), format!("port {number} is listed twice")));
-        }
-        if p.name.is_empty() {
-            return Err(cx.error(&format!("{field}.name"), "required"));
-        }
-        let protocol = match &p.protocol {
-            Some(name) => Some(protocol(cx, &format!("{field}.protocol"), name)?),
-            None => None,
-        };
-        let target_port = match p.target_port {
-            Some(t) => Some(check_port(cx, &format!("{field}.targetPort"), t)?),
-            None => None,
-        };
-        ports.push(ServiceEntryPort { number, protocol, name: p.name.clone(), target_port });
-    }
-    let mesh_internal = match spec.location.as_deref() {
-        None | Some("MESH_EXTERNAL") => false,
-        Some("MESH_INTERNAL") => true,
-        Some(other) => {
-            return Err(cx.error("spec.location", format!("{other:?} is not one of MESH_EXTERNAL, MESH_INTERNAL")))
-        }
-    };
-    let resolution = match spec.resolution.as_deref() {
-        None | Some("NONE") => Resolution::None,
-        Some("STATIC") => Resolution::Static,
-        Some("DNS") => Resolution::Dns,
-        Some("DNS_ROUND_ROBIN") => Resolution::DnsRoundRobin,
-        Some("DYNAMIC_DNS") => {
-            return Err(cx.error(
-                "spec.resolution",
-                "DYNAMIC_DNS (resolving each wildcard host on demand) is not supported by meshd yet",
-            ))
-        }
-        Some(other) => {
-            return Err(
-                cx.error("spec.resolution", format!("{other:?} is not one of NONE, STATIC, DNS, DNS_ROUND_ROBIN"))
-            )
-        }
-    };
-    if !spec.endpoints.is_empty() && spec.workload_selector.is_some() {
-        return Err(cx.error("spec.workloadSelector", "give either endpoints or a workloadSelector, not both"));
-    }
-    let mut endpoints = Vec::new();
-    for (i, e) in spec.endpoints.iter().enumerate() {
-        let field = format!("spec.endpoints[{i}]");
-        let address = e.address.clone().unwrap_or_default();
-        if address.is_empty() {
-            return Err(cx.error(&format!("{field}.address"), "required"));
-        }
-        if resolution == Resolution::Static && !address.starts_with("unix://") {
-            parse_ip(cx, &format!("{field}.address"), &address)?;
-        }
-        let mut endpoint_ports = BTreeMap::new();
-        for (name, n) in &e.ports {
-            endpoint_ports.insert(name.clone(), check_port(cx, &format!("{field}.ports.{name}"), *n)?);
-        }
-        let weight = match e.weight {
-            None => None,
-            Some(w) => Some(
-                u32::try_from(w)
-                    .map_err(|_| cx.error(&format!("{field}.weight"), format!("weight {w} must not be negative")))?,
-            ),
-        };
-        endpoints.push(ServiceEntryEndpoint { address, ports: endpoint_ports, labels: e.labels.clone(), weight });
-    }
-    cx.warn(
-        "",
-        "ServiceEntry is read and checked, but not in effect yet: meshd does not add its hosts to the mesh yet",
-    );
-    Ok(ServiceEntry {
-        namespace,
-        name: cx.raw.name.clone(),
-        hosts: spec.hosts,
-        addresses: spec.addresses,
-        ports,
-        mesh_internal,
-        resolution,
-        endpoints,
-        workload_selector: spec.workload_selector.map(|w| w.labels),
-    })
 }

@@ -436,7 +436,7 @@ pub(super) static SERVICE_ENTRY: Message = Message {
         read("endpoints", List(&WORKLOAD_ENTRY)),
         read("workloadSelector", msg(&ENTRY_WORKLOAD_SELECTOR)),
         leaf("exportTo"),
-        leaf("subjectAltNames"),
+        ignored("subjectAltNames", Leaf, "peer certificates are not checked against them (no mesh mTLS yet)"),
     ],
 };
 
@@ -448,10 +448,10 @@ static WORKLOAD_ENTRY: Message = Message {
         leaf("address"),
         leaf("ports"),
         leaf("labels"),
-        leaf("network"),
-        leaf("locality"),
+        ignored("network", Leaf, "endpoints on every network are used alike"),
+        ignored("locality", Leaf, "endpoints are not preferred by locality"),
         leaf("weight"),
-        leaf("serviceAccount"),
+        ignored("serviceAccount", Leaf, "the endpoint's identity is not checked (no mesh mTLS yet)"),
     ],
 };
 

@@ -27,6 +27,7 @@ mod kube_api;
 mod route_actions;
 mod schema;
 mod scope;
+mod service_entry;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
@@ -35,6 +36,8 @@ mod tests_actions;
 mod tests_http_actions;
 #[cfg(test)]
 mod tests_scope;
+#[cfg(test)]
+mod tests_service_entry;
 mod traffic_policy;
 mod virtual_service;
 
@@ -229,7 +232,7 @@ pub fn parse_object(raw: &RawObject) -> Result<Parsed, Diagnostic> {
                     MeshObject::DestinationRule(destination_rule::parse_destination_rule(&mut cx, namespace)?)
                 }
                 "Gateway" => MeshObject::Gateway(gateway::parse_gateway(&mut cx, namespace)?),
-                _ => MeshObject::ServiceEntry(gateway::parse_service_entry(&mut cx, namespace)?),
+                _ => MeshObject::ServiceEntry(service_entry::parse_service_entry(&mut cx, namespace)?),
             }
         }
     };

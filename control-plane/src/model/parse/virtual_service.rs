@@ -381,7 +381,12 @@ fn parse_route(
     Ok(route)
 }
 
-fn parse_match(cx: &mut Context<'_>, mf: &str, m: &HttpMatchSpec, vs_gateways: &[String]) -> Result<HttpMatch, Diagnostic> {
+fn parse_match(
+    cx: &mut Context<'_>,
+    mf: &str,
+    m: &HttpMatchSpec,
+    vs_gateways: &[String],
+) -> Result<HttpMatch, Diagnostic> {
     let port = match m.port {
         Some(p) => Some(check_port(cx, &format!("{mf}.port"), p)?),
         None => None,
@@ -400,14 +405,8 @@ fn parse_match(cx: &mut Context<'_>, mf: &str, m: &HttpMatchSpec, vs_gateways: &
         })?;
         query_params.insert(k.clone(), sm);
     }
-    let (source_labels, source_namespace, gateways) = scope::source_conditions(
-        cx,
-        mf,
-        vs_gateways,
-        &m.source_labels,
-        m.source_namespace.as_deref(),
-        &m.gateways,
-    )?;
+    let (source_labels, source_namespace, gateways) =
+        scope::source_conditions(cx, mf, vs_gateways, &m.source_labels, m.source_namespace.as_deref(), &m.gateways)?;
     Ok(HttpMatch {
         name: m.name.clone(),
         uri: match &m.uri {

@@ -35,7 +35,7 @@ struct HttpRouteSpec {
 
 #[derive(Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
-struct HttpMatchSpec {
+pub(super) struct HttpMatchSpec {
     name: Option<String>,
     uri: Option<StringMatchSpec>,
     #[serde(default)]
@@ -181,6 +181,48 @@ pub(super) fn check_export_to(cx: &Context<'_>, export_to: &[String]) -> Result<
     ))
 }
 
+/// One Istio `HTTPMatchRequest` (`mf` names it in errors); also read by RateLimit rules.
+pub(super) fn parse_http_match(cx: &Context<'_>, mf: &str, m: &HttpMatchSpec) -> Result<HttpMatch, Diagnostic> {
+    let port = match m.port {
+        Some(p) => Some(check_port(cx, &format!("{mf}.port"), p)?),
+        None => None,
+    };
+    let mut query_params = BTreeMap::new();
+    for (k, v) in &m.query_params {
+        let qf = format!("{mf}.queryParams.{k}");
+        // `{}` asks for the parameter's presence, which the model cannot say
+        // yet; dropping it would match requests without the parameter.
+        let sm = string_match(cx, &qf, v)?.ok_or_else(|| {
+            cx.error(
+                &qf,
+                "matching a query parameter's presence (`{}`) is not supported by meshd yet, and ignoring it \
+                 would match requests without it; the object is refused",
+            )
+        })?;
+        query_params.insert(k.clone(), sm);
+    }
+    Ok(HttpMatch {
+        name: m.name.clone(),
+        uri: match &m.uri {
+            Some(s) => string_match(cx, &format!("{mf}.uri"), s)?,
+            None => None,
+        },
+        headers: header_matches(cx, &format!("{mf}.headers"), &m.headers)?,
+        without_headers: header_matches(cx, &format!("{mf}.withoutHeaders"), &m.without_headers)?,
+        query_params,
+        method: match &m.method {
+            Some(s) => string_match(cx, &format!("{mf}.method"), s)?,
+            None => None,
+        },
+        authority: match &m.authority {
+            Some(s) => string_match(cx, &format!("{mf}.authority"), s)?,
+            None => None,
+        },
+        port,
+        ignore_uri_case: m.ignore_uri_case,
+    })
+}
+
 pub(super) fn parse_virtual_service(cx: &mut Context<'_>, namespace: String) -> Result<VirtualService, Diagnostic> {
     let spec: VirtualServiceSpec = cx.field("spec")?;
     if spec.hosts.is_empty() {
@@ -208,45 +250,7 @@ pub(super) fn parse_virtual_service(cx: &mut Context<'_>, namespace: String) -> 
         let field = format!("spec.http[{i}]");
         let mut matches = Vec::new();
         for (j, m) in r.matches.iter().enumerate() {
-            let mf = format!("{field}.match[{j}]");
-            let port = match m.port {
-                Some(p) => Some(check_port(cx, &format!("{mf}.port"), p)?),
-                None => None,
-            };
-            let mut query_params = BTreeMap::new();
-            for (k, v) in &m.query_params {
-                let qf = format!("{mf}.queryParams.{k}");
-                // `{}` asks for the parameter's presence, which the model cannot say
-                // yet; dropping it would match requests without the parameter.
-                let sm = string_match(cx, &qf, v)?.ok_or_else(|| {
-                    cx.error(
-                        &qf,
-                        "matching a query parameter's presence (`{}`) is not supported by meshd yet, and ignoring it \
-                         would match requests without it; the object is refused",
-                    )
-                })?;
-                query_params.insert(k.clone(), sm);
-            }
-            matches.push(HttpMatch {
-                name: m.name.clone(),
-                uri: match &m.uri {
-                    Some(s) => string_match(cx, &format!("{mf}.uri"), s)?,
-                    None => None,
-                },
-                headers: header_matches(cx, &format!("{mf}.headers"), &m.headers)?,
-                without_headers: header_matches(cx, &format!("{mf}.withoutHeaders"), &m.without_headers)?,
-                query_params,
-                method: match &m.method {
-                    Some(s) => string_match(cx, &format!("{mf}.method"), s)?,
-                    None => None,
-                },
-                authority: match &m.authority {
-                    Some(s) => string_match(cx, &format!("{mf}.authority"), s)?,
-                    None => None,
-                },
-                port,
-                ignore_uri_case: m.ignore_uri_case,
-            });
+            matches.push(parse_http_match(cx, &format!("{field}.match[{j}]"), m)?);
         }
         if r.route.is_empty() {
             return Err(cx.error(&format!("{field}.route"), "at least one route destination is required"));

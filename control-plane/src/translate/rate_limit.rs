@@ -44,7 +44,9 @@ fn precedence(rl: &RateLimit) -> (std::cmp::Reverse<usize>, &str) {
 /// force first.
 fn selecting<'a>(model: &'a Index, namespace: &str, labels: &Labels) -> Vec<&'a RateLimit> {
     // RateLimits are few: a scan costs less than a lookup table.
-    let mut found: Vec<&RateLimit> = (model.rate_limits.values())
+    let mut found: Vec<&RateLimit> = model
+        .rate_limits
+        .values()
         .map(|rl| &**rl)
         .filter(|rl| rl.namespace == namespace && selector_matches(&rl.selector, labels))
         .collect();
@@ -126,7 +128,7 @@ fn local_rate_limit(rl: &RateLimit, stat_prefix: String, limit: Option<&TokenBuc
     LocalRateLimit {
         stat_prefix,
         status: (rl.status_code != crate::model::rate_limit::DEFAULT_STATUS)
-            .then(|| HttpStatus { code: i32::from(rl.status_code) }),
+            .then_some(HttpStatus { code: i32::from(rl.status_code) }),
         token_bucket: limit.map(bucket),
         filter_enabled: enabled.then(|| all_requests("local_rate_limit_enabled")),
         filter_enforced: enabled.then(|| all_requests("local_rate_limit_enforced")),
@@ -262,7 +264,8 @@ mod tests {
         let Some(http_filter::ConfigType::TypedConfig(config)) = filter.config_type else { panic!("typed") };
         let config = LocalRateLimit::decode(config.value.as_slice()).unwrap();
         assert_eq!((config.token_bucket, config.filter_enabled), (None, None), "no workload bucket: not enabled");
-        let per_route = LocalRateLimit::decode(routes[0].typed_per_filter_config[RATE_LIMIT_FILTER].value.as_slice()).unwrap();
+        let per_route =
+            LocalRateLimit::decode(routes[0].typed_per_filter_config[RATE_LIMIT_FILTER].value.as_slice()).unwrap();
         assert_eq!(per_route.token_bucket.unwrap().max_tokens, 1);
         assert_eq!(per_route.filter_enforced.unwrap().default_value.unwrap().numerator, 100);
         assert_eq!(routes[0].action, passthrough.action);

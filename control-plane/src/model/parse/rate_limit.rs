@@ -26,7 +26,11 @@ static SELECTOR: Message = Message { fields: &[leaf("matchLabels")] };
 static TOKEN_BUCKET: Message = Message { fields: &[leaf("maxTokens"), leaf("tokensPerFill"), leaf("fillInterval")] };
 
 static RULE: Message = Message {
-    fields: &[leaf("name"), read("match", Shape::Message(&HTTP_MATCH)), read("tokenBucket", Shape::Message(&TOKEN_BUCKET))],
+    fields: &[
+        leaf("name"),
+        read("match", Shape::Message(&HTTP_MATCH)),
+        read("tokenBucket", Shape::Message(&TOKEN_BUCKET)),
+    ],
 };
 
 /// The statuses Envoy's `HttpStatus` accepts from 400 up (its `StatusCode` enum; any
@@ -75,7 +79,7 @@ struct RuleSpec {
 fn count(cx: &Context<'_>, field: &str, value: Option<i64>) -> Result<Option<u32>, Diagnostic> {
     match value {
         None => Ok(None),
-        Some(n) if n >= 1 && n <= i64::from(u32::MAX) => Ok(Some(n as u32)),
+        Some(n) if (1..=i64::from(u32::MAX)).contains(&n) => Ok(Some(n as u32)),
         Some(n) => Err(cx.error(field, format!("{n} must be between 1 and {}", u32::MAX))),
     }
 }

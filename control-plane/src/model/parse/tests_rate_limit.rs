@@ -56,23 +56,47 @@ fn invalid_values_are_refused_with_the_field_named() {
         ("{tokenBucket: {fillInterval: 1s}}".into(), "spec.tokenBucket.maxTokens", "required"),
         ("{tokenBucket: {maxTokens: 0, fillInterval: 1s}}".into(), "spec.tokenBucket.maxTokens", "between 1"),
         ("{tokenBucket: {maxTokens: 5000000000, fillInterval: 1s}}".into(), "spec.tokenBucket.maxTokens", "between 1"),
-        ("{tokenBucket: {maxTokens: 1, tokensPerFill: -1, fillInterval: 1s}}".into(), "spec.tokenBucket.tokensPerFill", "between 1"),
+        (
+            "{tokenBucket: {maxTokens: 1, tokensPerFill: -1, fillInterval: 1s}}".into(),
+            "spec.tokenBucket.tokensPerFill",
+            "between 1",
+        ),
         ("{tokenBucket: {maxTokens: 1}}".into(), "spec.tokenBucket.fillInterval", "required"),
         ("{tokenBucket: {maxTokens: 1, fillInterval: 10ms}}".into(), "spec.tokenBucket.fillInterval", "50ms"),
         ("{tokenBucket: {maxTokens: 1, fillInterval: soon}}".into(), "spec.tokenBucket.fillInterval", "not a duration"),
         ("{tokenBucket: {maxTokens: 1, fillInterval: 1s, burst: 3}}".into(), "spec.tokenBucket.burst", "unknown field"),
         (format!("{{{b}, statusCode: 420}}"), "spec.statusCode", "not an HTTP error status"),
         (format!("{{{b}, statusCode: 200}}"), "spec.statusCode", "not an HTTP error status"),
-        (format!("{{{b}, selector: {{matchLabel: {{app: r}}}}}}"), "spec.selector.matchLabel", "did you mean `matchLabels`?"),
+        (
+            format!("{{{b}, selector: {{matchLabel: {{app: r}}}}}}"),
+            "spec.selector.matchLabel",
+            "did you mean `matchLabels`?",
+        ),
         (format!("{{{b}, rule: []}}"), "spec.rule", "did you mean `rules`?"),
         (rule(b), "spec.rules[0].match", "required"),
         (rule("match: {uri: {prefix: /a}}"), "spec.rules[0].tokenBucket", "required"),
-        (rule(&format!("match: {{uri: {{regex: '(('}}}}, {b}")), "spec.rules[0].match.uri.regex", "invalid regular expression"),
-        (rule(&format!("match: {{sourceLabels: {{app: x}}}}, {b}")), "spec.rules[0].match.sourceLabels", "not supported"),
+        (
+            rule(&format!("match: {{uri: {{regex: '(('}}}}, {b}")),
+            "spec.rules[0].match.uri.regex",
+            "invalid regular expression",
+        ),
+        (
+            rule(&format!("match: {{sourceLabels: {{app: x}}}}, {b}")),
+            "spec.rules[0].match.sourceLabels",
+            "not supported",
+        ),
         (rule(&format!("match: [{{uri: {{prefix: /a}}}}], {b}")), "spec.rules[0].match", "one match per rule"),
         (rule(&format!("name: 'a b', match: {{}}, {b}")), "spec.rules[0].name", "letters"),
-        (format!("{{rules: [{{name: a, match: {{}}, {b}}}, {{name: a, match: {{}}, {b}}}]}}"), "spec.rules[1].name", "earlier rule"),
-        (rule("match: {}, tokenBucket: {maxTokens: 1, fillInterval: 1ms}"), "spec.rules[0].tokenBucket.fillInterval", "50ms"),
+        (
+            format!("{{rules: [{{name: a, match: {{}}, {b}}}, {{name: a, match: {{}}, {b}}}]}}"),
+            "spec.rules[1].name",
+            "earlier rule",
+        ),
+        (
+            rule("match: {}, tokenBucket: {maxTokens: 1, fillInterval: 1ms}"),
+            "spec.rules[0].tokenBucket.fillInterval",
+            "50ms",
+        ),
     ];
     for (spec, field, message) in cases {
         match parse_spec(&spec) {

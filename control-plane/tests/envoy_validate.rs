@@ -34,6 +34,11 @@ fn envoy_accepts_service_entries() {
 }
 
 #[test]
+fn envoy_accepts_the_rate_limits() {
+    validate_fixture("rate-limit", "bookinfo", "other", "reviews");
+}
+
+#[test]
 fn envoy_accepts_what_meshd_makes_of_adversarial_input() {
     let mesh = common::mesh_from("adversarial");
     assert!(mesh.problems.len() >= 6, "the awkward parts are reported: {:#?}", mesh.problems);

@@ -225,3 +225,22 @@ fn entries_problems_are_reported_by_field() {
     let mesh = common::mesh_from("entries");
     compare("entries-problems", &serde_json::to_value(&mesh.problems).unwrap());
 }
+
+/// RateLimits on the inbound listener: the workload's bucket, per-rule buckets, and the
+/// conflict with a namespace-wide one reported.
+#[test]
+fn rate_limit_transparent_sidecar() {
+    let mesh = common::mesh_from("rate-limit");
+    compare("rate-limit-problems", &serde_json::to_value(&mesh.problems).unwrap());
+    let labels = [("app".to_string(), "reviews".to_string()), ("version".to_string(), "v1".to_string())];
+    check(
+        "rate-limit",
+        "reviews-transparent",
+        ProxyClass {
+            namespace: "bookinfo".into(),
+            mode: InterceptionMode::Redirect,
+            ip: None,
+            labels: labels.into_iter().collect(),
+        },
+    );
+}

@@ -10,6 +10,7 @@ pub mod index;
 pub mod parse;
 pub mod policy;
 pub mod scope;
+pub mod rate_limit;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -24,6 +25,7 @@ pub use policy::{
     PolicySections, TcpKeepalive, TlsOrigination, TrafficPolicy, UpstreamTls, Warmup,
 };
 pub use scope::{ExportTo, SidecarScope, SourceCondition};
+pub use rate_limit::{RateLimit, RateLimitRule, TokenBucket};
 
 /// Cluster-local DNS suffix of service hostnames.
 pub const DOMAIN_SUFFIX: &str = "svc.cluster.local";
@@ -39,6 +41,7 @@ pub enum Kind {
     DestinationRule,
     Gateway,
     ServiceEntry,
+    RateLimit,
 }
 
 impl Kind {
@@ -53,6 +56,7 @@ impl Kind {
             "DestinationRule" => Kind::DestinationRule,
             "Gateway" => Kind::Gateway,
             "ServiceEntry" => Kind::ServiceEntry,
+            "RateLimit" => Kind::RateLimit,
             _ => return None,
         })
     }
@@ -134,6 +138,7 @@ pub enum MeshObject {
     DestinationRule(DestinationRule),
     Gateway(Gateway),
     ServiceEntry(ServiceEntry),
+    RateLimit(RateLimit),
 }
 
 impl MeshObject {
@@ -153,6 +158,7 @@ impl MeshObject {
             MeshObject::DestinationRule(o) => (Kind::DestinationRule, &o.namespace, &o.name),
             MeshObject::Gateway(o) => (Kind::Gateway, &o.namespace, &o.name),
             MeshObject::ServiceEntry(o) => (Kind::ServiceEntry, &o.namespace, &o.name),
+            MeshObject::RateLimit(o) => (Kind::RateLimit, &o.namespace, &o.name),
         }
     }
 }

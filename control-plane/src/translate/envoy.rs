@@ -292,6 +292,16 @@ pub enum RouteSource {
 /// An HTTP connection manager. With `forward_proxy`, routes to a [`forward_proxy_cluster`]
 /// resolve the request's host (the explicit proxy's passthrough).
 pub fn http_connection_manager(stat_prefix: &str, routes: RouteSource, forward_proxy: bool) -> Filter {
+    http_connection_manager_with(stat_prefix, routes, forward_proxy, Vec::new())
+}
+
+/// [`http_connection_manager`] with `extra` HTTP filters just before the router.
+pub fn http_connection_manager_with(
+    stat_prefix: &str,
+    routes: RouteSource,
+    forward_proxy: bool,
+    extra: Vec<HttpFilter>,
+) -> Filter {
     // Routes from RDS (outbound, VirtualService rules) may answer CORS preflights and
     // inject faults, before anything else is done with the request (Istio's order).
     let mut http_filters = Vec::new();
@@ -302,6 +312,7 @@ pub fn http_connection_manager(stat_prefix: &str, routes: RouteSource, forward_p
     if forward_proxy {
         http_filters.push(forward_proxy_filter());
     }
+    http_filters.extend(extra);
     http_filters.push(router_filter());
     let route_specifier = match routes {
         RouteSource::Rds(name) => {

@@ -14,6 +14,7 @@ pub mod delegate;
 pub mod envoy;
 pub mod http_actions;
 pub mod policy;
+pub mod rate_limit;
 pub mod routes;
 pub mod scoping;
 pub mod service_entry;
@@ -332,6 +333,7 @@ impl MeshConfig {
         endpoints.extend(entry_endpoints);
         hash_policies.extend(entry_hashes);
         let vs_by_host = virtual_services_by_host(&model, &lookup, &mut problems);
+        rate_limit::report_conflicts(&model, &mut problems);
         let mut vs_routes = contain::virtual_service_routes(&model, &lookup, &vs_by_host, &mut checker, &mut problems);
         let mut conditions = Conditions::default();
         let mut rules = HostRules { by_host: &vs_by_host, routes: &mut vs_routes, conditions: &mut conditions };
@@ -449,6 +451,7 @@ impl MeshConfig {
     pub fn listeners_for(&self, class: &ProxyClass) -> Arc<ResourceSet> {
         match class.mode {
             InterceptionMode::None => {
+                rate_limit::warn_explicit(&self.model, &class.namespace, &class.labels);
                 let listener = Listener {
                     name: "outbound".to_owned(),
                     address: Some(socket_address(class.ip.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)), OUTBOUND_PORT)),
@@ -501,20 +504,30 @@ impl MeshConfig {
         }
         // 15006 is the blackhole's (below), never a service port's.
         ports.remove(&INBOUND_PORT);
+        let limit = rate_limit::for_workload(&self.model, &class.namespace, &class.labels);
         let hand_offs = ports.into_iter().map(|port| {
+            let passthrough = routes::default_route(INBOUND_PASSTHROUGH_CLUSTER);
+            let (filters, routes) = match limit {
+                Some(rl) => {
+                    let (filter, routes) = rate_limit::inbound(rl, port, passthrough);
+                    (vec![filter], routes)
+                }
+                None => (Vec::new(), vec![passthrough]),
+            };
             let rc = RouteConfiguration {
                 name: format!("inbound|{port}"),
                 virtual_hosts: vec![VirtualHost {
                     name: format!("inbound|{port}"),
                     domains: vec!["*".to_owned()],
-                    routes: vec![routes::default_route(INBOUND_PASSTHROUGH_CLUSTER)],
+                    routes,
                     ..Default::default()
                 }],
                 ..Default::default()
             };
+            let routes = RouteSource::Inline(Box::new(rc));
             let mut chain = filter_chain(
                 &format!("inbound|{port}"),
-                http_connection_manager(&format!("inbound_{port}"), RouteSource::Inline(Box::new(rc)), false),
+                http_connection_manager_with(&format!("inbound_{port}"), routes, false, filters),
             );
             chain.filter_chain_match = Some(FilterChainMatch {
                 destination_port: Some(UInt32Value { value: u32::from(port) }),

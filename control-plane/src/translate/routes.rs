@@ -83,7 +83,7 @@ pub struct RouteOrigin {
     pub source: Option<SourceCondition>,
 }
 
-fn route_match(m: &HttpMatch) -> RouteMatch {
+pub(crate) fn route_match(m: &HttpMatch) -> RouteMatch {
     let path_specifier = Some(match &m.uri {
         None => route_match::PathSpecifier::Prefix("/".to_owned()),
         Some(StringMatch::Exact(p)) => route_match::PathSpecifier::Path(p.clone()),

@@ -69,7 +69,7 @@ static HTTP_ROUTE: Message = Message {
     ],
 };
 
-static HTTP_MATCH: Message = Message {
+pub(super) static HTTP_MATCH: Message = Message {
     fields: &[
         leaf("name"),
         read("uri", msg(&STRING_MATCH)),

@@ -36,7 +36,7 @@ const ROWS: &[Row] = &[
     Row {
         group: "networking.amime.dev",
         versions: &["v1"],
-        kinds: &["VirtualService", "DestinationRule", "Gateway", "ServiceEntry"],
+        kinds: &["VirtualService", "DestinationRule", "Gateway", "ServiceEntry", "RateLimit"],
         use_: Use::Read,
     },
     Row {
@@ -249,6 +249,8 @@ mod tests {
             ("networking.istio.io/v1alpha3", "ServiceEntry", Ok(())),
             ("networking.istio.io/v1beta1", "VirtualService", Ok(())),
             ("discovery.k8s.io/v1", "EndpointSlice", Ok(())),
+            ("networking.amime.dev/v1", "RateLimit", Ok(())),
+            ("networking.istio.io/v1", "RateLimit", Err(Err(("apiVersion", "networking.amime.dev/v1")))),
             ("apps/v1", "Deployment", Err(Ok(skip(Info, "ignored")))),
             ("v1", "ConfigMap", Err(Ok(skip(Info, "ignored")))),
             ("apps/v1beta2", "Deployment", Err(Ok(skip(Info, "ignored")))),

@@ -24,6 +24,7 @@ mod istio_api;
 mod kinds;
 mod kube;
 mod kube_api;
+mod rate_limit;
 mod route_actions;
 mod schema;
 mod scope;
@@ -38,6 +39,8 @@ mod tests_http_actions;
 mod tests_scope;
 #[cfg(test)]
 mod tests_service_entry;
+#[cfg(test)]
+mod tests_rate_limit;
 mod traffic_policy;
 mod virtual_service;
 
@@ -197,7 +200,8 @@ pub enum Parsed {
 #[cfg(test)]
 pub(crate) fn istio_field_tables(kind: &str) -> Option<(Vec<&'static str>, Vec<schema::MessageAt>)> {
     let top = istio_api::OBJECT.fields.iter().map(|f| f.name).collect();
-    Some((top, schema::messages(istio_api::spec_of(kind)?)))
+    let spec = if kind == "RateLimit" { &rate_limit::RATE_LIMIT } else { istio_api::spec_of(kind)? };
+    Some((top, schema::messages(spec)))
 }
 
 /// Validates `raw` into a [`MeshObject`]. The error names the object and field.
@@ -220,6 +224,10 @@ pub fn parse_object(raw: &RawObject) -> Result<Parsed, Diagnostic> {
         "Service" => MeshObject::Service(kube::parse_service(&mut cx, namespace)?),
         "Pod" => MeshObject::Pod(kube::parse_pod(&mut cx, namespace)?),
         "EndpointSlice" => MeshObject::EndpointSlice(kube::parse_endpoint_slice(&mut cx, namespace)?),
+        "RateLimit" => {
+            schema::check(&mut cx, &raw.body, &istio_api::OBJECT, "")?;
+            MeshObject::RateLimit(rate_limit::parse_rate_limit(&mut cx, namespace)?)
+        }
         kind => {
             let spec = istio_api::spec_of(kind).expect("classify reads only kinds with a spec schema");
             schema::check(&mut cx, &raw.body, &istio_api::OBJECT, "")?;

@@ -51,7 +51,7 @@ struct HttpRouteSpec {
 
 #[derive(Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
-struct HttpMatchSpec {
+pub(super) struct HttpMatchSpec {
     name: Option<String>,
     uri: Option<StringMatchSpec>,
     #[serde(default)]
@@ -236,7 +236,7 @@ fn parse_rule(
     let field = field.to_owned();
     let mut matches = Vec::new();
     for (j, m) in r.matches.iter().enumerate() {
-        matches.push(parse_match(cx, &format!("{field}.match[{j}]"), m, vs_gateways)?);
+        matches.push(parse_http_match(cx, &format!("{field}.match[{j}]"), m, vs_gateways)?);
     }
     check_rule_kind(cx, &field, r, in_delegate)?;
     let route = parse_route(cx, &field, &r.route)?;
@@ -381,7 +381,8 @@ fn parse_route(
     Ok(route)
 }
 
-fn parse_match(
+/// One Istio `HTTPMatchRequest` (`mf` names it in errors); also read by RateLimit rules.
+pub(super) fn parse_http_match(
     cx: &mut Context<'_>,
     mf: &str,
     m: &HttpMatchSpec,

@@ -9,7 +9,8 @@
 //!
 //! Watched: core/v1 Namespaces (metadata only), Services, Pods (not Succeeded/Failed), discovery.k8s.io/v1
 //! EndpointSlices (those of a Service), and VirtualService, DestinationRule, Gateway,
-//! ServiceEntry of `networking.amime.dev` and `networking.istio.io` while their CRDs exist.
+//! ServiceEntry of `networking.amime.dev` and `networking.istio.io`, and RateLimit of
+//! `networking.amime.dev`, while their CRDs exist.
 //! The first push and `/readyz` wait for every watch's initial list (and for the CRD
 //! watches found at startup).
 

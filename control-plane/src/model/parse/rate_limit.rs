@@ -122,11 +122,15 @@ fn rule(cx: &mut Context<'_>, field: &str, spec: &RuleSpec) -> Result<RateLimitR
     let bucket = spec.token_bucket.as_ref().ok_or_else(|| cx.error(&format!("{field}.tokenBucket"), "required"))?;
     let mf = format!("{field}.match");
     let parsed = parse_http_match(cx, &mf, matched, &[])?;
-    if !parsed.source_labels.is_empty() || parsed.source_namespace.is_some() || !parsed.gateways.is_empty() {
+    let source = [
+        (!parsed.source_labels.is_empty(), "sourceLabels"),
+        (parsed.source_namespace.is_some(), "sourceNamespace"),
+        (!parsed.gateways.is_empty(), "gateways"),
+    ];
+    if let Some((_, name)) = source.iter().find(|(set, _)| *set) {
         return Err(cx.error(
-            &mf,
-            "sourceLabels, sourceNamespace and gateways do not apply here: the bucket is the called sidecar's, \
-             for every caller",
+            &format!("{mf}.{name}"),
+            "is not supported in a RateLimit rule: the bucket is the called sidecar's, for every caller",
         ));
     }
     Ok(RateLimitRule {

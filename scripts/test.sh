@@ -35,6 +35,14 @@ if [[ "$(id -u)" == 0 ]] && ! { command -v tmux && command -v pgrep; } >/dev/nul
   { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq tmux procps; } >/dev/null
 fi
 
+# The metrics tests (tests/tests/metrics.rs) run a real Prometheus scraping meshd and the sidecars:
+# Debian's package, without its recommended exporters (the harness starts its own server on the
+# test's loopback block; a packaged service, where one starts, listens on 9090, which it avoids).
+if [[ "$(id -u)" == 0 ]] && ! command -v prometheus >/dev/null 2>&1; then
+  echo "==> installing prometheus"
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus; } >/dev/null
+fi
+
 if cargo fmt --version >/dev/null 2>&1; then
   echo "==> cargo fmt --all --check"
   cargo fmt --all --check

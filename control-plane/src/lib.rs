@@ -28,3 +28,4 @@ pub mod source;
 mod sync;
 pub mod translate;
 pub mod webhook;
+pub mod xds_metrics;

@@ -32,6 +32,9 @@ pub struct MeshState {
     synced: AtomicBool,
     /// What the initial sync still waits for (e.g. `Pod`, a CRD's watch), for /readyz.
     waiting_for: Mutex<Vec<String>>,
+    /// When the oldest change not yet taken by the push loop was applied (locked after
+    /// `index`): where proxies' convergence is timed from.
+    first_unpushed_change: Mutex<Option<Instant>>,
     pub source_stats: SourceStats,
 }
 
@@ -54,6 +57,7 @@ impl Default for MeshState {
             origins: Mutex::new(Arc::default()),
             synced: AtomicBool::new(false),
             waiting_for: Mutex::new(Vec::new()),
+            first_unpushed_change: Mutex::new(None),
             source_stats: SourceStats::default(),
         }
     }
@@ -66,8 +70,11 @@ impl MeshState {
 
     /// Applies `f` to the index; wakes the push loop if anything changed.
     pub fn update(&self, f: impl FnOnce(&mut Index) -> Change) {
-        let change = f(&mut crate::sync::lock(&self.index));
+        let mut index = crate::sync::lock(&self.index);
+        let change = f(&mut index);
         if change == Change::Changed {
+            crate::sync::lock(&self.first_unpushed_change).get_or_insert_with(Instant::now);
+            drop(index);
             self.generation.send_modify(|g| *g += 1);
         }
     }
@@ -124,8 +131,12 @@ impl MeshState {
         crate::sync::lock(&self.index).namespaces.get(name).map(|ns| ns.labels.clone())
     }
 
-    fn snapshot(&self) -> Arc<Index> {
-        crate::sync::lock(&self.index).snapshot()
+    /// The model, and when the oldest change in it that no earlier call returned was
+    /// applied (`None`: nothing changed since).
+    fn snapshot_and_change(&self) -> (Arc<Index>, Option<Instant>) {
+        let index = crate::sync::lock(&self.index);
+        let changed_at = crate::sync::lock(&self.first_unpushed_change).take();
+        (index.snapshot(), changed_at)
     }
 
     pub fn subscribe(&self) -> watch::Receiver<u64> {
@@ -205,12 +216,22 @@ impl Distributor {
 
     /// Makes `mesh` current and sends every class whose snapshot changed.
     pub fn publish(&self, mesh: Arc<MeshConfig>) {
+        self.publish_change(mesh, None)
+    }
+
+    /// [`Distributor::publish`] of a translation that carries model changes, the oldest
+    /// of them applied at `changed_at`: proxies' push latency and convergence are timed
+    /// from it.
+    pub fn publish_change(&self, mesh: Arc<MeshConfig>, changed_at: Option<Instant>) {
         self.current.store(Some(mesh.clone()));
         // Build snapshots outside the lock, so connecting proxies never wait on a push.
         let classes: Vec<(ProxyClass, ClassChannel)> =
             crate::sync::lock(&self.classes).iter().map(|(class, entry)| (class.clone(), entry.tx.clone())).collect();
         for (class, tx) in classes {
-            let snapshot = mesh.proxy_snapshot(&class);
+            let snapshot = match changed_at {
+                Some(at) => mesh.proxy_snapshot(&class).changed_at(at),
+                None => mesh.proxy_snapshot(&class),
+            };
             let changed = tx.send_if_modified(|current| match current {
                 Some(old) if old.same_content(&snapshot) => false,
                 _ => {
@@ -288,7 +309,7 @@ pub async fn run(state: Arc<MeshState>, distributor: Arc<Distributor>, debounce:
             }
         }
         changes.borrow_and_update();
-        let model = state.snapshot();
+        let (model, changed_at) = state.snapshot_and_change();
         let started = Instant::now();
         // Built after the current config, so only what changed is checked again
         // and refused objects keep their last good version.
@@ -312,7 +333,7 @@ pub async fn run(state: Arc<MeshState>, distributor: Arc<Distributor>, debounce:
             crate::logging::log_problem(p);
         }
         reported = current;
-        distributor.publish(Arc::new(mesh));
+        distributor.publish_change(Arc::new(mesh), changed_at);
         distributor.stats.last_publish_unix_ms.store(xds::status::now_millis(), Ordering::Relaxed);
     }
 }

@@ -11,7 +11,8 @@
 //!   `/healthz/ready` from the admin `/ready` endpoint, and the app's rewritten HTTP
 //!   probes (`/app-health/...`) from the app itself ([`health`]);
 //! * listener `prometheus` on `<first instance ip>:15090`, serving
-//!   `/stats/prometheus` from the admin endpoint.
+//!   `/stats/prometheus` from the admin endpoint, its cluster stats labelled by
+//!   destination ([`stats`]).
 //!
 //! Nothing binds to a fixed address: listeners use the first instance IP and
 //! the admin endpoint uses [`BootstrapConfig::admin_address`], so several
@@ -32,6 +33,7 @@ use serde_json::{json, Value};
 use crate::probes::AppProbes;
 
 pub mod health;
+pub mod stats;
 
 /// Port of the sidecar health listener (see MISSION §2).
 pub const HEALTH_PORT: u16 = 15021;
@@ -762,6 +764,8 @@ pub fn render(config: &BootstrapConfig) -> Value {
         "admin": {
             "address": socket_address(admin.ip(), admin.port()),
         },
+        // Labels on the stats of meshd's clusters (destination service, subset, port...).
+        "stats_config": stats::stats_config(),
         // Envoy rejects a whole route configuration when one regex compiles to more
         // than 100 RE2 instructions (its default), which ordinary path patterns exceed;
         // meshd bounds regex size itself (see the control plane's validation).

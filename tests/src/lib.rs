@@ -19,6 +19,7 @@
 //! - [`rbac`]: the install manifests' RBAC as data, and what it allows (as the RBAC authorizer decides).
 //! - [`webhook`]: a client of meshd's injection webhook over verified TLS, AdmissionReview bodies.
 //! - [`rules`]: the reviews DestinationRule and VirtualServices the tests use.
+//! - [`prometheus`]: a real Prometheus scraping meshd and the sidecars, and its query API.
 //!
 //! Tests run in parallel: each test picks its own loopback block `127.0.N.0/24` ([`mesh::IpBlock`])
 //! so that ports never collide between tests.
@@ -32,6 +33,7 @@ pub mod meshd;
 pub mod netns;
 pub mod paths;
 pub mod process;
+pub mod prometheus;
 pub mod rbac;
 pub mod rules;
 pub mod sidecar;

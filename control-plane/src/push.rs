@@ -346,6 +346,7 @@ mod tests {
             mode: InterceptionMode::None,
             ip: Some(ip.parse().unwrap()),
             labels: Default::default(),
+            kind: Default::default(),
         }
     }
 

@@ -18,10 +18,12 @@ pub struct Index {
     pub endpoint_slices: BTreeMap<(String, String), Arc<EndpointSlice>>,
     pub virtual_services: BTreeMap<(String, String), Arc<VirtualService>>,
     pub destination_rules: BTreeMap<(String, String), Arc<DestinationRule>>,
-    /// Read and checked; not yet used by the translator.
+    /// Servers of the gateway proxies their selectors match.
     pub gateways: BTreeMap<(String, String), Arc<Gateway>>,
     /// Read and checked; not yet used by the translator.
     pub service_entries: BTreeMap<(String, String), Arc<ServiceEntry>>,
+    /// TLS Secrets (Gateway certificates).
+    pub secrets: BTreeMap<(String, String), Arc<Secret>>,
 }
 
 /// What changed, so callers can skip work when nothing did.
@@ -65,6 +67,7 @@ impl Index {
             MeshObject::DestinationRule(o) => put(&mut self.destination_rules, k, o),
             MeshObject::Gateway(o) => put(&mut self.gateways, k, o),
             MeshObject::ServiceEntry(o) => put(&mut self.service_entries, k, o),
+            MeshObject::Secret(o) => put(&mut self.secrets, k, o),
         }
     }
 
@@ -80,6 +83,7 @@ impl Index {
             Kind::DestinationRule => self.destination_rules.remove(&k).is_some(),
             Kind::Gateway => self.gateways.remove(&k).is_some(),
             Kind::ServiceEntry => self.service_entries.remove(&k).is_some(),
+            Kind::Secret => self.secrets.remove(&k).is_some(),
         };
         if removed {
             Change::Changed
@@ -130,6 +134,7 @@ impl Index {
         retain(&mut self.destination_rules, keep(Kind::DestinationRule));
         retain(&mut self.gateways, keep(Kind::Gateway));
         retain(&mut self.service_entries, keep(Kind::ServiceEntry));
+        retain(&mut self.secrets, keep(Kind::Secret));
         changed |= self.len() != before;
         if changed {
             Change::Changed
@@ -148,6 +153,7 @@ impl Index {
             + self.destination_rules.len()
             + self.gateways.len()
             + self.service_entries.len()
+            + self.secrets.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -169,6 +175,7 @@ impl Index {
             MeshObject::DestinationRule(o) => same(&self.destination_rules, &o.namespace, &o.name, o),
             MeshObject::Gateway(o) => same(&self.gateways, &o.namespace, &o.name, o),
             MeshObject::ServiceEntry(o) => same(&self.service_entries, &o.namespace, &o.name, o),
+            MeshObject::Secret(o) => same(&self.secrets, &o.namespace, &o.name, o),
         }
     }
 

@@ -8,6 +8,7 @@
 pub mod index;
 pub mod parse;
 pub mod policy;
+pub mod secret;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -18,6 +19,7 @@ pub use policy::{
     effective_policy, ConnectionPool, ConsistentHash, HashKey, HashRing, LoadBalancer, OutlierDetection,
     PolicySections, TcpKeepalive, TlsOrigination, TrafficPolicy, UpstreamTls,
 };
+pub use secret::Secret;
 
 /// Cluster-local DNS suffix of service hostnames.
 pub const DOMAIN_SUFFIX: &str = "svc.cluster.local";
@@ -33,6 +35,7 @@ pub enum Kind {
     DestinationRule,
     Gateway,
     ServiceEntry,
+    Secret,
 }
 
 impl Kind {
@@ -47,6 +50,7 @@ impl Kind {
             "DestinationRule" => Kind::DestinationRule,
             "Gateway" => Kind::Gateway,
             "ServiceEntry" => Kind::ServiceEntry,
+            "Secret" => Kind::Secret,
             _ => return None,
         })
     }
@@ -128,6 +132,7 @@ pub enum MeshObject {
     DestinationRule(DestinationRule),
     Gateway(Gateway),
     ServiceEntry(ServiceEntry),
+    Secret(Secret),
 }
 
 impl MeshObject {
@@ -147,6 +152,7 @@ impl MeshObject {
             MeshObject::DestinationRule(o) => (Kind::DestinationRule, &o.namespace, &o.name),
             MeshObject::Gateway(o) => (Kind::Gateway, &o.namespace, &o.name),
             MeshObject::ServiceEntry(o) => (Kind::ServiceEntry, &o.namespace, &o.name),
+            MeshObject::Secret(o) => (Kind::Secret, &o.namespace, &o.name),
         }
     }
 }
@@ -437,7 +443,13 @@ pub struct ServerTls {
     pub mode: ServerTlsMode,
     /// Redirect plain HTTP to HTTPS.
     pub https_redirect: bool,
+    /// Secrets (type `kubernetes.io/tls`, in the Gateway's namespace) holding the
+    /// certificate and key: `credentialName`, then `credentialNames`.
     pub credential_names: Vec<String>,
+    /// `serverCertificate` / `privateKey`: PEM files on the gateway proxy's machine.
+    pub cert_files: Option<(String, String)>,
+    /// `caCertificates`: a PEM file of CAs for client certificates (`MUTUAL`).
+    pub ca_file: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -452,7 +464,7 @@ pub struct GatewayServer {
     pub tls: Option<ServerTls>,
 }
 
-/// Istio's Gateway: read and checked, not yet in effect (meshd runs no gateways yet).
+/// Istio's Gateway: the servers of the gateway proxies its `selector` matches.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Gateway {
     pub namespace: String,

@@ -10,6 +10,8 @@
 pub mod actions;
 pub mod contain;
 pub mod envoy;
+mod gateway;
+pub mod gateway_tls;
 pub mod policy;
 pub mod routes;
 
@@ -45,6 +47,8 @@ pub fn cluster_name(port: u16, subset: Option<&str>, host: &str) -> String {
 
 /// How the sidecar gets traffic (MISSION §4); its home is the bootstrap's contract.
 pub use injector::node_metadata::InterceptionMode;
+/// Sidecar or ingress gateway; its home is the bootstrap's contract too.
+pub use injector::node_metadata::ProxyKind;
 
 /// What the translator needs to know of a proxy. Proxies with equal `ProxyClass`
 /// get the same snapshot.
@@ -58,7 +62,10 @@ pub struct ProxyClass {
     pub ip: Option<IpAddr>,
     /// Workload labels: inbound listeners, and rules that select workloads (`sourceLabels`,
     /// `selector`s). Replicas share them, so they still share one class under capture.
+    /// A gateway's labels are what Gateways' `spec.selector` match.
     pub labels: Labels,
+    /// A gateway gets only its Gateways' listeners, no sidecar ones.
+    pub kind: ProxyKind,
 }
 
 /// Where traffic to destinations outside the mesh registry goes (Istio's
@@ -135,6 +142,8 @@ pub struct MeshConfig {
     /// Listeners every capture-mode proxy shares: virtualOutbound and its per-port
     /// and per-VIP hand-off targets.
     capture_listeners: Vec<Arc<Resource>>,
+    /// Every Gateway server meshd serves, for the gateway proxies their Gateways select.
+    gateway_servers: Vec<gateway::ServerPlan>,
     /// Route configurations per proxy namespace, built on first use.
     routes_by_namespace: Mutex<BTreeMap<String, Arc<ResourceSet>>>,
     pub problems: Vec<ObjectError>,
@@ -329,6 +338,7 @@ impl MeshConfig {
         let (mut virtual_hosts, http_ports, mut capture_listeners) =
             service_hosts(&model, &mut vs_routes, &hash_policies, &mut checker, &mut problems);
         capture_listeners.extend(outbound_capture_listeners(settings, http_ports));
+        let gateway_servers = gateway::plan(&model, &lookup, &hash_policies, &mut checker, &mut problems);
 
         let refused = contain::keep_accepted(
             &mut clusters,
@@ -364,6 +374,7 @@ impl MeshConfig {
             endpoints: Arc::new(ResourceSet::new(endpoints)),
             virtual_hosts,
             capture_listeners,
+            gateway_servers,
             routes_by_namespace: Mutex::new(BTreeMap::new()),
             problems: problems.list.into_iter().collect(),
             containment,
@@ -530,8 +541,17 @@ impl MeshConfig {
         }
     }
 
-    /// Everything one proxy class should have.
+    /// Everything one proxy class should have. A gateway gets its Gateways' listeners
+    /// and routes instead of a sidecar's.
     pub fn proxy_snapshot(&self, class: &ProxyClass) -> Snapshot {
+        if class.kind == ProxyKind::Gateway {
+            let (listeners, routes) = gateway::listeners_and_routes(&self.gateway_servers, class);
+            return Snapshot::new()
+                .with(ResourceType::Cluster, self.clusters.clone())
+                .with(ResourceType::ClusterLoadAssignment, self.endpoints.clone())
+                .with(ResourceType::Listener, Arc::new(ResourceSet::new(listeners)))
+                .with(ResourceType::RouteConfiguration, Arc::new(ResourceSet::new(routes)));
+        }
         Snapshot::new()
             .with(ResourceType::Cluster, self.clusters.clone())
             .with(ResourceType::ClusterLoadAssignment, self.endpoints.clone())

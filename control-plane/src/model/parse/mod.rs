@@ -25,6 +25,7 @@ mod kube;
 mod kube_api;
 mod route_actions;
 mod schema;
+mod secret;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
@@ -211,6 +212,16 @@ pub fn parse_object(raw: &RawObject) -> Result<Parsed, Diagnostic> {
         "Service" => MeshObject::Service(kube::parse_service(&mut cx, namespace)?),
         "Pod" => MeshObject::Pod(kube::parse_pod(&mut cx, namespace)?),
         "EndpointSlice" => MeshObject::EndpointSlice(kube::parse_endpoint_slice(&mut cx, namespace)?),
+        "Secret" => {
+            schema::check(&mut cx, &raw.body, &kube_api::SECRET, "")?;
+            match secret::parse_secret(&mut cx, namespace)? {
+                Some(s) => MeshObject::Secret(s),
+                None => {
+                    let message = format!("meshd reads only Secrets of type {}", secret::TLS_SECRET_TYPE);
+                    return Ok(Parsed::Skipped(cx.report(Severity::Info, "type", message)));
+                }
+            }
+        }
         kind => {
             let spec = istio_api::spec_of(kind).expect("classify reads only kinds with a spec schema");
             schema::check(&mut cx, &raw.body, &istio_api::OBJECT, "")?;
@@ -324,6 +335,15 @@ fn check_dns_label(cx: &Context<'_>, field: &str, value: &str) -> Result<(), Dia
             field,
             format!("{value:?} is not a valid DNS label (lower-case letters, digits and '-', at most 63)"),
         ))
+    }
+}
+
+/// A DNS subdomain (an object name): dot-separated DNS labels, at most 253 characters.
+fn check_dns_subdomain(cx: &Context<'_>, field: &str, value: &str) -> Result<(), Diagnostic> {
+    if value.len() <= 253 && value.split('.').all(|l| check_dns_label(cx, field, l).is_ok()) {
+        Ok(())
+    } else {
+        Err(cx.error(field, format!("{value:?} is not a valid name (lower-case DNS labels joined by '.')")))
     }
 }
 

@@ -450,6 +450,10 @@ pub struct ServerTls {
     pub cert_files: Option<(String, String)>,
     /// `caCertificates`: a PEM file of CAs for client certificates (`MUTUAL`).
     pub ca_file: Option<String>,
+    /// `minProtocolVersion` / `maxProtocolVersion`: the TLS 1.x minor version (0 to 3);
+    /// `None` for `TLS_AUTO` or unset (Envoy's defaults: 1.2 to 1.3).
+    pub min_version: Option<u8>,
+    pub max_version: Option<u8>,
 }
 
 #[derive(Clone, Debug, PartialEq)]

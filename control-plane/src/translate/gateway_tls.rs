@@ -7,6 +7,7 @@ use envoy_types::pb::envoy::config::core::v3::{data_source, transport_socket, Da
 use envoy_types::pb::envoy::config::listener::v3::{FilterChain, Listener};
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
     common_tls_context, CertificateValidationContext, CommonTlsContext, DownstreamTlsContext, TlsCertificate,
+    TlsParameters,
 };
 use envoy_types::pb::google::protobuf::{Any, BoolValue};
 use prost::{Message, Name};
@@ -55,6 +56,8 @@ pub(crate) struct ServerCert {
     /// (certificate chain, private key), one per credential.
     certs: Vec<(Pem, Pem)>,
     client_ca: Option<Pem>,
+    /// TLS 1.x minor versions accepted (None: Envoy's default).
+    versions: (Option<u8>, Option<u8>),
 }
 
 /// The certificate of a SIMPLE or MUTUAL server whose Gateway is in `namespace`. Err:
@@ -90,7 +93,7 @@ pub(crate) fn server_cert(model: &Index, namespace: &str, tls: &ServerTls) -> Re
         }
         _ => None,
     };
-    Ok(ServerCert { certs, client_ca })
+    Ok(ServerCert { certs, client_ca, versions: (tls.min_version, tls.max_version) })
 }
 
 /// Envoy's downstream TLS transport socket for `cert`: h2 and http/1.1 offered; with a
@@ -114,6 +117,12 @@ pub(crate) fn transport_socket(cert: &ServerCert) -> TransportSocket {
                 })
             }),
             alpn_protocols: vec!["h2".to_owned(), "http/1.1".to_owned()],
+            // Envoy's TlsProtocol: TLS_AUTO = 0, TLSv1_0 = 1, ... TLSv1_3 = 4.
+            tls_params: (cert.versions != (None, None)).then(|| TlsParameters {
+                tls_minimum_protocol_version: cert.versions.0.map_or(0, |v| i32::from(v) + 1),
+                tls_maximum_protocol_version: cert.versions.1.map_or(0, |v| i32::from(v) + 1),
+                ..Default::default()
+            }),
             ..Default::default()
         }),
         require_client_certificate: cert.client_ca.as_ref().map(|_| BoolValue { value: true }),

@@ -50,6 +50,22 @@ struct ServerTlsSpec {
     server_certificate: Option<String>,
     private_key: Option<String>,
     ca_certificates: Option<String>,
+    min_protocol_version: Option<String>,
+    max_protocol_version: Option<String>,
+}
+
+/// Istio's `TLSProtocol`: the TLS 1.x minor version, `None` for `TLS_AUTO`.
+fn tls_version(cx: &Context<'_>, field: &str, value: Option<&str>) -> Result<Option<u8>, Diagnostic> {
+    Ok(match value {
+        None | Some("TLS_AUTO") => None,
+        Some("TLSV1_0") => Some(0),
+        Some("TLSV1_1") => Some(1),
+        Some("TLSV1_2") => Some(2),
+        Some("TLSV1_3") => Some(3),
+        Some(other) => {
+            return Err(cx.error(field, format!("{other:?} is not one of TLS_AUTO, TLSV1_0, TLSV1_1, TLSV1_2, TLSV1_3")))
+        }
+    })
 }
 
 fn protocol(cx: &Context<'_>, field: &str, name: &str) -> Result<PortProtocol, Diagnostic> {
@@ -153,12 +169,21 @@ fn server_tls(
             "give either credentialName(s) or serverCertificate, not both",
         ));
     }
+    let min_version = tls_version(cx, &format!("{field}.minProtocolVersion"), t.min_protocol_version.as_deref())?;
+    let max_version = tls_version(cx, &format!("{field}.maxProtocolVersion"), t.max_protocol_version.as_deref())?;
+    if let (Some(min), Some(max)) = (min_version, max_version) {
+        if min > max {
+            return Err(cx.error(&format!("{field}.maxProtocolVersion"), "lower than minProtocolVersion"));
+        }
+    }
     Ok(ServerTls {
         mode,
         https_redirect: t.https_redirect,
         credential_names,
         cert_files,
         ca_file: nonempty(&t.ca_certificates),
+        min_version,
+        max_version,
     })
 }
 

@@ -415,8 +415,8 @@ static SERVER_TLS: Message = Message {
         unsupported("subjectAltNames", Leaf, CLIENT_CHECK),
         unsupported("verifyCertificateSpki", Leaf, CLIENT_CHECK),
         unsupported("verifyCertificateHash", Leaf, CLIENT_CHECK),
-        unsupported("minProtocolVersion", Leaf, "would accept older TLS versions than asked (Envoy's default is 1.2)"),
-        unsupported("maxProtocolVersion", Leaf, "would accept newer TLS versions than asked"),
+        leaf("minProtocolVersion"),
+        leaf("maxProtocolVersion"),
         unsupported("cipherSuites", Leaf, "would accept Envoy's default cipher suites, not only those listed"),
         unsupported(
             "caCertCredentialName",

@@ -367,6 +367,7 @@ mod tests {
             mode: InterceptionMode::None,
             ip: Some(ip.parse().unwrap()),
             labels: Default::default(),
+            kind: Default::default(),
         }
     }
 

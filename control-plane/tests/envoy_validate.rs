@@ -6,7 +6,9 @@ mod common;
 
 use std::net::IpAddr;
 
-use control_plane::translate::{InterceptionMode, MeshConfig, MeshSettings, OutboundTrafficPolicy, ProxyClass};
+use control_plane::translate::{
+    InterceptionMode, MeshConfig, MeshSettings, OutboundTrafficPolicy, ProxyClass, ProxyKind,
+};
 
 #[test]
 fn envoy_accepts_every_proxy_class_of_the_rich_fixture() {
@@ -45,6 +47,32 @@ fn envoy_accepts_what_meshd_makes_of_adversarial_input() {
     validate_fixture("adversarial", "edge", "other", "alpha");
 }
 
+/// An ingress gateway: HTTP, HTTPS (inline certificate from a Secret) and httpsRedirect servers.
+#[test]
+fn envoy_accepts_a_gateway() {
+    let mesh = common::mesh_from("gateway");
+    assert!(mesh.problems.is_empty(), "{:#?}", mesh.problems);
+    let class = gateway_class();
+    let dir = std::env::temp_dir().join(format!("amime-validate-gateway-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bootstrap = common::envoy::static_bootstrap(&mesh, &class);
+    assert_eq!(bootstrap.static_resources.as_ref().unwrap().listeners.len(), 3);
+    if let Err(output) = common::envoy::envoy_validate(&bootstrap, &dir.join("gateway.pb")) {
+        panic!("envoy rejected the gateway config:\n{output}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+fn gateway_class() -> ProxyClass {
+    ProxyClass {
+        namespace: "istio-system".into(),
+        mode: InterceptionMode::None,
+        ip: Some("127.0.10.30".parse().unwrap()),
+        labels: [("istio".to_string(), "ingressgateway".to_string())].into_iter().collect(),
+        kind: ProxyKind::Gateway,
+    }
+}
+
 /// Every proxy class of `fixture`, under both outbound traffic policies.
 fn validate_fixture(fixture: &str, namespace: &str, other_namespace: &str, app: &str) {
     for policy in [OutboundTrafficPolicy::AllowAny, OutboundTrafficPolicy::RegistryOnly] {
@@ -61,18 +89,21 @@ fn validate_classes(fixture: &str, mesh: &MeshConfig, namespace: &str, other_nam
             mode: InterceptionMode::None,
             ip: Some(ip("127.0.10.1")),
             labels: Default::default(),
+            kind: Default::default(),
         },
         ProxyClass {
             namespace: other_namespace.into(),
             mode: InterceptionMode::None,
             ip: Some(ip("127.0.20.9")),
             labels: Default::default(),
+            kind: Default::default(),
         },
         ProxyClass {
             namespace: namespace.into(),
             mode: InterceptionMode::Redirect,
             ip: None,
             labels: [("app".to_string(), app.to_string())].into_iter().collect(),
+            kind: Default::default(),
         },
     ];
     let dir = std::env::temp_dir().join(format!("amime-validate-{fixture}-{}", std::process::id()));

@@ -11,7 +11,7 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 
 use control_plane::envoy_json::any_to_json;
-use control_plane::translate::{InterceptionMode, MeshConfig, ProxyClass};
+use control_plane::translate::{InterceptionMode, MeshConfig, ProxyClass, ProxyKind};
 use serde_json::{json, Value};
 use xds::ResourceType;
 
@@ -74,6 +74,7 @@ fn bookinfo_explicit_sidecar() {
             mode: InterceptionMode::None,
             ip: Some(ip("127.0.10.1")),
             labels: Default::default(),
+            kind: Default::default(),
         },
     );
 }
@@ -88,6 +89,7 @@ fn rich_explicit_sidecar_in_another_namespace() {
             mode: InterceptionMode::None,
             ip: Some(ip("127.0.20.9")),
             labels: Default::default(),
+            kind: Default::default(),
         },
     );
 }
@@ -102,6 +104,7 @@ fn rich_transparent_sidecar() {
             mode: InterceptionMode::Redirect,
             ip: None,
             labels: [("app".to_string(), "ratings".to_string())].into_iter().collect(),
+            kind: Default::default(),
         },
     );
 }
@@ -116,6 +119,7 @@ fn tls_origination_explicit_sidecar() {
             mode: InterceptionMode::None,
             ip: Some(ip("127.0.20.9")),
             labels: Default::default(),
+            kind: Default::default(),
         },
     );
 }
@@ -136,6 +140,23 @@ fn adversarial_transparent_sidecar() {
             mode: InterceptionMode::Redirect,
             ip: None,
             labels: [("app".to_string(), "alpha".to_string())].into_iter().collect(),
+            kind: Default::default(),
+        },
+    );
+}
+
+/// An ingress gateway proxy: only its Gateway's listeners and routes.
+#[test]
+fn gateway_proxy() {
+    check(
+        "gateway",
+        "gateway",
+        ProxyClass {
+            namespace: "istio-system".into(),
+            mode: InterceptionMode::None,
+            ip: Some(ip("127.0.10.30")),
+            labels: [("istio".to_string(), "ingressgateway".to_string())].into_iter().collect(),
+            kind: ProxyKind::Gateway,
         },
     );
 }
@@ -147,6 +168,7 @@ fn translation_is_deterministic() {
         mode: InterceptionMode::Redirect,
         ip: None,
         labels: Default::default(),
+        kind: Default::default(),
     };
     let a = render(&common::rich_mesh(), &class);
     let b = render(&common::rich_mesh(), &class);
@@ -167,6 +189,7 @@ fn actions_explicit_sidecar() {
                 mode: InterceptionMode::None,
                 ip: Some(ip("127.0.10.1")),
                 labels: Default::default(),
+                kind: Default::default(),
             },
         ),
     );
@@ -183,6 +206,7 @@ fn scoping_explicit_sidecars() {
         labels: [("app".to_string(), "productpage".to_string()), ("version".to_string(), version.to_string())]
             .into_iter()
             .collect(),
+        kind: Default::default(),
     };
     let mesh = common::mesh_from("scoping");
     compare("scoping-bookinfo-v2", &render(&mesh, &class("bookinfo", "v2")));
@@ -200,6 +224,7 @@ fn entries_explicit_sidecar() {
             mode: InterceptionMode::None,
             ip: Some(ip("127.0.20.9")),
             labels: Default::default(),
+            kind: Default::default(),
         },
     );
 }
@@ -214,6 +239,7 @@ fn entries_transparent_sidecar() {
             mode: InterceptionMode::Redirect,
             ip: None,
             labels: [("app".to_string(), "web".to_string())].into_iter().collect(),
+            kind: Default::default(),
         },
     );
 }
@@ -241,6 +267,7 @@ fn rate_limit_transparent_sidecar() {
             mode: InterceptionMode::Redirect,
             ip: None,
             labels: labels.into_iter().collect(),
+            kind: Default::default(),
         },
     );
 }

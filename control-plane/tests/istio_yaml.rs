@@ -62,7 +62,7 @@ fn istio_samples_meshd_cannot_honour_are_refused_as_unsupported() {
 #[test]
 fn the_shipped_examples_load_without_errors() {
     let examples = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../manifests/examples");
-    let files = ["bookinfo", "traffic-policies", "traffic", "rate-limit"]
+    let files = ["bookinfo", "traffic-policies", "traffic", "rate-limit", "gateway"]
         .into_iter()
         .flat_map(|d| std::fs::read_dir(examples.join(d)).unwrap());
     for entry in files {

@@ -18,11 +18,13 @@ pub struct Index {
     pub endpoint_slices: BTreeMap<(String, String), Arc<EndpointSlice>>,
     pub virtual_services: BTreeMap<(String, String), Arc<VirtualService>>,
     pub destination_rules: BTreeMap<(String, String), Arc<DestinationRule>>,
-    /// Read and checked; not yet used by the translator.
+    /// Servers of the gateway proxies their selectors match.
     pub gateways: BTreeMap<(String, String), Arc<Gateway>>,
     /// Their hosts join the registry (see `translate::service_entry`).
     pub service_entries: BTreeMap<(String, String), Arc<ServiceEntry>>,
     pub rate_limits: BTreeMap<(String, String), Arc<RateLimit>>,
+    /// TLS Secrets (Gateway certificates).
+    pub secrets: BTreeMap<(String, String), Arc<Secret>>,
 }
 
 /// What changed, so callers can skip work when nothing did.
@@ -67,6 +69,7 @@ impl Index {
             MeshObject::Gateway(o) => put(&mut self.gateways, k, o),
             MeshObject::ServiceEntry(o) => put(&mut self.service_entries, k, o),
             MeshObject::RateLimit(o) => put(&mut self.rate_limits, k, o),
+            MeshObject::Secret(o) => put(&mut self.secrets, k, o),
         }
     }
 
@@ -83,6 +86,7 @@ impl Index {
             Kind::Gateway => self.gateways.remove(&k).is_some(),
             Kind::ServiceEntry => self.service_entries.remove(&k).is_some(),
             Kind::RateLimit => self.rate_limits.remove(&k).is_some(),
+            Kind::Secret => self.secrets.remove(&k).is_some(),
         };
         if removed {
             Change::Changed
@@ -134,6 +138,7 @@ impl Index {
         retain(&mut self.gateways, keep(Kind::Gateway));
         retain(&mut self.service_entries, keep(Kind::ServiceEntry));
         retain(&mut self.rate_limits, keep(Kind::RateLimit));
+        retain(&mut self.secrets, keep(Kind::Secret));
         changed |= self.len() != before;
         if changed {
             Change::Changed
@@ -153,6 +158,7 @@ impl Index {
             + self.gateways.len()
             + self.service_entries.len()
             + self.rate_limits.len()
+            + self.secrets.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -175,6 +181,7 @@ impl Index {
             MeshObject::Gateway(o) => same(&self.gateways, &o.namespace, &o.name, o),
             MeshObject::ServiceEntry(o) => same(&self.service_entries, &o.namespace, &o.name, o),
             MeshObject::RateLimit(o) => same(&self.rate_limits, &o.namespace, &o.name, o),
+            MeshObject::Secret(o) => same(&self.secrets, &o.namespace, &o.name, o),
         }
     }
 

@@ -9,8 +9,9 @@ pub mod http_actions;
 pub mod index;
 pub mod parse;
 pub mod policy;
-pub mod scope;
 pub mod rate_limit;
+pub mod scope;
+pub mod secret;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -24,8 +25,9 @@ pub use policy::{
     effective_policy, ConnectionPool, ConsistentHash, HashKey, HashRing, LoadBalancer, OutlierDetection,
     PolicySections, TcpKeepalive, TlsOrigination, TrafficPolicy, UpstreamTls, Warmup,
 };
-pub use scope::{ExportTo, SidecarScope, SourceCondition};
 pub use rate_limit::{RateLimit, RateLimitRule, TokenBucket};
+pub use scope::{ExportTo, SidecarScope, SourceCondition};
+pub use secret::Secret;
 
 /// Cluster-local DNS suffix of service hostnames.
 pub const DOMAIN_SUFFIX: &str = "svc.cluster.local";
@@ -42,6 +44,7 @@ pub enum Kind {
     Gateway,
     ServiceEntry,
     RateLimit,
+    Secret,
 }
 
 impl Kind {
@@ -57,6 +60,7 @@ impl Kind {
             "Gateway" => Kind::Gateway,
             "ServiceEntry" => Kind::ServiceEntry,
             "RateLimit" => Kind::RateLimit,
+            "Secret" => Kind::Secret,
             _ => return None,
         })
     }
@@ -139,6 +143,7 @@ pub enum MeshObject {
     Gateway(Gateway),
     ServiceEntry(ServiceEntry),
     RateLimit(RateLimit),
+    Secret(Secret),
 }
 
 impl MeshObject {
@@ -159,6 +164,7 @@ impl MeshObject {
             MeshObject::Gateway(o) => (Kind::Gateway, &o.namespace, &o.name),
             MeshObject::ServiceEntry(o) => (Kind::ServiceEntry, &o.namespace, &o.name),
             MeshObject::RateLimit(o) => (Kind::RateLimit, &o.namespace, &o.name),
+            MeshObject::Secret(o) => (Kind::Secret, &o.namespace, &o.name),
         }
     }
 }
@@ -469,7 +475,17 @@ pub struct ServerTls {
     pub mode: ServerTlsMode,
     /// Redirect plain HTTP to HTTPS.
     pub https_redirect: bool,
+    /// Secrets (type `kubernetes.io/tls`, in the Gateway's namespace) holding the
+    /// certificate and key: `credentialName`, then `credentialNames`.
     pub credential_names: Vec<String>,
+    /// `serverCertificate` / `privateKey`: PEM files on the gateway proxy's machine.
+    pub cert_files: Option<(String, String)>,
+    /// `caCertificates`: a PEM file of CAs for client certificates (`MUTUAL`).
+    pub ca_file: Option<String>,
+    /// `minProtocolVersion` / `maxProtocolVersion`: the TLS 1.x minor version (0 to 3);
+    /// `None` for `TLS_AUTO` or unset (Envoy's defaults: 1.2 to 1.3).
+    pub min_version: Option<u8>,
+    pub max_version: Option<u8>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -484,7 +500,7 @@ pub struct GatewayServer {
     pub tls: Option<ServerTls>,
 }
 
-/// Istio's Gateway: read and checked, not yet in effect (meshd runs no gateways yet).
+/// Istio's Gateway: the servers of the gateway proxies its `selector` matches.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Gateway {
     pub namespace: String,

@@ -80,6 +80,7 @@ fn routes_of(mesh: &MeshConfig) -> RouteConfiguration {
         mode: InterceptionMode::Redirect,
         ip: Some("10.0.0.1".parse().unwrap()),
         labels: Default::default(),
+        kind: Default::default(),
     };
     let snapshot = mesh.proxy_snapshot(&class);
     let set = snapshot.set(ResourceType::RouteConfiguration);

@@ -12,6 +12,8 @@ pub mod actions;
 pub mod contain;
 pub mod delegate;
 pub mod envoy;
+mod gateway;
+pub mod gateway_tls;
 pub mod http_actions;
 pub mod policy;
 pub mod rate_limit;
@@ -52,6 +54,8 @@ pub fn cluster_name(port: u16, subset: Option<&str>, host: &str) -> String {
 
 /// How the sidecar gets traffic (MISSION §4); its home is the bootstrap's contract.
 pub use injector::node_metadata::InterceptionMode;
+/// Sidecar or ingress gateway; its home is the bootstrap's contract too.
+pub use injector::node_metadata::ProxyKind;
 
 /// What the translator needs to know of a proxy. Proxies with equal `ProxyClass`
 /// get the same snapshot.
@@ -65,7 +69,10 @@ pub struct ProxyClass {
     pub ip: Option<IpAddr>,
     /// Workload labels: inbound listeners, and rules that select workloads (`sourceLabels`,
     /// `selector`s). Replicas share them, so they still share one class under capture.
+    /// A gateway's labels are what Gateways' `spec.selector` match.
     pub labels: Labels,
+    /// A gateway gets only its Gateways' listeners, no sidecar ones.
+    pub kind: ProxyKind,
 }
 
 /// Where traffic to destinations outside the mesh registry goes (Istio's
@@ -145,6 +152,8 @@ pub struct MeshConfig {
     /// Listeners every capture-mode proxy shares: virtualOutbound and its per-port
     /// and per-VIP hand-off targets.
     capture_listeners: Vec<Arc<Resource>>,
+    /// Every Gateway server meshd serves, for the gateway proxies their Gateways select.
+    gateway_servers: Vec<gateway::ServerPlan>,
     /// Route configurations per caller (namespace, source conditions met), built on
     /// first use.
     routes_by_caller: Mutex<BTreeMap<Caller, Arc<ResourceSet>>>,
@@ -344,6 +353,7 @@ impl MeshConfig {
         http_ports.extend(entries.http_ports);
         capture_listeners.extend(entries.listeners);
         capture_listeners.extend(outbound_capture_listeners(settings, http_ports));
+        let gateway_servers = gateway::plan(&model, &lookup, &hash_policies, &mut checker, &mut problems);
 
         let refused = contain::keep_accepted(
             &mut clusters,
@@ -380,6 +390,7 @@ impl MeshConfig {
             virtual_hosts,
             conditions,
             capture_listeners,
+            gateway_servers,
             routes_by_caller: Mutex::new(BTreeMap::new()),
             problems: problems.list.into_iter().collect(),
             containment,
@@ -553,8 +564,17 @@ impl MeshConfig {
         }
     }
 
-    /// Everything one proxy class should have.
+    /// Everything one proxy class should have. A gateway gets its Gateways' listeners
+    /// and routes instead of a sidecar's.
     pub fn proxy_snapshot(&self, class: &ProxyClass) -> Snapshot {
+        if class.kind == ProxyKind::Gateway {
+            let (listeners, routes) = gateway::listeners_and_routes(&self.gateway_servers, class);
+            return Snapshot::new()
+                .with(ResourceType::Cluster, self.clusters.clone())
+                .with(ResourceType::ClusterLoadAssignment, self.endpoints.clone())
+                .with(ResourceType::Listener, Arc::new(ResourceSet::new(listeners)))
+                .with(ResourceType::RouteConfiguration, Arc::new(ResourceSet::new(routes)));
+        }
         Snapshot::new()
             .with(ResourceType::Cluster, self.clusters.clone())
             .with(ResourceType::ClusterLoadAssignment, self.endpoints.clone())

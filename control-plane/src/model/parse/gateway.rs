@@ -1,6 +1,6 @@
 //! Gateway: read and checked as Istio checks it, so a user's YAML loads and its
-//! mistakes are reported; reported as not yet in effect. Its port and host checks are
-//! shared with ServiceEntry ([`super::service_entry`]).
+//! mistakes are reported; in effect on gateway proxies (see `translate::gateway`). Its
+//! port and host checks are shared with ServiceEntry ([`super::service_entry`]).
 
 use serde::Deserialize;
 
@@ -45,6 +45,25 @@ struct ServerTlsSpec {
     credential_name: Option<String>,
     #[serde(default)]
     credential_names: Vec<String>,
+    server_certificate: Option<String>,
+    private_key: Option<String>,
+    ca_certificates: Option<String>,
+    min_protocol_version: Option<String>,
+    max_protocol_version: Option<String>,
+}
+
+/// Istio's `TLSProtocol`: the TLS 1.x minor version, `None` for `TLS_AUTO`.
+fn tls_version(cx: &Context<'_>, field: &str, value: Option<&str>) -> Result<Option<u8>, Diagnostic> {
+    Ok(match value {
+        None | Some("TLS_AUTO") => None,
+        Some("TLSV1_0") => Some(0),
+        Some("TLSV1_1") => Some(1),
+        Some("TLSV1_2") => Some(2),
+        Some("TLSV1_3") => Some(3),
+        Some(other) => {
+            return Err(cx.error(field, format!("{other:?} is not one of TLS_AUTO, TLSV1_0, TLSV1_1, TLSV1_2, TLSV1_3")))
+        }
+    })
 }
 
 pub(super) fn protocol(cx: &Context<'_>, field: &str, name: &str) -> Result<PortProtocol, Diagnostic> {
@@ -108,6 +127,82 @@ pub(super) fn check_host(host: &str) -> bool {
             }))
 }
 
+/// A server's `tls`: the mode (Istio's default PASSTHROUGH), and for SIMPLE and MUTUAL
+/// a certificate (`credentialName(s)` or `serverCertificate` + `privateKey`).
+fn server_tls(
+    cx: &Context<'_>,
+    field: &str,
+    t: &ServerTlsSpec,
+    protocol: PortProtocol,
+) -> Result<ServerTls, Diagnostic> {
+    let mode = tls_mode(cx, &format!("{field}.mode"), t.mode.as_deref())?;
+    let mut credential_names: Vec<String> = t.credential_name.iter().filter(|c| !c.is_empty()).cloned().collect();
+    credential_names.extend(t.credential_names.iter().cloned());
+    for (i, name) in credential_names.iter().enumerate() {
+        let f = if t.credential_name.as_deref().is_some_and(|c| !c.is_empty()) && i == 0 {
+            format!("{field}.credentialName")
+        } else {
+            format!("{field}.credentialNames")
+        };
+        check_dns_subdomain(cx, &f, name)?;
+    }
+    let nonempty = |v: &Option<String>| v.clone().filter(|s| !s.is_empty());
+    let cert_files = match (nonempty(&t.server_certificate), nonempty(&t.private_key)) {
+        (Some(c), Some(k)) => Some((c, k)),
+        (None, None) => None,
+        (Some(_), None) => return Err(cx.error(&format!("{field}.privateKey"), "required with serverCertificate")),
+        (None, Some(_)) => return Err(cx.error(&format!("{field}.serverCertificate"), "required with privateKey")),
+    };
+    let terminates =
+        matches!(protocol, PortProtocol::Https) && matches!(mode, ServerTlsMode::Simple | ServerTlsMode::Mutual);
+    if terminates && credential_names.is_empty() && cert_files.is_none() {
+        return Err(cx.error(
+            field,
+            format!("mode {mode:?} needs a certificate: credentialName (a kubernetes.io/tls Secret) or serverCertificate and privateKey"),
+        ));
+    }
+    if !credential_names.is_empty() && cert_files.is_some() {
+        return Err(cx.error(
+            &format!("{field}.serverCertificate"),
+            "give either credentialName(s) or serverCertificate, not both",
+        ));
+    }
+    let min_version = tls_version(cx, &format!("{field}.minProtocolVersion"), t.min_protocol_version.as_deref())?;
+    let max_version = tls_version(cx, &format!("{field}.maxProtocolVersion"), t.max_protocol_version.as_deref())?;
+    if let (Some(min), Some(max)) = (min_version, max_version) {
+        if min > max {
+            return Err(cx.error(&format!("{field}.maxProtocolVersion"), "lower than minProtocolVersion"));
+        }
+    }
+    Ok(ServerTls {
+        mode,
+        https_redirect: t.https_redirect,
+        credential_names,
+        cert_files,
+        ca_file: nonempty(&t.ca_certificates),
+        min_version,
+        max_version,
+    })
+}
+
+/// Why meshd cannot serve a server of this protocol and TLS mode, if it cannot.
+fn left_out(protocol: PortProtocol, tls: Option<&ServerTls>) -> Option<String> {
+    match protocol {
+        PortProtocol::Http | PortProtocol::Http2 | PortProtocol::Grpc => None,
+        PortProtocol::Https => match tls.map(|t| t.mode) {
+            Some(ServerTlsMode::Simple | ServerTlsMode::Mutual) => None,
+            Some(mode) => Some(format!(
+                "HTTPS with tls.mode {mode:?} (SNI passthrough, Istio mTLS) is not supported by meshd yet: it needs \
+                 VirtualService tls routes"
+            )),
+            None => Some("HTTPS needs tls".to_owned()),
+        },
+        PortProtocol::Tcp | PortProtocol::Tls | PortProtocol::Mongo => Some(format!(
+            "protocol {protocol:?} is not supported on gateways by meshd yet: it needs VirtualService tcp/tls routes"
+        )),
+    }
+}
+
 pub(super) fn port_number(cx: &Context<'_>, field: &str, number: Option<i64>) -> Result<u16, Diagnostic> {
     match number {
         Some(n) => check_port(cx, field, n),
@@ -120,7 +215,7 @@ pub(super) fn parse_gateway(cx: &mut Context<'_>, namespace: String) -> Result<G
     if spec.servers.is_empty() {
         return Err(cx.error("spec.servers", "at least one server is required"));
     }
-    let mut servers = Vec::new();
+    let mut servers: Vec<GatewayServer> = Vec::new();
     for (i, s) in spec.servers.iter().enumerate() {
         let field = format!("spec.servers[{i}]");
         let port = s.port.as_ref().ok_or_else(|| cx.error(&format!("{field}.port"), "required"))?;
@@ -146,17 +241,30 @@ pub(super) fn parse_gateway(cx: &mut Context<'_>, namespace: String) -> Result<G
             Some(b) => Some(parse_ip(cx, &format!("{field}.bind"), b)?),
         };
         let tls = match &s.tls {
-            Some(t) => {
-                let mode = tls_mode(cx, &format!("{field}.tls.mode"), t.mode.as_deref())?;
-                let mut credential_names = t.credential_names.clone();
-                credential_names.extend(t.credential_name.iter().filter(|c| !c.is_empty()).cloned());
-                Some(ServerTls { mode, https_redirect: t.https_redirect, credential_names })
-            }
+            Some(t) => Some(server_tls(cx, &format!("{field}.tls"), t, protocol)?),
             None if matches!(protocol, PortProtocol::Https | PortProtocol::Tls) => {
                 return Err(cx.error(&format!("{field}.tls"), "required for an HTTPS or TLS server"))
             }
             None => None,
         };
+        if let Some(why) = left_out(protocol, tls.as_ref()) {
+            cx.warn(&field, format!("{why}; meshd leaves this server out (the Gateway's other servers are served)"));
+        }
+        let plain = |p: PortProtocol| matches!(p, PortProtocol::Http | PortProtocol::Http2 | PortProtocol::Grpc);
+        if let Some((j, other)) = servers
+            .iter()
+            .enumerate()
+            .find(|(_, o)| o.port == number && o.bind == bind && plain(o.protocol) != plain(protocol))
+        {
+            return Err(cx.error(
+                &format!("{field}.port.protocol"),
+                format!(
+                    "port {number} is also spec.servers[{j}]'s, with protocol {:?}: one port serves plain HTTP or TLS, \
+                     not both",
+                    other.protocol
+                ),
+            ));
+        }
         servers.push(GatewayServer {
             name: s.name.clone(),
             port: number,
@@ -167,6 +275,5 @@ pub(super) fn parse_gateway(cx: &mut Context<'_>, namespace: String) -> Result<G
             tls,
         });
     }
-    cx.warn("", "Gateway is read and checked, but not in effect yet: meshd does not configure gateways yet");
     Ok(Gateway { namespace, name: cx.raw.name.clone(), selector: spec.selector, servers })
 }

@@ -389,7 +389,7 @@ static SERVER: Message = Message {
         leaf("bind"),
         leaf("hosts"),
         read("tls", msg(&SERVER_TLS)),
-        leaf("defaultEndpoint"),
+        ignored("defaultEndpoint", Leaf, "applies to sidecars' Sidecar resources, not to gateway servers"),
         leaf("name"),
     ],
 };
@@ -404,22 +404,33 @@ static SERVER_TLS: Message = Message {
         leaf("serverCertificate"),
         leaf("privateKey"),
         leaf("caCertificates"),
-        leaf("caCrl"),
+        unsupported("caCrl", Leaf, CLIENT_CHECK),
         leaf("credentialName"),
         leaf("credentialNames"),
-        read("tlsCertificates", List(&TLS_CERTIFICATE)),
-        leaf("subjectAltNames"),
-        leaf("verifyCertificateSpki"),
-        leaf("verifyCertificateHash"),
+        unsupported(
+            "tlsCertificates",
+            List(&TLS_CERTIFICATE),
+            "would serve no certificate; use credentialName(s) or serverCertificate",
+        ),
+        unsupported("subjectAltNames", Leaf, CLIENT_CHECK),
+        unsupported("verifyCertificateSpki", Leaf, CLIENT_CHECK),
+        unsupported("verifyCertificateHash", Leaf, CLIENT_CHECK),
         leaf("minProtocolVersion"),
         leaf("maxProtocolVersion"),
-        leaf("cipherSuites"),
-        leaf("caCertCredentialName"),
-        leaf("alpnProtocols"),
-        leaf("ecdhCurves"),
-        leaf("insecureSkipVerify"),
+        unsupported("cipherSuites", Leaf, "would accept Envoy's default cipher suites, not only those listed"),
+        unsupported(
+            "caCertCredentialName",
+            Leaf,
+            "would accept client certificates without this CA; put ca.crt in the credentialName Secret",
+        ),
+        ignored("alpnProtocols", Leaf, "gateway servers offer h2 and http/1.1"),
+        ignored("ecdhCurves", Leaf, "Envoy's default curves are used"),
+        ignored("insecureSkipVerify", Leaf, "a gateway server does not verify a server certificate"),
     ],
 };
+
+/// Why a field that narrows which client certificates a MUTUAL server accepts is refused.
+const CLIENT_CHECK: &str = "would accept client certificates this field rejects";
 
 static TLS_CERTIFICATE: Message =
     Message { fields: &[leaf("serverCertificate"), leaf("privateKey"), leaf("caCertificates")] };

@@ -28,6 +28,7 @@ mod rate_limit;
 mod route_actions;
 mod schema;
 mod scope;
+mod secret;
 mod service_entry;
 #[cfg(test)]
 mod tests;
@@ -36,11 +37,11 @@ mod tests_actions;
 #[cfg(test)]
 mod tests_http_actions;
 #[cfg(test)]
+mod tests_rate_limit;
+#[cfg(test)]
 mod tests_scope;
 #[cfg(test)]
 mod tests_service_entry;
-#[cfg(test)]
-mod tests_rate_limit;
 mod traffic_policy;
 mod virtual_service;
 
@@ -228,6 +229,16 @@ pub fn parse_object(raw: &RawObject) -> Result<Parsed, Diagnostic> {
             schema::check(&mut cx, &raw.body, &istio_api::OBJECT, "")?;
             MeshObject::RateLimit(rate_limit::parse_rate_limit(&mut cx, namespace)?)
         }
+        "Secret" => {
+            schema::check(&mut cx, &raw.body, &kube_api::SECRET, "")?;
+            match secret::parse_secret(&mut cx, namespace)? {
+                Some(s) => MeshObject::Secret(s),
+                None => {
+                    let message = format!("meshd reads only Secrets of type {}", secret::TLS_SECRET_TYPE);
+                    return Ok(Parsed::Skipped(cx.report(Severity::Info, "type", message)));
+                }
+            }
+        }
         kind => {
             let spec = istio_api::spec_of(kind).expect("classify reads only kinds with a spec schema");
             schema::check(&mut cx, &raw.body, &istio_api::OBJECT, "")?;
@@ -341,6 +352,15 @@ fn check_dns_label(cx: &Context<'_>, field: &str, value: &str) -> Result<(), Dia
             field,
             format!("{value:?} is not a valid DNS label (lower-case letters, digits and '-', at most 63)"),
         ))
+    }
+}
+
+/// A DNS subdomain (an object name): dot-separated DNS labels, at most 253 characters.
+fn check_dns_subdomain(cx: &Context<'_>, field: &str, value: &str) -> Result<(), Diagnostic> {
+    if value.len() <= 253 && value.split('.').all(|l| check_dns_label(cx, field, l).is_ok()) {
+        Ok(())
+    } else {
+        Err(cx.error(field, format!("{value:?} is not a valid name (lower-case DNS labels joined by '.')")))
     }
 }
 

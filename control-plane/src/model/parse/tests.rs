@@ -463,9 +463,10 @@ fn header_names_are_tokens_of_any_case_kept_in_lower_case() {
 }
 
 #[test]
-fn rules_for_gateways_only_are_reported_as_having_no_effect() {
+fn rules_for_gateways_only_are_in_effect_on_those_gateways() {
     let cases = [
-        (format!("{VS}  hosts: [r]\n  gateways: [ingress]\n  http: [{{{ROUTE}}}]\n"), 1),
+        (format!("{VS}  hosts: [r]\n  gateways: [ingress]\n  http: [{{{ROUTE}}}]\n"), 0),
+        (format!("{VS}  hosts: [r]\n  gateways: [istio-system/ingress]\n  http: [{{{ROUTE}}}]\n"), 0),
         (format!("{VS}  hosts: [r]\n  gateways: [ingress, mesh]\n  http: [{{{ROUTE}}}]\n"), 0),
         (format!("{VS}  hosts: [r]\n  exportTo: ['*']\n  http: [{{{ROUTE}}}]\n"), 0),
     ];
@@ -487,15 +488,21 @@ fn a_virtual_service_without_hosts_is_a_delegate_that_cannot_delegate_again() {
 }
 
 #[test]
-fn gateways_are_read_and_not_yet_in_effect_service_entries_are_checked() {
-    let gw = "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: g, namespace: ns}\nspec:\n  selector: {istio: ingressgateway}\n  servers:\n  - port: {number: 443, name: https, protocol: HTTPS}\n    hosts: [bookinfo/www.example.com, '*.example.org']\n    tls: {mode: SIMPLE, credentialName: cert, caCertCredentialName: ca, alpnProtocols: [h2], ecdhCurves: [X25519], insecureSkipVerify: true}\n  - port: {number: 80, name: http, protocol: http}\n    hosts: ['*']\n    tls: {httpsRedirect: true}\n";
+fn gateways_and_service_entries_are_read_and_checked() {
+    let gw = "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: g, namespace: ns}\nspec:\n  selector: {istio: ingressgateway}\n  servers:\n  - port: {number: 443, name: https, protocol: HTTPS}\n    hosts: [bookinfo/www.example.com, '*.example.org']\n    tls: {mode: SIMPLE, credentialName: cert, alpnProtocols: [h2], ecdhCurves: [X25519], insecureSkipVerify: true}\n  - port: {number: 80, name: http, protocol: http}\n    hosts: ['*']\n    tls: {httpsRedirect: true}\n";
     let Ok(Parsed::Object(MeshObject::Gateway(g), warnings)) = parse_yaml(gw) else { panic!("{:?}", parse_yaml(gw)) };
     assert_eq!(g.servers.len(), 2);
     assert_eq!(g.servers[0].tls.as_ref().unwrap().mode, ServerTlsMode::Simple);
     assert_eq!(g.servers[1].protocol, PortProtocol::Http);
     assert!(g.servers[1].tls.as_ref().unwrap().https_redirect);
-    assert_eq!(warnings.len(), 1);
-    assert!(warnings[0].message.contains("not in effect yet"), "{}", warnings[0]);
+    assert_eq!(g.servers[0].tls.as_ref().unwrap().credential_names, ["cert"]);
+    // alpnProtocols, ecdhCurves and insecureSkipVerify are ignored, each with a warning.
+    assert_eq!(warnings.len(), 3, "{warnings:#?}");
+    let passthrough = "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: g}\nspec:\n  servers:\n  - port: {number: 443, name: tls, protocol: TLS}\n    hosts: ['*']\n    tls: {mode: PASSTHROUGH}\n  - port: {number: 80, name: http, protocol: HTTP}\n    hosts: ['*']\n";
+    let Ok(Parsed::Object(MeshObject::Gateway(_), warnings)) = parse_yaml(passthrough) else { panic!() };
+    assert_eq!(warnings.len(), 1, "{warnings:#?}");
+    assert_eq!(warnings[0].field, "spec.servers[0]");
+    assert!(warnings[0].message.contains("leaves this server out"), "{}", warnings[0]);
     let se = "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: e}\nspec:\n  hosts: [api.example.com]\n  addresses: [192.0.2.0/24, '2001:db8::/32']\n  ports: [{number: 443, name: tls, protocol: TLS}]\n  location: MESH_EXTERNAL\n  resolution: STATIC\n  endpoints: [{address: 192.0.2.1, ports: {tls: 8443}, weight: 2}]\n";
     let Ok(Parsed::Object(MeshObject::ServiceEntry(e), warnings)) = parse_yaml(se) else {
         panic!("{:?}", parse_yaml(se))
@@ -534,6 +541,31 @@ fn gateways_are_read_and_not_yet_in_effect_service_entries_are_checked() {
             g("{servers: [{port: {number: 443, protocol: HTTPS, name: s}, hosts: ['*'], tls: {mode: STRICT}}]}"),
             "spec.servers[0].tls.mode",
             "STRICT",
+        ),
+        (
+            g("{servers: [{port: {number: 443, protocol: HTTPS, name: s}, hosts: ['*'], tls: {mode: SIMPLE}}]}"),
+            "spec.servers[0].tls",
+            "needs a certificate",
+        ),
+        (
+            g("{servers: [{port: {number: 443, protocol: HTTPS, name: s}, hosts: ['*'], tls: {mode: SIMPLE, serverCertificate: /c.pem}}]}"),
+            "spec.servers[0].tls.privateKey",
+            "required",
+        ),
+        (
+            g("{servers: [{port: {number: 443, protocol: HTTPS, name: s}, hosts: ['*'], tls: {mode: SIMPLE, credentialName: Bad_Name}}]}"),
+            "spec.servers[0].tls.credentialName",
+            "not a valid name",
+        ),
+        (
+            g("{servers: [{port: {number: 443, protocol: HTTPS, name: s}, hosts: ['*'], tls: {mode: MUTUAL, credentialName: c, subjectAltNames: [a]}}]}"),
+            "spec.servers[0].tls.subjectAltNames",
+            "client certificates",
+        ),
+        (
+            g("{servers: [{port: {number: 80, protocol: HTTP, name: h}, hosts: ['*']}, {port: {number: 80, protocol: HTTPS, name: s}, hosts: ['*'], tls: {mode: SIMPLE, credentialName: c}}]}"),
+            "spec.servers[1].port.protocol",
+            "plain HTTP or TLS",
         ),
         (s("{hosts: []}"), "spec.hosts", "at least one host"),
         (s("{hosts: [a.com], addresses: [10.0.0.0/33]}"), "spec.addresses[0]", "CIDR"),
@@ -586,4 +618,40 @@ fn services_pick_protocols_like_istio() {
     assert_eq!(s.ports[4].target_port, TargetPort::Name("web".into()));
     assert_eq!(s.namespace, "default");
     assert_eq!(warnings.len(), 1, "UDP port reported: {warnings:?}");
+}
+
+#[test]
+fn tls_secrets_are_read_and_checked_other_secrets_skipped() {
+    let cert = rcgen::generate_simple_self_signed(vec!["a.example.com".to_owned()]).unwrap();
+    let secret = |data: &str| {
+        format!("apiVersion: v1\nkind: Secret\nmetadata: {{name: c, namespace: ns}}\ntype: kubernetes.io/tls\n{data}")
+    };
+    let b64 = |s: &str| base64::Engine::encode(&base64::engine::general_purpose::STANDARD, s);
+    let good = secret(&format!(
+        "data: {{tls.crt: {}, tls.key: {}}}\n",
+        b64(&cert.cert.pem()),
+        b64(&cert.signing_key.serialize_pem())
+    ));
+    let Ok(Parsed::Object(MeshObject::Secret(s), warnings)) = parse_yaml(&good) else {
+        panic!("{:?}", parse_yaml(&good))
+    };
+    assert!(warnings.is_empty() && s.cert_chain.contains("BEGIN CERTIFICATE") && s.ca_cert.is_none());
+    let opaque = "apiVersion: v1\nkind: Secret\nmetadata: {name: o}\ntype: Opaque\ndata: {password: cGFzcw==}\n";
+    let Ok(Parsed::Skipped(note)) = parse_yaml(opaque) else { panic!("{:?}", parse_yaml(opaque)) };
+    assert_eq!(note.severity, Severity::Info);
+    let key = b64(&cert.signing_key.serialize_pem());
+    refused(&[
+        (secret(&format!("data: {{tls.key: {key}}}\n")), "data.tls.crt", "required"),
+        (
+            secret(&format!("data: {{tls.crt: {}, tls.key: {key}}}\n", b64("not a cert"))),
+            "data.tls.crt",
+            "no PEM certificate",
+        ),
+        (
+            secret(&format!("data: {{tls.crt: {}, tls.key: {}}}\n", b64(&cert.cert.pem()), b64("nope"))),
+            "data.tls.key",
+            "not a PEM private key",
+        ),
+        (secret("data: {tls.crt: '%%%'}\n"), "data.tls.crt", "not base64"),
+    ]);
 }

@@ -201,12 +201,14 @@ pub(super) fn parse_virtual_service(cx: &mut Context<'_>, namespace: String) -> 
         }
     }
     let export_to = scope::parse_export_to(cx, &namespace, &spec.export_to)?;
-    if !spec.gateways.is_empty() && !spec.gateways.iter().any(|g| g == "mesh") {
-        cx.warn(
-            "spec.gateways",
-            "the rule applies only to the gateways listed (not `mesh`), which meshd does not configure yet; it has \
-             no effect",
-        );
+    for (i, g) in spec.gateways.iter().enumerate() {
+        // `mesh`, a Gateway's name in the rule's namespace, or `namespace/name`.
+        let field = format!("spec.gateways[{i}]");
+        let (ns, name) = g.split_once('/').unwrap_or(("", g));
+        if !ns.is_empty() {
+            check_dns_label(cx, &field, ns)?;
+        }
+        check_dns_subdomain(cx, &field, name)?;
     }
     let mut http = Vec::new();
     for (i, r) in spec.http.iter().enumerate() {

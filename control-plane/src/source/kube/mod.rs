@@ -117,6 +117,8 @@ fn core_spec(feed: FeedId) -> WatchSpec {
         Kind::Service => ("v1", "services", watcher::Config::default()),
         // A pod leaving the selector (finished) arrives as a delete.
         Kind::Pod => ("v1", "pods", watcher::Config::default().fields("status.phase!=Succeeded,status.phase!=Failed")),
+        // Gateway certificates: TLS Secrets only (the API server filters by type).
+        Kind::Secret => ("v1", "secrets", watcher::Config::default().fields("type=kubernetes.io/tls")),
         // Slices of a Service (those the EndpointSlice controller and mirroring write).
         _ => ("v1", "endpointslices", watcher::Config::default().labels("kubernetes.io/service-name")),
     };

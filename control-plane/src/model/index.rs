@@ -22,6 +22,7 @@ pub struct Index {
     pub gateways: BTreeMap<(String, String), Arc<Gateway>>,
     /// Read and checked; not yet used by the translator.
     pub service_entries: BTreeMap<(String, String), Arc<ServiceEntry>>,
+    pub telemetries: BTreeMap<(String, String), Arc<Telemetry>>,
 }
 
 /// What changed, so callers can skip work when nothing did.
@@ -65,6 +66,7 @@ impl Index {
             MeshObject::DestinationRule(o) => put(&mut self.destination_rules, k, o),
             MeshObject::Gateway(o) => put(&mut self.gateways, k, o),
             MeshObject::ServiceEntry(o) => put(&mut self.service_entries, k, o),
+            MeshObject::Telemetry(o) => put(&mut self.telemetries, k, o),
         }
     }
 
@@ -80,6 +82,7 @@ impl Index {
             Kind::DestinationRule => self.destination_rules.remove(&k).is_some(),
             Kind::Gateway => self.gateways.remove(&k).is_some(),
             Kind::ServiceEntry => self.service_entries.remove(&k).is_some(),
+            Kind::Telemetry => self.telemetries.remove(&k).is_some(),
         };
         if removed {
             Change::Changed
@@ -130,6 +133,7 @@ impl Index {
         retain(&mut self.destination_rules, keep(Kind::DestinationRule));
         retain(&mut self.gateways, keep(Kind::Gateway));
         retain(&mut self.service_entries, keep(Kind::ServiceEntry));
+        retain(&mut self.telemetries, keep(Kind::Telemetry));
         changed |= self.len() != before;
         if changed {
             Change::Changed
@@ -148,6 +152,7 @@ impl Index {
             + self.destination_rules.len()
             + self.gateways.len()
             + self.service_entries.len()
+            + self.telemetries.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -169,6 +174,7 @@ impl Index {
             MeshObject::DestinationRule(o) => same(&self.destination_rules, &o.namespace, &o.name, o),
             MeshObject::Gateway(o) => same(&self.gateways, &o.namespace, &o.name, o),
             MeshObject::ServiceEntry(o) => same(&self.service_entries, &o.namespace, &o.name, o),
+            MeshObject::Telemetry(o) => same(&self.telemetries, &o.namespace, &o.name, o),
         }
     }
 

@@ -8,6 +8,7 @@
 pub mod index;
 pub mod parse;
 pub mod policy;
+pub mod telemetry;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -18,6 +19,7 @@ pub use policy::{
     effective_policy, ConnectionPool, ConsistentHash, HashKey, HashRing, LoadBalancer, OutlierDetection,
     PolicySections, TcpKeepalive, TlsOrigination, TrafficPolicy, UpstreamTls,
 };
+pub use telemetry::Telemetry;
 
 /// Cluster-local DNS suffix of service hostnames.
 pub const DOMAIN_SUFFIX: &str = "svc.cluster.local";
@@ -33,6 +35,7 @@ pub enum Kind {
     DestinationRule,
     Gateway,
     ServiceEntry,
+    Telemetry,
 }
 
 impl Kind {
@@ -47,6 +50,7 @@ impl Kind {
             "DestinationRule" => Kind::DestinationRule,
             "Gateway" => Kind::Gateway,
             "ServiceEntry" => Kind::ServiceEntry,
+            "Telemetry" => Kind::Telemetry,
             _ => return None,
         })
     }
@@ -128,6 +132,7 @@ pub enum MeshObject {
     DestinationRule(DestinationRule),
     Gateway(Gateway),
     ServiceEntry(ServiceEntry),
+    Telemetry(Telemetry),
 }
 
 impl MeshObject {
@@ -147,6 +152,7 @@ impl MeshObject {
             MeshObject::DestinationRule(o) => (Kind::DestinationRule, &o.namespace, &o.name),
             MeshObject::Gateway(o) => (Kind::Gateway, &o.namespace, &o.name),
             MeshObject::ServiceEntry(o) => (Kind::ServiceEntry, &o.namespace, &o.name),
+            MeshObject::Telemetry(o) => (Kind::Telemetry, &o.namespace, &o.name),
         }
     }
 }

@@ -12,6 +12,7 @@ pub mod contain;
 pub mod envoy;
 pub mod policy;
 pub mod routes;
+pub mod telemetry;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -101,9 +102,23 @@ impl std::fmt::Display for OutboundTrafficPolicy {
 }
 
 /// Mesh-wide settings that are not objects of the model (Istio keeps them in MeshConfig).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MeshSettings {
     pub outbound_traffic_policy: OutboundTrafficPolicy,
+    /// Access-log and tracing defaults and providers (`--mesh-config`).
+    pub telemetry: crate::mesh_config::MeshTelemetry,
+    /// Where mesh-wide Telemetry objects live.
+    pub root_namespace: String,
+}
+
+impl Default for MeshSettings {
+    fn default() -> Self {
+        MeshSettings {
+            outbound_traffic_policy: OutboundTrafficPolicy::default(),
+            telemetry: Default::default(),
+            root_namespace: crate::mesh_config::DEFAULT_ROOT_NAMESPACE.to_owned(),
+        }
+    }
 }
 
 /// Problems found while translating, reported by object and field.
@@ -135,6 +150,8 @@ pub struct MeshConfig {
     /// Listeners every capture-mode proxy shares: virtualOutbound and its per-port
     /// and per-VIP hand-off targets.
     capture_listeners: Vec<Arc<Resource>>,
+    /// `capture_listeners` with each telemetry profile in use, built on first use.
+    capture_by_profile: Mutex<BTreeMap<telemetry::TelemetryProfile, Vec<Arc<Resource>>>>,
     /// Route configurations per proxy namespace, built on first use.
     routes_by_namespace: Mutex<BTreeMap<String, Arc<ResourceSet>>>,
     pub problems: Vec<ObjectError>,
@@ -324,6 +341,10 @@ impl MeshConfig {
         let mut problems = Problems::default();
         let lookup = ModelLookup::new(&model);
         let (mut clusters, mut endpoints, hash_policies) = clusters_and_endpoints(&model, &lookup, &mut problems);
+        for c in telemetry::collector_clusters(&model, &settings.telemetry, &mut problems) {
+            clusters.push(Arc::new(Resource::from_message(c.name.clone(), &c)));
+        }
+        telemetry::check(&model, &settings.telemetry, &mut problems);
         let vs_by_host = virtual_services_by_host(&model, &mut problems);
         let mut vs_routes = contain::virtual_service_routes(&model, &lookup, &vs_by_host, &mut checker, &mut problems);
         let (mut virtual_hosts, http_ports, mut capture_listeners) =
@@ -364,6 +385,7 @@ impl MeshConfig {
             endpoints: Arc::new(ResourceSet::new(endpoints)),
             virtual_hosts,
             capture_listeners,
+            capture_by_profile: Mutex::new(BTreeMap::new()),
             routes_by_namespace: Mutex::new(BTreeMap::new()),
             problems: problems.list.into_iter().collect(),
             containment,
@@ -435,11 +457,36 @@ impl MeshConfig {
         set
     }
 
+    /// The shared capture listeners with `profile` applied (themselves when it is empty).
+    fn capture_listeners_for(&self, profile: &telemetry::TelemetryProfile) -> Vec<Arc<Resource>> {
+        if profile.is_empty() {
+            return self.capture_listeners.clone();
+        }
+        let mut cache = crate::sync::lock(&self.capture_by_profile);
+        let built = cache.entry(profile.clone()).or_insert_with(|| {
+            self.capture_listeners
+                .iter()
+                .map(|r| match Listener::decode(r.body().value.as_slice()) {
+                    Ok(mut listener) => {
+                        let direction = envoy_types::pb::envoy::config::core::v3::TrafficDirection::Outbound;
+                        telemetry::apply(&mut listener, profile, direction);
+                        Arc::new(Resource::from_message(r.name().to_owned(), &listener))
+                    }
+                    Err(_) => r.clone(),
+                })
+                .collect()
+        });
+        built.clone()
+    }
+
     /// Listeners of one proxy class.
     pub fn listeners_for(&self, class: &ProxyClass) -> Arc<ResourceSet> {
+        use envoy_types::pb::envoy::config::core::v3::TrafficDirection;
+        let profile =
+            telemetry::profile_for(&self.model, &self.settings.telemetry, &self.settings.root_namespace, class);
         match class.mode {
             InterceptionMode::None => {
-                let listener = Listener {
+                let mut listener = Listener {
                     name: "outbound".to_owned(),
                     address: Some(socket_address(class.ip.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)), OUTBOUND_PORT)),
                     filter_chains: vec![filter_chain(
@@ -448,13 +495,16 @@ impl MeshConfig {
                     )],
                     ..Default::default()
                 };
+                telemetry::apply(&mut listener, &profile, TrafficDirection::Outbound);
                 Arc::new(ResourceSet::new([Arc::new(Resource::from_message("outbound", &listener))]))
             }
             InterceptionMode::Redirect => {
                 // The shared capture listeners (virtualOutbound and the hand-off
                 // targets) plus this workload's own inbound listener.
-                let mut all = self.capture_listeners.clone();
-                all.push(Arc::new(Resource::from_message("virtualInbound", &self.inbound_listener(class))));
+                let mut all = self.capture_listeners_for(&profile);
+                let mut inbound = self.inbound_listener(class);
+                telemetry::apply(&mut inbound, &profile, TrafficDirection::Inbound);
+                all.push(Arc::new(Resource::from_message("virtualInbound", &inbound)));
                 Arc::new(ResourceSet::new(all))
             }
         }

@@ -25,6 +25,9 @@ mod kube;
 mod kube_api;
 mod route_actions;
 mod schema;
+mod telemetry;
+/// The closest of `candidates` to a mistyped field name (for other config files' checks).
+pub(crate) use schema::suggest as schema_suggest;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
@@ -223,6 +226,7 @@ pub fn parse_object(raw: &RawObject) -> Result<Parsed, Diagnostic> {
                     MeshObject::DestinationRule(destination_rule::parse_destination_rule(&mut cx, namespace)?)
                 }
                 "Gateway" => MeshObject::Gateway(gateway::parse_gateway(&mut cx, namespace)?),
+                "Telemetry" => MeshObject::Telemetry(telemetry::parse_telemetry(&mut cx, namespace)?),
                 _ => MeshObject::ServiceEntry(gateway::parse_service_entry(&mut cx, namespace)?),
             }
         }

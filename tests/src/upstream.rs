@@ -167,7 +167,9 @@ async fn answer(identity: &Identity, request: Request) -> Response {
     }
     let mut body = describe(identity, &request);
     if let Some(next) = &identity.next {
-        body["next"] = call_next(next, &request).await;
+        let copied = trace_headers(&request);
+        drop(request);
+        body["next"] = call_next(next, &copied).await;
     }
     if number("fail").is_some_and(|fail| seen <= fail) {
         let status = number("status").and_then(|s| StatusCode::from_u16(s as u16).ok());
@@ -176,16 +178,16 @@ async fn answer(identity: &Identity, request: Request) -> Response {
     Json(body).into_response()
 }
 
-/// `GET next.url` through `next.proxy` with the trace headers of `request`: the next hop's
-/// JSON answer, or `{"status", "error"}`.
-async fn call_next(next: &NextHop, request: &Request) -> Value {
-    let copied: Vec<(String, String)> = TRACE_HEADERS
-        .iter()
-        .filter_map(|h| {
-            request.headers().get(*h).map(|v| ((*h).to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
-        })
-        .collect();
-    let headers: Vec<(&str, &str)> = copied.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+/// The [`TRACE_HEADERS`] of `request`.
+fn trace_headers(request: &Request) -> Vec<(String, String)> {
+    let value = |v: &axum::http::HeaderValue| String::from_utf8_lossy(v.as_bytes()).into_owned();
+    TRACE_HEADERS.iter().filter_map(|h| request.headers().get(*h).map(|v| ((*h).to_owned(), value(v)))).collect()
+}
+
+/// `GET next.url` through `next.proxy` with `headers`: the next hop's JSON answer, or
+/// `{"status", "error"}`.
+async fn call_next(next: &NextHop, headers: &[(String, String)]) -> Value {
+    let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     match crate::http::proxy_request(next.proxy, "GET", &next.url, &headers).await {
         Ok(r) => r.json().unwrap_or_else(|_| json!({ "status": r.status, "error": r.summary() })),
         Err(e) => json!({ "status": 0, "error": format!("{e:#}") }),

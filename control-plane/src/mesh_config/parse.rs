@@ -279,32 +279,34 @@ fn extension_provider(cx: &mut Cx<'_>, item: &Value, at: &str) -> Result<(String
     };
     let here = path(at, kind);
     let body = &map[*kind];
-    let provider =
-        match *kind {
-            "zipkin" | "opentelemetry" => {
-                let ignored: &[&str] = if *kind == "zipkin" { &["enable64bitTraceId"] } else { &["resourceDetectors"] };
-                let m = fields(cx, body, &here, &["service", "port", "maxTagLength"], ignored)?;
-                let service = string(cx, m, &here, "service")?.filter(|s| !s.is_empty());
-                let service = service.ok_or_else(|| cx.error(&path(&here, "service"), "required"))?;
-                let port = number(cx, m, &here, "port")?.ok_or_else(|| cx.error(&path(&here, "port"), "required"))?;
-                let port = (port.fract() == 0.0 && (1.0..=65535.0).contains(&port))
-                    .then_some(port as u16)
-                    .ok_or_else(|| cx.error(&path(&here, "port"), format!("{port} is not a port (1-65535)")))?;
-                let max = number(cx, m, &here, "maxTagLength")?.unwrap_or(256.0);
-                let max_tag_length = (max.fract() == 0.0 && (1.0..=u32::MAX as f64).contains(&max))
+    let provider = match *kind {
+        "zipkin" | "opentelemetry" => {
+            let ignored: &[&str] = if *kind == "zipkin" { &["enable64bitTraceId"] } else { &["resourceDetectors"] };
+            let m = fields(cx, body, &here, &["service", "port", "maxTagLength"], ignored)?;
+            let service = string(cx, m, &here, "service")?.filter(|s| !s.is_empty());
+            let service = service.ok_or_else(|| cx.error(&path(&here, "service"), "required"))?;
+            let port = number(cx, m, &here, "port")?.ok_or_else(|| cx.error(&path(&here, "port"), "required"))?;
+            let port = (port.fract() == 0.0 && (1.0..=65535.0).contains(&port))
+                .then_some(port as u16)
+                .ok_or_else(|| cx.error(&path(&here, "port"), format!("{port} is not a port (1-65535)")))?;
+            let max = number(cx, m, &here, "maxTagLength")?.unwrap_or(256.0);
+            let max_tag_length =
+                (max.fract() == 0.0 && (1.0..=u32::MAX as f64).contains(&max))
                     .then_some(max as u32)
                     .ok_or_else(|| cx.error(&path(&here, "maxTagLength"), format!("{max} is not a positive length")))?;
-                let kind = if *kind == "zipkin" { TracerKind::Zipkin } else { TracerKind::OpenTelemetry };
-                Provider::Tracing(TracingProvider { kind, service, port, max_tag_length })
-            }
-            "envoyFileAccessLog" => Provider::FileLog(file_access_log(cx, body, &here)?),
-            other => return Err(cx.error(
+            let kind = if *kind == "zipkin" { TracerKind::Zipkin } else { TracerKind::OpenTelemetry };
+            Provider::Tracing(TracingProvider { kind, service, port, max_tag_length })
+        }
+        "envoyFileAccessLog" => Provider::FileLog(file_access_log(cx, body, &here)?),
+        other => {
+            return Err(cx.error(
                 &here,
                 format!(
                     "`{other}` providers are not supported by meshd (zipkin, opentelemetry and envoyFileAccessLog are)"
                 ),
-            )),
-        };
+            ))
+        }
+    };
     Ok((name, provider))
 }
 

@@ -173,3 +173,33 @@ pub fn apply(state: &MeshState, path: &Path, look: Look) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_flag_wins_over_the_file_and_a_conflict_is_reported() {
+        use OutboundTrafficPolicy::{AllowAny, RegistryOnly};
+        let file = Path::new("/etc/amime/mesh");
+        // (flag, file, policy in force, conflict reported)
+        let cases = [
+            (None, None, AllowAny, false),
+            (None, Some(RegistryOnly), RegistryOnly, false),
+            (Some(RegistryOnly), None, RegistryOnly, false),
+            (Some(RegistryOnly), Some(RegistryOnly), RegistryOnly, false),
+            (Some(AllowAny), Some(RegistryOnly), AllowAny, true),
+        ];
+        for (flag, from_file, want, conflict) in cases {
+            let config = MeshConfigFile { outbound_traffic_policy: from_file, ..Default::default() };
+            let (s, problems) = settings(file, &config, flag, "mesh-system");
+            assert_eq!(s.outbound_traffic_policy, want, "{flag:?} {from_file:?}");
+            assert_eq!(problems.len(), usize::from(conflict), "{problems:?}");
+            assert_eq!(s.root_namespace, "mesh-system", "rootNamespace defaults to meshd's namespace");
+            if conflict {
+                assert_eq!(problems[0].field, "outboundTrafficPolicy.mode");
+                assert!(problems[0].to_string().contains("conflicts with --outbound-traffic-policy ALLOW_ANY"));
+            }
+        }
+    }
+}

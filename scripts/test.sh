@@ -14,6 +14,11 @@ scripts/install-envoy.sh
 AMIME_K8S_BIN="$(scripts/k8s-binaries.sh)"
 export AMIME_K8S_BIN
 
+# The real Jaeger the tracing tests send spans to (tests/src/jaeger.rs): built once from its Go
+# module (~10 min on 2 cores), then reused from .jaeger/ or the machine cache.
+AMIME_JAEGER_BIN="$(scripts/jaeger.sh)"
+export AMIME_JAEGER_BIN
+
 # The Kubernetes harness makes its certificates with openssl and routes pod addresses with ip.
 if [[ "$(id -u)" == 0 ]] && ! { command -v openssl && command -v ip; } >/dev/null 2>&1; then
   echo "==> installing openssl and iproute2"

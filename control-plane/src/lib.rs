@@ -19,6 +19,7 @@ pub use proto::envoy_json;
 pub mod envoy_validate;
 pub mod install;
 pub mod logging;
+pub mod mesh_config;
 pub mod model;
 pub mod monitoring;
 pub mod proxy;

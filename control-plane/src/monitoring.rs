@@ -31,6 +31,7 @@ impl Monitored {
     pub fn config_errors(&self) -> Vec<ObjectError> {
         let mut all = self.state.source_problems();
         all.extend(self.state.unreadable());
+        all.extend(self.state.mesh_config_problems());
         if let Some(mesh) = self.distributor.current() {
             all.extend(self.state.locate(mesh.problems.iter().cloned()));
         }

@@ -35,6 +35,10 @@ pub struct MeshState {
     /// When the oldest change not yet taken by the push loop was applied (locked after
     /// `index`): where proxies' convergence is timed from.
     first_unpushed_change: Mutex<Option<Instant>>,
+    /// Mesh-wide settings (flags and `--mesh-config`); a change wakes the push loop.
+    settings: Mutex<MeshSettings>,
+    /// What is wrong with the mesh-config file, replaced per read.
+    mesh_config_problems: Mutex<Vec<ObjectError>>,
     pub source_stats: SourceStats,
 }
 
@@ -58,6 +62,8 @@ impl Default for MeshState {
             synced: AtomicBool::new(false),
             waiting_for: Mutex::new(Vec::new()),
             first_unpushed_change: Mutex::new(None),
+            settings: Mutex::new(MeshSettings::default()),
+            mesh_config_problems: Mutex::new(Vec::new()),
             source_stats: SourceStats::default(),
         }
     }
@@ -97,6 +103,30 @@ impl MeshState {
 
     pub fn waiting_for(&self) -> Vec<String> {
         crate::sync::lock(&self.waiting_for).clone()
+    }
+
+    /// Replaces the mesh-wide settings; wakes the push loop (and returns true) if they changed.
+    pub fn set_settings(&self, settings: MeshSettings) -> bool {
+        let mut current = crate::sync::lock(&self.settings);
+        if *current == settings {
+            return false;
+        }
+        *current = settings;
+        drop(current);
+        self.generation.send_modify(|g| *g += 1);
+        true
+    }
+
+    pub fn settings(&self) -> MeshSettings {
+        crate::sync::lock(&self.settings).clone()
+    }
+
+    pub fn set_mesh_config_problems(&self, problems: Vec<ObjectError>) {
+        *crate::sync::lock(&self.mesh_config_problems) = problems;
+    }
+
+    pub fn mesh_config_problems(&self) -> Vec<ObjectError> {
+        crate::sync::lock(&self.mesh_config_problems).clone()
     }
 
     pub fn set_source_problems(&self, problems: Vec<ObjectError>) {
@@ -286,7 +316,9 @@ impl SnapshotSource for ProxySnapshots {
 }
 
 /// Runs until `state` is dropped: waits for changes, debounces, translates, publishes.
-pub async fn run(state: Arc<MeshState>, distributor: Arc<Distributor>, debounce: Debounce, settings: MeshSettings) {
+/// Mesh-wide settings come from `state` ([`MeshState::set_settings`]), so a changed mesh
+/// config is pushed like a changed object.
+pub async fn run(state: Arc<MeshState>, distributor: Arc<Distributor>, debounce: Debounce) {
     let mut changes = state.subscribe();
     let mut reported: std::collections::BTreeSet<ObjectError> = Default::default();
     // Whatever happened before we subscribed counts as a change.
@@ -310,6 +342,7 @@ pub async fn run(state: Arc<MeshState>, distributor: Arc<Distributor>, debounce:
         }
         changes.borrow_and_update();
         let (model, changed_at) = state.snapshot_and_change();
+        let settings = state.settings();
         let started = Instant::now();
         // Built after the current config, so only what changed is checked again
         // and refused objects keep their last good version.

@@ -73,10 +73,19 @@ fn gateway_class() -> ProxyClass {
     }
 }
 
+#[test]
+fn envoy_accepts_access_logs_and_tracers() {
+    for file in ["meshconfig-zipkin", "meshconfig-otel"] {
+        let mesh = common::mesh_with_settings("telemetry", &common::mesh_config_settings("telemetry", file));
+        assert!(mesh.problems.is_empty(), "{file}: {:#?}", mesh.problems);
+        validate_classes("telemetry", &mesh, "bookinfo", "observability", "reviews");
+    }
+}
+
 /// Every proxy class of `fixture`, under both outbound traffic policies.
 fn validate_fixture(fixture: &str, namespace: &str, other_namespace: &str, app: &str) {
     for policy in [OutboundTrafficPolicy::AllowAny, OutboundTrafficPolicy::RegistryOnly] {
-        let settings = MeshSettings { outbound_traffic_policy: policy };
+        let settings = MeshSettings { outbound_traffic_policy: policy, ..Default::default() };
         validate_classes(fixture, &common::mesh_with_settings(fixture, &settings), namespace, other_namespace, app);
     }
 }

@@ -271,3 +271,35 @@ fn rate_limit_transparent_sidecar() {
         },
     );
 }
+
+#[test]
+fn telemetry_sidecars() {
+    let reviews = [("app".to_string(), "reviews".to_string()), ("version".to_string(), "v1".to_string())];
+    for (file, class_name, class) in [
+        (
+            "meshconfig-zipkin",
+            "zipkin-explicit",
+            ProxyClass {
+                namespace: "bookinfo".into(),
+                mode: InterceptionMode::None,
+                ip: Some(ip("127.0.10.11")),
+                labels: reviews.clone().into_iter().collect(),
+                kind: Default::default(),
+            },
+        ),
+        (
+            "meshconfig-otel",
+            "otel-transparent",
+            ProxyClass {
+                namespace: "bookinfo".into(),
+                mode: InterceptionMode::Redirect,
+                ip: None,
+                labels: reviews.clone().into_iter().collect(),
+                kind: Default::default(),
+            },
+        ),
+    ] {
+        let mesh = common::mesh_with_settings("telemetry", &common::mesh_config_settings("telemetry", file));
+        compare(&format!("telemetry-{class_name}"), &render(&mesh, &class));
+    }
+}

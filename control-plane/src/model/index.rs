@@ -25,6 +25,7 @@ pub struct Index {
     pub rate_limits: BTreeMap<(String, String), Arc<RateLimit>>,
     /// TLS Secrets (Gateway certificates).
     pub secrets: BTreeMap<(String, String), Arc<Secret>>,
+    pub telemetries: BTreeMap<(String, String), Arc<Telemetry>>,
 }
 
 /// What changed, so callers can skip work when nothing did.
@@ -70,6 +71,7 @@ impl Index {
             MeshObject::ServiceEntry(o) => put(&mut self.service_entries, k, o),
             MeshObject::RateLimit(o) => put(&mut self.rate_limits, k, o),
             MeshObject::Secret(o) => put(&mut self.secrets, k, o),
+            MeshObject::Telemetry(o) => put(&mut self.telemetries, k, o),
         }
     }
 
@@ -87,6 +89,7 @@ impl Index {
             Kind::ServiceEntry => self.service_entries.remove(&k).is_some(),
             Kind::RateLimit => self.rate_limits.remove(&k).is_some(),
             Kind::Secret => self.secrets.remove(&k).is_some(),
+            Kind::Telemetry => self.telemetries.remove(&k).is_some(),
         };
         if removed {
             Change::Changed
@@ -139,6 +142,7 @@ impl Index {
         retain(&mut self.service_entries, keep(Kind::ServiceEntry));
         retain(&mut self.rate_limits, keep(Kind::RateLimit));
         retain(&mut self.secrets, keep(Kind::Secret));
+        retain(&mut self.telemetries, keep(Kind::Telemetry));
         changed |= self.len() != before;
         if changed {
             Change::Changed
@@ -159,6 +163,7 @@ impl Index {
             + self.service_entries.len()
             + self.rate_limits.len()
             + self.secrets.len()
+            + self.telemetries.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -182,6 +187,7 @@ impl Index {
             MeshObject::ServiceEntry(o) => same(&self.service_entries, &o.namespace, &o.name, o),
             MeshObject::RateLimit(o) => same(&self.rate_limits, &o.namespace, &o.name, o),
             MeshObject::Secret(o) => same(&self.secrets, &o.namespace, &o.name, o),
+            MeshObject::Telemetry(o) => same(&self.telemetries, &o.namespace, &o.name, o),
         }
     }
 

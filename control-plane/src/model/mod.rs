@@ -12,6 +12,7 @@ pub mod policy;
 pub mod rate_limit;
 pub mod scope;
 pub mod secret;
+pub mod telemetry;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -28,6 +29,7 @@ pub use policy::{
 pub use rate_limit::{RateLimit, RateLimitRule, TokenBucket};
 pub use scope::{ExportTo, SidecarScope, SourceCondition};
 pub use secret::Secret;
+pub use telemetry::Telemetry;
 
 /// Cluster-local DNS suffix of service hostnames.
 pub const DOMAIN_SUFFIX: &str = "svc.cluster.local";
@@ -45,6 +47,7 @@ pub enum Kind {
     ServiceEntry,
     RateLimit,
     Secret,
+    Telemetry,
 }
 
 impl Kind {
@@ -61,6 +64,7 @@ impl Kind {
             "ServiceEntry" => Kind::ServiceEntry,
             "RateLimit" => Kind::RateLimit,
             "Secret" => Kind::Secret,
+            "Telemetry" => Kind::Telemetry,
             _ => return None,
         })
     }
@@ -144,6 +148,7 @@ pub enum MeshObject {
     ServiceEntry(ServiceEntry),
     RateLimit(RateLimit),
     Secret(Secret),
+    Telemetry(Telemetry),
 }
 
 impl MeshObject {
@@ -165,6 +170,7 @@ impl MeshObject {
             MeshObject::ServiceEntry(o) => (Kind::ServiceEntry, &o.namespace, &o.name),
             MeshObject::RateLimit(o) => (Kind::RateLimit, &o.namespace, &o.name),
             MeshObject::Secret(o) => (Kind::Secret, &o.namespace, &o.name),
+            MeshObject::Telemetry(o) => (Kind::Telemetry, &o.namespace, &o.name),
         }
     }
 }

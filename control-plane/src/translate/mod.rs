@@ -20,6 +20,7 @@ pub mod rate_limit;
 pub mod routes;
 pub mod scoping;
 pub mod service_entry;
+pub mod telemetry;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -115,9 +116,23 @@ impl std::fmt::Display for OutboundTrafficPolicy {
 }
 
 /// Mesh-wide settings that are not objects of the model (Istio keeps them in MeshConfig).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MeshSettings {
     pub outbound_traffic_policy: OutboundTrafficPolicy,
+    /// Access-log and tracing defaults and providers (`--mesh-config`).
+    pub telemetry: crate::mesh_config::MeshTelemetry,
+    /// Where mesh-wide Telemetry objects live.
+    pub root_namespace: String,
+}
+
+impl Default for MeshSettings {
+    fn default() -> Self {
+        MeshSettings {
+            outbound_traffic_policy: OutboundTrafficPolicy::default(),
+            telemetry: Default::default(),
+            root_namespace: crate::mesh_config::DEFAULT_ROOT_NAMESPACE.to_owned(),
+        }
+    }
 }
 
 /// Problems found while translating, reported by object and field.
@@ -157,6 +172,8 @@ pub struct MeshConfig {
     /// Route configurations per caller (namespace, source conditions met), built on
     /// first use.
     routes_by_caller: Mutex<BTreeMap<Caller, Arc<ResourceSet>>>,
+    /// `capture_listeners` with each telemetry profile in use, built on first use.
+    capture_by_profile: Mutex<BTreeMap<telemetry::TelemetryProfile, Vec<Arc<Resource>>>>,
     pub problems: Vec<ObjectError>,
     /// Verdicts and last good objects, handed from each build to the next.
     containment: Arc<Containment>,
@@ -343,6 +360,10 @@ impl MeshConfig {
         hash_policies.extend(entry_hashes);
         let vs_by_host = virtual_services_by_host(&model, &lookup, &mut problems);
         rate_limit::report_conflicts(&model, &mut problems);
+        for c in telemetry::collector_clusters(&model, &settings.telemetry, &mut problems) {
+            clusters.push(Arc::new(Resource::from_message(c.name.clone(), &c)));
+        }
+        telemetry::check(&model, &settings.telemetry, &mut problems);
         let mut vs_routes = contain::virtual_service_routes(&model, &lookup, &vs_by_host, &mut checker, &mut problems);
         let mut conditions = Conditions::default();
         let mut rules = HostRules { by_host: &vs_by_host, routes: &mut vs_routes, conditions: &mut conditions };
@@ -392,6 +413,7 @@ impl MeshConfig {
             capture_listeners,
             gateway_servers,
             routes_by_caller: Mutex::new(BTreeMap::new()),
+            capture_by_profile: Mutex::new(BTreeMap::new()),
             problems: problems.list.into_iter().collect(),
             containment,
             checks,
@@ -458,12 +480,37 @@ impl MeshConfig {
         set
     }
 
+    /// The shared capture listeners with `profile` applied (themselves when it is empty).
+    fn capture_listeners_for(&self, profile: &telemetry::TelemetryProfile) -> Vec<Arc<Resource>> {
+        if profile.is_empty() {
+            return self.capture_listeners.clone();
+        }
+        let mut cache = crate::sync::lock(&self.capture_by_profile);
+        let built = cache.entry(profile.clone()).or_insert_with(|| {
+            self.capture_listeners
+                .iter()
+                .map(|r| match Listener::decode(r.body().value.as_slice()) {
+                    Ok(mut listener) => {
+                        let direction = envoy_types::pb::envoy::config::core::v3::TrafficDirection::Outbound;
+                        telemetry::apply(&mut listener, profile, direction);
+                        Arc::new(Resource::from_message(r.name().to_owned(), &listener))
+                    }
+                    Err(_) => r.clone(),
+                })
+                .collect()
+        });
+        built.clone()
+    }
+
     /// Listeners of one proxy class.
     pub fn listeners_for(&self, class: &ProxyClass) -> Arc<ResourceSet> {
+        use envoy_types::pb::envoy::config::core::v3::TrafficDirection;
+        let profile =
+            telemetry::profile_for(&self.model, &self.settings.telemetry, &self.settings.root_namespace, class);
         match class.mode {
             InterceptionMode::None => {
                 rate_limit::warn_explicit(&self.model, &class.namespace, &class.labels);
-                let listener = Listener {
+                let mut listener = Listener {
                     name: "outbound".to_owned(),
                     address: Some(socket_address(class.ip.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)), OUTBOUND_PORT)),
                     filter_chains: vec![filter_chain(
@@ -472,13 +519,16 @@ impl MeshConfig {
                     )],
                     ..Default::default()
                 };
+                telemetry::apply(&mut listener, &profile, TrafficDirection::Outbound);
                 Arc::new(ResourceSet::new([Arc::new(Resource::from_message("outbound", &listener))]))
             }
             InterceptionMode::Redirect => {
                 // The shared capture listeners (virtualOutbound and the hand-off
                 // targets) plus this workload's own inbound listener.
-                let mut all = self.capture_listeners.clone();
-                all.push(Arc::new(Resource::from_message("virtualInbound", &self.inbound_listener(class))));
+                let mut all = self.capture_listeners_for(&profile);
+                let mut inbound = self.inbound_listener(class);
+                telemetry::apply(&mut inbound, &profile, TrafficDirection::Inbound);
+                all.push(Arc::new(Resource::from_message("virtualInbound", &inbound)));
                 Arc::new(ResourceSet::new(all))
             }
         }

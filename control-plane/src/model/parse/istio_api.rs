@@ -473,6 +473,7 @@ pub(super) fn spec_of(kind: &str) -> Option<&'static Message> {
         "DestinationRule" => &DESTINATION_RULE,
         "Gateway" => &GATEWAY,
         "ServiceEntry" => &SERVICE_ENTRY,
+        "Telemetry" => &super::telemetry::TELEMETRY,
         _ => return None,
     })
 }

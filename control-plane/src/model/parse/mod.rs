@@ -30,6 +30,9 @@ mod schema;
 mod scope;
 mod secret;
 mod service_entry;
+mod telemetry;
+/// The closest of `candidates` to a mistyped field name (for other config files' checks).
+pub(crate) use schema::suggest as schema_suggest;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
@@ -251,6 +254,7 @@ pub fn parse_object(raw: &RawObject) -> Result<Parsed, Diagnostic> {
                     MeshObject::DestinationRule(destination_rule::parse_destination_rule(&mut cx, namespace)?)
                 }
                 "Gateway" => MeshObject::Gateway(gateway::parse_gateway(&mut cx, namespace)?),
+                "Telemetry" => MeshObject::Telemetry(telemetry::parse_telemetry(&mut cx, namespace)?),
                 _ => MeshObject::ServiceEntry(service_entry::parse_service_entry(&mut cx, namespace)?),
             }
         }

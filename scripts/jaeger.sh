@@ -22,21 +22,14 @@ project_bin="${project_dir}/bin"
 machine_root="${AMIME_CACHE_DIR:-${HOME:-${repo_root}/.jaeger}/.cache/amime}/jaeger"
 machine_bin="${machine_root}/${JAEGER_MODULE_VERSION}/bin"
 
+# shellcheck source=lib/binary-cache.sh
+source "${repo_root}/scripts/lib/binary-cache.sh"
+
 log() { echo "jaeger: $*" >&2; }
 
 finish() {
   echo "${project_bin}"
   exit 0
-}
-
-install_dir() {
-  local from=$1 to=$2 tmp
-  mkdir -p "$(dirname "${to}")"
-  tmp="$(mktemp -d "$(dirname "${to}")/.bin.XXXXXX")"
-  chmod 755 "${tmp}"
-  cp -l "${from}"/* "${tmp}/" 2>/dev/null || cp "${from}"/* "${tmp}/"
-  rm -rf "${to}"
-  mv -T "${tmp}" "${to}"
 }
 
 build_into() {
@@ -61,12 +54,7 @@ build_into() {
 [[ -x "${project_bin}/jaeger" ]] && finish
 
 mkdir -p "${machine_root}"
-command -v flock >/dev/null 2>&1 || { log "flock (util-linux) is required"; exit 1; }
-exec 9>"${machine_root}/${JAEGER_MODULE_VERSION}.lock"
-if ! flock -n 9; then
-  log "waiting for another build/copy of ${JAEGER_MODULE_VERSION} (lock ${machine_root}/${JAEGER_MODULE_VERSION}.lock)"
-  flock 9
-fi
+hold_build_lock "${machine_root}/${JAEGER_MODULE_VERSION}.lock"
 [[ -x "${project_bin}/jaeger" ]] && finish
 
 if [[ ! -x "${machine_bin}/jaeger" ]]; then

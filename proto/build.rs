@@ -57,7 +57,13 @@ const PROTO_DIRS: &[&str] = &[
 ];
 
 /// Individual files (relative to any include root) compiled in addition to `PROTO_DIRS`.
-const PROTO_FILES: &[&str] = &["envoy/service/discovery/v3/discovery.proto", "envoy/admin/v3/config_dump.proto"];
+const PROTO_FILES: &[&str] = &[
+    "envoy/service/discovery/v3/discovery.proto",
+    "envoy/admin/v3/config_dump.proto",
+    // The tracers meshd configures (the others in trace/v3 import protos envoy-types lacks).
+    "envoy/config/trace/v3/zipkin.proto",
+    "envoy/config/trace/v3/opentelemetry.proto",
+];
 
 /// Files compiled from a patched copy, for protox's name resolution: a relative type name
 /// whose first component also names a package in scope (`common.…` inside

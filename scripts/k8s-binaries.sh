@@ -23,6 +23,9 @@ project_bin="${project_dir}/bin"
 machine_root="${AMIME_CACHE_DIR:-${HOME:-${repo_root}/.k8s}/.cache/amime}/k8s"
 machine_bin="${machine_root}/${K8S_VERSION}/bin"
 
+# shellcheck source=lib/binary-cache.sh
+source "${repo_root}/scripts/lib/binary-cache.sh"
+
 log() { echo "k8s-binaries: $*" >&2; }
 
 complete() {
@@ -35,17 +38,6 @@ complete() {
 finish() {
   echo "${project_bin}"
   exit 0
-}
-
-# Copy (hard links when on the same file system) a complete bin dir into place atomically.
-install_dir() {
-  local from=$1 to=$2 tmp
-  mkdir -p "$(dirname "${to}")"
-  tmp="$(mktemp -d "$(dirname "${to}")/.bin.XXXXXX")"
-  chmod 755 "${tmp}"
-  cp -l "${from}"/* "${tmp}/" 2>/dev/null || cp "${from}"/* "${tmp}/"
-  rm -rf "${to}"
-  mv -T "${tmp}" "${to}"
 }
 
 # The consumer module for k8s.io/kubernetes: its go/godebug lines and one replace per staging
@@ -123,12 +115,7 @@ build_into() {
 complete "${project_bin}" && finish
 
 mkdir -p "${machine_root}"
-command -v flock >/dev/null 2>&1 || { log "flock (util-linux) is required"; exit 1; }
-exec 9>"${machine_root}/${K8S_VERSION}.lock"
-if ! flock -n 9; then
-  log "waiting for another build/copy of ${K8S_VERSION} (lock ${machine_root}/${K8S_VERSION}.lock)"
-  flock 9
-fi
+hold_build_lock "${machine_root}/${K8S_VERSION}.lock"
 complete "${project_bin}" && finish
 
 if ! complete "${machine_bin}"; then

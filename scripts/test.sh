@@ -14,6 +14,11 @@ scripts/install-envoy.sh
 AMIME_K8S_BIN="$(scripts/k8s-binaries.sh)"
 export AMIME_K8S_BIN
 
+# The real Jaeger the tracing tests send spans to (tests/src/jaeger.rs): built once from its Go
+# module (~10 min on 2 cores), then reused from .jaeger/ or the machine cache.
+AMIME_JAEGER_BIN="$(scripts/jaeger.sh)"
+export AMIME_JAEGER_BIN
+
 # The Kubernetes harness makes its certificates with openssl and routes pod addresses with ip.
 if [[ "$(id -u)" == 0 ]] && ! { command -v openssl && command -v ip; } >/dev/null 2>&1; then
   echo "==> installing openssl and iproute2"
@@ -33,6 +38,14 @@ fi
 if [[ "$(id -u)" == 0 ]] && ! { command -v tmux && command -v pgrep; } >/dev/null 2>&1; then
   echo "==> installing tmux and procps"
   { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq tmux procps; } >/dev/null
+fi
+
+# The metrics tests (tests/tests/metrics.rs) run a real Prometheus scraping meshd and the sidecars:
+# Debian's package, without its recommended exporters (the harness starts its own server on the
+# test's loopback block; a packaged service, where one starts, listens on 9090, which it avoids).
+if [[ "$(id -u)" == 0 ]] && ! command -v prometheus >/dev/null 2>&1; then
+  echo "==> installing prometheus"
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus; } >/dev/null
 fi
 
 if cargo fmt --version >/dev/null 2>&1; then

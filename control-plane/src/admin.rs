@@ -154,7 +154,8 @@ pub fn config_dump(conn: &ConnectionStatus, type_urls: &[String]) -> ConfigDump 
                 .map(|r| DumpedResource {
                     name: r.name().to_owned(),
                     version: r.version().to_owned(),
-                    resource: Some(r.body().clone()),
+                    // Private keys (gateway certificates) are never shown.
+                    resource: Some(crate::translate::gateway_tls::redact(r.body())),
                 })
                 .collect(),
         })

@@ -91,11 +91,22 @@ pub struct MeshdConfig {
     #[arg(long, env = "AMIME_CONFIG_SETTLE", default_value_t = 50, value_name = "MS")]
     pub config_settle: u64,
 
-    /// Where traffic to destinations that are not services of the mesh goes, as Istio's
-    /// `meshConfig.outboundTrafficPolicy.mode`: ALLOW_ANY passes it through (by IP, or by
-    /// name in explicit mode); REGISTRY_ONLY blocks it (HTTP answers 502 saying why).
-    #[arg(long, env = "AMIME_OUTBOUND_TRAFFIC_POLICY", default_value = "ALLOW_ANY", value_name = "POLICY")]
-    pub outbound_traffic_policy: OutboundTrafficPolicy,
+    /// Where traffic to destinations outside the mesh registry (services and ServiceEntry
+    /// hosts) goes, as Istio's `meshConfig.outboundTrafficPolicy.mode`: ALLOW_ANY passes it
+    /// through (by IP, or by name in explicit mode); REGISTRY_ONLY blocks it (HTTP answers
+    /// 502 saying why).
+    /// Default: the mesh config's `outboundTrafficPolicy.mode`, else ALLOW_ANY; when both
+    /// are given the flag wins and a differing file value is reported.
+    #[arg(long, env = "AMIME_OUTBOUND_TRAFFIC_POLICY", value_name = "POLICY")]
+    pub outbound_traffic_policy: Option<OutboundTrafficPolicy>,
+
+    /// Istio `MeshConfig` YAML (the `mesh` key of Istio's `istio` ConfigMap): access logs
+    /// (`accessLogFile`, `accessLogEncoding`, `accessLogFormat`), tracing (`enableTracing`,
+    /// `defaultConfig.tracing.sampling`, `extensionProviders`, `defaultProviders`),
+    /// `outboundTrafficPolicy.mode`, `rootNamespace` (default: --namespace). Watched:
+    /// changes are pushed live; a bad version is reported and the last good one kept.
+    #[arg(long, env = "AMIME_MESH_CONFIG", value_name = "FILE")]
+    pub mesh_config: Option<PathBuf>,
 
     /// Log format.
     #[arg(long, env = "AMIME_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
@@ -123,7 +134,11 @@ pub enum ConfigError {
 
 impl MeshdConfig {
     pub fn mesh_settings(&self) -> MeshSettings {
-        MeshSettings { outbound_traffic_policy: self.outbound_traffic_policy }
+        MeshSettings {
+            outbound_traffic_policy: self.outbound_traffic_policy.unwrap_or_default(),
+            root_namespace: self.namespace.clone(),
+            ..Default::default()
+        }
     }
 
     pub fn debounce(&self) -> crate::push::Debounce {

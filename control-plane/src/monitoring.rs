@@ -31,6 +31,7 @@ impl Monitored {
     pub fn config_errors(&self) -> Vec<ObjectError> {
         let mut all = self.state.source_problems();
         all.extend(self.state.unreadable());
+        all.extend(self.state.mesh_config_problems());
         if let Some(mesh) = self.distributor.current() {
             all.extend(self.state.locate(mesh.problems.iter().cloned()));
         }
@@ -129,7 +130,9 @@ pub fn render_metrics(m: &Monitored) -> String {
     let s = m.registry.stats();
     let g = XdsStats::get;
     let mut out = String::new();
-    metric(&mut out, "amime_xds_connected_proxies", "gauge", "Proxies with a live xDS stream.", g(&s.connected));
+    let connections = m.registry.connections();
+    let proxies = crate::xds_metrics::proxies_by_kind_and_mode(connections.iter().map(|c| &c.details));
+    crate::xds_metrics::render_xds(&mut out, s, &proxies);
     metric(&mut out, "amime_xds_connections_total", "counter", "xDS streams opened.", g(&s.connections_total));
     metric(
         &mut out,
@@ -140,13 +143,6 @@ pub fn render_metrics(m: &Monitored) -> String {
     );
     metric(
         &mut out,
-        "amime_xds_pushes_total",
-        "counter",
-        "xDS responses sent (one type to one proxy).",
-        g(&s.responses_sent),
-    );
-    metric(
-        &mut out,
         "amime_xds_resources_sent_total",
         "counter",
         "Resources sent in xDS responses.",
@@ -154,7 +150,6 @@ pub fn render_metrics(m: &Monitored) -> String {
     );
     metric(&mut out, "amime_xds_bytes_sent_total", "counter", "Encoded bytes of xDS responses.", g(&s.bytes_sent));
     metric(&mut out, "amime_xds_acks_total", "counter", "Updates acknowledged by proxies.", g(&s.acks));
-    metric(&mut out, "amime_xds_nacks_total", "counter", "Updates rejected by proxies (NACK).", g(&s.nacks));
     metric(
         &mut out,
         "amime_xds_stale_nonces_total",
@@ -224,6 +219,7 @@ pub fn render_metrics(m: &Monitored) -> String {
         count(Severity::Warning),
         count(Severity::Info)
     );
+    crate::xds_metrics::render_config_errors(&mut out, &crate::xds_metrics::errors_by_kind(&errors));
     metric(
         &mut out,
         "amime_ready",

@@ -11,7 +11,7 @@ use envoy_types::pb::google::protobuf::{value::Kind as ValueKind, Struct};
 use injector::node_metadata as keys;
 
 use crate::model::Labels;
-use crate::translate::{InterceptionMode, ProxyClass};
+use crate::translate::{InterceptionMode, ProxyClass, ProxyKind};
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum ProxyError {
@@ -31,6 +31,8 @@ pub struct Proxy {
     pub ips: Vec<IpAddr>,
     pub service_account: String,
     pub mode: InterceptionMode,
+    /// Sidecar, or ingress gateway (`PROXY_TYPE=router`).
+    pub kind: ProxyKind,
 }
 
 fn string_field(meta: &Struct, field: &'static str) -> Result<Option<String>, ProxyError> {
@@ -106,6 +108,13 @@ impl Proxy {
                 message: format!("{value:?} is not REDIRECT or NONE"),
             })?,
         };
+        let kind = match string_field(meta, keys::PROXY_TYPE)?.as_deref() {
+            None => ProxyKind::Sidecar,
+            Some(value) => ProxyKind::from_metadata_value(value).ok_or_else(|| ProxyError::BadMetadata {
+                field: keys::PROXY_TYPE,
+                message: format!("{value:?} is not sidecar or router"),
+            })?,
+        };
         Ok(Proxy {
             id: node.id.clone(),
             pod_name: pod_name.to_owned(),
@@ -114,6 +123,7 @@ impl Proxy {
             ips,
             service_account: string_field(meta, keys::SERVICE_ACCOUNT)?.unwrap_or_else(|| "default".into()),
             mode,
+            kind,
         })
     }
 
@@ -124,6 +134,7 @@ impl Proxy {
             ("instance_ips", ips.join(",")),
             ("namespace", self.namespace.clone()),
             ("interception_mode", self.mode.metadata_value().to_owned()),
+            ("proxy_type", self.kind.name().to_owned()),
             ("service_account", self.service_account.clone()),
         ]
         .into_iter()
@@ -138,6 +149,7 @@ impl Proxy {
             mode: self.mode,
             ip: (self.mode == InterceptionMode::None).then_some(self.ips[0]),
             labels: self.labels.clone(),
+            kind: self.kind,
         }
     }
 }
@@ -184,6 +196,7 @@ mod tests {
             ("a.b", &[("INSTANCE_IPS", s("not-an-ip"))], "INSTANCE_IPS"),
             ("a.b", &[("INSTANCE_IPS", s("127.0.0.1")), ("INTERCEPTION_MODE", s("TPROXY"))], "INTERCEPTION_MODE"),
             ("a.b", &[("INSTANCE_IPS", s("127.0.0.1")), ("NAMESPACE", s("c"))], "NAMESPACE"),
+            ("a.b", &[("INSTANCE_IPS", s("127.0.0.1")), ("PROXY_TYPE", s("gateway"))], "PROXY_TYPE"),
         ];
         for (id, fields, want) in cases {
             let err = Proxy::from_node(&node(id, fields)).unwrap_err().to_string();
@@ -207,5 +220,24 @@ mod tests {
         assert_eq!(class("r-1.bookinfo", "10.0.0.1", "REDIRECT").ip, None);
         // An explicit proxy listens on its own IP.
         assert_ne!(class("r-1.bookinfo", "10.0.0.1", "NONE"), class("r-2.bookinfo", "10.0.0.2", "NONE"));
+    }
+
+    #[test]
+    fn gateways_are_told_apart_from_sidecars() {
+        let fields = |kind: Option<&str>| {
+            let mut f = vec![("INSTANCE_IPS", s("10.0.0.1"))];
+            f.extend(kind.map(|k| ("PROXY_TYPE", s(k))));
+            f
+        };
+        let kind = |k: Option<&str>| Proxy::from_node(&node("gw-1.ingress", &fields(k))).unwrap().class().kind;
+        assert_eq!(kind(None), ProxyKind::Sidecar);
+        assert_eq!(kind(Some("sidecar")), ProxyKind::Sidecar);
+        assert_eq!(kind(Some("router")), ProxyKind::Gateway);
+        // Gateway replicas under capture share one class (and one snapshot).
+        let replica = |id: &str, ip: &str| {
+            let f = [("INSTANCE_IPS", s(ip)), ("PROXY_TYPE", s("router"))];
+            Proxy::from_node(&node(id, &f)).unwrap().class()
+        };
+        assert_eq!(replica("gw-1.ingress", "10.0.0.1"), replica("gw-2.ingress", "10.0.0.2"));
     }
 }

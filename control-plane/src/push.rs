@@ -32,6 +32,13 @@ pub struct MeshState {
     synced: AtomicBool,
     /// What the initial sync still waits for (e.g. `Pod`, a CRD's watch), for /readyz.
     waiting_for: Mutex<Vec<String>>,
+    /// When the oldest change not yet taken by the push loop was applied (locked after
+    /// `index`): where proxies' convergence is timed from.
+    first_unpushed_change: Mutex<Option<Instant>>,
+    /// Mesh-wide settings (flags and `--mesh-config`); a change wakes the push loop.
+    settings: Mutex<MeshSettings>,
+    /// What is wrong with the mesh-config file, replaced per read.
+    mesh_config_problems: Mutex<Vec<ObjectError>>,
     pub source_stats: SourceStats,
 }
 
@@ -54,6 +61,9 @@ impl Default for MeshState {
             origins: Mutex::new(Arc::default()),
             synced: AtomicBool::new(false),
             waiting_for: Mutex::new(Vec::new()),
+            first_unpushed_change: Mutex::new(None),
+            settings: Mutex::new(MeshSettings::default()),
+            mesh_config_problems: Mutex::new(Vec::new()),
             source_stats: SourceStats::default(),
         }
     }
@@ -66,8 +76,11 @@ impl MeshState {
 
     /// Applies `f` to the index; wakes the push loop if anything changed.
     pub fn update(&self, f: impl FnOnce(&mut Index) -> Change) {
-        let change = f(&mut crate::sync::lock(&self.index));
+        let mut index = crate::sync::lock(&self.index);
+        let change = f(&mut index);
         if change == Change::Changed {
+            crate::sync::lock(&self.first_unpushed_change).get_or_insert_with(Instant::now);
+            drop(index);
             self.generation.send_modify(|g| *g += 1);
         }
     }
@@ -90,6 +103,30 @@ impl MeshState {
 
     pub fn waiting_for(&self) -> Vec<String> {
         crate::sync::lock(&self.waiting_for).clone()
+    }
+
+    /// Replaces the mesh-wide settings; wakes the push loop (and returns true) if they changed.
+    pub fn set_settings(&self, settings: MeshSettings) -> bool {
+        let mut current = crate::sync::lock(&self.settings);
+        if *current == settings {
+            return false;
+        }
+        *current = settings;
+        drop(current);
+        self.generation.send_modify(|g| *g += 1);
+        true
+    }
+
+    pub fn settings(&self) -> MeshSettings {
+        crate::sync::lock(&self.settings).clone()
+    }
+
+    pub fn set_mesh_config_problems(&self, problems: Vec<ObjectError>) {
+        *crate::sync::lock(&self.mesh_config_problems) = problems;
+    }
+
+    pub fn mesh_config_problems(&self) -> Vec<ObjectError> {
+        crate::sync::lock(&self.mesh_config_problems).clone()
     }
 
     pub fn set_source_problems(&self, problems: Vec<ObjectError>) {
@@ -124,8 +161,12 @@ impl MeshState {
         crate::sync::lock(&self.index).namespaces.get(name).map(|ns| ns.labels.clone())
     }
 
-    fn snapshot(&self) -> Arc<Index> {
-        crate::sync::lock(&self.index).snapshot()
+    /// The model, and when the oldest change in it that no earlier call returned was
+    /// applied (`None`: nothing changed since).
+    fn snapshot_and_change(&self) -> (Arc<Index>, Option<Instant>) {
+        let index = crate::sync::lock(&self.index);
+        let changed_at = crate::sync::lock(&self.first_unpushed_change).take();
+        (index.snapshot(), changed_at)
     }
 
     pub fn subscribe(&self) -> watch::Receiver<u64> {
@@ -205,12 +246,22 @@ impl Distributor {
 
     /// Makes `mesh` current and sends every class whose snapshot changed.
     pub fn publish(&self, mesh: Arc<MeshConfig>) {
+        self.publish_change(mesh, None)
+    }
+
+    /// [`Distributor::publish`] of a translation that carries model changes, the oldest
+    /// of them applied at `changed_at`: proxies' push latency and convergence are timed
+    /// from it.
+    pub fn publish_change(&self, mesh: Arc<MeshConfig>, changed_at: Option<Instant>) {
         self.current.store(Some(mesh.clone()));
         // Build snapshots outside the lock, so connecting proxies never wait on a push.
         let classes: Vec<(ProxyClass, ClassChannel)> =
             crate::sync::lock(&self.classes).iter().map(|(class, entry)| (class.clone(), entry.tx.clone())).collect();
         for (class, tx) in classes {
-            let snapshot = mesh.proxy_snapshot(&class);
+            let snapshot = match changed_at {
+                Some(at) => mesh.proxy_snapshot(&class).changed_at(at),
+                None => mesh.proxy_snapshot(&class),
+            };
             let changed = tx.send_if_modified(|current| match current {
                 Some(old) if old.same_content(&snapshot) => false,
                 _ => {
@@ -265,7 +316,9 @@ impl SnapshotSource for ProxySnapshots {
 }
 
 /// Runs until `state` is dropped: waits for changes, debounces, translates, publishes.
-pub async fn run(state: Arc<MeshState>, distributor: Arc<Distributor>, debounce: Debounce, settings: MeshSettings) {
+/// Mesh-wide settings come from `state` ([`MeshState::set_settings`]), so a changed mesh
+/// config is pushed like a changed object.
+pub async fn run(state: Arc<MeshState>, distributor: Arc<Distributor>, debounce: Debounce) {
     let mut changes = state.subscribe();
     let mut reported: std::collections::BTreeSet<ObjectError> = Default::default();
     // Whatever happened before we subscribed counts as a change.
@@ -288,7 +341,8 @@ pub async fn run(state: Arc<MeshState>, distributor: Arc<Distributor>, debounce:
             }
         }
         changes.borrow_and_update();
-        let model = state.snapshot();
+        let (model, changed_at) = state.snapshot_and_change();
+        let settings = state.settings();
         let started = Instant::now();
         // Built after the current config, so only what changed is checked again
         // and refused objects keep their last good version.
@@ -312,7 +366,7 @@ pub async fn run(state: Arc<MeshState>, distributor: Arc<Distributor>, debounce:
             crate::logging::log_problem(p);
         }
         reported = current;
-        distributor.publish(Arc::new(mesh));
+        distributor.publish_change(Arc::new(mesh), changed_at);
         distributor.stats.last_publish_unix_ms.store(xds::status::now_millis(), Ordering::Relaxed);
     }
 }
@@ -346,6 +400,7 @@ mod tests {
             mode: InterceptionMode::None,
             ip: Some(ip.parse().unwrap()),
             labels: Default::default(),
+            kind: Default::default(),
         }
     }
 

@@ -9,6 +9,7 @@ use xds::{AdsServer, ConnectionRegistry};
 
 use crate::admin::{AdminApi, SourceInfo};
 use crate::config::MeshdConfig;
+use crate::mesh_config;
 use crate::monitoring::{self, Monitored};
 use crate::push::{self, Distributor, MeshState, ProxySnapshots};
 use crate::source::{dir_watch, kube};
@@ -37,6 +38,14 @@ pub async fn run(config: MeshdConfig) -> anyhow::Result<()> {
     };
 
     let state = MeshState::new();
+    state.set_settings(config.mesh_settings());
+    if let Some(file) = &config.mesh_config {
+        let look =
+            mesh_config::watch::look(file, config.outbound_traffic_policy, &config.namespace, config.config_settle())
+                .await;
+        mesh_config::watch::apply(&state, file, look);
+    }
+    let mesh_config_watch = run_mesh_config(&config, state.clone());
     let distributor = Distributor::new();
     let registry = ConnectionRegistry::new();
 
@@ -72,7 +81,7 @@ pub async fn run(config: MeshdConfig) -> anyhow::Result<()> {
         Source::Dir(_) => None,
     };
     let source = run_source(source, &config, state.clone(), distributor.clone(), shared);
-    let pusher = push::run(state.clone(), distributor.clone(), config.debounce(), config.mesh_settings());
+    let pusher = push::run(state.clone(), distributor.clone(), config.debounce());
     let ads = AdsServer::new(Arc::new(ProxySnapshots(distributor.clone())), registry.clone());
     let closer = ads.clone();
     let shutdown = async move {
@@ -93,6 +102,7 @@ pub async fn run(config: MeshdConfig) -> anyhow::Result<()> {
         r = monitoring => r.context("monitoring server"),
         r = source => r,
         r = webhook => r.context("webhook server"),
+        r = mesh_config_watch => r.context("mesh config watch"),
         () = pusher => Ok(()),
     };
     // The source (and its lease campaign) is stopped now: nothing renews the Lease again.
@@ -115,6 +125,14 @@ fn client_of(source: &Source) -> Option<::kube::Client> {
         Source::Kube(client, _) => Some(client.clone()),
         Source::Dir(_) => None,
     }
+}
+
+/// Watches `--mesh-config`, if given (else never returns).
+async fn run_mesh_config(config: &MeshdConfig, state: Arc<MeshState>) -> anyhow::Result<()> {
+    let Some(file) = config.mesh_config.clone() else { return std::future::pending().await };
+    let (policy, namespace, settle) =
+        (config.outbound_traffic_policy, config.namespace.clone(), config.config_settle());
+    mesh_config::watch::run(file, state, policy, namespace, settle).await
 }
 
 /// The injection webhook, if it is on (else never returns).

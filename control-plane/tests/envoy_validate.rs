@@ -6,7 +6,9 @@ mod common;
 
 use std::net::IpAddr;
 
-use control_plane::translate::{InterceptionMode, MeshConfig, MeshSettings, OutboundTrafficPolicy, ProxyClass};
+use control_plane::translate::{
+    InterceptionMode, MeshConfig, MeshSettings, OutboundTrafficPolicy, ProxyClass, ProxyKind,
+};
 
 #[test]
 fn envoy_accepts_every_proxy_class_of_the_rich_fixture() {
@@ -29,16 +31,66 @@ fn envoy_accepts_tcp_and_tls_routes() {
 }
 
 #[test]
+fn envoy_accepts_routes_that_depend_on_the_caller() {
+    validate_fixture("scoping", "bookinfo", "front", "productpage");
+}
+
+#[test]
+fn envoy_accepts_service_entries() {
+    validate_fixture("entries", "shop", "other", "web");
+}
+
+#[test]
+fn envoy_accepts_the_rate_limits() {
+    validate_fixture("rate-limit", "bookinfo", "other", "reviews");
+}
+
+#[test]
 fn envoy_accepts_what_meshd_makes_of_adversarial_input() {
     let mesh = common::mesh_from("adversarial");
     assert!(mesh.problems.len() >= 6, "the awkward parts are reported: {:#?}", mesh.problems);
     validate_fixture("adversarial", "edge", "other", "alpha");
 }
 
+/// An ingress gateway: HTTP, HTTPS (inline certificate from a Secret) and httpsRedirect servers.
+#[test]
+fn envoy_accepts_a_gateway() {
+    let mesh = common::mesh_from("gateway");
+    assert!(mesh.problems.is_empty(), "{:#?}", mesh.problems);
+    let class = gateway_class();
+    let dir = std::env::temp_dir().join(format!("amime-validate-gateway-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bootstrap = common::envoy::static_bootstrap(&mesh, &class);
+    assert_eq!(bootstrap.static_resources.as_ref().unwrap().listeners.len(), 3);
+    if let Err(output) = common::envoy::envoy_validate(&bootstrap, &dir.join("gateway.pb")) {
+        panic!("envoy rejected the gateway config:\n{output}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+fn gateway_class() -> ProxyClass {
+    ProxyClass {
+        namespace: "istio-system".into(),
+        mode: InterceptionMode::None,
+        ip: Some("127.0.10.30".parse().unwrap()),
+        labels: [("istio".to_string(), "ingressgateway".to_string())].into_iter().collect(),
+        kind: ProxyKind::Gateway,
+    }
+}
+
+#[test]
+fn envoy_accepts_access_logs_and_tracers() {
+    for file in ["meshconfig-zipkin", "meshconfig-otel"] {
+        let mesh = common::mesh_with_settings("telemetry", &common::mesh_config_settings("telemetry", file));
+        assert!(mesh.problems.is_empty(), "{file}: {:#?}", mesh.problems);
+        validate_classes("telemetry", &mesh, "bookinfo", "observability", "reviews");
+    }
+}
+
 /// Every proxy class of `fixture`, under both outbound traffic policies.
 fn validate_fixture(fixture: &str, namespace: &str, other_namespace: &str, app: &str) {
     for policy in [OutboundTrafficPolicy::AllowAny, OutboundTrafficPolicy::RegistryOnly] {
-        let settings = MeshSettings { outbound_traffic_policy: policy };
+        let settings = MeshSettings { outbound_traffic_policy: policy, ..Default::default() };
         validate_classes(fixture, &common::mesh_with_settings(fixture, &settings), namespace, other_namespace, app);
     }
 }
@@ -51,18 +103,21 @@ fn validate_classes(fixture: &str, mesh: &MeshConfig, namespace: &str, other_nam
             mode: InterceptionMode::None,
             ip: Some(ip("127.0.10.1")),
             labels: Default::default(),
+            kind: Default::default(),
         },
         ProxyClass {
             namespace: other_namespace.into(),
             mode: InterceptionMode::None,
             ip: Some(ip("127.0.20.9")),
             labels: Default::default(),
+            kind: Default::default(),
         },
         ProxyClass {
             namespace: namespace.into(),
             mode: InterceptionMode::Redirect,
             ip: None,
             labels: [("app".to_string(), app.to_string())].into_iter().collect(),
+            kind: Default::default(),
         },
     ];
     let dir = std::env::temp_dir().join(format!("amime-validate-{fixture}-{}", std::process::id()));

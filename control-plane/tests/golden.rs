@@ -11,7 +11,7 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 
 use control_plane::envoy_json::any_to_json;
-use control_plane::translate::{InterceptionMode, MeshConfig, ProxyClass};
+use control_plane::translate::{InterceptionMode, MeshConfig, ProxyClass, ProxyKind};
 use serde_json::{json, Value};
 use xds::ResourceType;
 
@@ -74,6 +74,7 @@ fn bookinfo_explicit_sidecar() {
             mode: InterceptionMode::None,
             ip: Some(ip("127.0.10.1")),
             labels: Default::default(),
+            kind: Default::default(),
         },
     );
 }
@@ -88,6 +89,7 @@ fn rich_explicit_sidecar_in_another_namespace() {
             mode: InterceptionMode::None,
             ip: Some(ip("127.0.20.9")),
             labels: Default::default(),
+            kind: Default::default(),
         },
     );
 }
@@ -102,6 +104,7 @@ fn rich_transparent_sidecar() {
             mode: InterceptionMode::Redirect,
             ip: None,
             labels: [("app".to_string(), "ratings".to_string())].into_iter().collect(),
+            kind: Default::default(),
         },
     );
 }
@@ -116,6 +119,7 @@ fn tls_origination_explicit_sidecar() {
             mode: InterceptionMode::None,
             ip: Some(ip("127.0.20.9")),
             labels: Default::default(),
+            kind: Default::default(),
         },
     );
 }
@@ -136,6 +140,23 @@ fn adversarial_transparent_sidecar() {
             mode: InterceptionMode::Redirect,
             ip: None,
             labels: [("app".to_string(), "alpha".to_string())].into_iter().collect(),
+            kind: Default::default(),
+        },
+    );
+}
+
+/// An ingress gateway proxy: only its Gateway's listeners and routes.
+#[test]
+fn gateway_proxy() {
+    check(
+        "gateway",
+        "gateway",
+        ProxyClass {
+            namespace: "istio-system".into(),
+            mode: InterceptionMode::None,
+            ip: Some(ip("127.0.10.30")),
+            labels: [("istio".to_string(), "ingressgateway".to_string())].into_iter().collect(),
+            kind: ProxyKind::Gateway,
         },
     );
 }
@@ -147,6 +168,7 @@ fn translation_is_deterministic() {
         mode: InterceptionMode::Redirect,
         ip: None,
         labels: Default::default(),
+        kind: Default::default(),
     };
     let a = render(&common::rich_mesh(), &class);
     let b = render(&common::rich_mesh(), &class);
@@ -167,9 +189,119 @@ fn actions_explicit_sidecar() {
                 mode: InterceptionMode::None,
                 ip: Some(ip("127.0.10.1")),
                 labels: Default::default(),
+                kind: Default::default(),
             },
         ),
     );
+}
+
+/// Routes by the caller's labels and namespace, and a rule exported to its own
+/// namespace only (tests/fixtures/scoping).
+#[test]
+fn scoping_explicit_sidecars() {
+    let class = |namespace: &str, version: &str| ProxyClass {
+        namespace: namespace.into(),
+        mode: InterceptionMode::None,
+        ip: Some(ip("127.0.10.1")),
+        labels: [("app".to_string(), "productpage".to_string()), ("version".to_string(), version.to_string())]
+            .into_iter()
+            .collect(),
+        kind: Default::default(),
+    };
+    let mesh = common::mesh_from("scoping");
+    compare("scoping-bookinfo-v2", &render(&mesh, &class("bookinfo", "v2")));
+    compare("scoping-front-v1", &render(&mesh, &class("front", "v1")));
+}
+
+/// ServiceEntry hosts: every resolution, subsets, a split, addresses, a workloadSelector.
+#[test]
+fn entries_explicit_sidecar() {
+    check(
+        "entries",
+        "explicit",
+        ProxyClass {
+            namespace: "shop".into(),
+            mode: InterceptionMode::None,
+            ip: Some(ip("127.0.20.9")),
+            labels: Default::default(),
+            kind: Default::default(),
+        },
+    );
+}
+
+#[test]
+fn entries_transparent_sidecar() {
+    check(
+        "entries",
+        "transparent",
+        ProxyClass {
+            namespace: "shop".into(),
+            mode: InterceptionMode::Redirect,
+            ip: None,
+            labels: [("app".to_string(), "web".to_string())].into_iter().collect(),
+            kind: Default::default(),
+        },
+    );
+}
+
+/// A host or address claimed twice, an address range, a TCP port without address: each
+/// reported at the entry's field.
+#[test]
+fn entries_problems_are_reported_by_field() {
+    let mesh = common::mesh_from("entries");
+    compare("entries-problems", &serde_json::to_value(&mesh.problems).unwrap());
+}
+
+/// RateLimits on the inbound listener: the workload's bucket, per-rule buckets, and the
+/// conflict with a namespace-wide one reported.
+#[test]
+fn rate_limit_transparent_sidecar() {
+    let mesh = common::mesh_from("rate-limit");
+    compare("rate-limit-problems", &serde_json::to_value(&mesh.problems).unwrap());
+    let labels = [("app".to_string(), "reviews".to_string()), ("version".to_string(), "v1".to_string())];
+    check(
+        "rate-limit",
+        "reviews-transparent",
+        ProxyClass {
+            namespace: "bookinfo".into(),
+            mode: InterceptionMode::Redirect,
+            ip: None,
+            labels: labels.into_iter().collect(),
+            kind: Default::default(),
+        },
+    );
+}
+
+#[test]
+fn telemetry_sidecars() {
+    let reviews = [("app".to_string(), "reviews".to_string()), ("version".to_string(), "v1".to_string())];
+    for (file, class_name, class) in [
+        (
+            "meshconfig-zipkin",
+            "zipkin-explicit",
+            ProxyClass {
+                namespace: "bookinfo".into(),
+                mode: InterceptionMode::None,
+                ip: Some(ip("127.0.10.11")),
+                labels: reviews.clone().into_iter().collect(),
+                kind: Default::default(),
+            },
+        ),
+        (
+            "meshconfig-otel",
+            "otel-transparent",
+            ProxyClass {
+                namespace: "bookinfo".into(),
+                mode: InterceptionMode::Redirect,
+                ip: None,
+                labels: reviews.clone().into_iter().collect(),
+                kind: Default::default(),
+            },
+        ),
+    ] {
+        let mesh = common::mesh_with_settings("telemetry", &common::mesh_config_settings("telemetry", file));
+        compare(&format!("telemetry-{class_name}"), &render(&mesh, &class));
+    }
 }
 
 /// VirtualService tcp and tls rules: the TCP and TLS services' hand-off listeners.
@@ -186,6 +318,7 @@ fn tcp_tls_transparent_sidecar() {
                 mode: InterceptionMode::Redirect,
                 ip: None,
                 labels: Default::default(),
+                kind: Default::default(),
             },
         ),
     );

@@ -150,12 +150,14 @@ fn damaged_input_never_yields_config_envoy_rejects() {
             mode: InterceptionMode::None,
             ip: Some(ip("127.0.10.1")),
             labels: Default::default(),
+            kind: Default::default(),
         },
         ProxyClass {
             namespace: "bookinfo".into(),
             mode: InterceptionMode::Redirect,
             ip: None,
             labels: [("app".to_string(), "reviews".to_string())].into_iter().collect(),
+            kind: Default::default(),
         },
     ];
     let (mut accepted, mut rejected, mut contained) = (0, 0, 0);
@@ -240,6 +242,7 @@ fn edge_values_in_every_rule_never_reach_envoy() {
         mode: InterceptionMode::Redirect,
         ip: None,
         labels: [("app".to_string(), "reviews".to_string())].into_iter().collect(),
+        kind: Default::default(),
     };
     let mut contained = 0;
     for round in 0..2 * strings.len() {

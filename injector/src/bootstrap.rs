@@ -11,7 +11,8 @@
 //!   `/healthz/ready` from the admin `/ready` endpoint, and the app's rewritten HTTP
 //!   probes (`/app-health/...`) from the app itself ([`health`]);
 //! * listener `prometheus` on `<first instance ip>:15090`, serving
-//!   `/stats/prometheus` from the admin endpoint.
+//!   `/stats/prometheus` from the admin endpoint, its cluster stats labelled by
+//!   destination ([`stats`]).
 //!
 //! Nothing binds to a fixed address: listeners use the first instance IP and
 //! the admin endpoint uses [`BootstrapConfig::admin_address`], so several
@@ -32,6 +33,7 @@ use serde_json::{json, Value};
 use crate::probes::AppProbes;
 
 pub mod health;
+pub mod stats;
 
 /// Port of the sidecar health listener (see MISSION §2).
 pub const HEALTH_PORT: u16 = 15021;
@@ -289,7 +291,7 @@ impl FromStr for ProxyIdentity {
 // ---------------------------------------------------------------------------
 
 use crate::node_metadata as metadata;
-pub use crate::node_metadata::InterceptionMode;
+pub use crate::node_metadata::{InterceptionMode, ProxyKind};
 
 impl fmt::Display for InterceptionMode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -440,6 +442,7 @@ pub struct BootstrapConfig {
     ips: Vec<IpAddr>,
     xds_address: XdsAddress,
     mode: InterceptionMode,
+    kind: ProxyKind,
     xds_api: XdsApi,
     labels: BTreeMap<String, String>,
     service_account: String,
@@ -457,6 +460,7 @@ impl BootstrapConfig {
             ips: Vec::new(),
             xds_address: DEFAULT_XDS_ADDRESS.to_string(),
             mode: InterceptionMode::default(),
+            kind: ProxyKind::default(),
             xds_api: XdsApi::default(),
             labels: BTreeMap::new(),
             service_account: DEFAULT_SERVICE_ACCOUNT.to_string(),
@@ -477,6 +481,10 @@ impl BootstrapConfig {
     }
     pub fn mode(&self) -> InterceptionMode {
         self.mode
+    }
+    /// Sidecar (the default) or gateway.
+    pub fn kind(&self) -> ProxyKind {
+        self.kind
     }
     pub fn xds_api(&self) -> XdsApi {
         self.xds_api
@@ -514,6 +522,7 @@ pub struct BootstrapConfigBuilder {
     ips: Vec<IpAddr>,
     xds_address: String,
     mode: InterceptionMode,
+    kind: ProxyKind,
     xds_api: XdsApi,
     labels: BTreeMap<String, String>,
     service_account: String,
@@ -539,6 +548,11 @@ impl BootstrapConfigBuilder {
     }
     pub fn mode(mut self, mode: InterceptionMode) -> Self {
         self.mode = mode;
+        self
+    }
+    /// A gateway gets only the listeners of the Gateways that select its labels.
+    pub fn kind(mut self, kind: ProxyKind) -> Self {
+        self.kind = kind;
         self
     }
     pub fn xds_api(mut self, api: XdsApi) -> Self {
@@ -625,6 +639,7 @@ impl BootstrapConfigBuilder {
             ips,
             xds_address,
             mode: self.mode,
+            kind: self.kind,
             xds_api: self.xds_api,
             labels: self.labels,
             service_account: self.service_account,
@@ -727,7 +742,7 @@ pub fn render(config: &BootstrapConfig) -> Value {
     ];
     clusters.extend(health::clusters(config));
 
-    json!({
+    let mut bootstrap = json!({
         "node": {
             "id": node.node_id(),
             "cluster": config.service_cluster(),
@@ -762,6 +777,8 @@ pub fn render(config: &BootstrapConfig) -> Value {
         "admin": {
             "address": socket_address(admin.ip(), admin.port()),
         },
+        // Labels on the stats of meshd's clusters (destination service, subset, port...).
+        "stats_config": stats::stats_config(),
         // Envoy rejects a whole route configuration when one regex compiles to more
         // than 100 RE2 instructions (its default), which ordinary path patterns exceed;
         // meshd bounds regex size itself (see the control plane's validation).
@@ -777,7 +794,12 @@ pub fn render(config: &BootstrapConfig) -> Value {
                 { "name": "admin", "admin_layer": {} },
             ],
         },
-    })
+    });
+    // Written for gateways only: a sidecar's bootstrap stays as it was (unset means sidecar).
+    if config.kind() == ProxyKind::Gateway {
+        bootstrap["node"]["metadata"][metadata::PROXY_TYPE] = json!(config.kind().metadata_value());
+    }
+    bootstrap
 }
 
 /// The largest RE2 program Envoy accepts in a regex; meshd's validation uses the same

@@ -1,6 +1,6 @@
 //! The contract between a sidecar's bootstrap and meshd: the `node.metadata` keys the
 //! bootstrap writes and meshd reads to identify a proxy (MISSION §2), and the
-//! interception mode. One home for both sides.
+//! interception mode and the proxy kind (sidecar or gateway). One home for both sides.
 
 /// The proxy's namespace.
 pub const NAMESPACE: &str = "NAMESPACE";
@@ -12,6 +12,46 @@ pub const INSTANCE_IPS: &str = "INSTANCE_IPS";
 pub const SERVICE_ACCOUNT: &str = "SERVICE_ACCOUNT";
 /// `REDIRECT` or `NONE` ([`InterceptionMode::metadata_value`]).
 pub const INTERCEPTION_MODE: &str = "INTERCEPTION_MODE";
+/// `sidecar` or `router` ([`ProxyKind::metadata_value`]); unset means `sidecar`.
+pub const PROXY_TYPE: &str = "PROXY_TYPE";
+
+/// What the proxy is (`node.metadata.PROXY_TYPE`, Istio's node type names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, serde::Serialize)]
+pub enum ProxyKind {
+    /// A workload's sidecar: outbound and inbound listeners (15001, 15006).
+    #[default]
+    Sidecar,
+    /// A standalone ingress gateway: only the listeners of the Gateways whose
+    /// `spec.selector` matches its labels.
+    Gateway,
+}
+
+impl ProxyKind {
+    /// The value Envoy sees in `node.metadata.PROXY_TYPE`.
+    pub fn metadata_value(self) -> &'static str {
+        match self {
+            ProxyKind::Sidecar => "sidecar",
+            ProxyKind::Gateway => "router",
+        }
+    }
+
+    /// The kind a `node.metadata.PROXY_TYPE` value names (exactly as written).
+    pub fn from_metadata_value(value: &str) -> Option<ProxyKind> {
+        match value {
+            "sidecar" => Some(ProxyKind::Sidecar),
+            "router" => Some(ProxyKind::Gateway),
+            _ => None,
+        }
+    }
+
+    /// The user-facing name (`sidecar` / `gateway`).
+    pub fn name(self) -> &'static str {
+        match self {
+            ProxyKind::Sidecar => "sidecar",
+            ProxyKind::Gateway => "gateway",
+        }
+    }
+}
 
 /// How application traffic reaches the sidecar (`node.metadata.INTERCEPTION_MODE`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, serde::Serialize)]
@@ -62,5 +102,9 @@ mod tests {
             assert_eq!(InterceptionMode::from_metadata_value(mode.metadata_value()), Some(mode));
         }
         assert_eq!(InterceptionMode::from_metadata_value("TPROXY"), None);
+        for kind in [ProxyKind::Sidecar, ProxyKind::Gateway] {
+            assert_eq!(ProxyKind::from_metadata_value(kind.metadata_value()), Some(kind));
+        }
+        assert_eq!(ProxyKind::from_metadata_value("gateway"), None);
     }
 }

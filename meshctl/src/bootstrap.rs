@@ -8,13 +8,15 @@ use std::path::PathBuf;
 use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
 use injector::bootstrap::{
-    render_yaml, BootstrapConfig, InterceptionMode, ProxyIdentity, XdsApi, DEFAULT_SERVICE_ACCOUNT,
+    render_yaml, BootstrapConfig, InterceptionMode, ProxyIdentity, ProxyKind, XdsApi, DEFAULT_SERVICE_ACCOUNT,
 };
 use injector::probes::AppProbes;
 
 #[derive(Debug, Args)]
 #[command(after_help = "Example:\n  meshctl bootstrap --node productpage-v1.bookinfo --ip 127.0.0.2 \
---admin-addr 127.0.0.2:15000 --label app=productpage -o productpage.yaml")]
+--admin-addr 127.0.0.2:15000 --label app=productpage -o productpage.yaml\n\
+  meshctl bootstrap --gateway --node ingressgateway.istio-system --ip 127.0.0.30 \
+--admin-addr 127.0.0.30:15000 --label istio=ingressgateway -o gateway.yaml")]
 pub struct BootstrapArgs {
     /// Proxy identity as POD_NAME.NAMESPACE (split at the last '.'); becomes Envoy's node.id.
     #[arg(long, value_name = "NAME.NAMESPACE", value_parser = parse_node)]
@@ -38,7 +40,15 @@ pub struct BootstrapArgs {
     #[arg(long = "xds-api", value_enum, default_value_t = Api::Delta)]
     xds_api: Api,
 
-    /// Pod label KEY=VALUE (repeatable); `app` also names Envoy's node.cluster.
+    /// Run as an ingress gateway (node.metadata.PROXY_TYPE=router): no sidecar listeners
+    /// (15001, 15006), only those of the Gateways whose spec.selector matches the labels.
+    /// In explicit mode the gateway's servers listen on the first --ip (unless a server
+    /// names its `bind`); in transparent mode on 0.0.0.0.
+    #[arg(long)]
+    gateway: bool,
+
+    /// Pod label KEY=VALUE (repeatable); `app` also names Envoy's node.cluster. A
+    /// Gateway's spec.selector matches a gateway proxy's labels.
     #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]
     labels: Vec<(String, String)>,
 
@@ -107,6 +117,7 @@ pub fn run(args: BootstrapArgs) -> anyhow::Result<()> {
             Api::Delta => XdsApi::Delta,
             Api::Sotw => XdsApi::Sotw,
         })
+        .kind(if args.gateway { ProxyKind::Gateway } else { ProxyKind::Sidecar })
         .labels(labels)
         .service_account(args.service_account)
         .admin_address(args.admin_addr)

@@ -17,7 +17,7 @@ Examples:\n  meshctl install | kubectl apply -f -\n  \
 meshctl install --namespace mesh --image registry.example.com/meshd:dev | kubectl apply -f -\n  \
 meshctl install --crds-only | kubectl apply -f -")]
 pub struct InstallArgs {
-    /// Only the CRDs (VirtualService, DestinationRule, Gateway, ServiceEntry).
+    /// Only the CRDs (VirtualService, DestinationRule, Gateway, ServiceEntry, RateLimit).
     #[arg(long)]
     crds_only: bool,
 

@@ -65,14 +65,23 @@ pub fn state_name(state: SyncState) -> &'static str {
     }
 }
 
+/// How a proxy is named in the PROXY column: its id, and `(gateway)` for an ingress gateway.
+fn proxy_name(p: &ProxyStatus) -> String {
+    match p.details.get("proxy_type").map(String::as_str) {
+        Some("gateway") => format!("{} (gateway)", p.id),
+        _ => p.id.clone(),
+    }
+}
+
 /// One row per proxy and type; a proxy that asked for nothing yet gets one row.
 pub fn table(proxies: &[ProxyStatus]) -> Table {
     let mut table = Table::new(&["PROXY", "TYPE", "STATE", "SENT", "ACKED", "RESOURCES", "AGE", "MESSAGE"]);
     for p in proxies {
+        let name = proxy_name(p);
         let mut note_dup = p.duplicate_id.then(|| format!("another stream claims this id (peer {})", p.peer_address));
         if p.types.is_empty() {
             let message = note_dup.take().unwrap_or_else(|| "connected; no request yet".to_owned());
-            let cells = [p.id.as_str(), "-", "NOT SENT", "-", "-", "0", &age(p.connected_at.as_ref()), &message];
+            let cells = [name.as_str(), "-", "NOT SENT", "-", "-", "0", &age(p.connected_at.as_ref()), &message];
             table.row(cells.map(str::to_owned).to_vec());
         }
         for t in &p.types {
@@ -81,7 +90,7 @@ pub fn table(proxies: &[ProxyStatus]) -> Table {
                 message = if message.is_empty() { dup } else { format!("{message}; {dup}") };
             }
             table.row(vec![
-                p.id.clone(),
+                name.clone(),
                 t.short_name.clone(),
                 state_name(t.state()).to_owned(),
                 short_version(&t.sent_version),
@@ -156,6 +165,7 @@ mod tests {
             },
             ProxyStatus {
                 id: "b.ns".into(),
+                details: [("proxy_type".to_owned(), "gateway".to_owned())].into_iter().collect(),
                 duplicate_id: true,
                 peer_address: "127.0.0.1:5".into(),
                 ..Default::default()
@@ -175,7 +185,7 @@ mod tests {
                 "a.ns EDS STALE cccccccccccc cccccccccccc 2 - meshd has dddddddddddd to send",
                 "a.ns LDS STALE 2 - 2 - sent, not acknowledged yet",
                 "a.ns RDS NACKED bbbbbbbbbbbb aaaaaaaaaaaa 2 - rejected bbbbbbbbbbbb: route: bad regex",
-                "b.ns - NOT SENT - - 0 - another stream claims this id (peer 127.0.0.1:5)",
+                "b.ns (gateway) - NOT SENT - - 0 - another stream claims this id (peer 127.0.0.1:5)",
             ]
         );
     }

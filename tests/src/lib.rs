@@ -18,7 +18,9 @@
 //! - [`injected`]: injected pods in network namespaces (the harness plays kubelet with the injector's output).
 //! - [`rbac`]: the install manifests' RBAC as data, and what it allows (as the RBAC authorizer decides).
 //! - [`webhook`]: a client of meshd's injection webhook over verified TLS, AdmissionReview bodies.
+//! - [`jaeger`]: a real Jaeger (built from its Go module) on the test's loopback block, and its query API.
 //! - [`rules`]: the reviews DestinationRule and VirtualServices the tests use.
+//! - [`prometheus`]: a real Prometheus scraping meshd and the sidecars, and its query API.
 //!
 //! Tests run in parallel: each test picks its own loopback block `127.0.N.0/24` ([`mesh::IpBlock`])
 //! so that ports never collide between tests.
@@ -26,12 +28,14 @@
 pub mod context;
 pub mod http;
 pub mod injected;
+pub mod jaeger;
 pub mod kube;
 pub mod mesh;
 pub mod meshd;
 pub mod netns;
 pub mod paths;
 pub mod process;
+pub mod prometheus;
 pub mod rbac;
 pub mod rules;
 pub mod sidecar;

@@ -48,6 +48,8 @@ pub struct SidecarSpec {
     pub labels: Vec<(String, String)>,
     pub xds_api: XdsApi,
     pub admin_port: u16,
+    /// Started with `meshctl bootstrap --gateway` (an ingress gateway, no sidecar listeners).
+    pub gateway: bool,
 }
 
 impl SidecarSpec {
@@ -59,7 +61,14 @@ impl SidecarSpec {
             labels: Vec::new(),
             xds_api: XdsApi::Delta,
             admin_port: ADMIN_PORT,
+            gateway: false,
         }
+    }
+
+    /// An ingress gateway proxy (`meshctl bootstrap --gateway`).
+    pub fn gateway(mut self) -> Self {
+        self.gateway = true;
+        self
     }
 
     pub fn label(mut self, key: &str, value: &str) -> Self {
@@ -103,6 +112,9 @@ impl Sidecar {
             "--xds-api".into(),
             spec.xds_api.as_str().into(),
         ];
+        if spec.gateway {
+            args.push("--gateway".into());
+        }
         for (key, value) in &spec.labels {
             args.push("--label".into());
             args.push(format!("{key}={value}"));

@@ -3,6 +3,10 @@
 //! A request can ask for misbehaviour in its query string (for the resilience tests):
 //! `fail=N` answers the first N requests with the same `key` (default: the path) with
 //! `status` (default 503); `sleep_ms=N` waits that long before answering.
+//!
+//! An upstream started with [`Upstream::start_calling`] plays an app that calls the next
+//! hop for each request (through its sidecar's explicit proxy), copying the trace headers
+//! as real apps must ([`TRACE_HEADERS`]); its answer nests the next hop's under `next`.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -24,7 +28,32 @@ struct Identity {
     hits: AtomicU64,
     /// Requests seen per `key` (query parameter, else the path).
     by_key: Mutex<HashMap<String, u64>>,
+    next: Option<NextHop>,
 }
+
+/// The request an upstream makes for each one it serves: `GET url` through `proxy`.
+#[derive(Clone, Debug)]
+pub struct NextHop {
+    pub proxy: SocketAddr,
+    pub url: String,
+}
+
+/// The headers an app copies from the request it serves to the requests it makes, so that
+/// the hops join one trace and one request id (Istio's list).
+pub const TRACE_HEADERS: &[&str] = &[
+    "x-request-id",
+    "traceparent",
+    "tracestate",
+    "x-b3-traceid",
+    "x-b3-spanid",
+    "x-b3-parentspanid",
+    "x-b3-sampled",
+    "x-b3-flags",
+    "b3",
+    "x-ot-span-context",
+    "x-cloud-trace-context",
+    "grpc-trace-bin",
+];
 
 /// An HTTP server on `IP:PORT` answering every request with
 /// `{"service","version","pod","method","path","headers":{..}}`.
@@ -37,6 +66,27 @@ pub struct Upstream {
 
 impl Upstream {
     pub async fn start(addr: SocketAddr, service: &str, version: &str, pod: &str) -> Result<Self> {
+        Self::start_with(addr, service, version, pod, None).await
+    }
+
+    /// An upstream that, for each request, calls `next` first (copying [`TRACE_HEADERS`]).
+    pub async fn start_calling(
+        addr: SocketAddr,
+        service: &str,
+        version: &str,
+        pod: &str,
+        next: NextHop,
+    ) -> Result<Self> {
+        Self::start_with(addr, service, version, pod, Some(next)).await
+    }
+
+    async fn start_with(
+        addr: SocketAddr,
+        service: &str,
+        version: &str,
+        pod: &str,
+        next: Option<NextHop>,
+    ) -> Result<Self> {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("bind upstream {pod} ({service} {version}) on {addr}"))?;
@@ -46,6 +96,7 @@ impl Upstream {
             pod: pod.to_string(),
             hits: AtomicU64::new(0),
             by_key: Mutex::new(HashMap::new()),
+            next,
         });
         // The bound address (for port 0, the port the kernel chose).
         let addr = listener.local_addr().with_context(|| format!("address of upstream {pod}"))?;
@@ -114,12 +165,33 @@ async fn answer(identity: &Identity, request: Request) -> Response {
     if let Some(ms) = number("sleep_ms") {
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }
-    let body = describe(identity, &request);
+    let mut body = describe(identity, &request);
+    if let Some(next) = &identity.next {
+        let copied = trace_headers(&request);
+        drop(request);
+        body["next"] = call_next(next, &copied).await;
+    }
     if number("fail").is_some_and(|fail| seen <= fail) {
         let status = number("status").and_then(|s| StatusCode::from_u16(s as u16).ok());
         return (status.unwrap_or(StatusCode::SERVICE_UNAVAILABLE), Json(body)).into_response();
     }
     Json(body).into_response()
+}
+
+/// The [`TRACE_HEADERS`] of `request`.
+fn trace_headers(request: &Request) -> Vec<(String, String)> {
+    let value = |v: &axum::http::HeaderValue| String::from_utf8_lossy(v.as_bytes()).into_owned();
+    TRACE_HEADERS.iter().filter_map(|h| request.headers().get(*h).map(|v| ((*h).to_owned(), value(v)))).collect()
+}
+
+/// `GET next.url` through `next.proxy` with `headers`: the next hop's JSON answer, or
+/// `{"status", "error"}`.
+async fn call_next(next: &NextHop, headers: &[(String, String)]) -> Value {
+    let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    match crate::http::proxy_request(next.proxy, "GET", &next.url, &headers).await {
+        Ok(r) => r.json().unwrap_or_else(|_| json!({ "status": r.status, "error": r.summary() })),
+        Err(e) => json!({ "status": 0, "error": format!("{e:#}") }),
+    }
 }
 
 fn describe(identity: &Identity, request: &Request) -> Value {

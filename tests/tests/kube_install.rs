@@ -47,6 +47,7 @@ fn core_resource(feed: FeedId) -> (&'static str, &'static str) {
         Kind::Service => ("", "services"),
         Kind::Pod => ("", "pods"),
         Kind::EndpointSlice => ("discovery.k8s.io", "endpointslices"),
+        Kind::Secret => ("", "secrets"),
         other => panic!("the source watches {other:?} (group {:?}): add it to the ClusterRole and here", feed.group),
     }
 }
@@ -173,9 +174,13 @@ fn access_table() -> Vec<(Access, bool)> {
         (Access::new("patch", "admissionregistration.k8s.io", "validatingwebhookconfigurations").name("x"), false),
         (Access::new("get", "", "namespaces").name("bookinfo"), true),
         (Access::new("patch", "", "namespaces").name("bookinfo"), false),
+        // Gateway certificates: list and watch (meshd asks for type kubernetes.io/tls only;
+        // RBAC cannot limit by type), never get, create or change one.
+        (Access::new("list", "", "secrets"), true),
+        (Access::new("watch", "", "secrets").namespace("bookinfo"), true),
+        (Access::new("update", "", "secrets").namespace("bookinfo").name("bookinfo-cert"), false),
         // Nothing else: no other secrets, no writes to workloads, no way to more rights.
         (secret, false),
-        (Access::new("list", "", "secrets"), false),
         (Access::new("get", "", "configmaps").namespace("bookinfo"), false),
         (pods.namespace("bookinfo").name("reviews-v1"), false),
         (Access { verb: "delete", ..pods }.namespace("bookinfo").name("reviews-v1"), false),

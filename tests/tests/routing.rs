@@ -32,11 +32,11 @@ fn vs_mach_typo() -> String {
     reviews_vs_jason_v2_else_split(50, 50).replace("    match:", "    mach:")
 }
 
-/// The reviews rule with a first rule for the ratings workload only (`sourceLabels`, which
-/// meshd cannot evaluate yet): with the condition dropped, every user would go to v3.
-fn vs_source_labels() -> String {
-    let only_ratings_to_v3 = "  http:\n  - match:\n    - sourceLabels:\n        app: ratings\n    route:\n    - destination:\n        host: reviews\n        subset: v3\n";
-    reviews_vs_jason_v2_else_split(50, 50).replace("  http:\n", only_ratings_to_v3)
+/// The reviews rule with a first rule for admins only (a JWT claim match, which meshd
+/// cannot evaluate yet): with the condition dropped, every user would go to v3.
+fn vs_jwt_claim() -> String {
+    let admins_to_v3 = "  http:\n  - match:\n    - headers:\n        '@request.auth.claims.group':\n          exact: admin\n    route:\n    - destination:\n        host: reviews\n        subset: v3\n";
+    reviews_vs_jason_v2_else_split(50, 50).replace("  http:\n", admins_to_v3)
 }
 
 /// Invalid: a regex that does not compile.
@@ -242,9 +242,9 @@ async fn misspelled_match_is_reported_and_old_routing_kept() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unsupported_source_labels_match_is_refused_and_old_routing_kept() {
-    run_test("unsupported_source_labels_match_is_refused_and_old_routing_kept", |ctx| async move {
-        invalid_edit_keeps_previous_routing(ctx, IpBlock(62), &vs_source_labels(), "sourceLabels").await
+async fn unsupported_jwt_claim_match_is_refused_and_old_routing_kept() {
+    run_test("unsupported_jwt_claim_match_is_refused_and_old_routing_kept", |ctx| async move {
+        invalid_edit_keeps_previous_routing(ctx, IpBlock(62), &vs_jwt_claim(), "@request.auth.claims.group").await
     })
     .await;
 }

@@ -1,6 +1,6 @@
 //! DestinationRule traffic policies end to end: real meshd, the productpage sidecar
-//! (explicit mode, real Envoy) and in-process upstreams. Blocks 131-136 belong to this
-//! file. Each test ends by checking that Envoy rejected no update and meshd counted no
+//! (explicit mode, real Envoy) and in-process upstreams. Blocks 131-136 and 90 belong to
+//! this file. Each test ends by checking that Envoy rejected no update and meshd counted no
 //! NACK.
 
 use std::collections::BTreeSet;
@@ -229,6 +229,48 @@ async fn outlier_detection_ejects_the_failing_endpoint() {
         let stat = "cluster.outbound|9080||extra.bookinfo.svc.cluster.local.outlier_detection.ejections_enforced_consecutive_5xx";
         let ejections = bookinfo.productpage.stat(stat).await?.unwrap_or(0);
         ensure!(ejections >= 1, "{stat} = {ejections}");
+        bookinfo.check_no_nacks().await
+    })
+    .await;
+}
+
+/// A new endpoint under `warmup` starts with a small share of round robin (Envoy's slow
+/// start), and gets its full half once the rule drops the warmup.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn warmup_starts_a_new_endpoint_with_a_small_share() {
+    run_test("warmup_starts_a_new_endpoint_with_a_small_share", |ctx| async move {
+        let block = IpBlock(90);
+        let _a = Upstream::start(block.addr(hosts::EXTRA_1, APP_PORT), "extra", "a", "extra-a").await?;
+        let _b = Upstream::start(block.addr(hosts::EXTRA_2, APP_PORT), "extra", "b", "extra-b").await?;
+        // A 4s window; aggression 0.25 keeps a new endpoint at minimumPercent (10%) for its
+        // first ~2.2s (weight = max(10%, (age/4s)^4)).
+        let warm = "    loadBalancer:\n      simple: ROUND_ROBIN\n      warmup:\n        duration: 4s\n        minimumPercent: 10\n        aggression: 0.25\n";
+        let bookinfo = start(&ctx, block, &extra_service(false), &destination_rule("extra", warm)).await?;
+        bookinfo.await_answer(EXTRA_URL, Duration::from_secs(10)).await?;
+        // Every endpoint is new when the cluster starts: a must first leave its own window.
+        // (Time itself is the condition here.)
+        tokio::time::sleep(Duration::from_secs(5)).await;
+
+        bookinfo.dir.write("extra.yaml", &block.render(&extra_service(true)))?;
+        await_condition("b to get a request", Duration::from_secs(10), || async {
+            let r = bookinfo.productpage.request(EXTRA_URL, &[]).await?;
+            ensure!(r.json_str("version").as_deref() == Some("b"), "{}", r.summary());
+            Ok(())
+        })
+        .await?;
+        let started = std::time::Instant::now();
+        let tally = bookinfo.productpage.tally(100, EXTRA_URL, &[]).await;
+        let took = started.elapsed();
+        // Weights 1 and 0.1: b gets about 9 of 100; plain round robin would give it 50.
+        ensure!(tally.get("a") + tally.get("b") == 100 && tally.get("b") <= 30, "under warmup (in {took:?}): {tally}");
+
+        bookinfo.dir.write(RULE_FILE, &destination_rule("extra", "    loadBalancer:\n      simple: ROUND_ROBIN\n"))?;
+        await_condition("b to get its full share without warmup", Duration::from_secs(10), || async {
+            let tally = bookinfo.productpage.tally(100, EXTRA_URL, &[]).await;
+            ensure!((40..=60).contains(&tally.get("b")), "{tally}");
+            Ok(())
+        })
+        .await?;
         bookinfo.check_no_nacks().await
     })
     .await;

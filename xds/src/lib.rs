@@ -18,6 +18,7 @@
 #![forbid(unsafe_code)]
 
 pub mod canonical;
+pub mod histogram;
 pub mod resource;
 pub mod server;
 pub mod session;
@@ -26,6 +27,7 @@ pub mod status;
 mod sync;
 
 pub use canonical::set_descriptor_pool;
+pub use histogram::Histogram;
 pub use resource::{Resource, ResourceSet, ResourceType, Snapshot};
 pub use server::AdsServer;
 pub use source::{SnapshotSource, SnapshotWatch, WatchError};

@@ -3,6 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::sync::Arc;
+use std::time::Instant;
 
 use envoy_types::pb::google::protobuf::Any;
 
@@ -59,7 +60,8 @@ impl ResourceType {
         matches!(self, ResourceType::Cluster | ResourceType::Listener)
     }
 
-    const fn index(self) -> usize {
+    /// Position in [`ResourceType::ALL`] (for per-type arrays).
+    pub const fn index(self) -> usize {
         self as usize
     }
 }
@@ -236,12 +238,16 @@ impl ResourceSet {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Snapshot {
     sets: [Arc<ResourceSet>; 5],
+    /// When the control plane detected the earliest change this snapshot is the first to
+    /// carry; `None` for a snapshot that answers no change (a proxy's first one). Proxies
+    /// are timed from it to their ACK (convergence metrics).
+    changed_at: Option<Instant>,
 }
 
 impl Default for Snapshot {
     fn default() -> Self {
         let empty = ResourceSet::empty();
-        Snapshot { sets: std::array::from_fn(|_| empty.clone()) }
+        Snapshot { sets: std::array::from_fn(|_| empty.clone()), changed_at: None }
     }
 }
 
@@ -257,6 +263,17 @@ impl Snapshot {
 
     pub fn set(&self, ty: ResourceType) -> &Arc<ResourceSet> {
         &self.sets[ty.index()]
+    }
+
+    /// The same snapshot, saying it carries a change detected at `at`.
+    pub fn changed_at(mut self, at: Instant) -> Snapshot {
+        self.changed_at = Some(at);
+        self
+    }
+
+    /// When the change this snapshot carries was detected, if it carries one.
+    pub fn change_detected_at(&self) -> Option<Instant> {
+        self.changed_at
     }
 
     /// True when both snapshots hold the same content for every type.

@@ -8,6 +8,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
+use crate::histogram::Histogram;
 use crate::resource::{Resource, ResourceSet, ResourceType};
 
 /// Which ADS flavour a connection speaks.
@@ -280,11 +281,31 @@ pub struct XdsStats {
     pub stale_nonces: AtomicU64,
     /// Connections that arrived with a node id another live connection already had.
     pub duplicate_node_ids: AtomicU64,
+    /// `responses_sent` and `nacks` per type (indexed by [`ResourceType::index`]).
+    pub pushes_by_type: [AtomicU64; 5],
+    pub nacks_by_type: [AtomicU64; 5],
+    /// Per type: from the detection of the change a snapshot carries
+    /// ([`crate::Snapshot::change_detected_at`]) to each response sent to a proxy while it
+    /// takes that change in.
+    pub push_latency: [Histogram; 5],
+    /// From the detection of a change to a proxy's ACK of everything it was sent for it
+    /// (one sample per proxy that was sent something).
+    pub convergence: Histogram,
 }
 
 impl XdsStats {
     pub fn get(counter: &AtomicU64) -> u64 {
         counter.load(Ordering::Relaxed)
+    }
+
+    /// Responses of type `ty` sent.
+    pub fn pushes(&self, ty: ResourceType) -> u64 {
+        Self::get(&self.pushes_by_type[ty.index()])
+    }
+
+    /// NACKs of type `ty` received.
+    pub fn nacks_of(&self, ty: ResourceType) -> u64 {
+        Self::get(&self.nacks_by_type[ty.index()])
     }
 }
 

@@ -67,8 +67,7 @@ pub struct Percent {
     pub value: Option<f64>,
 }
 
-/// Edits to request and response headers. Not implemented by meshd yet: headers are
-/// passed unchanged (the object is accepted with a warning).
+/// Edits to request and response headers.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Headers {
     /// Edits to the request headers, before the request is forwarded to the destination.

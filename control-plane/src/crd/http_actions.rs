@@ -1,7 +1,6 @@
 //! What an HTTP route does besides forwarding: redirects, direct responses,
 //! delegation, rewrites, retries, faults, mirroring and CORS (Istio's messages of
-//! the same names). meshd refuses redirects, direct responses, delegation and rewrites,
-//! and ignores the others with a warning, for now.
+//! the same names).
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};

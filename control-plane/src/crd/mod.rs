@@ -1,5 +1,5 @@
 //! The CRDs of Amime's networking API (`networking.amime.dev/v1`: VirtualService,
-//! DestinationRule, Gateway, ServiceEntry), as Rust types that derive their OpenAPI
+//! DestinationRule, Gateway, ServiceEntry, and Amime's own RateLimit), as Rust types that derive their OpenAPI
 //! schemas. Field names and meanings are Istio's (`networking.istio.io/v1`), so a
 //! user's Istio YAML is accepted after changing `apiVersion`.
 //!
@@ -20,6 +20,7 @@ mod common;
 mod destination_rule;
 mod gateway;
 mod http_actions;
+mod rate_limit;
 mod service_entry;
 pub mod status;
 #[cfg(test)]
@@ -31,6 +32,7 @@ pub use common::{Destination, HeaderOperations, Headers, Percent, PortSelector, 
 pub use destination_rule::*;
 pub use gateway::*;
 pub use http_actions::*;
+pub use rate_limit::*;
 pub use service_entry::*;
 pub use status::{Condition, MeshStatus};
 pub use traffic_policy::*;
@@ -47,9 +49,12 @@ pub const GROUP: &str = "networking.amime.dev";
 /// Istio's API group for the same kinds.
 pub const ISTIO_GROUP: &str = "networking.istio.io";
 
+/// Kinds of our group that Istio has no counterpart of.
+pub const AMIME_ONLY_KINDS: &[&str] = &["RateLimit"];
+
 /// The CRDs of the networking kinds, in a fixed order.
 pub fn crds() -> Vec<CustomResourceDefinition> {
-    [VirtualService::crd(), DestinationRule::crd(), Gateway::crd(), ServiceEntry::crd()]
+    [VirtualService::crd(), DestinationRule::crd(), Gateway::crd(), ServiceEntry::crd(), RateLimit::crd()]
         .into_iter()
         .map(api_formats)
         .collect()
@@ -87,7 +92,7 @@ fn api_formats(crd: CustomResourceDefinition) -> CustomResourceDefinition {
 /// `v1alpha3` with one schema, as Istio does; with Istio's short names and
 /// categories. A stand-in for Istio's CRDs in tests (Istio's own are not vendored).
 pub fn istio_crds() -> Vec<CustomResourceDefinition> {
-    crds().into_iter().map(to_istio).collect()
+    crds().into_iter().filter(|c| !AMIME_ONLY_KINDS.contains(&c.spec.names.kind.as_str())).map(to_istio).collect()
 }
 
 fn to_istio(mut crd: CustomResourceDefinition) -> CustomResourceDefinition {

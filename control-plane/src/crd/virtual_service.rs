@@ -66,17 +66,14 @@ pub struct HttpRoute {
     pub match_: Option<Vec<HttpMatchRequest>>,
     /// Destinations, with weights, the requests are sent to.
     pub route: Option<Vec<HttpRouteDestination>>,
-    /// Answer with a redirect instead of forwarding. Not supported by meshd yet: the
-    /// object is refused.
+    /// Answer with a redirect instead of forwarding (instead of `route`).
     pub redirect: Option<HttpRedirect>,
-    /// Answer with a fixed response instead of forwarding. Not supported by meshd
-    /// yet: the object is refused.
+    /// Answer with a fixed response instead of forwarding (instead of `route`).
     pub direct_response: Option<HttpDirectResponse>,
-    /// Hand the requests to the routes of another VirtualService. Not supported by
-    /// meshd yet: the object is refused.
+    /// Hand the requests to the routes of another VirtualService, one without hosts
+    /// (instead of `route`); its matches are merged with this route's.
     pub delegate: Option<Delegate>,
-    /// Rewrite the path or authority before forwarding. Not supported by meshd yet:
-    /// the object is refused.
+    /// Rewrite the path or authority before forwarding.
     pub rewrite: Option<HttpRewrite>,
     /// Timeout for the whole request, as a duration (`5s`, `250ms`). Default: none
     /// (Envoy's own 15s default is turned off, as Istio does).
@@ -87,28 +84,26 @@ pub struct HttpRoute {
     pub retries: Option<HttpRetry>,
     /// Fault injection (delays and aborts), each for a percentage of the requests.
     pub fault: Option<HttpFaultInjection>,
-    /// Mirror (shadow) the requests to another destination as well. Not implemented by
-    /// meshd yet (ignored with a warning).
+    /// Mirror (shadow) the requests to another destination as well (its answers are
+    /// dropped).
     pub mirror: Option<Destination>,
-    /// Mirror the requests to several destinations. Not implemented by meshd yet
-    /// (ignored with a warning).
+    /// Mirror the requests to several destinations (not with `mirror`).
     pub mirrors: Option<Vec<HttpMirrorPolicy>>,
     /// Deprecated: use `mirrorPercentage`. Percentage (integer) of requests mirrored.
-    /// Not implemented by meshd yet (ignored with a warning).
     #[serde(rename = "mirror_percent")]
     pub mirror_percent_deprecated: Option<u32>,
     /// Deprecated: use `mirrorPercentage`. Percentage (integer) of requests mirrored.
-    /// Not implemented by meshd yet (ignored with a warning).
     pub mirror_percent: Option<u32>,
-    /// Percentage of requests mirrored to `mirror`. Default: 100. Not implemented by
-    /// meshd yet (ignored with a warning).
+    /// Percentage of requests mirrored to `mirror`. Default: 100.
     pub mirror_percentage: Option<Percent>,
-    /// Cross-origin resource sharing (CORS) policy. Not implemented by meshd yet
-    /// (ignored with a warning).
+    /// Cross-origin resource sharing (CORS) policy.
     pub cors_policy: Option<CorsPolicy>,
     /// Header edits (`set`, `add`, `remove`) for the requests of this route and their
     /// responses.
     pub headers: Option<Headers>,
+    /// Istio's old switch for websocket upgrades: accepted and unneeded, they always
+    /// work.
+    pub websocket_upgrade: Option<bool>,
 }
 
 /// Conditions a request must satisfy, all of them, for the route to take it.

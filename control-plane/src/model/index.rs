@@ -18,10 +18,14 @@ pub struct Index {
     pub endpoint_slices: BTreeMap<(String, String), Arc<EndpointSlice>>,
     pub virtual_services: BTreeMap<(String, String), Arc<VirtualService>>,
     pub destination_rules: BTreeMap<(String, String), Arc<DestinationRule>>,
-    /// Read and checked; not yet used by the translator.
+    /// Servers of the gateway proxies their selectors match.
     pub gateways: BTreeMap<(String, String), Arc<Gateway>>,
-    /// Read and checked; not yet used by the translator.
+    /// Their hosts join the registry (see `translate::service_entry`).
     pub service_entries: BTreeMap<(String, String), Arc<ServiceEntry>>,
+    pub rate_limits: BTreeMap<(String, String), Arc<RateLimit>>,
+    /// TLS Secrets (Gateway certificates).
+    pub secrets: BTreeMap<(String, String), Arc<Secret>>,
+    pub telemetries: BTreeMap<(String, String), Arc<Telemetry>>,
 }
 
 /// What changed, so callers can skip work when nothing did.
@@ -65,6 +69,9 @@ impl Index {
             MeshObject::DestinationRule(o) => put(&mut self.destination_rules, k, o),
             MeshObject::Gateway(o) => put(&mut self.gateways, k, o),
             MeshObject::ServiceEntry(o) => put(&mut self.service_entries, k, o),
+            MeshObject::RateLimit(o) => put(&mut self.rate_limits, k, o),
+            MeshObject::Secret(o) => put(&mut self.secrets, k, o),
+            MeshObject::Telemetry(o) => put(&mut self.telemetries, k, o),
         }
     }
 
@@ -80,6 +87,9 @@ impl Index {
             Kind::DestinationRule => self.destination_rules.remove(&k).is_some(),
             Kind::Gateway => self.gateways.remove(&k).is_some(),
             Kind::ServiceEntry => self.service_entries.remove(&k).is_some(),
+            Kind::RateLimit => self.rate_limits.remove(&k).is_some(),
+            Kind::Secret => self.secrets.remove(&k).is_some(),
+            Kind::Telemetry => self.telemetries.remove(&k).is_some(),
         };
         if removed {
             Change::Changed
@@ -130,6 +140,9 @@ impl Index {
         retain(&mut self.destination_rules, keep(Kind::DestinationRule));
         retain(&mut self.gateways, keep(Kind::Gateway));
         retain(&mut self.service_entries, keep(Kind::ServiceEntry));
+        retain(&mut self.rate_limits, keep(Kind::RateLimit));
+        retain(&mut self.secrets, keep(Kind::Secret));
+        retain(&mut self.telemetries, keep(Kind::Telemetry));
         changed |= self.len() != before;
         if changed {
             Change::Changed
@@ -148,6 +161,9 @@ impl Index {
             + self.destination_rules.len()
             + self.gateways.len()
             + self.service_entries.len()
+            + self.rate_limits.len()
+            + self.secrets.len()
+            + self.telemetries.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -169,6 +185,9 @@ impl Index {
             MeshObject::DestinationRule(o) => same(&self.destination_rules, &o.namespace, &o.name, o),
             MeshObject::Gateway(o) => same(&self.gateways, &o.namespace, &o.name, o),
             MeshObject::ServiceEntry(o) => same(&self.service_entries, &o.namespace, &o.name, o),
+            MeshObject::RateLimit(o) => same(&self.rate_limits, &o.namespace, &o.name, o),
+            MeshObject::Secret(o) => same(&self.secrets, &o.namespace, &o.name, o),
+            MeshObject::Telemetry(o) => same(&self.telemetries, &o.namespace, &o.name, o),
         }
     }
 

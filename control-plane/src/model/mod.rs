@@ -5,21 +5,33 @@
 //! reads into [`RawObject`]s and goes through the same [`parse::parse_object`]
 //! validation into [`MeshObject`]s, which it applies to the one [`index::Index`].
 
+pub mod http_actions;
 pub mod index;
 pub mod l4_route;
 pub mod parse;
 pub mod policy;
+pub mod rate_limit;
+pub mod scope;
+pub mod secret;
+pub mod telemetry;
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::IpAddr;
 
+pub use http_actions::{
+    CorsPolicy, Delegate, DirectResponse, Mirror, Redirect, RedirectPath, RedirectPort, ResponseBody, Rewrite,
+};
 pub use l4_route::{Cidr, L4Match, L4Route};
 pub use parse::{parse_object, Diagnostic, ObjectError, RawObject, Severity};
 pub use policy::{
     effective_policy, ConnectionPool, ConsistentHash, HashKey, HashRing, LoadBalancer, OutlierDetection,
-    PolicySections, TcpKeepalive, TlsOrigination, TrafficPolicy, UpstreamTls,
+    PolicySections, TcpKeepalive, TlsOrigination, TrafficPolicy, UpstreamTls, Warmup,
 };
+pub use rate_limit::{RateLimit, RateLimitRule, TokenBucket};
+pub use scope::{ExportTo, SidecarScope, SourceCondition};
+pub use secret::Secret;
+pub use telemetry::Telemetry;
 
 /// Cluster-local DNS suffix of service hostnames.
 pub const DOMAIN_SUFFIX: &str = "svc.cluster.local";
@@ -35,6 +47,9 @@ pub enum Kind {
     DestinationRule,
     Gateway,
     ServiceEntry,
+    RateLimit,
+    Secret,
+    Telemetry,
 }
 
 impl Kind {
@@ -49,6 +64,9 @@ impl Kind {
             "DestinationRule" => Kind::DestinationRule,
             "Gateway" => Kind::Gateway,
             "ServiceEntry" => Kind::ServiceEntry,
+            "RateLimit" => Kind::RateLimit,
+            "Secret" => Kind::Secret,
+            "Telemetry" => Kind::Telemetry,
             _ => return None,
         })
     }
@@ -130,6 +148,9 @@ pub enum MeshObject {
     DestinationRule(DestinationRule),
     Gateway(Gateway),
     ServiceEntry(ServiceEntry),
+    RateLimit(RateLimit),
+    Secret(Secret),
+    Telemetry(Telemetry),
 }
 
 impl MeshObject {
@@ -149,6 +170,9 @@ impl MeshObject {
             MeshObject::DestinationRule(o) => (Kind::DestinationRule, &o.namespace, &o.name),
             MeshObject::Gateway(o) => (Kind::Gateway, &o.namespace, &o.name),
             MeshObject::ServiceEntry(o) => (Kind::ServiceEntry, &o.namespace, &o.name),
+            MeshObject::RateLimit(o) => (Kind::RateLimit, &o.namespace, &o.name),
+            MeshObject::Secret(o) => (Kind::Secret, &o.namespace, &o.name),
+            MeshObject::Telemetry(o) => (Kind::Telemetry, &o.namespace, &o.name),
         }
     }
 }
@@ -283,6 +307,13 @@ pub struct HttpMatch {
     pub authority: Option<StringMatch>,
     pub port: Option<u16>,
     pub ignore_uri_case: bool,
+    /// `scheme`: matched on `:scheme`.
+    pub scheme: Option<StringMatch>,
+    /// `sourceLabels`, `sourceNamespace`, `gateways`: who the match takes requests
+    /// from (see [`HttpMatch::sidecar_scope`]).
+    pub source_labels: Labels,
+    pub source_namespace: Option<String>,
+    pub gateways: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -323,13 +354,18 @@ impl Headers {
     }
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct HttpRoute {
     pub name: Option<String>,
     pub matches: Vec<HttpMatch>,
+    /// Empty when the rule redirects, answers or delegates instead.
     pub route: Vec<RouteDestination>,
     /// What the rule does with the requests besides choosing a destination.
     pub actions: RouteActions,
+    /// Instead of `route`: a redirect, a direct response, or another VirtualService's rules.
+    pub redirect: Option<Redirect>,
+    pub direct_response: Option<DirectResponse>,
+    pub delegate: Option<Delegate>,
 }
 
 /// The actions of an HTTP rule (Istio's `HTTPRoute` fields other than `match` and
@@ -344,6 +380,12 @@ pub struct RouteActions {
     pub fault: Option<Fault>,
     /// `headers`: edits of every request the rule takes (and of its response).
     pub headers: Headers,
+    /// `rewrite`: the path and authority the destination is asked for.
+    pub rewrite: Option<Rewrite>,
+    /// `mirror` (with its percentage) and `mirrors`, in that order.
+    pub mirrors: Vec<Mirror>,
+    /// `corsPolicy`.
+    pub cors: Option<CorsPolicy>,
 }
 
 /// Istio's `HTTPFaultInjection`. Shares are in millionths (Istio's `percentage.value`
@@ -406,6 +448,8 @@ pub struct VirtualService {
     pub tcp: Vec<L4Route>,
     /// `tls` rules: TLS ports of the hosts, by SNI.
     pub tls: Vec<L4Route>,
+    /// Namespaces whose proxies see the rule.
+    pub export_to: ExportTo,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -453,7 +497,17 @@ pub struct ServerTls {
     pub mode: ServerTlsMode,
     /// Redirect plain HTTP to HTTPS.
     pub https_redirect: bool,
+    /// Secrets (type `kubernetes.io/tls`, in the Gateway's namespace) holding the
+    /// certificate and key: `credentialName`, then `credentialNames`.
     pub credential_names: Vec<String>,
+    /// `serverCertificate` / `privateKey`: PEM files on the gateway proxy's machine.
+    pub cert_files: Option<(String, String)>,
+    /// `caCertificates`: a PEM file of CAs for client certificates (`MUTUAL`).
+    pub ca_file: Option<String>,
+    /// `minProtocolVersion` / `maxProtocolVersion`: the TLS 1.x minor version (0 to 3);
+    /// `None` for `TLS_AUTO` or unset (Envoy's defaults: 1.2 to 1.3).
+    pub min_version: Option<u8>,
+    pub max_version: Option<u8>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -468,7 +522,7 @@ pub struct GatewayServer {
     pub tls: Option<ServerTls>,
 }
 
-/// Istio's Gateway: read and checked, not yet in effect (meshd runs no gateways yet).
+/// Istio's Gateway: the servers of the gateway proxies its `selector` matches.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Gateway {
     pub namespace: String,
@@ -491,6 +545,9 @@ pub struct ServiceEntryPort {
     pub protocol: Option<PortProtocol>,
     pub name: String,
     pub target_port: Option<u16>,
+    /// How meshd carries the port's traffic: by `protocol` (HTTP; HTTP2 and GRPC as
+    /// HTTP/2; everything else as TCP), else by the name's prefix as for a Service port.
+    pub mesh_protocol: Protocol,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -503,8 +560,8 @@ pub struct ServiceEntryEndpoint {
     pub weight: Option<u32>,
 }
 
-/// Istio's ServiceEntry: read and checked, not yet in effect (its hosts are not yet
-/// added to the mesh).
+/// Istio's ServiceEntry: hosts added to the mesh registry (see
+/// `translate::service_entry`).
 #[derive(Clone, Debug, PartialEq)]
 pub struct ServiceEntry {
     pub namespace: String,

@@ -99,10 +99,24 @@ pub struct TlsOrigination {
     pub insecure_skip_verify: bool,
 }
 
+/// Istio's `loadBalancer.warmup` (or the older `warmupDurationSecs`): an endpoint that
+/// just joined starts with a small share of the requests, growing to its full share over
+/// `duration` (Envoy's slow start). Round robin and least request only.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Warmup {
+    pub duration: Duration,
+    /// The share a new endpoint starts with, in percent of its full weight (Istio: 10).
+    pub minimum_percent: f64,
+    /// How fast the share grows: 1 is linear, more is faster at first (Istio: 1).
+    pub aggression: f64,
+}
+
 /// The parts of a policy that replace each other whole when policies merge.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct PolicySections {
     pub load_balancer: Option<LoadBalancer>,
+    /// Part of the `loadBalancer` section: it merges together with `load_balancer`.
+    pub warmup: Option<Warmup>,
     pub connection_pool: Option<ConnectionPool>,
     pub outlier_detection: Option<OutlierDetection>,
     pub tls: Option<UpstreamTls>,
@@ -111,8 +125,11 @@ pub struct PolicySections {
 impl PolicySections {
     /// `self` with every section `over` sets replacing ours (Istio's subset override).
     fn overridden_by(&self, over: &PolicySections) -> PolicySections {
+        // `loadBalancer` is one section: a subset that sets it replaces the policy and the warmup.
+        let balancer = if over.load_balancer.is_some() || over.warmup.is_some() { over } else { self };
         PolicySections {
-            load_balancer: over.load_balancer.clone().or_else(|| self.load_balancer.clone()),
+            load_balancer: balancer.load_balancer.clone(),
+            warmup: balancer.warmup.clone(),
             connection_pool: over.connection_pool.clone().or_else(|| self.connection_pool.clone()),
             outlier_detection: over.outlier_detection.clone().or_else(|| self.outlier_detection.clone()),
             tls: over.tls.clone().or_else(|| self.tls.clone()),
@@ -171,6 +188,7 @@ mod tests {
                 connection_pool: Some(pool(10)),
                 outlier_detection: None,
                 tls: None,
+                warmup: None,
             },
             port_level: [(8080, lb(LoadBalancer::LeastRequest))].into_iter().collect(),
         };
@@ -191,6 +209,7 @@ mod tests {
                     connection_pool: Some(pool(1)),
                     outlier_detection: None,
                     tls: None,
+                    warmup: None,
                 },
             ),
             (
@@ -201,6 +220,7 @@ mod tests {
                     connection_pool: Some(pool(1)),
                     outlier_detection: None,
                     tls: None,
+                    warmup: None,
                 },
             ),
             // The subset's port-level settings replace everything.

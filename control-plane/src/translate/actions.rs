@@ -22,7 +22,7 @@ use envoy_types::pb::google::protobuf::{Any, Duration, UInt32Value};
 
 use crate::model::{AbortStatus, Fault, HeaderOps, Headers, Retries, RouteActions};
 
-use super::envoy::{any, FAULT_FILTER};
+use super::envoy::{any, CORS_FILTER, FAULT_FILTER};
 
 /// Istio's default `retryOn`.
 pub const DEFAULT_RETRY_ON: &str = "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes";
@@ -37,10 +37,13 @@ pub fn duration(d: std::time::Duration) -> Duration {
     Duration { seconds: d.as_secs() as i64, nanos: d.subsec_nanos() as i32 }
 }
 
-/// Sets the timeout and retry policy of `action` from the rule's `actions`.
+/// Sets the timeout, retry policy and rewrites of `action` from the rule's `actions`.
 pub fn apply(action: &mut RouteAction, actions: &RouteActions) {
     action.timeout = Some(duration(actions.timeout.unwrap_or_default()));
     action.retry_policy = retry_policy(actions.retries.as_ref());
+    if let Some(rw) = &actions.rewrite {
+        super::http_actions::apply_rewrite(action, rw);
+    }
 }
 
 /// The per-route configuration of the HTTP filters (by filter name) for `actions`.
@@ -48,6 +51,9 @@ pub fn per_filter_config(actions: &RouteActions) -> HashMap<String, Any> {
     let mut out = HashMap::new();
     if let Some(fault) = &actions.fault {
         out.insert(FAULT_FILTER.to_owned(), any(http_fault(fault)));
+    }
+    if let Some(cors) = &actions.cors {
+        out.insert(CORS_FILTER.to_owned(), any(super::http_actions::cors_policy(cors)));
     }
     out
 }

@@ -20,7 +20,7 @@ use xds::Resource;
 
 use crate::envoy_validate::{check_encoded, Violation};
 use crate::model::index::Index;
-use crate::model::{ObjectError, Severity, VirtualService};
+use crate::model::{ObjectError, Severity, SourceCondition, VirtualService};
 
 use super::routes::{self, RouteOrigin};
 use super::{ModelLookup, Problems};
@@ -117,29 +117,46 @@ fn accepted() -> Arc<[Violation]> {
     ACCEPTED.get_or_init(|| Arc::new([])).clone()
 }
 
-/// Routes of every (host, port) a VirtualService governs, each VirtualService
-/// checked as a whole: if Envoy would refuse any of its routes, it is reported and
-/// its last good version (or nothing) takes its place.
+/// Routes, each with the source condition it holds for (`None`: every caller).
+pub(crate) type SourcedRoutes = Vec<(Route, Option<SourceCondition>)>;
+
+/// The routes of each VirtualService for each (host, port) it may govern.
+pub(crate) type RoutesByRule = HashMap<(VsKey, String, u16), SourcedRoutes>;
+
+/// A VirtualService's namespace and name.
+pub(crate) type VsKey = (String, String);
+
+/// Routes of every (VirtualService, host, port) a VirtualService may govern, each
+/// VirtualService checked as a whole: if Envoy would refuse any of its routes, it is
+/// reported and its last good version (or nothing) takes its place.
 pub(crate) fn virtual_service_routes(
     model: &Index,
     lookup: &ModelLookup<'_>,
-    vs_by_host: &BTreeMap<String, &VirtualService>,
+    vs_by_host: &BTreeMap<String, Vec<&VirtualService>>,
     checker: &mut Checker,
     problems: &mut Problems,
-) -> HashMap<(String, u16), Vec<Route>> {
+) -> RoutesByRule {
     let mut hosts_by_vs: BTreeMap<(&str, &str), (&VirtualService, Vec<&str>)> = BTreeMap::new();
-    for (host, vs) in vs_by_host {
-        hosts_by_vs.entry((&vs.namespace, &vs.name)).or_insert((vs, Vec::new())).1.push(host);
+    for (host, candidates) in vs_by_host {
+        for vs in candidates {
+            hosts_by_vs.entry((&vs.namespace, &vs.name)).or_insert((vs, Vec::new())).1.push(host);
+        }
     }
     let mut out = HashMap::new();
     for (vs, hosts) in hosts_by_vs.into_values() {
         let key = (vs.namespace.clone(), vs.name.clone());
         let mut found = Problems::default();
+        // Checked (and remembered as last good) with its delegates' rules in place.
+        let expanded = super::delegate::expand(model, vs, &mut found);
+        let vs: &VirtualService = &expanded;
+        let keyed = |routes: HashMap<(String, u16), _>| {
+            routes.into_iter().map(move |((host, port), r)| ((key_of(vs), host, port), r))
+        };
         let refused = match translate_checked(model, lookup, vs, &hosts, checker, &mut found) {
             Ok(routes) => {
                 problems.list.extend(found.list);
                 checker.last_good.insert(key, vs.clone());
-                out.extend(routes);
+                out.extend(keyed(routes));
                 continue;
             }
             Err(refused) => {
@@ -161,15 +178,20 @@ pub(crate) fn virtual_service_routes(
                 ObjectError::at_object(Severity::Error, "VirtualService", &vs.namespace, &vs.name, field, message);
             problems.list.insert(problem);
         }
-        out.extend(kept.unwrap_or_default());
+        out.extend(keyed(kept.unwrap_or_default()));
     }
     out
 }
 
+fn key_of(vs: &VirtualService) -> VsKey {
+    (vs.namespace.clone(), vs.name.clone())
+}
+
 type Refusals = Vec<(String, String)>;
 
-/// Translates `vs` for each port of each of `hosts` and checks the routes. Err lists
-/// (user field, what Envoy would say) for every refused part.
+/// Translates `vs` for each port of each of `hosts` and checks the routes (all of
+/// them, whatever their source conditions: a caller gets a subset). Err lists (user
+/// field, what Envoy would say) for every refused part.
 fn translate_checked(
     model: &Index,
     lookup: &ModelLookup<'_>,
@@ -177,7 +199,7 @@ fn translate_checked(
     hosts: &[&str],
     checker: &mut Checker,
     problems: &mut Problems,
-) -> Result<HashMap<(String, u16), Vec<Route>>, Refusals> {
+) -> Result<HashMap<(String, u16), SourcedRoutes>, Refusals> {
     let mut routes_by_port = HashMap::new();
     let mut refused: Refusals = Vec::new();
     if vs.http.is_empty() {
@@ -185,13 +207,13 @@ fn translate_checked(
         return Ok(routes_by_port);
     }
     for host in hosts {
-        let Some(service) = model.service_by_hostname(host) else { continue };
-        for sp in service.ports.iter().filter(|p| p.protocol.is_http()) {
-            let traced = routes::virtual_service_routes_traced(model, lookup, vs, sp.port, problems);
+        let Some(ports) = lookup.registry_ports(model, host) else { continue };
+        for port in ports.into_iter().filter(|(_, protocol)| protocol.is_http()).map(|(port, _)| port) {
+            let traced = routes::virtual_service_routes_traced(model, lookup, vs, port, problems);
             let (routes, origins): (Vec<Route>, Vec<RouteOrigin>) = traced.into_iter().unzip();
             // Checked alone, so the verdict is about this rule's routes, not the service's names.
             let vh = VirtualHost {
-                name: format!("{host}:{}", sp.port),
+                name: format!("{host}:{}", port),
                 domains: vec!["*".to_owned()],
                 routes,
                 ..Default::default()
@@ -203,7 +225,8 @@ fn translate_checked(
                     refused.push(entry);
                 }
             }
-            routes_by_port.insert(((*host).to_owned(), sp.port), vh.routes);
+            let sourced = vh.routes.into_iter().zip(origins.into_iter().map(|o| o.source)).collect();
+            routes_by_port.insert(((*host).to_owned(), port), sourced);
         }
     }
     if refused.is_empty() {
@@ -351,16 +374,20 @@ pub(crate) fn cluster_origin(
             }
         }
     }
-    let service = model.service_by_hostname(host)?;
+    let Some(service) = model.service_by_hostname(host) else {
+        return super::service_entry::cluster_origin(lookup, host, port);
+    };
     let i = service.ports.iter().position(|p| p.port.to_string() == port).unwrap_or(0);
     Some(("Service", service.namespace.clone(), service.name.clone(), format!("spec.ports[{i}]")))
 }
 
-/// The Service behind a TCP hand-off listener named `<cluster IP>_<port>`.
+/// The Service (or ServiceEntry) behind a TCP hand-off listener named `<IP>_<port>`.
 pub(crate) fn listener_origin(model: &Index, listener: &str) -> Option<(&'static str, String, String, String)> {
     let (ip, port) = listener.rsplit_once('_')?;
     let ip: std::net::IpAddr = ip.parse().ok()?;
-    let service = model.services.values().find(|s| s.cluster_ip == Some(ip))?;
+    let Some(service) = model.services.values().find(|s| s.cluster_ip == Some(ip)) else {
+        return super::service_entry::listener_origin(model, ip, port);
+    };
     let i = service.ports.iter().position(|p| p.port.to_string() == port).unwrap_or(0);
     Some(("Service", service.namespace.clone(), service.name.clone(), format!("spec.ports[{i}]")))
 }

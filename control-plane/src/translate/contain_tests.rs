@@ -47,11 +47,12 @@ fn vs(http: Vec<HttpRoute>) -> MeshObject {
         http,
         tcp: vec![],
         tls: vec![],
+        export_to: Default::default(),
     })
 }
 
 fn rule(matches: Vec<HttpMatch>, route: Vec<RouteDestination>) -> HttpRoute {
-    HttpRoute { name: None, matches, route, actions: Default::default() }
+    HttpRoute { matches, route, ..Default::default() }
 }
 
 fn header_match(name: &str, m: StringMatch) -> HttpMatch {
@@ -81,6 +82,7 @@ fn routes_of(mesh: &MeshConfig) -> RouteConfiguration {
         mode: InterceptionMode::Redirect,
         ip: Some("10.0.0.1".parse().unwrap()),
         labels: Default::default(),
+        kind: Default::default(),
     };
     let snapshot = mesh.proxy_snapshot(&class);
     let set = snapshot.set(ResourceType::RouteConfiguration);
@@ -206,6 +208,7 @@ fn violation_paths_map_to_user_fields() {
         headers: vec!["headers.x-user".into(), "withoutHeaders.x-debug".into(), "method".into()],
         query_params: vec!["queryParams.q".into()],
         destinations: vec![0, 2],
+        source: None,
     };
     let origins = [RouteOrigin::default(), origin];
     let cases = [

@@ -23,6 +23,7 @@ use envoy_types::pb::envoy::extensions::clusters::dynamic_forward_proxy::v3::{
     cluster_config, ClusterConfig as ForwardProxyClusterConfig,
 };
 use envoy_types::pb::envoy::extensions::common::dynamic_forward_proxy::v3::DnsCacheConfig;
+use envoy_types::pb::envoy::extensions::filters::http::cors::v3::Cors;
 use envoy_types::pb::envoy::extensions::filters::http::dynamic_forward_proxy::v3::{
     filter_config, FilterConfig as ForwardProxyFilterConfig,
 };
@@ -261,6 +262,19 @@ fn fault_filter() -> HttpFilter {
     }
 }
 
+/// Name of the CORS filter; routes with a `corsPolicy` configure it in `typed_per_filter_config`.
+pub const CORS_FILTER: &str = "envoy.filters.http.cors";
+
+/// The CORS filter with no policy of its own: only routes with a `corsPolicy` answer
+/// preflights and add CORS headers.
+fn cors_filter() -> HttpFilter {
+    HttpFilter {
+        name: CORS_FILTER.to_owned(),
+        config_type: Some(http_filter::ConfigType::TypedConfig(any(Cors::default()))),
+        ..Default::default()
+    }
+}
+
 fn router_filter() -> HttpFilter {
     HttpFilter {
         name: "envoy.filters.http.router".to_owned(),
@@ -278,15 +292,27 @@ pub enum RouteSource {
 /// An HTTP connection manager. With `forward_proxy`, routes to a [`forward_proxy_cluster`]
 /// resolve the request's host (the explicit proxy's passthrough).
 pub fn http_connection_manager(stat_prefix: &str, routes: RouteSource, forward_proxy: bool) -> Filter {
-    // Routes from RDS (outbound, VirtualService rules) may inject faults, before
-    // anything else is done with the request.
+    http_connection_manager_with(stat_prefix, routes, forward_proxy, Vec::new())
+}
+
+/// [`http_connection_manager`] with `extra` HTTP filters just before the router.
+pub fn http_connection_manager_with(
+    stat_prefix: &str,
+    routes: RouteSource,
+    forward_proxy: bool,
+    extra: Vec<HttpFilter>,
+) -> Filter {
+    // Routes from RDS (outbound, VirtualService rules) may answer CORS preflights and
+    // inject faults, before anything else is done with the request (Istio's order).
     let mut http_filters = Vec::new();
     if matches!(routes, RouteSource::Rds(_)) {
+        http_filters.push(cors_filter());
         http_filters.push(fault_filter());
     }
     if forward_proxy {
         http_filters.push(forward_proxy_filter());
     }
+    http_filters.extend(extra);
     http_filters.push(router_filter());
     let route_specifier = match routes {
         RouteSource::Rds(name) => {
@@ -299,6 +325,11 @@ pub fn http_connection_manager(stat_prefix: &str, routes: RouteSource, forward_p
         codec_type: http_connection_manager::CodecType::Auto as i32,
         route_specifier: Some(route_specifier),
         http_filters,
+        // Websockets work by default, as in Istio.
+        upgrade_configs: vec![http_connection_manager::UpgradeConfig {
+            upgrade_type: "websocket".to_owned(),
+            ..Default::default()
+        }],
         ..Default::default()
     };
     Filter {

@@ -129,14 +129,14 @@ pub(crate) fn tls_chains(rules: &[L4Route], port: u16) -> Vec<Chain<'_>> {
 pub(crate) fn listeners(
     model: &Index,
     lookup: &ModelLookup<'_>,
-    vs_by_host: &BTreeMap<String, &VirtualService>,
+    vs_by_host: &BTreeMap<String, Vec<&VirtualService>>,
     problems: &mut Problems,
 ) -> Vec<Arc<Resource>> {
     report_rules_without_ports(model, vs_by_host, problems);
     let mut out = Vec::new();
     for service in model.services.values() {
         let Some(ip) = service.cluster_ip else { continue };
-        let vs = vs_by_host.get(&service.hostname()).copied();
+        let vs = vs_by_host.get(&service.hostname()).and_then(|vss| l4_rule_owner(vss));
         for sp in service.ports.iter().filter(|p| !p.protocol.is_http()) {
             let listener = hand_off_listener(model, lookup, service, ip, sp, vs, problems);
             out.push(Arc::new(Resource::from_message(listener.name.clone(), &listener)));
@@ -218,7 +218,7 @@ fn weighted_clusters(
     let mut out = Vec::new();
     for (j, d) in rule.route.iter().enumerate() {
         let dfield = format!("{field}.route[{j}].destination");
-        let cluster = destination_cluster(model, lookup, vs, &d.destination, port, &dfield, problems)?;
+        let cluster = destination_cluster(model, lookup, vs, &dfield, &d.destination, port, problems)?;
         if d.weight > 0 {
             out.push((cluster, d.weight));
         }
@@ -263,6 +263,13 @@ fn tls_inspector() -> ListenerFilter {
     }
 }
 
+/// The VirtualService whose `tcp` and `tls` rules govern a host: the first, in
+/// precedence order, that has any. Hand-off listeners are shared by every proxy, so
+/// such rules are exported everywhere (the parser refuses a narrower `exportTo`).
+fn l4_rule_owner<'a>(vss: &[&'a VirtualService]) -> Option<&'a VirtualService> {
+    vss.iter().copied().find(|vs| !vs.tcp.is_empty() || !vs.tls.is_empty())
+}
+
 /// Whether `host` of `vs` is there for its tls rules' SNI hosts (Istio requires each
 /// SNI host among the hosts), so it need not be a service.
 pub(crate) fn is_sni_host(vs: &VirtualService, host: &str) -> bool {
@@ -271,8 +278,12 @@ pub(crate) fn is_sni_host(vs: &VirtualService, host: &str) -> bool {
 
 /// Reports tcp and tls rules that no port of their hosts takes: tcp rules apply to
 /// opaque TCP ports, tls rules to TLS ports.
-fn report_rules_without_ports(model: &Index, vs_by_host: &BTreeMap<String, &VirtualService>, problems: &mut Problems) {
-    for (host, vs) in vs_by_host {
+fn report_rules_without_ports(
+    model: &Index,
+    vs_by_host: &BTreeMap<String, Vec<&VirtualService>>,
+    problems: &mut Problems,
+) {
+    for (host, vs) in vs_by_host.iter().flat_map(|(host, vss)| vss.iter().map(move |vs| (host, *vs))) {
         let Some(service) = model.service_by_hostname(host) else { continue };
         for (kind, rules, protocol) in [("tcp", &vs.tcp, Protocol::Tcp), ("tls", &vs.tls, Protocol::Tls)] {
             if rules.is_empty() {

@@ -4,15 +4,24 @@
 //! [`MeshConfig::build`] translates everything that does not depend on the proxy
 //! once (clusters, endpoints, per-service routes); [`MeshConfig::proxy_snapshot`]
 //! then assembles one proxy's view from shared pieces, so ten thousand proxies in one
-//! namespace share one set of clusters, endpoints and routes. Output is deterministic
+//! namespace share one set of clusters, endpoints and routes (route sets vary only by
+//! the source conditions a workload meets, see [`scoping`]). Output is deterministic
 //! (ordered maps; content-derived versions).
 
 pub mod actions;
 pub mod contain;
+pub mod delegate;
 pub mod envoy;
+mod gateway;
+pub mod gateway_tls;
+pub mod http_actions;
 mod l4_routes;
 pub mod policy;
+pub mod rate_limit;
 pub mod routes;
+pub mod scoping;
+pub mod service_entry;
+pub mod telemetry;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -26,11 +35,12 @@ use xds::{Resource, ResourceSet, ResourceType, Snapshot};
 
 use crate::model::index::Index;
 use crate::model::{
-    effective_policy, resolve_host, selector_matches, DestinationRule, EndpointSlice, Labels, ObjectError, Pod,
-    PolicySections, Protocol, Service, Severity, VirtualService,
+    effective_policy, selector_matches, DestinationRule, EndpointSlice, Labels, ObjectError, Pod, PolicySections,
+    Protocol, Service, ServiceEntry, Severity, VirtualService,
 };
 use contain::{CheckStats, Checker, Containment};
 use envoy::*;
+use scoping::{encode_virtual_host, Caller, Conditions, HostRoutes};
 
 /// Port of the outbound listener (explicit proxy / capture target).
 pub const OUTBOUND_PORT: u16 = 15001;
@@ -46,6 +56,8 @@ pub fn cluster_name(port: u16, subset: Option<&str>, host: &str) -> String {
 
 /// How the sidecar gets traffic (MISSION §4); its home is the bootstrap's contract.
 pub use injector::node_metadata::InterceptionMode;
+/// Sidecar or ingress gateway; its home is the bootstrap's contract too.
+pub use injector::node_metadata::ProxyKind;
 
 /// What the translator needs to know of a proxy. Proxies with equal `ProxyClass`
 /// get the same snapshot.
@@ -59,7 +71,10 @@ pub struct ProxyClass {
     pub ip: Option<IpAddr>,
     /// Workload labels: inbound listeners, and rules that select workloads (`sourceLabels`,
     /// `selector`s). Replicas share them, so they still share one class under capture.
+    /// A gateway's labels are what Gateways' `spec.selector` match.
     pub labels: Labels,
+    /// A gateway gets only its Gateways' listeners, no sidecar ones.
+    pub kind: ProxyKind,
 }
 
 /// Where traffic to destinations outside the mesh registry goes (Istio's
@@ -102,9 +117,23 @@ impl std::fmt::Display for OutboundTrafficPolicy {
 }
 
 /// Mesh-wide settings that are not objects of the model (Istio keeps them in MeshConfig).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MeshSettings {
     pub outbound_traffic_policy: OutboundTrafficPolicy,
+    /// Access-log and tracing defaults and providers (`--mesh-config`).
+    pub telemetry: crate::mesh_config::MeshTelemetry,
+    /// Where mesh-wide Telemetry objects live.
+    pub root_namespace: String,
+}
+
+impl Default for MeshSettings {
+    fn default() -> Self {
+        MeshSettings {
+            outbound_traffic_policy: OutboundTrafficPolicy::default(),
+            telemetry: Default::default(),
+            root_namespace: crate::mesh_config::DEFAULT_ROOT_NAMESPACE.to_owned(),
+        }
+    }
 }
 
 /// Problems found while translating, reported by object and field.
@@ -131,13 +160,21 @@ pub struct MeshConfig {
     clusters: Arc<ResourceSet>,
     endpoints: Arc<ResourceSet>,
     /// Every HTTP service port's virtual host, encoded once per build in the four
-    /// shapes a route configuration needs; ordered by (hostname, port).
-    virtual_hosts: Vec<EncodedVirtualHost>,
+    /// shapes a route configuration needs (and the variants callers may need, see
+    /// [`scoping`]); ordered by (hostname, port).
+    virtual_hosts: Vec<HostRoutes>,
+    /// The source conditions of the rules' matches (`sourceLabels`, `sourceNamespace`).
+    conditions: Conditions,
     /// Listeners every capture-mode proxy shares: virtualOutbound and its per-port
     /// and per-VIP hand-off targets.
     capture_listeners: Vec<Arc<Resource>>,
-    /// Route configurations per proxy namespace, built on first use.
-    routes_by_namespace: Mutex<BTreeMap<String, Arc<ResourceSet>>>,
+    /// Every Gateway server meshd serves, for the gateway proxies their Gateways select.
+    gateway_servers: Vec<gateway::ServerPlan>,
+    /// Route configurations per caller (namespace, source conditions met), built on
+    /// first use.
+    routes_by_caller: Mutex<BTreeMap<Caller, Arc<ResourceSet>>>,
+    /// `capture_listeners` with each telemetry profile in use, built on first use.
+    capture_by_profile: Mutex<BTreeMap<telemetry::TelemetryProfile, Vec<Arc<Resource>>>>,
     pub problems: Vec<ObjectError>,
     /// Verdicts and last good objects, handed from each build to the next.
     containment: Arc<Containment>,
@@ -145,16 +182,17 @@ pub struct MeshConfig {
     pub checks: CheckStats,
 }
 
-/// The DestinationRule that applies to `service`: one in the service's namespace
-/// first, else the first by namespace/name. Others for the same host are reported.
-fn destination_rule_for<'a>(
+/// The DestinationRule that applies to registry `host` of `namespace` (a service's or a
+/// ServiceEntry's): one in that namespace first, else the first by namespace/name.
+/// Others for the same host are reported.
+fn rule_for_host<'a>(
     lookup: &ModelLookup<'a>,
-    service: &Service,
+    host: &str,
+    namespace: &str,
     problems: &mut Problems,
 ) -> Option<&'a DestinationRule> {
-    let host = service.hostname();
-    let mut candidates: Vec<&DestinationRule> = lookup.rules_by_host.get(&host).cloned().unwrap_or_default();
-    candidates.sort_by_key(|d| (d.namespace != service.namespace, d.namespace.clone(), d.name.clone()));
+    let mut candidates: Vec<&DestinationRule> = lookup.rules_by_host.get(host).cloned().unwrap_or_default();
+    candidates.sort_by_key(|d| (d.namespace != namespace, d.namespace.clone(), d.name.clone()));
     let chosen = candidates.first().copied();
     for other in candidates.iter().skip(1) {
         let chosen = chosen.expect("non-empty");
@@ -181,15 +219,22 @@ pub(crate) struct ModelLookup<'a> {
     slices_by_service: HashMap<(&'a str, &'a str), Vec<&'a EndpointSlice>>,
     /// DestinationRules by the hostname they resolve to.
     rules_by_host: HashMap<String, Vec<&'a DestinationRule>>,
+    /// ServiceEntry hosts and the entry that adds each ([`service_entry`]).
+    entries: BTreeMap<String, &'a ServiceEntry>,
+    /// Entry hosts left out (another entry's or a service's), as warnings.
+    entry_problems: Vec<ObjectError>,
 }
 
 impl<'a> ModelLookup<'a> {
     fn new(model: &'a Index) -> ModelLookup<'a> {
+        let (entries, entry_problems) = service_entry::entries_by_host(model);
         let mut lookup = ModelLookup {
             pods_by_label: HashMap::new(),
             pods_by_namespace: HashMap::new(),
             slices_by_service: HashMap::new(),
             rules_by_host: HashMap::new(),
+            entries,
+            entry_problems,
         };
         for pod in model.pods.values() {
             lookup.pods_by_namespace.entry(pod.namespace.as_str()).or_default().push(pod);
@@ -201,7 +246,8 @@ impl<'a> ModelLookup<'a> {
             lookup.slices_by_service.entry((slice.namespace.as_str(), slice.service.as_str())).or_default().push(slice);
         }
         for dr in model.destination_rules.values() {
-            lookup.rules_by_host.entry(resolve_host(&dr.host, &dr.namespace)).or_default().push(dr);
+            let host = lookup.resolve(&dr.host, &dr.namespace);
+            lookup.rules_by_host.entry(host).or_default().push(dr);
         }
         lookup
     }
@@ -262,20 +308,6 @@ fn service_endpoints<'a>(
     out.into_iter().collect()
 }
 
-/// One service port's virtual host, encoded as a `RouteConfiguration.virtual_hosts`
-/// field, ready to concatenate. "own": as seen from the service's namespace (with the
-/// short name); "foreign": from any other namespace.
-#[derive(Debug)]
-struct EncodedVirtualHost {
-    hostname: String,
-    namespace: String,
-    port: u16,
-    explicit_own: Vec<u8>,
-    explicit_foreign: Vec<u8>,
-    per_port_own: Vec<u8>,
-    per_port_foreign: Vec<u8>,
-}
-
 /// The virtual host of `service` on `port`: answers to the FQDN, `name.namespace.svc`,
 /// `name.namespace`, the short name (`own`: from the service's namespace) and the
 /// cluster IP (`with_ip`), each with `:port`, and also bare with `bare`.
@@ -292,6 +324,12 @@ fn virtual_host(service: &Service, port: u16, routes: Vec<Route>, own: bool, bar
     if let (true, Some(ip)) = (with_ip, service.cluster_ip) {
         names.push(ip.to_string());
     }
+    VirtualHost { name: format!("{host}:{port}"), domains: domains(names, port, bare), routes, ..Default::default() }
+}
+
+/// Virtual-host domains for `names` (hosts or IPs) on `port`: each with `:port` (IPv6 in
+/// brackets), and also bare with `bare`.
+fn domains(names: Vec<String>, port: u16, bare: bool) -> Vec<String> {
     let mut domains = Vec::with_capacity(names.len() * 2);
     for n in names {
         domains.push(if n.contains(':') { format!("[{n}]:{port}") } else { format!("{n}:{port}") });
@@ -299,16 +337,7 @@ fn virtual_host(service: &Service, port: u16, routes: Vec<Route>, own: bool, bar
             domains.push(n);
         }
     }
-    VirtualHost { name: format!("{host}:{port}"), domains, routes, ..Default::default() }
-}
-
-/// Encodes `vh` as field 2 (`virtual_hosts`) of a RouteConfiguration; empty when it
-/// has no domains.
-fn encode_virtual_host(vh: VirtualHost) -> Vec<u8> {
-    if vh.domains.is_empty() {
-        return Vec::new();
-    }
-    RouteConfiguration { virtual_hosts: vec![vh], ..Default::default() }.encode_to_vec()
+    domains
 }
 
 impl MeshConfig {
@@ -324,13 +353,30 @@ impl MeshConfig {
         let mut checker = Checker::start(&containment);
         let mut problems = Problems::default();
         let lookup = ModelLookup::new(&model);
-        let (mut clusters, mut endpoints, hash_policies) = clusters_and_endpoints(&model, &lookup, &mut problems);
-        let vs_by_host = virtual_services_by_host(&model, &mut problems);
+        problems.list.extend(lookup.entry_problems.iter().cloned());
+        let (mut clusters, mut endpoints, mut hash_policies) = clusters_and_endpoints(&model, &lookup, &mut problems);
+        let (entry_clusters, entry_endpoints, entry_hashes) = service_entry::clusters(&lookup, &mut problems);
+        clusters.extend(entry_clusters);
+        endpoints.extend(entry_endpoints);
+        hash_policies.extend(entry_hashes);
+        let vs_by_host = virtual_services_by_host(&model, &lookup, &mut problems);
+        rate_limit::report_conflicts(&model, &mut problems);
+        for c in telemetry::collector_clusters(&model, &settings.telemetry, &mut problems) {
+            clusters.push(Arc::new(Resource::from_message(c.name.clone(), &c)));
+        }
+        telemetry::check(&model, &settings.telemetry, &mut problems);
         let mut vs_routes = contain::virtual_service_routes(&model, &lookup, &vs_by_host, &mut checker, &mut problems);
-        let (mut virtual_hosts, http_ports) =
-            service_hosts(&model, &mut vs_routes, &hash_policies, &mut checker, &mut problems);
+        let mut conditions = Conditions::default();
+        let mut rules = HostRules { by_host: &vs_by_host, routes: &mut vs_routes, conditions: &mut conditions };
+        let (mut virtual_hosts, mut http_ports) =
+            service_hosts(&model, &mut rules, &hash_policies, &mut checker, &mut problems);
+        let entries = service_entry::hosts(&model, &lookup, &mut rules, &hash_policies, &mut checker, &mut problems);
+        virtual_hosts.extend(entries.virtual_hosts);
+        http_ports.extend(entries.http_ports);
         let mut capture_listeners = l4_routes::listeners(&model, &lookup, &vs_by_host, &mut problems);
+        capture_listeners.extend(entries.listeners);
         capture_listeners.extend(outbound_capture_listeners(settings, http_ports));
+        let gateway_servers = gateway::plan(&model, &lookup, &hash_policies, &mut checker, &mut problems);
 
         let refused = contain::keep_accepted(
             &mut clusters,
@@ -365,8 +411,11 @@ impl MeshConfig {
             clusters: Arc::new(ResourceSet::new(clusters)),
             endpoints: Arc::new(ResourceSet::new(endpoints)),
             virtual_hosts,
+            conditions,
             capture_listeners,
-            routes_by_namespace: Mutex::new(BTreeMap::new()),
+            gateway_servers,
+            routes_by_caller: Mutex::new(BTreeMap::new()),
+            capture_by_profile: Mutex::new(BTreeMap::new()),
             problems: problems.list.into_iter().collect(),
             containment,
             checks,
@@ -386,11 +435,13 @@ impl MeshConfig {
         &self.endpoints
     }
 
-    /// Route configurations for proxies in `namespace` (explicit and per-port),
-    /// assembled from the virtual hosts encoded once per build.
-    pub fn routes_for(&self, namespace: &str) -> Arc<ResourceSet> {
-        let mut cache = crate::sync::lock(&self.routes_by_namespace);
-        if let Some(set) = cache.get(namespace) {
+    /// Route configurations (explicit and per-port) for proxies in `namespace` whose
+    /// workloads have `labels`, assembled from the virtual hosts encoded once per build;
+    /// shared by every proxy that meets the same source conditions (see [`scoping`]).
+    pub fn routes_for(&self, namespace: &str, labels: &Labels) -> Arc<ResourceSet> {
+        let caller = self.conditions.caller(namespace, labels);
+        let mut cache = crate::sync::lock(&self.routes_by_caller);
+        if let Some(set) = cache.get(&caller) {
             return set.clone();
         }
         let assemble = |name: &str, port: Option<u16>, passthrough: &str| {
@@ -401,16 +452,10 @@ impl MeshConfig {
             }
             .encode_to_vec();
             for vh in self.virtual_hosts.iter().filter(|vh| port.is_none_or(|p| p == vh.port)) {
-                let own = vh.namespace == namespace;
-                bytes.extend_from_slice(match (port.is_some(), own) {
-                    (false, true) => &vh.explicit_own,
-                    (false, false) => &vh.explicit_foreign,
-                    (true, true) => &vh.per_port_own,
-                    (true, false) => &vh.per_port_foreign,
-                });
+                bytes.extend_from_slice(&vh.encoded_for(&caller, port.is_some()));
             }
             // Everything not in the registry, named as Istio names it.
-            bytes.extend(encode_virtual_host(match self.settings.outbound_traffic_policy {
+            bytes.extend(encode_virtual_host(&match self.settings.outbound_traffic_policy {
                 OutboundTrafficPolicy::AllowAny => VirtualHost {
                     name: "allow_any".to_owned(),
                     domains: vec!["*".to_owned()],
@@ -433,15 +478,41 @@ impl MeshConfig {
             resources.push(assemble(&format!("outbound.{port}"), Some(port), PASSTHROUGH_CLUSTER));
         }
         let set = Arc::new(ResourceSet::new(resources));
-        cache.insert(namespace.to_owned(), set.clone());
+        cache.insert(caller, set.clone());
         set
+    }
+
+    /// The shared capture listeners with `profile` applied (themselves when it is empty).
+    fn capture_listeners_for(&self, profile: &telemetry::TelemetryProfile) -> Vec<Arc<Resource>> {
+        if profile.is_empty() {
+            return self.capture_listeners.clone();
+        }
+        let mut cache = crate::sync::lock(&self.capture_by_profile);
+        let built = cache.entry(profile.clone()).or_insert_with(|| {
+            self.capture_listeners
+                .iter()
+                .map(|r| match Listener::decode(r.body().value.as_slice()) {
+                    Ok(mut listener) => {
+                        let direction = envoy_types::pb::envoy::config::core::v3::TrafficDirection::Outbound;
+                        telemetry::apply(&mut listener, profile, direction);
+                        Arc::new(Resource::from_message(r.name().to_owned(), &listener))
+                    }
+                    Err(_) => r.clone(),
+                })
+                .collect()
+        });
+        built.clone()
     }
 
     /// Listeners of one proxy class.
     pub fn listeners_for(&self, class: &ProxyClass) -> Arc<ResourceSet> {
+        use envoy_types::pb::envoy::config::core::v3::TrafficDirection;
+        let profile =
+            telemetry::profile_for(&self.model, &self.settings.telemetry, &self.settings.root_namespace, class);
         match class.mode {
             InterceptionMode::None => {
-                let listener = Listener {
+                rate_limit::warn_explicit(&self.model, &class.namespace, &class.labels);
+                let mut listener = Listener {
                     name: "outbound".to_owned(),
                     address: Some(socket_address(class.ip.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)), OUTBOUND_PORT)),
                     filter_chains: vec![filter_chain(
@@ -450,13 +521,16 @@ impl MeshConfig {
                     )],
                     ..Default::default()
                 };
+                telemetry::apply(&mut listener, &profile, TrafficDirection::Outbound);
                 Arc::new(ResourceSet::new([Arc::new(Resource::from_message("outbound", &listener))]))
             }
             InterceptionMode::Redirect => {
                 // The shared capture listeners (virtualOutbound and the hand-off
                 // targets) plus this workload's own inbound listener.
-                let mut all = self.capture_listeners.clone();
-                all.push(Arc::new(Resource::from_message("virtualInbound", &self.inbound_listener(class))));
+                let mut all = self.capture_listeners_for(&profile);
+                let mut inbound = self.inbound_listener(class);
+                telemetry::apply(&mut inbound, &profile, TrafficDirection::Inbound);
+                all.push(Arc::new(Resource::from_message("virtualInbound", &inbound)));
                 Arc::new(ResourceSet::new(all))
             }
         }
@@ -493,20 +567,30 @@ impl MeshConfig {
         }
         // 15006 is the blackhole's (below), never a service port's.
         ports.remove(&INBOUND_PORT);
+        let limit = rate_limit::for_workload(&self.model, &class.namespace, &class.labels);
         let hand_offs = ports.into_iter().map(|port| {
+            let passthrough = routes::default_route(INBOUND_PASSTHROUGH_CLUSTER);
+            let (filters, routes) = match limit {
+                Some(rl) => {
+                    let (filter, routes) = rate_limit::inbound(rl, port, passthrough);
+                    (vec![filter], routes)
+                }
+                None => (Vec::new(), vec![passthrough]),
+            };
             let rc = RouteConfiguration {
                 name: format!("inbound|{port}"),
                 virtual_hosts: vec![VirtualHost {
                     name: format!("inbound|{port}"),
                     domains: vec!["*".to_owned()],
-                    routes: vec![routes::default_route(INBOUND_PASSTHROUGH_CLUSTER)],
+                    routes,
                     ..Default::default()
                 }],
                 ..Default::default()
             };
+            let routes = RouteSource::Inline(Box::new(rc));
             let mut chain = filter_chain(
                 &format!("inbound|{port}"),
-                http_connection_manager(&format!("inbound_{port}"), RouteSource::Inline(Box::new(rc)), false),
+                http_connection_manager_with(&format!("inbound_{port}"), routes, false, filters),
             );
             chain.filter_chain_match = Some(FilterChainMatch {
                 destination_port: Some(UInt32Value { value: u32::from(port) }),
@@ -532,13 +616,22 @@ impl MeshConfig {
         }
     }
 
-    /// Everything one proxy class should have.
+    /// Everything one proxy class should have. A gateway gets its Gateways' listeners
+    /// and routes instead of a sidecar's.
     pub fn proxy_snapshot(&self, class: &ProxyClass) -> Snapshot {
+        if class.kind == ProxyKind::Gateway {
+            let (listeners, routes) = gateway::listeners_and_routes(&self.gateway_servers, class);
+            return Snapshot::new()
+                .with(ResourceType::Cluster, self.clusters.clone())
+                .with(ResourceType::ClusterLoadAssignment, self.endpoints.clone())
+                .with(ResourceType::Listener, Arc::new(ResourceSet::new(listeners)))
+                .with(ResourceType::RouteConfiguration, Arc::new(ResourceSet::new(routes)));
+        }
         Snapshot::new()
             .with(ResourceType::Cluster, self.clusters.clone())
             .with(ResourceType::ClusterLoadAssignment, self.endpoints.clone())
             .with(ResourceType::Listener, self.listeners_for(class))
-            .with(ResourceType::RouteConfiguration, self.routes_for(&class.namespace))
+            .with(ResourceType::RouteConfiguration, self.routes_for(&class.namespace, &class.labels))
     }
 }
 
@@ -568,7 +661,7 @@ fn clusters_and_endpoints(
 
     for service in model.services.values() {
         let host = service.hostname();
-        let dr = destination_rule_for(lookup, service, problems);
+        let dr = rule_for_host(lookup, &host, &service.namespace, problems);
         let rule_policy = dr.and_then(|d| d.traffic_policy.as_deref());
         for sp in &service.ports {
             let http2 = sp.protocol == Protocol::Http2;
@@ -599,17 +692,23 @@ fn clusters_and_endpoints(
 /// The route hash policy of each consistent-hash cluster, by cluster name.
 type HashPolicies = HashMap<String, envoy_types::pb::envoy::config::route::v3::route_action::HashPolicy>;
 
-/// Which VirtualService governs each host (the first by namespace/name); the others,
-/// and rules for hosts that are no service, are reported.
-fn virtual_services_by_host<'a>(model: &'a Index, problems: &mut Problems) -> BTreeMap<String, &'a VirtualService> {
-    let mut vs_by_host: BTreeMap<String, &VirtualService> = BTreeMap::new();
+/// The VirtualServices that may govern each registry host (services and ServiceEntry
+/// hosts), in precedence order (by namespace/name): for a proxy, the first exported to
+/// its namespace does. A rule that an earlier one hides from every namespace it is
+/// exported to, and rules for hosts outside the registry, are reported.
+fn virtual_services_by_host<'a>(
+    model: &'a Index,
+    lookup: &ModelLookup<'_>,
+    problems: &mut Problems,
+) -> BTreeMap<String, Vec<&'a VirtualService>> {
+    let mut vs_by_host: BTreeMap<String, Vec<&VirtualService>> = BTreeMap::new();
     for vs in model.virtual_services.values() {
         if !vs.gateways.is_empty() && !vs.gateways.iter().any(|g| g == "mesh") {
             continue;
         }
         for (i, h) in vs.hosts.iter().enumerate() {
-            let host = resolve_host(h, &vs.namespace);
-            if model.service_by_hostname(&host).is_none() {
+            let host = lookup.resolve(h, &vs.namespace);
+            if lookup.registry_ports(model, &host).is_none() {
                 if l4_routes::is_sni_host(vs, h) {
                     continue;
                 }
@@ -620,18 +719,20 @@ fn virtual_services_by_host<'a>(model: &'a Index, problems: &mut Problems) -> BT
                 );
                 continue;
             }
-            match vs_by_host.get(&host) {
-                Some(first) => problems.warn_vs(
+            let earlier = vs_by_host.entry(host.clone()).or_default();
+            if vs.export_to.shadowed_by(earlier.iter().map(|e| &e.export_to)) {
+                let first = earlier[0];
+                problems.warn_vs(
                     vs,
                     &format!("spec.hosts[{i}]"),
                     format!(
-                        "host {host} is already routed by VirtualService {}/{}; this rule is ignored for it",
+                        "host {host} is already routed by VirtualService {}/{} for every namespace this rule is \
+                         exported to; this rule is ignored for it",
                         first.namespace, first.name
                     ),
-                ),
-                None => {
-                    vs_by_host.insert(host, vs);
-                }
+                );
+            } else {
+                earlier.push(vs);
             }
         }
     }
@@ -639,15 +740,22 @@ fn virtual_services_by_host<'a>(model: &'a Index, problems: &mut Problems) -> BT
     vs_by_host
 }
 
+/// The VirtualServices of each host and their translated routes, for [`service_hosts`].
+struct HostRules<'a, 'm> {
+    by_host: &'a BTreeMap<String, Vec<&'m VirtualService>>,
+    routes: &'a mut contain::RoutesByRule,
+    conditions: &'a mut Conditions,
+}
+
 /// Every HTTP service port's virtual host (encoded once per build in the shapes route
 /// configurations need) and the HTTP ports in use.
 fn service_hosts(
     model: &Index,
-    vs_routes: &mut HashMap<(String, u16), Vec<Route>>,
+    rules: &mut HostRules<'_, '_>,
     hash_policies: &HashPolicies,
     checker: &mut Checker,
     problems: &mut Problems,
-) -> (Vec<EncodedVirtualHost>, BTreeSet<u16>) {
+) -> (Vec<HostRoutes>, BTreeSet<u16>) {
     let mut virtual_hosts = Vec::new();
     let mut http_ports = BTreeSet::new();
     // A cluster IP answers for one service only: Envoy rejects a domain twice.
@@ -695,29 +803,27 @@ fn service_hosts(
                     } else {
                         http_ports.insert(sp.port);
                     }
-                    let mut routes = vs_routes
-                        .remove(&(host.clone(), sp.port))
-                        .unwrap_or_else(|| vec![routes::service_default_route(&cluster_name(sp.port, None, &host))]);
-                    policy::add_hash_policies(&mut routes, hash_policies);
-                    let vh = |own: bool, bare: bool| {
-                        encode_virtual_host(virtual_host(service, sp.port, routes.clone(), own, bare, owns_ip))
-                    };
-                    // The shape with every domain; the others hold a subset of them.
-                    let per_port_own = vh(true, true);
-                    let refused = checker.check("envoy.config.route.v3.RouteConfiguration", &per_port_own);
-                    if !refused.is_empty() {
-                        contain::report_service(problems, service, port_index, &refused);
-                        continue;
+                    let candidates = rules.by_host.get(&host).map(Vec::as_slice).unwrap_or_default();
+                    let inputs = candidates
+                        .iter()
+                        .map(|vs| {
+                            let key = ((vs.namespace.clone(), vs.name.clone()), host.clone(), sp.port);
+                            (vs.export_to.clone(), rules.routes.remove(&key))
+                        })
+                        .collect();
+                    let built = scoping::host_routes(
+                        service,
+                        sp.port,
+                        owns_ip,
+                        inputs,
+                        hash_policies,
+                        &mut *rules.conditions,
+                        checker,
+                    );
+                    match built {
+                        Ok(host_routes) => virtual_hosts.push(host_routes),
+                        Err(refused) => contain::report_service(problems, service, port_index, &refused),
                     }
-                    virtual_hosts.push(EncodedVirtualHost {
-                        hostname: host.clone(),
-                        namespace: service.namespace.clone(),
-                        port: sp.port,
-                        explicit_own: vh(true, sp.port == 80),
-                        explicit_foreign: vh(false, sp.port == 80),
-                        per_port_own,
-                        per_port_foreign: vh(false, true),
-                    });
                 }
                 // Their hand-off listeners come from l4_routes.
                 Protocol::Tcp | Protocol::Tls => {}

@@ -17,7 +17,7 @@ use envoy_types::pb::envoy::config::cluster::v3::{
     circuit_breakers, CircuitBreakers, Cluster, OutlierDetection as PbOutlier, UpstreamConnectionOptions,
 };
 use envoy_types::pb::envoy::config::core::v3::{
-    HttpProtocolOptions as CommonHttpOptions, TcpKeepalive as PbKeepalive, UpstreamHttpProtocolOptions,
+    HttpProtocolOptions as CommonHttpOptions, RuntimeDouble, TcpKeepalive as PbKeepalive, UpstreamHttpProtocolOptions,
 };
 use envoy_types::pb::envoy::config::route::v3::route_action::{hash_policy, HashPolicy};
 use envoy_types::pb::envoy::config::route::v3::{route, route_action, Route};
@@ -25,7 +25,7 @@ use envoy_types::pb::envoy::r#type::v3::Percent;
 use envoy_types::pb::google::protobuf::{Duration as PbDuration, UInt32Value, UInt64Value};
 
 use crate::model::{
-    ConnectionPool, HashKey, HashRing, LoadBalancer, OutlierDetection, PolicySections, Protocol, UpstreamTls,
+    ConnectionPool, HashKey, HashRing, LoadBalancer, OutlierDetection, PolicySections, Protocol, UpstreamTls, Warmup,
 };
 
 use super::envoy::{seconds, upstream_http_options};
@@ -107,6 +107,9 @@ fn u32_value(value: u32) -> Option<UInt32Value> {
 /// Applies `policy` to `cluster` (an EDS cluster of a service port speaking `protocol`).
 pub fn apply(cluster: &mut Cluster, policy: &PolicySections, protocol: Protocol) {
     apply_load_balancer(cluster, policy.load_balancer.as_ref());
+    if let Some(w) = &policy.warmup {
+        apply_warmup(cluster, w);
+    }
     let pool = policy.connection_pool.clone().unwrap_or_default();
     apply_connection_pool(cluster, &pool);
     if let Some(outlier) = &policy.outlier_detection {
@@ -162,6 +165,27 @@ fn apply_load_balancer(cluster: &mut Cluster, lb: Option<&LoadBalancer>) {
         },
     };
     cluster.lb_policy = policy as i32;
+}
+
+/// Envoy's slow start for the round robin or least request cluster (the parser leaves
+/// warmup out for the other policies).
+fn apply_warmup(cluster: &mut Cluster, warmup: &Warmup) {
+    let slow_start = Some(cluster::SlowStartConfig {
+        slow_start_window: Some(duration(warmup.duration)),
+        aggression: Some(RuntimeDouble {
+            default_value: warmup.aggression,
+            runtime_key: "amime.lb.warmup.aggression".to_owned(),
+        }),
+        min_weight_percent: Some(Percent { value: warmup.minimum_percent }),
+    });
+    cluster.lb_config = if cluster.lb_policy == LbPolicy::LeastRequest as i32 {
+        Some(cluster::LbConfig::LeastRequestLbConfig(cluster::LeastRequestLbConfig {
+            slow_start_config: slow_start,
+            ..Default::default()
+        }))
+    } else {
+        Some(cluster::LbConfig::RoundRobinLbConfig(cluster::RoundRobinLbConfig { slow_start_config: slow_start }))
+    };
 }
 
 fn apply_connection_pool(cluster: &mut Cluster, pool: &ConnectionPool) {
@@ -239,7 +263,9 @@ pub fn hash_policy(lb: Option<&LoadBalancer>) -> Option<HashPolicy> {
 
 /// Gives each route that picks a cluster in `by_cluster` that cluster's hash policy.
 /// A route splitting traffic over weighted clusters takes the policy of the first of
-/// them that has one (Envoy hashes once per route, before picking the cluster).
+/// them that has one (Envoy hashes once per route, before picking the cluster). As in
+/// Istio, its retries then stay on the hashed host: a "try another host" predicate
+/// would move a key's retry to another endpoint.
 pub fn add_hash_policies(routes: &mut [Route], by_cluster: &HashMap<String, HashPolicy>) {
     if by_cluster.is_empty() {
         return;
@@ -255,6 +281,10 @@ pub fn add_hash_policies(routes: &mut [Route], by_cluster: &HashMap<String, Hash
         };
         if let Some(p) = policy {
             action.hash_policy = vec![p.clone()];
+            if let Some(retry) = &mut action.retry_policy {
+                retry.retry_host_predicate.clear();
+                retry.host_selection_retry_max_attempts = 0;
+            }
         }
     }
 }

@@ -8,7 +8,8 @@ use envoy_types::pb::envoy::r#type::matcher::v3::{string_matcher, RegexMatcher, 
 use envoy_types::pb::google::protobuf::{BoolValue, UInt32Value};
 
 use crate::model::{
-    index::Index, resolve_host, Destination, HeaderMatch, Headers, HttpMatch, StringMatch, VirtualService,
+    index::Index, Destination, HeaderMatch, Headers, HttpMatch, HttpRoute, SidecarScope, SourceCondition, StringMatch,
+    VirtualService,
 };
 
 use super::{cluster_name, envoy::seconds, ModelLookup, Problems};
@@ -40,7 +41,7 @@ pub fn service_default_route(cluster: &str) -> Route {
     route
 }
 
-fn string_matcher(m: &StringMatch, ignore_case: bool) -> StringMatcher {
+pub(crate) fn string_matcher(m: &StringMatch, ignore_case: bool) -> StringMatcher {
     let pattern = match m {
         StringMatch::Exact(v) => string_matcher::MatchPattern::Exact(v.clone()),
         StringMatch::Prefix(v) => string_matcher::MatchPattern::Prefix(v.clone()),
@@ -78,9 +79,11 @@ pub struct RouteOrigin {
     pub query_params: Vec<String>,
     /// Index in `spec.http[..].route` of each weighted cluster.
     pub destinations: Vec<usize>,
+    /// Who the route is for (`sourceLabels`, `sourceNamespace`); `None`: every caller.
+    pub source: Option<SourceCondition>,
 }
 
-fn route_match(m: &HttpMatch) -> RouteMatch {
+pub(crate) fn route_match(m: &HttpMatch) -> RouteMatch {
     let path_specifier = Some(match &m.uri {
         None => route_match::PathSpecifier::Prefix("/".to_owned()),
         Some(StringMatch::Exact(p)) => route_match::PathSpecifier::Path(p.clone()),
@@ -101,6 +104,9 @@ fn route_match(m: &HttpMatch) -> RouteMatch {
     }
     if let Some(authority) = &m.authority {
         headers.push(header_matcher(":authority", &HeaderMatch::Value(authority.clone()), false));
+    }
+    if let Some(scheme) = &m.scheme {
+        headers.push(header_matcher(":scheme", &HeaderMatch::Value(scheme.clone()), false));
     }
     let query_parameters = m
         .query_params
@@ -130,9 +136,122 @@ fn match_origin(m: &HttpMatch, mut origin: RouteOrigin) -> RouteOrigin {
         .chain(m.without_headers.keys().map(|n| format!("withoutHeaders.{n}")))
         .chain(m.method.iter().map(|_| "method".to_owned()))
         .chain(m.authority.iter().map(|_| "authority".to_owned()))
+        .chain(m.scheme.iter().map(|_| "scheme".to_owned()))
         .collect();
     origin.query_params = m.query_params.keys().map(|n| format!("queryParams.{n}")).collect();
     origin
+}
+
+/// The cluster of `d` for traffic on `port`, with problems (unknown host, port, subset)
+/// reported at `field`; None when the service has several ports and `d` names none.
+pub(crate) fn destination_cluster(
+    model: &Index,
+    lookup: &ModelLookup<'_>,
+    vs: &VirtualService,
+    field: &str,
+    d: &Destination,
+    port: u16,
+    problems: &mut Problems,
+) -> Option<String> {
+    let host = lookup.resolve(&d.host, &vs.namespace);
+    let target = lookup.registry_ports(model, &host);
+    let dest_port = match (d.port, &target) {
+        (Some(p), _) => Some(p),
+        (None, Some(t)) if t.len() == 1 => Some(t[0].0),
+        (None, Some(t)) if t.iter().any(|(p, _)| *p == port) => Some(port),
+        (None, Some(_)) => None,
+        (None, None) => Some(port),
+    };
+    let Some(dest_port) = dest_port else {
+        problems.warn_vs(
+            vs,
+            &format!("{field}.port"),
+            format!("service {host} has several ports; name one with port.number"),
+        );
+        return None;
+    };
+    match target {
+        None => problems.warn_vs(
+            vs,
+            &format!("{field}.host"),
+            format!("host {host} is not a known service; requests to it will fail (503)"),
+        ),
+        Some(t) if !t.iter().any(|(p, _)| *p == dest_port) => problems.warn_vs(
+            vs,
+            &format!("{field}.port"),
+            format!("service {host} has no port {dest_port}; requests to it will fail (503)"),
+        ),
+        _ => {}
+    }
+    if let Some(subset) = &d.subset {
+        if !lookup.subset_defined(&host, subset) {
+            problems.warn_vs(
+                vs,
+                &format!("{field}.subset"),
+                format!("no DestinationRule defines subset {subset:?} for host {host}; requests to it will fail (503)"),
+            );
+        }
+    }
+    Some(cluster_name(dest_port, d.subset.as_deref(), &host))
+}
+
+/// The forwarding action of `http` (its destinations, mirrors and actions), with the
+/// index in `route` of each weighted cluster and the destination's header edits (one
+/// destination); None when a destination cannot be resolved.
+fn forward_action<'h>(
+    model: &Index,
+    lookup: &ModelLookup<'_>,
+    vs: &VirtualService,
+    i: usize,
+    http: &'h HttpRoute,
+    port: u16,
+    problems: &mut Problems,
+) -> Option<(RouteAction, Vec<usize>, Option<&'h Headers>)> {
+    let field = format!("spec.http[{i}]");
+    let mut clusters: Vec<(String, u32, &Headers)> = Vec::new();
+    let mut destinations = Vec::new();
+    for (j, d) in http.route.iter().enumerate() {
+        let dfield = format!("{field}.route[{j}].destination");
+        let cluster = destination_cluster(model, lookup, vs, &dfield, &d.destination, port, problems)?;
+        if d.weight > 0 {
+            clusters.push((cluster, d.weight, &d.headers));
+            destinations.push(j);
+        }
+    }
+    let mut own_headers = None;
+    let cluster_specifier = if clusters.len() == 1 {
+        let (name, _, headers) = clusters.remove(0);
+        own_headers = Some(headers);
+        route_action::ClusterSpecifier::Cluster(name)
+    } else {
+        route_action::ClusterSpecifier::WeightedClusters(WeightedCluster {
+            clusters: clusters
+                .into_iter()
+                .map(|(name, weight, headers)| {
+                    let mut cw = weighted_cluster::ClusterWeight {
+                        name,
+                        weight: Some(UInt32Value { value: weight }),
+                        ..Default::default()
+                    };
+                    super::actions::cluster_weight_headers(&mut cw, headers);
+                    cw
+                })
+                .collect(),
+            ..Default::default()
+        })
+    };
+    let mut action = RouteAction { cluster_specifier: Some(cluster_specifier), ..Default::default() };
+    super::actions::apply(&mut action, &http.actions);
+    for m in &http.actions.mirrors {
+        let mfield = format!(
+            "{field}.{}",
+            if m.field == "mirror" { "mirror".to_owned() } else { format!("{}.destination", m.field) }
+        );
+        if let Some(cluster) = destination_cluster(model, lookup, vs, &mfield, &m.destination, port, problems) {
+            action.request_mirror_policies.push(super::http_actions::mirror_policy(cluster, m.per_million));
+        }
+    }
+    Some((action, destinations, own_headers))
 }
 
 /// Routes of `vs` for traffic to `service` on `port`. Problems (unknown hosts,
@@ -147,51 +266,24 @@ pub(crate) fn virtual_service_routes_traced(
 ) -> Vec<(Route, RouteOrigin)> {
     let mut routes = Vec::new();
     for (i, http) in vs.http.iter().enumerate() {
-        let field = format!("spec.http[{i}]");
-        // Resolve destinations to clusters.
-        let mut clusters: Vec<(String, u32, &Headers)> = Vec::new();
-        let mut destinations = Vec::new();
-        let mut broken = false;
-        for (j, d) in http.route.iter().enumerate() {
-            let dfield = format!("{field}.route[{j}].destination");
-            let Some(cluster) = destination_cluster(model, lookup, vs, &d.destination, port, &dfield, problems) else {
-                broken = true;
-                break;
-            };
-            if d.weight > 0 {
-                clusters.push((cluster, d.weight, &d.headers));
-                destinations.push(j);
-            }
-        }
-        if broken {
-            continue;
-        }
         // One destination: its header edits apply to the route, after the rule's.
         let mut route_headers = vec![&http.actions.headers];
-        let cluster_specifier = if clusters.len() == 1 {
-            let (name, _, headers) = clusters.remove(0);
-            route_headers.push(headers);
-            route_action::ClusterSpecifier::Cluster(name)
+        let mut destinations = Vec::new();
+        let action = if let Some(r) = &http.redirect {
+            route::Action::Redirect(super::http_actions::redirect_action(r, port))
+        } else if let Some(d) = &http.direct_response {
+            route::Action::DirectResponse(super::http_actions::direct_response_action(d))
+        } else if http.delegate.is_some() {
+            // Replaced by the delegate's rules before this (see `super::delegate`).
+            continue;
         } else {
-            route_action::ClusterSpecifier::WeightedClusters(WeightedCluster {
-                clusters: clusters
-                    .into_iter()
-                    .map(|(name, weight, headers)| {
-                        let mut cw = weighted_cluster::ClusterWeight {
-                            name,
-                            weight: Some(UInt32Value { value: weight }),
-                            ..Default::default()
-                        };
-                        super::actions::cluster_weight_headers(&mut cw, headers);
-                        cw
-                    })
-                    .collect(),
-                ..Default::default()
-            })
+            let Some((action, dests, own)) = forward_action(model, lookup, vs, i, http, port, problems) else {
+                continue;
+            };
+            destinations = dests;
+            route_headers.extend(own);
+            route::Action::Route(action)
         };
-        let mut action = RouteAction { cluster_specifier: Some(cluster_specifier), ..Default::default() };
-        super::actions::apply(&mut action, &http.actions);
-        let action = route::Action::Route(action);
         let typed_per_filter_config = super::actions::per_filter_config(&http.actions);
         let name = http.name.clone().unwrap_or_else(|| format!("{}.{}.{i}", vs.namespace, vs.name));
         let origin = RouteOrigin { http: i, destinations, ..Default::default() };
@@ -207,6 +299,11 @@ pub(crate) fn virtual_service_routes_traced(
             routes.push((route, origin));
         } else {
             for (j, m) in http.matches.iter().enumerate().filter(|(_, m)| m.port.is_none_or(|p| p == port)) {
+                let source = match m.sidecar_scope() {
+                    SidecarScope::None => continue,
+                    SidecarScope::Every => None,
+                    SidecarScope::If(condition) => Some(condition),
+                };
                 let mut route = Route {
                     name: name.clone(),
                     r#match: Some(route_match(m)),
@@ -215,64 +312,9 @@ pub(crate) fn virtual_service_routes_traced(
                     ..Default::default()
                 };
                 super::actions::route_headers(&mut route, &route_headers);
-                routes.push((route, RouteOrigin { matched: Some(j), ..match_origin(m, origin.clone()) }));
+                routes.push((route, RouteOrigin { matched: Some(j), source, ..match_origin(m, origin.clone()) }));
             }
         }
     }
     routes
-}
-
-/// The cluster of `dest`, a destination of a rule of `vs` for traffic to service port
-/// `port`: its port is the one named, else the target's only port, else `port`.
-/// Problems are reported under `dfield`; None when the port cannot be chosen.
-pub(crate) fn destination_cluster(
-    model: &Index,
-    lookup: &ModelLookup<'_>,
-    vs: &VirtualService,
-    dest: &Destination,
-    port: u16,
-    dfield: &str,
-    problems: &mut Problems,
-) -> Option<String> {
-    let host = resolve_host(&dest.host, &vs.namespace);
-    let target = model.service_by_hostname(&host);
-    let dest_port = match (dest.port, target) {
-        (Some(p), _) => Some(p),
-        (None, Some(t)) if t.ports.len() == 1 => Some(t.ports[0].port),
-        (None, Some(t)) if t.ports.iter().any(|p| p.port == port) => Some(port),
-        (None, Some(_)) => None,
-        (None, None) => Some(port),
-    };
-    let Some(dest_port) = dest_port else {
-        problems.warn_vs(
-            vs,
-            &format!("{dfield}.port"),
-            format!("service {host} has several ports; name one with port.number"),
-        );
-        return None;
-    };
-    match target {
-        None => problems.warn_vs(
-            vs,
-            &format!("{dfield}.host"),
-            format!("host {host} is not a known service; requests to it will fail (503)"),
-        ),
-        Some(t) if !t.ports.iter().any(|p| p.port == dest_port) => problems.warn_vs(
-            vs,
-            &format!("{dfield}.port"),
-            format!("service {host} has no port {dest_port}; requests to it will fail (503)"),
-        ),
-        _ => {}
-    }
-    if let Some(subset) = &dest.subset {
-        let defined = lookup.subset_defined(&host, subset);
-        if !defined {
-            problems.warn_vs(
-                vs,
-                &format!("{dfield}.subset"),
-                format!("no DestinationRule defines subset {subset:?} for host {host}; requests to it will fail (503)"),
-            );
-        }
-    }
-    Some(cluster_name(dest_port, dest.subset.as_deref(), &host))
 }

@@ -9,13 +9,16 @@ use super::review::Verdict;
 /// Upper bounds (seconds) of the latency histogram's buckets.
 const BUCKETS: [f64; 9] = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0, 5.0];
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct WebhookStats {
     requests: [AtomicU64; 4],
-    /// Cumulative counts per bucket of [`BUCKETS`].
-    buckets: [AtomicU64; BUCKETS.len()],
-    count: AtomicU64,
-    sum_micros: AtomicU64,
+    latency: xds::Histogram,
+}
+
+impl Default for WebhookStats {
+    fn default() -> Self {
+        WebhookStats { requests: Default::default(), latency: xds::Histogram::new(&BUCKETS) }
+    }
 }
 
 fn index(verdict: Verdict) -> usize {
@@ -24,16 +27,8 @@ fn index(verdict: Verdict) -> usize {
 
 impl WebhookStats {
     pub fn record(&self, verdict: Verdict, took: Duration) {
-        let r = Ordering::Relaxed;
-        self.requests[index(verdict)].fetch_add(1, r);
-        let seconds = took.as_secs_f64();
-        for (bound, bucket) in BUCKETS.iter().zip(&self.buckets) {
-            if seconds <= *bound {
-                bucket.fetch_add(1, r);
-            }
-        }
-        self.count.fetch_add(1, r);
-        self.sum_micros.fetch_add(took.as_micros() as u64, r);
+        self.requests[index(verdict)].fetch_add(1, Ordering::Relaxed);
+        self.latency.observe(took);
     }
 
     pub fn requests(&self, verdict: Verdict) -> u64 {
@@ -42,7 +37,6 @@ impl WebhookStats {
 
     /// Prometheus text exposition.
     pub fn render(&self, out: &mut String) {
-        let r = Ordering::Relaxed;
         let name = "amime_webhook_requests_total";
         let _ = writeln!(out, "# HELP {name} Admission requests answered by the injection webhook, by result.");
         let _ = writeln!(out, "# TYPE {name} counter");
@@ -52,13 +46,7 @@ impl WebhookStats {
         let name = "amime_webhook_request_duration_seconds";
         let _ = writeln!(out, "# HELP {name} Time from a request's headers to its answer.");
         let _ = writeln!(out, "# TYPE {name} histogram");
-        for (bound, bucket) in BUCKETS.iter().zip(&self.buckets) {
-            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {}", bucket.load(r));
-        }
-        let count = self.count.load(r);
-        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
-        let _ = writeln!(out, "{name}_sum {}", self.sum_micros.load(r) as f64 / 1e6);
-        let _ = writeln!(out, "{name}_count {count}");
+        self.latency.render(out, name, "");
     }
 }
 

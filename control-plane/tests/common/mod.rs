@@ -33,6 +33,15 @@ pub fn mesh_with_settings(name: &str, settings: &MeshSettings) -> MeshConfig {
     MeshConfig::build(Arc::new(index), settings)
 }
 
+/// The settings of the mesh-config file `tests/fixtures/<fixture>/<file>` (which must be valid).
+pub fn mesh_config_settings(fixture: &str, file: &str) -> MeshSettings {
+    let path = fixture_dir(fixture).join(file);
+    let text = std::fs::read_to_string(&path).expect("mesh config fixture");
+    let outcome = control_plane::mesh_config::parse::parse(&path.display().to_string(), &text);
+    let config = outcome.config.unwrap_or_else(|| panic!("{}: {:?}", path.display(), outcome.diagnostics));
+    control_plane::mesh_config::watch::settings(&path, &config, None, "amime-system").0
+}
+
 pub fn rich_mesh() -> MeshConfig {
     mesh_from("rich")
 }

@@ -174,3 +174,12 @@ fn app_probe_validation() {
     assert_eq!(routes[1]["route"]["host_rewrite_literal"], "127.0.0.2:8080");
     assert_eq!(v["static_resources"]["clusters"][2]["name"], "app-probe-8080");
 }
+
+#[test]
+fn gateways_say_so_in_their_metadata_and_sidecars_stay_unchanged() {
+    let sidecar = render(&base().build().unwrap());
+    assert!(sidecar["node"]["metadata"].get(metadata::PROXY_TYPE).is_none());
+    let gateway = render(&base().kind(ProxyKind::Gateway).label("istio", "ingressgateway").build().unwrap());
+    assert_eq!(gateway["node"]["metadata"][metadata::PROXY_TYPE], "router");
+    assert_eq!(gateway["node"]["metadata"][metadata::LABELS]["istio"], "ingressgateway");
+}

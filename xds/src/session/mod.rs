@@ -66,6 +66,9 @@ pub struct Session {
     /// Types this server does not serve that the proxy asked for, with the nonce of
     /// the empty answer it got (bounded).
     unknown_types: Vec<(String, String)>,
+    /// When the earliest change the proxy was sent and has not yet acknowledged in full
+    /// was detected (see [`Snapshot::change_detected_at`]): the start of its convergence.
+    converging_since: Option<std::time::Instant>,
 }
 
 impl Session {
@@ -79,6 +82,7 @@ impl Session {
             types: BTreeMap::new(),
             next_nonce: 0,
             unknown_types: Vec::new(),
+            converging_since: None,
         }
     }
 
@@ -105,8 +109,41 @@ impl Session {
                 self.status.update(ty, |s| s.desired_version = Some(version));
             }
         }
+        // A change reaching a proxy that already had a snapshot starts (or, while an
+        // earlier one is still being taken in, continues) its convergence; the first
+        // snapshot of a stream is no change to it.
+        let before = self.converging_since;
+        if let (Some(at), Some(_)) = (snapshot.change_detected_at(), &self.snapshot) {
+            self.converging_since = Some(before.map_or(at, |earlier| earlier.min(at)));
+        }
         self.snapshot = Some(snapshot);
-        self.push_all()
+        let out = self.push_all();
+        if out.is_empty() {
+            // Nothing this proxy subscribes to changed: there is nothing to acknowledge.
+            self.converging_since = before;
+        }
+        out
+    }
+
+    /// Whether the proxy acknowledged everything it was sent and holds the snapshot's
+    /// content of every type it subscribes to.
+    fn converged(&self) -> bool {
+        let Some(snapshot) = &self.snapshot else { return false };
+        self.types
+            .iter()
+            .all(|(ty, state)| state.pending.is_none() && !state.nacked && in_sync(state, snapshot.set(*ty)))
+    }
+
+    /// Records the proxy's convergence once it has taken the changes in.
+    fn check_converged(&mut self) {
+        if let Some(since) = self.converging_since {
+            if self.converged() {
+                let took = since.elapsed();
+                self.stats().convergence.observe(took);
+                self.converging_since = None;
+                tracing::debug!(node = %self.node_id, took_ms = took.as_millis() as u64, "proxy converged");
+            }
+        }
     }
 
     fn on_request(&mut self, mut req: NormalizedRequest) -> Vec<Response> {
@@ -141,6 +178,7 @@ impl Session {
             }
             Answer::Nack { sent, message } => {
                 self.registry.stats().nacks.fetch_add(1, Ordering::Relaxed);
+                self.registry.stats().nacks_by_type[ty.index()].fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(node = %self.node_id, type_url = %req.type_url, nonce = %sent.nonce,
                     version = %sent.version, error = %message, "proxy rejected an update (NACK)");
                 let nack = Nack { rejected_version: sent.version, nonce: sent.nonce, message, at_ms: now_millis() };
@@ -204,6 +242,9 @@ impl Session {
                     out.extend(self.push_type_and_dependents(ResourceType::Cluster));
                 }
             }
+        }
+        if acked {
+            self.check_converged();
         }
         out
     }
@@ -394,6 +435,10 @@ impl Session {
         let bytes = response.encoded_len() as u64;
         let stats = self.stats();
         stats.responses_sent.fetch_add(1, Ordering::Relaxed);
+        stats.pushes_by_type[ty.index()].fetch_add(1, Ordering::Relaxed);
+        if let Some(since) = self.converging_since {
+            stats.push_latency[ty.index()].observe(since.elapsed());
+        }
         stats.resources_sent.fetch_add(d.upserts.len() as u64, Ordering::Relaxed);
         stats.bytes_sent.fetch_add(bytes, Ordering::Relaxed);
         tracing::debug!(node = %self.node_id, type_url = %ty.type_url(), nonce = %nonce, version = %version,

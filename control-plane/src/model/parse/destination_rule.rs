@@ -32,7 +32,7 @@ pub(super) fn parse_destination_rule(cx: &mut Context<'_>, namespace: String) ->
     if spec.host.is_empty() {
         return Err(cx.error("spec.host", "required"));
     }
-    virtual_service::check_export_to(cx, &spec.export_to)?;
+    scope::check_destination_rule_export_to(cx, &namespace, &spec.export_to)?;
     let traffic_policy = match &spec.traffic_policy {
         Some(tp) => Some(Box::new(parse_traffic_policy(cx, "spec.trafficPolicy", tp)?)),
         None => None,

@@ -1,7 +1,6 @@
-//! Gateway and ServiceEntry: read and checked as Istio checks them, so a user's YAML
-//! loads and its mistakes are reported; reported as not yet in effect.
-
-use std::collections::BTreeMap;
+//! Gateway: read and checked as Istio checks it, so a user's YAML loads and its
+//! mistakes are reported; in effect on gateway proxies (see `translate::gateway`). Its
+//! port and host checks are shared with ServiceEntry ([`super::service_entry`]).
 
 use serde::Deserialize;
 
@@ -29,12 +28,12 @@ struct ServerSpec {
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct PortSpec {
-    number: Option<i64>,
-    protocol: Option<String>,
+pub(super) struct PortSpec {
+    pub number: Option<i64>,
+    pub protocol: Option<String>,
     #[serde(default)]
-    name: String,
-    target_port: Option<i64>,
+    pub name: String,
+    pub target_port: Option<i64>,
 }
 
 #[derive(Deserialize)]
@@ -46,9 +45,28 @@ struct ServerTlsSpec {
     credential_name: Option<String>,
     #[serde(default)]
     credential_names: Vec<String>,
+    server_certificate: Option<String>,
+    private_key: Option<String>,
+    ca_certificates: Option<String>,
+    min_protocol_version: Option<String>,
+    max_protocol_version: Option<String>,
 }
 
-fn protocol(cx: &Context<'_>, field: &str, name: &str) -> Result<PortProtocol, Diagnostic> {
+/// Istio's `TLSProtocol`: the TLS 1.x minor version, `None` for `TLS_AUTO`.
+fn tls_version(cx: &Context<'_>, field: &str, value: Option<&str>) -> Result<Option<u8>, Diagnostic> {
+    Ok(match value {
+        None | Some("TLS_AUTO") => None,
+        Some("TLSV1_0") => Some(0),
+        Some("TLSV1_1") => Some(1),
+        Some("TLSV1_2") => Some(2),
+        Some("TLSV1_3") => Some(3),
+        Some(other) => {
+            return Err(cx.error(field, format!("{other:?} is not one of TLS_AUTO, TLSV1_0, TLSV1_1, TLSV1_2, TLSV1_3")))
+        }
+    })
+}
+
+pub(super) fn protocol(cx: &Context<'_>, field: &str, name: &str) -> Result<PortProtocol, Diagnostic> {
     // Istio reads protocol names case-insensitively.
     Ok(match name.to_ascii_uppercase().as_str() {
         "HTTP" => PortProtocol::Http,
@@ -95,7 +113,7 @@ fn check_server_host(cx: &Context<'_>, field: &str, entry: &str) -> Result<(), D
 }
 
 /// A DNS name, optionally starting with a `*` label, or `*` alone.
-fn check_host(host: &str) -> bool {
+pub(super) fn check_host(host: &str) -> bool {
     let rest = host.strip_prefix("*.").unwrap_or(host);
     host == "*"
         || (!rest.is_empty()
@@ -109,7 +127,83 @@ fn check_host(host: &str) -> bool {
             }))
 }
 
-fn port_number(cx: &Context<'_>, field: &str, number: Option<i64>) -> Result<u16, Diagnostic> {
+/// A server's `tls`: the mode (Istio's default PASSTHROUGH), and for SIMPLE and MUTUAL
+/// a certificate (`credentialName(s)` or `serverCertificate` + `privateKey`).
+fn server_tls(
+    cx: &Context<'_>,
+    field: &str,
+    t: &ServerTlsSpec,
+    protocol: PortProtocol,
+) -> Result<ServerTls, Diagnostic> {
+    let mode = tls_mode(cx, &format!("{field}.mode"), t.mode.as_deref())?;
+    let mut credential_names: Vec<String> = t.credential_name.iter().filter(|c| !c.is_empty()).cloned().collect();
+    credential_names.extend(t.credential_names.iter().cloned());
+    for (i, name) in credential_names.iter().enumerate() {
+        let f = if t.credential_name.as_deref().is_some_and(|c| !c.is_empty()) && i == 0 {
+            format!("{field}.credentialName")
+        } else {
+            format!("{field}.credentialNames")
+        };
+        check_dns_subdomain(cx, &f, name)?;
+    }
+    let nonempty = |v: &Option<String>| v.clone().filter(|s| !s.is_empty());
+    let cert_files = match (nonempty(&t.server_certificate), nonempty(&t.private_key)) {
+        (Some(c), Some(k)) => Some((c, k)),
+        (None, None) => None,
+        (Some(_), None) => return Err(cx.error(&format!("{field}.privateKey"), "required with serverCertificate")),
+        (None, Some(_)) => return Err(cx.error(&format!("{field}.serverCertificate"), "required with privateKey")),
+    };
+    let terminates =
+        matches!(protocol, PortProtocol::Https) && matches!(mode, ServerTlsMode::Simple | ServerTlsMode::Mutual);
+    if terminates && credential_names.is_empty() && cert_files.is_none() {
+        return Err(cx.error(
+            field,
+            format!("mode {mode:?} needs a certificate: credentialName (a kubernetes.io/tls Secret) or serverCertificate and privateKey"),
+        ));
+    }
+    if !credential_names.is_empty() && cert_files.is_some() {
+        return Err(cx.error(
+            &format!("{field}.serverCertificate"),
+            "give either credentialName(s) or serverCertificate, not both",
+        ));
+    }
+    let min_version = tls_version(cx, &format!("{field}.minProtocolVersion"), t.min_protocol_version.as_deref())?;
+    let max_version = tls_version(cx, &format!("{field}.maxProtocolVersion"), t.max_protocol_version.as_deref())?;
+    if let (Some(min), Some(max)) = (min_version, max_version) {
+        if min > max {
+            return Err(cx.error(&format!("{field}.maxProtocolVersion"), "lower than minProtocolVersion"));
+        }
+    }
+    Ok(ServerTls {
+        mode,
+        https_redirect: t.https_redirect,
+        credential_names,
+        cert_files,
+        ca_file: nonempty(&t.ca_certificates),
+        min_version,
+        max_version,
+    })
+}
+
+/// Why meshd cannot serve a server of this protocol and TLS mode, if it cannot.
+fn left_out(protocol: PortProtocol, tls: Option<&ServerTls>) -> Option<String> {
+    match protocol {
+        PortProtocol::Http | PortProtocol::Http2 | PortProtocol::Grpc => None,
+        PortProtocol::Https => match tls.map(|t| t.mode) {
+            Some(ServerTlsMode::Simple | ServerTlsMode::Mutual) => None,
+            Some(mode) => Some(format!(
+                "HTTPS with tls.mode {mode:?} (SNI passthrough, Istio mTLS) is not supported by meshd yet: it needs \
+                 VirtualService tls routes"
+            )),
+            None => Some("HTTPS needs tls".to_owned()),
+        },
+        PortProtocol::Tcp | PortProtocol::Tls | PortProtocol::Mongo => Some(format!(
+            "protocol {protocol:?} is not supported on gateways by meshd yet: it needs VirtualService tcp/tls routes"
+        )),
+    }
+}
+
+pub(super) fn port_number(cx: &Context<'_>, field: &str, number: Option<i64>) -> Result<u16, Diagnostic> {
     match number {
         Some(n) => check_port(cx, field, n),
         None => Err(cx.error(field, "required")),
@@ -121,7 +215,7 @@ pub(super) fn parse_gateway(cx: &mut Context<'_>, namespace: String) -> Result<G
     if spec.servers.is_empty() {
         return Err(cx.error("spec.servers", "at least one server is required"));
     }
-    let mut servers = Vec::new();
+    let mut servers: Vec<GatewayServer> = Vec::new();
     for (i, s) in spec.servers.iter().enumerate() {
         let field = format!("spec.servers[{i}]");
         let port = s.port.as_ref().ok_or_else(|| cx.error(&format!("{field}.port"), "required"))?;
@@ -147,17 +241,30 @@ pub(super) fn parse_gateway(cx: &mut Context<'_>, namespace: String) -> Result<G
             Some(b) => Some(parse_ip(cx, &format!("{field}.bind"), b)?),
         };
         let tls = match &s.tls {
-            Some(t) => {
-                let mode = tls_mode(cx, &format!("{field}.tls.mode"), t.mode.as_deref())?;
-                let mut credential_names = t.credential_names.clone();
-                credential_names.extend(t.credential_name.iter().filter(|c| !c.is_empty()).cloned());
-                Some(ServerTls { mode, https_redirect: t.https_redirect, credential_names })
-            }
+            Some(t) => Some(server_tls(cx, &format!("{field}.tls"), t, protocol)?),
             None if matches!(protocol, PortProtocol::Https | PortProtocol::Tls) => {
                 return Err(cx.error(&format!("{field}.tls"), "required for an HTTPS or TLS server"))
             }
             None => None,
         };
+        if let Some(why) = left_out(protocol, tls.as_ref()) {
+            cx.warn(&field, format!("{why}; meshd leaves this server out (the Gateway's other servers are served)"));
+        }
+        let plain = |p: PortProtocol| matches!(p, PortProtocol::Http | PortProtocol::Http2 | PortProtocol::Grpc);
+        if let Some((j, other)) = servers
+            .iter()
+            .enumerate()
+            .find(|(_, o)| o.port == number && o.bind == bind && plain(o.protocol) != plain(protocol))
+        {
+            return Err(cx.error(
+                &format!("{field}.port.protocol"),
+                format!(
+                    "port {number} is also spec.servers[{j}]'s, with protocol {:?}: one port serves plain HTTP or TLS, \
+                     not both",
+                    other.protocol
+                ),
+            ));
+        }
         servers.push(GatewayServer {
             name: s.name.clone(),
             port: number,
@@ -168,152 +275,5 @@ pub(super) fn parse_gateway(cx: &mut Context<'_>, namespace: String) -> Result<G
             tls,
         });
     }
-    cx.warn("", "Gateway is read and checked, but not in effect yet: meshd does not configure gateways yet");
     Ok(Gateway { namespace, name: cx.raw.name.clone(), selector: spec.selector, servers })
-}
-
-#[derive(Deserialize, Default)]
-#[serde(rename_all = "camelCase")]
-struct ServiceEntrySpec {
-    #[serde(default)]
-    hosts: Vec<String>,
-    #[serde(default)]
-    addresses: Vec<String>,
-    #[serde(default)]
-    ports: Vec<PortSpec>,
-    location: Option<String>,
-    resolution: Option<String>,
-    #[serde(default)]
-    endpoints: Vec<WorkloadEntrySpec>,
-    workload_selector: Option<WorkloadSelectorSpec>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct WorkloadEntrySpec {
-    address: Option<String>,
-    #[serde(default)]
-    ports: BTreeMap<String, i64>,
-    #[serde(default)]
-    labels: Labels,
-    weight: Option<i64>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct WorkloadSelectorSpec {
-    #[serde(default)]
-    labels: Labels,
-}
-
-/// An IP address or a CIDR range.
-fn check_address(cx: &Context<'_>, field: &str, address: &str) -> Result<(), Diagnostic> {
-    let (ip, prefix) = address.split_once('/').unwrap_or((address, ""));
-    let ip = parse_ip(cx, field, ip)?;
-    let max = if ip.is_ipv4() { 32 } else { 128 };
-    if prefix.is_empty() || prefix.parse::<u8>().is_ok_and(|p| p <= max) {
-        Ok(())
-    } else {
-        Err(cx.error(field, format!("{address:?} is not an IP address or CIDR range")))
-    }
-}
-
-pub(super) fn parse_service_entry(cx: &mut Context<'_>, namespace: String) -> Result<ServiceEntry, Diagnostic> {
-    let spec: ServiceEntrySpec = cx.field("spec")?;
-    if spec.hosts.is_empty() {
-        return Err(cx.error("spec.hosts", "at least one host is required"));
-    }
-    for (i, h) in spec.hosts.iter().enumerate() {
-        if !check_host(h) || h == "*" {
-            return Err(cx.error(&format!("spec.hosts[{i}]"), format!("{h:?} is not a DNS host name")));
-        }
-    }
-    for (i, a) in spec.addresses.iter().enumerate() {
-        check_address(cx, &format!("spec.addresses[{i}]"), a)?;
-    }
-    let mut ports: Vec<ServiceEntryPort> = Vec::new();
-    for (i, p) in spec.ports.iter().enumerate() {
-        let field = format!("spec.ports[{i}]");
-        let number = port_number(cx, &format!("{field}.number"), p.number)?;
-        if ports.iter().any(|q| q.number == number) {
-            return Err(cx.error(&format!("{field}.number"), format!("port {number} is listed twice")));
-        }
-        if p.name.is_empty() {
-            return Err(cx.error(&format!("{field}.name"), "required"));
-        }
-        let protocol = match &p.protocol {
-            Some(name) => Some(protocol(cx, &format!("{field}.protocol"), name)?),
-            None => None,
-        };
-        let target_port = match p.target_port {
-            Some(t) => Some(check_port(cx, &format!("{field}.targetPort"), t)?),
-            None => None,
-        };
-        ports.push(ServiceEntryPort { number, protocol, name: p.name.clone(), target_port });
-    }
-    let mesh_internal = match spec.location.as_deref() {
-        None | Some("MESH_EXTERNAL") => false,
-        Some("MESH_INTERNAL") => true,
-        Some(other) => {
-            return Err(cx.error("spec.location", format!("{other:?} is not one of MESH_EXTERNAL, MESH_INTERNAL")))
-        }
-    };
-    let resolution = match spec.resolution.as_deref() {
-        None | Some("NONE") => Resolution::None,
-        Some("STATIC") => Resolution::Static,
-        Some("DNS") => Resolution::Dns,
-        Some("DNS_ROUND_ROBIN") => Resolution::DnsRoundRobin,
-        Some("DYNAMIC_DNS") => {
-            return Err(cx.error(
-                "spec.resolution",
-                "DYNAMIC_DNS (resolving each wildcard host on demand) is not supported by meshd yet",
-            ))
-        }
-        Some(other) => {
-            return Err(
-                cx.error("spec.resolution", format!("{other:?} is not one of NONE, STATIC, DNS, DNS_ROUND_ROBIN"))
-            )
-        }
-    };
-    if !spec.endpoints.is_empty() && spec.workload_selector.is_some() {
-        return Err(cx.error("spec.workloadSelector", "give either endpoints or a workloadSelector, not both"));
-    }
-    let mut endpoints = Vec::new();
-    for (i, e) in spec.endpoints.iter().enumerate() {
-        let field = format!("spec.endpoints[{i}]");
-        let address = e.address.clone().unwrap_or_default();
-        if address.is_empty() {
-            return Err(cx.error(&format!("{field}.address"), "required"));
-        }
-        if resolution == Resolution::Static && !address.starts_with("unix://") {
-            parse_ip(cx, &format!("{field}.address"), &address)?;
-        }
-        let mut endpoint_ports = BTreeMap::new();
-        for (name, n) in &e.ports {
-            endpoint_ports.insert(name.clone(), check_port(cx, &format!("{field}.ports.{name}"), *n)?);
-        }
-        let weight = match e.weight {
-            None => None,
-            Some(w) => Some(
-                u32::try_from(w)
-                    .map_err(|_| cx.error(&format!("{field}.weight"), format!("weight {w} must not be negative")))?,
-            ),
-        };
-        endpoints.push(ServiceEntryEndpoint { address, ports: endpoint_ports, labels: e.labels.clone(), weight });
-    }
-    cx.warn(
-        "",
-        "ServiceEntry is read and checked, but not in effect yet: meshd does not add its hosts to the mesh yet",
-    );
-    Ok(ServiceEntry {
-        namespace,
-        name: cx.raw.name.clone(),
-        hosts: spec.hosts,
-        addresses: spec.addresses,
-        ports,
-        mesh_internal,
-        resolution,
-        endpoints,
-        workload_selector: spec.workload_selector.map(|w| w.labels),
-    })
 }

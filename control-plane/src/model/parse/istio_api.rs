@@ -3,14 +3,12 @@
 //!
 //! Decisions for fields meshd does not implement yet (see [`super::schema`]):
 //! ignoring is a warning when the field only shapes how traffic that already goes to
-//! a destination is handled (mirroring, CORS,
-//! connection pools, outlier detection, upstream TLS, hashing, statistics). It is an
-//! error when ignoring would change which requests a rule takes or where they go:
-//! match conditions meshd cannot evaluate (`sourceLabels`, `sourceNamespace`,
-//! match-level `gateways`, `scheme`, JWT claims), actions other than `route`
-//! (`redirect`, `directResponse`, `delegate`), `rewrite` (the upstream would be asked
-//! for another path), a DestinationRule's `workloadSelector` (the rule would apply to
-//! every client) and `tunnel` (traffic would bypass the tunnel).
+//! a destination is handled (connection pools, outlier detection, upstream TLS,
+//! hashing, statistics). It is an error when ignoring would change which requests a
+//! rule takes or where they go: match conditions meshd cannot evaluate (JWT claims;
+//! source conditions of `tcp` and `tls` matches), a DestinationRule's
+//! `workloadSelector` and `exportTo` other than `*` (the rule would apply to every
+//! client) and `tunnel` (traffic would bypass the tunnel).
 
 use super::schema::{ignored, leaf, read, unsupported, Message, Shape};
 
@@ -49,43 +47,41 @@ static HTTP_ROUTE: Message = Message {
         leaf("name"),
         read("match", List(&HTTP_MATCH)),
         read("route", List(&HTTP_ROUTE_DESTINATION)),
-        unsupported("redirect", msg(&HTTP_REDIRECT), "would leave the requests this rule redirects to the next rules"),
-        unsupported(
-            "directResponse",
-            msg(&HTTP_DIRECT_RESPONSE),
-            "would leave the requests this rule answers to the next rules",
-        ),
-        unsupported("delegate", msg(&DELEGATE), "would leave the requests this rule delegates to the next rules"),
-        unsupported("rewrite", msg(&HTTP_REWRITE), "would ask the destination for the original path and authority"),
+        read("redirect", msg(&HTTP_REDIRECT)),
+        read("directResponse", msg(&HTTP_DIRECT_RESPONSE)),
+        read("delegate", msg(&DELEGATE)),
+        read("rewrite", msg(&HTTP_REWRITE)),
         leaf("timeout"),
         read("retries", msg(&HTTP_RETRY)),
         read("fault", msg(&HTTP_FAULT)),
-        ignored("mirror", msg(&DESTINATION), "requests are not mirrored"),
-        ignored("mirrors", List(&HTTP_MIRROR_POLICY), "requests are not mirrored"),
+        read("mirror", msg(&DESTINATION)),
+        read("mirrors", List(&HTTP_MIRROR_POLICY)),
         // The deprecated `mirror_percent` keeps its proto name in the CRD schema.
-        ignored("mirror_percent", Leaf, "requests are not mirrored"),
-        ignored("mirrorPercent", Leaf, "requests are not mirrored"),
-        ignored("mirrorPercentage", msg(&PERCENT), "requests are not mirrored"),
-        ignored("corsPolicy", msg(&CORS_POLICY), "no CORS headers are added, so browsers refuse cross-origin calls"),
+        leaf("mirror_percent"),
+        leaf("mirrorPercent"),
+        read("mirrorPercentage", msg(&PERCENT)),
+        read("corsPolicy", msg(&CORS_POLICY)),
         read("headers", msg(&HEADERS)),
+        // Istio's old field, still in its samples: websockets always work.
+        leaf("websocketUpgrade"),
     ],
 };
 
-static HTTP_MATCH: Message = Message {
+pub(super) static HTTP_MATCH: Message = Message {
     fields: &[
         leaf("name"),
         read("uri", msg(&STRING_MATCH)),
-        unsupported("scheme", msg(&STRING_MATCH), "would match every scheme"),
+        read("scheme", msg(&STRING_MATCH)),
         read("method", msg(&STRING_MATCH)),
         read("authority", msg(&STRING_MATCH)),
         read("headers", Map(&STRING_MATCH)),
         leaf("port"),
-        unsupported("sourceLabels", Leaf, "would match requests from every workload"),
-        unsupported("gateways", Leaf, "would match requests from every gateway and sidecar"),
+        leaf("sourceLabels"),
+        leaf("gateways"),
         read("queryParams", Map(&STRING_MATCH)),
         leaf("ignoreUriCase"),
         read("withoutHeaders", Map(&STRING_MATCH)),
-        unsupported("sourceNamespace", Leaf, "would match requests from every namespace"),
+        leaf("sourceNamespace"),
         ignored("statPrefix", Leaf, "statistics are not split by it"),
     ],
 };
@@ -211,7 +207,12 @@ pub(super) static DESTINATION_RULE: Message = Message {
         read("trafficPolicy", msg(&TRAFFIC_POLICY)),
         read("subsets", List(&SUBSET)),
         leaf("exportTo"),
-        unsupported("workloadSelector", msg(&WORKLOAD_SELECTOR), "would apply the rule to every client"),
+        unsupported(
+            "workloadSelector",
+            msg(&WORKLOAD_SELECTOR),
+            "would apply the rule to every client (every proxy shares one set of clusters; per-workload cluster sets \
+             are not done yet)",
+        ),
     ],
 };
 
@@ -249,8 +250,8 @@ static LOAD_BALANCER: Message = Message {
         leaf("simple"),
         read("consistentHash", msg(&CONSISTENT_HASH)),
         ignored("localityLbSetting", msg(&LOCALITY_LB), "endpoints are balanced without regard to locality"),
-        ignored("warmupDurationSecs", Leaf, "new endpoints get their full share at once"),
-        ignored("warmup", msg(&WARMUP), "new endpoints get their full share at once"),
+        leaf("warmupDurationSecs"),
+        read("warmup", msg(&WARMUP)),
         ignored("backendUtilization", msg(&BACKEND_UTILIZATION), "requests are balanced by the simple policy"),
         ignored("zoneAwareLbSetting", msg(&ZONE_AWARE_LB), "endpoints are balanced without regard to zones"),
     ],
@@ -393,7 +394,7 @@ static SERVER: Message = Message {
         leaf("bind"),
         leaf("hosts"),
         read("tls", msg(&SERVER_TLS)),
-        leaf("defaultEndpoint"),
+        ignored("defaultEndpoint", Leaf, "applies to sidecars' Sidecar resources, not to gateway servers"),
         leaf("name"),
     ],
 };
@@ -408,22 +409,33 @@ static SERVER_TLS: Message = Message {
         leaf("serverCertificate"),
         leaf("privateKey"),
         leaf("caCertificates"),
-        leaf("caCrl"),
+        unsupported("caCrl", Leaf, CLIENT_CHECK),
         leaf("credentialName"),
         leaf("credentialNames"),
-        read("tlsCertificates", List(&TLS_CERTIFICATE)),
-        leaf("subjectAltNames"),
-        leaf("verifyCertificateSpki"),
-        leaf("verifyCertificateHash"),
+        unsupported(
+            "tlsCertificates",
+            List(&TLS_CERTIFICATE),
+            "would serve no certificate; use credentialName(s) or serverCertificate",
+        ),
+        unsupported("subjectAltNames", Leaf, CLIENT_CHECK),
+        unsupported("verifyCertificateSpki", Leaf, CLIENT_CHECK),
+        unsupported("verifyCertificateHash", Leaf, CLIENT_CHECK),
         leaf("minProtocolVersion"),
         leaf("maxProtocolVersion"),
-        leaf("cipherSuites"),
-        leaf("caCertCredentialName"),
-        leaf("alpnProtocols"),
-        leaf("ecdhCurves"),
-        leaf("insecureSkipVerify"),
+        unsupported("cipherSuites", Leaf, "would accept Envoy's default cipher suites, not only those listed"),
+        unsupported(
+            "caCertCredentialName",
+            Leaf,
+            "would accept client certificates without this CA; put ca.crt in the credentialName Secret",
+        ),
+        ignored("alpnProtocols", Leaf, "gateway servers offer h2 and http/1.1"),
+        ignored("ecdhCurves", Leaf, "Envoy's default curves are used"),
+        ignored("insecureSkipVerify", Leaf, "a gateway server does not verify a server certificate"),
     ],
 };
+
+/// Why a field that narrows which client certificates a MUTUAL server accepts is refused.
+const CLIENT_CHECK: &str = "would accept client certificates this field rejects";
 
 static TLS_CERTIFICATE: Message =
     Message { fields: &[leaf("serverCertificate"), leaf("privateKey"), leaf("caCertificates")] };
@@ -440,7 +452,7 @@ pub(super) static SERVICE_ENTRY: Message = Message {
         read("endpoints", List(&WORKLOAD_ENTRY)),
         read("workloadSelector", msg(&ENTRY_WORKLOAD_SELECTOR)),
         leaf("exportTo"),
-        leaf("subjectAltNames"),
+        ignored("subjectAltNames", Leaf, "peer certificates are not checked against them (no mesh mTLS yet)"),
     ],
 };
 
@@ -452,10 +464,10 @@ static WORKLOAD_ENTRY: Message = Message {
         leaf("address"),
         leaf("ports"),
         leaf("labels"),
-        leaf("network"),
-        leaf("locality"),
+        ignored("network", Leaf, "endpoints on every network are used alike"),
+        ignored("locality", Leaf, "endpoints are not preferred by locality"),
         leaf("weight"),
-        leaf("serviceAccount"),
+        ignored("serviceAccount", Leaf, "the endpoint's identity is not checked (no mesh mTLS yet)"),
     ],
 };
 
@@ -466,6 +478,7 @@ pub(super) fn spec_of(kind: &str) -> Option<&'static Message> {
         "DestinationRule" => &DESTINATION_RULE,
         "Gateway" => &GATEWAY,
         "ServiceEntry" => &SERVICE_ENTRY,
+        "Telemetry" => &super::telemetry::TELEMETRY,
         _ => return None,
     })
 }

@@ -25,7 +25,7 @@ const ISTIO_NETWORKING: &[&str] = &["v1", "v1beta1", "v1alpha3"];
 const GATEWAY_API: &[&str] = &["v1", "v1beta1", "v1alpha2", "v1alpha3"];
 
 const ROWS: &[Row] = &[
-    Row { group: "", versions: &["v1"], kinds: &["Namespace", "Service", "Pod"], use_: Use::Read },
+    Row { group: "", versions: &["v1"], kinds: &["Namespace", "Service", "Pod", "Secret"], use_: Use::Read },
     Row { group: "discovery.k8s.io", versions: &["v1"], kinds: &["EndpointSlice"], use_: Use::Read },
     Row {
         group: "networking.istio.io",
@@ -36,7 +36,7 @@ const ROWS: &[Row] = &[
     Row {
         group: "networking.amime.dev",
         versions: &["v1"],
-        kinds: &["VirtualService", "DestinationRule", "Gateway", "ServiceEntry"],
+        kinds: &["VirtualService", "DestinationRule", "Gateway", "ServiceEntry", "RateLimit"],
         use_: Use::Read,
     },
     Row {
@@ -51,12 +51,8 @@ const ROWS: &[Row] = &[
         kinds: &["AuthorizationPolicy", "PeerAuthentication", "RequestAuthentication"],
         use_: Use::NotImplemented,
     },
-    Row {
-        group: "telemetry.istio.io",
-        versions: &["v1", "v1alpha1"],
-        kinds: &["Telemetry"],
-        use_: Use::NotImplemented,
-    },
+    Row { group: "telemetry.istio.io", versions: &["v1", "v1alpha1"], kinds: &["Telemetry"], use_: Use::Read },
+    Row { group: "telemetry.amime.dev", versions: &["v1"], kinds: &["Telemetry"], use_: Use::Read },
     Row { group: "extensions.istio.io", versions: &["v1alpha1"], kinds: &["WasmPlugin"], use_: Use::NotImplemented },
     Row {
         group: "gateway.networking.k8s.io",
@@ -79,7 +75,6 @@ const ROWS: &[Row] = &[
         versions: &["v1"],
         kinds: &[
             "ConfigMap",
-            "Secret",
             "ServiceAccount",
             "PersistentVolumeClaim",
             "PersistentVolume",
@@ -249,6 +244,8 @@ mod tests {
             ("networking.istio.io/v1alpha3", "ServiceEntry", Ok(())),
             ("networking.istio.io/v1beta1", "VirtualService", Ok(())),
             ("discovery.k8s.io/v1", "EndpointSlice", Ok(())),
+            ("networking.amime.dev/v1", "RateLimit", Ok(())),
+            ("networking.istio.io/v1", "RateLimit", Err(Err(("apiVersion", "networking.amime.dev/v1")))),
             ("apps/v1", "Deployment", Err(Ok(skip(Info, "ignored")))),
             ("v1", "ConfigMap", Err(Ok(skip(Info, "ignored")))),
             ("apps/v1beta2", "Deployment", Err(Ok(skip(Info, "ignored")))),
@@ -257,7 +254,9 @@ mod tests {
             ("security.istio.io/v1", "RequestAuthentication", Err(Ok(skip(Warning, "NOT enforced")))),
             ("networking.istio.io/v1", "Sidecar", Err(Ok(skip(Warning, "has no effect")))),
             ("networking.istio.io/v1alpha3", "EnvoyFilter", Err(Ok(skip(Warning, "has no effect")))),
-            ("telemetry.istio.io/v1", "Telemetry", Err(Ok(skip(Warning, "has no effect")))),
+            ("telemetry.istio.io/v1", "Telemetry", Ok(())),
+            ("telemetry.istio.io/v1alpha1", "Telemetry", Ok(())),
+            ("telemetry.amime.dev/v1", "Telemetry", Ok(())),
             ("gateway.networking.k8s.io/v1", "HTTPRoute", Err(Ok(skip(Warning, "has no effect")))),
             ("cert-manager.io/v1", "Certificate", Err(Ok(skip(Warning, "not a kind meshd knows")))),
             ("v1", "Servcie", Err(Err(("kind", "did you mean `Service`?")))),

@@ -34,7 +34,7 @@ struct ServicePortSpec {
 
 /// Istio's protocol selection: `appProtocol`, else the port name's prefix
 /// (`http`, `http-web`, `grpc-api`, `tcp-db`, ...). Unnamed ports are treated as HTTP.
-fn port_protocol(name: &str, app_protocol: Option<&str>) -> Protocol {
+pub(super) fn port_protocol(name: &str, app_protocol: Option<&str>) -> Protocol {
     let label = app_protocol.unwrap_or_else(|| name.split('-').next().unwrap_or(""));
     match label.to_ascii_lowercase().as_str() {
         "http2" | "grpc" | "grpc-web" | "h2c" | "kubernetes.io/h2c" => Protocol::Http2,

@@ -38,6 +38,19 @@ pub(super) static OBJECT: Message = Message {
     fields: &[leaf("apiVersion"), leaf("kind"), read("metadata", msg(&OBJECT_META)), leaf("spec"), leaf("status")],
 };
 
+/// A Secret (only `kubernetes.io/tls` ones are read, for Gateway certificates).
+pub(super) static SECRET: Message = Message {
+    fields: &[
+        leaf("apiVersion"),
+        leaf("kind"),
+        read("metadata", msg(&OBJECT_META)),
+        leaf("type"),
+        leaf("data"),
+        leaf("stringData"),
+        leaf("immutable"),
+    ],
+};
+
 pub(super) static SERVICE_SPEC: Message = Message {
     fields: &[
         read("ports", List(&SERVICE_PORT)),

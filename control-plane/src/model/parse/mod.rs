@@ -19,19 +19,35 @@ use super::*;
 mod destination_rule;
 mod duration;
 mod gateway;
+mod http_actions;
 mod istio_api;
 mod kinds;
 mod kube;
 mod kube_api;
 mod l4_routes;
+mod rate_limit;
 mod route_actions;
 mod schema;
+mod scope;
+mod secret;
+mod service_entry;
+mod telemetry;
+/// The closest of `candidates` to a mistyped field name (for other config files' checks).
+pub(crate) use schema::suggest as schema_suggest;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod tests_actions;
 #[cfg(test)]
+mod tests_http_actions;
+#[cfg(test)]
 mod tests_l4;
+#[cfg(test)]
+mod tests_rate_limit;
+#[cfg(test)]
+mod tests_scope;
+#[cfg(test)]
+mod tests_service_entry;
 mod traffic_policy;
 mod virtual_service;
 
@@ -191,7 +207,8 @@ pub enum Parsed {
 #[cfg(test)]
 pub(crate) fn istio_field_tables(kind: &str) -> Option<(Vec<&'static str>, Vec<schema::MessageAt>)> {
     let top = istio_api::OBJECT.fields.iter().map(|f| f.name).collect();
-    Some((top, schema::messages(istio_api::spec_of(kind)?)))
+    let spec = if kind == "RateLimit" { &rate_limit::RATE_LIMIT } else { istio_api::spec_of(kind)? };
+    Some((top, schema::messages(spec)))
 }
 
 /// Validates `raw` into a [`MeshObject`]. The error names the object and field.
@@ -214,6 +231,20 @@ pub fn parse_object(raw: &RawObject) -> Result<Parsed, Diagnostic> {
         "Service" => MeshObject::Service(kube::parse_service(&mut cx, namespace)?),
         "Pod" => MeshObject::Pod(kube::parse_pod(&mut cx, namespace)?),
         "EndpointSlice" => MeshObject::EndpointSlice(kube::parse_endpoint_slice(&mut cx, namespace)?),
+        "RateLimit" => {
+            schema::check(&mut cx, &raw.body, &istio_api::OBJECT, "")?;
+            MeshObject::RateLimit(rate_limit::parse_rate_limit(&mut cx, namespace)?)
+        }
+        "Secret" => {
+            schema::check(&mut cx, &raw.body, &kube_api::SECRET, "")?;
+            match secret::parse_secret(&mut cx, namespace)? {
+                Some(s) => MeshObject::Secret(s),
+                None => {
+                    let message = format!("meshd reads only Secrets of type {}", secret::TLS_SECRET_TYPE);
+                    return Ok(Parsed::Skipped(cx.report(Severity::Info, "type", message)));
+                }
+            }
+        }
         kind => {
             let spec = istio_api::spec_of(kind).expect("classify reads only kinds with a spec schema");
             schema::check(&mut cx, &raw.body, &istio_api::OBJECT, "")?;
@@ -226,7 +257,8 @@ pub fn parse_object(raw: &RawObject) -> Result<Parsed, Diagnostic> {
                     MeshObject::DestinationRule(destination_rule::parse_destination_rule(&mut cx, namespace)?)
                 }
                 "Gateway" => MeshObject::Gateway(gateway::parse_gateway(&mut cx, namespace)?),
-                _ => MeshObject::ServiceEntry(gateway::parse_service_entry(&mut cx, namespace)?),
+                "Telemetry" => MeshObject::Telemetry(telemetry::parse_telemetry(&mut cx, namespace)?),
+                _ => MeshObject::ServiceEntry(service_entry::parse_service_entry(&mut cx, namespace)?),
             }
         }
     };
@@ -327,6 +359,15 @@ fn check_dns_label(cx: &Context<'_>, field: &str, value: &str) -> Result<(), Dia
             field,
             format!("{value:?} is not a valid DNS label (lower-case letters, digits and '-', at most 63)"),
         ))
+    }
+}
+
+/// A DNS subdomain (an object name): dot-separated DNS labels, at most 253 characters.
+fn check_dns_subdomain(cx: &Context<'_>, field: &str, value: &str) -> Result<(), Diagnostic> {
+    if value.len() <= 253 && value.split('.').all(|l| check_dns_label(cx, field, l).is_ok()) {
+        Ok(())
+    } else {
+        Err(cx.error(field, format!("{value:?} is not a valid name (lower-case DNS labels joined by '.')")))
     }
 }
 

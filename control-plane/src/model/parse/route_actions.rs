@@ -66,7 +66,7 @@ pub(super) fn parse_actions(
         None => None,
     };
     let headers = parse_headers(cx, &format!("{field}.headers"), spec.headers)?;
-    Ok(RouteActions { timeout, retries, fault, headers })
+    Ok(RouteActions { timeout, retries, fault, headers, ..Default::default() })
 }
 
 fn parse_retries(cx: &Context<'_>, field: &str, spec: &RetrySpec) -> Result<Retries, Diagnostic> {
@@ -154,7 +154,7 @@ struct AbortSpec {
     percentage: Option<PercentSpec>,
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, Clone)]
 pub(super) struct PercentSpec {
     value: Option<f64>,
 }

@@ -131,6 +131,12 @@ fn invalid_tcp_and_tls_rules_name_the_field() {
             "spec.tls[0].route[0].headers",
             "unknown field",
         ),
+        (
+            "[db]",
+            "exportTo: [.]\n  tcp: [{route: [{destination: {host: db}}]}]".to_owned(),
+            "spec.exportTo",
+            "every namespace",
+        ),
     ];
     for (hosts, rules, field, needle) in cases {
         match parse_vs(hosts, &rules) {

@@ -10,7 +10,7 @@ use serde::Deserialize;
 use super::*;
 use crate::model::{
     ConnectionPool, ConsistentHash, HashKey, HashRing, LoadBalancer, OutlierDetection, PolicySections, TcpKeepalive,
-    TlsOrigination, TrafficPolicy, UpstreamTls,
+    TlsOrigination, TrafficPolicy, UpstreamTls, Warmup,
 };
 
 /// Envoy's upper bound on `RingHashLbConfig.minimum_ring_size` (and maximum size).
@@ -71,6 +71,16 @@ struct PortSpec {
 struct LoadBalancerSpec {
     simple: Option<String>,
     consistent_hash: Option<ConsistentHashSpec>,
+    warmup: Option<WarmupSpec>,
+    warmup_duration_secs: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct WarmupSpec {
+    duration: Option<String>,
+    minimum_percent: Option<f64>,
+    aggression: Option<f64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -349,6 +359,51 @@ fn parse_load_balancer(
     }
 }
 
+/// `warmup` (or the older `warmupDurationSecs`), with Istio's defaults (10% to start,
+/// aggression 1) and checks (Envoy divides by the aggression: it must be above 0).
+fn parse_warmup(
+    cx: &mut Context<'_>,
+    field: &str,
+    spec: &LoadBalancerSpec,
+    balancer: Option<&LoadBalancer>,
+) -> Result<Option<Warmup>, Diagnostic> {
+    let warmup = match (&spec.warmup, &spec.warmup_duration_secs) {
+        (None, None) => return Ok(None),
+        (Some(w), old) => {
+            if old.is_some() {
+                cx.warn(&format!("{field}.warmupDurationSecs"), "warmup is also set and takes precedence");
+            }
+            let f = |name: &str| format!("{field}.warmup.{name}");
+            let Some(d) = duration(cx, &f("duration"), w.duration.as_deref(), Duration::from_millis(1))? else {
+                return Err(cx.error(&f("duration"), "required"));
+            };
+            let minimum_percent = w.minimum_percent.unwrap_or(10.0);
+            if !(0.0..=100.0).contains(&minimum_percent) {
+                return Err(cx.error(&f("minimumPercent"), format!("{minimum_percent} is out of range 0-100")));
+            }
+            let aggression = w.aggression.unwrap_or(1.0);
+            if !(aggression > 0.0 && aggression.is_finite()) {
+                return Err(cx.error(&f("aggression"), format!("{aggression} must be above 0 (1 is linear)")));
+            }
+            Warmup { duration: d, minimum_percent, aggression }
+        }
+        (None, Some(old)) => {
+            let f = format!("{field}.warmupDurationSecs");
+            let d = duration(cx, &f, Some(old), Duration::from_millis(1))?.expect("given");
+            Warmup { duration: d, minimum_percent: 10.0, aggression: 1.0 }
+        }
+    };
+    if matches!(balancer, Some(LoadBalancer::Random | LoadBalancer::ConsistentHash(_))) {
+        cx.warn(
+            &format!("{field}.warmup"),
+            "warmup applies to ROUND_ROBIN and LEAST_REQUEST only; new endpoints of this policy get their full \
+             share at once",
+        );
+        return Ok(None);
+    }
+    Ok(Some(warmup))
+}
+
 fn parse_connection_pool(
     cx: &Context<'_>,
     field: &str,
@@ -405,11 +460,18 @@ fn parse_outlier(cx: &Context<'_>, field: &str, spec: &OutlierSpec) -> Result<Ou
 }
 
 fn parse_sections(cx: &mut Context<'_>, field: &str, spec: SectionsSpec<'_>) -> Result<PolicySections, Diagnostic> {
+    let lb_field = format!("{field}.loadBalancer");
+    let load_balancer = match spec.load_balancer {
+        Some(lb) => parse_load_balancer(cx, &lb_field, lb)?,
+        None => None,
+    };
+    let warmup = match spec.load_balancer {
+        Some(lb) => parse_warmup(cx, &lb_field, lb, load_balancer.as_ref())?,
+        None => None,
+    };
     Ok(PolicySections {
-        load_balancer: match spec.load_balancer {
-            Some(lb) => parse_load_balancer(cx, &format!("{field}.loadBalancer"), lb)?,
-            None => None,
-        },
+        load_balancer,
+        warmup,
         connection_pool: match spec.connection_pool {
             Some(p) => Some(parse_connection_pool(cx, &format!("{field}.connectionPool"), p)?),
             None => None,

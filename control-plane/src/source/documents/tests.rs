@@ -83,7 +83,7 @@ fn every_diagnostic_names_file_and_document() {
         apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: r}\n\
         spec: {hosts: [r], http: [{match: [{statPrefix: s}], route: [{destination: {host: r}}]}]}\n---\n\
         apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: g}\n\
-        spec: {servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: ['*']}]}\n---\n\
+        spec: {servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: ['*'], defaultEndpoint: '127.0.0.1:80'}]}\n---\n\
         [not, an, object]\n";
     let (_, problems) = parse(text);
     let got: Vec<_> = problems.iter().map(|p| (p.document, p.severity)).collect();

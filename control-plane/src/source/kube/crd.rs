@@ -22,6 +22,9 @@ pub const CRD_KINDS: [(Kind, &str); 4] = [
     (Kind::ServiceEntry, "serviceentries"),
 ];
 
+/// The CRD-served kinds only our group has (no Istio counterpart), with their plurals.
+pub const AMIME_ONLY_CRD_KINDS: [(Kind, &str); 1] = [(Kind::RateLimit, "ratelimits")];
+
 /// Versions meshd reads per group, most preferred first.
 pub fn versions(group: Group) -> &'static [&'static str] {
     match group {
@@ -38,6 +41,9 @@ pub fn crd_names() -> Vec<(String, FeedId)> {
         for (kind, plural) in CRD_KINDS {
             out.push((format!("{plural}.{}", group.name()), FeedId::new(kind, group)));
         }
+    }
+    for (kind, plural) in AMIME_ONLY_CRD_KINDS {
+        out.push((format!("{plural}.{}", Group::Amime.name()), FeedId::new(kind, Group::Amime)));
     }
     out
 }
@@ -201,7 +207,7 @@ mod tests {
     #[test]
     fn crds_appearing_changing_and_disappearing_start_and_stop_watches() {
         let mut d = Discovery::new();
-        assert_eq!(d.pending().len(), 8);
+        assert_eq!(d.pending().len(), 9);
         let stop = Some(WatchChange::Stop(FeedId::new(Kind::VirtualService, Group::Istio)));
         let steps = [
             (WatchEvent::Init, None),
@@ -223,7 +229,7 @@ mod tests {
         for (i, (event, want)) in steps.into_iter().enumerate() {
             assert_eq!(d.handle(VS, event), want, "step {i}");
         }
-        assert_eq!(d.pending().len(), 7, "only the one CRD watch has listed");
+        assert_eq!(d.pending().len(), 8, "only the one CRD watch has listed");
         assert_eq!(d.handle("other.example.com", WatchEvent::InitDone), None);
     }
 }

@@ -84,11 +84,12 @@ impl std::fmt::Display for FeedId {
 }
 
 /// The built-in feeds, always watched.
-pub const CORE_FEEDS: [FeedId; 4] = [
+pub const CORE_FEEDS: [FeedId; 5] = [
     FeedId::new(Kind::Namespace, Group::Core),
     FeedId::new(Kind::Service, Group::Core),
     FeedId::new(Kind::Pod, Group::Core),
     FeedId::new(Kind::EndpointSlice, Group::Discovery),
+    FeedId::new(Kind::Secret, Group::Core),
 ];
 
 /// A watch event with its object as JSON (what kube's watcher yields, as plain data).

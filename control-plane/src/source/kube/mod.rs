@@ -9,7 +9,8 @@
 //!
 //! Watched: core/v1 Namespaces (metadata only), Services, Pods (not Succeeded/Failed), discovery.k8s.io/v1
 //! EndpointSlices (those of a Service), and VirtualService, DestinationRule, Gateway,
-//! ServiceEntry of `networking.amime.dev` and `networking.istio.io` while their CRDs exist.
+//! ServiceEntry of `networking.amime.dev` and `networking.istio.io`, and RateLimit of
+//! `networking.amime.dev`, while their CRDs exist.
 //! The first push and `/readyz` wait for every watch's initial list (and for the CRD
 //! watches found at startup).
 
@@ -116,6 +117,8 @@ fn core_spec(feed: FeedId) -> WatchSpec {
         Kind::Service => ("v1", "services", watcher::Config::default()),
         // A pod leaving the selector (finished) arrives as a delete.
         Kind::Pod => ("v1", "pods", watcher::Config::default().fields("status.phase!=Succeeded,status.phase!=Failed")),
+        // Gateway certificates: TLS Secrets only (the API server filters by type).
+        Kind::Secret => ("v1", "secrets", watcher::Config::default().fields("type=kubernetes.io/tls")),
         // Slices of a Service (those the EndpointSlice controller and mirroring write).
         _ => ("v1", "endpointslices", watcher::Config::default().labels("kubernetes.io/service-name")),
     };

@@ -75,7 +75,7 @@ pub(crate) fn bench_translate(mesh: &SyntheticMesh, runs: usize) -> Result<Trans
             continue;
         }
         let t1 = Instant::now();
-        let sets: Vec<_> = mesh.namespaces.iter().map(|ns| config.routes_for(ns)).collect();
+        let sets: Vec<_> = mesh.namespaces.iter().map(|ns| config.routes_for(ns, &Default::default())).collect();
         let t2 = Instant::now();
         route_bytes = sets[0].iter().map(|r| r.encoded_len()).sum();
         build.push((t1 - t0).as_secs_f64() * 1e3);

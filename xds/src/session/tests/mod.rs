@@ -1,5 +1,6 @@
 //! Session tests: shared helpers here, cases by topic in the submodules.
 
+mod convergence;
 mod delta;
 mod sotw;
 mod warming;

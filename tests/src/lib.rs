@@ -39,6 +39,7 @@ pub mod prometheus;
 pub mod rbac;
 pub mod rules;
 pub mod sidecar;
+pub mod tls_sites;
 pub mod upstream;
 pub mod wait;
 pub mod webhook;

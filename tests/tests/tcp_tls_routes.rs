@@ -15,7 +15,6 @@
 //! Not root (or no `ip netns`): the tests print `SKIPPED: <reason>` and pass vacuously.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use amime_e2e::injected::{self, RunningPod};
@@ -23,18 +22,11 @@ use amime_e2e::meshd::{ensure_no_nacks, parse_metric, NACKS_METRIC};
 use amime_e2e::netns::{self, link_veth, AddressBlock, Netns, TcpEcho};
 use amime_e2e::process::ManagedProcess;
 use amime_e2e::sidecar::ensure_no_rejected_updates;
-use amime_e2e::{await_condition, run_test, webhook, MeshDir, TestContext};
+use amime_e2e::tls_sites::{Site, TlsSites};
+use amime_e2e::{await_condition, run_test, MeshDir, TestContext};
 use anyhow::{anyhow, ensure, Context as _, Result};
 use injector::settings::InjectionSettings;
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 use serde_json::json;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::task::JoinHandle;
-use tokio_rustls::rustls::crypto::ring::default_provider;
-use tokio_rustls::rustls::pki_types::pem::PemObject;
-use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use tokio_rustls::rustls::ServerConfig;
-use tokio_rustls::TlsAcceptor;
 
 const MONGO_PORT: u16 = 27017;
 const TLS_PORT: u16 = 443;
@@ -270,69 +262,10 @@ async fn a_weighted_tcp_route_splits_connections() {
     .await;
 }
 
-/// A test CA and, per name, a TLS server in the node namespace that answers `secure-<site>`
-/// with a certificate for that name.
-struct TlsSites {
-    ca_pem: String,
-    servers: Vec<JoinHandle<()>>,
-}
-
-impl TlsSites {
-    async fn start(node: &Netns, sites: &[(&str, &str, SocketAddr)]) -> Result<Self> {
-        let mut ca = CertificateParams::new(Vec::<String>::new())?;
-        ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-        let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate()?)?;
-        let mut servers = Vec::new();
-        for (site, name, addr) in sites {
-            let key = KeyPair::generate()?;
-            let cert = CertificateParams::new(vec![name.to_string()])?.signed_by(&key, &ca)?;
-            let key = PrivateKeyDer::from_pem_slice(key.serialize_pem().as_bytes())?;
-            let config = ServerConfig::builder_with_provider(Arc::new(default_provider()))
-                .with_safe_default_protocol_versions()?
-                .with_no_client_auth()
-                .with_single_cert(vec![CertificateDer::from(cert.der().to_vec())], key)?;
-            let acceptor = TlsAcceptor::from(Arc::new(config));
-            let listener = node.bind(*addr).await?;
-            let answer = format!("secure-{site}");
-            servers.push(tokio::spawn(async move {
-                while let Ok((stream, _)) = listener.accept().await {
-                    let (acceptor, answer) = (acceptor.clone(), answer.clone());
-                    tokio::spawn(async move {
-                        if let Ok(mut tls) = acceptor.accept(stream).await {
-                            let _ = tls.write_all(answer.as_bytes()).await;
-                            let _ = tls.shutdown().await;
-                        }
-                    });
-                }
-            }));
-        }
-        Ok(Self { ca_pem: ca.pem(), servers })
-    }
-}
-
-impl Drop for TlsSites {
-    fn drop(&mut self) {
-        for server in &self.servers {
-            server.abort();
-        }
-    }
-}
-
-/// A TLS connection from the client pod to `addr` for `sni`, the certificate verified for
-/// that name against `ca_pem`; what the server said.
-async fn tls_call(mesh: &Mesh, addr: SocketAddr, sni: &str, ca_pem: &str) -> Result<String> {
+/// A TLS connection from the client pod to `addr` for `sni`; what the site said.
+async fn tls_call(mesh: &Mesh, tls: &TlsSites, addr: SocketAddr, sni: &str) -> Result<String> {
     let tcp = mesh.client.netns.connect(addr).await?;
-    let name = ServerName::try_from(sni.to_string())?;
-    let call = async {
-        let mut tls = webhook::connector(ca_pem)?.connect(name, tcp).await.context("TLS handshake")?;
-        let mut answer = String::new();
-        tls.read_to_string(&mut answer).await.context("read")?;
-        Ok::<_, anyhow::Error>(answer)
-    };
-    tokio::time::timeout(Duration::from_secs(10), call)
-        .await
-        .map_err(|_| anyhow!("TLS call to {addr} for {sni} did not finish in 10s"))?
-        .with_context(|| format!("TLS to {addr} as {sni}"))
+    tls.call(tcp, sni).await.with_context(|| format!("TLS to {addr}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -340,15 +273,23 @@ async fn a_tls_route_sends_each_sni_to_its_destination() {
     run("a_tls_route_sends_each_sni_to_its_destination", 173, SECURE_RULES, |mesh| {
         Box::pin(async move {
             let b = mesh.block;
-            let sites = [
-                ("a", "a.example", b.pod_addr(host::SECURE_A, TLS_TARGET_PORT)),
-                ("b", "b.example", b.pod_addr(host::SECURE_B, TLS_TARGET_PORT)),
-            ];
-            let tls = TlsSites::start(&mesh.node, &sites).await?;
+            let sites = [("a", "a.example"), ("b", "b.example")];
+            let tls = TlsSites::serve(vec![
+                Site {
+                    site: "a",
+                    name: "a.example",
+                    listener: mesh.node.bind(b.pod_addr(host::SECURE_A, TLS_TARGET_PORT)).await?,
+                },
+                Site {
+                    site: "b",
+                    name: "b.example",
+                    listener: mesh.node.bind(b.pod_addr(host::SECURE_B, TLS_TARGET_PORT)).await?,
+                },
+            ])?;
             let vip = b.vip_addr(host::SECURE_VIP, TLS_PORT);
             await_condition(&format!("TLS to secure at {vip} as a.example"), ROUTE_TIMEOUT, || async {
                 mesh.ensure_running()?;
-                let answer = tls_call(mesh, vip, "a.example", &tls.ca_pem).await?;
+                let answer = tls_call(mesh, &tls, vip, "a.example").await?;
                 ensure!(answer == "secure-a", "answer {answer:?}");
                 Ok(())
             })
@@ -356,13 +297,13 @@ async fn a_tls_route_sends_each_sni_to_its_destination() {
             // Each name reaches its own site, every time (the handshake checks the certificate
             // is for that name, so the upstream terminated this very connection).
             for _ in 0..10 {
-                for (site, sni, _) in &sites {
-                    let answer = tls_call(mesh, vip, sni, &tls.ca_pem).await?;
+                for (site, sni) in &sites {
+                    let answer = tls_call(mesh, &tls, vip, sni).await?;
                     ensure!(answer == format!("secure-{site}"), "{sni} reached {answer:?}");
                 }
             }
             // An SNI no rule names matches no filter chain: closed, as in Istio.
-            let unknown = tls_call(mesh, vip, "c.example", &tls.ca_pem).await;
+            let unknown = tls_call(mesh, &tls, vip, "c.example").await;
             ensure!(unknown.is_err(), "c.example was answered: {unknown:?}");
             let a = mesh.cluster_stat("443|a|secure", "upstream_cx_total").await?;
             let b_count = mesh.cluster_stat("443|b|secure", "upstream_cx_total").await?;

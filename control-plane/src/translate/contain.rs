@@ -22,7 +22,7 @@ use crate::envoy_validate::{check_encoded, Violation};
 use crate::model::index::Index;
 use crate::model::{ObjectError, Severity, SourceCondition, VirtualService};
 
-use super::routes::{self, RouteOrigin};
+use super::routes::{self, RouteOrigin, RouteSite};
 use super::{ModelLookup, Problems};
 
 /// Checks done by one build: how many pieces were checked, how many verdicts came
@@ -209,7 +209,8 @@ fn translate_checked(
     for host in hosts {
         let Some(ports) = lookup.registry_ports(model, host) else { continue };
         for port in ports.into_iter().filter(|(_, protocol)| protocol.is_http()).map(|(port, _)| port) {
-            let traced = routes::virtual_service_routes_traced(model, lookup, vs, port, problems);
+            let traced =
+                routes::virtual_service_routes_traced(model, lookup, vs, (port, RouteSite::Sidecars), problems);
             let (routes, origins): (Vec<Route>, Vec<RouteOrigin>) = traced.into_iter().unzip();
             // Checked alone, so the verdict is about this rule's routes, not the service's names.
             let vh = VirtualHost {

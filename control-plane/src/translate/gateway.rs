@@ -19,11 +19,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
-use envoy_types::pb::envoy::config::listener::v3::{
-    filter, listener_filter, FilterChainMatch, Listener, ListenerFilter,
-};
+use envoy_types::pb::envoy::config::listener::v3::{filter, FilterChain, FilterChainMatch, Listener};
 use envoy_types::pb::envoy::config::route::v3::{virtual_host::TlsRequirementType, RouteConfiguration, VirtualHost};
-use envoy_types::pb::envoy::extensions::filters::listener::tls_inspector::v3::TlsInspector;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
     http_connection_manager::StripPortMode, HttpConnectionManager,
 };
@@ -33,7 +30,10 @@ use xds::Resource;
 
 use super::contain::Checker;
 use super::envoy::{any, filter_chain, http_connection_manager, socket_address, RouteSource};
+use super::gateway_l4;
 use super::gateway_tls::{self, ServerCert};
+use super::l4_routes::tls_inspector;
+use super::routes::RouteSite;
 use super::{policy, routes, HashPolicies, InterceptionMode, ModelLookup, Problems, ProxyClass};
 use crate::model::index::Index;
 use crate::model::{
@@ -55,16 +55,37 @@ pub(crate) struct ServerPlan {
     server_names: Vec<String>,
     route_name: String,
     virtual_hosts: Vec<VirtualHost>,
+    /// `Some`: not HTTP (no route configuration): TLS passed through or opaque TCP.
+    l4: Option<L4Server>,
+}
+
+/// A server whose connections a TCP proxy forwards, routed by `tls` or `tcp` rules.
+#[derive(Debug)]
+enum L4Server {
+    /// `tls.mode: PASSTHROUGH`: filter chains by SNI.
+    Passthrough(Vec<FilterChain>),
+    /// `TCP`, `MONGO`: one chain takes every connection.
+    Tcp(Box<FilterChain>),
 }
 
 impl ServerPlan {
+    /// Connections are chosen by SNI (TLS terminated or passed through).
     fn is_tls(&self) -> bool {
-        self.tls.is_some()
+        self.tls.is_some() || matches!(self.l4, Some(L4Server::Passthrough(_)))
+    }
+
+    /// What the port carries, for conflicts: servers on one port agree on it.
+    fn transport(&self) -> &'static str {
+        match (&self.l4, self.is_tls()) {
+            (Some(L4Server::Tcp(_)), _) => "opaque TCP",
+            (_, true) => "TLS",
+            (_, false) => "plain HTTP",
+        }
     }
 }
 
 /// A server host (`ns/host`) split: which VirtualService namespaces it takes, and the host.
-fn split_server_host<'a>(entry: &'a str, gateway_namespace: &'a str) -> (&'a str, &'a str) {
+pub(crate) fn split_server_host<'a>(entry: &'a str, gateway_namespace: &'a str) -> (&'a str, &'a str) {
     match entry.split_once('/') {
         Some((".", host)) => (gateway_namespace, host),
         Some((ns, host)) => (ns, host),
@@ -89,11 +110,8 @@ pub(crate) fn intersect<'a>(a: &'a str, b: &'a str) -> Option<&'a str> {
 
 /// Whether `vs` binds to the Gateway `namespace/name` (`name` in the rule's namespace,
 /// or `namespace/name`).
-fn binds(vs: &VirtualService, namespace: &str, name: &str) -> bool {
-    vs.gateways.iter().any(|g| match g.split_once('/') {
-        Some((ns, n)) => ns == namespace && n == name,
-        None => vs.namespace == namespace && g == name,
-    })
+fn binds(vs: &VirtualService, gw: &Gateway) -> bool {
+    gateway_l4::binds(&vs.gateways, &vs.namespace, gw)
 }
 
 /// Every Gateway server meshd can serve, translated once per build. Problems are
@@ -109,17 +127,41 @@ pub(crate) fn plan(
     for gw in model.gateways.values() {
         for (i, server) in gw.servers.iter().enumerate() {
             let field = format!("spec.servers[{i}]");
-            let Some(tls) = server_tls(model, gw, server, &field, problems) else { continue };
+            let l4 = match (server.protocol, server.tls.as_ref().map(|t| t.mode)) {
+                (PortProtocol::Https | PortProtocol::Tls, Some(ServerTlsMode::Passthrough)) => {
+                    let chains = gateway_l4::passthrough_chains(model, lookup, gw, (server, &field), problems);
+                    if chains.is_empty() {
+                        continue;
+                    }
+                    Some(L4Server::Passthrough(chains))
+                }
+                (PortProtocol::Tcp | PortProtocol::Mongo, _) => {
+                    let Some(chain) = gateway_l4::tcp_chain(model, lookup, gw, (server, &field), problems) else {
+                        continue;
+                    };
+                    Some(L4Server::Tcp(Box::new(chain)))
+                }
+                _ => None,
+            };
+            let tls = match l4 {
+                Some(_) => None,
+                None => match server_tls(model, gw, server, &field, problems) {
+                    Some(tls) => tls,
+                    None => continue,
+                },
+            };
             let route_name = match &tls {
                 None => format!("http.{}", server.port),
                 Some(_) => format!("https.{}.{}.{}.{}", server.port, server.port_name, gw.name, gw.namespace),
             };
             let virtual_hosts = match &server.tls {
+                _ if l4.is_some() => Vec::new(),
                 Some(t) if t.https_redirect && tls.is_none() => redirect_hosts(gw, server),
                 _ => bound_hosts(model, lookup, hash_policies, gw, server, checker, problems),
             };
-            let server_names = match tls {
-                Some(_) if server.hosts.iter().all(|h| split_server_host(h, &gw.namespace).1 != "*") => {
+            let by_sni = tls.is_some() || matches!(l4, Some(L4Server::Passthrough(_)));
+            let server_names = match by_sni {
+                true if server.hosts.iter().all(|h| split_server_host(h, &gw.namespace).1 != "*") => {
                     let names: BTreeSet<&str> =
                         server.hosts.iter().map(|h| split_server_host(h, &gw.namespace).1).collect();
                     names.into_iter().map(str::to_owned).collect()
@@ -136,6 +178,7 @@ pub(crate) fn plan(
                 server_names,
                 route_name,
                 virtual_hosts,
+                l4,
             };
             if let Some(message) = conflict(&plans, &candidate) {
                 problems.report("Gateway", &gw.namespace, &gw.name, &format!("{}.port", candidate.field), message);
@@ -188,11 +231,16 @@ fn conflict(plans: &[ServerPlan], candidate: &ServerPlan) -> Option<String> {
         .filter(|p| p.port == candidate.port && p.bind == candidate.bind && shared(&p.selector, &candidate.selector))
         .find_map(|p| {
             let other = format!("Gateway {}/{} {}", p.gateway.0, p.gateway.1, p.field);
-            if p.is_tls() != candidate.is_tls() {
+            if p.transport() != candidate.transport() {
                 Some(format!(
                     "port {} is already served by {other} as {}, on the same gateway proxies; this server is left out",
                     candidate.port,
-                    if p.is_tls() { "HTTPS" } else { "plain HTTP" }
+                    p.transport()
+                ))
+            } else if p.transport() == "opaque TCP" {
+                Some(format!(
+                    "port {} is already served by {other} (one TCP server per port); this server is left out",
+                    candidate.port
                 ))
             } else if p.is_tls() && p.server_names == candidate.server_names {
                 Some(format!(
@@ -232,7 +280,7 @@ fn bound_hosts(
     problems: &mut Problems,
 ) -> Vec<VirtualHost> {
     let mut by_domain: BTreeMap<String, (&VirtualService, VirtualHost)> = BTreeMap::new();
-    for vs in model.virtual_services.values().filter(|vs| binds(vs, &gw.namespace, &gw.name)) {
+    for vs in model.virtual_services.values().filter(|vs| binds(vs, gw)) {
         let mut domains = BTreeSet::new();
         for h in &vs.hosts {
             let host = resolve_host(h, &vs.namespace);
@@ -249,10 +297,11 @@ fn bound_hosts(
         if domains.is_empty() {
             continue;
         }
-        let mut routes: Vec<_> = routes::virtual_service_routes_traced(model, lookup, vs, server.port, problems)
-            .into_iter()
-            .map(|(r, _)| r)
-            .collect();
+        let mut routes: Vec<_> =
+            routes::virtual_service_routes_traced(model, lookup, vs, (server.port, RouteSite::Gateway(gw)), problems)
+                .into_iter()
+                .map(|(r, _)| r)
+                .collect();
         policy::add_hash_policies(&mut routes, hash_policies);
         for domain in domains {
             if let Some((first, _)) = by_domain.get(&domain) {
@@ -303,14 +352,6 @@ fn gateway_hcm(route: &str) -> envoy_types::pb::envoy::config::listener::v3::Fil
     hcm_filter
 }
 
-fn tls_inspector() -> ListenerFilter {
-    ListenerFilter {
-        name: "envoy.filters.listener.tls_inspector".to_owned(),
-        config_type: Some(listener_filter::ConfigType::TypedConfig(any(TlsInspector::default()))),
-        ..Default::default()
-    }
-}
-
 /// The listeners and route configurations of one gateway proxy: the servers whose
 /// Gateway selects it, one listener per (address, port).
 pub(crate) fn listeners_and_routes(
@@ -331,10 +372,15 @@ pub(crate) fn listeners_and_routes(
         // Gateways whose selectors differ but both match this proxy: the first server
         // decides plain or TLS, and the first of equal SNI names wins.
         let tls = servers[0].is_tls();
-        let mut chains = Vec::new();
+        let transport = servers[0].transport();
+        let mut chains: Vec<FilterChain> = Vec::new();
         let mut seen_names: Vec<&[String]> = Vec::new();
         for s in servers {
-            if s.is_tls() != tls || (tls && seen_names.contains(&s.server_names.as_slice())) {
+            let taken = match &s.l4 {
+                Some(L4Server::Tcp(_)) => !chains.is_empty(),
+                _ => tls && seen_names.contains(&s.server_names.as_slice()),
+            };
+            if s.transport() != transport || taken {
                 tracing::warn!(
                     gateway = %format!("{}/{}", s.gateway.0, s.gateway.1),
                     field = %s.field,
@@ -342,6 +388,23 @@ pub(crate) fn listeners_and_routes(
                     "a gateway server conflicts with another on the same proxy; left out"
                 );
                 continue;
+            }
+            match &s.l4 {
+                Some(L4Server::Tcp(chain)) => {
+                    chains.push((**chain).clone());
+                    continue;
+                }
+                Some(L4Server::Passthrough(by_sni)) => {
+                    seen_names.push(&s.server_names);
+                    // An SNI name another server's chain holds stays with it.
+                    for chain in by_sni {
+                        if !chains.iter().any(|c| c.filter_chain_match == chain.filter_chain_match) {
+                            chains.push(chain.clone());
+                        }
+                    }
+                    continue;
+                }
+                None => {}
             }
             let vhs = route_configs.entry(s.route_name.clone()).or_default();
             for vh in &s.virtual_hosts {

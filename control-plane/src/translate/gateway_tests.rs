@@ -228,3 +228,51 @@ fn hosts_intersect_as_istio_matches_them() {
     assert_eq!(split_server_host("a.com", "gw"), ("*", "a.com"));
     assert_eq!(split_server_host("ns/*", "gw"), ("ns", "*"));
 }
+
+/// A match's own `gateways` decide where it applies: `mesh` on sidecars only, the
+/// Gateway's name on its proxies only (both skipped elsewhere).
+#[test]
+fn match_level_gateways_pick_sidecars_or_the_gateway() {
+    let vs = r#"apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: split, namespace: bookinfo}
+spec:
+  hosts: [reviews]
+  gateways: [mesh, bookinfo-gateway]
+  http:
+  - match: [{uri: {prefix: /edge}, gateways: [bookinfo-gateway]}]
+    route: [{destination: {host: productpage}}]
+  - match: [{uri: {prefix: /inner}, gateways: [mesh]}]
+    route: [{destination: {host: productpage}}]
+  - route: [{destination: {host: reviews}}]
+"#;
+    let yaml = MESH.replace(
+        "  hosts: ['*']\n  gateways: [bookinfo-gateway]",
+        "  hosts: [other.example]\n  gateways: [bookinfo-gateway]",
+    );
+    let mesh = mesh(&format!("{yaml}\n---\n{vs}\n---\n{}", tls_secret("bookinfo-cert", "bookinfo.example.com")));
+    assert!(mesh.problems.is_empty(), "{:#?}", mesh.problems);
+    let prefixes = |rc: &RouteConfiguration, domain: &str| -> Vec<String> {
+        let vh = rc.virtual_hosts.iter().find(|vh| vh.domains.iter().any(|d| d == domain)).unwrap();
+        vh.routes.iter().map(|r| format!("{:?}", r.r#match.as_ref().unwrap().path_specifier)).collect()
+    };
+    let class = gateway_class(&[("istio", "ingressgateway")]);
+    let routes: Vec<RouteConfiguration> = decoded(&mesh, &class, ResourceType::RouteConfiguration);
+    let at_gateway =
+        prefixes(routes.iter().find(|r| r.name == "http.8080").unwrap(), "reviews.bookinfo.svc.cluster.local");
+    assert_eq!(at_gateway.len(), 2, "{at_gateway:?}");
+    assert!(at_gateway[0].contains("/edge"), "{at_gateway:?}");
+    let sidecar = ProxyClass { kind: ProxyKind::Sidecar, namespace: "bookinfo".into(), ..class };
+    let routes: Vec<RouteConfiguration> = decoded(&mesh, &sidecar, ResourceType::RouteConfiguration);
+    let on_sidecar: Vec<String> = routes
+        .iter()
+        .flat_map(|rc| {
+            rc.virtual_hosts
+                .iter()
+                .filter(|vh| vh.domains.iter().any(|d| d == "reviews"))
+                .flat_map(|vh| vh.routes.iter().map(|r| format!("{:?}", r.r#match.as_ref().unwrap().path_specifier)))
+        })
+        .collect();
+    assert!(on_sidecar.iter().any(|p| p.contains("/inner")), "{on_sidecar:?}");
+    assert!(!on_sidecar.iter().any(|p| p.contains("/edge")), "{on_sidecar:?}");
+}

@@ -206,7 +206,7 @@ fn hand_off_listener(
 
 /// The clusters of `rule`'s destinations with a weight above 0, and their weights;
 /// None when a destination's port cannot be chosen.
-fn weighted_clusters(
+pub(crate) fn weighted_clusters(
     model: &Index,
     lookup: &ModelLookup<'_>,
     vs: &VirtualService,
@@ -226,7 +226,7 @@ fn weighted_clusters(
     Some(out)
 }
 
-fn weighted_specifier(clusters: Vec<(String, u32)>) -> tcp_proxy::ClusterSpecifier {
+pub(crate) fn weighted_specifier(clusters: Vec<(String, u32)>) -> tcp_proxy::ClusterSpecifier {
     tcp_proxy::ClusterSpecifier::WeightedClusters(tcp_proxy::WeightedCluster {
         clusters: clusters
             .into_iter()
@@ -236,7 +236,7 @@ fn weighted_specifier(clusters: Vec<(String, u32)>) -> tcp_proxy::ClusterSpecifi
 }
 
 /// A TCP proxy to the cluster(s) `cluster_specifier` names; stats under `stat_prefix`.
-fn proxy_filter(stat_prefix: &str, cluster_specifier: tcp_proxy::ClusterSpecifier) -> Filter {
+pub(crate) fn proxy_filter(stat_prefix: &str, cluster_specifier: tcp_proxy::ClusterSpecifier) -> Filter {
     let tcp = TcpProxy {
         stat_prefix: stat_prefix.to_owned(),
         cluster_specifier: Some(cluster_specifier),
@@ -255,7 +255,7 @@ fn cidr_range(c: &Cidr) -> CidrRange {
     }
 }
 
-fn tls_inspector() -> ListenerFilter {
+pub(crate) fn tls_inspector() -> ListenerFilter {
     ListenerFilter {
         name: "envoy.filters.listener.tls_inspector".to_owned(),
         config_type: Some(listener_filter::ConfigType::TypedConfig(any(TlsInspector::default()))),

@@ -13,6 +13,7 @@ pub mod contain;
 pub mod delegate;
 pub mod envoy;
 mod gateway;
+mod gateway_l4;
 pub mod gateway_tls;
 pub mod http_actions;
 mod l4_routes;

@@ -8,8 +8,8 @@ use envoy_types::pb::envoy::r#type::matcher::v3::{string_matcher, RegexMatcher, 
 use envoy_types::pb::google::protobuf::{BoolValue, UInt32Value};
 
 use crate::model::{
-    index::Index, Destination, HeaderMatch, Headers, HttpMatch, HttpRoute, SidecarScope, SourceCondition, StringMatch,
-    VirtualService,
+    index::Index, Destination, Gateway, HeaderMatch, Headers, HttpMatch, HttpRoute, SidecarScope, SourceCondition,
+    StringMatch, VirtualService,
 };
 
 use super::{cluster_name, envoy::seconds, ModelLookup, Problems};
@@ -254,14 +254,22 @@ fn forward_action<'h>(
     Some((action, destinations, own_headers))
 }
 
-/// Routes of `vs` for traffic to `service` on `port`. Problems (unknown hosts,
+/// Where routes are used: a match applies to sidecars or to one Gateway's proxies by its
+/// `gateways` (unset: the VirtualService's, which already name the site).
+#[derive(Clone, Copy)]
+pub(crate) enum RouteSite<'a> {
+    Sidecars,
+    Gateway(&'a Gateway),
+}
+
+/// Routes of `vs` for traffic to `service` on `port`, at `site`. Problems (unknown hosts,
 /// subsets, ports) are reported; a rule that cannot be translated is left out, the
 /// rest stays. Each route comes with where it came from (for [`super::contain`]).
 pub(crate) fn virtual_service_routes_traced(
     model: &Index,
     lookup: &ModelLookup<'_>,
     vs: &VirtualService,
-    port: u16,
+    (port, site): (u16, RouteSite<'_>),
     problems: &mut Problems,
 ) -> Vec<(Route, RouteOrigin)> {
     let mut routes = Vec::new();
@@ -299,10 +307,18 @@ pub(crate) fn virtual_service_routes_traced(
             routes.push((route, origin));
         } else {
             for (j, m) in http.matches.iter().enumerate().filter(|(_, m)| m.port.is_none_or(|p| p == port)) {
-                let source = match m.sidecar_scope() {
-                    SidecarScope::None => continue,
-                    SidecarScope::Every => None,
-                    SidecarScope::If(condition) => Some(condition),
+                let source = match site {
+                    RouteSite::Sidecars => match m.sidecar_scope() {
+                        SidecarScope::None => continue,
+                        SidecarScope::Every => None,
+                        SidecarScope::If(condition) => Some(condition),
+                    },
+                    RouteSite::Gateway(gw) => {
+                        if !gateway_match_applies(vs, (i, j, m), gw, problems) {
+                            continue;
+                        }
+                        None
+                    }
                 };
                 let mut route = Route {
                     name: name.clone(),
@@ -317,4 +333,31 @@ pub(crate) fn virtual_service_routes_traced(
         }
     }
     routes
+}
+
+/// Whether match `j` of rule `i` of `vs` applies on Gateway `gw`: its `gateways` are
+/// unset or name `gw`. Source conditions cannot be evaluated there yet: such a match is
+/// left out with a warning.
+fn gateway_match_applies(
+    vs: &VirtualService,
+    (i, j, m): (usize, usize, &HttpMatch),
+    gw: &Gateway,
+    problems: &mut Problems,
+) -> bool {
+    if !m.gateways.is_empty() {
+        return super::gateway_l4::binds(&m.gateways, &vs.namespace, gw);
+    }
+    if m.source_labels.is_empty() && m.source_namespace.is_none() {
+        return true;
+    }
+    problems.warn_vs(
+        vs,
+        &format!("spec.http[{i}].match[{j}]"),
+        format!(
+            "sourceLabels and sourceNamespace are not evaluated on gateways by meshd yet; the match is left out on \
+             Gateway {}/{}",
+            gw.namespace, gw.name
+        ),
+    );
+    false
 }

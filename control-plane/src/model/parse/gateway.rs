@@ -187,19 +187,24 @@ fn server_tls(
 
 /// Why meshd cannot serve a server of this protocol and TLS mode, if it cannot.
 fn left_out(protocol: PortProtocol, tls: Option<&ServerTls>) -> Option<String> {
+    let mode = tls.map(|t| t.mode);
     match protocol {
         PortProtocol::Http | PortProtocol::Http2 | PortProtocol::Grpc => None,
-        PortProtocol::Https => match tls.map(|t| t.mode) {
-            Some(ServerTlsMode::Simple | ServerTlsMode::Mutual) => None,
+        PortProtocol::Https | PortProtocol::Tls => match mode {
+            Some(ServerTlsMode::Passthrough) => None,
+            Some(ServerTlsMode::Simple | ServerTlsMode::Mutual) if protocol == PortProtocol::Https => None,
+            Some(ServerTlsMode::Simple | ServerTlsMode::Mutual) => Some(
+                "protocol TLS with tls.mode SIMPLE or MUTUAL (TLS terminated, then TCP routes) is not supported by \
+                 meshd yet; use HTTPS to terminate HTTP, or PASSTHROUGH"
+                    .to_owned(),
+            ),
             Some(mode) => Some(format!(
-                "HTTPS with tls.mode {mode:?} (SNI passthrough, Istio mTLS) is not supported by meshd yet: it needs \
-                 VirtualService tls routes"
+                "tls.mode {mode:?} (SNI-named mesh clusters, Istio mTLS) is not supported by meshd yet: it needs mesh \
+                 mTLS"
             )),
-            None => Some("HTTPS needs tls".to_owned()),
+            None => Some(format!("{protocol:?} needs tls")),
         },
-        PortProtocol::Tcp | PortProtocol::Tls | PortProtocol::Mongo => Some(format!(
-            "protocol {protocol:?} is not supported on gateways by meshd yet: it needs VirtualService tcp/tls routes"
-        )),
+        PortProtocol::Tcp | PortProtocol::Mongo => None,
     }
 }
 

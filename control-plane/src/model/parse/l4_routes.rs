@@ -90,13 +90,6 @@ fn l4_match(cx: &mut Context<'_>, field: &str, m: &L4MatchSpec) -> Result<L4Matc
             return Err(cx.error(&format!("{field}.gateways[{k}]"), "must not be empty"));
         }
     }
-    if !m.gateways.is_empty() && !m.gateways.iter().any(|g| g == "mesh") {
-        cx.warn(
-            &format!("{field}.gateways"),
-            "the match applies only to the gateways listed (not `mesh`), which meshd does not configure yet; it \
-             has no effect",
-        );
-    }
     Ok(L4Match { sni_hosts: m.sni_hosts.clone(), destination_subnets, port, gateways: m.gateways.clone() })
 }
 

@@ -121,13 +121,8 @@ pub(super) fn source_conditions(
     if !gateways.is_empty() {
         let mesh = gateways.iter().any(|g| g == "mesh");
         let vs_mesh = vs_gateways.is_empty() || vs_gateways.iter().any(|g| g == "mesh");
-        if !mesh {
-            cx.warn(
-                &format!("{field}.gateways"),
-                "the match applies only to the gateways listed (not `mesh`), which meshd does not configure yet; \
-                 sidecars skip it",
-            );
-        } else if !vs_mesh {
+        // Without `mesh` the match is for those gateways only; sidecars skip it.
+        if mesh && !vs_mesh {
             cx.warn(
                 &format!("{field}.gateways"),
                 "`mesh` here has no effect: the VirtualService's spec.gateways does not include `mesh`, so sidecars \

@@ -496,8 +496,11 @@ fn gateways_and_service_entries_are_read_and_checked() {
     assert_eq!(g.servers[0].tls.as_ref().unwrap().credential_names, ["cert"]);
     // alpnProtocols, ecdhCurves and insecureSkipVerify are ignored, each with a warning.
     assert_eq!(warnings.len(), 3, "{warnings:#?}");
-    let passthrough = "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: g}\nspec:\n  servers:\n  - port: {number: 443, name: tls, protocol: TLS}\n    hosts: ['*']\n    tls: {mode: PASSTHROUGH}\n  - port: {number: 80, name: http, protocol: HTTP}\n    hosts: ['*']\n";
+    let passthrough = "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: g}\nspec:\n  servers:\n  - port: {number: 443, name: tls, protocol: TLS}\n    hosts: ['*']\n    tls: {mode: PASSTHROUGH}\n  - port: {number: 5432, name: tcp, protocol: TCP}\n    hosts: ['*']\n";
     let Ok(Parsed::Object(MeshObject::Gateway(_), warnings)) = parse_yaml(passthrough) else { panic!() };
+    assert!(warnings.is_empty(), "PASSTHROUGH and TCP servers are served: {warnings:#?}");
+    let auto = passthrough.replace("PASSTHROUGH", "AUTO_PASSTHROUGH");
+    let Ok(Parsed::Object(MeshObject::Gateway(_), warnings)) = parse_yaml(&auto) else { panic!() };
     assert_eq!(warnings.len(), 1, "{warnings:#?}");
     assert_eq!(warnings[0].field, "spec.servers[0]");
     assert!(warnings[0].message.contains("leaves this server out"), "{}", warnings[0]);

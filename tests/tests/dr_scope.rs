@@ -8,33 +8,12 @@
 //! Blocks 166..=169 belong to this file. Each test ends by checking that no sidecar
 //! rejected an xDS update and meshd counted no NACK.
 
-use std::time::Duration;
-
 use amime_e2e::mesh;
-use amime_e2e::rules::documents;
-use amime_e2e::{
-    await_condition, hosts, run_test, sidecar, Bookinfo, BookinfoOptions, IpBlock, MeshDir, Sidecar, SidecarSpec,
-    TestContext,
-};
-use anyhow::{ensure, Result};
+use amime_e2e::rules;
+use amime_e2e::{hosts, run_test, Bookinfo, BookinfoOptions, IpBlock, MeshDir, Sidecar, SidecarSpec, TestContext};
+use anyhow::Result;
 
 const FRONT_NAMESPACE: &str = "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: front\n";
-
-/// Every caller to subset v2 of reviews.
-const ALL_TO_V2: &str = r#"apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata:
-  name: reviews
-  namespace: bookinfo
-spec:
-  hosts:
-  - reviews
-  http:
-  - route:
-    - destination:
-        host: reviews
-        subset: v2
-"#;
 
 /// A DestinationRule for reviews named `name` in `namespace` whose subset `v2` selects
 /// pods of `version`, with `scope` (`exportTo` / `workloadSelector` lines) added.
@@ -46,14 +25,16 @@ fn rule(namespace: &str, name: &str, version: &str, scope: &str) -> String {
     )
 }
 
-/// Bookinfo (productpage's sidecar in `bookinfo`) with `rules` and [`ALL_TO_V2`], plus two
+/// Bookinfo (productpage's sidecar in `bookinfo`) with `rules` and a VirtualService sending
+/// every caller to subset v2, plus two
 /// `web` sidecars in namespace `front`, the second one labelled `track: canary`.
 async fn start_with(ctx: &TestContext, block: IpBlock, rules: &[&str]) -> Result<(Bookinfo, Sidecar, Sidecar)> {
     let dir = MeshDir::new(ctx)?;
     dir.write("mesh.yaml", &format!("{}\n---\n{FRONT_NAMESPACE}", mesh::bookinfo_mesh_yaml(block)?))?;
+    let all_to_v2 = rules::reviews_vs_all_to("v2");
     let mut all = rules.to_vec();
-    all.push(ALL_TO_V2);
-    dir.write("reviews-rules.yaml", &documents(&all))?;
+    all.push(&all_to_v2);
+    dir.write("reviews-rules.yaml", &rules::documents(&all))?;
     let bookinfo = Bookinfo::start(ctx, block, dir, BookinfoOptions::default()).await?;
     let xds = bookinfo.meshd.xds_addr();
     let web = SidecarSpec::new("web-stable", "front", block.ip(hosts::EXTRA_1)).label("app", "web");
@@ -65,25 +46,6 @@ async fn start_with(ctx: &TestContext, block: IpBlock, rules: &[&str]) -> Result
 }
 
 const REVIEWS_FROM_FRONT: &str = "http://reviews.bookinfo:9080/";
-
-/// Wait until 20 requests in a row from `caller` to `url` all get `answer` (a version
-/// or `HTTP 503`), then check 30 more.
-async fn all_get(caller: &Sidecar, who: &str, url: &str, answer: &str) -> Result<()> {
-    await_condition(&format!("{who}'s requests to {url} to get {answer}"), Duration::from_secs(10), || async {
-        let tally = caller.tally(20, url, &[]).await;
-        ensure!(tally.all(answer), "{tally}");
-        Ok(())
-    })
-    .await?;
-    caller.tally(30, url, &[]).await.ensure_all(answer, &format!("{who} -> {url}"))
-}
-
-async fn no_nacks(bookinfo: &Bookinfo, others: &[&Sidecar]) -> Result<()> {
-    for s in others {
-        sidecar::ensure_no_rejected_updates(&s.stats().await?)?;
-    }
-    bookinfo.check_no_nacks().await
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_caller_uses_the_destination_rule_of_its_namespace_and_labels() {
@@ -97,10 +59,10 @@ async fn each_caller_uses_the_destination_rule_of_its_namespace_and_labels() {
         let (bookinfo, web, canary) = start_with(&ctx, IpBlock(166), &rules).await?;
         // One route (subset v2), three meanings: bookinfo's rule, front's catch-all rule,
         // and the rule selecting front's canary workloads.
-        all_get(&bookinfo.productpage, "productpage (bookinfo)", Bookinfo::REVIEWS_URL, "v2").await?;
-        all_get(&web, "web (front)", REVIEWS_FROM_FRONT, "v3").await?;
-        all_get(&canary, "web canary (front)", REVIEWS_FROM_FRONT, "v1").await?;
-        no_nacks(&bookinfo, &[&web, &canary]).await
+        bookinfo.productpage.ensure_all_answer("productpage (bookinfo)", Bookinfo::REVIEWS_URL, "v2").await?;
+        web.ensure_all_answer("web (front)", REVIEWS_FROM_FRONT, "v3").await?;
+        canary.ensure_all_answer("web canary (front)", REVIEWS_FROM_FRONT, "v1").await?;
+        bookinfo.check_no_nacks_with(&[&web, &canary]).await
     })
     .await;
 }
@@ -114,13 +76,13 @@ async fn a_rule_exported_to_its_namespace_only_is_unknown_elsewhere() {
         ];
         let rules: Vec<&str> = rules.iter().map(String::as_str).collect();
         let (bookinfo, web, canary) = start_with(&ctx, IpBlock(167), &rules).await?;
-        all_get(&bookinfo.productpage, "productpage (bookinfo)", Bookinfo::REVIEWS_URL, "v2").await?;
+        bookinfo.productpage.ensure_all_answer("productpage (bookinfo)", Bookinfo::REVIEWS_URL, "v2").await?;
         // front has a rule for reviews (the canary's), so, as in Istio, its other
         // workloads do not fall back to bookinfo's (which is not exported to them anyway):
         // no rule defines v2 for them, and Envoy answers 503 (no cluster).
-        all_get(&web, "web (front)", REVIEWS_FROM_FRONT, "HTTP 503").await?;
-        all_get(&canary, "web canary (front)", REVIEWS_FROM_FRONT, "v3").await?;
-        no_nacks(&bookinfo, &[&web, &canary]).await
+        web.ensure_all_answer("web (front)", REVIEWS_FROM_FRONT, "HTTP 503").await?;
+        canary.ensure_all_answer("web canary (front)", REVIEWS_FROM_FRONT, "v3").await?;
+        bookinfo.check_no_nacks_with(&[&web, &canary]).await
     })
     .await;
 }

@@ -118,6 +118,9 @@ struct ScopedHost {
     variants: Vec<Variant>,
 }
 
+/// A proxy's clusters and their load assignments.
+pub type ClusterSets = (Arc<ResourceSet>, Arc<ResourceSet>);
+
 /// The key of a cluster set: for each scoped host (in build order), the index of the
 /// rule the proxy uses (the number of candidates when none).
 type View = Vec<u32>;
@@ -127,7 +130,7 @@ type View = Vec<u32>;
 pub(crate) struct DrViews {
     root: String,
     scoped: Vec<ScopedHost>,
-    sets: Mutex<BTreeMap<View, (Arc<ResourceSet>, Arc<ResourceSet>)>>,
+    sets: Mutex<BTreeMap<View, ClusterSets>>,
 }
 
 impl DrViews {
@@ -209,7 +212,7 @@ impl DrViews {
         namespace: &str,
         labels: &Labels,
         base: (&Arc<ResourceSet>, &Arc<ResourceSet>),
-    ) -> (Arc<ResourceSet>, Arc<ResourceSet>) {
+    ) -> ClusterSets {
         if self.scoped.is_empty() {
             return (base.0.clone(), base.1.clone());
         }

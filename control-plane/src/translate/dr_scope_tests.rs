@@ -23,12 +23,15 @@ fn labels(pairs: &[(&str, &str)]) -> Labels {
     pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
 }
 
+/// What a case says, the rules (by namespace/name), the proxy's namespace and labels, the
+/// host's namespace, and the rule it should use.
+type Case<'a> = (&'a str, Vec<RuleScope>, &'a str, &'a Labels, &'a str, Option<usize>);
+
 #[test]
 fn the_lookup_follows_istio() {
     let app_a = labels(&[("app", "a"), ("version", "v1")]);
     let app_b = labels(&[("app", "b")]);
-    // (rules by namespace/name, proxy namespace, proxy labels, host namespace, want)
-    let cases: Vec<(&str, Vec<RuleScope>, &str, &Labels, &str, Option<usize>)> = vec![
+    let cases: Vec<Case<'_>> = vec![
         ("no rule", vec![], "front", &app_a, "back", None),
         ("the host's namespace, exported everywhere", vec![rule("back", &["*"], "")], "front", &app_a, "back", Some(0)),
         (

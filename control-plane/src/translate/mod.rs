@@ -402,7 +402,7 @@ impl MeshConfig {
     /// Clusters and load assignments for proxies in `namespace` whose workloads have
     /// `labels`: the shared sets, with the DestinationRules the proxy sees applied to the
     /// hosts whose rule depends on the proxy; one pair per view ([`dr_scope`]).
-    pub fn clusters_for(&self, namespace: &str, labels: &Labels) -> (Arc<ResourceSet>, Arc<ResourceSet>) {
+    pub fn clusters_for(&self, namespace: &str, labels: &Labels) -> dr_scope::ClusterSets {
         self.dr_views.sets_for(namespace, labels, (&self.clusters, &self.endpoints))
     }
 

@@ -261,6 +261,42 @@ fn candidates<'a>(lookup: &ModelLookup<'a>, host: &str, problems: &mut Problems)
     kept
 }
 
+/// When which caller may use subset `subset` of `host` depends on the DestinationRule it
+/// uses: why some callers get 503 (the rules that do not define it, or those of whom
+/// only some callers see all that do). None when every rule for the host defines it and
+/// one of them, exported everywhere without selector, is there for every caller.
+pub(crate) fn subset_gap(lookup: &ModelLookup<'_>, host: &str, subset: &str) -> Option<String> {
+    let rules = lookup.rules_by_host.get(host)?;
+    let scoped = |r: &&&DestinationRule| r.export_to != ExportTo::All || r.workload_selector.is_some();
+    let defines = |r: &&&DestinationRule| r.subsets.iter().any(|s| s.name == subset);
+    let names = |rules: Vec<&&DestinationRule>| {
+        let mut names: Vec<String> = rules.iter().map(|r| format!("{}/{}", r.namespace, r.name)).collect();
+        names.sort();
+        names.join(", ")
+    };
+    let lacking: Vec<&&DestinationRule> = rules.iter().filter(|r| !defines(r)).collect();
+    let for_everyone = rules.iter().filter(defines).any(|r| !scoped(&r));
+    // One namespace's rules exported everywhere: the first is everyone's (the others are
+    // reported as ignored).
+    let one_for_everyone = !rules.iter().any(|r| scoped(&r)) && rules.iter().all(|r| r.namespace == rules[0].namespace);
+    if one_for_everyone || (lacking.is_empty() && for_everyone) {
+        return None;
+    }
+    let defining = names(rules.iter().filter(defines).collect());
+    Some(if lacking.is_empty() {
+        format!(
+            "subset {subset:?} of host {host} is defined only by DestinationRules some callers use ({defining}); \
+             the others get 503"
+        )
+    } else {
+        format!(
+            "subset {subset:?} of host {host} is defined by DestinationRules {defining} but not by {}; callers \
+             using those (or no rule) get 503",
+            names(lacking)
+        )
+    })
+}
+
 #[cfg(test)]
 #[path = "dr_scope_tests.rs"]
 mod tests;

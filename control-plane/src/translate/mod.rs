@@ -5,8 +5,9 @@
 //! once (clusters, endpoints, per-service routes); [`MeshConfig::proxy_snapshot`]
 //! then assembles one proxy's view from shared pieces, so ten thousand proxies in one
 //! namespace share one set of clusters, endpoints and routes (route sets vary only by
-//! the source conditions a workload meets, see [`scoping`]). Output is deterministic
-//! (ordered maps; content-derived versions).
+//! the source conditions a workload meets, see [`scoping`]; cluster sets only by the
+//! DestinationRules a proxy uses where that depends on it, see [`dr_scope`]). Output
+//! is deterministic (ordered maps; content-derived versions).
 
 pub mod actions;
 pub mod contain;

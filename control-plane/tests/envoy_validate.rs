@@ -36,6 +36,20 @@ fn envoy_accepts_routes_that_depend_on_the_caller() {
 }
 
 #[test]
+fn envoy_accepts_clusters_that_depend_on_the_caller() {
+    validate_fixture("dr-scope", "front", "bookinfo", "web");
+    // front's canary workloads get their own rule's clusters.
+    let canary = ProxyClass {
+        namespace: "front".into(),
+        mode: InterceptionMode::Redirect,
+        ip: None,
+        labels: [("app", "web"), ("track", "canary")].into_iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect(),
+        kind: Default::default(),
+    };
+    validate("dr-scope-canary", &common::mesh_from("dr-scope"), &[canary]);
+}
+
+#[test]
 fn envoy_accepts_service_entries() {
     validate_fixture("entries", "shop", "other", "web");
 }
@@ -120,6 +134,11 @@ fn validate_classes(fixture: &str, mesh: &MeshConfig, namespace: &str, other_nam
             kind: Default::default(),
         },
     ];
+    validate(fixture, mesh, &classes);
+}
+
+/// Runs the snapshot of each of `classes` through `envoy --mode validate`.
+fn validate(fixture: &str, mesh: &MeshConfig, classes: &[ProxyClass]) {
     let dir = std::env::temp_dir().join(format!("amime-validate-{fixture}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     for (i, class) in classes.iter().enumerate() {

@@ -323,3 +323,20 @@ fn tcp_tls_transparent_sidecar() {
         ),
     );
 }
+
+/// Clusters by the DestinationRule each caller uses (tests/fixtures/dr-scope): bookinfo's
+/// own rule, front's catch-all rule, front's rule for its canary workloads.
+#[test]
+fn dr_scope_explicit_sidecars() {
+    let class = |namespace: &str, labels: &[(&str, &str)]| ProxyClass {
+        namespace: namespace.into(),
+        mode: InterceptionMode::None,
+        ip: Some(ip("127.0.10.21")),
+        labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        kind: Default::default(),
+    };
+    let mesh = common::mesh_from("dr-scope");
+    compare("dr-scope-bookinfo", &render(&mesh, &class("bookinfo", &[("app", "productpage")])));
+    compare("dr-scope-front", &render(&mesh, &class("front", &[("app", "web")])));
+    compare("dr-scope-front-canary", &render(&mesh, &class("front", &[("app", "web"), ("track", "canary")])));
+}

@@ -265,4 +265,12 @@ impl Bookinfo {
         sidecar::ensure_no_rejected_updates(&self.productpage.stats().await?)?;
         meshd::ensure_no_nacks(self.meshd.metric(meshd::NACKS_METRIC).await?)
     }
+
+    /// [`Bookinfo::check_no_nacks`], and none of `others` rejected an xDS update either.
+    pub async fn check_no_nacks_with(&self, others: &[&Sidecar]) -> Result<()> {
+        for s in others {
+            sidecar::ensure_no_rejected_updates(&s.stats().await?)?;
+        }
+        self.check_no_nacks().await
+    }
 }

@@ -103,6 +103,13 @@ spec:
     )
 }
 
+/// Every caller of reviews to `subset` (networking.istio.io).
+pub fn reviews_vs_all_to(subset: &str) -> String {
+    REVIEWS_VS_ALL_V3
+        .replace("networking.amime.dev/v1", "networking.istio.io/v1")
+        .replace("subset: v3", &format!("subset: {subset}"))
+}
+
 /// One YAML file holding `docs` in order (`---` between them).
 pub fn documents(docs: &[&str]) -> String {
     docs.join("---\n")

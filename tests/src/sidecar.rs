@@ -231,6 +231,19 @@ impl Sidecar {
         }
         tally
     }
+
+    /// Waits until 20 requests in a row from this sidecar (`who`) to `url` all get
+    /// `answer` (a version, `HTTP 503`, see [`Tally`]), then checks 30 more.
+    pub async fn ensure_all_answer(&self, who: &str, url: &str, answer: &str) -> Result<()> {
+        let what = format!("{who}'s requests to {url} to get {answer}");
+        crate::await_condition(&what, Duration::from_secs(10), || async {
+            let tally = self.tally(20, url, &[]).await;
+            ensure!(tally.all(answer), "{tally}");
+            Ok(())
+        })
+        .await?;
+        self.tally(30, url, &[]).await.ensure_all(answer, &format!("{who} -> {url}"))
+    }
 }
 
 /// The arguments the tests start Envoy with: `bootstrap`, log level info, two workers, and a

@@ -6,14 +6,9 @@
 //! Blocks 164..=170 belong to this file (and to the scoping helper's other tests). Each
 //! test ends by checking that no sidecar rejected an xDS update and meshd counted no NACK.
 
-use std::time::Duration;
-
 use amime_e2e::mesh;
 use amime_e2e::rules::{documents, REVIEWS_DESTINATION_RULE};
-use amime_e2e::{
-    await_condition, hosts, run_test, sidecar, Bookinfo, BookinfoOptions, IpBlock, MeshDir, Sidecar, SidecarSpec,
-    TestContext,
-};
+use amime_e2e::{hosts, run_test, Bookinfo, BookinfoOptions, IpBlock, MeshDir, Sidecar, SidecarSpec, TestContext};
 use anyhow::{ensure, Result};
 
 const FRONT_NAMESPACE: &str = "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: front\n";
@@ -34,26 +29,6 @@ async fn start_with(ctx: &TestContext, block: IpBlock, virtual_service: &str) ->
     let web = SidecarSpec::new("web-v1", "front", block.ip(hosts::EXTRA_2)).label("app", "web").label("version", "v1");
     let web = Sidecar::start(ctx, &web, xds).await?;
     Ok((bookinfo, v2, web))
-}
-
-/// Wait until 20 requests in a row from `caller` to `url` reach only `version`, then
-/// check 30 more.
-async fn all_to(caller: &Sidecar, who: &str, url: &str, version: &str) -> Result<()> {
-    await_condition(&format!("{who}'s requests to {url} to reach {version}"), Duration::from_secs(10), || async {
-        let tally = caller.tally(20, url, &[]).await;
-        ensure!(tally.all(version), "{tally}");
-        Ok(())
-    })
-    .await?;
-    caller.tally(30, url, &[]).await.ensure_all(version, &format!("{who} -> {url}"))
-}
-
-async fn no_nacks(bookinfo: &Bookinfo, others: &[&Sidecar]) -> Result<()> {
-    for s in others {
-        sidecar::ensure_no_rejected_updates(&s.stats().await?)?;
-    }
-    // The productpage sidecar's, and meshd's NACK count (all sidecars).
-    bookinfo.check_no_nacks().await
 }
 
 const BY_SOURCE: &str = r#"apiVersion: networking.istio.io/v1
@@ -100,10 +75,10 @@ async fn source_labels_and_namespace_route_each_caller_its_own_way() {
     run_test("source_labels_and_namespace_route_each_caller_its_own_way", |ctx| async move {
         let (bookinfo, v2, web) = start_with(&ctx, IpBlock(164), BY_SOURCE).await?;
         // Same host, three callers: by labels (v2), by namespace (front), the rest.
-        all_to(&bookinfo.productpage, "productpage v1", Bookinfo::REVIEWS_URL, "v1").await?;
-        all_to(&v2, "productpage v2", Bookinfo::REVIEWS_URL, "v2").await?;
-        all_to(&web, "web (front)", "http://reviews.bookinfo:9080/", "v3").await?;
-        no_nacks(&bookinfo, &[&v2, &web]).await
+        bookinfo.productpage.ensure_all_answer("productpage v1", Bookinfo::REVIEWS_URL, "v1").await?;
+        v2.ensure_all_answer("productpage v2", Bookinfo::REVIEWS_URL, "v2").await?;
+        web.ensure_all_answer("web (front)", "http://reviews.bookinfo:9080/", "v3").await?;
+        bookinfo.check_no_nacks_with(&[&v2, &web]).await
     })
     .await;
 }
@@ -130,8 +105,8 @@ async fn a_rule_exported_to_its_namespace_only_leaves_others_the_default_route()
     run_test("a_rule_exported_to_its_namespace_only_leaves_others_the_default_route", |ctx| async move {
         let (bookinfo, v2, web) = start_with(&ctx, IpBlock(165), LOCAL_ONLY).await?;
         // In `bookinfo`, whatever the labels, the rule applies.
-        all_to(&bookinfo.productpage, "productpage v1", Bookinfo::REVIEWS_URL, "v2").await?;
-        all_to(&v2, "productpage v2", Bookinfo::REVIEWS_URL, "v2").await?;
+        bookinfo.productpage.ensure_all_answer("productpage v1", Bookinfo::REVIEWS_URL, "v2").await?;
+        v2.ensure_all_answer("productpage v2", Bookinfo::REVIEWS_URL, "v2").await?;
         // From `front` the rule does not apply: the service's default route balances over
         // every version.
         let url = "http://reviews.bookinfo:9080/";
@@ -140,7 +115,7 @@ async fn a_rule_exported_to_its_namespace_only_leaves_others_the_default_route()
             tally.get("v1") > 0 && tally.get("v2") > 0 && tally.get("v3") > 0,
             "web (front) should reach every version: {tally}"
         );
-        no_nacks(&bookinfo, &[&v2, &web]).await
+        bookinfo.check_no_nacks_with(&[&v2, &web]).await
     })
     .await;
 }

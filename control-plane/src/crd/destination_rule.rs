@@ -41,11 +41,12 @@ pub struct DestinationRuleSpec {
     /// Named subsets of the host's endpoints (e.g. versions), selected by labels;
     /// VirtualService routes refer to them by name.
     pub subsets: Option<Vec<Subset>>,
-    /// Namespaces that can see this rule: `.` (this namespace), `*` (all) or namespace
-    /// names. Default: all.
+    /// Namespaces whose proxies may use this rule: `.` (this namespace), `*` (all) or
+    /// namespace names. Default: all. A proxy uses its own namespace's rule first, then
+    /// the host's namespace's, then the root namespace's.
     pub export_to: Option<Vec<String>>,
-    /// Apply the rule only to the client workloads with these labels (in the rule's
-    /// namespace). Not supported by meshd yet: the object is refused.
+    /// Apply the rule only to the client workloads with these labels in the rule's
+    /// namespace (then `exportTo` may only be `.`).
     pub workload_selector: Option<WorkloadSelector>,
 }
 

@@ -467,6 +467,12 @@ pub struct DestinationRule {
     /// Boxed: it is large and most rules have none.
     pub traffic_policy: Option<Box<TrafficPolicy>>,
     pub subsets: Vec<Subset>,
+    /// The namespaces whose proxies may use the rule (`.` resolved); a rule with a
+    /// workload selector is its own namespace's only.
+    pub export_to: ExportTo,
+    /// `workloadSelector.matchLabels`: only the proxies of the rule's namespace whose
+    /// labels hold these use it (see `translate::dr_scope`).
+    pub workload_selector: Option<Labels>,
 }
 
 /// Protocols a gateway server or a service entry port may declare (Istio's names).

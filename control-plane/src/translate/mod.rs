@@ -5,12 +5,14 @@
 //! once (clusters, endpoints, per-service routes); [`MeshConfig::proxy_snapshot`]
 //! then assembles one proxy's view from shared pieces, so ten thousand proxies in one
 //! namespace share one set of clusters, endpoints and routes (route sets vary only by
-//! the source conditions a workload meets, see [`scoping`]). Output is deterministic
-//! (ordered maps; content-derived versions).
+//! the source conditions a workload meets, see [`scoping`]; cluster sets only by the
+//! DestinationRules a proxy uses where that depends on it, see [`dr_scope`]). Output
+//! is deterministic (ordered maps; content-derived versions).
 
 pub mod actions;
 pub mod contain;
 pub mod delegate;
+pub mod dr_scope;
 pub mod envoy;
 mod gateway;
 mod gateway_l4;
@@ -40,6 +42,7 @@ use crate::model::{
     Protocol, Service, ServiceEntry, Severity, VirtualService,
 };
 use contain::{CheckStats, Checker, Containment};
+use dr_scope::{Built, DrViews};
 use envoy::*;
 use scoping::{encode_virtual_host, Caller, Conditions, HostRoutes};
 
@@ -160,6 +163,9 @@ pub struct MeshConfig {
     settings: MeshSettings,
     clusters: Arc<ResourceSet>,
     endpoints: Arc<ResourceSet>,
+    /// The hosts whose DestinationRule depends on the proxy, and the cluster sets per
+    /// view ([`dr_scope`]).
+    dr_views: DrViews,
     /// Every HTTP service port's virtual host, encoded once per build in the four
     /// shapes a route configuration needs (and the variants callers may need, see
     /// [`scoping`]); ordered by (hostname, port).
@@ -181,34 +187,6 @@ pub struct MeshConfig {
     containment: Arc<Containment>,
     /// What checking the pieces against Envoy's constraints cost this build.
     pub checks: CheckStats,
-}
-
-/// The DestinationRule that applies to registry `host` of `namespace` (a service's or a
-/// ServiceEntry's): one in that namespace first, else the first by namespace/name.
-/// Others for the same host are reported.
-fn rule_for_host<'a>(
-    lookup: &ModelLookup<'a>,
-    host: &str,
-    namespace: &str,
-    problems: &mut Problems,
-) -> Option<&'a DestinationRule> {
-    let mut candidates: Vec<&DestinationRule> = lookup.rules_by_host.get(host).cloned().unwrap_or_default();
-    candidates.sort_by_key(|d| (d.namespace != namespace, d.namespace.clone(), d.name.clone()));
-    let chosen = candidates.first().copied();
-    for other in candidates.iter().skip(1) {
-        let chosen = chosen.expect("non-empty");
-        problems.report(
-            "DestinationRule",
-            &other.namespace,
-            &other.name,
-            "spec.host",
-            format!(
-                "host {host} already has DestinationRule {}/{}; this one is ignored",
-                chosen.namespace, chosen.name
-            ),
-        );
-    }
-    chosen
 }
 
 /// Lookup tables built once per translation, so per-service work does not scan the
@@ -355,11 +333,10 @@ impl MeshConfig {
         let mut problems = Problems::default();
         let lookup = ModelLookup::new(&model);
         problems.list.extend(lookup.entry_problems.iter().cloned());
-        let (mut clusters, mut endpoints, mut hash_policies) = clusters_and_endpoints(&model, &lookup, &mut problems);
-        let (entry_clusters, entry_endpoints, entry_hashes) = service_entry::clusters(&lookup, &mut problems);
-        clusters.extend(entry_clusters);
-        endpoints.extend(entry_endpoints);
-        hash_policies.extend(entry_hashes);
+        let mut dr_views = DrViews::new(&settings.root_namespace);
+        let mut built = clusters_and_endpoints(&model, &lookup, &mut dr_views, &mut problems);
+        service_entry::clusters(&lookup, &mut dr_views, &mut built, &mut problems);
+        let Built { mut clusters, mut endpoints, hash_policies } = built;
         let vs_by_host = virtual_services_by_host(&model, &lookup, &mut problems);
         rate_limit::report_conflicts(&model, &mut problems);
         for c in telemetry::collector_clusters(&model, &settings.telemetry, &mut problems) {
@@ -379,22 +356,11 @@ impl MeshConfig {
         capture_listeners.extend(outbound_capture_listeners(settings, http_ports));
         let gateway_servers = gateway::plan(&model, &lookup, &hash_policies, &mut checker, &mut problems);
 
-        let refused = contain::keep_accepted(
-            &mut clusters,
-            "envoy.config.cluster.v3.Cluster",
-            &mut checker,
-            &mut problems,
-            |name| contain::cluster_origin(&model, &lookup, name),
-        );
-        endpoints.retain(|e| !refused.iter().any(|r| r == e.name()));
-        let refused = contain::keep_accepted(
-            &mut endpoints,
-            "envoy.config.endpoint.v3.ClusterLoadAssignment",
-            &mut checker,
-            &mut problems,
-            |name| contain::cluster_origin(&model, &lookup, name),
-        );
-        clusters.retain(|c| !refused.iter().any(|r| r == c.name()));
+        let mut keep = |clusters: &mut Vec<Arc<Resource>>, endpoints: &mut Vec<Arc<Resource>>| {
+            keep_accepted_clusters(clusters, endpoints, &model, &lookup, &mut checker, &mut problems)
+        };
+        keep(&mut clusters, &mut endpoints);
+        dr_views.retain(&mut keep);
         contain::keep_accepted(
             &mut capture_listeners,
             "envoy.config.listener.v3.Listener",
@@ -411,6 +377,7 @@ impl MeshConfig {
             settings: settings.clone(),
             clusters: Arc::new(ResourceSet::new(clusters)),
             endpoints: Arc::new(ResourceSet::new(endpoints)),
+            dr_views,
             virtual_hosts,
             conditions,
             capture_listeners,
@@ -434,6 +401,13 @@ impl MeshConfig {
 
     pub fn endpoints(&self) -> &Arc<ResourceSet> {
         &self.endpoints
+    }
+
+    /// Clusters and load assignments for proxies in `namespace` whose workloads have
+    /// `labels`: the shared sets, with the DestinationRules the proxy sees applied to the
+    /// hosts whose rule depends on the proxy; one pair per view ([`dr_scope`]).
+    pub fn clusters_for(&self, namespace: &str, labels: &Labels) -> dr_scope::ClusterSets {
+        self.dr_views.sets_for(namespace, labels, (&self.clusters, &self.endpoints))
     }
 
     /// Route configurations (explicit and per-port) for proxies in `namespace` whose
@@ -620,17 +594,18 @@ impl MeshConfig {
     /// Everything one proxy class should have. A gateway gets its Gateways' listeners
     /// and routes instead of a sidecar's.
     pub fn proxy_snapshot(&self, class: &ProxyClass) -> Snapshot {
+        let (clusters, endpoints) = self.clusters_for(&class.namespace, &class.labels);
         if class.kind == ProxyKind::Gateway {
             let (listeners, routes) = gateway::listeners_and_routes(&self.gateway_servers, class);
             return Snapshot::new()
-                .with(ResourceType::Cluster, self.clusters.clone())
-                .with(ResourceType::ClusterLoadAssignment, self.endpoints.clone())
+                .with(ResourceType::Cluster, clusters)
+                .with(ResourceType::ClusterLoadAssignment, endpoints)
                 .with(ResourceType::Listener, Arc::new(ResourceSet::new(listeners)))
                 .with(ResourceType::RouteConfiguration, Arc::new(ResourceSet::new(routes)));
         }
         Snapshot::new()
-            .with(ResourceType::Cluster, self.clusters.clone())
-            .with(ResourceType::ClusterLoadAssignment, self.endpoints.clone())
+            .with(ResourceType::Cluster, clusters)
+            .with(ResourceType::ClusterLoadAssignment, endpoints)
             .with(ResourceType::Listener, self.listeners_for(class))
             .with(ResourceType::RouteConfiguration, self.routes_for(&class.namespace, &class.labels))
     }
@@ -638,16 +613,15 @@ impl MeshConfig {
 
 /// The clusters every proxy gets (passthrough, blackhole) and, per service port and
 /// subset, an EDS cluster with its load assignment and traffic policy; and the hash
-/// policy routes to each consistent-hash cluster need.
+/// policy routes to each consistent-hash cluster need. Hosts whose DestinationRule
+/// depends on the proxy go to `views` instead.
 fn clusters_and_endpoints(
     model: &Index,
     lookup: &ModelLookup<'_>,
+    views: &mut DrViews,
     problems: &mut Problems,
-) -> (Vec<Arc<Resource>>, Vec<Arc<Resource>>, HashPolicies) {
-    let mut hash_policies = HashPolicies::new();
-    let mut clusters: Vec<Arc<Resource>> = Vec::new();
-    let mut endpoints: Vec<Arc<Resource>> = Vec::new();
-
+) -> Built {
+    let mut base = Built::default();
     for c in [
         original_dst_cluster(PASSTHROUGH_CLUSTER, None),
         forward_proxy_cluster(PASSTHROUGH_AUTHORITY_CLUSTER),
@@ -657,37 +631,65 @@ fn clusters_and_endpoints(
         ),
         blackhole_cluster(),
     ] {
-        clusters.push(Arc::new(Resource::from_message(c.name.clone(), &c)));
+        base.clusters.push(Arc::new(Resource::from_message(c.name.clone(), &c)));
     }
-
     for service in model.services.values() {
-        let host = service.hostname();
-        let dr = rule_for_host(lookup, &host, &service.namespace, problems);
-        let rule_policy = dr.and_then(|d| d.traffic_policy.as_deref());
-        for sp in &service.ports {
-            let http2 = sp.protocol == Protocol::Http2;
-            let all = service_endpoints(model, lookup, service, sp.port);
-            let mut add = |name: String, policy: PolicySections, eps: Vec<SocketAddr>| {
-                let mut cluster = eds_cluster(&name, Default::default(), http2);
-                policy::apply(&mut cluster, &policy, sp.protocol);
-                if let Some(hash) = policy::hash_policy(policy.load_balancer.as_ref()) {
-                    hash_policies.insert(name.clone(), hash);
-                }
-                clusters.push(Arc::new(Resource::from_message(name.clone(), &cluster)));
-                let cla = load_assignment(&name, &eps);
-                endpoints.push(Arc::new(Resource::from_message(name, &cla)));
-            };
-            let own_policy = effective_policy(rule_policy, None, sp.port);
-            add(cluster_name(sp.port, None, &host), own_policy, all.iter().map(|(a, _)| *a).collect());
-            for subset in dr.map(|d| d.subsets.as_slice()).unwrap_or_default() {
-                let policy = effective_policy(rule_policy, subset.traffic_policy.as_ref(), sp.port);
-                let eps = all.iter().filter(|(_, l)| selector_matches(&subset.labels, l)).map(|(a, _)| *a).collect();
-                add(cluster_name(sp.port, Some(&subset.name), &host), policy, eps);
+        views.build_host(lookup, &service.hostname(), &service.namespace, &mut base, problems, |dr, out| {
+            service_clusters(model, lookup, service, dr, out)
+        });
+    }
+    base
+}
+
+/// The clusters of `service` as DestinationRule `dr` shapes them: per port, one for the
+/// whole service and one per subset.
+fn service_clusters(
+    model: &Index,
+    lookup: &ModelLookup<'_>,
+    service: &Service,
+    dr: Option<&DestinationRule>,
+    out: &mut Built,
+) {
+    let host = service.hostname();
+    let rule_policy = dr.and_then(|d| d.traffic_policy.as_deref());
+    for sp in &service.ports {
+        let http2 = sp.protocol == Protocol::Http2;
+        let all = service_endpoints(model, lookup, service, sp.port);
+        let mut add = |name: String, policy: PolicySections, eps: Vec<SocketAddr>| {
+            let mut cluster = eds_cluster(&name, Default::default(), http2);
+            policy::apply(&mut cluster, &policy, sp.protocol);
+            if let Some(hash) = policy::hash_policy(policy.load_balancer.as_ref()) {
+                out.hash_policies.insert(name.clone(), hash);
             }
+            out.clusters.push(Arc::new(Resource::from_message(name.clone(), &cluster)));
+            let cla = load_assignment(&name, &eps);
+            out.endpoints.push(Arc::new(Resource::from_message(name, &cla)));
+        };
+        let own_policy = effective_policy(rule_policy, None, sp.port);
+        add(cluster_name(sp.port, None, &host), own_policy, all.iter().map(|(a, _)| *a).collect());
+        for subset in dr.map(|d| d.subsets.as_slice()).unwrap_or_default() {
+            let policy = effective_policy(rule_policy, subset.traffic_policy.as_ref(), sp.port);
+            let eps = all.iter().filter(|(_, l)| selector_matches(&subset.labels, l)).map(|(a, _)| *a).collect();
+            add(cluster_name(sp.port, Some(&subset.name), &host), policy, eps);
         }
     }
+}
 
-    (clusters, endpoints, hash_policies)
+/// Leaves out the clusters and load assignments Envoy would refuse, each with its pair.
+fn keep_accepted_clusters(
+    clusters: &mut Vec<Arc<Resource>>,
+    endpoints: &mut Vec<Arc<Resource>>,
+    model: &Index,
+    lookup: &ModelLookup<'_>,
+    checker: &mut Checker,
+    problems: &mut Problems,
+) {
+    let origin = |name: &str| contain::cluster_origin(model, lookup, name);
+    let refused = contain::keep_accepted(clusters, "envoy.config.cluster.v3.Cluster", checker, problems, origin);
+    endpoints.retain(|e| !refused.iter().any(|r| r == e.name()));
+    let message = "envoy.config.endpoint.v3.ClusterLoadAssignment";
+    let refused = contain::keep_accepted(endpoints, message, checker, problems, origin);
+    clusters.retain(|c| !refused.iter().any(|r| r == c.name()));
 }
 
 /// The route hash policy of each consistent-hash cluster, by cluster name.

@@ -190,6 +190,8 @@ pub(crate) fn destination_cluster(
                 &format!("{field}.subset"),
                 format!("no DestinationRule defines subset {subset:?} for host {host}; requests to it will fail (503)"),
             );
+        } else if let Some(gap) = super::dr_scope::subset_gap(lookup, &host, subset) {
+            problems.warn_vs(vs, &format!("{field}.subset"), gap);
         }
     }
     Some(cluster_name(dest_port, d.subset.as_deref(), &host))

@@ -36,11 +36,12 @@ use xds::Resource;
 
 use crate::model::index::Index;
 use crate::model::{
-    effective_policy, resolve_host, selector_matches, Labels, ObjectError, PolicySections, Protocol, Resolution,
-    ServiceEntry, ServiceEntryPort, Severity,
+    effective_policy, resolve_host, selector_matches, DestinationRule, Labels, ObjectError, PolicySections, Protocol,
+    Resolution, ServiceEntry, ServiceEntryPort, Severity,
 };
 
 use super::contain::Checker;
+use super::dr_scope::{Built, DrViews};
 use super::envoy::*;
 use super::scoping::{encode_virtual_host, HostRoutes, RuleRoutes, Shapes};
 use super::{cluster_name, domains, policy, routes, HashPolicies, HostRules, ModelLookup, Problems, NO_LABELS};
@@ -233,38 +234,47 @@ fn entry_cluster(
 }
 
 /// The clusters (and EDS load assignments) of every entry host's ports and subsets, and
-/// the hash policies of the consistent-hash ones.
-pub(super) fn clusters(
-    lookup: &ModelLookup<'_>,
-    problems: &mut Problems,
-) -> (Vec<Arc<Resource>>, Vec<Arc<Resource>>, HashPolicies) {
-    let (mut clusters, mut endpoints, mut hash_policies) = (Vec::new(), Vec::new(), HashPolicies::new());
+/// the hash policies of the consistent-hash ones, into `base` (or `views`, see
+/// [`super::dr_scope`]).
+pub(super) fn clusters(lookup: &ModelLookup<'_>, views: &mut DrViews, base: &mut Built, problems: &mut Problems) {
     for (host, &entry) in &lookup.entries {
-        let dr = super::rule_for_host(lookup, host, &entry.namespace, problems);
-        let rule_policy = dr.and_then(|d| d.traffic_policy.as_deref());
-        for port in &entry.ports {
-            let all = targets(lookup, entry, host, port);
-            let mut add = |name: String, policy: PolicySections, picked: Vec<&Target<'_>>| {
-                let (cluster, assignment) = entry_cluster(&name, entry, port.mesh_protocol, &policy, &picked);
-                if let Some(hash) = policy::hash_policy(policy.load_balancer.as_ref()) {
-                    hash_policies.insert(name.clone(), hash);
-                }
-                clusters.push(Arc::new(Resource::from_message(name.clone(), &cluster)));
-                if let Some(cla) = assignment {
-                    endpoints.push(Arc::new(Resource::from_message(name, &cla)));
-                }
-            };
-            add(cluster_name(port.number, None, host), effective_policy(rule_policy, None, port.number), {
-                all.iter().collect()
-            });
-            for subset in dr.map(|d| d.subsets.as_slice()).unwrap_or_default() {
-                let policy = effective_policy(rule_policy, subset.traffic_policy.as_ref(), port.number);
-                let picked = all.iter().filter(|t| selector_matches(&subset.labels, t.labels)).collect();
-                add(cluster_name(port.number, Some(&subset.name), host), policy, picked);
+        views.build_host(lookup, host, &entry.namespace, base, problems, |dr, out| {
+            entry_clusters(lookup, entry, host, dr, out)
+        });
+    }
+}
+
+/// The clusters of entry `host` as DestinationRule `dr` shapes them: per port, one for
+/// the whole host and one per subset.
+fn entry_clusters(
+    lookup: &ModelLookup<'_>,
+    entry: &ServiceEntry,
+    host: &str,
+    dr: Option<&DestinationRule>,
+    out: &mut Built,
+) {
+    let rule_policy = dr.and_then(|d| d.traffic_policy.as_deref());
+    for port in &entry.ports {
+        let all = targets(lookup, entry, host, port);
+        let mut add = |name: String, policy: PolicySections, picked: Vec<&Target<'_>>| {
+            let (cluster, assignment) = entry_cluster(&name, entry, port.mesh_protocol, &policy, &picked);
+            if let Some(hash) = policy::hash_policy(policy.load_balancer.as_ref()) {
+                out.hash_policies.insert(name.clone(), hash);
             }
+            out.clusters.push(Arc::new(Resource::from_message(name.clone(), &cluster)));
+            if let Some(cla) = assignment {
+                out.endpoints.push(Arc::new(Resource::from_message(name, &cla)));
+            }
+        };
+        add(cluster_name(port.number, None, host), effective_policy(rule_policy, None, port.number), {
+            all.iter().collect()
+        });
+        for subset in dr.map(|d| d.subsets.as_slice()).unwrap_or_default() {
+            let policy = effective_policy(rule_policy, subset.traffic_policy.as_ref(), port.number);
+            let picked = all.iter().filter(|t| selector_matches(&subset.labels, t.labels)).collect();
+            add(cluster_name(port.number, Some(&subset.name), host), policy, picked);
         }
     }
-    (clusters, endpoints, hash_policies)
 }
 
 /// What entry hosts add to the route configurations and capture listeners.

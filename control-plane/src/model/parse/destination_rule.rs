@@ -15,6 +15,14 @@ struct DestinationRuleSpec {
     subsets: Vec<SubsetSpec>,
     #[serde(default)]
     export_to: Vec<String>,
+    workload_selector: Option<WorkloadSelectorSpec>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WorkloadSelectorSpec {
+    #[serde(default)]
+    match_labels: Labels,
 }
 
 #[derive(Deserialize)]
@@ -32,7 +40,8 @@ pub(super) fn parse_destination_rule(cx: &mut Context<'_>, namespace: String) ->
     if spec.host.is_empty() {
         return Err(cx.error("spec.host", "required"));
     }
-    scope::check_destination_rule_export_to(cx, &namespace, &spec.export_to)?;
+    let selector = spec.workload_selector.as_ref().map(|s| &s.match_labels);
+    let (export_to, workload_selector) = scope::destination_rule_scope(cx, &namespace, &spec.export_to, selector)?;
     let traffic_policy = match &spec.traffic_policy {
         Some(tp) => Some(Box::new(parse_traffic_policy(cx, "spec.trafficPolicy", tp)?)),
         None => None,
@@ -50,5 +59,13 @@ pub(super) fn parse_destination_rule(cx: &mut Context<'_>, namespace: String) ->
         };
         subsets.push(Subset { name: s.name.clone(), labels: s.labels.clone(), traffic_policy: tp });
     }
-    Ok(DestinationRule { namespace, name: cx.raw.name.clone(), host: spec.host, traffic_policy, subsets })
+    Ok(DestinationRule {
+        namespace,
+        name: cx.raw.name.clone(),
+        host: spec.host,
+        traffic_policy,
+        subsets,
+        export_to,
+        workload_selector,
+    })
 }

@@ -6,9 +6,8 @@
 //! a destination is handled (connection pools, outlier detection, upstream TLS,
 //! hashing, statistics). It is an error when ignoring would change which requests a
 //! rule takes or where they go: match conditions meshd cannot evaluate (JWT claims;
-//! source conditions of `tcp` and `tls` matches), a DestinationRule's
-//! `workloadSelector` and `exportTo` other than `*` (the rule would apply to every
-//! client) and `tunnel` (traffic would bypass the tunnel).
+//! source conditions of `tcp` and `tls` matches) and `tunnel` (traffic would bypass
+//! the tunnel).
 
 use super::schema::{ignored, leaf, read, unsupported, Message, Shape};
 
@@ -207,12 +206,7 @@ pub(super) static DESTINATION_RULE: Message = Message {
         read("trafficPolicy", msg(&TRAFFIC_POLICY)),
         read("subsets", List(&SUBSET)),
         leaf("exportTo"),
-        unsupported(
-            "workloadSelector",
-            msg(&WORKLOAD_SELECTOR),
-            "would apply the rule to every client (every proxy shares one set of clusters; per-workload cluster sets \
-             are not done yet)",
-        ),
+        read("workloadSelector", msg(&WORKLOAD_SELECTOR)),
     ],
 };
 

@@ -139,22 +139,39 @@ pub(super) fn source_conditions(
     Ok((labels, source_namespace.map(str::to_owned), gateways.to_vec()))
 }
 
-/// A DestinationRule's `exportTo`: checked as Istio checks it, and refused unless it
-/// exports to every namespace. meshd builds one set of clusters that every proxy shares,
-/// so a rule seen by some namespaces only would need per-namespace cluster sets (not
-/// done yet); applying it everywhere would give its policy to clients Istio keeps it from.
-pub(super) fn check_destination_rule_export_to(
-    cx: &Context<'_>,
+/// A DestinationRule's `exportTo` and `workloadSelector.matchLabels`, checked as Istio
+/// checks them. `~` is refused (Istio allows it on ServiceEntries only). A rule with a
+/// selector is for its own namespace only: Istio refuses an `exportTo` naming any other
+/// namespace (or `*`, or more than one entry), and treats it as `.` when unset.
+/// A selector without labels selects every workload of the namespace (a warning, as in
+/// Istio).
+pub(super) fn destination_rule_scope(
+    cx: &mut Context<'_>,
     namespace: &str,
-    list: &[String],
-) -> Result<(), Diagnostic> {
-    match parse_export_to(cx, namespace, list)? {
-        ExportTo::All => Ok(()),
-        ExportTo::Namespaces(_) => Err(cx.error(
+    export_to: &[String],
+    match_labels: Option<&Labels>,
+) -> Result<(ExportTo, Option<Labels>), Diagnostic> {
+    let export = parse_export_to(cx, namespace, export_to)?;
+    let Some(labels) = match_labels else { return Ok((export, None)) };
+    let labels = parse_source_labels(cx, "spec.workloadSelector.matchLabels", labels)?;
+    let own_only = match &export {
+        ExportTo::All => export_to.is_empty(),
+        ExportTo::Namespaces(set) => set.len() == 1 && set.contains(namespace),
+    };
+    if !own_only {
+        return Err(cx.error(
             "spec.exportTo",
-            "a DestinationRule exported to some namespaces only is not supported by meshd yet (every proxy shares \
-             one set of clusters), and ignoring it would apply the rule to clients in every namespace; the object \
-             is refused",
-        )),
+            format!(
+                "a DestinationRule with a workloadSelector applies only to workloads of its own namespace \
+                 ({namespace:?}); exportTo may only be \".\" (or unset), as in Istio"
+            ),
+        ));
     }
+    if labels.is_empty() {
+        cx.warn(
+            "spec.workloadSelector.matchLabels",
+            format!("no labels: the rule applies to every workload of namespace {namespace:?} (as in Istio)"),
+        );
+    }
+    Ok((ExportTo::Namespaces([namespace.to_owned()].into()), Some(labels)))
 }

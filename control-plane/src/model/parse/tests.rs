@@ -180,8 +180,6 @@ fn fields_whose_absence_would_misroute_refuse_the_object() {
             "spec.tls[0].match[0].sourceNamespace",
             "every namespace",
         ),
-        (dr("exportTo: ['.']"), "spec.exportTo", "every namespace"),
-        (dr("workloadSelector: {matchLabels: {app: a}}"), "spec.workloadSelector", "every client"),
         (
             dr("trafficPolicy: {tunnel: {protocol: CONNECT, targetHost: p, targetPort: 8080}}"),
             "spec.trafficPolicy.tunnel",

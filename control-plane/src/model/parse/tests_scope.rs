@@ -40,11 +40,44 @@ fn bad_export_to_names_the_entry() {
         (vs("[a, a]"), "spec.exportTo[1]", "listed twice"),
         (vs("['~']"), "spec.exportTo[0]", "only on a ServiceEntry"),
         (vs("[Bad_NS]"), "spec.exportTo[0]", "DNS label"),
-        (dr("exportTo: ['.']"), "spec.exportTo", "every namespace"),
         (dr("exportTo: [a, a]"), "spec.exportTo[1]", "listed twice"),
+        (dr("exportTo: ['~']"), "spec.exportTo[0]", "only on a ServiceEntry"),
     ]);
-    // A DestinationRule exported everywhere is fine.
-    assert!(parse_yaml(&dr("exportTo: ['*']")).is_ok());
+}
+
+fn destination_rule(yaml: &str) -> (DestinationRule, Vec<Diagnostic>) {
+    match parse_yaml(yaml) {
+        Ok(Parsed::Object(MeshObject::DestinationRule(dr), warnings)) => (dr, warnings),
+        other => panic!("{yaml}: {other:?}"),
+    }
+}
+
+#[test]
+fn destination_rule_scope_is_read_as_istio_reads_it() {
+    let names = |n: &[&str]| ExportTo::Namespaces(n.iter().map(|s| s.to_string()).collect());
+    let app_a: Labels = [("app".to_owned(), "a".to_owned())].into();
+    let cases = [
+        ("exportTo: ['*']", ExportTo::All, None, 0),
+        ("exportTo: ['.', other]", names(&["ns", "other"]), None, 0),
+        ("workloadSelector: {matchLabels: {app: a}}", names(&["ns"]), Some(app_a.clone()), 0),
+        ("workloadSelector: {matchLabels: {app: a}}, exportTo: ['.']", names(&["ns"]), Some(app_a.clone()), 0),
+        ("workloadSelector: {matchLabels: {app: a}}, exportTo: [ns]", names(&["ns"]), Some(app_a), 0),
+        // No labels: every workload of the namespace, with a warning (as in Istio).
+        ("workloadSelector: {}", names(&["ns"]), Some(Labels::new()), 1),
+    ];
+    for (spec, export_to, selector, warning_count) in cases {
+        let (rule, warnings) = destination_rule(&dr(spec));
+        assert_eq!((rule.export_to, rule.workload_selector), (export_to, selector), "{spec}");
+        assert_eq!(warnings.len(), warning_count, "{spec}: {warnings:?}");
+    }
+    refused(&[
+        (dr("workloadSelector: {matchLabels: {app: a}}, exportTo: ['*']"), "spec.exportTo", "own namespace"),
+        (dr("workloadSelector: {matchLabels: {app: a}}, exportTo: [other]"), "spec.exportTo", "own namespace"),
+        (dr("workloadSelector: {matchLabels: {app: a}}, exportTo: ['.', b]"), "spec.exportTo", "own namespace"),
+        (dr("workloadSelector: {matchLabels: {'a b': x}}"), "spec.workloadSelector.matchLabels.a b", "label key"),
+        (dr("workloadSelector: {matchLabels: {app: '-x'}}"), "spec.workloadSelector.matchLabels.app", "label value"),
+        (dr("workloadSelector: {matchLabels: {app: a}, labels: {b: c}}"), "spec.workloadSelector.labels", ""),
+    ]);
 }
 
 #[test]

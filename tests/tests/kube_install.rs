@@ -73,9 +73,9 @@ fn meshd_needs() -> BTreeSet<Grant> {
     add("apiextensions.k8s.io", "customresourcedefinitions", WATCH, &names);
     for (name, feed) in &crds {
         let plural = name.split('.').next().expect("a CRD name is <plural>.<group>");
-        add(feed.group.name(), plural, WATCH, &[]);
+        add(feed.api_group(), plural, WATCH, &[]);
         if feed.has_status() {
-            add(feed.group.name(), &format!("{plural}/status"), &["patch"], &[]);
+            add(feed.api_group(), &format!("{plural}/status"), &["patch"], &[]);
         }
     }
     // The injection webhook: a namespace not seen yet, and its configuration's caBundle.

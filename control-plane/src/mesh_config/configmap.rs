@@ -225,6 +225,17 @@ mod tests {
         assert_eq!(absent.settings.map(|s| s.telemetry.access_log_file), Some(None));
     }
 
+    /// The shipped example ConfigMap is valid and says the defaults.
+    #[test]
+    fn the_example_configmap_holds_the_defaults() {
+        let text = include_str!("../../../manifests/examples/telemetry/configmap-mesh.yaml");
+        let object: Value = serde_yaml::from_str(text).unwrap();
+        let map = MeshConfigMap::new("amime-system", "amime-mesh", None);
+        let look = map.look(Some(&object));
+        assert!(look.problems.is_empty(), "{:?}", look.problems);
+        assert_eq!(look.settings, map.look(None).settings, "the example spells out the defaults");
+    }
+
     #[test]
     fn the_flag_policy_wins_and_a_conflict_names_the_configmap() {
         let map = MeshConfigMap::new("amime-system", "amime-mesh", Some(OutboundTrafficPolicy::AllowAny));

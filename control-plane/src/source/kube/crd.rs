@@ -217,7 +217,8 @@ mod tests {
         let istio = FeedId::new(Kind::Telemetry, Group::Istio);
         assert_eq!(istio.to_string(), "Telemetry.telemetry.istio.io");
         let name = "telemetries.telemetry.istio.io";
-        let cases: [(&[(&str, bool)], Option<&str>); 3] = [
+        type Case = (&'static [(&'static str, bool)], Option<&'static str>);
+        let cases: [Case; 3] = [
             (&[("v1alpha1", true), ("v1", true)], Some("v1")),
             (&[("v1alpha1", true)], Some("v1alpha1")),
             (&[("v1beta1", true)], None),

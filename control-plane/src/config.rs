@@ -108,6 +108,22 @@ pub struct MeshdConfig {
     #[arg(long, env = "AMIME_MESH_CONFIG", value_name = "FILE")]
     pub mesh_config: Option<PathBuf>,
 
+    /// With the Kubernetes source: the ConfigMap in --namespace whose key `mesh` holds the
+    /// mesh config (the same YAML as --mesh-config; Istio keeps it in the ConfigMap `istio`
+    /// of istio-system). Watched: changes are pushed live; a bad version is reported
+    /// (naming the ConfigMap and the field) and the last good one kept; absent or deleted:
+    /// the defaults. Not read with --mesh-config FILE (the file is the mesh config then;
+    /// giving both flags is refused) nor with --config-dir. meshd's Role names
+    /// `amime-mesh`: rename it there too.
+    #[arg(
+        long,
+        env = "AMIME_MESH_CONFIG_MAP",
+        default_value = crate::mesh_config::configmap::DEFAULT_NAME,
+        value_name = "NAME",
+        conflicts_with = "mesh_config"
+    )]
+    pub mesh_config_map: String,
+
     /// Log format.
     #[arg(long, env = "AMIME_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,
@@ -221,6 +237,17 @@ mod tests {
         assert!(!parse(&[]).identity().is_empty(), "falls back to the host name");
         let both = MeshdConfig::try_parse_from(["meshd", "--config-dir", "/d", "--kubeconfig", "/k"]).unwrap_err();
         assert!(both.to_string().contains("cannot be used with"), "{both}");
+    }
+
+    #[test]
+    fn the_mesh_config_flags() {
+        assert_eq!(parse(&[]).mesh_config_map, "amime-mesh");
+        assert_eq!(parse(&["--mesh-config-map", "mesh"]).mesh_config_map, "mesh");
+        let file = parse(&["--mesh-config", "/etc/mesh.yaml"]);
+        assert_eq!((file.mesh_config.is_some(), file.mesh_config_map.as_str()), (true, "amime-mesh"));
+        let both = ["meshd", "--mesh-config", "/m", "--mesh-config-map", "m"];
+        let err = MeshdConfig::try_parse_from(both).unwrap_err();
+        assert!(err.to_string().contains("cannot be used with"), "{err}");
     }
 
     #[test]

@@ -18,9 +18,17 @@ pub const DEFAULT_NAMESPACE: &str = "amime-system";
 /// The container (in the Deployment) that runs meshd.
 pub const MESHD_CONTAINER: &str = "meshd";
 
-/// The CRD manifest as committed (generated from [`crate::crd`]; its test keeps them equal).
-pub const CRDS: (&str, &str) =
-    ("manifests/crds/networking.amime.dev.yaml", include_str!("../../manifests/crds/networking.amime.dev.yaml"));
+/// The CRD manifests as committed, in name order (generated from [`crate::crd`]; its test
+/// keeps them equal).
+pub const CRDS: &[(&str, &str)] = &[
+    ("manifests/crds/networking.amime.dev.yaml", include_str!("../../manifests/crds/networking.amime.dev.yaml")),
+    ("manifests/crds/telemetry.amime.dev.yaml", include_str!("../../manifests/crds/telemetry.amime.dev.yaml")),
+];
+
+/// [`CRDS`], one after the other.
+pub fn crds_yaml() -> String {
+    CRDS.iter().map(|(_, text)| *text).collect()
+}
 
 macro_rules! manifest {
     ($name:literal) => {
@@ -39,6 +47,8 @@ pub const MANIFESTS: &[(&str, &str)] = &[
     manifest!("31-rolebinding-leases.yaml"),
     manifest!("32-role-webhook.yaml"),
     manifest!("33-rolebinding-webhook.yaml"),
+    manifest!("34-role-mesh-config.yaml"),
+    manifest!("35-rolebinding-mesh-config.yaml"),
     manifest!("40-deployment.yaml"),
     manifest!("41-poddisruptionbudget.yaml"),
     manifest!("50-service.yaml"),
@@ -77,7 +87,7 @@ pub enum InstallError {
 /// The manifests for `kubectl apply -f -`.
 pub fn render(options: &InstallOptions) -> Result<String, InstallError> {
     check(options)?;
-    let mut out = CRDS.1.to_owned();
+    let mut out = crds_yaml();
     if options.crds_only {
         return Ok(out);
     }
@@ -265,13 +275,13 @@ mod tests {
     #[test]
     fn the_defaults_render_the_committed_files() {
         let out = render(&InstallOptions::default()).unwrap();
-        let mut want = CRDS.1.to_owned();
+        let mut want = crds_yaml();
         for (_, text) in MANIFESTS {
             want.push_str("---\n");
             want.push_str(text);
         }
         assert_eq!(out, want);
-        assert_eq!(render(&InstallOptions { crds_only: true, ..Default::default() }).unwrap(), CRDS.1);
+        assert_eq!(render(&InstallOptions { crds_only: true, ..Default::default() }).unwrap(), crds_yaml());
     }
 
     #[test]

@@ -43,9 +43,22 @@ pub async fn run(config: MeshdConfig) -> anyhow::Result<()> {
         let look =
             mesh_config::watch::look(file, config.outbound_traffic_policy, &config.namespace, config.config_settle())
                 .await;
-        mesh_config::watch::apply(&state, file, look);
+        mesh_config::watch::apply(&state, &file.display().to_string(), look);
     }
-    let mesh_config_watch = run_mesh_config(&config, state.clone());
+    let shared = Arc::new(kube::Shared::default());
+    let mesh_config_map = match (&source, &config.mesh_config) {
+        (Source::Kube(client, _), None) => {
+            let map = mesh_config::configmap::MeshConfigMap::new(
+                &config.namespace,
+                &config.mesh_config_map,
+                config.outbound_traffic_policy,
+            );
+            mesh_config::configmap::initial(client.clone(), &map, &state).await;
+            Some((client.clone(), map))
+        }
+        _ => None,
+    };
+    let mesh_config_watch = run_mesh_config(&config, state.clone(), mesh_config_map, shared.stats.clone());
     let distributor = Distributor::new();
     let registry = ConnectionRegistry::new();
 
@@ -64,7 +77,6 @@ pub async fn run(config: MeshdConfig) -> anyhow::Result<()> {
         None => None,
     };
     let webhook_shared = webhook_listener.as_ref().map(|_| Arc::new(WebhookShared::default()));
-    let shared = Arc::new(kube::Shared::default());
     let monitored = Monitored {
         state: state.clone(),
         distributor: distributor.clone(),
@@ -127,8 +139,18 @@ fn client_of(source: &Source) -> Option<::kube::Client> {
     }
 }
 
-/// Watches `--mesh-config`, if given (else never returns).
-async fn run_mesh_config(config: &MeshdConfig, state: Arc<MeshState>) -> anyhow::Result<()> {
+/// Watches `--mesh-config`, or else the mesh config's ConfigMap (`map`), if either is in
+/// use (else never returns).
+async fn run_mesh_config(
+    config: &MeshdConfig,
+    state: Arc<MeshState>,
+    map: Option<(::kube::Client, mesh_config::configmap::MeshConfigMap)>,
+    stats: Arc<kube::stats::KubeStats>,
+) -> anyhow::Result<()> {
+    if let Some((client, map)) = map {
+        mesh_config::configmap::run(client, map, state, stats).await;
+        anyhow::bail!("the mesh config's ConfigMap watch stopped");
+    }
     let Some(file) = config.mesh_config.clone() else { return std::future::pending().await };
     let (policy, namespace, settle) =
         (config.outbound_traffic_policy, config.namespace.clone(), config.config_settle());

@@ -9,14 +9,26 @@ use std::fmt::Write as _;
 use xds::{ResourceType, XdsStats};
 
 use crate::model::{ObjectError, Severity};
-use crate::translate::InterceptionMode;
+use crate::translate::{InterceptionMode, ProxyKind};
 
-/// The `details` key under which meshd records a proxy's interception mode.
+/// The `details` key under which meshd records a proxy's interception mode
+/// ([`crate::proxy::Proxy::details`]).
 pub const MODE_DETAIL: &str = "interception_mode";
-/// The `details` key of a proxy's kind (`sidecar` when absent).
-pub const KIND_DETAIL: &str = "proxy_kind";
+/// The `details` key of a proxy's kind ([`crate::proxy::Proxy::details`]: `sidecar` or
+/// `gateway`; `sidecar` when absent).
+pub const KIND_DETAIL: &str = "proxy_type";
 /// The kind of a proxy that does not say otherwise.
 pub const DEFAULT_KIND: &str = "sidecar";
+
+/// The `kind` label of a proxy: Istio's `PROXY_TYPE` value (`sidecar`, `router`), whether
+/// the details spell the kind as its name (`gateway`) or as that value.
+fn kind_label(detail: Option<&String>) -> &'static str {
+    let Some(detail) = detail else { return ProxyKind::Sidecar.metadata_value() };
+    [ProxyKind::Sidecar, ProxyKind::Gateway]
+        .into_iter()
+        .find(|k| k.name() == detail || k.metadata_value() == detail)
+        .map_or(DEFAULT_KIND, ProxyKind::metadata_value)
+}
 /// The `kind` label of a problem that is not about one object (an unreadable path, a
 /// YAML document that does not parse).
 pub const NO_OBJECT_KIND: &str = "File";
@@ -25,17 +37,22 @@ fn header(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
 }
 
-/// Live proxies by `(kind, mode)`, from each connection's details. Every mode of a
-/// sidecar appears, at 0 when none is connected, so a query never meets an absent series.
+/// Live proxies by `(kind, mode)`, from each connection's details; `kind` is `sidecar` or
+/// `router` (a gateway). Every mode of a sidecar, and a gateway's mode (`NONE`), appears,
+/// at 0 when none is connected, so a query never meets an absent series.
 pub fn proxies_by_kind_and_mode<'a>(
     details: impl IntoIterator<Item = &'a BTreeMap<String, String>>,
 ) -> BTreeMap<(String, String), u64> {
-    let mut counts: BTreeMap<(String, String), u64> = [InterceptionMode::Redirect, InterceptionMode::None]
-        .into_iter()
-        .map(|mode| ((DEFAULT_KIND.to_owned(), mode.metadata_value().to_owned()), 0))
-        .collect();
+    let sidecar = ProxyKind::Sidecar.metadata_value();
+    let always = [
+        (sidecar, InterceptionMode::Redirect),
+        (sidecar, InterceptionMode::None),
+        (ProxyKind::Gateway.metadata_value(), InterceptionMode::None),
+    ];
+    let mut counts: BTreeMap<(String, String), u64> =
+        always.into_iter().map(|(kind, mode)| ((kind.to_owned(), mode.metadata_value().to_owned()), 0)).collect();
     for d in details {
-        let kind = d.get(KIND_DETAIL).map_or(DEFAULT_KIND, String::as_str).to_owned();
+        let kind = kind_label(d.get(KIND_DETAIL)).to_owned();
         let mode = d.get(MODE_DETAIL).cloned().unwrap_or_default();
         *counts.entry((kind, mode)).or_default() += 1;
     }
@@ -113,25 +130,46 @@ mod tests {
         pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 
+    /// A proxy as meshd records it on its connection (what `/metrics` reads).
+    fn proxy(kind: ProxyKind, mode: InterceptionMode) -> BTreeMap<String, String> {
+        crate::proxy::Proxy {
+            id: "p".into(),
+            pod_name: "p".into(),
+            namespace: "ns".into(),
+            labels: Default::default(),
+            ips: vec!["10.0.0.1".parse().unwrap()],
+            service_account: "default".into(),
+            mode,
+            kind,
+        }
+        .details()
+    }
+
     #[test]
-    fn proxies_are_counted_by_kind_and_mode_with_every_sidecar_mode_present() {
+    fn proxies_are_counted_by_kind_and_mode_with_every_series_present() {
+        use InterceptionMode::{None as Explicit, Redirect};
         let none = proxies_by_kind_and_mode([]);
         assert_eq!(none.values().sum::<u64>(), 0);
-        assert_eq!(none.len(), 2);
+        let series: Vec<(&str, &str)> = none.keys().map(|(k, m)| (k.as_str(), m.as_str())).collect();
+        assert_eq!(series, [("router", "NONE"), ("sidecar", "NONE"), ("sidecar", "REDIRECT")]);
         let all = [
+            proxy(ProxyKind::Sidecar, Explicit),
+            proxy(ProxyKind::Sidecar, Explicit),
+            proxy(ProxyKind::Sidecar, Redirect),
+            proxy(ProxyKind::Gateway, Explicit),
+            proxy(ProxyKind::Gateway, Explicit),
             details(&[(MODE_DETAIL, "NONE")]),
-            details(&[(MODE_DETAIL, "NONE")]),
-            details(&[(MODE_DETAIL, "REDIRECT")]),
-            details(&[(MODE_DETAIL, "NONE"), (KIND_DETAIL, "gateway")]),
+            details(&[(MODE_DETAIL, "NONE"), (KIND_DETAIL, "router")]),
         ];
         let counts = proxies_by_kind_and_mode(&all);
         let get = |k: &str, m: &str| counts.get(&(k.to_owned(), m.to_owned())).copied();
-        assert_eq!(get("sidecar", "NONE"), Some(2));
+        assert_eq!(get("sidecar", "NONE"), Some(3), "a proxy without a kind is a sidecar");
         assert_eq!(get("sidecar", "REDIRECT"), Some(1));
-        assert_eq!(get("gateway", "NONE"), Some(1));
+        assert_eq!(get("router", "NONE"), Some(3), "gateways, by their name or their PROXY_TYPE");
+        assert_eq!(counts.len(), 3, "no other series: {counts:?}");
         let mut out = String::new();
         render_xds(&mut out, &XdsStats::default(), &counts);
-        assert!(out.contains("amime_xds_connected_proxies{kind=\"gateway\",mode=\"NONE\"} 1\n"), "{out}");
+        assert!(out.contains("amime_xds_connected_proxies{kind=\"router\",mode=\"NONE\"} 3\n"), "{out}");
     }
 
     #[test]

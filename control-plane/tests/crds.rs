@@ -1,6 +1,6 @@
 //! The committed CRD YAML is what the Rust types generate: manifests/crds/ (Amime's
-//! group) and tests/fixtures/istio-networking-crds.yaml (the same schemas under Istio's
-//! group, the stand-in for Istio's CRDs in cluster tests).
+//! groups) and tests/fixtures/istio-{networking,telemetry}-crds.yaml (the same schemas under
+//! Istio's groups, the stand-ins for Istio's CRDs in cluster tests).
 //!
 //! Regenerate after an intended change to the types with:
 //!   UPDATE_GOLDEN=1 cargo test -p amime-control-plane --test crds
@@ -46,4 +46,14 @@ fn committed_crds_match_the_types() {
 #[test]
 fn committed_istio_stand_in_crds_match_the_types() {
     compare("tests/fixtures/istio-networking-crds.yaml", &control_plane::crd::render_istio_crds());
+}
+
+#[test]
+fn committed_telemetry_crds_match_the_types() {
+    compare("manifests/crds/telemetry.amime.dev.yaml", &control_plane::crd::render_telemetry_crds());
+}
+
+#[test]
+fn committed_istio_stand_in_telemetry_crds_match_the_types() {
+    compare("tests/fixtures/istio-telemetry-crds.yaml", &control_plane::crd::render_istio_telemetry_crds());
 }

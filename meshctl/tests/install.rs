@@ -19,7 +19,9 @@ fn repo(relative: &str) -> std::path::PathBuf {
 
 #[test]
 fn the_defaults_print_the_committed_manifests() {
-    let crds = std::fs::read_to_string(repo("manifests/crds/networking.amime.dev.yaml")).unwrap();
+    let crds: String = ["networking.amime.dev.yaml", "telemetry.amime.dev.yaml"]
+        .map(|f| std::fs::read_to_string(repo(&format!("manifests/crds/{f}"))).unwrap())
+        .concat();
     let mut files: Vec<_> = std::fs::read_dir(repo("manifests/install"))
         .unwrap()
         .map(|e| e.unwrap().path())

@@ -126,6 +126,16 @@ pub fn meshd_webhook_role() -> Result<Role> {
     Ok(role)
 }
 
+/// meshd's rules for the mesh config's ConfigMap: the Role of
+/// `manifests/install/34-role-mesh-config.yaml`.
+pub fn meshd_mesh_config_role() -> Result<Role> {
+    let role: Role = load("34-role-mesh-config.yaml")?;
+    if role.metadata.namespace.as_deref() != Some(MESHD_NAMESPACE) {
+        bail!("34-role-mesh-config.yaml: metadata.namespace is {:?}, not {MESHD_NAMESPACE}", role.metadata.namespace);
+    }
+    Ok(role)
+}
+
 /// The install manifests' file names, in the order `kubectl apply -f` applies them.
 pub fn install_files() -> Result<Vec<PathBuf>> {
     let dir = install_dir();

@@ -73,9 +73,9 @@ fn meshd_needs() -> BTreeSet<Grant> {
     add("apiextensions.k8s.io", "customresourcedefinitions", WATCH, &names);
     for (name, feed) in &crds {
         let plural = name.split('.').next().expect("a CRD name is <plural>.<group>");
-        add(feed.group.name(), plural, WATCH, &[]);
+        add(feed.api_group(), plural, WATCH, &[]);
         if feed.has_status() {
-            add(feed.group.name(), &format!("{plural}/status"), &["patch"], &[]);
+            add(feed.api_group(), &format!("{plural}/status"), &["patch"], &[]);
         }
     }
     // The injection webhook: a namespace not seen yet, and its configuration's caBundle.
@@ -103,6 +103,19 @@ fn the_webhook_role_names_the_secret_meshd_keeps() {
         grants,
         BTreeSet::from([secret("create", &[]), secret("get", &[TLS_SECRET]), secret("update", &[TLS_SECRET])])
     );
+}
+
+/// The mesh config's Role: get, list and watch of the one ConfigMap meshd reads by default
+/// (it lists and watches it with a `metadata.name` field selector), nothing else.
+#[test]
+fn the_mesh_config_role_names_the_configmap_meshd_reads() {
+    use control_plane::mesh_config::configmap::DEFAULT_NAME;
+    let role = rbac::meshd_mesh_config_role().unwrap();
+    let grants: BTreeSet<_> = rbac::grants(&role.rules.unwrap()).into_iter().collect();
+    let want: BTreeSet<_> = ["get", "list", "watch"]
+        .map(|verb| (String::new(), "configmaps".to_owned(), verb.to_owned(), vec![DEFAULT_NAME.to_owned()]))
+        .into();
+    assert_eq!(grants, want, "34-role-mesh-config.yaml");
 }
 
 #[test]
@@ -182,6 +195,11 @@ fn access_table() -> Vec<(Access, bool)> {
         // Nothing else: no other secrets, no writes to workloads, no way to more rights.
         (secret, false),
         (Access::new("get", "", "configmaps").namespace("bookinfo"), false),
+        // The mesh config's ConfigMap, by name, in meshd's namespace only; Telemetry and its status.
+        (Access::new("watch", "", "configmaps").namespace(MESHD_NAMESPACE).name("amime-mesh"), true),
+        (Access::new("get", "", "configmaps").namespace(MESHD_NAMESPACE).name("other"), false),
+        (Access::new("watch", "telemetry.istio.io", "telemetries"), true),
+        (Access::new("patch", "telemetry.amime.dev", "telemetries").status().namespace("bookinfo").name("t"), true),
         (pods.namespace("bookinfo").name("reviews-v1"), false),
         (Access { verb: "delete", ..pods }.namespace("bookinfo").name("reviews-v1"), false),
         (Access { verb: "create", ..pods }.namespace("bookinfo"), false),
@@ -318,6 +336,8 @@ async fn install_manifests_apply_and_grant_exactly_the_table() {
             "rolebinding.rbac.authorization.k8s.io/amime-meshd-leader-election",
             "role.rbac.authorization.k8s.io/amime-meshd-webhook",
             "rolebinding.rbac.authorization.k8s.io/amime-meshd-webhook",
+            "role.rbac.authorization.k8s.io/amime-meshd-mesh-config",
+            "rolebinding.rbac.authorization.k8s.io/amime-meshd-mesh-config",
             "deployment.apps/meshd",
             "poddisruptionbudget.policy/meshd",
             "service/amime-meshd",

@@ -34,7 +34,7 @@ pub async fn list_cluster(client: &Client) -> Result<Vec<Listed>, ListError> {
     for (name, feed) in crd_names() {
         let crd = crds.get_opt(&name).await.map_err(|source| ListError { what: format!("CRD {name}"), source })?;
         let Some(crd) = crd else { continue };
-        let Some(served) = serde_json::to_value(&crd).ok().and_then(|v| served(feed.group, &v)) else { continue };
+        let Some(served) = serde_json::to_value(&crd).ok().and_then(|v| served(feed, &v)) else { continue };
         out.push(list(client, feed, &served.version, &served.plural).await?);
     }
     Ok(out)

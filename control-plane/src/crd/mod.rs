@@ -14,7 +14,9 @@
 //! serialize as `null` when unset, which the schemas allow.
 //!
 //! `manifests/crds/` holds [`render_crds`]'s output; `tests/fixtures/istio-networking-crds.yaml`
-//! holds [`render_istio_crds`]'s (a stand-in for Istio's own CRDs in tests).
+//! holds [`render_istio_crds`]'s (a stand-in for Istio's own CRDs in tests). The Telemetry
+//! kind has its own group (`telemetry.amime.dev`, Istio's `telemetry.istio.io`):
+//! [`render_telemetry_crds`] and [`render_istio_telemetry_crds`].
 
 mod common;
 mod destination_rule;
@@ -23,6 +25,7 @@ mod http_actions;
 mod rate_limit;
 mod service_entry;
 pub mod status;
+mod telemetry;
 #[cfg(test)]
 mod tests;
 mod traffic_policy;
@@ -35,6 +38,7 @@ pub use http_actions::*;
 pub use rate_limit::*;
 pub use service_entry::*;
 pub use status::{Condition, MeshStatus};
+pub use telemetry::*;
 pub use traffic_policy::*;
 pub use virtual_service::*;
 
@@ -48,6 +52,11 @@ use serde_json::Value;
 pub const GROUP: &str = "networking.amime.dev";
 /// Istio's API group for the same kinds.
 pub const ISTIO_GROUP: &str = "networking.istio.io";
+
+/// Amime's API group for the Telemetry kind.
+pub const TELEMETRY_GROUP: &str = "telemetry.amime.dev";
+/// Istio's API group for the same kind.
+pub const ISTIO_TELEMETRY_GROUP: &str = "telemetry.istio.io";
 
 /// Kinds of our group that Istio has no counterpart of.
 pub const AMIME_ONLY_KINDS: &[&str] = &["RateLimit"];
@@ -95,24 +104,46 @@ pub fn istio_crds() -> Vec<CustomResourceDefinition> {
     crds().into_iter().filter(|c| !AMIME_ONLY_KINDS.contains(&c.spec.names.kind.as_str())).map(to_istio).collect()
 }
 
-fn to_istio(mut crd: CustomResourceDefinition) -> CustomResourceDefinition {
-    let plural = crd.spec.names.plural.clone();
-    crd.metadata.name = Some(format!("{plural}.{ISTIO_GROUP}"));
-    crd.spec.group = ISTIO_GROUP.to_owned();
-    crd.spec.names.categories = Some(vec!["istio-io".to_owned(), "networking-istio-io".to_owned()]);
+fn to_istio(crd: CustomResourceDefinition) -> CustomResourceDefinition {
     let short = match crd.spec.names.kind.as_str() {
         "VirtualService" => "vs",
         "DestinationRule" => "dr",
         "Gateway" => "gw",
         _ => "se",
     };
+    as_istio(crd, ISTIO_GROUP, short, &["v1", "v1beta1", "v1alpha3"])
+}
+
+/// The Telemetry CRD (`telemetry.amime.dev/v1`), in a list like [`crds`].
+pub fn telemetry_crds() -> Vec<CustomResourceDefinition> {
+    vec![api_formats(Telemetry::crd())]
+}
+
+/// The Telemetry CRD under Istio's group, serving `v1` (stored) and `v1alpha1` with one
+/// schema, as Istio does: a stand-in for Istio's CRD in tests.
+pub fn istio_telemetry_crds() -> Vec<CustomResourceDefinition> {
+    telemetry_crds().into_iter().map(|c| as_istio(c, ISTIO_TELEMETRY_GROUP, "telemetry", &["v1", "v1alpha1"])).collect()
+}
+
+/// `crd` moved to Istio's `group` with Istio's short name, categories and `versions` (the
+/// first stored).
+fn as_istio(
+    mut crd: CustomResourceDefinition,
+    group: &str,
+    short: &str,
+    versions: &[&str],
+) -> CustomResourceDefinition {
+    let plural = crd.spec.names.plural.clone();
+    crd.metadata.name = Some(format!("{plural}.{group}"));
+    crd.spec.group = group.to_owned();
+    let category = group.replace('.', "-");
+    crd.spec.names.categories = Some(vec!["istio-io".to_owned(), category]);
     crd.spec.names.short_names = Some(vec![short.to_owned()]);
     let mut v1 = crd.spec.versions.remove(0);
     if let Some(schema) = v1.schema.as_mut().and_then(|s| s.open_api_v3_schema.as_mut()) {
         let kind = &crd.spec.names.kind;
-        schema.description = Some(format!(
-            "{kind} of networking.istio.io, generated from Amime's types: a stand-in for Istio's CRD in tests."
-        ));
+        schema.description =
+            Some(format!("{kind} of {group}, generated from Amime's types: a stand-in for Istio's CRD in tests."));
         // Istio's own CRDs leave `status` free-form (istiod writes `validationMessages`
         // and more there); so does the stand-in, so that objects copied from a cluster
         // with Istio apply as they would there.
@@ -126,7 +157,7 @@ fn to_istio(mut crd: CustomResourceDefinition) -> CustomResourceDefinition {
     }
     let version =
         |name: &str, storage: bool| CustomResourceDefinitionVersion { name: name.to_owned(), storage, ..v1.clone() };
-    crd.spec.versions = vec![version("v1", true), version("v1beta1", false), version("v1alpha3", false)];
+    crd.spec.versions = versions.iter().enumerate().map(|(i, name)| version(name, i == 0)).collect();
     crd
 }
 
@@ -138,6 +169,16 @@ pub fn render_crds() -> String {
 /// [`istio_crds`] as multi-document YAML.
 pub fn render_istio_crds() -> String {
     render(&istio_crds())
+}
+
+/// [`telemetry_crds`] as YAML (what `manifests/crds/telemetry.amime.dev.yaml` holds).
+pub fn render_telemetry_crds() -> String {
+    render(&telemetry_crds())
+}
+
+/// [`istio_telemetry_crds`] as YAML.
+pub fn render_istio_telemetry_crds() -> String {
+    render(&istio_telemetry_crds())
 }
 
 fn render(crds: &[CustomResourceDefinition]) -> String {

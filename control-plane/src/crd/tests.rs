@@ -36,7 +36,7 @@ fn property_names(schema: &Value) -> BTreeSet<String> {
 fn crd_schemas_and_parser_field_tables_agree() {
     let mut problems = Vec::new();
     let mut checked = 0;
-    for crd in crds() {
+    for crd in crds().into_iter().chain(super::telemetry_crds()) {
         let kind = crd.spec.names.kind.clone();
         let root = serde_json::to_value(&crd.spec.versions[0].schema.as_ref().unwrap().open_api_v3_schema).unwrap();
         let (top, messages) = istio_field_tables(&kind).unwrap_or_else(|| panic!("no field table for {kind}"));
@@ -102,7 +102,7 @@ fn every_schema_field_is_described() {
         }
     }
     let mut missing = Vec::new();
-    for crd in crds() {
+    for crd in crds().into_iter().chain(super::telemetry_crds()) {
         let root = serde_json::to_value(&crd.spec.versions[0].schema.as_ref().unwrap().open_api_v3_schema).unwrap();
         walk(&root["properties"]["spec"], &crd.spec.names.kind, &mut missing);
     }
@@ -124,6 +124,19 @@ fn amime_crds_have_status_columns_and_no_short_names_of_istio() {
         assert_eq!(columns.first(), Some(&"Accepted"), "{kind}");
         assert_eq!(columns.last(), Some(&"Age"), "{kind}");
     }
+}
+
+#[test]
+fn telemetry_crds_are_in_the_telemetry_groups() {
+    let [amime] = super::telemetry_crds().try_into().unwrap();
+    assert_eq!(amime.metadata.name.as_deref(), Some("telemetries.telemetry.amime.dev"));
+    assert_eq!((amime.spec.scope.as_str(), amime.spec.names.short_names.clone()), ("Namespaced", None));
+    let [version] = amime.spec.versions.as_slice() else { panic!("one version") };
+    assert!(version.subresources.as_ref().is_some_and(|s| s.status.is_some()), "status subresource");
+    let [istio] = super::istio_telemetry_crds().try_into().unwrap();
+    assert_eq!(istio.metadata.name.as_deref(), Some("telemetries.telemetry.istio.io"));
+    let names: Vec<(&str, bool)> = istio.spec.versions.iter().map(|v| (v.name.as_str(), v.storage)).collect();
+    assert_eq!(names, [("v1", true), ("v1alpha1", false)]);
 }
 
 #[test]

@@ -1,11 +1,13 @@
-//! Mesh-wide settings read from an Istio `MeshConfig` document (`meshd --mesh-config FILE`):
-//! access logs, tracing providers and defaults, the outbound traffic policy.
+//! Mesh-wide settings read from an Istio `MeshConfig` document (`meshd --mesh-config FILE`,
+//! or with the Kubernetes source the key `mesh` of a ConfigMap, [`configmap`]): access logs,
+//! tracing providers and defaults, the outbound traffic policy.
 //!
 //! [`parse`] turns the YAML into [`MeshTelemetry`] (plain data the translator reads) or
 //! diagnostics naming the file and the field; [`watch`] re-reads the file when it changes
 //! and hands each good version to the push loop (a bad one is reported and the last good
 //! one stays in force, like any other config).
 
+pub mod configmap;
 pub mod parse;
 pub mod watch;
 

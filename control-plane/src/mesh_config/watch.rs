@@ -28,11 +28,12 @@ use crate::translate::{MeshSettings, OutboundTrafficPolicy};
 /// How often the file is looked at even without events.
 pub const RECHECK_INTERVAL: Duration = Duration::from_secs(5);
 
-/// The settings a mesh-config file gives on top of meshd's flags, and what conflicts.
-/// `flag_policy` is `--outbound-traffic-policy` when given: it wins over the file, and a
-/// file saying otherwise is reported.
+/// The settings a mesh-config document gives on top of meshd's flags, and what conflicts.
+/// `flag_policy` is `--outbound-traffic-policy` when given: it wins over the document, and
+/// a document saying otherwise is reported. `source` names the document (a file, or a
+/// ConfigMap and key) in diagnostics.
 pub fn settings(
-    file: &Path,
+    source: &str,
     config: &MeshConfigFile,
     flag_policy: Option<OutboundTrafficPolicy>,
     namespace: &str,
@@ -42,7 +43,7 @@ pub fn settings(
         (Some(flag), Some(from_file)) if flag != from_file => {
             let mut d = Diagnostic::at_path(
                 Severity::Warning,
-                file,
+                Path::new(source),
                 format!("{from_file} conflicts with --outbound-traffic-policy {flag}; the flag wins"),
             );
             d.kind = Some("MeshConfig".to_owned());
@@ -106,7 +107,7 @@ pub async fn look(path: &Path, flag_policy: Option<OutboundTrafficPolicy>, names
             let outcome = parse(&shown, &text);
             let mut problems = outcome.diagnostics;
             let settings = outcome.config.map(|config| {
-                let (settings, conflicts) = settings(path, &config, flag_policy, namespace);
+                let (settings, conflicts) = settings(&shown, &config, flag_policy, namespace);
                 problems.extend(conflicts);
                 settings
             });
@@ -157,19 +158,20 @@ pub async fn run(
                 break;
             }
         }
-        apply(&state, &path, look(&path, flag_policy, &namespace, settle).await);
+        apply(&state, &path.display().to_string(), look(&path, flag_policy, &namespace, settle).await);
     }
 }
 
 /// Puts what a look found into `state`: its problems, and its settings if it is good.
-pub fn apply(state: &MeshState, path: &Path, look: Look) {
+/// `source` names where the mesh config came from (a file, a ConfigMap) in the log.
+pub fn apply(state: &MeshState, source: &str, look: Look) {
     for p in &look.problems {
         crate::logging::log_problem(p);
     }
     state.set_mesh_config_problems(look.problems);
     if let Some(settings) = look.settings {
         if state.set_settings(settings) {
-            tracing::info!(file = %path.display(), "mesh config applied");
+            tracing::info!(source = %source, "mesh config applied");
         }
     }
 }
@@ -181,7 +183,7 @@ mod tests {
     #[test]
     fn the_flag_wins_over_the_file_and_a_conflict_is_reported() {
         use OutboundTrafficPolicy::{AllowAny, RegistryOnly};
-        let file = Path::new("/etc/amime/mesh");
+        let file = "/etc/amime/mesh";
         // (flag, file, policy in force, conflict reported)
         let cases = [
             (None, None, AllowAny, false),

@@ -39,7 +39,7 @@ pub fn mesh_config_settings(fixture: &str, file: &str) -> MeshSettings {
     let text = std::fs::read_to_string(&path).expect("mesh config fixture");
     let outcome = control_plane::mesh_config::parse::parse(&path.display().to_string(), &text);
     let config = outcome.config.unwrap_or_else(|| panic!("{}: {:?}", path.display(), outcome.diagnostics));
-    control_plane::mesh_config::watch::settings(&path, &config, None, "amime-system").0
+    control_plane::mesh_config::watch::settings(&path.display().to_string(), &config, None, "amime-system").0
 }
 
 pub fn rich_mesh() -> MeshConfig {

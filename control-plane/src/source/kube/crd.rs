@@ -2,8 +2,9 @@
 //! Pure: CRD watch events in, watch starts and stops out.
 //!
 //! Each CRD of interest is watched by name. A CRD counts once it is `Established` and
-//! serves a version meshd reads (`networking.amime.dev`: v1; `networking.istio.io`: v1,
-//! else v1beta1, else v1alpha3). A CRD deleted (or no longer established or serving such
+//! serves a version meshd reads (`networking.amime.dev`, `telemetry.amime.dev`: v1;
+//! `networking.istio.io`: v1, else v1beta1, else v1alpha3; `telemetry.istio.io`: v1, else
+//! v1alpha1). A CRD deleted (or no longer established or serving such
 //! a version) stops its watch and drops its objects. A CRD that is absent is no error.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -15,22 +16,24 @@ use crate::model::Kind;
 use super::feed::{FeedId, Group, WatchEvent};
 
 /// The CRD-served kinds meshd reads, with their plural (resource) names.
-pub const CRD_KINDS: [(Kind, &str); 4] = [
+pub const CRD_KINDS: [(Kind, &str); 5] = [
     (Kind::VirtualService, "virtualservices"),
     (Kind::DestinationRule, "destinationrules"),
     (Kind::Gateway, "gateways"),
     (Kind::ServiceEntry, "serviceentries"),
+    (Kind::Telemetry, "telemetries"),
 ];
 
 /// The CRD-served kinds only our group has (no Istio counterpart), with their plurals.
 pub const AMIME_ONLY_CRD_KINDS: [(Kind, &str); 1] = [(Kind::RateLimit, "ratelimits")];
 
-/// Versions meshd reads per group, most preferred first.
-pub fn versions(group: Group) -> &'static [&'static str] {
-    match group {
-        Group::Amime => &["v1"],
-        Group::Istio => &["v1", "v1beta1", "v1alpha3"],
-        Group::Core | Group::Discovery => &[],
+/// Versions meshd reads of a feed, most preferred first.
+pub fn versions(feed: FeedId) -> &'static [&'static str] {
+    match (feed.group, feed.kind) {
+        (Group::Amime, _) => &["v1"],
+        (Group::Istio, Kind::Telemetry) => &["v1", "v1alpha1"],
+        (Group::Istio, _) => &["v1", "v1beta1", "v1alpha3"],
+        (Group::Core | Group::Discovery, _) => &[],
     }
 }
 
@@ -39,11 +42,13 @@ pub fn crd_names() -> Vec<(String, FeedId)> {
     let mut out = Vec::new();
     for group in [Group::Amime, Group::Istio] {
         for (kind, plural) in CRD_KINDS {
-            out.push((format!("{plural}.{}", group.name()), FeedId::new(kind, group)));
+            let feed = FeedId::new(kind, group);
+            out.push((format!("{plural}.{}", feed.api_group()), feed));
         }
     }
     for (kind, plural) in AMIME_ONLY_CRD_KINDS {
-        out.push((format!("{plural}.{}", Group::Amime.name()), FeedId::new(kind, Group::Amime)));
+        let feed = FeedId::new(kind, Group::Amime);
+        out.push((format!("{plural}.{}", feed.api_group()), feed));
     }
     out
 }
@@ -55,8 +60,8 @@ pub struct Served {
     pub plural: String,
 }
 
-/// The version to watch for `group` given a CRD object, if it is usable.
-pub fn served(group: Group, crd: &Value) -> Option<Served> {
+/// The version to watch for `feed` given its CRD object, if it is usable.
+pub fn served(feed: FeedId, crd: &Value) -> Option<Served> {
     let established = crd.pointer("/status/conditions").and_then(Value::as_array).is_some_and(|cs| {
         cs.iter().any(|c| {
             c.get("type").and_then(Value::as_str) == Some("Established")
@@ -73,7 +78,7 @@ pub fn served(group: Group, crd: &Value) -> Option<Served> {
         .filter(|v| v.get("served").and_then(Value::as_bool).unwrap_or(false))
         .filter_map(|v| v.get("name").and_then(Value::as_str))
         .collect();
-    let version = versions(group).iter().find(|v| served.contains(**v))?;
+    let version = versions(feed).iter().find(|v| served.contains(**v))?;
     let plural = crd.pointer("/spec/names/plural").and_then(Value::as_str)?;
     Some(Served { version: (*version).to_owned(), plural: plural.to_owned() })
 }
@@ -137,7 +142,7 @@ impl Discovery {
                 if let Some(seen) = &mut state.relist_seen {
                     *seen = true;
                 }
-                served(feed.group, &crd)
+                served(feed, &crd)
             }
             WatchEvent::Delete(_) => None,
             WatchEvent::InitDone => {
@@ -175,6 +180,7 @@ mod tests {
     }
 
     const VS: &str = "virtualservices.networking.istio.io";
+    const ISTIO_VS: FeedId = FeedId::new(Kind::VirtualService, Group::Istio);
 
     fn start(version: &str) -> Option<WatchChange> {
         Some(WatchChange::Start(
@@ -194,20 +200,38 @@ mod tests {
             (&[], None),
         ];
         for (versions, want) in cases {
-            let got = served(Group::Istio, &crd(VS, versions, true)).map(|s| s.version);
+            let got = served(ISTIO_VS, &crd(VS, versions, true)).map(|s| s.version);
             assert_eq!(got.as_deref(), want, "{versions:?}");
         }
-        assert_eq!(served(Group::Istio, &crd(VS, &[("v1", true)], false)), None, "not established");
-        assert_eq!(
-            served(Group::Amime, &crd("virtualservices.networking.amime.dev", &[("v1beta1", true)], true)),
-            None
-        );
+        assert_eq!(served(ISTIO_VS, &crd(VS, &[("v1", true)], false)), None, "not established");
+        let amime_vs = FeedId::new(Kind::VirtualService, Group::Amime);
+        assert_eq!(served(amime_vs, &crd("virtualservices.networking.amime.dev", &[("v1beta1", true)], true)), None);
+    }
+
+    #[test]
+    fn telemetry_is_watched_in_its_own_groups() {
+        let names: Vec<String> = crd_names().into_iter().map(|(n, _)| n).collect();
+        for name in ["telemetries.telemetry.amime.dev", "telemetries.telemetry.istio.io"] {
+            assert!(names.iter().any(|n| n == name), "{name} not in {names:?}");
+        }
+        let istio = FeedId::new(Kind::Telemetry, Group::Istio);
+        assert_eq!(istio.to_string(), "Telemetry.telemetry.istio.io");
+        let name = "telemetries.telemetry.istio.io";
+        type Case = (&'static [(&'static str, bool)], Option<&'static str>);
+        let cases: [Case; 3] = [
+            (&[("v1alpha1", true), ("v1", true)], Some("v1")),
+            (&[("v1alpha1", true)], Some("v1alpha1")),
+            (&[("v1beta1", true)], None),
+        ];
+        for (versions, want) in cases {
+            assert_eq!(served(istio, &crd(name, versions, true)).map(|s| s.version).as_deref(), want, "{versions:?}");
+        }
     }
 
     #[test]
     fn crds_appearing_changing_and_disappearing_start_and_stop_watches() {
         let mut d = Discovery::new();
-        assert_eq!(d.pending().len(), 9);
+        assert_eq!(d.pending().len(), crd_names().len());
         let stop = Some(WatchChange::Stop(FeedId::new(Kind::VirtualService, Group::Istio)));
         let steps = [
             (WatchEvent::Init, None),
@@ -229,7 +253,7 @@ mod tests {
         for (i, (event, want)) in steps.into_iter().enumerate() {
             assert_eq!(d.handle(VS, event), want, "step {i}");
         }
-        assert_eq!(d.pending().len(), 8, "only the one CRD watch has listed");
+        assert_eq!(d.pending().len(), crd_names().len() - 1, "only the one CRD watch has listed");
         assert_eq!(d.handle("other.example.com", WatchEvent::InitDone), None);
     }
 }

@@ -13,7 +13,7 @@
 //!   not see: served config never drops in between, and a relist that finds nothing new
 //!   changes nothing ([`Change::Unchanged`], so no push);
 //! - the same kind and name in both groups (`networking.amime.dev` and
-//!   `networking.istio.io`): the amime object wins, whether valid or not (a broken amime
+//!   `networking.istio.io`; `telemetry.amime.dev` and `telemetry.istio.io`): the amime object wins, whether valid or not (a broken amime
 //!   object never falls back to the Istio one silently); the Istio one is ignored and
 //!   reported, naming both ([`collision_problem`]).
 
@@ -68,6 +68,17 @@ impl FeedId {
         FeedId { kind, group }
     }
 
+    /// The API group of this feed's resource: its group's, except for Telemetry, which
+    /// Amime and Istio serve in a group of its own (`telemetry.amime.dev`,
+    /// `telemetry.istio.io`).
+    pub fn api_group(self) -> &'static str {
+        match (self.kind, self.group) {
+            (Kind::Telemetry, Group::Amime) => crate::crd::TELEMETRY_GROUP,
+            (Kind::Telemetry, Group::Istio) => crate::crd::ISTIO_TELEMETRY_GROUP,
+            (_, group) => group.name(),
+        }
+    }
+
     /// Whether objects of this feed are our (or Istio's) CRD objects, which get status.
     pub fn has_status(self) -> bool {
         matches!(self.group, Group::Amime | Group::Istio)
@@ -78,7 +89,7 @@ impl std::fmt::Display for FeedId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self.group {
             Group::Core => write!(f, "{}", self.kind),
-            g => write!(f, "{}.{}", self.kind, g.name()),
+            _ => write!(f, "{}.{}", self.kind, self.api_group()),
         }
     }
 }
@@ -449,8 +460,8 @@ pub fn collision_problem(feed: FeedId, version: &str, name: &Name, amime_version
             kind = feed.kind,
             ns = name.0,
             n = name.1,
-            istio = Group::Istio.name(),
-            amime = Group::Amime.name(),
+            istio = FeedId::new(feed.kind, Group::Istio).api_group(),
+            amime = FeedId::new(feed.kind, Group::Amime).api_group(),
         ),
     )
 }

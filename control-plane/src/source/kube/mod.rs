@@ -9,8 +9,9 @@
 //!
 //! Watched: core/v1 Namespaces (metadata only), Services, Pods (not Succeeded/Failed), discovery.k8s.io/v1
 //! EndpointSlices (those of a Service), and VirtualService, DestinationRule, Gateway,
-//! ServiceEntry of `networking.amime.dev` and `networking.istio.io`, and RateLimit of
-//! `networking.amime.dev`, while their CRDs exist.
+//! ServiceEntry of `networking.amime.dev` and `networking.istio.io`, RateLimit of
+//! `networking.amime.dev`, and Telemetry of `telemetry.amime.dev` and `telemetry.istio.io`,
+//! while their CRDs exist.
 //! The first push and `/readyz` wait for every watch's initial list (and for the CRD
 //! watches found at startup).
 
@@ -100,7 +101,7 @@ pub struct Shared {
 }
 
 pub(crate) fn api_resource(feed: FeedId, version: &str, plural: &str) -> ApiResource {
-    let group = feed.group.name();
+    let group = feed.api_group();
     ApiResource {
         group: group.to_owned(),
         version: version.to_owned(),
@@ -124,7 +125,13 @@ fn core_spec(feed: FeedId) -> WatchSpec {
     };
     // Namespaces: only name and labels are read.
     let metadata_only = feed.kind == Kind::Namespace;
-    WatchSpec { resource: api_resource(feed, version, plural), config, label: feed.to_string(), metadata_only }
+    WatchSpec {
+        resource: api_resource(feed, version, plural),
+        config,
+        label: feed.to_string(),
+        metadata_only,
+        namespace: None,
+    }
 }
 
 fn crd_spec(name: &str) -> WatchSpec {
@@ -139,6 +146,7 @@ fn crd_spec(name: &str) -> WatchSpec {
         config: watcher::Config::default().fields(&format!("metadata.name={name}")),
         label: format!("CustomResourceDefinition/{name}"),
         metadata_only: false,
+        namespace: None,
     }
 }
 
@@ -190,6 +198,7 @@ impl Source {
             config: watcher::Config::default(),
             label: feed.to_string(),
             metadata_only: false,
+            namespace: None,
         };
         let task = self.spawn(spec, Origin::Feed(feed, epoch));
         self.feeds.insert(feed, (epoch, served, task));

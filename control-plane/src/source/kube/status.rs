@@ -18,7 +18,7 @@ use serde_json::Value;
 
 use crate::model::{Diagnostic, MeshObject, Severity};
 
-use super::feed::{Group, StatusTarget, Tracked};
+use super::feed::{FeedId, StatusTarget, Tracked};
 
 /// Longest condition message written (the rest is cut, saying so).
 const MAX_MESSAGE: usize = 1024;
@@ -60,8 +60,9 @@ fn more(n: usize, what: &str) -> String {
 }
 
 /// The verdict on an object from its parse diagnostics (`source`), the translation's
-/// problems for it (`translation`) and whether a rival object shadows it.
-pub fn verdict(source: &[Diagnostic], translation: &[&Diagnostic], shadowed_by: Option<Group>) -> Verdict {
+/// problems for it (`translation`) and whether a rival object shadows it (the API group of
+/// the one that wins).
+pub fn verdict(source: &[Diagnostic], translation: &[&Diagnostic], shadowed_by: Option<&str>) -> Verdict {
     if let Some(group) = shadowed_by {
         return Verdict {
             accepted: false,
@@ -69,7 +70,7 @@ pub fn verdict(source: &[Diagnostic], translation: &[&Diagnostic], shadowed_by: 
             message: format!(
                 "metadata.name: an object of the same kind and name exists in {}, which takes precedence; this one is \
                  ignored",
-                group.name()
+                group
             ),
         };
     }
@@ -182,7 +183,8 @@ pub fn writes<'a>(
                 return None;
             }
             let problems = if target.shadowed_by.is_some() { Vec::new() } else { translation(&target) };
-            let verdict = verdict(&target.problems, &problems, target.shadowed_by);
+            let winner = target.shadowed_by.map(|g| FeedId::new(target.feed.kind, g).api_group());
+            let verdict = verdict(&target.problems, &problems, winner);
             let current = recent(&target).or_else(|| target.tracked.accepted.clone());
             let condition = condition(&verdict, target.tracked.generation, current.as_ref(), now);
             (!carries(&target.tracked, &condition)).then_some(StatusWrite { target, condition })

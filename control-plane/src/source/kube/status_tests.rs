@@ -4,7 +4,7 @@ use serde_json::json;
 
 use super::*;
 use crate::model::Kind;
-use crate::source::kube::feed::FeedId;
+use crate::source::kube::feed::{FeedId, Group};
 
 fn d(severity: Severity, field: &str, message: &str) -> Diagnostic {
     Diagnostic::at_object(severity, "VirtualService", "ns", "r", field, message)
@@ -16,7 +16,7 @@ fn verdicts() {
     let err2 = d(Severity::Error, "spec.hosts", "required");
     let warn = d(Severity::Warning, "spec.http[0].retries", "not implemented yet; ignored");
     let refused = d(Severity::Error, "spec.http[0].match[0].uri.regex", "Envoy refuses this regex");
-    type Case<'a> = (Vec<Diagnostic>, Vec<&'a Diagnostic>, Option<Group>, (bool, &'a str, &'a str));
+    type Case<'a> = (Vec<Diagnostic>, Vec<&'a Diagnostic>, Option<&'a str>, (bool, &'a str, &'a str));
     let cases: Vec<Case> = vec![
         (vec![], vec![], None, (true, "Accepted", "accepted")),
         (
@@ -38,7 +38,7 @@ fn verdicts() {
             (false, "Refused", "spec.http[0].match[0].uri.regex: Envoy refuses this regex"),
         ),
         (vec![err.clone()], vec![&refused, &refused], None, (false, "Invalid", "(and 2 more errors)")),
-        (vec![], vec![], Some(Group::Amime), (false, "Conflict", "networking.amime.dev")),
+        (vec![], vec![], Some("networking.amime.dev"), (false, "Conflict", "networking.amime.dev")),
     ];
     for (source, translation, shadowed, (accepted, reason, message)) in cases {
         let v = verdict(&source, &translation, shadowed);

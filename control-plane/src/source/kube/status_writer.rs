@@ -145,7 +145,7 @@ async fn pass(
                     name = %write.target.name,
                     field = "status.conditions",
                     error = %e,
-                    hint = %failure_hint(code, write.target.feed.group.name(), &write.target.plural),
+                    hint = %failure_hint(code, write.target.feed.api_group(), &write.target.plural),
                     "cannot write status"
                 );
             }
@@ -172,9 +172,9 @@ fn same(a: &Condition, b: &Condition) -> bool {
 async fn send(client: &Client, write: &StatusWrite) -> kube::Result<()> {
     let t = &write.target;
     let resource = kube::api::ApiResource {
-        group: t.feed.group.name().to_owned(),
+        group: t.feed.api_group().to_owned(),
         version: t.version.clone(),
-        api_version: format!("{}/{}", t.feed.group.name(), t.version),
+        api_version: format!("{}/{}", t.feed.api_group(), t.version),
         kind: t.feed.kind.to_string(),
         plural: t.plural.clone(),
     };

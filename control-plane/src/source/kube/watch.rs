@@ -44,6 +44,8 @@ pub struct WatchSpec {
     /// Only `metadata` is needed: list and watch as `PartialObjectMetadata` (the API server
     /// leaves out `spec` and `status`).
     pub metadata_only: bool,
+    /// Watch in this namespace only (`None`: across namespaces).
+    pub namespace: Option<String>,
 }
 
 type EventStream = futures::stream::BoxStream<'static, Result<Event<Value>, watcher::Error>>;
@@ -52,11 +54,22 @@ type EventStream = futures::stream::BoxStream<'static, Result<Event<Value>, watc
 fn events(client: Client, spec: &WatchSpec) -> EventStream {
     let resource = spec.resource.clone();
     if spec.metadata_only {
-        let api: Api<PartialObjectMeta<DynamicObject>> = Api::all_with(client, &spec.resource);
+        let api: Api<PartialObjectMeta<DynamicObject>> = api(client, spec);
         watcher(api, spec.config.clone()).map_ok(move |e| json_event(e, &resource)).boxed()
     } else {
-        let api: Api<DynamicObject> = Api::all_with(client, &spec.resource);
+        let api: Api<DynamicObject> = api(client, spec);
         watcher(api, spec.config.clone()).map_ok(move |e| json_event(e, &resource)).boxed()
+    }
+}
+
+/// The API of `spec`'s resource, in its namespace or across namespaces.
+fn api<K: kube::Resource<DynamicType = ApiResource, Scope = kube::core::DynamicResourceScope>>(
+    client: Client,
+    spec: &WatchSpec,
+) -> Api<K> {
+    match &spec.namespace {
+        Some(namespace) => Api::namespaced_with(client, namespace, &spec.resource),
+        None => Api::all_with(client, &spec.resource),
     }
 }
 

@@ -3,7 +3,7 @@
 //! reviews' app → reviews' sidecar → ratings' app (ratings has a sidecar too); the apps copy
 //! the trace headers ([`amime_e2e::upstream::TRACE_HEADERS`]).
 //!
-//! Blocks 73..=79 belong to this file. Each test ends by checking that Envoy rejected no xDS
+//! Blocks 73..=75 belong to this file. Each test ends by checking that Envoy rejected no xDS
 //! update and meshd counted no NACK.
 
 use std::path::PathBuf;

@@ -36,9 +36,7 @@ use super::l4_routes::tls_inspector;
 use super::routes::RouteSite;
 use super::{policy, routes, HashPolicies, InterceptionMode, ModelLookup, Problems, ProxyClass};
 use crate::model::index::Index;
-use crate::model::{
-    resolve_host, selector_matches, Gateway, GatewayServer, Labels, PortProtocol, ServerTlsMode, VirtualService,
-};
+use crate::model::{selector_matches, Gateway, GatewayServer, Labels, PortProtocol, ServerTlsMode, VirtualService};
 
 /// One server of one Gateway, translated and ready to be placed on a listener.
 #[derive(Debug)]
@@ -281,19 +279,7 @@ fn bound_hosts(
 ) -> Vec<VirtualHost> {
     let mut by_domain: BTreeMap<String, (&VirtualService, VirtualHost)> = BTreeMap::new();
     for vs in model.virtual_services.values().filter(|vs| binds(vs, gw)) {
-        let mut domains = BTreeSet::new();
-        for h in &vs.hosts {
-            let host = resolve_host(h, &vs.namespace);
-            for entry in &server.hosts {
-                let (ns, server_host) = split_server_host(entry, &gw.namespace);
-                if ns != "*" && ns != vs.namespace {
-                    continue;
-                }
-                if let Some(domain) = intersect(server_host, &host) {
-                    domains.insert(domain.to_owned());
-                }
-            }
-        }
+        let domains: BTreeSet<String> = gateway_l4::bound_names(vs, gw, server).into_iter().collect();
         if domains.is_empty() {
             continue;
         }

@@ -40,8 +40,9 @@ fn match_applies(m: &L4Match, vs: &VirtualService, gw: &Gateway, server: &Gatewa
     bound && m.port.is_none_or(|p| p == server.port)
 }
 
-/// The server hosts `vs`'s hosts meet (the narrower of each pair), as SNI names.
-fn bound_names(vs: &VirtualService, gw: &Gateway, server: &GatewayServer) -> Vec<String> {
+/// The server hosts `vs`'s hosts meet (the narrower of each pair): the domains of its
+/// virtual hosts on an HTTP server, the SNI names it may route on a TLS one.
+pub(crate) fn bound_names(vs: &VirtualService, gw: &Gateway, server: &GatewayServer) -> Vec<String> {
     let mut names = Vec::new();
     for h in &vs.hosts {
         let host = resolve_host(h, &vs.namespace);

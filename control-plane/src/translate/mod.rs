@@ -815,9 +815,7 @@ fn service_hosts(
                         })
                         .collect();
                     let built = scoping::host_routes(
-                        service,
-                        sp.port,
-                        owns_ip,
+                        scoping::HostPort::service(service, sp.port, owns_ip),
                         inputs,
                         hash_policies,
                         &mut *rules.conditions,

@@ -81,15 +81,6 @@ impl<T> Shapes<T> {
             (true, false) => &self.per_port_foreign,
         }
     }
-
-    pub fn map<U>(&self, f: impl Fn(&T) -> U) -> Shapes<U> {
-        Shapes {
-            explicit_own: f(&self.explicit_own),
-            explicit_foreign: f(&self.explicit_foreign),
-            per_port_own: f(&self.per_port_own),
-            per_port_foreign: f(&self.per_port_foreign),
-        }
-    }
 }
 
 /// Encodes `vh` as field 2 (`virtual_hosts`) of a RouteConfiguration; empty when it
@@ -149,25 +140,47 @@ impl HostRoutes {
 /// `None` when the rule was refused without a good version to keep.
 pub(crate) type RuleInput = (ExportTo, Option<Vec<(Route, Option<SourceCondition>)>>);
 
-/// The virtual host of `service` on `port` in every variant: the default route, and
-/// each of `rules` (in precedence order). Each variant is checked as a whole route
-/// configuration piece (its names with its routes); Err holds what Envoy would say.
+/// One registry host's port, as its virtual hosts are built: the host, whose namespace
+/// counts as "own", the virtual host in each shape (without routes), and for explicit
+/// proxies, how routes change (None: they are the same).
+pub(crate) struct HostPort<'a> {
+    pub hostname: String,
+    pub namespace: String,
+    pub port: u16,
+    pub templates: Shapes<VirtualHost>,
+    pub explicit_routes: Option<&'a dyn Fn(Vec<Route>) -> Vec<Route>>,
+}
+
+impl HostPort<'_> {
+    /// A service's port: it answers to its own short names in its namespace, and to its
+    /// cluster IP when it `owns_ip`.
+    pub(crate) fn service(service: &Service, port: u16, owns_ip: bool) -> HostPort<'static> {
+        HostPort {
+            hostname: service.hostname(),
+            namespace: service.namespace.clone(),
+            port,
+            templates: Shapes {
+                explicit_own: virtual_host(service, port, Vec::new(), true, port == 80, owns_ip),
+                explicit_foreign: virtual_host(service, port, Vec::new(), false, port == 80, owns_ip),
+                per_port_own: virtual_host(service, port, Vec::new(), true, true, owns_ip),
+                per_port_foreign: virtual_host(service, port, Vec::new(), false, true, owns_ip),
+            },
+            explicit_routes: None,
+        }
+    }
+}
+
+/// The virtual host of `host` in every variant: the default route, and each of `rules`
+/// (in precedence order). Each variant is checked as a whole route configuration piece
+/// (its names with its routes); Err holds what Envoy would say.
 pub(crate) fn host_routes(
-    service: &Service,
-    port: u16,
-    owns_ip: bool,
+    host: HostPort<'_>,
     rules: Vec<RuleInput>,
     hash_policies: &HashPolicies,
     conditions: &mut Conditions,
     checker: &mut Checker,
 ) -> Result<HostRoutes, Arc<[Violation]>> {
-    let hostname = service.hostname();
-    let templates = Shapes {
-        explicit_own: virtual_host(service, port, Vec::new(), true, port == 80, owns_ip),
-        explicit_foreign: virtual_host(service, port, Vec::new(), false, port == 80, owns_ip),
-        per_port_own: virtual_host(service, port, Vec::new(), true, true, owns_ip),
-        per_port_foreign: virtual_host(service, port, Vec::new(), false, true, owns_ip),
-    };
+    let HostPort { hostname, namespace, port, templates, explicit_routes } = host;
     let mut check = |routes: &[Route]| {
         // The shape with every domain; the others hold a subset of them.
         let vh = VirtualHost { routes: routes.to_vec(), ..templates.per_port_own.clone() };
@@ -179,7 +192,19 @@ pub(crate) fn host_routes(
         }
     };
     let encode = |routes: &[Route]| {
-        templates.map(|t| encode_virtual_host(&VirtualHost { routes: routes.to_vec(), ..t.clone() }))
+        let explicit = match explicit_routes {
+            Some(adapt) => adapt(routes.to_vec()),
+            None => routes.to_vec(),
+        };
+        let with = |t: &VirtualHost, routes: &[Route]| {
+            encode_virtual_host(&VirtualHost { routes: routes.to_vec(), ..t.clone() })
+        };
+        Shapes {
+            explicit_own: with(&templates.explicit_own, &explicit),
+            explicit_foreign: with(&templates.explicit_foreign, &explicit),
+            per_port_own: with(&templates.per_port_own, routes),
+            per_port_foreign: with(&templates.per_port_foreign, routes),
+        }
     };
     let mut default = vec![routes::service_default_route(&cluster_name(port, None, &hostname))];
     policy::add_hash_policies(&mut default, hash_policies);
@@ -197,19 +222,14 @@ pub(crate) fn host_routes(
         let routes = if sources.iter().all(Option::is_none) {
             RuleRoutes::Fixed(encode(&all))
         } else {
+            // Per caller; explicit proxies then get the routes as they are (a NONE
+            // entry's original destination is not rewritten to the authority for them).
             let numbered = sources.into_iter().map(|s| s.map(|c| conditions.number(c)));
             RuleRoutes::BySource(all.into_iter().zip(numbered).collect())
         };
         out.push((export_to, routes));
     }
-    Ok(HostRoutes {
-        hostname,
-        namespace: service.namespace.clone(),
-        port,
-        templates,
-        default: default_shapes,
-        rules: out,
-    })
+    Ok(HostRoutes { hostname, namespace, port, templates, default: default_shapes, rules: out })
 }
 
 #[cfg(test)]

@@ -43,8 +43,8 @@ use crate::model::{
 use super::contain::Checker;
 use super::dr_scope::{Built, DrViews};
 use super::envoy::*;
-use super::scoping::{encode_virtual_host, HostRoutes, RuleRoutes, Shapes};
-use super::{cluster_name, domains, policy, routes, HashPolicies, HostRules, ModelLookup, Problems, NO_LABELS};
+use super::scoping::{self, HostPort, HostRoutes, Shapes};
+use super::{cluster_name, domains, policy, HashPolicies, HostRules, ModelLookup, Problems, NO_LABELS};
 
 fn warning(entry: &ServiceEntry, field: &str, message: String) -> ObjectError {
     ObjectError::at_object(Severity::Warning, "ServiceEntry", &entry.namespace, &entry.name, field, message)
@@ -367,66 +367,28 @@ fn entry_host_routes(
 ) -> Result<HostRoutes, Arc<[crate::envoy_validate::Violation]>> {
     let explicit = entry_virtual_host(host, port, ips, port == 80);
     let per_port = entry_virtual_host(host, port, ips, true);
-    let templates = Shapes {
-        explicit_own: explicit.clone(),
-        explicit_foreign: explicit,
-        per_port_own: per_port.clone(),
-        per_port_foreign: per_port,
-    };
-    let mut check = |routes: &[Route]| {
-        let vh = VirtualHost { routes: routes.to_vec(), ..templates.per_port_own.clone() };
-        let refused = checker.check("envoy.config.route.v3.RouteConfiguration", &encode_virtual_host(&vh));
-        if refused.is_empty() {
-            Ok(())
-        } else {
-            Err(refused)
-        }
-    };
-    let encode = |routes: &[Route]| {
-        let explicit_routes = by_authority(lookup, routes.to_vec());
-        let with = |t: &VirtualHost, routes: &[Route]| {
-            encode_virtual_host(&VirtualHost { routes: routes.to_vec(), ..t.clone() })
-        };
-        Shapes {
-            explicit_own: with(&templates.explicit_own, &explicit_routes),
-            explicit_foreign: with(&templates.explicit_foreign, &explicit_routes),
-            per_port_own: with(&templates.per_port_own, routes),
-            per_port_foreign: with(&templates.per_port_foreign, routes),
-        }
-    };
-    let mut default = vec![routes::service_default_route(&cluster_name(port, None, host))];
-    policy::add_hash_policies(&mut default, hash_policies);
-    check(&default)?;
-    let default_shapes = encode(&default);
-    let candidates = rules.by_host.get(host).map(Vec::as_slice).unwrap_or_default();
-    let mut out = Vec::with_capacity(candidates.len());
-    for vs in candidates {
-        let key = ((vs.namespace.clone(), vs.name.clone()), host.to_owned(), port);
-        let Some(sourced) = rules.routes.remove(&key).filter(|r| !r.is_empty()) else {
-            out.push((vs.export_to.clone(), RuleRoutes::Fixed(encode(&default))));
-            continue;
-        };
-        let (mut all, sources): (Vec<Route>, Vec<_>) = sourced.into_iter().unzip();
-        policy::add_hash_policies(&mut all, hash_policies);
-        check(&all)?;
-        let routes = if sources.iter().all(Option::is_none) {
-            RuleRoutes::Fixed(encode(&all))
-        } else {
-            // Per caller; explicit proxies then get the per-port routes (a NONE entry's
-            // original destination is not rewritten to the authority for them).
-            let numbered = sources.into_iter().map(|s| s.map(|c| rules.conditions.number(c)));
-            RuleRoutes::BySource(all.into_iter().zip(numbered).collect())
-        };
-        out.push((vs.export_to.clone(), routes));
-    }
-    Ok(HostRoutes {
+    let adapt = |routes: Vec<Route>| by_authority(lookup, routes);
+    let spec = HostPort {
         hostname: host.to_owned(),
         namespace: entry.namespace.clone(),
         port,
-        templates,
-        default: default_shapes,
-        rules: out,
-    })
+        templates: Shapes {
+            explicit_own: explicit.clone(),
+            explicit_foreign: explicit,
+            per_port_own: per_port.clone(),
+            per_port_foreign: per_port,
+        },
+        explicit_routes: Some(&adapt),
+    };
+    let candidates = rules.by_host.get(host).map(Vec::as_slice).unwrap_or_default();
+    let inputs = candidates
+        .iter()
+        .map(|vs| {
+            let key = ((vs.namespace.clone(), vs.name.clone()), host.to_owned(), port);
+            (vs.export_to.clone(), rules.routes.remove(&key))
+        })
+        .collect();
+    scoping::host_routes(spec, inputs, hash_policies, &mut *rules.conditions, checker)
 }
 
 /// A hand-off listener for TCP to `ip:port` (under capture), to `cluster`.

@@ -401,6 +401,7 @@ mod tests {
             ip: Some(ip.parse().unwrap()),
             labels: Default::default(),
             kind: Default::default(),
+            locality: Default::default(),
         }
     }
 

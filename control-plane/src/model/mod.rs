@@ -7,6 +7,7 @@
 
 pub mod http_actions;
 pub mod index;
+pub mod locality;
 pub mod parse;
 pub mod policy;
 pub mod rate_limit;
@@ -542,6 +543,8 @@ pub struct ServiceEntryEndpoint {
     pub ports: BTreeMap<String, u16>,
     pub labels: Labels,
     pub weight: Option<u32>,
+    /// Where the endpoint runs (`locality`); empty when unknown.
+    pub locality: locality::Locality,
 }
 
 /// Istio's ServiceEntry: hosts added to the mesh registry (see

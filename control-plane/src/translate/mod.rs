@@ -15,6 +15,7 @@ pub mod envoy;
 mod gateway;
 pub mod gateway_tls;
 pub mod http_actions;
+pub mod locality;
 pub mod policy;
 pub mod rate_limit;
 pub mod routes;
@@ -74,6 +75,9 @@ pub struct ProxyClass {
     pub labels: Labels,
     /// A gateway gets only its Gateways' listeners, no sidecar ones.
     pub kind: ProxyKind,
+    /// Where the proxy runs: locality-aware clusters' endpoints depend on it
+    /// ([`locality`]); proxies of one locality share them.
+    pub locality: crate::model::locality::Locality,
 }
 
 /// Where traffic to destinations outside the mesh registry goes (Istio's
@@ -158,6 +162,8 @@ pub struct MeshConfig {
     settings: MeshSettings,
     clusters: Arc<ResourceSet>,
     endpoints: Arc<ResourceSet>,
+    /// `endpoints` as each caller locality gets them, where locality balancing applies.
+    locality_endpoints: locality::LocalityEndpoints,
     /// Every HTTP service port's virtual host, encoded once per build in the four
     /// shapes a route configuration needs (and the variants callers may need, see
     /// [`scoping`]); ordered by (hostname, port).
@@ -353,8 +359,11 @@ impl MeshConfig {
         let mut problems = Problems::default();
         let lookup = ModelLookup::new(&model);
         problems.list.extend(lookup.entry_problems.iter().cloned());
-        let (mut clusters, mut endpoints, mut hash_policies) = clusters_and_endpoints(&model, &lookup, &mut problems);
-        let (entry_clusters, entry_endpoints, entry_hashes) = service_entry::clusters(&lookup, &mut problems);
+        let mut plans = locality::Plans::default();
+        let (mut clusters, mut endpoints, mut hash_policies) =
+            clusters_and_endpoints(&model, &lookup, &mut plans, &mut problems);
+        let (entry_clusters, entry_endpoints, entry_hashes) =
+            service_entry::clusters(&lookup, &mut plans, &mut problems);
         clusters.extend(entry_clusters);
         endpoints.extend(entry_endpoints);
         hash_policies.extend(entry_hashes);
@@ -408,6 +417,7 @@ impl MeshConfig {
             settings: settings.clone(),
             clusters: Arc::new(ResourceSet::new(clusters)),
             endpoints: Arc::new(ResourceSet::new(endpoints)),
+            locality_endpoints: locality::LocalityEndpoints::new(plans),
             virtual_hosts,
             conditions,
             capture_listeners,
@@ -431,6 +441,12 @@ impl MeshConfig {
 
     pub fn endpoints(&self) -> &Arc<ResourceSet> {
         &self.endpoints
+    }
+
+    /// The endpoints a proxy in `caller` gets: [`Self::endpoints`] unless locality
+    /// balancing orders some cluster's endpoints for it.
+    pub fn endpoints_for(&self, caller: &crate::model::locality::Locality) -> Arc<ResourceSet> {
+        self.locality_endpoints.for_caller(&self.endpoints, caller)
     }
 
     /// Route configurations (explicit and per-port) for proxies in `namespace` whose
@@ -621,13 +637,13 @@ impl MeshConfig {
             let (listeners, routes) = gateway::listeners_and_routes(&self.gateway_servers, class);
             return Snapshot::new()
                 .with(ResourceType::Cluster, self.clusters.clone())
-                .with(ResourceType::ClusterLoadAssignment, self.endpoints.clone())
+                .with(ResourceType::ClusterLoadAssignment, self.endpoints_for(&class.locality))
                 .with(ResourceType::Listener, Arc::new(ResourceSet::new(listeners)))
                 .with(ResourceType::RouteConfiguration, Arc::new(ResourceSet::new(routes)));
         }
         Snapshot::new()
             .with(ResourceType::Cluster, self.clusters.clone())
-            .with(ResourceType::ClusterLoadAssignment, self.endpoints.clone())
+            .with(ResourceType::ClusterLoadAssignment, self.endpoints_for(&class.locality))
             .with(ResourceType::Listener, self.listeners_for(class))
             .with(ResourceType::RouteConfiguration, self.routes_for(&class.namespace, &class.labels))
     }
@@ -639,6 +655,7 @@ impl MeshConfig {
 fn clusters_and_endpoints(
     model: &Index,
     lookup: &ModelLookup<'_>,
+    plans: &mut locality::Plans,
     problems: &mut Problems,
 ) -> (Vec<Arc<Resource>>, Vec<Arc<Resource>>, HashPolicies) {
     let mut hash_policies = HashPolicies::new();
@@ -664,21 +681,22 @@ fn clusters_and_endpoints(
         for sp in &service.ports {
             let http2 = sp.protocol == Protocol::Http2;
             let all = service_endpoints(model, lookup, service, sp.port);
-            let mut add = |name: String, policy: PolicySections, eps: Vec<SocketAddr>| {
+            let mut add = |name: String, policy: PolicySections, eps: Vec<&(SocketAddr, &Labels)>| {
                 let mut cluster = eds_cluster(&name, Default::default(), http2);
                 policy::apply(&mut cluster, &policy, sp.protocol);
                 if let Some(hash) = policy::hash_policy(policy.load_balancer.as_ref()) {
                     hash_policies.insert(name.clone(), hash);
                 }
+                let located = eps.iter().map(|(a, labels)| locality::located_endpoint(*a, labels)).collect();
+                let cla = locality::assignment(&name, &policy, &mut cluster, located, plans);
                 clusters.push(Arc::new(Resource::from_message(name.clone(), &cluster)));
-                let cla = load_assignment(&name, &eps);
                 endpoints.push(Arc::new(Resource::from_message(name, &cla)));
             };
             let own_policy = effective_policy(rule_policy, None, sp.port);
-            add(cluster_name(sp.port, None, &host), own_policy, all.iter().map(|(a, _)| *a).collect());
+            add(cluster_name(sp.port, None, &host), own_policy, all.iter().collect());
             for subset in dr.map(|d| d.subsets.as_slice()).unwrap_or_default() {
                 let policy = effective_policy(rule_policy, subset.traffic_policy.as_ref(), sp.port);
-                let eps = all.iter().filter(|(_, l)| selector_matches(&subset.labels, l)).map(|(a, _)| *a).collect();
+                let eps = all.iter().filter(|(_, l)| selector_matches(&subset.labels, l)).collect();
                 add(cluster_name(sp.port, Some(&subset.name), &host), policy, eps);
             }
         }

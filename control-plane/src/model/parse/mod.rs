@@ -24,6 +24,7 @@ mod istio_api;
 mod kinds;
 mod kube;
 mod kube_api;
+mod locality;
 mod rate_limit;
 mod route_actions;
 mod schema;
@@ -39,6 +40,8 @@ mod tests;
 mod tests_actions;
 #[cfg(test)]
 mod tests_http_actions;
+#[cfg(test)]
+mod tests_locality;
 #[cfg(test)]
 mod tests_rate_limit;
 #[cfg(test)]

@@ -16,6 +16,14 @@ pub use injector::locality::{
 
 use super::Labels;
 
+/// A Kubernetes Node, reduced to the locality of the pods on it (its topology labels).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Node {
+    pub name: String,
+    /// `None` when the Node has no topology label.
+    pub locality: Option<Locality>,
+}
+
 /// A DestinationRule's `localityLbSetting`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum LocalityLb {

@@ -28,8 +28,9 @@ use envoy_types::pb::envoy::config::endpoint::v3::{ClusterLoadAssignment, LbEndp
 use envoy_types::pb::google::protobuf::UInt32Value;
 use xds::{Resource, ResourceSet};
 
+use crate::model::index::Index;
 use crate::model::locality::{locality_matches, pod_locality, Distribute, Locality, LocalityLb, RegionFailover};
-use crate::model::{Labels, PolicySections};
+use crate::model::{Pod, PolicySections};
 
 /// The locality balancing a cluster with `policy` gets, as Istio decides it: the rule's
 /// `distribute` always; failover (its `failover` list, or none with the mesh default,
@@ -140,15 +141,23 @@ impl Plan {
     }
 }
 
-/// Where a Kubernetes workload's endpoint runs: its pod's `istio-locality` label, else
-/// unknown.
-pub fn workload_locality(labels: &Labels) -> Locality {
-    pod_locality(labels).unwrap_or_default()
+/// Where a Kubernetes endpoint runs, as Istio reads it: its pod's `istio-locality`
+/// label, else the topology labels of its Node (the pod's `spec.nodeName`, else the
+/// EndpointSlice endpoint's `nodeName`), else unknown.
+pub fn endpoint_locality(model: &Index, pod: Option<&Pod>, node_name: Option<&str>) -> Locality {
+    if let Some(l) = pod.and_then(|p| pod_locality(&p.labels)) {
+        return l;
+    }
+    pod.and_then(|p| p.node_name.as_deref())
+        .or(node_name)
+        .and_then(|n| model.nodes.get(n))
+        .and_then(|n| n.locality.clone())
+        .unwrap_or_default()
 }
 
-/// A service endpoint at `address` of the pod with `labels`, with its locality.
-pub fn located_endpoint(address: SocketAddr, labels: &Labels) -> (Locality, LbEndpoint) {
-    (workload_locality(labels), super::envoy::lb_endpoint_at(address))
+/// A service endpoint at `address` in `locality`.
+pub fn located_endpoint(address: SocketAddr, locality: &Locality) -> (Locality, LbEndpoint) {
+    (locality.clone(), super::envoy::lb_endpoint_at(address))
 }
 
 fn pb_locality(l: &Locality) -> PbLocality {

@@ -116,3 +116,34 @@ fn only_locality_aware_clusters_are_planned_per_caller() {
         plans.0["c"].for_caller(&l("r1/z1")).endpoints.iter().map(|g| g.load_balancing_weight.unwrap().value).collect();
     assert_eq!(weights, [80, 20]);
 }
+
+#[test]
+fn kubernetes_endpoints_take_the_pod_label_else_their_node() {
+    use crate::model::locality::Node;
+    use crate::model::{MeshObject, Pod};
+    let mut index = Index::new();
+    for (name, locality) in [("n1", Some("r1/z1")), ("n2", None)] {
+        index.apply(MeshObject::Node(Node { name: name.into(), locality: locality.map(l) }));
+    }
+    let pod = |labels: &[(&str, &str)], node: Option<&str>| Pod {
+        namespace: "ns".into(),
+        name: "p".into(),
+        labels: labels.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
+        ip: None,
+        service_account: "default".into(),
+        ports: Vec::new(),
+        ready: true,
+        node_name: node.map(str::to_owned),
+    };
+    let cases = [
+        (Some(pod(&[("istio-locality", "r9.z9")], Some("n1"))), None, "r9/z9"),
+        (Some(pod(&[], Some("n1"))), None, "r1/z1"),
+        (Some(pod(&[], Some("n2"))), None, ""),
+        (Some(pod(&[], None)), Some("n1"), "r1/z1"),
+        (None, Some("n1"), "r1/z1"),
+        (None, Some("unknown"), ""),
+    ];
+    for (pod, node, want) in cases {
+        assert_eq!(endpoint_locality(&index, pod.as_ref(), node).to_string(), want, "{pod:?} {node:?}");
+    }
+}

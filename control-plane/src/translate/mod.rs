@@ -218,6 +218,7 @@ fn rule_for_host<'a>(
 /// Lookup tables built once per translation, so per-service work does not scan the
 /// whole model.
 pub(crate) struct ModelLookup<'a> {
+    model: &'a Index,
     /// Pods by (namespace, label key, label value).
     pods_by_label: HashMap<(&'a str, &'a str, &'a str), Vec<&'a Pod>>,
     pods_by_namespace: HashMap<&'a str, Vec<&'a Pod>>,
@@ -234,6 +235,7 @@ impl<'a> ModelLookup<'a> {
     fn new(model: &'a Index) -> ModelLookup<'a> {
         let (entries, entry_problems) = service_entry::entries_by_host(model);
         let mut lookup = ModelLookup {
+            model,
             pods_by_label: HashMap::new(),
             pods_by_namespace: HashMap::new(),
             slices_by_service: HashMap::new(),
@@ -277,13 +279,13 @@ impl<'a> ModelLookup<'a> {
 static NO_LABELS: Labels = Labels::new();
 
 /// Endpoints of `service` on `port` (by target port), each with the labels of the pod
-/// behind it (for subsets).
+/// behind it (for subsets) and its locality.
 fn service_endpoints<'a>(
     model: &'a Index,
     lookup: &ModelLookup<'a>,
     service: &Service,
     port: u16,
-) -> Vec<(SocketAddr, &'a Labels)> {
+) -> Vec<(SocketAddr, &'a Labels, crate::model::locality::Locality)> {
     let Some(sp) = service.ports.iter().find(|p| p.port == port) else { return Vec::new() };
     let slices = lookup.slices_by_service.get(&(service.namespace.as_str(), service.name.as_str()));
     let mut out = BTreeMap::new();
@@ -291,13 +293,11 @@ fn service_endpoints<'a>(
         for slice in slices {
             let Some(&(_, target)) = slice.ports.iter().find(|(name, _)| *name == sp.name) else { continue };
             for e in slice.endpoints.iter().filter(|e| e.ready) {
-                let labels = e
-                    .pod
-                    .as_ref()
-                    .and_then(|p| model.pods.get(&(service.namespace.clone(), p.clone())))
-                    .map_or(&NO_LABELS, |p| &p.labels);
+                let pod = e.pod.as_ref().and_then(|p| model.pods.get(&(service.namespace.clone(), p.clone())));
+                let labels = pod.map_or(&NO_LABELS, |p| &p.labels);
+                let locality = locality::endpoint_locality(model, pod.map(|p| &**p), e.node_name.as_deref());
                 for ip in &e.addresses {
-                    out.insert(SocketAddr::new(*ip, target), labels);
+                    out.insert(SocketAddr::new(*ip, target), (labels, locality.clone()));
                 }
             }
         }
@@ -307,10 +307,10 @@ fn service_endpoints<'a>(
                 continue;
             }
             let (Some(ip), Some(target)) = (pod.ip, pod.resolve_port(&sp.target_port)) else { continue };
-            out.insert(SocketAddr::new(ip, target), &pod.labels);
+            out.insert(SocketAddr::new(ip, target), (&pod.labels, locality::endpoint_locality(model, Some(pod), None)));
         }
     }
-    out.into_iter().collect()
+    out.into_iter().map(|(a, (labels, l))| (a, labels, l)).collect()
 }
 
 /// The virtual host of `service` on `port`: answers to the FQDN, `name.namespace.svc`,
@@ -681,22 +681,25 @@ fn clusters_and_endpoints(
         for sp in &service.ports {
             let http2 = sp.protocol == Protocol::Http2;
             let all = service_endpoints(model, lookup, service, sp.port);
-            let mut add = |name: String, policy: PolicySections, eps: Vec<&(SocketAddr, &Labels)>| {
-                let mut cluster = eds_cluster(&name, Default::default(), http2);
-                policy::apply(&mut cluster, &policy, sp.protocol);
-                if let Some(hash) = policy::hash_policy(policy.load_balancer.as_ref()) {
-                    hash_policies.insert(name.clone(), hash);
-                }
-                let located = eps.iter().map(|(a, labels)| locality::located_endpoint(*a, labels)).collect();
-                let cla = locality::assignment(&name, &policy, &mut cluster, located, plans);
-                clusters.push(Arc::new(Resource::from_message(name.clone(), &cluster)));
-                endpoints.push(Arc::new(Resource::from_message(name, &cla)));
-            };
+            let mut add =
+                |name: String,
+                 policy: PolicySections,
+                 eps: Vec<&(SocketAddr, &Labels, crate::model::locality::Locality)>| {
+                    let mut cluster = eds_cluster(&name, Default::default(), http2);
+                    policy::apply(&mut cluster, &policy, sp.protocol);
+                    if let Some(hash) = policy::hash_policy(policy.load_balancer.as_ref()) {
+                        hash_policies.insert(name.clone(), hash);
+                    }
+                    let located = eps.iter().map(|(a, _, l)| locality::located_endpoint(*a, l)).collect();
+                    let cla = locality::assignment(&name, &policy, &mut cluster, located, plans);
+                    clusters.push(Arc::new(Resource::from_message(name.clone(), &cluster)));
+                    endpoints.push(Arc::new(Resource::from_message(name, &cla)));
+                };
             let own_policy = effective_policy(rule_policy, None, sp.port);
             add(cluster_name(sp.port, None, &host), own_policy, all.iter().collect());
             for subset in dr.map(|d| d.subsets.as_slice()).unwrap_or_default() {
                 let policy = effective_policy(rule_policy, subset.traffic_policy.as_ref(), sp.port);
-                let eps = all.iter().filter(|(_, l)| selector_matches(&subset.labels, l)).collect();
+                let eps = all.iter().filter(|(_, l, _)| selector_matches(&subset.labels, l)).collect();
                 add(cluster_name(sp.port, Some(&subset.name), &host), policy, eps);
             }
         }

@@ -138,7 +138,7 @@ fn targets<'a>(
                     port: default_port,
                     weight: None,
                     labels: &p.labels,
-                    locality: super::locality::workload_locality(&p.labels),
+                    locality: super::locality::endpoint_locality(lookup.model, Some(p), None),
                 })
             })
             .collect();

@@ -228,6 +228,11 @@ pub fn parse_object(raw: &RawObject) -> Result<Parsed, Diagnostic> {
             check_dns_label(&cx, "metadata.name", &raw.name)?;
             MeshObject::Namespace(Namespace { name: raw.name.clone(), labels: raw.labels.clone() })
         }
+        "Node" => {
+            schema::check(&mut cx, &raw.body, &kube_api::OBJECT, "")?;
+            let locality = crate::model::locality::node_locality(&raw.labels);
+            MeshObject::Node(crate::model::locality::Node { name: raw.name.clone(), locality })
+        }
         "Service" => MeshObject::Service(kube::parse_service(&mut cx, namespace)?),
         "Pod" => MeshObject::Pod(kube::parse_pod(&mut cx, namespace)?),
         "EndpointSlice" => MeshObject::EndpointSlice(kube::parse_endpoint_slice(&mut cx, namespace)?),
@@ -262,7 +267,7 @@ pub fn parse_object(raw: &RawObject) -> Result<Parsed, Diagnostic> {
             }
         }
     };
-    if !matches!(object, MeshObject::Namespace(_)) {
+    if !object.key().kind.is_cluster_scoped() {
         check_dns_label(&cx, "metadata.namespace", &object.key().namespace)?;
     }
     Ok(Parsed::Object(object, cx.warnings))

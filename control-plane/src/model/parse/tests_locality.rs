@@ -84,3 +84,30 @@ fn endpoint_localities_are_read_and_checked() {
         (entry("r1//s1"), "spec.endpoints[0].locality", "empty part"),
     ]);
 }
+
+#[test]
+fn nodes_give_their_topology_and_pods_their_node() {
+    let node = "apiVersion: v1\nkind: Node\nmetadata:\n  name: n1\n  labels: {topology.kubernetes.io/region: r1, topology.kubernetes.io/zone: z1, topology.istio.io/subzone: s1, kubernetes.io/os: linux}\nspec: {podCIDR: 10.0.0.0/24}\nstatus: {}\n";
+    match parse_yaml(node) {
+        Ok(Parsed::Object(MeshObject::Node(n), warnings)) => {
+            assert!(warnings.is_empty(), "{warnings:?}");
+            let locality = n.locality.map(|l| l.to_string());
+            assert_eq!((n.name.as_str(), locality.as_deref()), ("n1", Some("r1/z1/s1")));
+        }
+        other => panic!("{other:?}"),
+    }
+    // A Node without topology labels has no locality, and no namespace.
+    match parse_yaml("apiVersion: v1\nkind: Node\nmetadata: {name: n2}\n") {
+        Ok(Parsed::Object(o @ MeshObject::Node(_), _)) => {
+            assert_eq!(o.key().namespace, "");
+            let MeshObject::Node(n) = o else { unreachable!() };
+            assert_eq!(n.locality, None);
+        }
+        other => panic!("{other:?}"),
+    }
+    let pod = "apiVersion: v1\nkind: Pod\nmetadata: {name: p, namespace: ns}\nspec: {nodeName: n1, containers: []}\n";
+    match parse_yaml(pod) {
+        Ok(Parsed::Object(MeshObject::Pod(p), _)) => assert_eq!(p.node_name.as_deref(), Some("n1")),
+        other => panic!("{other:?}"),
+    }
+}

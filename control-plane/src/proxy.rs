@@ -35,7 +35,8 @@ pub struct Proxy {
     /// Sidecar, or ingress gateway (`PROXY_TYPE=router`).
     pub kind: ProxyKind,
     /// Envoy's `node.locality` (`meshctl bootstrap --locality`), else the workload's
-    /// `istio-locality` label (as its endpoints get it); empty when neither is set.
+    /// `istio-locality` label (as its endpoints get it); empty when neither is set (the
+    /// push then looks for the proxy's pod and its Node).
     pub locality: Locality,
 }
 

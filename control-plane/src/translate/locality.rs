@@ -155,6 +155,14 @@ pub fn endpoint_locality(model: &Index, pod: Option<&Pod>, node_name: Option<&st
         .unwrap_or_default()
 }
 
+/// The locality of the proxy of a pod of `namespace` with one of `ips`, from the pod
+/// meshd knows (its `istio-locality` label, else its Node's labels), for a sidecar whose
+/// bootstrap names none; `None` when meshd knows no such pod or no locality for it.
+pub fn pod_ip_locality(model: &Index, namespace: &str, ips: &[std::net::IpAddr]) -> Option<Locality> {
+    let pod = Index::in_namespace(&model.pods, namespace).find(|p| p.ip.is_some_and(|ip| ips.contains(&ip)))?;
+    Some(endpoint_locality(model, Some(&**pod), None)).filter(|l| !l.is_empty())
+}
+
 /// A service endpoint at `address` in `locality`.
 pub fn located_endpoint(address: SocketAddr, locality: &Locality) -> (Locality, LbEndpoint) {
     (locality.clone(), super::envoy::lb_endpoint_at(address))

@@ -146,4 +146,10 @@ fn kubernetes_endpoints_take_the_pod_label_else_their_node() {
     for (pod, node, want) in cases {
         assert_eq!(endpoint_locality(&index, pod.as_ref(), node).to_string(), want, "{pod:?} {node:?}");
     }
+    // A sidecar without a locality of its own is placed by its pod (found by IP).
+    let ip: std::net::IpAddr = "10.0.0.7".parse().unwrap();
+    index.apply(MeshObject::Pod(Pod { ip: Some(ip), ..pod(&[], Some("n1")) }));
+    assert_eq!(pod_ip_locality(&index, "ns", &[ip]).map(|l| l.to_string()).as_deref(), Some("r1/z1"));
+    assert_eq!(pod_ip_locality(&index, "other", &[ip]), None);
+    assert_eq!(pod_ip_locality(&index, "ns", &["10.0.0.8".parse().unwrap()]), None);
 }

@@ -2,7 +2,8 @@
 //! sidecars started with `meshctl bootstrap --locality`): a STATIC ServiceEntry with one
 //! endpoint in r1/z1 and one in r1/z2. With outlier detection, each caller stays in its
 //! own zone, and a caller in z1 fails over to z2 once z1's endpoint fails and is ejected;
-//! with `distribute`, a caller in z1 splits 80/20. Each test ends checking that Envoy
+//! with `distribute`, a caller in z1 splits 80/20; and Kubernetes pods take the locality of
+//! their Nodes (config-directory objects). Each test ends checking that Envoy
 //! rejected no update and meshd counted no NACK.
 //!
 //! Blocks 246..=249 belong to this file.
@@ -76,8 +77,12 @@ struct Setup {
 }
 
 async fn start(ctx: &TestContext, block: IpBlock, traffic_policy: &str, callers: &[&str]) -> Result<Setup> {
+    start_on(ctx, block, &mesh_yaml(block, traffic_policy), URL, callers).await
+}
+
+async fn start_on(ctx: &TestContext, block: IpBlock, yaml: &str, url: &str, callers: &[&str]) -> Result<Setup> {
     let dir = MeshDir::new(ctx)?;
-    dir.write("api.yaml", &mesh_yaml(block, traffic_policy))?;
+    dir.write("api.yaml", yaml)?;
     let z1 = ZoneApp::start(block.addr(hosts::EXTRA_1, APP_PORT), "z1").await?;
     let z2 = ZoneApp::start(block.addr(hosts::EXTRA_2, APP_PORT), "z2").await?;
     let meshd = Meshd::start(ctx, dir.path(), block.ip(hosts::MESHD), &[]).await?;
@@ -87,10 +92,10 @@ async fn start(ctx: &TestContext, block: IpBlock, traffic_policy: &str, callers:
         let spec = SidecarSpec::new(&format!("caller-{i}"), "shop", ip).label("app", "caller").locality(locality);
         let sidecar = Sidecar::start(ctx, &spec, meshd.xds_addr()).await?;
         await_condition(
-            &format!("{URL} to answer through the sidecar in {locality}"),
+            &format!("{url} to answer through the sidecar in {locality}"),
             Duration::from_secs(10),
             || async {
-                let r = sidecar.request(URL, &[]).await?;
+                let r = sidecar.request(url, &[]).await?;
                 ensure!(r.status == 200, "{}", r.summary());
                 Ok(())
             },
@@ -152,6 +157,34 @@ async fn distribute_splits_a_zones_traffic_by_weight() {
         // A caller no `from` matches balances both endpoints alike (weights 1:1).
         let other = setup.callers[1].tally(100, URL, &[]).await;
         ensure!((35..=65).contains(&other.get("z1")), "want about half in z1 from z2; got {other}");
+        setup.check_no_nacks().await
+    })
+    .await;
+}
+
+/// Kubernetes objects as the config directory holds them: a Service whose pods run on two
+/// Nodes labelled with their zones; the pods carry no locality of their own.
+fn kubernetes_yaml(block: IpBlock) -> String {
+    let mut yaml = format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: api, namespace: shop}}\nspec:\n  selector: {{app: api}}\n  ports: [{{name: http, port: {APP_PORT}, targetPort: {APP_PORT}}}]\n---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: api, namespace: shop}}\nspec:\n  host: api\n  trafficPolicy:\n{OUTLIER}"
+    );
+    for (i, (host, zone)) in [(hosts::EXTRA_1, "z1"), (hosts::EXTRA_2, "z2")].into_iter().enumerate() {
+        yaml += &format!(
+            "---\napiVersion: v1\nkind: Node\nmetadata:\n  name: node-{zone}\n  labels: {{topology.kubernetes.io/region: r1, topology.kubernetes.io/zone: {zone}}}\n---\napiVersion: v1\nkind: Pod\nmetadata: {{name: api-{i}, namespace: shop, labels: {{app: api}}}}\nspec: {{nodeName: node-{zone}, containers: [{{name: api, image: api}}]}}\nstatus: {{podIP: {}}}\n",
+            block.ip(host)
+        );
+    }
+    yaml
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubernetes_endpoints_take_their_nodes_locality() {
+    run_test("kubernetes_endpoints_take_their_nodes_locality", |ctx| async move {
+        let block = IpBlock(248);
+        let url = format!("http://api:{APP_PORT}/");
+        let setup = start_on(&ctx, block, &kubernetes_yaml(block), &url, &["r1/z1", "r1/z2"]).await?;
+        setup.callers[0].tally(40, &url, &[]).await.ensure_all("z1", "a caller in r1/z1")?;
+        setup.callers[1].tally(40, &url, &[]).await.ensure_all("z2", "a caller in r1/z2")?;
         setup.check_no_nacks().await
     })
     .await;

@@ -10,6 +10,7 @@ use envoy_types::pb::google::protobuf::{value::Kind as ValueKind, Struct};
 
 use injector::node_metadata as keys;
 
+use crate::model::locality::{pod_locality, Locality};
 use crate::model::Labels;
 use crate::translate::{InterceptionMode, ProxyClass, ProxyKind};
 
@@ -33,6 +34,10 @@ pub struct Proxy {
     pub mode: InterceptionMode,
     /// Sidecar, or ingress gateway (`PROXY_TYPE=router`).
     pub kind: ProxyKind,
+    /// Envoy's `node.locality` (`meshctl bootstrap --locality`), else the workload's
+    /// `istio-locality` label (as its endpoints get it); empty when neither is set (the
+    /// push then looks for the proxy's pod and its Node).
+    pub locality: Locality,
 }
 
 fn string_field(meta: &Struct, field: &'static str) -> Result<Option<String>, ProxyError> {
@@ -115,6 +120,13 @@ impl Proxy {
                 message: format!("{value:?} is not sidecar or router"),
             })?,
         };
+        let locality = node
+            .locality
+            .as_ref()
+            .map(|l| Locality { region: l.region.clone(), zone: l.zone.clone(), subzone: l.sub_zone.clone() })
+            .filter(|l| !l.is_empty())
+            .or_else(|| pod_locality(&labels))
+            .unwrap_or_default();
         Ok(Proxy {
             id: node.id.clone(),
             pod_name: pod_name.to_owned(),
@@ -124,6 +136,7 @@ impl Proxy {
             service_account: string_field(meta, keys::SERVICE_ACCOUNT)?.unwrap_or_else(|| "default".into()),
             mode,
             kind,
+            locality,
         })
     }
 
@@ -135,6 +148,7 @@ impl Proxy {
             ("namespace", self.namespace.clone()),
             ("interception_mode", self.mode.metadata_value().to_owned()),
             ("proxy_type", self.kind.name().to_owned()),
+            ("locality", self.locality.to_string()),
             ("service_account", self.service_account.clone()),
         ]
         .into_iter()
@@ -150,6 +164,7 @@ impl Proxy {
             ip: (self.mode == InterceptionMode::None).then_some(self.ips[0]),
             labels: self.labels.clone(),
             kind: self.kind,
+            locality: self.locality.clone(),
         }
     }
 }
@@ -239,5 +254,21 @@ mod tests {
             Proxy::from_node(&node(id, &f)).unwrap().class()
         };
         assert_eq!(replica("gw-1.ingress", "10.0.0.1"), replica("gw-2.ingress", "10.0.0.2"));
+    }
+
+    #[test]
+    fn the_locality_is_the_nodes_else_the_workload_label() {
+        use envoy_types::pb::envoy::config::core::v3::Locality as PbLocality;
+        let labels = Value {
+            kind: Some(ValueKind::StructValue(Struct {
+                fields: [("istio-locality".to_string(), s("r2.z2"))].into_iter().collect(),
+            })),
+        };
+        let mut n = node("a.b", &[("INSTANCE_IPS", s("10.0.0.1")), ("LABELS", labels)]);
+        let locality = |n: &Node| Proxy::from_node(n).unwrap().class().locality.to_string();
+        assert_eq!(locality(&n), "r2/z2");
+        n.locality = Some(PbLocality { region: "r1".into(), zone: "z1".into(), sub_zone: "s1".into() });
+        assert_eq!(locality(&n), "r1/z1/s1");
+        assert_eq!(locality(&node("a.b", &[("INSTANCE_IPS", s("10.0.0.1"))])), "");
     }
 }

@@ -309,7 +309,15 @@ impl SnapshotSource for ProxySnapshots {
     fn watch(&self, node: &Node) -> Result<SnapshotWatch, WatchError> {
         let proxy = Proxy::from_node(node).map_err(|e| WatchError::InvalidNode(e.to_string()))?;
         tracing::debug!(node = %proxy.id, namespace = %proxy.namespace, mode = ?proxy.mode, "proxy identified");
-        let mut watch = self.0.watch_class(proxy.class());
+        let mut class = proxy.class();
+        if class.locality.is_empty() {
+            // A sidecar whose bootstrap names no locality runs where its pod's Node is.
+            if let Some(mesh) = self.0.current() {
+                let found = crate::translate::locality::pod_ip_locality(mesh.model(), &proxy.namespace, &proxy.ips);
+                class.locality = found.unwrap_or_default();
+            }
+        }
+        let mut watch = self.0.watch_class(class);
         watch.details = proxy.details();
         Ok(watch)
     }
@@ -401,6 +409,7 @@ mod tests {
             ip: Some(ip.parse().unwrap()),
             labels: Default::default(),
             kind: Default::default(),
+            locality: Default::default(),
         }
     }
 

@@ -141,6 +141,7 @@ mod tests {
             service_account: "default".into(),
             mode,
             kind,
+            locality: Default::default(),
         }
         .details()
     }

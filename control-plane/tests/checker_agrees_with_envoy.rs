@@ -31,6 +31,7 @@ fn every_resource_meshd_makes_of_the_fixtures_passes_the_checker() {
                 ip: if mode == InterceptionMode::None { ip("127.0.10.21") } else { None },
                 labels: [("app".to_string(), app.to_string())].into_iter().collect(),
                 kind: Default::default(),
+                locality: Default::default(),
             };
             let snapshot = mesh.proxy_snapshot(&class);
             for ty in [

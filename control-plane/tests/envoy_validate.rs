@@ -45,6 +45,7 @@ fn envoy_accepts_clusters_that_depend_on_the_caller() {
         ip: None,
         labels: [("app", "web"), ("track", "canary")].into_iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect(),
         kind: Default::default(),
+        locality: Default::default(),
     };
     validate("dr-scope-canary", &common::mesh_from("dr-scope"), &[canary]);
 }
@@ -64,6 +65,29 @@ fn envoy_accepts_what_meshd_makes_of_adversarial_input() {
     let mesh = common::mesh_from("adversarial");
     assert!(mesh.problems.len() >= 6, "the awkward parts are reported: {:#?}", mesh.problems);
     validate_fixture("adversarial", "edge", "other", "alpha");
+}
+
+/// Locality-aware endpoints (priorities, locality weights) for callers in and out of a locality.
+#[test]
+fn envoy_accepts_locality_balancing() {
+    let mesh = common::mesh_from("locality");
+    let dir = std::env::temp_dir().join(format!("amime-validate-locality-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for (i, locality) in ["r1/z1/s1", "r1/z2", "r2/z1", ""].into_iter().enumerate() {
+        let class = ProxyClass {
+            namespace: "shop".into(),
+            mode: InterceptionMode::None,
+            ip: Some("127.0.10.1".parse().unwrap()),
+            labels: Default::default(),
+            kind: Default::default(),
+            locality: locality.parse().unwrap(),
+        };
+        let bootstrap = common::envoy::static_bootstrap(&mesh, &class);
+        if let Err(output) = common::envoy::envoy_validate(&bootstrap, &dir.join(format!("class-{i}.pb"))) {
+            panic!("envoy rejected the locality config of {class:?}:\n{output}");
+        }
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 /// An ingress gateway: HTTP, HTTPS (inline certificate from a Secret) and httpsRedirect servers.
@@ -89,6 +113,7 @@ fn gateway_class() -> ProxyClass {
         ip: Some("127.0.10.30".parse().unwrap()),
         labels: [("istio".to_string(), "ingressgateway".to_string())].into_iter().collect(),
         kind: ProxyKind::Gateway,
+        locality: Default::default(),
     }
 }
 
@@ -118,6 +143,7 @@ fn validate_classes(fixture: &str, mesh: &MeshConfig, namespace: &str, other_nam
             ip: Some(ip("127.0.10.1")),
             labels: Default::default(),
             kind: Default::default(),
+            locality: Default::default(),
         },
         ProxyClass {
             namespace: other_namespace.into(),
@@ -125,6 +151,7 @@ fn validate_classes(fixture: &str, mesh: &MeshConfig, namespace: &str, other_nam
             ip: Some(ip("127.0.20.9")),
             labels: Default::default(),
             kind: Default::default(),
+            locality: Default::default(),
         },
         ProxyClass {
             namespace: namespace.into(),
@@ -132,6 +159,7 @@ fn validate_classes(fixture: &str, mesh: &MeshConfig, namespace: &str, other_nam
             ip: None,
             labels: [("app".to_string(), app.to_string())].into_iter().collect(),
             kind: Default::default(),
+            locality: Default::default(),
         },
     ];
     validate(fixture, mesh, &classes);

@@ -75,6 +75,7 @@ fn bookinfo_explicit_sidecar() {
             ip: Some(ip("127.0.10.1")),
             labels: Default::default(),
             kind: Default::default(),
+            locality: Default::default(),
         },
     );
 }
@@ -90,6 +91,7 @@ fn rich_explicit_sidecar_in_another_namespace() {
             ip: Some(ip("127.0.20.9")),
             labels: Default::default(),
             kind: Default::default(),
+            locality: Default::default(),
         },
     );
 }
@@ -105,6 +107,7 @@ fn rich_transparent_sidecar() {
             ip: None,
             labels: [("app".to_string(), "ratings".to_string())].into_iter().collect(),
             kind: Default::default(),
+            locality: Default::default(),
         },
     );
 }
@@ -120,6 +123,7 @@ fn tls_origination_explicit_sidecar() {
             ip: Some(ip("127.0.20.9")),
             labels: Default::default(),
             kind: Default::default(),
+            locality: Default::default(),
         },
     );
 }
@@ -141,6 +145,7 @@ fn adversarial_transparent_sidecar() {
             ip: None,
             labels: [("app".to_string(), "alpha".to_string())].into_iter().collect(),
             kind: Default::default(),
+            locality: Default::default(),
         },
     );
 }
@@ -157,6 +162,7 @@ fn gateway_proxy() {
             ip: Some(ip("127.0.10.30")),
             labels: [("istio".to_string(), "ingressgateway".to_string())].into_iter().collect(),
             kind: ProxyKind::Gateway,
+            locality: Default::default(),
         },
     );
 }
@@ -169,6 +175,7 @@ fn translation_is_deterministic() {
         ip: None,
         labels: Default::default(),
         kind: Default::default(),
+        locality: Default::default(),
     };
     let a = render(&common::rich_mesh(), &class);
     let b = render(&common::rich_mesh(), &class);
@@ -190,6 +197,7 @@ fn actions_explicit_sidecar() {
                 ip: Some(ip("127.0.10.1")),
                 labels: Default::default(),
                 kind: Default::default(),
+                locality: Default::default(),
             },
         ),
     );
@@ -207,6 +215,7 @@ fn scoping_explicit_sidecars() {
             .into_iter()
             .collect(),
         kind: Default::default(),
+        locality: Default::default(),
     };
     let mesh = common::mesh_from("scoping");
     compare("scoping-bookinfo-v2", &render(&mesh, &class("bookinfo", "v2")));
@@ -225,6 +234,7 @@ fn entries_explicit_sidecar() {
             ip: Some(ip("127.0.20.9")),
             labels: Default::default(),
             kind: Default::default(),
+            locality: Default::default(),
         },
     );
 }
@@ -240,6 +250,7 @@ fn entries_transparent_sidecar() {
             ip: None,
             labels: [("app".to_string(), "web".to_string())].into_iter().collect(),
             kind: Default::default(),
+            locality: Default::default(),
         },
     );
 }
@@ -268,6 +279,7 @@ fn rate_limit_transparent_sidecar() {
             ip: None,
             labels: labels.into_iter().collect(),
             kind: Default::default(),
+            locality: Default::default(),
         },
     );
 }
@@ -285,6 +297,7 @@ fn telemetry_sidecars() {
                 ip: Some(ip("127.0.10.11")),
                 labels: reviews.clone().into_iter().collect(),
                 kind: Default::default(),
+                locality: Default::default(),
             },
         ),
         (
@@ -296,6 +309,7 @@ fn telemetry_sidecars() {
                 ip: None,
                 labels: reviews.clone().into_iter().collect(),
                 kind: Default::default(),
+                locality: Default::default(),
             },
         ),
     ] {
@@ -319,6 +333,7 @@ fn tcp_tls_transparent_sidecar() {
                 ip: None,
                 labels: Default::default(),
                 kind: Default::default(),
+                locality: Default::default(),
             },
         ),
     );
@@ -334,9 +349,29 @@ fn dr_scope_explicit_sidecars() {
         ip: Some(ip("127.0.10.21")),
         labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
         kind: Default::default(),
+        locality: Default::default(),
     };
     let mesh = common::mesh_from("dr-scope");
     compare("dr-scope-bookinfo", &render(&mesh, &class("bookinfo", &[("app", "productpage")])));
     compare("dr-scope-front", &render(&mesh, &class("front", &[("app", "web")])));
     compare("dr-scope-front-canary", &render(&mesh, &class("front", &[("app", "web"), ("track", "canary")])));
+}
+
+/// Locality-aware balancing: the endpoints of each locality-aware cluster as a proxy in
+/// r1/z1 sees them (failover priorities, distribute weights), and as one without locality.
+#[test]
+fn locality_sidecars() {
+    let mesh = common::mesh_from("locality");
+    assert!(mesh.problems.is_empty(), "the locality fixture is clean: {:#?}", mesh.problems);
+    for (name, locality) in [("r1z1", "r1/z1/s1"), ("nowhere", "")] {
+        let class = ProxyClass {
+            namespace: "shop".into(),
+            mode: InterceptionMode::None,
+            ip: Some(ip("127.0.30.9")),
+            labels: Default::default(),
+            kind: Default::default(),
+            locality: locality.parse().unwrap(),
+        };
+        compare(&format!("locality-{name}"), &render(&mesh, &class));
+    }
 }

@@ -151,6 +151,7 @@ fn damaged_input_never_yields_config_envoy_rejects() {
             ip: Some(ip("127.0.10.1")),
             labels: Default::default(),
             kind: Default::default(),
+            locality: Default::default(),
         },
         ProxyClass {
             namespace: "bookinfo".into(),
@@ -158,6 +159,7 @@ fn damaged_input_never_yields_config_envoy_rejects() {
             ip: None,
             labels: [("app".to_string(), "reviews".to_string())].into_iter().collect(),
             kind: Default::default(),
+            locality: Default::default(),
         },
     ];
     let (mut accepted, mut rejected, mut contained) = (0, 0, 0);
@@ -243,6 +245,7 @@ fn edge_values_in_every_rule_never_reach_envoy() {
         ip: None,
         labels: [("app".to_string(), "reviews".to_string())].into_iter().collect(),
         kind: Default::default(),
+        locality: Default::default(),
     };
     let mut contained = 0;
     for round in 0..2 * strings.len() {

@@ -290,6 +290,7 @@ impl FromStr for ProxyIdentity {
 // Modes
 // ---------------------------------------------------------------------------
 
+use crate::locality::Locality;
 use crate::node_metadata as metadata;
 pub use crate::node_metadata::{InterceptionMode, ProxyKind};
 
@@ -448,6 +449,7 @@ pub struct BootstrapConfig {
     service_account: String,
     admin_address: SocketAddr,
     app_probes: AppProbes,
+    locality: Locality,
 }
 
 impl BootstrapConfig {
@@ -466,6 +468,7 @@ impl BootstrapConfig {
             service_account: DEFAULT_SERVICE_ACCOUNT.to_string(),
             admin_address: DEFAULT_ADMIN_ADDRESS,
             app_probes: AppProbes::new(),
+            locality: Locality::default(),
         }
     }
 
@@ -502,6 +505,10 @@ impl BootstrapConfig {
     pub fn app_probes(&self) -> &AppProbes {
         &self.app_probes
     }
+    /// Where the proxy runs (Envoy's `node.locality`); empty when unknown.
+    pub fn locality(&self) -> &Locality {
+        &self.locality
+    }
 
     /// The IP the health and Prometheus listeners bind to.
     pub fn primary_ip(&self) -> IpAddr {
@@ -528,6 +535,7 @@ pub struct BootstrapConfigBuilder {
     service_account: String,
     admin_address: SocketAddr,
     app_probes: AppProbes,
+    locality: Locality,
 }
 
 impl BootstrapConfigBuilder {
@@ -582,6 +590,12 @@ impl BootstrapConfigBuilder {
     /// route per probe, to the app's original port and path on the primary IP.
     pub fn app_probes(mut self, probes: AppProbes) -> Self {
         self.app_probes = probes;
+        self
+    }
+    /// Where the proxy runs, written as Envoy's `node.locality`: meshd prefers
+    /// endpoints near it when a DestinationRule's locality balancing applies.
+    pub fn locality(mut self, locality: Locality) -> Self {
+        self.locality = locality;
         self
     }
 
@@ -645,6 +659,7 @@ impl BootstrapConfigBuilder {
             service_account: self.service_account,
             admin_address: admin,
             app_probes: self.app_probes,
+            locality: self.locality,
         })
     }
 }
@@ -798,6 +813,12 @@ pub fn render(config: &BootstrapConfig) -> Value {
     // Written for gateways only: a sidecar's bootstrap stays as it was (unset means sidecar).
     if config.kind() == ProxyKind::Gateway {
         bootstrap["node"]["metadata"][metadata::PROXY_TYPE] = json!(config.kind().metadata_value());
+    }
+    // Written when known only: a bootstrap without a locality stays as it was.
+    let locality = config.locality();
+    if !locality.is_empty() {
+        bootstrap["node"]["locality"] =
+            json!({ "region": locality.region, "zone": locality.zone, "sub_zone": locality.subzone });
     }
     bootstrap
 }

@@ -14,6 +14,7 @@ pub mod bootstrap;
 pub mod capture;
 pub mod conventions;
 pub mod inject;
+pub mod locality;
 pub mod node_metadata;
 pub mod pod_env;
 pub mod probes;

@@ -10,6 +10,7 @@ use clap::{Args, ValueEnum};
 use injector::bootstrap::{
     render_yaml, BootstrapConfig, InterceptionMode, ProxyIdentity, ProxyKind, XdsApi, DEFAULT_SERVICE_ACCOUNT,
 };
+use injector::locality::Locality;
 use injector::probes::AppProbes;
 
 #[derive(Debug, Args)]
@@ -65,6 +66,12 @@ pub struct BootstrapArgs {
     #[arg(long = "app-probes", value_name = "JSON", value_parser = parse_app_probes)]
     app_probes: Option<AppProbes>,
 
+    /// Where the proxy runs, `region[/zone[/subzone]]`, written as Envoy's node.locality:
+    /// with a DestinationRule's locality balancing (localityLbSetting), meshd prefers
+    /// endpoints in the same locality. Unset: no locality (endpoints without one are nearest).
+    #[arg(long, value_name = "REGION/ZONE/SUBZONE", value_parser = parse_locality)]
+    locality: Option<Locality>,
+
     /// Write the bootstrap to FILE instead of standard output.
     #[arg(short = 'o', long = "output", value_name = "FILE")]
     output: Option<PathBuf>,
@@ -88,6 +95,10 @@ fn parse_node(s: &str) -> Result<ProxyIdentity, String> {
 
 fn parse_app_probes(s: &str) -> Result<AppProbes, String> {
     serde_json::from_str(s).map_err(|e| format!("not app probes JSON: {e}"))
+}
+
+fn parse_locality(s: &str) -> Result<Locality, String> {
+    Locality::parse(s).map_err(|e| e.to_string())
 }
 
 fn parse_label(s: &str) -> Result<(String, String), String> {
@@ -122,6 +133,7 @@ pub fn run(args: BootstrapArgs) -> anyhow::Result<()> {
         .service_account(args.service_account)
         .admin_address(args.admin_addr)
         .app_probes(args.app_probes.unwrap_or_default())
+        .locality(args.locality.unwrap_or_default())
         .build()?;
     let yaml = render_yaml(&config)?;
     match args.output {

@@ -50,6 +50,8 @@ pub struct SidecarSpec {
     pub admin_port: u16,
     /// Started with `meshctl bootstrap --gateway` (an ingress gateway, no sidecar listeners).
     pub gateway: bool,
+    /// `meshctl bootstrap --locality` (`region/zone/subzone`), if set.
+    pub locality: Option<String>,
 }
 
 impl SidecarSpec {
@@ -62,12 +64,19 @@ impl SidecarSpec {
             xds_api: XdsApi::Delta,
             admin_port: ADMIN_PORT,
             gateway: false,
+            locality: None,
         }
     }
 
     /// An ingress gateway proxy (`meshctl bootstrap --gateway`).
     pub fn gateway(mut self) -> Self {
         self.gateway = true;
+        self
+    }
+
+    /// Where the proxy runs (`meshctl bootstrap --locality`).
+    pub fn locality(mut self, locality: &str) -> Self {
+        self.locality = Some(locality.to_string());
         self
     }
 
@@ -114,6 +123,9 @@ impl Sidecar {
         ];
         if spec.gateway {
             args.push("--gateway".into());
+        }
+        if let Some(locality) = &spec.locality {
+            args.extend(["--locality".into(), locality.clone()]);
         }
         for (key, value) in &spec.labels {
             args.push("--label".into());

@@ -44,6 +44,7 @@ type Grant = (String, String, String, Vec<String>);
 fn core_resource(feed: FeedId) -> (&'static str, &'static str) {
     match feed.kind {
         Kind::Namespace => ("", "namespaces"),
+        Kind::Node => ("", "nodes"),
         Kind::Service => ("", "services"),
         Kind::Pod => ("", "pods"),
         Kind::EndpointSlice => ("discovery.k8s.io", "endpointslices"),
@@ -142,6 +143,7 @@ fn access_table() -> Vec<(Access, bool)> {
         (Access { verb: "list", ..pods }.namespace("bookinfo"), true),
         (Access::new("watch", "", "services"), true),
         (Access::new("list", "", "namespaces"), true),
+        (Access::new("watch", "", "nodes"), true),
         (Access::new("watch", "discovery.k8s.io", "endpointslices"), true),
         (Access { verb: "watch", ..vs }, true),
         (Access { verb: "list", ..istio_dr }, true),

@@ -25,8 +25,8 @@ pub struct LoadBalancerSettings {
     /// Session affinity by hashing a request property. Not implemented by meshd yet
     /// (ignored with a warning: requests are balanced by the simple policy).
     pub consistent_hash: Option<ConsistentHashLb>,
-    /// Locality-aware balancing and failover. Not implemented by meshd yet (ignored
-    /// with a warning).
+    /// Locality-aware balancing and failover: endpoints near the caller's locality
+    /// first (failover, with outlierDetection), or weighted by locality (distribute).
     pub locality_lb_setting: Option<LocalityLbSetting>,
     /// Deprecated: use `warmup`. Slow-start window for new endpoints, as a duration
     /// (`60s`). Not implemented by meshd yet (ignored with a warning).
@@ -74,7 +74,7 @@ pub struct ZoneAwareLbSetting {
     pub enabled: Option<bool>,
     /// Where traffic goes when a region's endpoints are unhealthy.
     pub failover: Option<Vec<LocalityFailover>>,
-    /// Labels ordering failover targets by priority.
+    /// Labels ordering failover targets by priority. Not supported by meshd (refused).
     pub failover_priority: Option<Vec<String>>,
     /// Endpoints the client's region must have for zone-aware balancing to apply.
     #[schemars(range(min = 1))]
@@ -157,7 +157,7 @@ pub struct LocalityLbSetting {
     pub distribute: Option<Vec<LocalityDistribute>>,
     /// Where traffic goes when a region's endpoints are unhealthy.
     pub failover: Option<Vec<LocalityFailover>>,
-    /// Labels ordering failover targets by priority.
+    /// Labels ordering failover targets by priority. Not supported by meshd (refused).
     pub failover_priority: Option<Vec<String>>,
     /// Turn locality balancing on or off here, overriding the mesh setting.
     pub enabled: Option<bool>,

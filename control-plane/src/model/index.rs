@@ -26,6 +26,8 @@ pub struct Index {
     /// TLS Secrets (Gateway certificates).
     pub secrets: BTreeMap<(String, String), Arc<Secret>>,
     pub telemetries: BTreeMap<(String, String), Arc<Telemetry>>,
+    /// Nodes by name: where the pods on them run (locality).
+    pub nodes: BTreeMap<String, Arc<super::locality::Node>>,
 }
 
 /// What changed, so callers can skip work when nothing did.
@@ -72,6 +74,13 @@ impl Index {
             MeshObject::RateLimit(o) => put(&mut self.rate_limits, k, o),
             MeshObject::Secret(o) => put(&mut self.secrets, k, o),
             MeshObject::Telemetry(o) => put(&mut self.telemetries, k, o),
+            MeshObject::Node(o) => match self.nodes.get(&o.name) {
+                Some(old) if **old == o => Change::Unchanged,
+                _ => {
+                    self.nodes.insert(o.name.clone(), Arc::new(o));
+                    Change::Changed
+                }
+            },
         }
     }
 
@@ -90,6 +99,7 @@ impl Index {
             Kind::RateLimit => self.rate_limits.remove(&k).is_some(),
             Kind::Secret => self.secrets.remove(&k).is_some(),
             Kind::Telemetry => self.telemetries.remove(&k).is_some(),
+            Kind::Node => self.nodes.remove(&key.name).is_some(),
         };
         if removed {
             Change::Changed
@@ -143,6 +153,8 @@ impl Index {
         retain(&mut self.rate_limits, keep(Kind::RateLimit));
         retain(&mut self.secrets, keep(Kind::Secret));
         retain(&mut self.telemetries, keep(Kind::Telemetry));
+        let nodes = keep(Kind::Node);
+        self.nodes.retain(|name, _| nodes.contains(&("", name.as_str())));
         changed |= self.len() != before;
         if changed {
             Change::Changed
@@ -164,6 +176,7 @@ impl Index {
             + self.rate_limits.len()
             + self.secrets.len()
             + self.telemetries.len()
+            + self.nodes.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -188,6 +201,7 @@ impl Index {
             MeshObject::RateLimit(o) => same(&self.rate_limits, &o.namespace, &o.name, o),
             MeshObject::Secret(o) => same(&self.secrets, &o.namespace, &o.name, o),
             MeshObject::Telemetry(o) => same(&self.telemetries, &o.namespace, &o.name, o),
+            MeshObject::Node(o) => self.nodes.get(&o.name).is_some_and(|v| **v == *o),
         }
     }
 

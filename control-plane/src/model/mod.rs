@@ -8,6 +8,7 @@
 pub mod http_actions;
 pub mod index;
 pub mod l4_route;
+pub mod locality;
 pub mod parse;
 pub mod policy;
 pub mod rate_limit;
@@ -50,9 +51,16 @@ pub enum Kind {
     RateLimit,
     Secret,
     Telemetry,
+    /// Only its topology labels (the locality of the pods on it).
+    Node,
 }
 
 impl Kind {
+    /// Kinds whose objects have no namespace (their key's namespace is empty).
+    pub fn is_cluster_scoped(self) -> bool {
+        matches!(self, Kind::Namespace | Kind::Node)
+    }
+
     /// The kind of that name, if meshd reads it.
     pub fn from_name(name: &str) -> Option<Kind> {
         Some(match name {
@@ -67,6 +75,7 @@ impl Kind {
             "RateLimit" => Kind::RateLimit,
             "Secret" => Kind::Secret,
             "Telemetry" => Kind::Telemetry,
+            "Node" => Kind::Node,
             _ => return None,
         })
     }
@@ -102,7 +111,7 @@ pub type Origins = BTreeMap<ObjectKey, Origin>;
 pub fn locate(origins: &Origins, problems: impl IntoIterator<Item = Diagnostic>) -> Vec<Diagnostic> {
     let origin_of = |p: &Diagnostic| {
         let kind = Kind::from_name(p.kind.as_deref()?)?;
-        let namespace = if kind == Kind::Namespace { String::new() } else { p.namespace.clone().unwrap_or_default() };
+        let namespace = if kind.is_cluster_scoped() { String::new() } else { p.namespace.clone().unwrap_or_default() };
         origins.get(&ObjectKey { kind, namespace, name: p.name.clone()? })
     };
     problems
@@ -151,6 +160,7 @@ pub enum MeshObject {
     RateLimit(RateLimit),
     Secret(Secret),
     Telemetry(Telemetry),
+    Node(locality::Node),
 }
 
 impl MeshObject {
@@ -173,6 +183,7 @@ impl MeshObject {
             MeshObject::RateLimit(o) => (Kind::RateLimit, &o.namespace, &o.name),
             MeshObject::Secret(o) => (Kind::Secret, &o.namespace, &o.name),
             MeshObject::Telemetry(o) => (Kind::Telemetry, &o.namespace, &o.name),
+            MeshObject::Node(o) => (Kind::Node, "", &o.name),
         }
     }
 }
@@ -247,6 +258,8 @@ pub struct Pod {
     pub ports: Vec<ContainerPort>,
     /// False when the pod is known not to be ready (status conditions or phase).
     pub ready: bool,
+    /// The Node it runs on (`spec.nodeName`): its locality is the Node's.
+    pub node_name: Option<String>,
 }
 
 impl Pod {
@@ -265,6 +278,8 @@ pub struct SliceEndpoint {
     pub ready: bool,
     /// Name of the pod behind this endpoint (`targetRef` of kind Pod).
     pub pod: Option<String>,
+    /// The Node it runs on (`nodeName`), for its locality when the pod is unknown.
+    pub node_name: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -564,6 +579,8 @@ pub struct ServiceEntryEndpoint {
     pub ports: BTreeMap<String, u16>,
     pub labels: Labels,
     pub weight: Option<u32>,
+    /// Where the endpoint runs (`locality`); empty when unknown.
+    pub locality: locality::Locality,
 }
 
 /// Istio's ServiceEntry: hosts added to the mesh registry (see

@@ -117,6 +117,9 @@ pub struct PolicySections {
     pub load_balancer: Option<LoadBalancer>,
     /// Part of the `loadBalancer` section: it merges together with `load_balancer`.
     pub warmup: Option<Warmup>,
+    /// Part of the `loadBalancer` section too (`localityLbSetting`); `None`: the mesh's
+    /// default (see [`super::locality`]).
+    pub locality_lb: Option<super::locality::LocalityLb>,
     pub connection_pool: Option<ConnectionPool>,
     pub outlier_detection: Option<OutlierDetection>,
     pub tls: Option<UpstreamTls>,
@@ -126,10 +129,15 @@ impl PolicySections {
     /// `self` with every section `over` sets replacing ours (Istio's subset override).
     fn overridden_by(&self, over: &PolicySections) -> PolicySections {
         // `loadBalancer` is one section: a subset that sets it replaces the policy and the warmup.
-        let balancer = if over.load_balancer.is_some() || over.warmup.is_some() { over } else { self };
+        let balancer = if over.load_balancer.is_some() || over.warmup.is_some() || over.locality_lb.is_some() {
+            over
+        } else {
+            self
+        };
         PolicySections {
             load_balancer: balancer.load_balancer.clone(),
             warmup: balancer.warmup.clone(),
+            locality_lb: balancer.locality_lb.clone(),
             connection_pool: over.connection_pool.clone().or_else(|| self.connection_pool.clone()),
             outlier_detection: over.outlier_detection.clone().or_else(|| self.outlier_detection.clone()),
             tls: over.tls.clone().or_else(|| self.tls.clone()),
@@ -189,6 +197,7 @@ mod tests {
                 outlier_detection: None,
                 tls: None,
                 warmup: None,
+                locality_lb: None,
             },
             port_level: [(8080, lb(LoadBalancer::LeastRequest))].into_iter().collect(),
         };
@@ -210,6 +219,7 @@ mod tests {
                     outlier_detection: None,
                     tls: None,
                     warmup: None,
+                    locality_lb: None,
                 },
             ),
             (
@@ -221,6 +231,7 @@ mod tests {
                     outlier_detection: None,
                     tls: None,
                     warmup: None,
+                    locality_lb: None,
                 },
             ),
             // The subset's port-level settings replace everything.

@@ -191,7 +191,7 @@ impl Collected {
                 // an earlier definition in this file, else what the file held before.
                 let mut e = with_place(e);
                 if let Some(kind) = Kind::from_name(&raw.kind) {
-                    let namespace = if kind == Kind::Namespace {
+                    let namespace = if kind.is_cluster_scoped() {
                         String::new()
                     } else {
                         raw.namespace.clone().unwrap_or_else(|| "default".into())

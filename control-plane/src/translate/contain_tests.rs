@@ -83,6 +83,7 @@ fn routes_of(mesh: &MeshConfig) -> RouteConfiguration {
         ip: Some("10.0.0.1".parse().unwrap()),
         labels: Default::default(),
         kind: Default::default(),
+        locality: Default::default(),
     };
     let snapshot = mesh.proxy_snapshot(&class);
     let set = snapshot.set(ResourceType::RouteConfiguration);

@@ -100,6 +100,8 @@ pub(crate) struct Built {
     pub clusters: Vec<Arc<Resource>>,
     pub endpoints: Vec<Arc<Resource>>,
     pub hash_policies: HashPolicies,
+    /// Clusters whose endpoints are ordered per caller locality (shared sets only).
+    pub plans: super::locality::Plans,
 }
 
 /// A host's clusters and load assignments as built with one of its rules.
@@ -182,6 +184,18 @@ impl DrViews {
                         );
                     }
                 }
+            }
+            if let (false, Some(rule)) = (built.plans.is_empty(), rule) {
+                problems.report(
+                    "DestinationRule",
+                    &rule.namespace,
+                    &rule.name,
+                    "spec.trafficPolicy",
+                    "locality-aware balancing (localityLbSetting, or the locality failover outlierDetection turns on) is \
+                     not applied yet to a host whose DestinationRule depends on the caller (exportTo, workloadSelector); \
+                     its endpoints are balanced alike"
+                        .to_owned(),
+                );
             }
             variants.push(Variant { clusters: built.clusters, endpoints: built.endpoints });
         }

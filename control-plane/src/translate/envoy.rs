@@ -226,18 +226,20 @@ pub fn load_assignment(cluster_name: &str, endpoints: &[SocketAddr]) -> ClusterL
     ClusterLoadAssignment {
         cluster_name: cluster_name.to_owned(),
         endpoints: vec![LocalityLbEndpoints {
-            lb_endpoints: endpoints
-                .iter()
-                .map(|a| LbEndpoint {
-                    host_identifier: Some(lb_endpoint::HostIdentifier::Endpoint(Endpoint {
-                        address: Some(socket_address(a.ip(), a.port())),
-                        ..Default::default()
-                    })),
-                    ..Default::default()
-                })
-                .collect(),
+            lb_endpoints: endpoints.iter().map(|a| lb_endpoint_at(*a)).collect(),
             ..Default::default()
         }],
+        ..Default::default()
+    }
+}
+
+/// An endpoint of a load assignment at `address`.
+pub fn lb_endpoint_at(address: SocketAddr) -> LbEndpoint {
+    LbEndpoint {
+        host_identifier: Some(lb_endpoint::HostIdentifier::Endpoint(Endpoint {
+            address: Some(socket_address(address.ip(), address.port())),
+            ..Default::default()
+        })),
         ..Default::default()
     }
 }

@@ -94,6 +94,7 @@ fn gateway_listeners(mesh: &MeshConfig) -> Vec<Listener> {
         ip: Some("127.0.0.40".parse().unwrap()),
         labels: [("istio".to_string(), "ingressgateway".to_string())].into_iter().collect(),
         kind: ProxyKind::Gateway,
+        locality: Default::default(),
     };
     let snapshot = mesh.proxy_snapshot(&class);
     snapshot.set(ResourceType::Listener).iter().map(|r| Listener::decode(r.body().value.as_slice()).unwrap()).collect()

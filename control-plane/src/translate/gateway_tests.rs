@@ -96,6 +96,7 @@ fn gateway_class(labels: &[(&str, &str)]) -> ProxyClass {
         ip: Some("127.0.0.30".parse().unwrap()),
         labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
         kind: ProxyKind::Gateway,
+        locality: Default::default(),
     }
 }
 

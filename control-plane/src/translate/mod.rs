@@ -19,6 +19,7 @@ mod gateway_l4;
 pub mod gateway_tls;
 pub mod http_actions;
 mod l4_routes;
+pub mod locality;
 pub mod policy;
 pub mod rate_limit;
 pub mod routes;
@@ -79,6 +80,9 @@ pub struct ProxyClass {
     pub labels: Labels,
     /// A gateway gets only its Gateways' listeners, no sidecar ones.
     pub kind: ProxyKind,
+    /// Where the proxy runs: locality-aware clusters' endpoints depend on it
+    /// ([`locality`]); proxies of one locality share them.
+    pub locality: crate::model::locality::Locality,
 }
 
 /// Where traffic to destinations outside the mesh registry goes (Istio's
@@ -166,6 +170,8 @@ pub struct MeshConfig {
     /// The hosts whose DestinationRule depends on the proxy, and the cluster sets per
     /// view ([`dr_scope`]).
     dr_views: DrViews,
+    /// `endpoints` as each caller locality gets them, where locality balancing applies.
+    locality_endpoints: locality::LocalityEndpoints,
     /// Every HTTP service port's virtual host, encoded once per build in the four
     /// shapes a route configuration needs (and the variants callers may need, see
     /// [`scoping`]); ordered by (hostname, port).
@@ -192,6 +198,7 @@ pub struct MeshConfig {
 /// Lookup tables built once per translation, so per-service work does not scan the
 /// whole model.
 pub(crate) struct ModelLookup<'a> {
+    model: &'a Index,
     /// Pods by (namespace, label key, label value).
     pods_by_label: HashMap<(&'a str, &'a str, &'a str), Vec<&'a Pod>>,
     pods_by_namespace: HashMap<&'a str, Vec<&'a Pod>>,
@@ -208,6 +215,7 @@ impl<'a> ModelLookup<'a> {
     fn new(model: &'a Index) -> ModelLookup<'a> {
         let (entries, entry_problems) = service_entry::entries_by_host(model);
         let mut lookup = ModelLookup {
+            model,
             pods_by_label: HashMap::new(),
             pods_by_namespace: HashMap::new(),
             slices_by_service: HashMap::new(),
@@ -251,13 +259,13 @@ impl<'a> ModelLookup<'a> {
 static NO_LABELS: Labels = Labels::new();
 
 /// Endpoints of `service` on `port` (by target port), each with the labels of the pod
-/// behind it (for subsets).
+/// behind it (for subsets) and its locality.
 fn service_endpoints<'a>(
     model: &'a Index,
     lookup: &ModelLookup<'a>,
     service: &Service,
     port: u16,
-) -> Vec<(SocketAddr, &'a Labels)> {
+) -> Vec<(SocketAddr, &'a Labels, crate::model::locality::Locality)> {
     let Some(sp) = service.ports.iter().find(|p| p.port == port) else { return Vec::new() };
     let slices = lookup.slices_by_service.get(&(service.namespace.as_str(), service.name.as_str()));
     let mut out = BTreeMap::new();
@@ -265,13 +273,11 @@ fn service_endpoints<'a>(
         for slice in slices {
             let Some(&(_, target)) = slice.ports.iter().find(|(name, _)| *name == sp.name) else { continue };
             for e in slice.endpoints.iter().filter(|e| e.ready) {
-                let labels = e
-                    .pod
-                    .as_ref()
-                    .and_then(|p| model.pods.get(&(service.namespace.clone(), p.clone())))
-                    .map_or(&NO_LABELS, |p| &p.labels);
+                let pod = e.pod.as_ref().and_then(|p| model.pods.get(&(service.namespace.clone(), p.clone())));
+                let labels = pod.map_or(&NO_LABELS, |p| &p.labels);
+                let locality = locality::endpoint_locality(model, pod.map(|p| &**p), e.node_name.as_deref());
                 for ip in &e.addresses {
-                    out.insert(SocketAddr::new(*ip, target), labels);
+                    out.insert(SocketAddr::new(*ip, target), (labels, locality.clone()));
                 }
             }
         }
@@ -281,10 +287,10 @@ fn service_endpoints<'a>(
                 continue;
             }
             let (Some(ip), Some(target)) = (pod.ip, pod.resolve_port(&sp.target_port)) else { continue };
-            out.insert(SocketAddr::new(ip, target), &pod.labels);
+            out.insert(SocketAddr::new(ip, target), (&pod.labels, locality::endpoint_locality(model, Some(pod), None)));
         }
     }
-    out.into_iter().collect()
+    out.into_iter().map(|(a, (labels, l))| (a, labels, l)).collect()
 }
 
 /// The virtual host of `service` on `port`: answers to the FQDN, `name.namespace.svc`,
@@ -336,7 +342,7 @@ impl MeshConfig {
         let mut dr_views = DrViews::new(&settings.root_namespace);
         let mut built = clusters_and_endpoints(&model, &lookup, &mut dr_views, &mut problems);
         service_entry::clusters(&lookup, &mut dr_views, &mut built, &mut problems);
-        let Built { mut clusters, mut endpoints, hash_policies } = built;
+        let Built { mut clusters, mut endpoints, hash_policies, plans } = built;
         let vs_by_host = virtual_services_by_host(&model, &lookup, &mut problems);
         rate_limit::report_conflicts(&model, &mut problems);
         for c in telemetry::collector_clusters(&model, &settings.telemetry, &mut problems) {
@@ -378,6 +384,7 @@ impl MeshConfig {
             clusters: Arc::new(ResourceSet::new(clusters)),
             endpoints: Arc::new(ResourceSet::new(endpoints)),
             dr_views,
+            locality_endpoints: locality::LocalityEndpoints::new(plans),
             virtual_hosts,
             conditions,
             capture_listeners,
@@ -408,6 +415,13 @@ impl MeshConfig {
     /// hosts whose rule depends on the proxy; one pair per view ([`dr_scope`]).
     pub fn clusters_for(&self, namespace: &str, labels: &Labels) -> dr_scope::ClusterSets {
         self.dr_views.sets_for(namespace, labels, (&self.clusters, &self.endpoints))
+    }
+
+    /// [`Self::clusters_for`] the proxy's namespace and labels, with locality-aware
+    /// clusters' endpoints ordered for its locality ([`locality`]).
+    fn clusters_for_class(&self, class: &ProxyClass) -> dr_scope::ClusterSets {
+        let (clusters, endpoints) = self.clusters_for(&class.namespace, &class.labels);
+        (clusters, self.locality_endpoints.for_caller(&endpoints, &class.locality))
     }
 
     /// Route configurations (explicit and per-port) for proxies in `namespace` whose
@@ -594,7 +608,7 @@ impl MeshConfig {
     /// Everything one proxy class should have. A gateway gets its Gateways' listeners
     /// and routes instead of a sidecar's.
     pub fn proxy_snapshot(&self, class: &ProxyClass) -> Snapshot {
-        let (clusters, endpoints) = self.clusters_for(&class.namespace, &class.labels);
+        let (clusters, endpoints) = self.clusters_for_class(class);
         if class.kind == ProxyKind::Gateway {
             let (listeners, routes) = gateway::listeners_and_routes(&self.gateway_servers, class);
             return Snapshot::new()
@@ -642,7 +656,7 @@ fn clusters_and_endpoints(
 }
 
 /// The clusters of `service` as DestinationRule `dr` shapes them: per port, one for the
-/// whole service and one per subset.
+/// whole service and one per subset, endpoints grouped by locality ([`locality`]).
 fn service_clusters(
     model: &Index,
     lookup: &ModelLookup<'_>,
@@ -655,21 +669,24 @@ fn service_clusters(
     for sp in &service.ports {
         let http2 = sp.protocol == Protocol::Http2;
         let all = service_endpoints(model, lookup, service, sp.port);
-        let mut add = |name: String, policy: PolicySections, eps: Vec<SocketAddr>| {
+        let mut add = |name: String,
+                       policy: PolicySections,
+                       eps: Vec<&(SocketAddr, &Labels, crate::model::locality::Locality)>| {
             let mut cluster = eds_cluster(&name, Default::default(), http2);
             policy::apply(&mut cluster, &policy, sp.protocol);
             if let Some(hash) = policy::hash_policy(policy.load_balancer.as_ref()) {
                 out.hash_policies.insert(name.clone(), hash);
             }
+            let located = eps.iter().map(|(a, _, l)| locality::located_endpoint(*a, l)).collect();
+            let cla = locality::assignment(&name, &policy, &mut cluster, located, &mut out.plans);
             out.clusters.push(Arc::new(Resource::from_message(name.clone(), &cluster)));
-            let cla = load_assignment(&name, &eps);
             out.endpoints.push(Arc::new(Resource::from_message(name, &cla)));
         };
         let own_policy = effective_policy(rule_policy, None, sp.port);
-        add(cluster_name(sp.port, None, &host), own_policy, all.iter().map(|(a, _)| *a).collect());
+        add(cluster_name(sp.port, None, &host), own_policy, all.iter().collect());
         for subset in dr.map(|d| d.subsets.as_slice()).unwrap_or_default() {
             let policy = effective_policy(rule_policy, subset.traffic_policy.as_ref(), sp.port);
-            let eps = all.iter().filter(|(_, l)| selector_matches(&subset.labels, l)).map(|(a, _)| *a).collect();
+            let eps = all.iter().filter(|(_, l, _)| selector_matches(&subset.labels, l)).collect();
             add(cluster_name(sp.port, Some(&subset.name), &host), policy, eps);
         }
     }

@@ -199,6 +199,7 @@ mod tests {
             service_account: "default".into(),
             ports: Vec::new(),
             ready: true,
+            node_name: None,
         }
     }
 

@@ -36,8 +36,8 @@ use xds::Resource;
 
 use crate::model::index::Index;
 use crate::model::{
-    effective_policy, resolve_host, selector_matches, DestinationRule, Labels, ObjectError, PolicySections, Protocol,
-    Resolution, ServiceEntry, ServiceEntryPort, Severity,
+    effective_policy, locality::Locality, resolve_host, selector_matches, DestinationRule, Labels, ObjectError,
+    PolicySections, Protocol, Resolution, ServiceEntry, ServiceEntryPort, Severity,
 };
 
 use super::contain::Checker;
@@ -105,6 +105,8 @@ struct Target<'a> {
     port: u16,
     weight: Option<u32>,
     labels: &'a Labels,
+    /// Where it runs (for locality balancing; STATIC entries only).
+    locality: Locality,
 }
 
 /// How an entry's endpoints are found: `workloadSelector` pods are IPs (as STATIC).
@@ -132,12 +134,24 @@ fn targets<'a>(
             .into_iter()
             .filter(|p| p.ready)
             .filter_map(|p| {
-                Some(Target { address: p.ip?.to_string(), port: default_port, weight: None, labels: &p.labels })
+                Some(Target {
+                    address: p.ip?.to_string(),
+                    port: default_port,
+                    weight: None,
+                    labels: &p.labels,
+                    locality: super::locality::endpoint_locality(lookup.model, Some(p), None),
+                })
             })
             .collect();
     }
     if entry.endpoints.is_empty() && matches!(entry.resolution, Resolution::Dns | Resolution::DnsRoundRobin) {
-        return vec![Target { address: host.to_owned(), port: default_port, weight: None, labels: &NO_LABELS }];
+        return vec![Target {
+            address: host.to_owned(),
+            port: default_port,
+            weight: None,
+            labels: &NO_LABELS,
+            locality: Locality::default(),
+        }];
     }
     entry
         .endpoints
@@ -147,6 +161,7 @@ fn targets<'a>(
             port: e.ports.get(&port.name).copied().unwrap_or(default_port),
             weight: e.weight,
             labels: &e.labels,
+            locality: e.locality.clone(),
         })
         .collect()
 }
@@ -164,20 +179,22 @@ fn named_address(host: &str, port: u16) -> Address {
 
 /// The endpoints of `targets` with their weights (0 or unset: Envoy's default of 1).
 fn weighted_assignment(name: &str, targets: &[&Target<'_>]) -> ClusterLoadAssignment {
-    let lb_endpoints = targets
-        .iter()
-        .map(|t| LbEndpoint {
-            host_identifier: Some(lb_endpoint::HostIdentifier::Endpoint(Endpoint {
-                address: Some(named_address(&t.address, t.port)),
-                ..Default::default()
-            })),
-            load_balancing_weight: t.weight.filter(|w| *w > 0).map(|value| UInt32Value { value }),
-            ..Default::default()
-        })
-        .collect();
+    let lb_endpoints = targets.iter().map(|t| weighted_endpoint(t)).collect();
     ClusterLoadAssignment {
         cluster_name: name.to_owned(),
         endpoints: vec![LocalityLbEndpoints { lb_endpoints, ..Default::default() }],
+        ..Default::default()
+    }
+}
+
+/// The endpoint of `target` with its weight (0 or unset: Envoy's default of 1).
+fn weighted_endpoint(target: &Target<'_>) -> LbEndpoint {
+    LbEndpoint {
+        host_identifier: Some(lb_endpoint::HostIdentifier::Endpoint(Endpoint {
+            address: Some(named_address(&target.address, target.port)),
+            ..Default::default()
+        })),
+        load_balancing_weight: target.weight.filter(|w| *w > 0).map(|value| UInt32Value { value }),
         ..Default::default()
     }
 }
@@ -201,17 +218,18 @@ fn dns_cluster(name: &str, kind: cluster::DiscoveryType, assignment: ClusterLoad
 }
 
 /// The cluster `name` of an entry's port, with its policy, and the load assignment EDS
-/// serves for it (STATIC only).
+/// serves for it (STATIC only: locality balancing applies to those, see [`super::locality`]).
 fn entry_cluster(
     name: &str,
     entry: &ServiceEntry,
     protocol: Protocol,
     policy: &PolicySections,
     targets: &[&Target<'_>],
+    plans: &mut super::locality::Plans,
 ) -> (Cluster, Option<ClusterLoadAssignment>) {
     let http2 = protocol == Protocol::Http2;
     let (mut cluster, assignment) = match resolution(entry) {
-        Resolution::Static => (eds_cluster(name, Default::default(), false), Some(weighted_assignment(name, targets))),
+        Resolution::Static => (eds_cluster(name, Default::default(), false), None),
         Resolution::Dns => {
             (dns_cluster(name, cluster::DiscoveryType::StrictDns, weighted_assignment(name, targets)), None)
         }
@@ -230,6 +248,12 @@ fn entry_cluster(
         cluster.lb_policy = cluster::LbPolicy::ClusterProvided as i32;
         cluster.lb_config = None;
     }
+    let assignment = if resolution(entry) == Resolution::Static {
+        let located = targets.iter().map(|t| (t.locality.clone(), weighted_endpoint(t))).collect();
+        Some(super::locality::assignment(name, policy, &mut cluster, located, plans))
+    } else {
+        assignment
+    };
     (cluster, assignment)
 }
 
@@ -257,7 +281,8 @@ fn entry_clusters(
     for port in &entry.ports {
         let all = targets(lookup, entry, host, port);
         let mut add = |name: String, policy: PolicySections, picked: Vec<&Target<'_>>| {
-            let (cluster, assignment) = entry_cluster(&name, entry, port.mesh_protocol, &policy, &picked);
+            let (cluster, assignment) =
+                entry_cluster(&name, entry, port.mesh_protocol, &policy, &picked, &mut out.plans);
             if let Some(hash) = policy::hash_policy(policy.load_balancer.as_ref()) {
                 out.hash_policies.insert(name.clone(), hash);
             }

@@ -21,6 +21,7 @@ fn class(namespace: &str, app: &str) -> ProxyClass {
         ip: None,
         labels: labels(&[("app", app), ("version", "v2")]),
         kind: Default::default(),
+        locality: Default::default(),
     }
 }
 

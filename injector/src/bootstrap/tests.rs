@@ -183,3 +183,10 @@ fn gateways_say_so_in_their_metadata_and_sidecars_stay_unchanged() {
     assert_eq!(gateway["node"]["metadata"][metadata::PROXY_TYPE], "router");
     assert_eq!(gateway["node"]["metadata"][metadata::LABELS]["istio"], "ingressgateway");
 }
+
+#[test]
+fn a_locality_is_written_as_the_nodes_only_when_given() {
+    assert!(render(&base().build().unwrap())["node"].get("locality").is_none());
+    let placed = render(&base().locality(Locality::parse("r1/z1").unwrap()).build().unwrap());
+    assert_eq!(placed["node"]["locality"], serde_json::json!({"region": "r1", "zone": "z1", "sub_zone": ""}));
+}

@@ -243,7 +243,7 @@ static LOAD_BALANCER: Message = Message {
     fields: &[
         leaf("simple"),
         read("consistentHash", msg(&CONSISTENT_HASH)),
-        ignored("localityLbSetting", msg(&LOCALITY_LB), "endpoints are balanced without regard to locality"),
+        read("localityLbSetting", msg(&LOCALITY_LB)),
         leaf("warmupDurationSecs"),
         read("warmup", msg(&WARMUP)),
         ignored("backendUtilization", msg(&BACKEND_UTILIZATION), "requests are balanced by the simple policy"),
@@ -299,7 +299,12 @@ static LOCALITY_LB: Message = Message {
     fields: &[
         read("distribute", List(&LOCALITY_FROM_TO)),
         read("failover", List(&LOCALITY_FROM_TO)),
-        leaf("failoverPriority"),
+        unsupported(
+            "failoverPriority",
+            Leaf,
+            "would order endpoints by the labels they share with each caller, which needs endpoints per caller \
+             workload; meshd orders them by locality only (failover)",
+        ),
         leaf("enabled"),
     ],
 };
@@ -459,7 +464,7 @@ static WORKLOAD_ENTRY: Message = Message {
         leaf("ports"),
         leaf("labels"),
         ignored("network", Leaf, "endpoints on every network are used alike"),
-        ignored("locality", Leaf, "endpoints are not preferred by locality"),
+        leaf("locality"),
         leaf("weight"),
         ignored("serviceAccount", Leaf, "the endpoint's identity is not checked (no mesh mTLS yet)"),
     ],

@@ -25,7 +25,7 @@ const ISTIO_NETWORKING: &[&str] = &["v1", "v1beta1", "v1alpha3"];
 const GATEWAY_API: &[&str] = &["v1", "v1beta1", "v1alpha2", "v1alpha3"];
 
 const ROWS: &[Row] = &[
-    Row { group: "", versions: &["v1"], kinds: &["Namespace", "Service", "Pod", "Secret"], use_: Use::Read },
+    Row { group: "", versions: &["v1"], kinds: &["Namespace", "Service", "Pod", "Secret", "Node"], use_: Use::Read },
     Row { group: "discovery.k8s.io", versions: &["v1"], kinds: &["EndpointSlice"], use_: Use::Read },
     Row {
         group: "networking.istio.io",
@@ -82,7 +82,6 @@ const ROWS: &[Row] = &[
             "Endpoints",
             "LimitRange",
             "ResourceQuota",
-            "Node",
             "Event",
             "PodTemplate",
             "Binding",

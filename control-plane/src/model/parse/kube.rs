@@ -1,4 +1,5 @@
-//! The Kubernetes kinds meshd reads: Service, Pod and EndpointSlice.
+//! The Kubernetes kinds meshd reads: Service, Pod and EndpointSlice (Namespaces and
+//! Nodes need their labels only: see `parse_object`).
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -90,6 +91,7 @@ pub(super) fn parse_service(cx: &mut Context<'_>, namespace: String) -> Result<S
 #[serde(rename_all = "camelCase")]
 struct PodSpec {
     service_account_name: Option<String>,
+    node_name: Option<String>,
     #[serde(default)]
     containers: Vec<ContainerSpec>,
 }
@@ -152,6 +154,7 @@ pub(super) fn parse_pod(cx: &mut Context<'_>, namespace: String) -> Result<Pod, 
         service_account: spec.service_account_name.unwrap_or_else(|| "default".to_owned()),
         ports,
         ready: !terminal && !not_ready,
+        node_name: spec.node_name.filter(|n| !n.is_empty()),
     })
 }
 
@@ -164,6 +167,7 @@ struct SliceEndpointSpec {
     addresses: Vec<String>,
     conditions: Option<SliceConditions>,
     target_ref: Option<TargetRef>,
+    node_name: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -210,6 +214,7 @@ pub(super) fn parse_endpoint_slice(cx: &mut Context<'_>, namespace: String) -> R
             addresses,
             ready: e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true),
             pod,
+            node_name: e.node_name.clone().filter(|n| !n.is_empty()),
         });
     }
     let mut ports = Vec::new();

@@ -25,6 +25,7 @@ mod kinds;
 mod kube;
 mod kube_api;
 mod l4_routes;
+mod locality;
 mod rate_limit;
 mod route_actions;
 mod schema;
@@ -42,6 +43,8 @@ mod tests_actions;
 mod tests_http_actions;
 #[cfg(test)]
 mod tests_l4;
+#[cfg(test)]
+mod tests_locality;
 #[cfg(test)]
 mod tests_rate_limit;
 #[cfg(test)]
@@ -228,6 +231,11 @@ pub fn parse_object(raw: &RawObject) -> Result<Parsed, Diagnostic> {
             check_dns_label(&cx, "metadata.name", &raw.name)?;
             MeshObject::Namespace(Namespace { name: raw.name.clone(), labels: raw.labels.clone() })
         }
+        "Node" => {
+            schema::check(&mut cx, &raw.body, &kube_api::OBJECT, "")?;
+            let locality = crate::model::locality::node_locality(&raw.labels);
+            MeshObject::Node(crate::model::locality::Node { name: raw.name.clone(), locality })
+        }
         "Service" => MeshObject::Service(kube::parse_service(&mut cx, namespace)?),
         "Pod" => MeshObject::Pod(kube::parse_pod(&mut cx, namespace)?),
         "EndpointSlice" => MeshObject::EndpointSlice(kube::parse_endpoint_slice(&mut cx, namespace)?),
@@ -262,7 +270,7 @@ pub fn parse_object(raw: &RawObject) -> Result<Parsed, Diagnostic> {
             }
         }
     };
-    if !matches!(object, MeshObject::Namespace(_)) {
+    if !object.key().kind.is_cluster_scoped() {
         check_dns_label(&cx, "metadata.namespace", &object.key().namespace)?;
     }
     Ok(Parsed::Object(object, cx.warnings))

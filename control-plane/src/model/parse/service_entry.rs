@@ -35,6 +35,8 @@ struct WorkloadEntrySpec {
     #[serde(default)]
     labels: Labels,
     weight: Option<i64>,
+    #[serde(default)]
+    locality: String,
 }
 
 #[derive(Deserialize)]
@@ -161,7 +163,9 @@ fn parse_endpoint(
                 .map_err(|_| cx.error(&format!("{field}.weight"), format!("weight {w} must not be negative")))?,
         ),
     };
-    Ok(ServiceEntryEndpoint { address, ports: endpoint_ports, labels: e.labels.clone(), weight })
+    let locality = crate::model::locality::Locality::parse(&e.locality)
+        .map_err(|err| cx.error(&format!("{field}.locality"), err.to_string()))?;
+    Ok(ServiceEntryEndpoint { address, ports: endpoint_ports, labels: e.labels.clone(), weight, locality })
 }
 
 /// Istio's rules tying the resolution to the endpoints and hosts.

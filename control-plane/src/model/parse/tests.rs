@@ -205,10 +205,6 @@ fn fields_whose_absence_cannot_misroute_are_warnings() {
             "spec.trafficPolicy.loadBalancer.consistentHash.httpCookie.attributes",
         ),
         (
-            dr("trafficPolicy: {loadBalancer: {simple: ROUND_ROBIN, localityLbSetting: {enabled: true}}}"),
-            "spec.trafficPolicy.loadBalancer.localityLbSetting",
-        ),
-        (
             dr("subsets: [{name: v1, trafficPolicy: {proxyProtocol: {version: V1}}}]"),
             "spec.subsets[0].trafficPolicy.proxyProtocol",
         ),

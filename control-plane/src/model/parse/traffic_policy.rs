@@ -73,6 +73,7 @@ struct LoadBalancerSpec {
     consistent_hash: Option<ConsistentHashSpec>,
     warmup: Option<WarmupSpec>,
     warmup_duration_secs: Option<String>,
+    locality_lb_setting: Option<super::locality::LocalityLbSpec>,
 }
 
 #[derive(Deserialize, Default)]
@@ -469,9 +470,19 @@ fn parse_sections(cx: &mut Context<'_>, field: &str, spec: SectionsSpec<'_>) -> 
         Some(lb) => parse_warmup(cx, &lb_field, lb, load_balancer.as_ref())?,
         None => None,
     };
+    let locality_lb = match spec.load_balancer.as_ref().and_then(|lb| lb.locality_lb_setting.as_ref()) {
+        Some(l) => Some(super::locality::parse_locality_lb(
+            cx,
+            &format!("{lb_field}.localityLbSetting"),
+            l,
+            spec.outlier_detection.is_some(),
+        )?),
+        None => None,
+    };
     Ok(PolicySections {
         load_balancer,
         warmup,
+        locality_lb,
         connection_pool: match spec.connection_pool {
             Some(p) => Some(parse_connection_pool(cx, &format!("{field}.connectionPool"), p)?),
             None => None,

@@ -95,8 +95,9 @@ impl std::fmt::Display for FeedId {
 }
 
 /// The built-in feeds, always watched.
-pub const CORE_FEEDS: [FeedId; 5] = [
+pub const CORE_FEEDS: [FeedId; 6] = [
     FeedId::new(Kind::Namespace, Group::Core),
+    FeedId::new(Kind::Node, Group::Core),
     FeedId::new(Kind::Service, Group::Core),
     FeedId::new(Kind::Pod, Group::Core),
     FeedId::new(Kind::EndpointSlice, Group::Discovery),
@@ -467,7 +468,7 @@ pub fn collision_problem(feed: FeedId, version: &str, name: &Name, amime_version
 }
 
 fn name_of_raw(feed: FeedId, raw: &RawObject) -> Name {
-    let namespace = if feed.kind == Kind::Namespace {
+    let namespace = if feed.kind.is_cluster_scoped() {
         String::new()
     } else {
         raw.namespace.clone().unwrap_or_else(|| "default".to_owned())
@@ -478,7 +479,7 @@ fn name_of_raw(feed: FeedId, raw: &RawObject) -> Name {
 fn name_of(feed: FeedId, body: &Value) -> Option<Name> {
     let text = |p: &str| body.pointer(p).and_then(Value::as_str).map(str::to_owned);
     let name = text("/metadata/name")?;
-    let namespace = if feed.kind == Kind::Namespace {
+    let namespace = if feed.kind.is_cluster_scoped() {
         String::new()
     } else {
         text("/metadata/namespace").unwrap_or("default".into())

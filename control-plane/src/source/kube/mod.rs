@@ -7,7 +7,7 @@
 //!   written only by the holder of the [`lease`];
 //! - [`stats`]: counters for `/metrics`.
 //!
-//! Watched: core/v1 Namespaces (metadata only), Services, Pods (not Succeeded/Failed), discovery.k8s.io/v1
+//! Watched: core/v1 Namespaces and Nodes (metadata only), Services, Pods (not Succeeded/Failed), discovery.k8s.io/v1
 //! EndpointSlices (those of a Service), and VirtualService, DestinationRule, Gateway,
 //! ServiceEntry of `networking.amime.dev` and `networking.istio.io`, RateLimit of
 //! `networking.amime.dev`, and Telemetry of `telemetry.amime.dev` and `telemetry.istio.io`,
@@ -115,6 +115,8 @@ pub(crate) fn api_resource(feed: FeedId, version: &str, plural: &str) -> ApiReso
 fn core_spec(feed: FeedId) -> WatchSpec {
     let (version, plural, config) = match feed.kind {
         Kind::Namespace => ("v1", "namespaces", watcher::Config::default()),
+        // Their topology labels: the locality of the pods on them.
+        Kind::Node => ("v1", "nodes", watcher::Config::default()),
         Kind::Service => ("v1", "services", watcher::Config::default()),
         // A pod leaving the selector (finished) arrives as a delete.
         Kind::Pod => ("v1", "pods", watcher::Config::default().fields("status.phase!=Succeeded,status.phase!=Failed")),
@@ -123,8 +125,8 @@ fn core_spec(feed: FeedId) -> WatchSpec {
         // Slices of a Service (those the EndpointSlice controller and mirroring write).
         _ => ("v1", "endpointslices", watcher::Config::default().labels("kubernetes.io/service-name")),
     };
-    // Namespaces: only name and labels are read.
-    let metadata_only = feed.kind == Kind::Namespace;
+    // Namespaces and Nodes: only name and labels are read.
+    let metadata_only = feed.kind.is_cluster_scoped();
     WatchSpec {
         resource: api_resource(feed, version, plural),
         config,

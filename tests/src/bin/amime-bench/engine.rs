@@ -86,6 +86,7 @@ pub(crate) fn bench_engine(model: &Arc<Index>, mesh: &SyntheticMesh, api: Api, c
         ip: Some(std::net::IpAddr::V4(std::net::Ipv4Addr::from(0x7f00_0001 + i as u32))),
         labels: Default::default(),
         kind: Default::default(),
+        locality: Default::default(),
     };
     let snaps: Vec<Arc<xds::Snapshot>> = meshes.iter().map(|m| Arc::new(m.proxy_snapshot(&class(0)))).collect();
 

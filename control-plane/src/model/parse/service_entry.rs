@@ -24,6 +24,8 @@ struct ServiceEntrySpec {
     #[serde(default)]
     endpoints: Vec<WorkloadEntrySpec>,
     workload_selector: Option<WorkloadSelectorSpec>,
+    #[serde(default)]
+    export_to: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -205,6 +207,15 @@ pub(super) fn parse_service_entry(cx: &mut Context<'_>, namespace: String) -> Re
     let spec: ServiceEntrySpec = cx.field("spec")?;
     if spec.hosts.is_empty() {
         return Err(cx.error("spec.hosts", "at least one host is required"));
+    }
+    if !spec.export_to.iter().all(|e| e == "*") {
+        // The entry's hosts, clusters and routes are every proxy's; a narrower export
+        // would make them reachable from namespaces the rule keeps them from.
+        return Err(cx.error(
+            "spec.exportTo",
+            "exportTo other than \"*\" on a ServiceEntry is not supported by meshd yet: every proxy would see the \
+             entry; the object is refused",
+        ));
     }
     for (i, h) in spec.hosts.iter().enumerate() {
         if !check_host(h) || h == "*" {

@@ -61,6 +61,7 @@ fn resolution_rules_are_istios() {
         ("{hosts: [a.example], ports: [{number: 80, name: h, protocol: UDP}]}", "spec.ports[0].protocol", "UDP"),
         ("{hosts: ['*']}", "spec.hosts[0]", "not a DNS host name"),
         ("{hosts: [a.example], resolution: STATIC, endpoints: [{address: 192.0.2.1, weight: -1}]}", "spec.endpoints[0].weight", "negative"),
+        ("{hosts: [a.example], exportTo: ['.']}", "spec.exportTo", "not supported by meshd yet"),
     ];
     for (spec, field, message) in cases {
         match parse_entry(spec) {

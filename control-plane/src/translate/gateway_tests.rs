@@ -277,3 +277,41 @@ spec:
     assert!(on_sidecar.iter().any(|p| p.contains("/inner")), "{on_sidecar:?}");
     assert!(!on_sidecar.iter().any(|p| p.contains("/edge")), "{on_sidecar:?}");
 }
+
+/// MUTUAL: the listener requires a client certificate signed by the CA named; without a
+/// CA the server is reported at `tls.mode` and left out.
+#[test]
+fn a_mutual_server_requires_client_certificates_signed_by_its_ca() {
+    let mutual = |tls: &str| {
+        format!(
+            "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {{name: mtls, namespace: bookinfo}}\nspec:\n  \
+             selector: {{istio: ingressgateway}}\n  servers:\n  - port: {{number: 9443, name: https, protocol: HTTPS}}\n    \
+             hosts: [mtls.example.com]\n    tls: {{mode: MUTUAL, {tls}}}\n"
+        )
+    };
+    let files = "serverCertificate: /etc/gw/cert.pem, privateKey: /etc/gw/key.pem, caCertificates: /etc/gw/ca.pem";
+    let secret = tls_secret("bookinfo-cert", "bookinfo.example.com");
+    let with_ca = mesh(&format!("{MESH}\n---\n{secret}\n---\n{}", mutual(files)));
+    assert!(with_ca.problems.is_empty(), "{:#?}", with_ca.problems);
+    let listeners: Vec<Listener> =
+        decoded(&with_ca, &gateway_class(&[("istio", "ingressgateway")]), ResourceType::Listener);
+    let listener = listeners.iter().find(|l| l.name.ends_with("_9443")).expect("the MUTUAL server's listener");
+    let socket = listener.filter_chains[0].transport_socket.clone().unwrap();
+    let Some(envoy_types::pb::envoy::config::core::v3::transport_socket::ConfigType::TypedConfig(typed)) =
+        socket.config_type
+    else {
+        panic!("no TLS context")
+    };
+    let context = DownstreamTlsContext::decode(typed.value.as_slice()).unwrap();
+    assert_eq!(context.require_client_certificate.map(|b| b.value), Some(true));
+    let validation = format!("{:?}", context.common_tls_context.unwrap().validation_context_type);
+    assert!(validation.contains("/etc/gw/ca.pem"), "{validation}");
+
+    let no_ca = "serverCertificate: /etc/gw/cert.pem, privateKey: /etc/gw/key.pem";
+    let without = mesh(&format!("{MESH}\n---\n{secret}\n---\n{}", mutual(no_ca)));
+    let problems: Vec<String> = without.problems.iter().map(ToString::to_string).collect();
+    assert!(
+        problems.iter().any(|p| p.contains("mtls: spec.servers[0].tls.mode") && p.contains("MUTUAL needs a CA")),
+        "{problems:#?}"
+    );
+}

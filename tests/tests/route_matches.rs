@@ -11,7 +11,7 @@ use amime_e2e::http::proxy_request;
 use amime_e2e::mesh;
 use amime_e2e::rules::{documents, REVIEWS_DESTINATION_RULE};
 use amime_e2e::{run_test, Bookinfo, BookinfoOptions, IpBlock, MeshDir};
-use anyhow::{ensure, Result};
+use anyhow::ensure;
 
 /// One rule: its name (the body it answers with), its path prefix, and the rest of its
 /// match (YAML flow mapping entries).
@@ -27,6 +27,9 @@ const RULES: &[(&str, &str, &str)] = &[
     ("other-port", "/port", "port: 9999"),
     ("no-case", "", "uri: {exact: /CaseBlind}, ignoreUriCase: true"),
 ];
+
+/// A request (method, URL, headers) and the rule that must answer it (None: reviews v1).
+type Case = (&'static str, &'static str, &'static [(&'static str, &'static str)], Option<&'static str>);
 
 fn reviews_vs() -> String {
     let mut rules = String::new();
@@ -53,7 +56,7 @@ async fn every_match_kind_takes_what_it_names_and_nothing_else() {
         let bookinfo = Bookinfo::start(&ctx, block, dir, BookinfoOptions::default()).await?;
         let proxy = bookinfo.productpage.proxy_addr();
         // (method, URL, headers, the rule that must answer, or None: reviews v1).
-        let cases: &[(&str, &str, &[(&str, &str)], Option<&str>)] = &[
+        let cases: &[Case] = &[
             ("GET", "http://reviews:9080/items/12", &[], Some("uri-regex")),
             ("GET", "http://reviews:9080/items/12x", &[], None),
             ("GET", "http://reviews:9080/hp", &[("x-user", "admin")], Some("hdr-prefix")),

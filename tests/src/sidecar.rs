@@ -222,6 +222,19 @@ impl Sidecar {
     }
 
     /// Admin `/config_dump` as JSON.
+    /// The active dynamic listeners (listeners being drained after an update still show
+    /// the old configuration elsewhere in the dump).
+    pub async fn active_listeners(&self) -> Result<Value> {
+        let dump = self.config_dump().await?;
+        let configs = dump["configs"].as_array().context("config_dump configs")?;
+        let listeners = configs
+            .iter()
+            .find(|c| c["@type"].as_str().is_some_and(|t| t.ends_with("ListenersConfigDump")))
+            .context("no ListenersConfigDump")?;
+        let active = listeners["dynamic_listeners"].as_array().into_iter().flatten().map(|l| l["active_state"].clone());
+        Ok(Value::Array(active.collect()))
+    }
+
     pub async fn config_dump(&self) -> Result<Value> {
         let response = self.admin_get("/config_dump").await?;
         if response.status != 200 {

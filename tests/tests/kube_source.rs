@@ -51,19 +51,6 @@ const PODS: [(&str, u8); 4] = [
     ("reviews-v3", hosts::REVIEWS_V3),
 ];
 
-/// kubectl, failing with its output when it fails.
-async fn kubectl_ok(cluster: &KubeCluster, args: &[&str]) -> Result<String> {
-    let out = cluster.kubectl(args).await?;
-    ensure!(
-        out.status.success(),
-        "kubectl {}: {}{}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
 async fn apply(cluster: &KubeCluster, yaml: &str) -> Result<Instant> {
     let out = cluster.apply(yaml).await?;
     ensure!(out.status.success(), "kubectl apply: {}", String::from_utf8_lossy(&out.stderr));
@@ -95,7 +82,7 @@ async fn start_with(
     let pods = PodNetwork::claim(block)?;
     let cluster = KubeCluster::start_with_apiserver_args(ctx, block, apiserver_args).await?;
     apply(&cluster, &crds(istio_crds)?).await?;
-    kubectl_ok(&cluster, &["wait", "--for=condition=established", "--timeout=30s", "crd", "--all"]).await?;
+    cluster.kubectl_ok(&["wait", "--for=condition=established", "--timeout=30s", "crd", "--all"]).await?;
     cluster.create_namespace("bookinfo").await?;
     apply(&cluster, &mesh_yaml(block)?).await?;
     for (pod, host) in PODS {
@@ -135,7 +122,7 @@ async fn await_versions(b: &Bookinfo, want: &[&str], limit: Duration) -> Result<
 /// `kind/name`'s Accepted condition as `(status, reason, message)`.
 async fn accepted(cluster: &KubeCluster, resource: &str) -> Result<(String, String, String)> {
     let jsonpath = "-o=jsonpath={.status.conditions[?(@.type==\"Accepted\")].status}|{.status.conditions[?(@.type==\"Accepted\")].reason}|{.status.conditions[?(@.type==\"Accepted\")].message}|{.status.observedGeneration}";
-    let out = kubectl_ok(cluster, &["-n", "bookinfo", "get", resource, jsonpath]).await?;
+    let out = cluster.kubectl_ok(&["-n", "bookinfo", "get", resource, jsonpath]).await?;
     let mut parts = out.splitn(4, '|').map(str::to_owned);
     let (status, reason, message) =
         (parts.next().unwrap_or_default(), parts.next().unwrap_or_default(), parts.next().unwrap_or_default());
@@ -200,12 +187,12 @@ async fn rules_from_the_api_server_route_envoy() {
         println!("rule change converged in {took:?}");
 
         // Deleting the VirtualService removes its routes: round robin over every endpoint.
-        kubectl_ok(&cluster, &["-n", "bookinfo", "delete", "virtualservices.networking.amime.dev", "reviews"]).await?;
+        cluster.kubectl_ok(&["-n", "bookinfo", "delete", "virtualservices.networking.amime.dev", "reviews"]).await?;
         await_versions(&b, &["v1", "v2", "v3"], CONVERGENCE * 2).await?;
 
         // Scaling: a pod gone leaves the EndpointSlice (kube-controller-manager) and the proxy.
         let since = Instant::now();
-        kubectl_ok(&cluster, &["-n", "bookinfo", "delete", "pod", "reviews-v2", "--grace-period=0", "--force"]).await?;
+        cluster.kubectl_ok(&["-n", "bookinfo", "delete", "pod", "reviews-v2", "--grace-period=0", "--force"]).await?;
         await_versions(&b, &["v1", "v3"], Duration::from_secs(10)).await?;
         println!("pod removal reached Envoy in {:?}", since.elapsed());
         let pod = mesh_yaml(b.block)?
@@ -311,11 +298,11 @@ async fn an_istio_group_virtual_service_routes_the_same() {
         )
         .await?;
         // Gone from the amime group: the Istio one is back in force.
-        kubectl_ok(&cluster, &["-n", "bookinfo", "delete", "virtualservices.networking.amime.dev", "reviews"]).await?;
+        cluster.kubectl_ok(&["-n", "bookinfo", "delete", "virtualservices.networking.amime.dev", "reviews"]).await?;
         b.await_all_to("v2", JASON, Instant::now(), CONVERGENCE).await?;
         // The Istio CRD deleted: its watch stops and its objects leave the mesh (no rule left:
         // round robin over every endpoint, for jason too).
-        kubectl_ok(&cluster, &["delete", "crd", "virtualservices.networking.istio.io"]).await?;
+        cluster.kubectl_ok(&["delete", "crd", "virtualservices.networking.istio.io"]).await?;
         await_condition("jason to reach every version once the rule is gone", Duration::from_secs(10), || async {
             let tally = b.productpage.tally(60, REVIEWS, JASON).await;
             ensure!(["v1", "v2", "v3"].iter().map(|v| tally.get(v)).all(|n| n > 0), "{tally}");
@@ -422,7 +409,7 @@ async fn listed_objects(cluster: &KubeCluster) -> Result<[f64; 5]> {
     ];
     let mut counts = [0.0; 5];
     for (count, args) in counts.iter_mut().zip(lists) {
-        let out = kubectl_ok(cluster, &[&["get", "-A", "-o", "name"], args].concat()).await?;
+        let out = cluster.kubectl_ok(&[&["get", "-A", "-o", "name"], args].concat()).await?;
         *count = out.lines().filter(|l| !l.is_empty()).count() as f64;
     }
     Ok(counts)
@@ -435,7 +422,7 @@ async fn listed_objects(cluster: &KubeCluster) -> Result<[f64; 5]> {
 async fn settled(b: &Bookinfo, cluster: &KubeCluster) -> Result<()> {
     let addresses = r#"-o=jsonpath={range .items[*]}{range .endpoints[*]}{.addresses[0]}{"\n"}{end}{end}"#;
     await_condition("the EndpointSlices to hold the 4 pods", Duration::from_secs(30), || async {
-        let out = kubectl_ok(cluster, &["-n", "bookinfo", "get", "endpointslices", addresses]).await?;
+        let out = cluster.kubectl_ok(&["-n", "bookinfo", "get", "endpointslices", addresses]).await?;
         ensure!(out.lines().filter(|l| !l.is_empty()).count() == PODS.len(), "EndpointSlice addresses: {out:?}");
         Ok(())
     })
@@ -515,8 +502,8 @@ async fn etcd_compaction_makes_meshd_relist_without_a_push() {
         settled(&b, &cluster).await?;
         // Two writes meshd does not watch: etcd's revision moves past every watched version
         // (a watch from version v starts at v + 1, compacted only when below the revision).
-        kubectl_ok(&cluster, &["-n", "default", "create", "configmap", "bump"]).await?;
-        kubectl_ok(&cluster, &["-n", "default", "label", "configmap", "bump", "again=yes"]).await?;
+        cluster.kubectl_ok(&["-n", "default", "create", "configmap", "bump"]).await?;
+        cluster.kubectl_ok(&["-n", "default", "label", "configmap", "bump", "again=yes"]).await?;
         let before = b.meshd.metrics().await?;
         let translations = metric_of(&before, "amime_translations_total");
 

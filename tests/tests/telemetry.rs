@@ -127,22 +127,9 @@ fn render(block: IpBlock, text: &str) -> String {
     text.replace("JAEGER", &block.ip(JAEGER_HOST).to_string())
 }
 
-/// The active dynamic listeners of `sidecar` (listeners being drained after an update
-/// still show the old configuration elsewhere in the dump).
-async fn active_listeners(sidecar: &Sidecar) -> Result<Value> {
-    let dump = sidecar.config_dump().await?;
-    let configs = dump["configs"].as_array().context("config_dump configs")?;
-    let listeners = configs
-        .iter()
-        .find(|c| c["@type"].as_str().is_some_and(|t| t.ends_with("ListenersConfigDump")))
-        .context("no ListenersConfigDump")?;
-    let active = listeners["dynamic_listeners"].as_array().into_iter().flatten().map(|l| l["active_state"].clone());
-    Ok(Value::Array(active.collect()))
-}
-
 /// The sampling percentage of the first tracer in `sidecar`'s listeners, if it has one.
 async fn sampling(sidecar: &Sidecar) -> Result<Option<f64>> {
-    let dump = active_listeners(sidecar).await?;
+    let dump = sidecar.active_listeners().await?;
     fn find(v: &Value) -> Option<f64> {
         match v {
             Value::Object(m) => match m.get("random_sampling") {
@@ -289,7 +276,7 @@ async fn sampling_telemetry_and_json_logs_apply_live() {
         let quiet = "apiVersion: telemetry.amime.dev/v1\nkind: Telemetry\nmetadata:\n  name: quiet-reviews\n  namespace: bookinfo\nspec:\n  selector:\n    matchLabels:\n      app: reviews\n  accessLogging:\n  - disabled: true\n";
         hops.dir.write("quiet.yaml", quiet)?;
         await_condition("reviews' listener without access log", CONVERGE, || async {
-            let dump = active_listeners(&hops.reviews_sidecar).await?.to_string();
+            let dump = hops.reviews_sidecar.active_listeners().await?.to_string();
             ensure!(!dump.contains("envoy.access_loggers.file"), "still logging");
             Ok(())
         })

@@ -71,9 +71,9 @@ impl Cluster {
             rbac::install_files()?.into_iter().filter(|f| !f.ends_with("60-mutatingwebhookconfiguration.yaml")),
         );
         for file in files {
-            kubectl_ok(&cluster, &["apply", "-f", file.to_str().context("utf-8 path")?]).await?;
+            cluster.kubectl_ok(&["apply", "-f", file.to_str().context("utf-8 path")?]).await?;
         }
-        kubectl_ok(&cluster, &["wait", "--for=condition=established", "--timeout=30s", "crd", "--all"]).await?;
+        cluster.kubectl_ok(&["wait", "--for=condition=established", "--timeout=30s", "crd", "--all"]).await?;
         cluster.create_namespace("bookinfo").await?;
         apply(&cluster, &mesh_yaml(block)?).await?;
         let in_cluster = [
@@ -124,18 +124,6 @@ impl Cluster {
     }
 }
 
-async fn kubectl_ok(cluster: &KubeCluster, args: &[&str]) -> Result<String> {
-    let out = cluster.kubectl(args).await?;
-    ensure!(
-        out.status.success(),
-        "kubectl {}: {}{}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
 async fn apply(cluster: &KubeCluster, yaml: &str) -> Result<()> {
     let out = cluster.apply(yaml).await?;
     ensure!(out.status.success(), "kubectl apply: {}", String::from_utf8_lossy(&out.stderr));
@@ -170,21 +158,13 @@ async fn await_logged(sidecar: &Sidecar, what: &str, json: bool) -> Result<Strin
 
 /// Whether `sidecar`'s active listeners log requests (a file access logger).
 async fn logs_requests(sidecar: &Sidecar) -> Result<bool> {
-    let dump = sidecar.config_dump().await?;
-    let configs = dump["configs"].as_array().context("config_dump configs")?;
-    let listeners = configs
-        .iter()
-        .find(|c| c["@type"].as_str().is_some_and(|t| t.ends_with("ListenersConfigDump")))
-        .context("no ListenersConfigDump")?;
-    let active: Vec<&Value> =
-        listeners["dynamic_listeners"].as_array().into_iter().flatten().map(|l| &l["active_state"]).collect();
-    Ok(serde_json::to_string(&active)?.contains("envoy.access_loggers.file"))
+    Ok(sidecar.active_listeners().await?.to_string().contains("envoy.access_loggers.file"))
 }
 
 /// `resource`'s Accepted condition in bookinfo as `status|reason|message`.
 async fn accepted(cluster: &KubeCluster, resource: &str) -> Result<String> {
     let path = "-o=jsonpath={.status.conditions[?(@.type==\"Accepted\")].status}|{.status.conditions[?(@.type==\"Accepted\")].reason}|{.status.conditions[?(@.type==\"Accepted\")].message}";
-    kubectl_ok(cluster, &["-n", "bookinfo", "get", resource, path]).await
+    cluster.kubectl_ok(&["-n", "bookinfo", "get", resource, path]).await
 }
 
 async fn await_accepted(cluster: &KubeCluster, resource: &str, want: &str) -> Result<String> {
@@ -252,7 +232,7 @@ async fn telemetry_objects(c: &Cluster) -> Result<()> {
     })
     .await?;
 
-    kubectl_ok(&c.cluster, &["-n", "bookinfo", "delete", "telemetries.telemetry.istio.io", "quiet"]).await?;
+    c.cluster.kubectl_ok(&["-n", "bookinfo", "delete", "telemetries.telemetry.istio.io", "quiet"]).await?;
     await_logged(&c.productpage, "productpage to log again (Telemetry deleted)", true).await?;
     Ok(())
 }

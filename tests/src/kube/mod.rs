@@ -158,6 +158,19 @@ impl KubeCluster {
         run_to_completion(&self.bin.join("kubectl"), all, KUBECTL_TIMEOUT).await
     }
 
+    /// [`Self::kubectl`], failing with its output when it fails; its standard output.
+    pub async fn kubectl_ok(&self, args: &[&str]) -> Result<String> {
+        let out = self.kubectl(args).await?;
+        anyhow::ensure!(
+            out.status.success(),
+            "kubectl {}: {}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
     /// `kubectl apply -f` of `yaml` (written to a file in the cluster's directory).
     pub async fn apply(&self, yaml: &str) -> Result<Output> {
         let file = self.write_manifest("apply", yaml)?;

@@ -1,7 +1,7 @@
 //! DestinationRule consistent hashing by cookie, query parameter and source IP end to end,
 //! with the policy given per port (`portLevelSettings`, which replaces the rule's policy
 //! for that port) and per subset: real meshd, the productpage sidecar (explicit mode, real
-//! Envoy) and reviews v1, v2, v3. Blocks 176 and 177 belong to this file. Each test ends by
+//! Envoy) and reviews v1, v2, v3. Blocks 176..=178 belong to this file. Each test ends by
 //! checking that Envoy rejected no update and meshd counted no NACK.
 
 use std::collections::BTreeSet;
@@ -79,6 +79,41 @@ async fn query_parameter_and_source_ip_hashing_keep_a_client_on_one_endpoint() {
             Ok(())
         })
         .await?;
+        bookinfo.check_no_nacks().await
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subsets_policy_overrides_the_rules_for_its_cluster_only() {
+    run_test("a_subsets_policy_overrides_the_rules_for_its_cluster_only", |ctx| async move {
+        let block = IpBlock(178);
+        let dir = MeshDir::new(&ctx)?;
+        dir.write("mesh.yaml", &mesh::bookinfo_mesh_yaml(block)?)?;
+        // Subset `sticky` holds every reviews pod and hashes by x-user; the rule (and so
+        // the host's own cluster) balances round robin. Requests with `x-sticky: 1` go to
+        // the subset.
+        dir.write(
+            "policy.yaml",
+            "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: reviews, namespace: bookinfo}\n\
+             spec:\n  host: reviews\n  trafficPolicy:\n    loadBalancer: {simple: ROUND_ROBIN}\n  subsets:\n  - name: \
+             sticky\n    labels: {app: reviews}\n    trafficPolicy:\n      loadBalancer: {consistentHash: \
+             {httpHeaderName: x-user}}\n---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: \
+             reviews, namespace: bookinfo}\nspec:\n  hosts: [reviews]\n  http:\n  - match: [{headers: {x-sticky: \
+             {exact: '1'}}}]\n    route: [{destination: {host: reviews, subset: sticky}}]\n  - route: [{destination: \
+             {host: reviews}}]\n",
+        )?;
+        let bookinfo = Bookinfo::start(&ctx, block, dir, BookinfoOptions::default()).await?;
+        keys_stick(&bookinfo, |key| {
+            (REVIEWS.to_owned(), vec![("x-sticky".to_owned(), "1".to_owned()), ("x-user".to_owned(), key.to_owned())])
+        })
+        .await?;
+        // Without the subset, the rule's round robin: one user's 15 requests reach every version.
+        let tally = bookinfo.productpage.tally(15, REVIEWS, &[("x-user", "key-0")]).await;
+        ensure!(
+            ["v1", "v2", "v3"].into_iter().all(|v| tally.get(v) > 0),
+            "the host's own cluster should round robin: {tally}"
+        );
         bookinfo.check_no_nacks().await
     })
     .await;

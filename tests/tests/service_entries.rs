@@ -118,11 +118,19 @@ async fn registry_only_lets_entry_hosts_through_and_blocks_the_rest() {
         let block = IpBlock(207);
         let (allowed, other) = (localhost_upstream("allowed").await?, localhost_upstream("other").await?);
         let outside = Upstream::start(block.addr(hosts::OUTSIDE, APP_PORT), "outside", "none", "not-in-mesh").await?;
+        // A NONE entry: its address goes through to wherever the request was sent.
+        let passed = Upstream::start(block.addr(hosts::EXTRA_1, APP_PORT), "passed", "none", "none-entry").await?;
         let se = entry(
             "allowed",
             &format!(
                 "  hosts: [allowed.example]\n  resolution: DNS\n  ports: [{{number: 80, name: http, protocol: HTTP, targetPort: {}}}]\n  endpoints: [{{address: localhost}}]\n",
                 allowed.addr().port()
+            ),
+        ) + &entry(
+            "passed",
+            &format!(
+                "  hosts: [passed.example]\n  addresses: [{}]\n  resolution: NONE\n  ports: [{{number: {APP_PORT}, name: http, protocol: HTTP}}]\n",
+                block.ip(hosts::EXTRA_1)
             ),
         );
         let bookinfo = start(&ctx, block, &se, &["--outbound-traffic-policy", "REGISTRY_ONLY"]).await?;
@@ -134,7 +142,10 @@ async fn registry_only_lets_entry_hosts_through_and_blocks_the_rest() {
             ensure!(response.status == 502, "GET {url} should be blocked with 502; got {}", response.summary());
             ensure!(response.body.contains("REGISTRY_ONLY"), "the 502 for {url} names the policy: {:?}", response.body);
         }
+        let url = format!("http://{}/", passed.addr());
+        bookinfo.productpage.tally(5, &url, &[]).await.ensure_all("none", "the NONE entry's address")?;
         ensure!(other.hits() == 0 && outside.hits() == 0, "a destination outside the registry was reached");
+        ensure!(passed.hits() >= 5, "the NONE entry's address saw {} requests", passed.hits());
         ensure!(allowed.hits() >= 10, "the entry's endpoint saw {} requests", allowed.hits());
         bookinfo.check_no_nacks().await
     })

@@ -29,7 +29,7 @@ use crate::http::Response;
 use crate::netns::Netns;
 use crate::paths;
 use crate::process::ManagedProcess;
-use crate::sidecar::parse_stats;
+use crate::sidecar::{ensure_no_rejected_updates, parse_stats};
 use crate::wait::await_condition;
 
 /// Envoy's admin endpoint inside a pod (the bootstrap's default).
@@ -247,6 +247,12 @@ impl RunningPod {
         command.extend(argv);
         let label = format!("{}-{cname}", self.name);
         let process = self.netns.spawn_as(ctx, &label, uid, Path::new("/usr/bin/env"), &command)?;
+        // A container's stdout is its own (the runtime's pipe): a process of the container's
+        // uid can reopen it as `/dev/stdout`, as Envoy's access log does. Done before Envoy
+        // can hear of an access log, which comes with its first listeners over xDS.
+        let stdout = process.stdout_log();
+        std::os::unix::fs::chown(stdout, Some(uid), Some(uid))
+            .with_context(|| format!("chown {} to {uid}", stdout.display()))?;
         self.sidecar = Some(process);
         let (port, path) =
             startup_probe(container).unwrap_or((injector::bootstrap::HEALTH_PORT, "/healthz/ready".into()));
@@ -272,6 +278,11 @@ impl RunningPod {
         }
     }
 
+    /// Where the sidecar's stdout goes (Envoy's access log at `/dev/stdout`).
+    pub fn sidecar_stdout(&self) -> Option<&Path> {
+        self.sidecar.as_ref().map(ManagedProcess::stdout_log)
+    }
+
     /// `GET path` on the sidecar's Envoy admin (inside the pod).
     pub async fn admin_get(&self, path: &str) -> Result<Response> {
         self.netns.get(ENVOY_ADMIN, path).await.with_context(|| format!("pod {}: Envoy admin GET {path}", self.name))
@@ -282,6 +293,17 @@ impl RunningPod {
         let response = self.admin_get("/stats").await?;
         ensure!(response.status == 200, "pod {}: Envoy /stats: {}", self.name, response.summary());
         Ok(parse_stats(&response.body))
+    }
+
+    /// The sidecar's Envoy accepted listeners and clusters at least once and rejected no update.
+    pub async fn ensure_updates_accepted(&self) -> Result<()> {
+        let stats = self.stats().await?;
+        ensure_no_rejected_updates(&stats).with_context(|| format!("pod {}", self.name))?;
+        for name in ["listener_manager.lds.update_success", "cluster_manager.cds.update_success"] {
+            let n = stats.get(name).copied().unwrap_or(0);
+            ensure!(n >= 1, "pod {}: {name} = {n}: its Envoy never accepted an update", self.name);
+        }
+        Ok(())
     }
 
     /// One stat (0 when Envoy has not created it yet).

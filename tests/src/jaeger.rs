@@ -11,6 +11,7 @@ use serde_json::Value;
 
 use crate::context::TestContext;
 use crate::http;
+use crate::netns::Netns;
 use crate::paths;
 use crate::process::{run_to_completion, ManagedProcess};
 use crate::wait::await_condition;
@@ -109,20 +110,41 @@ pub struct Jaeger {
 impl Jaeger {
     /// Starts Jaeger on `ip` and waits until its query API answers.
     pub async fn start(ctx: &TestContext, ip: Ipv4Addr) -> Result<Jaeger> {
+        Self::start_maybe_in(ctx, None, ip).await
+    }
+
+    /// Starts Jaeger inside `netns` on `ip` (one of its addresses), where pods plugged into
+    /// that namespace reach it; query it with [`Jaeger::traces_via`].
+    pub async fn start_in(ctx: &TestContext, netns: &Netns, ip: Ipv4Addr) -> Result<Jaeger> {
+        Self::start_maybe_in(ctx, Some(netns), ip).await
+    }
+
+    async fn start_maybe_in(ctx: &TestContext, netns: Option<&Netns>, ip: Ipv4Addr) -> Result<Jaeger> {
         let jaeger = binary().await?;
         let config_path = ctx.unique_path("jaeger", ".yaml");
         std::fs::write(&config_path, config(ip)).with_context(|| format!("write {}", config_path.display()))?;
         let args = vec!["--config".to_owned(), format!("file:{}", config_path.display())];
-        let process = ManagedProcess::spawn(ctx, "jaeger", &jaeger, args)?;
+        let process = match netns {
+            Some(netns) => netns.spawn(ctx, "jaeger", &jaeger, args)?,
+            None => ManagedProcess::spawn(ctx, "jaeger", &jaeger, args)?,
+        };
         let j = Jaeger { process, ip };
         await_condition("Jaeger's query API to answer", Duration::from_secs(60), || async {
             j.process.ensure_running()?;
-            let r = http::get(j.query_addr(), "/api/services").await?;
+            let r = j.query(netns, "/api/services").await?;
             ensure!(r.status == 200, "{}", r.summary());
             Ok(())
         })
         .await?;
         Ok(j)
+    }
+
+    /// `GET path` on the query API, from inside `netns` if given.
+    async fn query(&self, netns: Option<&Netns>, path: &str) -> Result<http::Response> {
+        match netns {
+            Some(netns) => netns.get(self.query_addr(), path).await,
+            None => http::get(self.query_addr(), path).await,
+        }
     }
 
     pub fn zipkin_addr(&self) -> SocketAddr {
@@ -143,7 +165,16 @@ impl Jaeger {
 
     /// Every trace Jaeger holds with a span of `service`, as lists of spans.
     pub async fn traces(&self, service: &str) -> Result<Vec<Vec<Span>>> {
-        let r = http::get(self.query_addr(), &format!("/api/traces?service={service}&limit=1000&lookback=1h")).await?;
+        self.traces_maybe_via(None, service).await
+    }
+
+    /// [`Jaeger::traces`] of a Jaeger started with [`Jaeger::start_in`] `netns`.
+    pub async fn traces_via(&self, netns: &Netns, service: &str) -> Result<Vec<Vec<Span>>> {
+        self.traces_maybe_via(Some(netns), service).await
+    }
+
+    async fn traces_maybe_via(&self, netns: Option<&Netns>, service: &str) -> Result<Vec<Vec<Span>>> {
+        let r = self.query(netns, &format!("/api/traces?service={service}&limit=1000&lookback=1h")).await?;
         if r.status == 404 {
             return Ok(Vec::new());
         }

@@ -38,7 +38,7 @@ use crate::http::{self, Response};
 use crate::paths;
 use crate::process::{run_to_completion, ManagedProcess};
 use crate::sidecar::Tally;
-use crate::upstream::Upstream;
+use crate::upstream::{NextHop, Upstream};
 use crate::wait::await_condition;
 
 /// Where `ip netns` keeps its namespace handles.
@@ -301,6 +301,51 @@ impl Netns {
             .with_context(|| format!("in network namespace {}", self.name))
     }
 
+    /// An [`Upstream`] on `addr` inside the namespace that calls `next` for each request (as
+    /// [`Upstream::start_calling`]); its onward connections start inside the namespace too,
+    /// so the pod's capture sees them: it runs on its own thread, which entered the namespace,
+    /// with its own runtime. Stops when the returned handle is dropped.
+    pub async fn start_calling_upstream(
+        &self,
+        addr: SocketAddr,
+        identity: [&str; 3],
+        next: NextHop,
+    ) -> Result<CallingUpstream> {
+        let path = self.path();
+        let [service, version, pod] = identity.map(str::to_owned);
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<Result<SocketAddr>>();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        std::thread::Builder::new()
+            .name(format!("netns-app-{pod}"))
+            .spawn(move || {
+                let runtime = enter_namespace(&path).and_then(|()| {
+                    tokio::runtime::Builder::new_current_thread().enable_all().build().context("build a runtime")
+                });
+                let runtime = match runtime {
+                    Ok(runtime) => runtime,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        return;
+                    }
+                };
+                runtime.block_on(async move {
+                    match Upstream::start_calling(addr, &service, &version, &pod, next).await {
+                        Ok(upstream) => {
+                            let _ = ready_tx.send(Ok(upstream.addr()));
+                            let _ = stopped.await;
+                        }
+                        Err(e) => {
+                            let _ = ready_tx.send(Err(e));
+                        }
+                    }
+                });
+            })
+            .context("spawn a thread to run an app inside the network namespace")?;
+        let addr = ready_rx.await.map_err(|_| anyhow!("the app thread in namespace {} panicked", self.name))?;
+        let addr = addr.with_context(|| format!("in network namespace {}", self.name))?;
+        Ok(CallingUpstream { addr, _stop: stop })
+    }
+
     /// A TCP server on `addr` inside the namespace that answers each connection with
     /// `banner` followed by everything the client sent (until the client shuts down writing).
     pub async fn start_echo(&self, addr: SocketAddr, banner: &str) -> Result<TcpEcho> {
@@ -551,6 +596,32 @@ pub async fn link_veth(a: &Netns, a_if: &str, a_cidr: &str, b: &Netns, b_if: &st
         ns.ip(["link", "set", ifname, "up"]).await?;
     }
     Ok(())
+}
+
+/// A veth from `node`'s bridge `br0` (end `peer`) into `pod` (`eth0`, `ip/24`, default route
+/// via `node_ip`): how a pod is plugged into a node with several pods.
+pub async fn plug_into_bridge(node: &Netns, pod: &Netns, peer: &str, ip: Ipv4Addr, node_ip: Ipv4Addr) -> Result<()> {
+    let link = format!("link add name eth0 netns {} type veth peer name {peer} netns {}", pod.name(), node.name());
+    run_to_completion(Path::new("ip"), link.split(' '), COMMAND_TIMEOUT)
+        .await
+        .with_context(|| format!("veth {}:eth0 <-> {}:{peer}", pod.name(), node.name()))?;
+    pod.ip(["addr", "add", &format!("{ip}/24"), "dev", "eth0"]).await?;
+    pod.ip(["link", "set", "eth0", "up"]).await?;
+    pod.ip(["route", "add", "default", "via", &node_ip.to_string()]).await?;
+    node.ip(["link", "set", peer, "master", "br0", "up"]).await?;
+    Ok(())
+}
+
+/// An app started by [`Netns::start_calling_upstream`]; its thread ends when this is dropped.
+pub struct CallingUpstream {
+    addr: SocketAddr,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+impl CallingUpstream {
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
 }
 
 /// A TCP server started by [`Netns::start_echo`]; stops when dropped.

@@ -55,6 +55,9 @@ pub const TRACE_HEADERS: &[&str] = &[
     "grpc-trace-bin",
 ];
 
+/// The `User-Agent` of the requests an upstream makes to its next hop.
+pub const NEXT_HOP_USER_AGENT: &str = "amime-e2e-upstream";
+
 /// An HTTP server on `IP:PORT` answering every request with
 /// `{"service","version","pod","method","path","headers":{..}}`.
 /// Stops when dropped.
@@ -184,10 +187,11 @@ fn trace_headers(request: &Request) -> Vec<(String, String)> {
     TRACE_HEADERS.iter().filter_map(|h| request.headers().get(*h).map(|v| ((*h).to_owned(), value(v)))).collect()
 }
 
-/// `GET next.url` through `next.proxy` with `headers`: the next hop's JSON answer, or
-/// `{"status", "error"}`.
+/// `GET next.url` through `next.proxy` with `headers` and a `User-Agent` (as an app's HTTP
+/// client sends): the next hop's JSON answer, or `{"status", "error"}`.
 async fn call_next(next: &NextHop, headers: &[(String, String)]) -> Value {
-    let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let mut headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    headers.push(("user-agent", NEXT_HOP_USER_AGENT));
     match crate::http::proxy_request(next.proxy, "GET", &next.url, &headers).await {
         Ok(r) => r.json().unwrap_or_else(|_| json!({ "status": r.status, "error": r.summary() })),
         Err(e) => json!({ "status": 0, "error": format!("{e:#}") }),

@@ -19,17 +19,15 @@
 //! Not root (or no `ip netns`): the test prints `SKIPPED: <reason>` and passes vacuously.
 
 use std::net::{Ipv4Addr, SocketAddr};
-use std::path::Path;
 use std::time::Duration;
 
 use amime_e2e::injected::{self, RunningPod};
 use amime_e2e::meshd::{ensure_no_nacks, parse_metric, NACKS_METRIC};
-use amime_e2e::netns::{self, AddressBlock, Netns};
-use amime_e2e::process::{run_to_completion, ManagedProcess};
+use amime_e2e::netns::{self, plug_into_bridge, AddressBlock, Netns};
+use amime_e2e::process::ManagedProcess;
 use amime_e2e::rules::{self, REVIEWS_DESTINATION_RULE};
-use amime_e2e::sidecar::ensure_no_rejected_updates;
 use amime_e2e::{await_condition, run_test, MeshDir, Response, Tally, TestContext, Upstream};
-use anyhow::{ensure, Context as _, Result};
+use anyhow::{ensure, Result};
 use injector::conventions::INIT_CONTAINER;
 use injector::settings::InjectionSettings;
 use serde_json::{json, Value};
@@ -156,20 +154,6 @@ struct Mesh {
     _dir: MeshDir,
 }
 
-/// A bridge in the node namespace and a veth from it into `pod` (`eth0`, `ip/24`, default
-/// route via the node).
-async fn plug(node: &Netns, pod: &Netns, peer: &str, ip: Ipv4Addr, node_ip: Ipv4Addr) -> Result<()> {
-    let link = format!("link add name eth0 netns {} type veth peer name {peer} netns {}", pod.name(), node.name());
-    run_to_completion(Path::new("ip"), link.split(' '), Duration::from_secs(20))
-        .await
-        .with_context(|| format!("veth {}:eth0 <-> {}:{peer}", pod.name(), node.name()))?;
-    pod.ip(["addr", "add", &format!("{ip}/24"), "dev", "eth0"]).await?;
-    pod.ip(["link", "set", "eth0", "up"]).await?;
-    pod.ip(["route", "add", "default", "via", &node_ip.to_string()]).await?;
-    node.ip(["link", "set", peer, "master", "br0", "up"]).await?;
-    Ok(())
-}
-
 impl Mesh {
     async fn start(ctx: &TestContext, block: Block) -> Result<Self> {
         let n = block.0.n;
@@ -209,7 +193,7 @@ impl Mesh {
         for (h, pod) in injected {
             let name = pod["metadata"]["name"].as_str().unwrap_or_default().to_string();
             let ns = Netns::create(&format!("i{n}-{h}")).await?;
-            plug(&node, &ns, &format!("veth{h}"), block.pod(h), node_ip).await?;
+            plug_into_bridge(&node, &ns, &format!("veth{h}"), block.pod(h), node_ip).await?;
             if h != host::PRODUCTPAGE {
                 let version = pod["metadata"]["labels"]["version"].as_str().unwrap_or_default().to_string();
                 upstreams.push(ns.start_upstream(block.addr(h, APP_PORT), "reviews", &version, &name).await?);
@@ -246,12 +230,7 @@ impl Mesh {
     /// Every sidecar accepted listeners and clusters and rejected nothing; meshd counted no NACK.
     async fn check_no_nacks(&self) -> Result<()> {
         for pod in [&self.productpage, &self.reviews_v1, &self.reviews_v2] {
-            let stats = pod.stats().await?;
-            ensure_no_rejected_updates(&stats).with_context(|| format!("pod {}", pod.name))?;
-            for name in ["listener_manager.lds.update_success", "cluster_manager.cds.update_success"] {
-                let n = stats.get(name).copied().unwrap_or(0);
-                ensure!(n >= 1, "pod {}: {name} = {n}: its Envoy never accepted an update", pod.name);
-            }
+            pod.ensure_updates_accepted().await?;
         }
         let monitoring = SocketAddr::from((self.block.pod(host::NODE), MONITORING_PORT));
         let metrics = self.node.get(monitoring, "/metrics").await?;

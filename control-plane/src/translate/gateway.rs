@@ -338,6 +338,11 @@ fn gateway_hcm(route: &str) -> envoy_types::pb::envoy::config::listener::v3::Fil
     hcm_filter
 }
 
+/// Whether two filter chains have the same conditions (no match is the empty one).
+fn same_match(a: &FilterChain, b: &FilterChain) -> bool {
+    a.filter_chain_match.clone().unwrap_or_default() == b.filter_chain_match.clone().unwrap_or_default()
+}
+
 /// The listeners and route configurations of one gateway proxy: the servers whose
 /// Gateway selects it, one listener per (address, port).
 pub(crate) fn listeners_and_routes(
@@ -384,7 +389,7 @@ pub(crate) fn listeners_and_routes(
                     seen_names.push(&s.server_names);
                     // An SNI name another server's chain holds stays with it.
                     for chain in by_sni {
-                        if !chains.iter().any(|c| c.filter_chain_match == chain.filter_chain_match) {
+                        if !chains.iter().any(|c| same_match(c, chain)) {
                             chains.push(chain.clone());
                         }
                     }
@@ -404,6 +409,17 @@ pub(crate) fn listeners_and_routes(
                 chain.filter_chain_match =
                     Some(FilterChainMatch { server_names: s.server_names.clone(), ..Default::default() });
                 chain.transport_socket = Some(gateway_tls::transport_socket(cert));
+                // A passthrough chain may already hold these names (Envoy refuses two
+                // chains with the same conditions): the first server keeps them.
+                if chains.iter().any(|c| same_match(c, &chain)) {
+                    tracing::warn!(
+                        gateway = %format!("{}/{}", s.gateway.0, s.gateway.1),
+                        field = %s.field,
+                        port,
+                        "a gateway server's SNI names are already passed through by another server; left out"
+                    );
+                    continue;
+                }
                 chains.push(chain);
             } else if chains.is_empty() {
                 chains.push(filter_chain(&s.route_name, gateway_hcm(&s.route_name)));

@@ -176,3 +176,30 @@ fn a_match_for_another_gateway_or_port_does_not_apply() {
     let sni: Vec<Vec<String>> = chains(&listeners[0]).into_iter().map(|(n, _)| n).collect();
     assert_eq!(sni, [vec!["b.example.com".to_owned()]]);
 }
+
+/// A terminating server on the port of a passthrough one, for a name the passthrough
+/// server already routes: Envoy refuses two chains with the same SNI, so the first
+/// (by Gateway namespace/name) keeps it.
+#[test]
+fn an_sni_name_is_passed_through_or_terminated_never_both() {
+    let https = r#"apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: z-https, namespace: edge}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 8443, name: https, protocol: HTTPS}
+    hosts: [a.example.com]
+    tls: {mode: SIMPLE, serverCertificate: /etc/cert.pem, privateKey: /etc/key.pem}
+"#;
+    let mesh = mesh(&format!("{MESH}\n---\n{https}"));
+    let listeners = gateway_listeners(&mesh);
+    let tls = listeners.iter().find(|l| l.name.ends_with("_8443")).expect("the 8443 listener");
+    let names: Vec<Vec<String>> = tls
+        .filter_chains
+        .iter()
+        .map(|c| c.filter_chain_match.as_ref().map(|m| m.server_names.clone()).unwrap_or_default())
+        .collect();
+    assert_eq!(names, [vec!["a.example.com".to_owned()], vec!["b.example.com".to_owned()]]);
+    assert!(tls.filter_chains.iter().all(|c| c.transport_socket.is_none()), "a.example.com stays passed through");
+}

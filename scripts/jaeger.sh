@@ -58,16 +58,7 @@ hold_build_lock "${machine_root}/${JAEGER_MODULE_VERSION}.lock"
 [[ -x "${project_bin}/jaeger" ]] && finish
 
 if [[ ! -x "${machine_bin}/jaeger" ]]; then
-  started=$(date +%s)
-  mkdir -p "${machine_root}/${JAEGER_MODULE_VERSION}"
-  staging="$(mktemp -d "${machine_root}/${JAEGER_MODULE_VERSION}/.build.XXXXXX")"
-  chmod 755 "${staging}"
-  trap 'rm -rf "${staging}"' EXIT
-  build_into "${staging}"
-  rm -rf "${machine_bin}"
-  mv -T "${staging}" "${machine_bin}"
-  trap - EXIT
-  log "built in $(($(date +%s) - started)) s into ${machine_bin}"
+  build_atomically "${machine_bin}"
 fi
 install_dir "${machine_bin}" "${project_bin}"
 log "copied ${machine_bin} -> ${project_bin}"

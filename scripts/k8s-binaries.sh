@@ -119,16 +119,7 @@ hold_build_lock "${machine_root}/${K8S_VERSION}.lock"
 complete "${project_bin}" && finish
 
 if ! complete "${machine_bin}"; then
-  started=$(date +%s)
-  mkdir -p "${machine_root}/${K8S_VERSION}"
-  staging="$(mktemp -d "${machine_root}/${K8S_VERSION}/.build.XXXXXX")"
-  chmod 755 "${staging}"
-  trap 'rm -rf "${staging}"' EXIT
-  build_into "${staging}"
-  rm -rf "${machine_bin}"
-  mv -T "${staging}" "${machine_bin}"
-  trap - EXIT
-  log "built in $(($(date +%s) - started)) s into ${machine_bin}"
+  build_atomically "${machine_bin}"
 fi
 install_dir "${machine_bin}" "${project_bin}"
 log "copied ${machine_bin} -> ${project_bin}"

@@ -23,3 +23,19 @@ hold_build_lock() {
     flock 9
   fi
 }
+
+# Builds into machine bin dir $1 with the caller's build_into (given a fresh staging dir
+# next to $1), moving the result into place only once it is complete; says how long it took.
+build_atomically() {
+  local machine_bin=$1 started staging
+  started=$(date +%s)
+  mkdir -p "$(dirname "${machine_bin}")"
+  staging="$(mktemp -d "$(dirname "${machine_bin}")/.build.XXXXXX")"
+  chmod 755 "${staging}"
+  trap "rm -rf '${staging}'" EXIT
+  build_into "${staging}"
+  rm -rf "${machine_bin}"
+  mv -T "${staging}" "${machine_bin}"
+  trap - EXIT
+  log "built in $(($(date +%s) - started)) s into ${machine_bin}"
+}

@@ -103,6 +103,16 @@ spec:
     )
 }
 
+/// A reviews VirtualService with `rules` (HTTP rules, YAML list items indented by two
+/// spaces), followed by a catch-all rule `defaults` to v1 without actions.
+pub fn reviews_vs_then_v1(rules: &str) -> String {
+    format!(
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: reviews\n  namespace: bookinfo\n\
+         spec:\n  hosts:\n  - reviews\n  http:\n{rules}  - name: defaults\n    route:\n    - destination:\n        \
+         host: reviews\n        subset: v1\n"
+    )
+}
+
 /// Every caller of reviews to `subset` (networking.istio.io).
 pub fn reviews_vs_all_to(subset: &str) -> String {
     REVIEWS_VS_ALL_V3

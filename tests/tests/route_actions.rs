@@ -8,7 +8,7 @@
 use std::time::{Duration, Instant};
 
 use amime_e2e::mesh;
-use amime_e2e::rules::{documents, REVIEWS_DESTINATION_RULE};
+use amime_e2e::rules::{documents, reviews_vs_then_v1, REVIEWS_DESTINATION_RULE};
 use amime_e2e::{run_test, Bookinfo, BookinfoOptions, IpBlock, MeshDir, TestContext};
 use anyhow::{ensure, Result};
 
@@ -18,29 +18,6 @@ async fn start_with(ctx: &TestContext, block: IpBlock, virtual_service: &str) ->
     dir.write("mesh.yaml", &mesh::bookinfo_mesh_yaml(block)?)?;
     dir.write("reviews-rules.yaml", &documents(&[REVIEWS_DESTINATION_RULE, virtual_service]))?;
     Bookinfo::start(ctx, block, dir, BookinfoOptions::default()).await
-}
-
-/// A reviews VirtualService whose rules take requests by the `x-test` header (to v1);
-/// `rules` are HTTP rules (YAML list items, indented by two spaces), followed by a
-/// catch-all rule to v1 without actions.
-fn reviews_vs(rules: &str) -> String {
-    format!(
-        r#"apiVersion: networking.amime.dev/v1
-kind: VirtualService
-metadata:
-  name: reviews
-  namespace: bookinfo
-spec:
-  hosts:
-  - reviews
-  http:
-{rules}  - name: defaults
-    route:
-    - destination:
-        host: reviews
-        subset: v1
-"#
-    )
 }
 
 /// An HTTP rule for requests with `x-test: <test>`, to v1, with `actions` (YAML lines at
@@ -63,7 +40,7 @@ async fn retries_recover_from_a_flaky_upstream() {
             rule("on-409", "    retries:\n      attempts: 2\n      retryOn: '409'\n"),
         ]
         .concat();
-        let bookinfo = start_with(&ctx, IpBlock(120), &reviews_vs(&rules)).await?;
+        let bookinfo = start_with(&ctx, IpBlock(120), &reviews_vs_then_v1(&rules)).await?;
         let v1 = &bookinfo.reviews[V1];
         let get = |query: &str, test: &'static str| {
             let url = format!("{}?{query}", Bookinfo::REVIEWS_URL);
@@ -113,7 +90,7 @@ async fn route_timeout_fires_and_no_timeout_by_default() {
             rule("per-try", "    retries:\n      attempts: 2\n      perTryTimeout: 200ms\n      retryOn: reset\n"),
         ]
         .concat();
-        let bookinfo = start_with(&ctx, IpBlock(121), &reviews_vs(&rules)).await?;
+        let bookinfo = start_with(&ctx, IpBlock(121), &reviews_vs_then_v1(&rules)).await?;
         let v1 = &bookinfo.reviews[V1];
         let url = |query: &str| format!("{}?{query}", Bookinfo::REVIEWS_URL);
 
@@ -171,7 +148,7 @@ async fn faults_delay_and_abort_their_share() {
             rule("abort-half", "    fault:\n      abort:\n        httpStatus: 503\n        percentage:\n          value: 50\n    retries:\n      attempts: 0\n"),
         ]
         .concat();
-        let bookinfo = start_with(&ctx, IpBlock(122), &reviews_vs(&rules)).await?;
+        let bookinfo = start_with(&ctx, IpBlock(122), &reviews_vs_then_v1(&rules)).await?;
         let v1 = &bookinfo.reviews[V1];
         let url = |key: &str| format!("{}?key={key}", Bookinfo::REVIEWS_URL);
 
@@ -230,7 +207,7 @@ async fn header_edits_reach_the_upstream_and_the_client() {
             "  - name: edits\n    match:\n    - headers:\n        x-test:\n          exact: edits\n{edits}    route:\n    \
              - destination:\n        host: reviews\n        subset: v1\n{destination_edits}"
         );
-        let bookinfo = start_with(&ctx, IpBlock(123), &reviews_vs(&rules)).await?;
+        let bookinfo = start_with(&ctx, IpBlock(123), &reviews_vs_then_v1(&rules)).await?;
         let sent = [("x-test", "edits"), ("x-route", "client"), ("x-trace", "client"), ("x-secret", "s3cret")];
         let r = bookinfo.productpage.request(Bookinfo::REVIEWS_URL, &sent).await?;
         ensure!(r.status == 200, "{}", r.summary());

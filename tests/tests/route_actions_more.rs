@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use amime_e2e::http::{proxy_request, Response};
 use amime_e2e::mesh::{self, example_pod};
-use amime_e2e::rules::{documents, REVIEWS_DESTINATION_RULE};
+use amime_e2e::rules::{documents, reviews_vs_then_v1, REVIEWS_DESTINATION_RULE};
 use amime_e2e::{await_condition, hosts, run_test, Bookinfo, BookinfoOptions, IpBlock, MeshDir, TestContext};
 use anyhow::{bail, ensure, Context as _, Result};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -25,16 +25,6 @@ async fn start_with(ctx: &TestContext, block: IpBlock, rules: &[&str], extra: &s
     all.extend_from_slice(rules);
     dir.write("reviews-rules.yaml", &documents(&all))?;
     Bookinfo::start(ctx, block, dir, BookinfoOptions::default()).await
-}
-
-/// A reviews VirtualService with `rules` (HTTP rules, YAML list items indented by two
-/// spaces), followed by a catch-all rule to v1.
-fn reviews_vs(rules: &str) -> String {
-    format!(
-        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: reviews\n  namespace: bookinfo\n\
-         spec:\n  hosts:\n  - reviews\n  http:\n{rules}  - name: defaults\n    route:\n    - destination:\n        \
-         host: reviews\n        subset: v1\n"
-    )
 }
 
 const V1: usize = 0;
@@ -129,7 +119,7 @@ async fn redirects_rewrites_and_direct_responses() {
       body:
         bytes: c2hvcnQgYW5kIHN0b3V0
 "#;
-        let bookinfo = start_with(&ctx, IpBlock(137), &[&reviews_vs(rules)], "").await?;
+        let bookinfo = start_with(&ctx, IpBlock(137), &[&reviews_vs_then_v1(rules)], "").await?;
         let get = |path: &str| {
             let (u, productpage) = (url(path), &bookinfo.productpage);
             async move { productpage.request(&u, &[]).await }
@@ -213,7 +203,7 @@ async fn mirrors_receive_their_share_of_copies() {
         host: reviews
         subset: v1
 "#;
-        let bookinfo = start_with(&ctx, IpBlock(138), &[&reviews_vs(rules)], "").await?;
+        let bookinfo = start_with(&ctx, IpBlock(138), &[&reviews_vs_then_v1(rules)], "").await?;
         let (v1, v2, v3) = (&bookinfo.reviews[V1], &bookinfo.reviews[V2], &bookinfo.reviews[V3]);
 
         // `mirror` without a percentage: every request is copied (Istio's default 100%).
@@ -261,7 +251,7 @@ async fn cors_preflights_answered_for_allowed_origins_only() {
             )
         };
         let rules = cors("cors", "") + &cors("strict", "      unmatchedPreflights: IGNORE\n");
-        let bookinfo = start_with(&ctx, IpBlock(139), &[&reviews_vs(&rules)], "").await?;
+        let bookinfo = start_with(&ctx, IpBlock(139), &[&reviews_vs_then_v1(&rules)], "").await?;
         let v1 = &bookinfo.reviews[V1];
         let proxy = bookinfo.productpage.proxy_addr();
         let preflight = |path: &str, origin: &'static str| {
@@ -308,7 +298,7 @@ async fn cors_preflights_answered_for_allowed_origins_only() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delegate_rules_merge_into_the_root() {
     run_test("delegate_rules_merge_into_the_root", |ctx| async move {
-        let root = reviews_vs(
+        let root = reviews_vs_then_v1(
             "  - name: shop\n    match:\n    - uri:\n        prefix: /shop\n    timeout: 5s\n    delegate:\n      \
              name: reviews-shop\n  - name: lost\n    match:\n    - uri:\n        prefix: /lost\n    delegate:\n      \
              name: missing\n",

@@ -12,7 +12,7 @@ use std::time::Duration;
 use amime_e2e::jaeger::{Jaeger, Span};
 use amime_e2e::mesh::{self, hosts, APP_PORT};
 use amime_e2e::meshd::{self, Meshd};
-use amime_e2e::rules::{documents, REVIEWS_DESTINATION_RULE};
+use amime_e2e::rules::{documents, reviews_vs_all_to, REVIEWS_DESTINATION_RULE};
 use amime_e2e::sidecar::{self, Sidecar, SidecarSpec};
 use amime_e2e::upstream::NextHop;
 use amime_e2e::{await_condition, run_test, IpBlock, MeshDir, TestContext, Upstream};
@@ -25,21 +25,6 @@ const REVIEWS_URL: &str = "http://reviews:9080/";
 const CONVERGE: Duration = Duration::from_secs(20);
 /// Envoy's Zipkin and OpenTelemetry tracers flush every 5 s.
 const SPANS_ARRIVE: Duration = Duration::from_secs(30);
-
-const REVIEWS_TO_V1: &str = r#"apiVersion: networking.amime.dev/v1
-kind: VirtualService
-metadata:
-  name: reviews
-  namespace: bookinfo
-spec:
-  hosts:
-  - reviews
-  http:
-  - route:
-    - destination:
-        host: reviews
-        subset: v1
-"#;
 
 /// The three-hop mesh, Jaeger and the mesh-config file meshd watches.
 struct Hops {
@@ -61,7 +46,7 @@ impl Hops {
         dir.write("mesh.yaml", &mesh::bookinfo_mesh_yaml(block)?)?;
         let ratings = [mesh::RATINGS_SERVICE, &mesh::example_pod("ratings", "v1", RATINGS_HOST)].join("---\n");
         dir.write("ratings.yaml", &block.render(&ratings))?;
-        dir.write("reviews-rules.yaml", &documents(&[REVIEWS_DESTINATION_RULE, REVIEWS_TO_V1]))?;
+        dir.write("reviews-rules.yaml", &documents(&[REVIEWS_DESTINATION_RULE, &reviews_vs_all_to("v1")]))?;
         let mesh_config_path = ctx.unique_path("meshconfig", ".yaml");
         std::fs::write(&mesh_config_path, render(block, mesh_config))?;
         let args = ["--mesh-config", mesh_config_path.to_str().context("utf-8 path")?];
